@@ -1,0 +1,1503 @@
+//! `ChannelMachine`: one channel's videos, from plan to publish.
+//!
+//! How to drive it: construct it for a (channel, node, epoch) that the
+//! membership machine has claimed, feed [`ChannelInput::Start`], then every
+//! input as it arrives, with a `now_ms` that never goes backwards, and a
+//! [`ChannelInput::Tick`] whenever `now_ms` reaches [`ChannelMachine::next_deadline`].
+//! Effects come out in order; the shell executes them and feeds results
+//! back: store replies by `op_id`, job results by `JobId`, publish and lookup
+//! results by slot.
+//!
+//! What it guarantees, and where:
+//! - every store write is fenced by the owner record (node, epoch) and by the
+//!   version of the channel record; a stale owner changes nothing
+//!   ([`ChannelMachine::fence_checks`]);
+//! - work starts only after its cost is durably charged against the budget;
+//! - an upload starts only after its quota is durably reserved together with
+//!   a publish intent; the reservation is refunded only on a definite failure;
+//! - a video with an intent whose outcome is unknown (timeout, takeover) is
+//!   looked up by its idempotency key before it is published again;
+//! - one store operation is in flight at a time, so the machine's view of the
+//!   store only changes through its own replies.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use topology::{
+    stage_cost_bound_micros, ChannelId, GpuId, NodeId, StageKind, Topology, DAY_MS,
+};
+
+use crate::breaker::{backoff_ms, Breaker, BreakerParams};
+use crate::protocol::{JobId, JobKind, JobOutcome, JobSpec, LookupOutcome, PublishOutcome};
+use crate::records::*;
+use crate::rng::SeededRng;
+use crate::sabotage::Sabotage;
+use crate::store::{Check, Entry, StoreError, StoreOp, StoreReply, Txn, Write};
+
+#[derive(Clone, Debug)]
+pub struct ChannelParams {
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Attempts per stage before the video fails.
+    pub stage_attempts_max: u32,
+    /// Failed upload attempts (5xx) before the video fails.
+    pub publish_attempts_max: u32,
+    /// A slot is planned this long before its publish time.
+    pub plan_lead_ms: u64,
+    /// At most this many videos in progress at once.
+    pub active_videos_max: usize,
+    /// A GPU job not started within this is resubmitted.
+    pub dispatch_timeout_ms: u64,
+    /// Extra time a started job gets beyond its longest duration.
+    pub job_grace_ms: u64,
+    /// An upload not answered within this has an unknown outcome. The
+    /// publisher abandons the upload at the same moment, so nothing it sent
+    /// can complete later.
+    pub publish_timeout_ms: u64,
+    /// A slot more than this late fails instead of publishing (quota).
+    pub publish_grace_ms: u64,
+    pub store_retry_ms: u64,
+    pub breaker: BreakerParams,
+    pub sabotage: Sabotage,
+}
+
+impl Default for ChannelParams {
+    fn default() -> Self {
+        ChannelParams {
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
+            stage_attempts_max: 8,
+            publish_attempts_max: 12,
+            plan_lead_ms: 30 * 60_000,
+            active_videos_max: 64,
+            dispatch_timeout_ms: 120_000,
+            job_grace_ms: 30_000,
+            publish_timeout_ms: 30_000,
+            publish_grace_ms: 2 * DAY_MS,
+            store_retry_ms: 250,
+            breaker: BreakerParams::default(),
+            sabotage: Sabotage::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChannelInput {
+    /// Load state from the store and begin.
+    Start,
+    Tick,
+    StoreReply { op_id: u64, reply: StoreReply },
+    JobStarted { id: JobId, gpu: Option<GpuId> },
+    JobFinished { id: JobId, outcome: JobOutcome },
+    PublishResult { slot: u64, attempt: u32, outcome: PublishOutcome },
+    LookupResult { slot: u64, outcome: LookupOutcome },
+    /// Pause, resume or kill, from the control records.
+    Control(ControlRecord),
+    /// Until when (this node's clock) its membership lease is certainly
+    /// valid. No upload starts that could outlive it.
+    LeaseValidUntil(u64),
+    /// Hand the channel over: settle uploads, then release ownership.
+    Release,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChannelEffect {
+    Store { op_id: u64, op: StoreOp },
+    StartJob(JobSpec),
+    CancelJob { id: JobId, gpu: Option<GpuId> },
+    Publish {
+        slot: u64,
+        attempt: u32,
+        idempotency_key: String,
+        timeout_ms: u64,
+    },
+    Lookup { slot: u64, idempotency_key: String },
+    /// Ownership was released on request; the shell may drop the machine.
+    Released,
+    /// The owner record no longer names this (node, epoch): stop now.
+    Fenced,
+    /// A video reached its end (for metrics and the simulator's checks).
+    VideoDone { slot: u64, status: VideoStatus },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Loading,
+    Running,
+    Releasing,
+    Stopped,
+}
+
+/// What a video is doing besides its durable record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Run {
+    /// Ready for its next step at `wake_ms`.
+    Idle,
+    /// Its next step waits for the commit in flight (or the next one).
+    AwaitCommit,
+    Job {
+        id: JobId,
+        gpu: Option<GpuId>,
+        started: bool,
+        deadline_ms: u64,
+    },
+    Publishing { attempt: u32, deadline_ms: u64 },
+    LookingUp { deadline_ms: u64 },
+}
+
+#[derive(Clone, Debug)]
+struct Video {
+    rec: VideoRecord,
+    run: Run,
+    wake_ms: u64,
+    /// Upload attempts that failed definitely (5xx).
+    publish_failures: u32,
+    upload_attempt: u32,
+}
+
+/// A step that becomes an effect once the commit carrying it succeeds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Action {
+    StartJob(JobSpec),
+    Publish { slot: u64 },
+    Lookup { slot: u64 },
+}
+
+/// A change to a quota ledger, resolved against the cached ledger when the
+/// transaction is built (reservations must fit; refunds always do).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum QuotaChange {
+    ReservePublish { slot: u64 },
+    ReserveLookup { slot: u64 },
+    Refund { slot: u64 },
+}
+
+#[derive(Clone, Debug)]
+enum InFlight {
+    Load,
+    LoadVideos,
+    Commit {
+        seq: u64,
+        slots: Vec<u64>,
+        actions: Vec<Action>,
+        quota: Vec<QuotaChange>,
+        /// Records as they were before this commit's quota changes, restored
+        /// when the commit did not apply.
+        undo: Vec<VideoRecord>,
+        quota_after: Vec<(u64, QuotaRecord)>,
+        release: bool,
+    },
+    /// Reading back after a conflict or an unknown result.
+    Resolve { commit: Box<InFlight> },
+    ReadQuota(Vec<u64>),
+}
+
+pub struct ChannelMachine {
+    topo: Arc<Topology>,
+    id: ChannelId,
+    node: NodeId,
+    epoch: u64,
+    params: ChannelParams,
+    rng: SeededRng,
+    phase: Phase,
+    chan: ChannelRecord,
+    chan_version: u64,
+    control: ControlRecord,
+    control_all: ControlRecord,
+    videos: BTreeMap<u64, Video>,
+    dirty: BTreeSet<u64>,
+    chan_dirty: bool,
+    actions: Vec<Action>,
+    quota_changes: Vec<QuotaChange>,
+    /// Cached ledger per quota day: (record, version).
+    quota_cache: BTreeMap<u64, (QuotaRecord, u64)>,
+    breakers: BTreeMap<String, Breaker>,
+    inflight: Option<(u64, InFlight)>,
+    next_op_id: u64,
+    store_wait_until_ms: u64,
+    lease_valid_until_ms: u64,
+    release_requested: bool,
+    gpu_cost_max: u64,
+    deadline: Option<u64>,
+    started: bool,
+    /// Job cancels decided outside `step`, flushed by it.
+    cancels: Vec<(JobId, Option<GpuId>)>,
+    /// A read-back that failed to reach the store, retried by `step`.
+    pending_resolve: Option<InFlight>,
+}
+
+impl ChannelMachine {
+    pub fn new(
+        topo: Arc<Topology>,
+        id: ChannelId,
+        node: NodeId,
+        epoch: u64,
+        params: ChannelParams,
+        seed: u64,
+    ) -> ChannelMachine {
+        let gpu_cost_max = topo.gpu_cost_per_hour_max();
+        ChannelMachine {
+            topo,
+            id,
+            node,
+            epoch,
+            params,
+            rng: SeededRng::new(seed),
+            phase: Phase::Loading,
+            chan: ChannelRecord::default(),
+            chan_version: 0,
+            control: ControlRecord::default(),
+            control_all: ControlRecord::default(),
+            videos: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            chan_dirty: false,
+            actions: Vec::new(),
+            quota_changes: Vec::new(),
+            quota_cache: BTreeMap::new(),
+            breakers: BTreeMap::new(),
+            inflight: None,
+            next_op_id: 1,
+            store_wait_until_ms: 0,
+            lease_valid_until_ms: 0,
+            release_requested: false,
+            gpu_cost_max,
+            deadline: None,
+            started: false,
+            cancels: Vec::new(),
+            pending_resolve: None,
+        }
+    }
+
+    pub fn id(&self) -> ChannelId {
+        self.id
+    }
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+    pub fn active_videos(&self) -> usize {
+        self.videos.len()
+    }
+    pub fn control(&self) -> ControlRecord {
+        self.control.merge(self.control_all)
+    }
+    /// Running jobs, for the simulator's kill-switch check.
+    pub fn running_jobs(&self) -> impl Iterator<Item = JobId> + '_ {
+        self.videos.values().filter_map(|v| match v.run {
+            Run::Job { id, .. } => Some(id),
+            _ => None,
+        })
+    }
+
+    /// When the machine next wants a `Tick`; `None`: only inputs wake it.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.deadline
+    }
+
+    pub fn handle(&mut self, now_ms: u64, input: ChannelInput, out: &mut Vec<ChannelEffect>) {
+        if self.phase == Phase::Stopped {
+            return;
+        }
+        match input {
+            ChannelInput::Start => self.started = true,
+            ChannelInput::Tick => {}
+            ChannelInput::StoreReply { op_id, reply } => self.on_store_reply(now_ms, op_id, reply, out),
+            ChannelInput::JobStarted { id, gpu } => {
+                if let Some(v) = self.videos.get_mut(&id.slot) {
+                    if let Run::Job {
+                        id: running,
+                        started,
+                        deadline_ms,
+                        gpu: g,
+                    } = &mut v.run
+                    {
+                        if *running == id && !*started {
+                            let stage = &self.topo.pipeline(self.topo.channel(self.id).pipeline).stages
+                                [id.stage as usize];
+                            *started = true;
+                            *g = gpu;
+                            *deadline_ms = now_ms + 2 * stage.duration.max_ms() + self.params.job_grace_ms;
+                        }
+                    }
+                }
+            }
+            ChannelInput::JobFinished { id, outcome } => self.on_job_finished(now_ms, id, outcome),
+            ChannelInput::PublishResult {
+                slot,
+                attempt,
+                outcome,
+            } => self.on_publish_result(now_ms, slot, attempt, outcome),
+            ChannelInput::LookupResult { slot, outcome } => self.on_lookup_result(now_ms, slot, outcome),
+            ChannelInput::Control(c) => self.on_control(now_ms, c, false, out),
+            ChannelInput::LeaseValidUntil(t) => {
+                self.lease_valid_until_ms = self.lease_valid_until_ms.max(t);
+            }
+            ChannelInput::Release => {
+                self.release_requested = true;
+                if self.phase == Phase::Running {
+                    self.phase = Phase::Releasing;
+                }
+            }
+        }
+        self.step(now_ms, out);
+    }
+
+    fn owner_record(&self) -> OwnerRecord {
+        OwnerRecord {
+            node: Some(self.node),
+            epoch: self.epoch,
+        }
+    }
+
+    /// The fence every write of this machine carries.
+    fn fence_checks(&self) -> Vec<Check> {
+        if self.params.sabotage.no_epoch_fencing {
+            return Vec::new();
+        }
+        vec![
+            Check::Equals(owner_key(self.id), self.owner_record().encode()),
+            Check::VersionIs(channel_key(self.id), self.chan_version),
+        ]
+    }
+
+    fn issue(&mut self, what: InFlight, op: StoreOp, out: &mut Vec<ChannelEffect>) {
+        debug_assert!(self.inflight.is_none(), "one store op at a time");
+        let op_id = self.next_op_id;
+        self.next_op_id += 1;
+        self.inflight = Some((op_id, what));
+        out.push(ChannelEffect::Store { op_id, op });
+    }
+
+    fn stop(&mut self, out: &mut Vec<ChannelEffect>, effect: ChannelEffect) {
+        for v in self.videos.values() {
+            if let Run::Job { id, gpu, .. } = v.run {
+                out.push(ChannelEffect::CancelJob { id, gpu });
+            }
+        }
+        self.phase = Phase::Stopped;
+        self.deadline = None;
+        out.push(effect);
+    }
+
+    fn on_store_reply(&mut self, now_ms: u64, op_id: u64, reply: StoreReply, out: &mut Vec<ChannelEffect>) {
+        let what = match self.inflight.take() {
+            Some((id, what)) if id == op_id => what,
+            other => {
+                self.inflight = other;
+                return;
+            }
+        };
+        match what {
+            InFlight::Load => match reply {
+                StoreReply::Got(entries) => self.on_loaded(entries, out),
+                _ => self.store_wait_until_ms = now_ms + self.params.store_retry_ms,
+            },
+            InFlight::LoadVideos => match reply {
+                StoreReply::Range(entries) => self.on_videos_loaded(now_ms, entries, out),
+                _ => self.store_wait_until_ms = now_ms + self.params.store_retry_ms,
+            },
+            InFlight::ReadQuota(days) => match reply {
+                StoreReply::Got(entries) => {
+                    for (day, e) in days.iter().zip(entries) {
+                        let cached = match e {
+                            Some(e) => match QuotaRecord::decode(&e.value) {
+                                Ok(r) => (r, e.version),
+                                Err(_) => continue,
+                            },
+                            None => (QuotaRecord::default(), 0),
+                        };
+                        self.quota_cache.insert(*day, cached);
+                    }
+                }
+                _ => self.store_wait_until_ms = now_ms + self.params.store_retry_ms,
+            },
+            commit @ InFlight::Commit { .. } => match reply {
+                StoreReply::Committed(version) => self.on_committed(now_ms, commit, version, out),
+                StoreReply::Failed(StoreError::Unavailable(_)) | StoreReply::Failed(StoreError::TooLarge(_)) => {
+                    // Nothing was written: put the work back and try again.
+                    self.requeue(commit);
+                    self.store_wait_until_ms = now_ms + self.params.store_retry_ms;
+                }
+                StoreReply::Failed(_) => {
+                    // Conflict or unknown: read back what is true.
+                    let mut keys = vec![owner_key(self.id), channel_key(self.id)];
+                    if let InFlight::Commit { quota_after, .. } = &commit {
+                        for (day, _) in quota_after {
+                            keys.push(quota_key(self.project(), *day));
+                        }
+                    }
+                    self.issue(
+                        InFlight::Resolve {
+                            commit: Box::new(commit),
+                        },
+                        StoreOp::Get(keys),
+                        out,
+                    );
+                }
+                _ => self.requeue(commit),
+            },
+            InFlight::Resolve { commit } => match reply {
+                StoreReply::Got(entries) => self.on_resolved(now_ms, *commit, entries, out),
+                _ => {
+                    // Could not read back: try the read again later.
+                    self.store_wait_until_ms = now_ms + self.params.store_retry_ms;
+                    self.resolve_again(*commit, out);
+                }
+            },
+        }
+    }
+
+    fn resolve_again(&mut self, commit: InFlight, out: &mut Vec<ChannelEffect>) {
+        // Deferred: `step` re-issues the read when the wait is over.
+        let _ = out;
+        self.pending_resolve = Some(commit);
+    }
+
+    fn on_loaded(&mut self, entries: Vec<Option<Entry>>, out: &mut Vec<ChannelEffect>) {
+        let mut it = entries.into_iter();
+        let owner = it.next().flatten();
+        let chan = it.next().flatten();
+        let control = it.next().flatten();
+        let control_all = it.next().flatten();
+        let mine = owner
+            .as_ref()
+            .and_then(|e| OwnerRecord::decode(&e.value).ok())
+            .map(|o| o == self.owner_record())
+            .unwrap_or(false);
+        if !mine && !self.params.sabotage.no_epoch_fencing {
+            self.stop(out, ChannelEffect::Fenced);
+            return;
+        }
+        if let Some(e) = chan {
+            match ChannelRecord::decode(&e.value) {
+                Ok(r) => {
+                    self.chan = r;
+                    self.chan_version = e.version;
+                }
+                Err(_) => {
+                    // A corrupt channel record: refuse to guess.
+                    self.stop(out, ChannelEffect::Fenced);
+                    return;
+                }
+            }
+        } else {
+            self.chan_version = 0;
+            self.chan_dirty = true;
+            self.chan.next_slot = u64::MAX; // set from the clock in `on_videos_loaded`
+        }
+        self.control = control
+            .and_then(|e| ControlRecord::decode(&e.value).ok())
+            .unwrap_or_default();
+        self.control_all = control_all
+            .and_then(|e| ControlRecord::decode(&e.value).ok())
+            .unwrap_or_default();
+        let prefix = active_prefix(self.id);
+        let end = crate::store::prefix_end(&prefix);
+        self.issue(
+            InFlight::LoadVideos,
+            StoreOp::Range {
+                start: prefix,
+                end,
+                limit: crate::store::RANGE_LIMIT_MAX,
+            },
+            out,
+        );
+    }
+
+    fn on_videos_loaded(&mut self, now_ms: u64, entries: Vec<Entry>, out: &mut Vec<ChannelEffect>) {
+        if self.chan.next_slot == u64::MAX {
+            self.chan.next_slot = self.first_slot_at_or_after(now_ms);
+        }
+        for e in entries {
+            let Ok(mut rec) = VideoRecord::decode(&e.value) else {
+                continue;
+            };
+            // Whatever the previous owner was running may or may not have
+            // run: its charge stays on the ledger.
+            rec.held_micros = 0;
+            let slot = rec.slot;
+            let mut v = Video {
+                rec,
+                run: Run::Idle,
+                wake_ms: now_ms,
+                publish_failures: 0,
+                upload_attempt: 0,
+            };
+            if v.rec.publish_intent && !self.params.sabotage.no_reconciliation {
+                // The previous owner may have uploaded: ask before retrying.
+                self.quota_changes.push(QuotaChange::ReserveLookup { slot });
+                v.run = Run::AwaitCommit;
+            } else if v.rec.publish_intent {
+                v.rec.publish_intent = false;
+            }
+            self.videos.insert(slot, v);
+        }
+        self.phase = if self.release_requested {
+            Phase::Releasing
+        } else {
+            Phase::Running
+        };
+        let c = self.control.merge(self.control_all);
+        self.on_control(now_ms, c, true, out);
+    }
+
+    fn project(&self) -> topology::ProjectId {
+        self.topo.channel(self.id).project
+    }
+
+    fn slot_publish_at(&self, slot: u64) -> u64 {
+        let spec = self.topo.channel(self.id);
+        let per_day = u64::from(spec.videos_per_day.max(1));
+        let day = slot / per_day;
+        let k = slot % per_day;
+        let start = u64::from(spec.window.start_minute) * 60_000;
+        let len = u64::from(spec.window.end_minute.saturating_sub(spec.window.start_minute)) * 60_000;
+        day * DAY_MS + start + k * len / per_day
+    }
+
+    fn first_slot_at_or_after(&self, now_ms: u64) -> u64 {
+        let per_day = u64::from(self.topo.channel(self.id).videos_per_day.max(1));
+        let mut slot = (now_ms / DAY_MS) * per_day;
+        while self.slot_publish_at(slot) < now_ms {
+            slot += 1;
+        }
+        slot
+    }
+
+    fn on_control(&mut self, now_ms: u64, c: ControlRecord, merged: bool, _out: &mut Vec<ChannelEffect>) {
+        if !merged {
+            self.control = c;
+        }
+        let eff = if merged { c } else { c.merge(self.control_all) };
+        if eff.killed {
+            // Kill: cancel what runs, fail what has not started uploading.
+            let slots: Vec<u64> = self.videos.keys().copied().collect();
+            for slot in slots {
+                self.kill_video(now_ms, slot);
+            }
+        }
+    }
+
+    /// Fails a video for the kill switch unless an upload may be in flight,
+    /// which must settle first (it is failed or recorded when it answers).
+    fn kill_video(&mut self, now_ms: u64, slot: u64) {
+        let Some(v) = self.videos.get_mut(&slot) else {
+            return;
+        };
+        if v.rec.is_done() || v.rec.publish_intent || v.run == Run::AwaitCommit {
+            return;
+        }
+        if let Run::Job { id, gpu, .. } = v.run {
+            self.cancels.push((id, gpu));
+        }
+        v.run = Run::Idle;
+        v.rec.held_micros = 0;
+        v.rec.status = VideoStatus::Failed(FailReason::Killed);
+        v.wake_ms = now_ms;
+        self.dirty.insert(slot);
+    }
+}
+
+/// The transitions: results, timeouts, planning, and building commits.
+impl ChannelMachine {
+    fn stage_count(&self) -> usize {
+        self.topo.pipeline(self.topo.channel(self.id).pipeline).stages.len()
+    }
+
+    fn today(now_ms: u64) -> u64 {
+        now_ms / DAY_MS
+    }
+
+    /// First moment of the quota day after the one `now_ms` falls in.
+    fn next_quota_reset_ms(&self, now_ms: u64) -> u64 {
+        let project = self.topo.project(self.project());
+        let offset_ms = i64::from(project.reset_utc_offset_minutes) * 60_000;
+        let day = project.quota_day(now_ms) as i64;
+        ((day + 1) * DAY_MS as i64 - offset_ms).max(now_ms as i64 + 1) as u64
+    }
+
+    fn settle_held(&mut self, slot: u64, actual_micros: u64) {
+        let Some(v) = self.videos.get_mut(&slot) else {
+            return;
+        };
+        let held = v.rec.held_micros;
+        v.rec.cost_micros = v.rec.cost_micros - held + actual_micros;
+        self.chan.spent_total_micros = self.chan.spent_total_micros - held + actual_micros;
+        if v.rec.held_day == self.chan.spend_day {
+            self.chan.spent_day_micros = (self.chan.spent_day_micros + actual_micros).saturating_sub(held);
+        }
+        v.rec.held_micros = 0;
+        self.chan_dirty = true;
+    }
+
+    fn fail_video(&mut self, slot: u64, reason: FailReason) {
+        if let Some(v) = self.videos.get_mut(&slot) {
+            v.rec.status = VideoStatus::Failed(reason);
+            v.run = Run::Idle;
+            self.dirty.insert(slot);
+        }
+    }
+
+    fn provider_of(&self, stage: usize, cheap: bool) -> Option<String> {
+        let spec = &self.topo.pipeline(self.topo.channel(self.id).pipeline).stages[stage];
+        match &spec.kind {
+            StageKind::External {
+                provider,
+                cheap_provider,
+            } => Some(match (cheap, cheap_provider) {
+                (true, Some(c)) => c.clone(),
+                _ => provider.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn on_job_finished(&mut self, now_ms: u64, id: JobId, outcome: JobOutcome) {
+        let Some(v) = self.videos.get(&id.slot) else {
+            return;
+        };
+        match v.run {
+            Run::Job { id: running, .. } if running == id => {}
+            _ => return,
+        }
+        let cheap = matches!(&self.topo.pipeline(self.topo.channel(self.id).pipeline).stages[id.stage as usize].kind,
+            StageKind::External { .. }) && v.rec.held_micros
+            < stage_cost_bound_micros(
+                &self.topo.pipeline(self.topo.channel(self.id).pipeline).stages[id.stage as usize],
+                self.gpu_cost_max,
+                false,
+            );
+        let provider = self.provider_of(id.stage as usize, cheap);
+        match outcome {
+            JobOutcome::Succeeded { cost_micros } => {
+                self.settle_held(id.slot, cost_micros);
+                if let Some(p) = provider {
+                    self.breaker(&p).on_success();
+                }
+                if let Some(v) = self.videos.get_mut(&id.slot) {
+                    v.rec.stage += 1;
+                    v.rec.attempt = 0;
+                    v.run = Run::Idle;
+                    v.wake_ms = now_ms;
+                }
+            }
+            JobOutcome::Failed {
+                failure,
+                retryable,
+                cost_micros,
+            } => {
+                self.settle_held(id.slot, cost_micros);
+                if let Some(p) = provider {
+                    if failure == crate::protocol::JobFailure::Cancelled {
+                        self.breaker(&p).on_abandoned();
+                    } else {
+                        self.breaker(&p).on_failure(now_ms);
+                    }
+                }
+                self.after_stage_failure(now_ms, id.slot, retryable);
+            }
+        }
+        self.dirty.insert(id.slot);
+    }
+
+    fn after_stage_failure(&mut self, now_ms: u64, slot: u64, retryable: bool) {
+        let attempts_max = self.params.stage_attempts_max;
+        let jitter = self.rng.next_u32();
+        let (base, max) = (self.params.retry_base_ms, self.params.retry_max_ms);
+        let Some(v) = self.videos.get_mut(&slot) else {
+            return;
+        };
+        if !retryable || v.rec.attempt >= attempts_max {
+            self.fail_video(slot, FailReason::StageRetriesExhausted);
+        } else {
+            v.run = Run::Idle;
+            v.wake_ms = now_ms + backoff_ms(v.rec.attempt, base, max, jitter);
+        }
+    }
+
+    fn breaker(&mut self, provider: &str) -> &mut Breaker {
+        let params = self.params.breaker;
+        self.breakers
+            .entry(provider.to_string())
+            .or_insert_with(|| Breaker::new(params))
+    }
+
+    fn mark_published(&mut self, slot: u64, remote_id: String) {
+        if let Some(v) = self.videos.get_mut(&slot) {
+            v.rec.status = VideoStatus::Published { remote_id };
+            v.rec.publish_intent = false;
+            v.rec.stage = v.rec.stage.saturating_add(1);
+            v.run = Run::Idle;
+            self.dirty.insert(slot);
+        }
+    }
+
+    fn on_publish_result(&mut self, now_ms: u64, slot: u64, attempt: u32, outcome: PublishOutcome) {
+        let Some(v) = self.videos.get(&slot) else {
+            return;
+        };
+        match v.run {
+            Run::Publishing { attempt: a, .. } if a == attempt => {}
+            _ => return,
+        }
+        let jitter = self.rng.next_u32();
+        let (base, max) = (self.params.retry_base_ms, self.params.retry_max_ms);
+        let reset = self.next_quota_reset_ms(now_ms);
+        let failures_max = self.params.publish_attempts_max;
+        match outcome {
+            PublishOutcome::Published { remote_id } => self.mark_published(slot, remote_id),
+            definite => {
+                self.quota_changes.push(QuotaChange::Refund { slot });
+                let Some(v) = self.videos.get_mut(&slot) else {
+                    return;
+                };
+                v.run = Run::Idle;
+                match definite {
+                    PublishOutcome::RateLimited { retry_after_ms } => {
+                        v.wake_ms = now_ms + retry_after_ms.max(backoff_ms(1, base, max, jitter));
+                    }
+                    PublishOutcome::QuotaExceeded => v.wake_ms = reset,
+                    _ => {
+                        v.publish_failures += 1;
+                        v.wake_ms = now_ms + backoff_ms(v.publish_failures, base, max, jitter);
+                        if v.publish_failures >= failures_max {
+                            self.fail_video(slot, FailReason::StageRetriesExhausted);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_lookup_result(&mut self, now_ms: u64, slot: u64, outcome: LookupOutcome) {
+        let Some(v) = self.videos.get(&slot) else {
+            return;
+        };
+        if !matches!(v.run, Run::LookingUp { .. }) {
+            return;
+        }
+        let jitter = self.rng.next_u32();
+        let (base, max) = (self.params.retry_base_ms, self.params.retry_max_ms);
+        match outcome {
+            LookupOutcome::Found { remote_id } => self.mark_published(slot, remote_id),
+            LookupOutcome::NotFound => {
+                // The upload never completed: its reservation comes back and
+                // the video publishes afresh.
+                self.quota_changes.push(QuotaChange::Refund { slot });
+                if let Some(v) = self.videos.get_mut(&slot) {
+                    v.run = Run::Idle;
+                    v.wake_ms = now_ms;
+                }
+                if self.control().killed {
+                    self.fail_video(slot, FailReason::Killed);
+                }
+            }
+            LookupOutcome::Failed => {
+                if let Some(v) = self.videos.get_mut(&slot) {
+                    v.run = Run::Idle;
+                    v.wake_ms = now_ms + backoff_ms(2, base, max, jitter);
+                }
+            }
+        }
+    }
+
+    fn requeue(&mut self, commit: InFlight) {
+        let InFlight::Commit {
+            slots,
+            actions,
+            quota,
+            undo,
+            ..
+        } = commit
+        else {
+            return;
+        };
+        self.dirty.extend(slots);
+        self.chan_dirty = true;
+        for rec in undo.into_iter().rev() {
+            if let Some(v) = self.videos.get_mut(&rec.slot) {
+                v.rec = rec;
+            }
+        }
+        let mut kept: Vec<Action> = actions
+            .into_iter()
+            .filter(|a| matches!(a, Action::StartJob(_)))
+            .collect();
+        kept.append(&mut self.actions);
+        self.actions = kept;
+        let mut q = quota;
+        q.append(&mut self.quota_changes);
+        self.quota_changes = q;
+    }
+
+    fn on_resolved(&mut self, now_ms: u64, commit: InFlight, entries: Vec<Option<Entry>>, out: &mut Vec<ChannelEffect>) {
+        let mut it = entries.into_iter();
+        let owner = it.next().flatten();
+        let chan = it.next().flatten();
+        let owner_ok = owner
+            .and_then(|e| OwnerRecord::decode(&e.value).ok())
+            .map(|o| o == self.owner_record())
+            .unwrap_or(false);
+        if !owner_ok && !self.params.sabotage.no_epoch_fencing {
+            self.stop(out, ChannelEffect::Fenced);
+            return;
+        }
+        let InFlight::Commit {
+            seq, quota_after, ..
+        } = &commit
+        else {
+            return;
+        };
+        for ((day, _), e) in quota_after.iter().zip(it) {
+            let cached = match e {
+                Some(e) => match QuotaRecord::decode(&e.value) {
+                    Ok(r) => (r, e.version),
+                    Err(_) => continue,
+                },
+                None => (QuotaRecord::default(), 0),
+            };
+            self.quota_cache.insert(*day, cached);
+        }
+        let (applied_seq, version) = match &chan {
+            Some(e) => (
+                ChannelRecord::decode(&e.value).map(|r| r.write_seq).unwrap_or(0),
+                e.version,
+            ),
+            None => (0, 0),
+        };
+        if applied_seq >= *seq && !self.params.sabotage.no_epoch_fencing {
+            // It was applied after all.
+            let cache: Vec<(u64, (QuotaRecord, u64))> = quota_after
+                .iter()
+                .filter_map(|(d, _)| self.quota_cache.get(d).cloned().map(|c| (*d, c)))
+                .collect();
+            self.on_committed(now_ms, commit, version, out);
+            for (d, c) in cache {
+                self.quota_cache.insert(d, c);
+            }
+        } else {
+            self.chan_version = version;
+            self.requeue(commit);
+        }
+    }
+
+    fn on_committed(&mut self, now_ms: u64, commit: InFlight, version: u64, out: &mut Vec<ChannelEffect>) {
+        let InFlight::Commit {
+            slots,
+            actions,
+            quota_after,
+            release,
+            ..
+        } = commit
+        else {
+            return;
+        };
+        self.chan_version = version;
+        for (day, rec) in quota_after {
+            self.quota_cache.insert(day, (rec, version));
+        }
+        for slot in slots {
+            let done = self.videos.get(&slot).map(|v| v.rec.is_done()).unwrap_or(false);
+            if done && !self.dirty.contains(&slot) {
+                if let Some(v) = self.videos.remove(&slot) {
+                    out.push(ChannelEffect::VideoDone {
+                        slot,
+                        status: v.rec.status,
+                    });
+                }
+            }
+        }
+        let killed = self.control().killed;
+        for action in actions {
+            match action {
+                Action::StartJob(spec) => {
+                    let slot = spec.id.slot;
+                    if killed {
+                        self.fail_video(slot, FailReason::Killed);
+                        continue;
+                    }
+                    let Some(v) = self.videos.get_mut(&slot) else {
+                        continue;
+                    };
+                    let is_gpu = spec.kind == JobKind::Gpu;
+                    let deadline_ms = if is_gpu {
+                        now_ms + self.params.dispatch_timeout_ms
+                    } else {
+                        now_ms + spec.duration.max_ms() + self.params.job_grace_ms
+                    };
+                    v.run = Run::Job {
+                        id: spec.id,
+                        gpu: None,
+                        started: !is_gpu,
+                        deadline_ms,
+                    };
+                    out.push(ChannelEffect::StartJob(spec));
+                }
+                Action::Publish { slot } => {
+                    let name = &self.topo.channel(self.id).name;
+                    let key = idempotency_key(name, slot);
+                    let Some(v) = self.videos.get_mut(&slot) else {
+                        continue;
+                    };
+                    v.upload_attempt += 1;
+                    v.run = Run::Publishing {
+                        attempt: v.upload_attempt,
+                        deadline_ms: now_ms + self.params.publish_timeout_ms,
+                    };
+                    out.push(ChannelEffect::Publish {
+                        slot,
+                        attempt: v.upload_attempt,
+                        idempotency_key: key,
+                        timeout_ms: self.params.publish_timeout_ms,
+                    });
+                }
+                Action::Lookup { slot } => {
+                    let key = idempotency_key(&self.topo.channel(self.id).name, slot);
+                    let Some(v) = self.videos.get_mut(&slot) else {
+                        continue;
+                    };
+                    v.run = Run::LookingUp {
+                        deadline_ms: now_ms + self.params.publish_timeout_ms,
+                    };
+                    out.push(ChannelEffect::Lookup {
+                        slot,
+                        idempotency_key: key,
+                    });
+                }
+            }
+        }
+        if release {
+            self.stop(out, ChannelEffect::Released);
+        }
+    }
+
+    /// Everything that happens because time passed or state changed.
+    fn step(&mut self, now_ms: u64, out: &mut Vec<ChannelEffect>) {
+        if self.phase == Phase::Stopped {
+            return;
+        }
+        for (id, gpu) in self.cancels.drain(..) {
+            out.push(ChannelEffect::CancelJob { id, gpu });
+        }
+        if self.phase == Phase::Loading {
+            if self.started && self.inflight.is_none() && now_ms >= self.store_wait_until_ms {
+                self.issue(
+                    InFlight::Load,
+                    StoreOp::Get(vec![
+                        owner_key(self.id),
+                        channel_key(self.id),
+                        control_key(self.id),
+                        CONTROL_ALL_KEY.to_vec(),
+                    ]),
+                    out,
+                );
+            }
+            self.deadline = (self.inflight.is_none() && self.started).then_some(self.store_wait_until_ms.max(now_ms + 1));
+            return;
+        }
+        self.check_timeouts(now_ms, out);
+        let today = Self::today(now_ms);
+        if self.chan.spend_day != today {
+            self.chan.spend_day = today;
+            self.chan.spent_day_micros = 0;
+            self.chan_dirty = true;
+        }
+        let control = self.control();
+        let may_start = self.phase == Phase::Running && !control.paused && !control.killed;
+        if may_start {
+            self.plan(now_ms);
+        }
+        if self.phase == Phase::Releasing {
+            // The next owner reconciles whatever is not settled here.
+            self.quota_changes
+                .retain(|q| matches!(q, QuotaChange::Refund { .. }));
+            let dropped: Vec<u64> = self
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::StartJob(s) => Some(s.id.slot),
+                    _ => None,
+                })
+                .collect();
+            self.actions.clear();
+            for slot in dropped {
+                if let Some(v) = self.videos.get_mut(&slot) {
+                    v.run = Run::Idle;
+                }
+            }
+            for v in self.videos.values_mut() {
+                if v.run == Run::AwaitCommit {
+                    v.run = Run::Idle;
+                }
+            }
+        }
+        if may_start {
+            let ready: Vec<u64> = self
+                .videos
+                .iter()
+                .filter(|(_, v)| v.run == Run::Idle && v.wake_ms <= now_ms && !v.rec.is_done())
+                .map(|(s, _)| *s)
+                .collect();
+            for slot in ready {
+                self.advance(now_ms, slot);
+            }
+        } else if control.killed {
+            let slots: Vec<u64> = self.videos.keys().copied().collect();
+            for slot in slots {
+                self.kill_video(now_ms, slot);
+            }
+            for (id, gpu) in self.cancels.drain(..) {
+                out.push(ChannelEffect::CancelJob { id, gpu });
+            }
+        }
+        if self.inflight.is_none() && now_ms >= self.store_wait_until_ms {
+            if let Some(commit) = self.pending_resolve.take() {
+                self.issue_resolve(commit, out);
+            } else {
+                self.build_commit(now_ms, out);
+            }
+        }
+        self.deadline = self.compute_deadline(now_ms, may_start);
+    }
+
+    fn issue_resolve(&mut self, commit: InFlight, out: &mut Vec<ChannelEffect>) {
+        let mut keys = vec![owner_key(self.id), channel_key(self.id)];
+        if let InFlight::Commit { quota_after, .. } = &commit {
+            for (day, _) in quota_after {
+                keys.push(quota_key(self.project(), *day));
+            }
+        }
+        self.issue(
+            InFlight::Resolve {
+                commit: Box::new(commit),
+            },
+            StoreOp::Get(keys),
+            out,
+        );
+    }
+
+    fn check_timeouts(&mut self, now_ms: u64, out: &mut Vec<ChannelEffect>) {
+        let mut expired_jobs = Vec::new();
+        let mut expired_uploads = Vec::new();
+        let mut expired_lookups = Vec::new();
+        for (slot, v) in &self.videos {
+            match v.run {
+                Run::Job { id, gpu, deadline_ms, .. } if deadline_ms <= now_ms => {
+                    expired_jobs.push((*slot, id, gpu))
+                }
+                Run::Publishing { deadline_ms, .. } if deadline_ms <= now_ms => expired_uploads.push(*slot),
+                Run::LookingUp { deadline_ms } if deadline_ms <= now_ms => expired_lookups.push(*slot),
+                _ => {}
+            }
+        }
+        for (slot, id, gpu) in expired_jobs {
+            out.push(ChannelEffect::CancelJob { id, gpu });
+            // The job may have run: its whole reservation stays charged.
+            if let Some(v) = self.videos.get_mut(&slot) {
+                v.rec.held_micros = 0;
+            }
+            let provider = self.provider_of(id.stage as usize, false);
+            if let Some(p) = provider {
+                self.breaker(&p).on_failure(now_ms);
+            }
+            self.after_stage_failure(now_ms, slot, true);
+            self.dirty.insert(slot);
+        }
+        for slot in expired_uploads {
+            if self.params.sabotage.no_reconciliation {
+                // Sabotaged: a silent upload is taken as failed and retried.
+                self.quota_changes.push(QuotaChange::Refund { slot });
+                if let Some(v) = self.videos.get_mut(&slot) {
+                    v.run = Run::Idle;
+                    v.wake_ms = now_ms;
+                }
+            } else {
+                self.quota_changes.push(QuotaChange::ReserveLookup { slot });
+                if let Some(v) = self.videos.get_mut(&slot) {
+                    v.run = Run::AwaitCommit;
+                }
+            }
+        }
+        let jitter = self.rng.next_u32();
+        for slot in expired_lookups {
+            if let Some(v) = self.videos.get_mut(&slot) {
+                v.run = Run::Idle;
+                v.wake_ms = now_ms + backoff_ms(2, self.params.retry_base_ms, self.params.retry_max_ms, jitter);
+            }
+        }
+    }
+
+    fn plan(&mut self, now_ms: u64) {
+        while self.videos.len() < self.params.active_videos_max {
+            let slot = self.chan.next_slot;
+            let at = self.slot_publish_at(slot);
+            if at > now_ms + self.params.plan_lead_ms {
+                break;
+            }
+            self.chan.next_slot += 1;
+            self.chan_dirty = true;
+            if at + self.params.publish_grace_ms < now_ms {
+                continue; // missed while nobody owned the channel
+            }
+            self.videos.insert(
+                slot,
+                Video {
+                    rec: VideoRecord::new(slot),
+                    run: Run::Idle,
+                    wake_ms: now_ms,
+                    publish_failures: 0,
+                    upload_attempt: 0,
+                },
+            );
+            self.dirty.insert(slot);
+        }
+    }
+
+    /// Starts the next step of an idle video, if its budget, breaker,
+    /// quota and lease allow.
+    fn advance(&mut self, now_ms: u64, slot: u64) {
+        let Some(v) = self.videos.get(&slot) else {
+            return;
+        };
+        let stage_ix = v.rec.stage as usize;
+        if stage_ix >= self.stage_count() {
+            return;
+        }
+        let topo = Arc::clone(&self.topo);
+        let spec = topo.channel(self.id);
+        let stage = &topo.pipeline(spec.pipeline).stages[stage_ix];
+        if stage.kind == StageKind::Publish {
+            if v.rec.publish_intent {
+                return; // a refund is on its way first
+            }
+            if self.lease_valid_until_ms < now_ms + self.params.publish_timeout_ms + 1_000 {
+                if let Some(v) = self.videos.get_mut(&slot) {
+                    v.wake_ms = now_ms + 250;
+                }
+                return;
+            }
+            self.quota_changes.push(QuotaChange::ReservePublish { slot });
+            if let Some(v) = self.videos.get_mut(&slot) {
+                v.run = Run::AwaitCommit;
+            }
+            return;
+        }
+        let today = Self::today(now_ms);
+        let budget = spec.budget;
+        let full = stage_cost_bound_micros(stage, self.gpu_cost_max, false);
+        let has_cheap = matches!(
+            &stage.kind,
+            StageKind::External {
+                cheap_provider: Some(_),
+                ..
+            }
+        );
+        let cost_so_far = v.rec.cost_micros;
+        let cheap = has_cheap
+            && (self.chan.spent_day_micros.saturating_add(full) > budget.daily_soft_micros
+                || cost_so_far.saturating_add(full) > budget.per_video_soft_micros);
+        let bound = stage_cost_bound_micros(stage, self.gpu_cost_max, cheap);
+        if cost_so_far.saturating_add(bound) > budget.per_video_hard_micros {
+            self.fail_video(slot, FailReason::VideoBudget);
+            return;
+        }
+        if self.chan.spent_day_micros.saturating_add(bound) > budget.daily_hard_micros {
+            self.fail_video(slot, FailReason::DailyBudget);
+            return;
+        }
+        let kind = match &stage.kind {
+            StageKind::Cpu => JobKind::Cpu,
+            StageKind::Gpu => JobKind::Gpu,
+            StageKind::External { .. } => {
+                let provider = self.provider_of(stage_ix, cheap).unwrap_or_default();
+                if let Err(until) = self.breaker(&provider).try_acquire(now_ms) {
+                    if let Some(v) = self.videos.get_mut(&slot) {
+                        v.wake_ms = until;
+                    }
+                    return;
+                }
+                JobKind::External { provider }
+            }
+            StageKind::Publish => return,
+        };
+        let Some(v) = self.videos.get_mut(&slot) else {
+            return;
+        };
+        v.rec.attempt += 1;
+        v.rec.cost_micros += bound;
+        v.rec.held_micros = bound;
+        v.rec.held_day = today;
+        v.run = Run::AwaitCommit;
+        self.chan.spent_day_micros += bound;
+        self.chan.spent_total_micros += bound;
+        self.chan_dirty = true;
+        self.dirty.insert(slot);
+        let id = JobId {
+            channel: self.id,
+            slot,
+            stage: stage_ix as u16,
+            attempt: v.rec.attempt,
+            epoch: self.epoch,
+        };
+        self.actions.push(Action::StartJob(JobSpec {
+            id,
+            owner: self.node,
+            kind,
+            gpu_memory_bytes: stage.gpu_memory_bytes,
+            duration: stage.duration,
+            fixed_cost_micros: if cheap {
+                stage.cost.cheap_fixed_micros
+            } else {
+                stage.cost.fixed_micros
+            },
+            priority: spec.priority,
+            home_region: spec.home_region,
+            budget_day: today,
+            hops: 0,
+        }));
+    }
+
+    fn quota_day_of(&self, change: &QuotaChange, now_ms: u64) -> Option<u64> {
+        match change {
+            QuotaChange::ReservePublish { .. } | QuotaChange::ReserveLookup { .. } => {
+                Some(self.topo.project(self.project()).quota_day(now_ms))
+            }
+            QuotaChange::Refund { slot } => self.videos.get(slot).map(|v| v.rec.quota_day),
+        }
+    }
+
+    fn build_commit(&mut self, now_ms: u64, out: &mut Vec<ChannelEffect>) {
+        let releasing = self.phase == Phase::Releasing;
+        let uploads_in_flight = self
+            .videos
+            .values()
+            .any(|v| matches!(v.run, Run::Publishing { .. } | Run::LookingUp { .. }));
+        let release = releasing && !uploads_in_flight;
+        if self.dirty.is_empty()
+            && !self.chan_dirty
+            && self.actions.is_empty()
+            && self.quota_changes.is_empty()
+            && !release
+        {
+            return;
+        }
+        let sabotage_quota = self.params.sabotage.no_quota_reservation;
+        // Quota ledgers must be known before a change to them is built.
+        if !sabotage_quota {
+            let mut missing: Vec<u64> = self
+                .quota_changes
+                .iter()
+                .filter_map(|c| self.quota_day_of(c, now_ms))
+                .filter(|d| !self.quota_cache.contains_key(d))
+                .collect();
+            missing.sort_unstable();
+            missing.dedup();
+            if !missing.is_empty() {
+                let keys = missing.iter().map(|d| quota_key(self.project(), *d)).collect();
+                self.issue(InFlight::ReadQuota(missing), StoreOp::Get(keys), out);
+                return;
+            }
+        }
+        let topo = Arc::clone(&self.topo);
+        let project = topo.project(self.project());
+        let publish_units = project.publish_units();
+        let mut lookup_units = vec![0u64; project.buckets.len()];
+        lookup_units[project.lookup_cost.bucket] += project.lookup_cost.units;
+        let mut quota_after: BTreeMap<u64, QuotaRecord> = BTreeMap::new();
+        let mut undo = Vec::new();
+        let mut applied = Vec::new();
+        let mut actions = std::mem::take(&mut self.actions);
+        let reset = self.next_quota_reset_ms(now_ms);
+        for change in std::mem::take(&mut self.quota_changes) {
+            let Some(day) = self.quota_day_of(&change, now_ms) else {
+                continue;
+            };
+            let slot = match change {
+                QuotaChange::ReservePublish { slot }
+                | QuotaChange::ReserveLookup { slot }
+                | QuotaChange::Refund { slot } => slot,
+            };
+            let Some(v) = self.videos.get(&slot) else {
+                continue;
+            };
+            let publish_at = self.slot_publish_at(slot);
+            if sabotage_quota {
+                // Sabotaged: publish with no reservation at all.
+                match change {
+                    QuotaChange::ReservePublish { slot } => {
+                        if let Some(v) = self.videos.get_mut(&slot) {
+                            v.rec.publish_intent = true;
+                        }
+                        actions.push(Action::Publish { slot });
+                    }
+                    QuotaChange::ReserveLookup { slot } => actions.push(Action::Lookup { slot }),
+                    QuotaChange::Refund { slot } => {
+                        if let Some(v) = self.videos.get_mut(&slot) {
+                            v.rec.publish_intent = false;
+                        }
+                    }
+                }
+                self.dirty.insert(slot);
+                continue;
+            }
+            let ledger = quota_after.entry(day).or_insert_with(|| {
+                let mut r = self
+                    .quota_cache
+                    .get(&day)
+                    .map(|(r, _)| r.clone())
+                    .unwrap_or_default();
+                r.used.resize(project.buckets.len(), 0);
+                r
+            });
+            let (units, sign): (&[u64], i8) = match change {
+                QuotaChange::ReservePublish { .. } => (&publish_units, 1),
+                QuotaChange::ReserveLookup { .. } => (&lookup_units, 1),
+                QuotaChange::Refund { .. } => (&publish_units, -1),
+            };
+            if sign > 0 {
+                let fits = ledger
+                    .used
+                    .iter()
+                    .zip(units)
+                    .zip(&project.buckets)
+                    .all(|((used, u), b)| used + u <= b.units_per_day);
+                if !fits {
+                    // Out of quota today: wait for the reset, or give up once
+                    // the slot is too late to matter.
+                    let late = now_ms > publish_at + self.params.publish_grace_ms;
+                    if late {
+                        if let Some(v) = self.videos.get_mut(&slot) {
+                            v.rec.status = VideoStatus::Failed(FailReason::QuotaExhausted);
+                            v.run = Run::Idle;
+                        }
+                        self.dirty.insert(slot);
+                    } else if let Some(v) = self.videos.get_mut(&slot) {
+                        v.run = Run::Idle;
+                        v.wake_ms = reset;
+                    }
+                    continue;
+                }
+            } else if !v.rec.publish_intent {
+                continue; // nothing reserved to give back
+            }
+            undo.push(v.rec.clone());
+            let total: u64 = units.iter().sum();
+            for (used, u) in ledger.used.iter_mut().zip(units) {
+                *used = if sign > 0 { *used + u } else { used.saturating_sub(*u) };
+            }
+            let Some(v) = self.videos.get_mut(&slot) else {
+                continue;
+            };
+            match change {
+                QuotaChange::ReservePublish { slot } => {
+                    v.rec.publish_intent = true;
+                    v.rec.quota_day = day;
+                    v.rec.quota_units += total;
+                    actions.push(Action::Publish { slot });
+                }
+                QuotaChange::ReserveLookup { slot } => {
+                    v.rec.quota_units += total;
+                    actions.push(Action::Lookup { slot });
+                }
+                QuotaChange::Refund { .. } => {
+                    v.rec.publish_intent = false;
+                    v.rec.quota_units = v.rec.quota_units.saturating_sub(total);
+                }
+            }
+            applied.push(change);
+            self.dirty.insert(slot);
+        }
+        let mut txn = Txn {
+            checks: self.fence_checks(),
+            writes: Vec::new(),
+        };
+        for day in quota_after.keys() {
+            let version = self.quota_cache.get(day).map(|(_, v)| *v).unwrap_or(0);
+            txn.checks
+                .push(Check::VersionIs(quota_key(self.project(), *day), version));
+        }
+        self.chan.write_seq += 1;
+        let seq = self.chan.write_seq;
+        txn.writes
+            .push(Write::Put(channel_key(self.id), self.chan.encode()));
+        let slots: Vec<u64> = std::mem::take(&mut self.dirty).into_iter().collect();
+        for slot in &slots {
+            let Some(v) = self.videos.get(slot) else {
+                continue;
+            };
+            if v.rec.is_done() {
+                txn.writes.push(Write::Delete(active_key(self.id, *slot)));
+                txn.writes
+                    .push(Write::Put(done_key(self.id, *slot), v.rec.encode()));
+            } else {
+                txn.writes
+                    .push(Write::Put(active_key(self.id, *slot), v.rec.encode()));
+            }
+        }
+        for (day, rec) in &quota_after {
+            txn.writes
+                .push(Write::Put(quota_key(self.project(), *day), rec.encode()));
+        }
+        let release = release && actions.is_empty();
+        if release {
+            txn.writes.push(Write::Put(
+                owner_key(self.id),
+                OwnerRecord {
+                    node: None,
+                    epoch: self.epoch,
+                }
+                .encode(),
+            ));
+        }
+        self.chan_dirty = false;
+        let op = StoreOp::Commit(txn);
+        self.issue(
+            InFlight::Commit {
+                seq,
+                slots,
+                actions,
+                quota: applied,
+                undo,
+                quota_after: quota_after.into_iter().collect(),
+                release,
+            },
+            op,
+            out,
+        );
+    }
+
+    fn compute_deadline(&self, now_ms: u64, may_start: bool) -> Option<u64> {
+        let mut best: Option<u64> = None;
+        let mut consider = |t: u64| {
+            let t = t.max(now_ms + 1);
+            best = Some(best.map_or(t, |b: u64| b.min(t)));
+        };
+        for v in self.videos.values() {
+            match v.run {
+                Run::Idle if may_start && !v.rec.is_done() => consider(v.wake_ms),
+                Run::Job { deadline_ms, .. }
+                | Run::Publishing { deadline_ms, .. }
+                | Run::LookingUp { deadline_ms } => consider(deadline_ms),
+                _ => {}
+            }
+        }
+        if may_start && self.videos.len() < self.params.active_videos_max {
+            let at = self.slot_publish_at(self.chan.next_slot);
+            consider(at.saturating_sub(self.params.plan_lead_ms));
+        }
+        let pending = !self.dirty.is_empty()
+            || self.chan_dirty
+            || !self.actions.is_empty()
+            || !self.quota_changes.is_empty()
+            || self.pending_resolve.is_some()
+            || self.phase == Phase::Releasing;
+        if self.inflight.is_none() && pending {
+            consider(self.store_wait_until_ms);
+        }
+        // Spend resets at the next UTC day.
+        consider((now_ms / DAY_MS + 1) * DAY_MS);
+        best
+    }
+}

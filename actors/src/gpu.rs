@@ -1,0 +1,431 @@
+//! `GpuMachine`: one GPU's admission, queue and job leases.
+//!
+//! How to drive it: feed [`GpuInput::Submit`] for jobs the region dispatcher
+//! sends, [`GpuInput::Finished`] when the hardware (or executor) reports a
+//! job's end, and `Tick` at `next_deadline()`. Effects: `Run`/`Kill` go to the
+//! hardware, `Notify` to the job's owner node, `Report` to the dispatcher.
+//! Time only moves forward.
+//!
+//! Architecture invariant: the memory of the running jobs never exceeds the
+//! GPU's memory (checked on every admission with `debug_assert!`, and by the
+//! simulator's hardware model).
+
+use std::collections::BTreeMap;
+
+use topology::{GpuId, Micros, NodeId};
+
+use crate::protocol::{JobFailure, JobId, JobOutcome, JobSpec, LoadReport};
+use crate::sabotage::Sabotage;
+
+#[derive(Clone, Copy, Debug)]
+pub struct GpuParams {
+    /// Least time between two load reports.
+    pub report_interval_ms: u64,
+    /// Jobs waiting beyond this many are refused (bounded queue).
+    pub queue_jobs_max: usize,
+    pub sabotage: Sabotage,
+}
+
+impl Default for GpuParams {
+    fn default() -> Self {
+        GpuParams {
+            report_interval_ms: 250,
+            queue_jobs_max: 256,
+            sabotage: Sabotage::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GpuInput {
+    Submit(JobSpec),
+    Cancel(JobId),
+    Finished { id: JobId, ok: bool },
+    Drain,
+    Tick,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GpuNotice {
+    Started { id: JobId, gpu: GpuId },
+    Finished { id: JobId, outcome: JobOutcome },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GpuEffect {
+    /// Start the job on the hardware; it must end by `lease_until_ms`.
+    Run { job: JobSpec, lease_until_ms: u64 },
+    Kill { id: JobId },
+    Notify { to: NodeId, notice: GpuNotice },
+    Report(LoadReport),
+}
+
+#[derive(Clone, Debug)]
+struct Running {
+    spec: JobSpec,
+    started_ms: u64,
+    lease_until_ms: u64,
+}
+
+pub struct GpuMachine {
+    id: GpuId,
+    memory_bytes: u64,
+    cost_per_hour_micros: Micros,
+    params: GpuParams,
+    free_bytes: u64,
+    running: BTreeMap<JobId, Running>,
+    /// Waiting jobs in admission order: priority first, then arrival.
+    queue: Vec<(u8, u64, JobSpec)>,
+    arrivals: u64,
+    draining: bool,
+    report_due: bool,
+    last_report_ms: Option<u64>,
+    deadline: Option<u64>,
+}
+
+impl GpuMachine {
+    pub fn new(id: GpuId, memory_bytes: u64, cost_per_hour_micros: Micros, params: GpuParams) -> GpuMachine {
+        GpuMachine {
+            id,
+            memory_bytes,
+            cost_per_hour_micros,
+            params,
+            free_bytes: memory_bytes,
+            running: BTreeMap::new(),
+            queue: Vec::new(),
+            arrivals: 0,
+            draining: false,
+            report_due: true,
+            last_report_ms: None,
+            deadline: None,
+        }
+    }
+
+    pub fn id(&self) -> GpuId {
+        self.id
+    }
+    pub fn free_bytes(&self) -> u64 {
+        self.free_bytes
+    }
+    pub fn running_jobs(&self) -> usize {
+        self.running.len()
+    }
+    pub fn queued_jobs(&self) -> usize {
+        self.queue.len()
+    }
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.deadline
+    }
+
+    pub fn handle(&mut self, now_ms: u64, input: GpuInput, out: &mut Vec<GpuEffect>) {
+        match input {
+            GpuInput::Submit(job) => self.submit(now_ms, job, out),
+            GpuInput::Cancel(id) => {
+                if let Some(r) = self.running.remove(&id) {
+                    self.free_bytes += r.spec.gpu_memory_bytes;
+                    out.push(GpuEffect::Kill { id });
+                }
+                self.queue.retain(|(_, _, j)| j.id != id);
+                self.report_due = true;
+            }
+            GpuInput::Finished { id, ok } => {
+                if let Some(r) = self.running.remove(&id) {
+                    self.free_bytes += r.spec.gpu_memory_bytes;
+                    let cost_micros = self.cost_of(&r, now_ms);
+                    let outcome = if ok {
+                        JobOutcome::Succeeded { cost_micros }
+                    } else {
+                        JobOutcome::Failed {
+                            failure: JobFailure::GpuFault,
+                            retryable: true,
+                            cost_micros,
+                        }
+                    };
+                    out.push(GpuEffect::Notify {
+                        to: r.spec.owner,
+                        notice: GpuNotice::Finished { id, outcome },
+                    });
+                    self.report_due = true;
+                }
+            }
+            GpuInput::Drain => {
+                self.draining = true;
+                // Queued work goes back to its owners to be placed elsewhere.
+                for (_, _, job) in std::mem::take(&mut self.queue) {
+                    out.push(GpuEffect::Notify {
+                        to: job.owner,
+                        notice: GpuNotice::Finished {
+                            id: job.id,
+                            outcome: JobOutcome::Failed {
+                                failure: JobFailure::Cancelled,
+                                retryable: true,
+                                cost_micros: 0,
+                            },
+                        },
+                    });
+                }
+                self.report_due = true;
+            }
+            GpuInput::Tick => {}
+        }
+        self.expire_leases(now_ms, out);
+        self.admit(now_ms, out);
+        self.report(now_ms, out);
+        self.deadline = self.compute_deadline();
+    }
+
+    /// What the job cost: the tier's fixed price plus GPU time, counted at
+    /// most to the lease (a job is never billed past its lease).
+    fn cost_of(&self, r: &Running, now_ms: u64) -> u64 {
+        let held_ms = now_ms
+            .saturating_sub(r.started_ms)
+            .min(r.lease_until_ms - r.started_ms);
+        r.spec.fixed_cost_micros + self.cost_per_hour_micros * held_ms / 3_600_000
+    }
+
+    fn submit(&mut self, now_ms: u64, job: JobSpec, out: &mut Vec<GpuEffect>) {
+        let refuse = |failure, retryable| GpuEffect::Notify {
+            to: job.owner,
+            notice: GpuNotice::Finished {
+                id: job.id,
+                outcome: JobOutcome::Failed {
+                    failure,
+                    retryable,
+                    cost_micros: 0,
+                },
+            },
+        };
+        if self.running.contains_key(&job.id) || self.queue.iter().any(|(_, _, j)| j.id == job.id) {
+            return; // a duplicate delivery
+        }
+        if job.gpu_memory_bytes > self.memory_bytes {
+            out.push(refuse(JobFailure::NoCapacity, true));
+            return;
+        }
+        if self.draining || self.queue.len() >= self.params.queue_jobs_max {
+            out.push(refuse(JobFailure::Cancelled, true));
+            return;
+        }
+        let _ = now_ms;
+        self.arrivals += 1;
+        let key = (u8::MAX - job.priority, self.arrivals);
+        let at = self
+            .queue
+            .partition_point(|(p, a, _)| (*p, *a) <= key);
+        self.queue.insert(at, (key.0, key.1, job));
+        self.report_due = true;
+    }
+
+    fn admit(&mut self, now_ms: u64, out: &mut Vec<GpuEffect>) {
+        if self.draining {
+            return;
+        }
+        // Strict order: the head waits for room rather than be overtaken,
+        // so large jobs never starve.
+        while let Some((_, _, head)) = self.queue.first() {
+            let fits = head.gpu_memory_bytes <= self.free_bytes;
+            if !fits && !self.params.sabotage.no_vram_admission {
+                break;
+            }
+            let (_, _, job) = self.queue.remove(0);
+            self.free_bytes = self.free_bytes.wrapping_sub(job.gpu_memory_bytes);
+            if !self.params.sabotage.no_vram_admission {
+                debug_assert!(self.free_bytes <= self.memory_bytes, "over-committed");
+            } else if self.free_bytes > self.memory_bytes {
+                self.free_bytes = 0;
+            }
+            let lease_until_ms = now_ms + job.duration.max_ms();
+            out.push(GpuEffect::Notify {
+                to: job.owner,
+                notice: GpuNotice::Started {
+                    id: job.id,
+                    gpu: self.id,
+                },
+            });
+            out.push(GpuEffect::Run {
+                job: job.clone(),
+                lease_until_ms,
+            });
+            self.running.insert(
+                job.id,
+                Running {
+                    spec: job,
+                    started_ms: now_ms,
+                    lease_until_ms,
+                },
+            );
+            self.report_due = true;
+        }
+    }
+
+    fn expire_leases(&mut self, now_ms: u64, out: &mut Vec<GpuEffect>) {
+        let expired: Vec<JobId> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.lease_until_ms <= now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(r) = self.running.remove(&id) {
+                self.free_bytes += r.spec.gpu_memory_bytes;
+                out.push(GpuEffect::Kill { id });
+                let cost_micros = self.cost_of(&r, now_ms);
+                out.push(GpuEffect::Notify {
+                    to: r.spec.owner,
+                    notice: GpuNotice::Finished {
+                        id,
+                        outcome: JobOutcome::Failed {
+                            failure: JobFailure::LeaseExpired,
+                            retryable: true,
+                            cost_micros,
+                        },
+                    },
+                });
+                self.report_due = true;
+            }
+        }
+    }
+
+    fn est_wait_ms(&self, now_ms: u64) -> u64 {
+        if self.queue.is_empty() {
+            return 0;
+        }
+        let soonest_free = self
+            .running
+            .values()
+            .map(|r| r.started_ms + r.spec.duration.mean_ms)
+            .min()
+            .map(|t| t.saturating_sub(now_ms))
+            .unwrap_or(0);
+        let queued: u64 = self.queue.iter().map(|(_, _, j)| j.duration.mean_ms).sum();
+        let parallel = (self.running.len() as u64).max(1);
+        soonest_free + queued / parallel
+    }
+
+    fn report(&mut self, now_ms: u64, out: &mut Vec<GpuEffect>) {
+        let due_at = self
+            .last_report_ms
+            .map(|t| t + self.params.report_interval_ms)
+            .unwrap_or(0);
+        if !self.report_due || now_ms < due_at {
+            return;
+        }
+        self.report_due = false;
+        self.last_report_ms = Some(now_ms);
+        out.push(GpuEffect::Report(LoadReport {
+            gpu: self.id,
+            free_bytes: self.free_bytes,
+            total_bytes: self.memory_bytes,
+            running: self.running.len() as u32,
+            queued: self.queue.len() as u32,
+            est_wait_ms: self.est_wait_ms(now_ms),
+            draining: self.draining,
+            cost_per_hour_micros: self.cost_per_hour_micros,
+        }));
+    }
+
+    fn compute_deadline(&self) -> Option<u64> {
+        let lease = self.running.values().map(|r| r.lease_until_ms).min();
+        let report = self
+            .report_due
+            .then(|| self.last_report_ms.map(|t| t + self.params.report_interval_ms).unwrap_or(0));
+        match (lease, report) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use topology::{ChannelId, DurationModel, RegionId, GIB};
+
+    fn job(slot: u64, gib: u64) -> JobSpec {
+        JobSpec {
+            id: JobId {
+                channel: ChannelId(0),
+                slot,
+                stage: 0,
+                attempt: 1,
+                epoch: 1,
+            },
+            owner: NodeId(0),
+            kind: crate::protocol::JobKind::Gpu,
+            gpu_memory_bytes: gib * GIB,
+            duration: DurationModel {
+                mean_ms: 1000,
+                jitter_ms: 0,
+            },
+            fixed_cost_micros: 0,
+            priority: 0,
+            home_region: RegionId(0),
+            budget_day: 0,
+            hops: 0,
+        }
+    }
+
+    fn runs(out: &[GpuEffect]) -> Vec<u64> {
+        out.iter()
+            .filter_map(|e| match e {
+                GpuEffect::Run { job, .. } => Some(job.id.slot),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn admits_while_memory_allows_and_queues_the_rest() {
+        let mut g = GpuMachine::new(GpuId(0), 24 * GIB, 0, GpuParams::default());
+        let mut out = Vec::new();
+        g.handle(0, GpuInput::Submit(job(1, 16)), &mut out);
+        g.handle(0, GpuInput::Submit(job(2, 16)), &mut out);
+        g.handle(0, GpuInput::Submit(job(3, 4)), &mut out);
+        // Job 2 does not fit; job 3 waits behind it rather than overtake.
+        assert_eq!(runs(&out), vec![1]);
+        assert_eq!(g.queued_jobs(), 2);
+        out.clear();
+        g.handle(900, GpuInput::Finished { id: job(1, 16).id, ok: true }, &mut out);
+        assert_eq!(runs(&out), vec![2, 3]);
+        assert_eq!(g.free_bytes(), 4 * GIB);
+    }
+
+    #[test]
+    fn a_job_past_its_lease_is_killed_and_reported() {
+        let mut g = GpuMachine::new(GpuId(0), 24 * GIB, 3_600_000, GpuParams::default());
+        let mut out = Vec::new();
+        g.handle(0, GpuInput::Submit(job(1, 8)), &mut out);
+        assert_eq!(g.next_deadline(), Some(250));
+        out.clear();
+        g.handle(1000, GpuInput::Tick, &mut out);
+        assert!(out.iter().any(|e| matches!(e, GpuEffect::Kill { .. })));
+        assert!(out.iter().any(|e| matches!(
+            e,
+            GpuEffect::Notify {
+                notice: GpuNotice::Finished {
+                    outcome: JobOutcome::Failed {
+                        failure: JobFailure::LeaseExpired,
+                        cost_micros: 1000,
+                        ..
+                    },
+                    ..
+                },
+                ..
+            }
+        )));
+        assert_eq!(g.free_bytes(), 24 * GIB);
+    }
+
+    #[test]
+    fn drain_returns_queued_jobs_and_admits_nothing() {
+        let mut g = GpuMachine::new(GpuId(0), 8 * GIB, 0, GpuParams::default());
+        let mut out = Vec::new();
+        g.handle(0, GpuInput::Submit(job(1, 8)), &mut out);
+        g.handle(0, GpuInput::Submit(job(2, 8)), &mut out);
+        out.clear();
+        g.handle(1, GpuInput::Drain, &mut out);
+        assert_eq!(g.queued_jobs(), 0);
+        g.handle(2, GpuInput::Finished { id: job(1, 8).id, ok: true }, &mut out);
+        assert!(runs(&out).is_empty());
+    }
+}

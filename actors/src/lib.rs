@@ -1,0 +1,23 @@
+//! reelfleet's functional core: the decisions of every actor as pure state
+//! machines, and the store interface with its in-memory reference model.
+//!
+//! Each machine is driven the same way: `handle(now_ms, input, &mut effects)`
+//! and `next_deadline()`. A machine never reads a clock, draws entropy or
+//! does I/O: time arrives as `now_ms`, randomness from a [`rng::SeededRng`]
+//! handed in at construction, and the world through inputs.
+//!
+//! Architecture invariant: no `std::time`, no `HashMap` iteration, no thread
+//! RNG anywhere in this crate; `BTreeMap`/`Vec` keep every iteration order a
+//! function of the inputs.
+
+pub mod breaker;
+pub mod channel;
+pub mod codec;
+pub mod gpu;
+pub mod membership;
+pub mod protocol;
+pub mod records;
+pub mod region;
+pub mod rng;
+pub mod sabotage;
+pub mod store;

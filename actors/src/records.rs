@@ -1,0 +1,504 @@
+//! The key layout of the store and the records kept under it.
+//!
+//! ```text
+//! m                      MembersRecord: live nodes and a generation
+//! l/<node>               LeaseRecord: renewed by its node
+//! o/<channel>            OwnerRecord: node and epoch (the fence)
+//! c/<channel>            ChannelRecord: plan cursor, spend ledger
+//! va/<channel>/<slot>    VideoRecord of a video still in progress
+//! vd/<channel>/<slot>    VideoRecord of a published or failed video
+//! q/<project>/<day>      QuotaRecord: units reserved per bucket that day
+//! k/gen                  control generation, bumped by every control write
+//! k/all                  ControlRecord for the whole fleet (kill switch)
+//! k/c/<channel>          ControlRecord for one channel
+//! ```
+//! Ids are big-endian so that keys sort by id.
+
+use crate::codec::{DecodeError, Reader, Writer};
+use topology::{ChannelId, NodeId, ProjectId};
+
+pub const MEMBERS_KEY: &[u8] = b"m";
+pub const CONTROL_GEN_KEY: &[u8] = b"k/gen";
+pub const CONTROL_ALL_KEY: &[u8] = b"k/all";
+
+fn key_u32(prefix: &[u8], id: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 4);
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn lease_key(node: NodeId) -> Vec<u8> {
+    key_u32(b"l/", node.0)
+}
+pub fn owner_key(ch: ChannelId) -> Vec<u8> {
+    key_u32(b"o/", ch.0)
+}
+pub fn channel_key(ch: ChannelId) -> Vec<u8> {
+    key_u32(b"c/", ch.0)
+}
+pub fn control_key(ch: ChannelId) -> Vec<u8> {
+    key_u32(b"k/c/", ch.0)
+}
+pub fn active_prefix(ch: ChannelId) -> Vec<u8> {
+    let mut k = key_u32(b"va/", ch.0);
+    k.push(b'/');
+    k
+}
+pub fn done_prefix(ch: ChannelId) -> Vec<u8> {
+    let mut k = key_u32(b"vd/", ch.0);
+    k.push(b'/');
+    k
+}
+pub fn active_key(ch: ChannelId, slot: u64) -> Vec<u8> {
+    let mut k = active_prefix(ch);
+    k.extend_from_slice(&slot.to_be_bytes());
+    k
+}
+pub fn done_key(ch: ChannelId, slot: u64) -> Vec<u8> {
+    let mut k = done_prefix(ch);
+    k.extend_from_slice(&slot.to_be_bytes());
+    k
+}
+pub fn quota_key(project: ProjectId, day: u64) -> Vec<u8> {
+    let mut k = b"q/".to_vec();
+    k.extend_from_slice(&project.0.to_be_bytes());
+    k.push(b'/');
+    k.extend_from_slice(&day.to_be_bytes());
+    k
+}
+pub fn quota_prefix(project: ProjectId) -> Vec<u8> {
+    let mut k = b"q/".to_vec();
+    k.extend_from_slice(&project.0.to_be_bytes());
+    k.push(b'/');
+    k
+}
+
+/// The idempotency key of a video: stable across owners and retries, and
+/// stored in the published video's metadata so a lookup can find it.
+pub fn idempotency_key(channel_name: &str, slot: u64) -> String {
+    format!("{channel_name}/{slot}")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnerRecord {
+    /// `None` once released by a graceful handover.
+    pub node: Option<NodeId>,
+    pub epoch: u64,
+}
+
+impl OwnerRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_tag(b'O');
+        w.u32(self.node.map(|n| n.0 + 1).unwrap_or(0)).u64(self.epoch);
+        w.finish()
+    }
+    pub fn decode(b: &[u8]) -> Result<OwnerRecord, DecodeError> {
+        let mut r = Reader::expect_tag(b, b'O', "owner tag")?;
+        let node = r.u32("owner node")?;
+        let epoch = r.u64("owner epoch")?;
+        r.end("owner record end")?;
+        Ok(OwnerRecord {
+            node: node.checked_sub(1).map(NodeId),
+            epoch,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ChannelRecord {
+    /// Bumped by every commit of the owner; read back to settle a commit
+    /// whose result was unknown.
+    pub write_seq: u64,
+    /// The next schedule slot to plan.
+    pub next_slot: u64,
+    /// The budget day `spent_day_micros` belongs to.
+    pub spend_day: u64,
+    pub spent_day_micros: u64,
+    /// Sum of every video's `cost_micros`, all days.
+    pub spent_total_micros: u64,
+}
+
+impl ChannelRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_tag(b'C');
+        w.u64(self.write_seq)
+            .u64(self.next_slot)
+            .u64(self.spend_day)
+            .u64(self.spent_day_micros)
+            .u64(self.spent_total_micros);
+        w.finish()
+    }
+    pub fn decode(b: &[u8]) -> Result<ChannelRecord, DecodeError> {
+        let mut r = Reader::expect_tag(b, b'C', "channel tag")?;
+        let rec = ChannelRecord {
+            write_seq: r.u64("write_seq")?,
+            next_slot: r.u64("next_slot")?,
+            spend_day: r.u64("spend_day")?,
+            spent_day_micros: r.u64("spent_day_micros")?,
+            spent_total_micros: r.u64("spent_total_micros")?,
+        };
+        r.end("channel record end")?;
+        Ok(rec)
+    }
+}
+
+/// Why a video ended without being published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FailReason {
+    /// A stage failed more than the retry limit allows.
+    StageRetriesExhausted,
+    /// The channel's daily hard budget would be exceeded.
+    DailyBudget,
+    /// The video's own hard budget would be exceeded.
+    VideoBudget,
+    /// The channel was killed.
+    Killed,
+    /// The publishing project had no quota before the video's deadline.
+    QuotaExhausted,
+}
+
+impl FailReason {
+    pub const ALL: [FailReason; 5] = [
+        FailReason::StageRetriesExhausted,
+        FailReason::DailyBudget,
+        FailReason::VideoBudget,
+        FailReason::Killed,
+        FailReason::QuotaExhausted,
+    ];
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+    pub fn from_code(c: u8) -> Option<FailReason> {
+        FailReason::ALL.get(c as usize).copied()
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            FailReason::StageRetriesExhausted => "stage-retries-exhausted",
+            FailReason::DailyBudget => "daily-budget",
+            FailReason::VideoBudget => "video-budget",
+            FailReason::Killed => "killed",
+            FailReason::QuotaExhausted => "quota-exhausted",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VideoStatus {
+    Active,
+    Published { remote_id: String },
+    Failed(FailReason),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VideoRecord {
+    pub slot: u64,
+    pub status: VideoStatus,
+    /// The stage to run next (or running); `stages.len()` past the end.
+    pub stage: u16,
+    /// Attempts made at `stage` so far.
+    pub attempt: u32,
+    /// Money charged to this video, as the ledger has it.
+    pub cost_micros: u64,
+    /// Part of `cost_micros` reserved for the stage now running (its upper
+    /// bound), settled to the actual cost when the stage ends.
+    pub held_micros: u64,
+    /// The budget day `held_micros` was charged to.
+    pub held_day: u64,
+    /// A publish was reserved and may be in flight: the next owner must look
+    /// the idempotency key up before publishing again.
+    pub publish_intent: bool,
+    /// The quota day of the outstanding publish reservation.
+    pub quota_day: u64,
+    /// Quota units reserved for this video and not refunded, all buckets
+    /// and days together (uploads, thumbnails, lookups).
+    pub quota_units: u64,
+}
+
+impl VideoRecord {
+    pub fn new(slot: u64) -> VideoRecord {
+        VideoRecord {
+            slot,
+            status: VideoStatus::Active,
+            stage: 0,
+            attempt: 0,
+            cost_micros: 0,
+            held_micros: 0,
+            held_day: 0,
+            publish_intent: false,
+            quota_day: 0,
+            quota_units: 0,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        !matches!(self.status, VideoStatus::Active)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_tag(b'V');
+        w.u64(self.slot);
+        match &self.status {
+            VideoStatus::Active => {
+                w.u8(0);
+            }
+            VideoStatus::Published { remote_id } => {
+                w.u8(1).bytes(remote_id.as_bytes());
+            }
+            VideoStatus::Failed(r) => {
+                w.u8(2).u8(r.code());
+            }
+        }
+        w.u32(u32::from(self.stage))
+            .u32(self.attempt)
+            .u64(self.cost_micros)
+            .u64(self.held_micros)
+            .u64(self.held_day)
+            .u8(u8::from(self.publish_intent))
+            .u64(self.quota_day)
+            .u64(self.quota_units);
+        w.finish()
+    }
+
+    pub fn decode(b: &[u8]) -> Result<VideoRecord, DecodeError> {
+        let mut r = Reader::expect_tag(b, b'V', "video tag")?;
+        let slot = r.u64("slot")?;
+        let status = match r.u8("status")? {
+            0 => VideoStatus::Active,
+            1 => {
+                let id = r.bytes("remote id")?;
+                let remote_id = String::from_utf8(id.to_vec()).map_err(|_| DecodeError {
+                    what: "remote id utf-8",
+                    offset: 0,
+                })?;
+                VideoStatus::Published { remote_id }
+            }
+            2 => {
+                let code = r.u8("fail reason")?;
+                VideoStatus::Failed(FailReason::from_code(code).ok_or(DecodeError {
+                    what: "fail reason code",
+                    offset: 0,
+                })?)
+            }
+            _ => {
+                return Err(DecodeError {
+                    what: "status code",
+                    offset: 9,
+                })
+            }
+        };
+        let stage = r.u32("stage")?;
+        let rec = VideoRecord {
+            slot,
+            status,
+            stage: u16::try_from(stage).map_err(|_| DecodeError {
+                what: "stage index",
+                offset: 0,
+            })?,
+            attempt: r.u32("attempt")?,
+            cost_micros: r.u64("cost")?,
+            held_micros: r.u64("held")?,
+            held_day: r.u64("held day")?,
+            publish_intent: r.u8("intent")? != 0,
+            quota_day: r.u64("quota day")?,
+            quota_units: r.u64("quota units")?,
+        };
+        r.end("video record end")?;
+        Ok(rec)
+    }
+}
+
+/// Units reserved in each bucket of one project on one quota day.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct QuotaRecord {
+    pub used: Vec<u64>,
+}
+
+impl QuotaRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_tag(b'Q');
+        w.u32(self.used.len() as u32);
+        for u in &self.used {
+            w.u64(*u);
+        }
+        w.finish()
+    }
+    pub fn decode(b: &[u8]) -> Result<QuotaRecord, DecodeError> {
+        let mut r = Reader::expect_tag(b, b'Q', "quota tag")?;
+        let n = r.u32("bucket count")?;
+        if n > 64 {
+            return Err(DecodeError {
+                what: "bucket count over 64",
+                offset: 1,
+            });
+        }
+        let mut used = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            used.push(r.u64("bucket units")?);
+        }
+        r.end("quota record end")?;
+        Ok(QuotaRecord { used })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub incarnation: u64,
+    pub renewals: u64,
+}
+
+impl LeaseRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_tag(b'L');
+        w.u64(self.incarnation).u64(self.renewals);
+        w.finish()
+    }
+    pub fn decode(b: &[u8]) -> Result<LeaseRecord, DecodeError> {
+        let mut r = Reader::expect_tag(b, b'L', "lease tag")?;
+        let rec = LeaseRecord {
+            incarnation: r.u64("incarnation")?,
+            renewals: r.u64("renewals")?,
+        };
+        r.end("lease record end")?;
+        Ok(rec)
+    }
+}
+
+/// The nodes the cluster considers live, sorted by id. A node is added by
+/// itself when it joins and removed by a peer that saw its lease expire (or
+/// by itself when it drains).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MembersRecord {
+    pub generation: u64,
+    pub nodes: Vec<NodeId>,
+    /// Members handing their channels away: placement skips them, and their
+    /// channels are claimed only once released.
+    pub draining: Vec<NodeId>,
+}
+
+impl MembersRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_tag(b'M');
+        w.u64(self.generation).u32(self.nodes.len() as u32);
+        for n in &self.nodes {
+            w.u32(n.0);
+        }
+        w.u32(self.draining.len() as u32);
+        for n in &self.draining {
+            w.u32(n.0);
+        }
+        w.finish()
+    }
+    pub fn decode(b: &[u8]) -> Result<MembersRecord, DecodeError> {
+        let mut r = Reader::expect_tag(b, b'M', "members tag")?;
+        let generation = r.u64("generation")?;
+        let n = r.u32("member count")?;
+        if n > 100_000 {
+            return Err(DecodeError {
+                what: "member count over 100000",
+                offset: 9,
+            });
+        }
+        let mut nodes = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            nodes.push(NodeId(r.u32("member id")?));
+        }
+        let d = r.u32("draining count")?;
+        if d > n {
+            return Err(DecodeError {
+                what: "more draining nodes than members",
+                offset: 0,
+            });
+        }
+        let mut draining = Vec::with_capacity(d as usize);
+        for _ in 0..d {
+            draining.push(NodeId(r.u32("draining id")?));
+        }
+        r.end("members record end")?;
+        Ok(MembersRecord {
+            generation,
+            nodes,
+            draining,
+        })
+    }
+    pub fn contains(&self, n: NodeId) -> bool {
+        self.nodes.binary_search(&n).is_ok()
+    }
+    pub fn is_draining(&self, n: NodeId) -> bool {
+        self.draining.binary_search(&n).is_ok()
+    }
+    /// Nodes placement may use: members that are not draining.
+    pub fn placeable(&self, n: NodeId) -> bool {
+        self.contains(n) && !self.is_draining(n)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ControlRecord {
+    pub paused: bool,
+    pub killed: bool,
+}
+
+impl ControlRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_tag(b'K');
+        w.u8(u8::from(self.paused)).u8(u8::from(self.killed));
+        w.finish()
+    }
+    pub fn decode(b: &[u8]) -> Result<ControlRecord, DecodeError> {
+        let mut r = Reader::expect_tag(b, b'K', "control tag")?;
+        let rec = ControlRecord {
+            paused: r.u8("paused")? != 0,
+            killed: r.u8("killed")? != 0,
+        };
+        r.end("control record end")?;
+        Ok(rec)
+    }
+    /// The channel's effective control: the fleet switch and its own.
+    pub fn merge(self, other: ControlRecord) -> ControlRecord {
+        ControlRecord {
+            paused: self.paused || other.paused,
+            killed: self.killed || other.killed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_reject_garbage() {
+        let v = VideoRecord {
+            status: VideoStatus::Published {
+                remote_id: "yt-42".into(),
+            },
+            cost_micros: 17,
+            ..VideoRecord::new(9)
+        };
+        assert_eq!(VideoRecord::decode(&v.encode()), Ok(v.clone()));
+        let mut bytes = v.encode();
+        bytes.push(0);
+        assert!(VideoRecord::decode(&bytes).is_err());
+        assert!(VideoRecord::decode(&bytes[..5]).is_err());
+        let m = MembersRecord {
+            generation: 3,
+            nodes: vec![NodeId(1), NodeId(4)],
+            draining: vec![NodeId(4)],
+        };
+        assert_eq!(MembersRecord::decode(&m.encode()), Ok(m));
+        assert!(OwnerRecord::decode(b"Xjunk").is_err());
+        let o = OwnerRecord {
+            node: None,
+            epoch: 5,
+        };
+        assert_eq!(OwnerRecord::decode(&o.encode()), Ok(o));
+    }
+
+    #[test]
+    fn keys_sort_by_id() {
+        assert!(active_key(ChannelId(1), 300) < active_key(ChannelId(2), 0));
+        assert!(active_key(ChannelId(1), 2) < active_key(ChannelId(1), 256));
+        assert!(owner_key(ChannelId(255)) < owner_key(ChannelId(256)));
+    }
+}

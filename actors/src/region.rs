@@ -1,0 +1,338 @@
+//! `RegionMachine`: one region's GPU dispatcher.
+//!
+//! How to drive it: feed [`RegionInput::Submit`] for GPU jobs from channel
+//! actors (or spilled from another region), [`RegionInput::Load`] for GPU
+//! load reports, [`RegionInput::Summary`] for other regions' summaries,
+//! [`RegionInput::GpuGone`] when a GPU's node leaves, and `Tick` at
+//! `next_deadline()`. Effects send jobs to GPUs or regions, refuse jobs, and
+//! broadcast this region's summary.
+//!
+//! The score of a GPU for a job, lower is better (all in milliseconds of
+//! expected delay, so the terms add up):
+//!
+//! ```text
+//! score = est_wait_ms                          (queue: from its last report,
+//!                                               plus jobs sent since)
+//!       + duration_ms * cost_per_hour / price_ms_per_dollar_hour   (cost)
+//!       + leftover_fraction * fit_weight_ms    (fit: prefer the tightest
+//!                                               GPU so big jobs find room)
+//! ```
+//! A GPU that cannot hold the job at all, is draining, or whose report is
+//! stale is never chosen. When the best local wait exceeds `spill_wait_ms`,
+//! the job goes to the nearest region whose summary promises a shorter wait
+//! including the extra latency; a spilled job is never spilled again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use topology::{GpuId, RegionId, Topology};
+
+use crate::protocol::{JobFailure, JobSpec, LoadReport};
+
+#[derive(Clone, Copy, Debug)]
+pub struct RegionParams {
+    pub spill_wait_ms: u64,
+    /// Reports older than this are not trusted.
+    pub report_stale_ms: u64,
+    pub summary_interval_ms: u64,
+    pub fit_weight_ms: u64,
+    /// How many ms of waiting one dollar-per-hour of GPU price is worth,
+    /// per second of job.
+    pub cost_weight_ms: u64,
+}
+
+impl Default for RegionParams {
+    fn default() -> Self {
+        RegionParams {
+            spill_wait_ms: 60_000,
+            report_stale_ms: 10_000,
+            summary_interval_ms: 2_000,
+            fit_weight_ms: 500,
+            cost_weight_ms: 200,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegionInput {
+    Submit(JobSpec),
+    Load(LoadReport),
+    Summary { region: RegionId, best_wait_ms: u64 },
+    GpuGone(GpuId),
+    Tick,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegionEffect {
+    ToGpu { gpu: GpuId, job: JobSpec },
+    ToRegion { region: RegionId, job: JobSpec },
+    Refuse { job: JobSpec, failure: JobFailure },
+    Summary { region: RegionId, best_wait_ms: u64 },
+}
+
+#[derive(Clone, Debug)]
+struct GpuView {
+    report: LoadReport,
+    at_ms: u64,
+    /// Sent since the report: memory and expected time.
+    sent_bytes: u64,
+    sent_ms: u64,
+}
+
+pub struct RegionMachine {
+    topo: Arc<Topology>,
+    region: RegionId,
+    params: RegionParams,
+    gpus: BTreeMap<GpuId, GpuView>,
+    summaries: BTreeMap<RegionId, (u64, u64)>,
+    last_summary_ms: Option<u64>,
+    dispatched: u64,
+    spilled: u64,
+}
+
+impl RegionMachine {
+    pub fn new(topo: Arc<Topology>, region: RegionId, params: RegionParams) -> RegionMachine {
+        RegionMachine {
+            topo,
+            region,
+            params,
+            gpus: BTreeMap::new(),
+            summaries: BTreeMap::new(),
+            last_summary_ms: None,
+            dispatched: 0,
+            spilled: 0,
+        }
+    }
+
+    pub fn region(&self) -> RegionId {
+        self.region
+    }
+    pub fn spilled(&self) -> u64 {
+        self.spilled
+    }
+    pub fn dispatched(&self) -> u64 {
+        self.dispatched
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        Some(
+            self.last_summary_ms
+                .map(|t| t + self.params.summary_interval_ms)
+                .unwrap_or(0),
+        )
+    }
+
+    pub fn handle(&mut self, now_ms: u64, input: RegionInput, out: &mut Vec<RegionEffect>) {
+        match input {
+            RegionInput::Submit(job) => self.dispatch(now_ms, job, out),
+            RegionInput::Load(report) => {
+                self.gpus.insert(
+                    report.gpu,
+                    GpuView {
+                        report,
+                        at_ms: now_ms,
+                        sent_bytes: 0,
+                        sent_ms: 0,
+                    },
+                );
+            }
+            RegionInput::Summary {
+                region,
+                best_wait_ms,
+            } => {
+                if region != self.region {
+                    self.summaries.insert(region, (best_wait_ms, now_ms));
+                }
+            }
+            RegionInput::GpuGone(gpu) => {
+                self.gpus.remove(&gpu);
+            }
+            RegionInput::Tick => {}
+        }
+        let due = self
+            .last_summary_ms
+            .map(|t| t + self.params.summary_interval_ms)
+            .unwrap_or(0);
+        if now_ms >= due {
+            self.last_summary_ms = Some(now_ms);
+            out.push(RegionEffect::Summary {
+                region: self.region,
+                best_wait_ms: self.best_wait_ms(now_ms),
+            });
+        }
+    }
+
+    fn fresh(&self, v: &GpuView, now_ms: u64) -> bool {
+        now_ms.saturating_sub(v.at_ms) <= self.params.report_stale_ms && !v.report.draining
+    }
+
+    fn wait_of(v: &GpuView, need_bytes: u64) -> u64 {
+        let free = v.report.free_bytes.saturating_sub(v.sent_bytes);
+        let base = v.report.est_wait_ms + v.sent_ms;
+        if free >= need_bytes && v.report.queued == 0 {
+            base.saturating_sub(v.sent_ms.min(base))
+        } else {
+            base.max(1)
+        }
+    }
+
+    /// The wait a typical job would see here now: what the summary says.
+    fn best_wait_ms(&self, now_ms: u64) -> u64 {
+        self.gpus
+            .values()
+            .filter(|v| self.fresh(v, now_ms))
+            .map(|v| Self::wait_of(v, 0))
+            .min()
+            .unwrap_or(u64::MAX / 4)
+    }
+
+    fn score(&self, v: &GpuView, job: &JobSpec) -> u64 {
+        let wait = Self::wait_of(v, job.gpu_memory_bytes);
+        let dollars_per_hour = v.report.cost_per_hour_micros / 1_000_000;
+        let cost = job.duration.mean_ms / 1000 * dollars_per_hour * self.params.cost_weight_ms / 1000;
+        let leftover = v.report.total_bytes.saturating_sub(job.gpu_memory_bytes);
+        let fit = leftover * self.params.fit_weight_ms / v.report.total_bytes.max(1);
+        wait + cost + fit
+    }
+
+    fn dispatch(&mut self, now_ms: u64, mut job: JobSpec, out: &mut Vec<RegionEffect>) {
+        let best = self
+            .gpus
+            .iter()
+            .filter(|(_, v)| self.fresh(v, now_ms) && v.report.total_bytes >= job.gpu_memory_bytes)
+            .map(|(g, v)| (self.score(v, &job), Self::wait_of(v, job.gpu_memory_bytes), *g))
+            .min();
+        let local_wait = best.map(|(_, w, _)| w).unwrap_or(u64::MAX);
+        if local_wait > self.params.spill_wait_ms && job.hops == 0 {
+            if let Some(region) = self.spill_target(now_ms, local_wait) {
+                job.hops += 1;
+                self.spilled += 1;
+                out.push(RegionEffect::ToRegion { region, job });
+                return;
+            }
+        }
+        match best {
+            Some((_, _, gpu)) => {
+                if let Some(v) = self.gpus.get_mut(&gpu) {
+                    v.sent_bytes += job.gpu_memory_bytes;
+                    v.sent_ms += job.duration.mean_ms / (u64::from(v.report.running).max(1));
+                }
+                self.dispatched += 1;
+                out.push(RegionEffect::ToGpu { gpu, job });
+            }
+            None => out.push(RegionEffect::Refuse {
+                job,
+                failure: JobFailure::NoCapacity,
+            }),
+        }
+    }
+
+    /// The nearest region whose wait plus the extra latency beats ours.
+    fn spill_target(&self, now_ms: u64, local_wait: u64) -> Option<RegionId> {
+        self.summaries
+            .iter()
+            .filter(|(_, (_, at))| now_ms.saturating_sub(*at) <= self.params.report_stale_ms)
+            .filter_map(|(r, (wait, _))| {
+                let latency = u64::from(self.topo.latency(self.region, *r)) * 2;
+                (wait + latency < local_wait && *wait <= self.params.spill_wait_ms).then_some((latency, *wait, *r))
+            })
+            .min()
+            .map(|(_, _, r)| r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{JobId, JobKind};
+    use topology::{ChannelId, DurationModel, NodeId, Region, GIB};
+
+    fn topo() -> Arc<Topology> {
+        let mut t = Topology::default();
+        for name in ["a", "b", "c"] {
+            t.regions.push(Region { name: name.into() });
+        }
+        t.latency_ms = vec![vec![1, 10, 80], vec![10, 1, 80], vec![80, 80, 1]];
+        Arc::new(t)
+    }
+
+    fn job(gib: u64) -> JobSpec {
+        JobSpec {
+            id: JobId {
+                channel: ChannelId(0),
+                slot: 0,
+                stage: 0,
+                attempt: 1,
+                epoch: 1,
+            },
+            owner: NodeId(0),
+            kind: JobKind::Gpu,
+            gpu_memory_bytes: gib * GIB,
+            duration: DurationModel {
+                mean_ms: 10_000,
+                jitter_ms: 0,
+            },
+            fixed_cost_micros: 0,
+            priority: 0,
+            home_region: RegionId(0),
+            budget_day: 0,
+            hops: 0,
+        }
+    }
+
+    fn report(gpu: u32, total_gib: u64, free_gib: u64, wait: u64) -> LoadReport {
+        LoadReport {
+            gpu: GpuId(gpu),
+            free_bytes: free_gib * GIB,
+            total_bytes: total_gib * GIB,
+            running: 1,
+            queued: u32::from(wait > 0),
+            est_wait_ms: wait,
+            draining: false,
+            cost_per_hour_micros: 1_000_000,
+        }
+    }
+
+    #[test]
+    fn prefers_the_idle_gpu_that_fits_tightest() {
+        let mut r = RegionMachine::new(topo(), RegionId(0), RegionParams::default());
+        let mut out = Vec::new();
+        r.handle(0, RegionInput::Load(report(1, 80, 80, 0)), &mut out);
+        r.handle(0, RegionInput::Load(report(2, 24, 24, 0)), &mut out);
+        r.handle(0, RegionInput::Load(report(3, 16, 16, 0)), &mut out);
+        out.clear();
+        r.handle(1, RegionInput::Submit(job(20)), &mut out);
+        assert_eq!(out, vec![RegionEffect::ToGpu { gpu: GpuId(2), job: job(20) }]);
+    }
+
+    #[test]
+    fn spills_to_the_nearest_region_that_is_faster() {
+        let mut r = RegionMachine::new(topo(), RegionId(0), RegionParams::default());
+        let mut out = Vec::new();
+        r.handle(0, RegionInput::Load(report(1, 24, 0, 300_000)), &mut out);
+        r.handle(0, RegionInput::Summary { region: RegionId(1), best_wait_ms: 5_000 }, &mut out);
+        r.handle(0, RegionInput::Summary { region: RegionId(2), best_wait_ms: 0 }, &mut out);
+        out.clear();
+        r.handle(1, RegionInput::Submit(job(8)), &mut out);
+        let mut spilled = job(8);
+        spilled.hops = 1;
+        assert_eq!(out, vec![RegionEffect::ToRegion { region: RegionId(1), job: spilled.clone() }]);
+        // A spilled job stays where it lands even if that region is slow.
+        out.clear();
+        let mut there = RegionMachine::new(topo(), RegionId(1), RegionParams::default());
+        there.handle(1, RegionInput::Load(report(9, 24, 0, 300_000)), &mut out);
+        out.clear();
+        there.handle(2, RegionInput::Submit(spilled.clone()), &mut out);
+        assert_eq!(out, vec![RegionEffect::ToGpu { gpu: GpuId(9), job: spilled }]);
+    }
+
+    #[test]
+    fn refuses_when_nothing_can_hold_the_job() {
+        let mut r = RegionMachine::new(topo(), RegionId(0), RegionParams::default());
+        let mut out = Vec::new();
+        r.handle(0, RegionInput::Load(report(1, 16, 16, 0)), &mut out);
+        out.clear();
+        r.handle(1, RegionInput::Submit(job(40)), &mut out);
+        assert!(matches!(out[0], RegionEffect::Refuse { failure: JobFailure::NoCapacity, .. }));
+    }
+}

@@ -1,0 +1,49 @@
+//! Test-only switches that break one safety mechanism each, so that tests
+//! can show the simulator catching the violation the mechanism prevents.
+//!
+//! Architecture invariant: without the `sabotage` cargo feature no switch
+//! can be turned on; `Sabotage::default()` is all off and production code
+//! only ever builds the default.
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sabotage {
+    /// Channel writes carry no owner/epoch checks.
+    pub no_epoch_fencing: bool,
+    /// Uploads start without reserving quota first.
+    pub no_quota_reservation: bool,
+    /// An upload with an unknown outcome is retried without a lookup.
+    pub no_reconciliation: bool,
+    /// GPUs admit jobs whatever their free memory.
+    pub no_vram_admission: bool,
+}
+
+impl Sabotage {
+    /// Parses a switch name (`epoch-fencing`, `quota-reservation`,
+    /// `reconciliation`, `vram-admission`) into the sabotage that removes it.
+    #[cfg(feature = "sabotage")]
+    pub fn by_name(name: &str) -> Option<Sabotage> {
+        let mut s = Sabotage::default();
+        match name {
+            "epoch-fencing" => s.no_epoch_fencing = true,
+            "quota-reservation" => s.no_quota_reservation = true,
+            "reconciliation" => s.no_reconciliation = true,
+            "vram-admission" => s.no_vram_admission = true,
+            _ => return None,
+        }
+        Some(s)
+    }
+
+    pub const NAMES: [&'static str; 4] = [
+        "epoch-fencing",
+        "quota-reservation",
+        "reconciliation",
+        "vram-admission",
+    ];
+
+    pub fn any(&self) -> bool {
+        self.no_epoch_fencing
+            || self.no_quota_reservation
+            || self.no_reconciliation
+            || self.no_vram_admission
+    }
+}

@@ -1,0 +1,473 @@
+//! The store interface every backend implements, and [`MemStore`], its
+//! in-memory reference model.
+//!
+//! The store offers ordered byte keys, range reads and atomic
+//! mini-transactions: a list of checks (key absent, key equals, key version
+//! equals) and a list of writes, applied all-or-nothing. Each key carries a
+//! version: the store-wide commit counter of the commit that last wrote it.
+//!
+//! Machines never call a store: they emit [`StoreOp`]s as effects and get a
+//! [`StoreReply`] back as an input. The simulator answers from a `MemStore`
+//! with injected faults; the live shell answers from a real backend.
+//!
+//! Architecture invariant: every backend enforces FoundationDB's limits
+//! exactly as `MemStore` does (key 10 kB, value 100 kB, transaction 10 MB),
+//! and an oversize request is refused whole, writing nothing.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+pub const KEY_BYTES_MAX: usize = 10_000;
+pub const VALUE_BYTES_MAX: usize = 100_000;
+pub const TXN_BYTES_MAX: usize = 10_000_000;
+/// Most entries one range read returns; callers page with the last key.
+pub const RANGE_LIMIT_MAX: usize = 10_000;
+
+pub type Key = Vec<u8>;
+pub type Value = Vec<u8>;
+/// 0 means "absent"; a present key's version is always > 0.
+pub type Version = u64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Check {
+    Absent(Key),
+    Equals(Key, Value),
+    VersionIs(Key, Version),
+}
+
+impl Check {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Check::Absent(k) | Check::Equals(k, _) | Check::VersionIs(k, _) => k,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    Put(Key, Value),
+    Delete(Key),
+}
+
+impl Write {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Write::Put(k, _) | Write::Delete(k) => k,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub checks: Vec<Check>,
+    pub writes: Vec<Write>,
+}
+
+impl Txn {
+    /// Bytes the transaction sends, as FoundationDB counts them (keys and
+    /// values of checks and writes).
+    pub fn size_bytes(&self) -> usize {
+        let checks: usize = self
+            .checks
+            .iter()
+            .map(|c| match c {
+                Check::Equals(k, v) => k.len() + v.len(),
+                other => other.key().len() + 8,
+            })
+            .sum();
+        let writes: usize = self
+            .writes
+            .iter()
+            .map(|w| match w {
+                Write::Put(k, v) => k.len() + v.len(),
+                Write::Delete(k) => k.len(),
+            })
+            .sum();
+        checks + writes
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub key: Key,
+    pub value: Value,
+    pub version: Version,
+}
+
+/// What a machine asks of the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Point reads; the reply has one slot per key, `None` when absent.
+    Get(Vec<Key>),
+    /// Forward range `[start, end)`, at most `limit` entries.
+    Range { start: Key, end: Key, limit: usize },
+    Commit(Txn),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// A check failed; nothing was written.
+    Conflict { check_index: Option<usize> },
+    /// The commit may or may not have been applied.
+    CommitUnknown,
+    /// The store could not be reached or refused service; nothing happened.
+    Unavailable(String),
+    /// A key, value or transaction over the limits; nothing was written.
+    TooLarge(String),
+    /// Stored bytes that do not decode; names what was being read.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Conflict {
+                check_index: Some(i),
+            } => write!(f, "conflict: check {i} failed, nothing written"),
+            StoreError::Conflict { check_index: None } => {
+                write!(f, "conflict: a check failed, nothing written")
+            }
+            StoreError::CommitUnknown => write!(f, "commit result unknown"),
+            StoreError::Unavailable(why) => write!(f, "store unavailable: {why}"),
+            StoreError::TooLarge(why) => write!(f, "too large: {why}"),
+            StoreError::Corrupt(why) => write!(f, "corrupt: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreReply {
+    Got(Vec<Option<Entry>>),
+    Range(Vec<Entry>),
+    /// The commit's version: every key it wrote now has this version.
+    Committed(Version),
+    Failed(StoreError),
+}
+
+/// Checks an op against the limits before anything is touched.
+pub fn check_limits(op: &StoreOp) -> Result<(), StoreError> {
+    let key_ok = |k: &[u8]| {
+        if k.len() > KEY_BYTES_MAX {
+            Err(StoreError::TooLarge(format!(
+                "key of {} bytes exceeds the {KEY_BYTES_MAX}-byte limit",
+                k.len()
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    match op {
+        StoreOp::Get(keys) => keys.iter().try_for_each(|k| key_ok(k)),
+        StoreOp::Range { start, end, limit } => {
+            key_ok(start)?;
+            key_ok(end)?;
+            if *limit == 0 || *limit > RANGE_LIMIT_MAX {
+                return Err(StoreError::TooLarge(format!(
+                    "range limit {limit} outside 1..={RANGE_LIMIT_MAX}"
+                )));
+            }
+            Ok(())
+        }
+        StoreOp::Commit(txn) => {
+            for c in &txn.checks {
+                key_ok(c.key())?;
+            }
+            for w in &txn.writes {
+                key_ok(w.key())?;
+                if let Write::Put(_, v) = w {
+                    if v.len() > VALUE_BYTES_MAX {
+                        return Err(StoreError::TooLarge(format!(
+                            "value of {} bytes for key {} exceeds the {VALUE_BYTES_MAX}-byte limit",
+                            v.len(),
+                            printable_key(w.key())
+                        )));
+                    }
+                }
+            }
+            let size = txn.size_bytes();
+            if size > TXN_BYTES_MAX {
+                return Err(StoreError::TooLarge(format!(
+                    "transaction of {size} bytes exceeds the {TXN_BYTES_MAX}-byte limit"
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A key shown for humans: printable ASCII as is, other bytes as `\xNN`.
+pub fn printable_key(key: &[u8]) -> String {
+    let mut s = String::with_capacity(key.len());
+    for &b in key.iter().take(120) {
+        if (0x20..0x7f).contains(&b) {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    if key.len() > 120 {
+        s.push_str("...");
+    }
+    s
+}
+
+/// The in-memory reference model. Single-threaded and exact: the simulator
+/// wraps it with latency and faults, and the conformance suite compares every
+/// real backend with it.
+#[derive(Clone, Debug, Default)]
+pub struct MemStore {
+    data: BTreeMap<Key, (Value, Version)>,
+    version: Version,
+}
+
+impl MemStore {
+    pub fn new() -> MemStore {
+        MemStore::default()
+    }
+
+    /// The version of the last commit.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<Entry> {
+        self.data.get(key).map(|(v, ver)| Entry {
+            key: key.to_vec(),
+            value: v.clone(),
+            version: *ver,
+        })
+    }
+
+    pub fn value(&self, key: &[u8]) -> Option<&[u8]> {
+        self.data.get(key).map(|(v, _)| v.as_slice())
+    }
+
+    /// Forward range `[start, end)` visiting entries in key order.
+    pub fn scan<'a>(
+        &'a self,
+        start: &[u8],
+        end: &[u8],
+    ) -> impl Iterator<Item = (&'a Key, &'a Value, Version)> + 'a {
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end.to_vec())
+        };
+        self.data
+            .range::<Key, _>((Bound::Included(start.to_vec()), upper))
+            .map(|(k, (v, ver))| (k, v, *ver))
+    }
+
+    pub fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Vec<Entry> {
+        if !end.is_empty() && start >= end {
+            return Vec::new();
+        }
+        self.scan(start, end)
+            .take(limit)
+            .map(|(k, v, ver)| Entry {
+                key: k.clone(),
+                value: v.clone(),
+                version: ver,
+            })
+            .collect()
+    }
+
+    /// Evaluates the checks without writing: `Err(index)` of the first that
+    /// fails.
+    pub fn evaluate(&self, checks: &[Check]) -> Result<(), usize> {
+        for (i, c) in checks.iter().enumerate() {
+            let ok = match c {
+                Check::Absent(k) => !self.data.contains_key(k),
+                Check::Equals(k, v) => self.data.get(k).map(|(x, _)| x) == Some(v),
+                Check::VersionIs(k, ver) => {
+                    self.data.get(k).map(|(_, x)| *x).unwrap_or(0) == *ver
+                }
+            };
+            if !ok {
+                return Err(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a transaction all-or-nothing.
+    pub fn commit(&mut self, txn: &Txn) -> Result<Version, StoreError> {
+        check_limits(&StoreOp::Commit(txn.clone()))?;
+        self.commit_checked(txn)
+    }
+
+    /// `commit` for a transaction whose limits were already checked.
+    pub fn commit_checked(&mut self, txn: &Txn) -> Result<Version, StoreError> {
+        self.evaluate(&txn.checks)
+            .map_err(|i| StoreError::Conflict {
+                check_index: Some(i),
+            })?;
+        if txn.writes.is_empty() {
+            return Ok(self.version);
+        }
+        self.version += 1;
+        let version = self.version;
+        for w in &txn.writes {
+            match w {
+                Write::Put(k, v) => {
+                    self.data.insert(k.clone(), (v.clone(), version));
+                }
+                Write::Delete(k) => {
+                    self.data.remove(k);
+                }
+            }
+        }
+        Ok(version)
+    }
+
+    /// Answers one op exactly, with no faults.
+    pub fn apply(&mut self, op: &StoreOp) -> StoreReply {
+        if let Err(e) = check_limits(op) {
+            return StoreReply::Failed(e);
+        }
+        match op {
+            StoreOp::Get(keys) => StoreReply::Got(keys.iter().map(|k| self.get(k)).collect()),
+            StoreOp::Range { start, end, limit } => {
+                StoreReply::Range(self.range(start, end, *limit))
+            }
+            StoreOp::Commit(txn) => match self.commit_checked(txn) {
+                Ok(v) => StoreReply::Committed(v),
+                Err(e) => StoreReply::Failed(e),
+            },
+        }
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`; empty
+/// when there is none (all `0xff`).
+pub fn prefix_end(prefix: &[u8]) -> Key {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: &str, v: &str) -> Write {
+        Write::Put(k.as_bytes().to_vec(), v.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn failed_check_writes_nothing() {
+        let mut s = MemStore::new();
+        s.commit(&Txn {
+            checks: vec![],
+            writes: vec![put("a", "1")],
+        })
+        .expect("first commit");
+        let before = s.version();
+        let r = s.commit(&Txn {
+            checks: vec![Check::Absent(b"a".to_vec())],
+            writes: vec![put("b", "2")],
+        });
+        assert_eq!(
+            r,
+            Err(StoreError::Conflict {
+                check_index: Some(0)
+            })
+        );
+        assert_eq!(s.get(b"b"), None);
+        assert_eq!(s.version(), before);
+    }
+
+    #[test]
+    fn versions_track_the_last_write() {
+        let mut s = MemStore::new();
+        let v1 = s
+            .commit(&Txn {
+                checks: vec![],
+                writes: vec![put("a", "1"), put("b", "1")],
+            })
+            .expect("commit");
+        let v2 = s
+            .commit(&Txn {
+                checks: vec![Check::VersionIs(b"a".to_vec(), v1)],
+                writes: vec![put("a", "2")],
+            })
+            .expect("commit");
+        assert!(v2 > v1);
+        assert_eq!(s.get(b"a").map(|e| e.version), Some(v2));
+        assert_eq!(s.get(b"b").map(|e| e.version), Some(v1));
+        // A stale version check fails.
+        assert!(s
+            .commit(&Txn {
+                checks: vec![Check::VersionIs(b"a".to_vec(), v1)],
+                writes: vec![put("a", "3")],
+            })
+            .is_err());
+    }
+
+    #[test]
+    fn ranges_are_ordered_and_limited() {
+        let mut s = MemStore::new();
+        let writes = ["d", "a", "c", "b", "e"].iter().map(|k| put(k, k)).collect();
+        s.commit(&Txn {
+            checks: vec![],
+            writes,
+        })
+        .expect("commit");
+        let keys: Vec<_> = s
+            .range(b"b", b"e", 2)
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec()]);
+        assert!(s.range(b"e", b"b", 10).is_empty());
+    }
+
+    #[test]
+    fn oversize_is_refused_whole() {
+        let mut s = MemStore::new();
+        let big = Txn {
+            checks: vec![],
+            writes: vec![put("ok", "1"), Write::Put(b"v".to_vec(), vec![0; VALUE_BYTES_MAX + 1])],
+        };
+        assert!(matches!(s.commit(&big), Err(StoreError::TooLarge(_))));
+        assert!(s.is_empty());
+        let long_key = Txn {
+            checks: vec![],
+            writes: vec![Write::Put(vec![b'k'; KEY_BYTES_MAX + 1], vec![])],
+        };
+        assert!(matches!(s.commit(&long_key), Err(StoreError::TooLarge(_))));
+        let many: Vec<Write> = (0..120)
+            .map(|i| Write::Put(format!("k{i}").into_bytes(), vec![0; 99_000]))
+            .collect();
+        assert!(matches!(
+            s.commit(&Txn {
+                checks: vec![],
+                writes: many
+            }),
+            Err(StoreError::TooLarge(_))
+        ));
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn prefix_end_bounds_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), b"ac".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), Vec::<u8>::new());
+    }
+}

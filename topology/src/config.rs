@@ -1,0 +1,1464 @@
+//! The TOML cluster config.
+//!
+//! [`parse_topology`] turns the text into a [`Topology`]. The text is parsed
+//! into a plain `toml::Table` and then walked by hand, so that *every*
+//! problem is reported at once, each with the path of the offending field
+//! (`channels[3].pipeline.stages[1].gpu_memory_gib: must be > 0`). Unknown
+//! keys, missing required keys and values of the wrong type are all errors.
+//! Parsing never panics, whatever the input.
+//!
+//! # Format
+//!
+//! ```toml
+//! [[regions]]
+//! name = "us-east"
+//! [[regions]]
+//! name = "eu-west"
+//!
+//! # One-way latency in ms, 0..=60000. A pair given once applies both ways;
+//! # a missing pair is an error, and so is a pair given twice. A region to
+//! # itself defaults to 1 ms unless given.
+//! [[latency]]
+//! between = ["us-east", "eu-west"]
+//! ms = 40
+//!
+//! [[nodes]]
+//! name = "use-1"
+//! region = "us-east"
+//! zone = "a"              # optional, default "default"
+//! count = 2               # optional (1..=10000): with count > 1 the node is
+//!                         # stamped into "use-1-0", "use-1-1", ...
+//! [[nodes.gpus]]          # optional: a node may have no GPUs
+//! model = "L4"
+//! memory_gib = 24         # float or integer, > 0
+//! cost_per_hour = 0.8     # dollars, >= 0
+//! count = 2               # optional (1..=1024), default 1: identical GPUs
+//!
+//! [[pipelines]]
+//! name = "shorts"
+//! [[pipelines.stages]]
+//! name = "script"
+//! kind = "external"       # cpu | gpu | external | publish
+//! provider = "llm-a"      # required for external, not allowed otherwise
+//! cheap_provider = "llm-b"  # optional, external only
+//! duration_ms = 2000      # 1..=604800000 (a week)
+//! jitter_ms = 500         # optional, default 0, <= duration_ms
+//! cost = 0.01             # dollars, optional, default 0, >= 0
+//! cheap_cost = 0.002      # optional, external only, default = cost, <= cost
+//! [[pipelines.stages]]
+//! name = "render"
+//! kind = "gpu"
+//! duration_ms = 60000
+//! gpu_memory_gib = 8      # required and > 0 for gpu; only 0 allowed otherwise
+//! [[pipelines.stages]]
+//! name = "upload"
+//! kind = "publish"        # exactly one publish stage, and it is the last
+//! duration_ms = 5000
+//!
+//! [[projects]]
+//! name = "yt-main"
+//! reset_utc_offset = "-08:00"  # optional, default "-08:00"; ±HH:MM within ±14:00
+//! # Either nothing (YouTube's current default quota), a preset
+//! # ("youtube-default" or "youtube-legacy"), or explicit buckets:
+//! [[projects.buckets]]
+//! name = "shared"
+//! units_per_day = 10000   # >= 1
+//! [projects.costs]        # required with buckets; optional otherwise
+//! upload = { bucket = "shared", units = 1600 }   # required in `costs`
+//! thumbnail = { bucket = "shared", units = 50 }  # optional: none if omitted
+//! lookup = { bucket = "shared", units = 1 }      # optional: {first bucket, 1}
+//!
+//! [[projects]]
+//! name = "yt-legacy"
+//! preset = "youtube-legacy"
+//!
+//! [[channels]]
+//! name = "cooking"
+//! count = 1                        # optional (1..=10000): with count > 1 the
+//!                                  # channel is stamped into "cooking-0", ...
+//! home_region = "us-east"
+//! failover_regions = ["eu-west"]   # optional, default []
+//! videos_per_day = 4               # 1..=10000
+//! window = "08:00-20:00"           # optional, UTC, default "00:00-24:00"
+//! pipeline = "shorts"              # a pipeline name or an inline pipeline
+//! priority = 5                     # optional, 0..=255, default 0
+//! project = "yt-main"
+//! [channels.budget]                # optional; dollars, each >= 0
+//! daily_soft = 5.0                 # each soft limit defaults to its hard
+//! daily_hard = 8.0                 # limit, each hard limit to unlimited
+//! per_video_soft = 1.0             # soft <= hard
+//! per_video_hard = 2.0
+//!
+//! [[channels]]
+//! name = "news"
+//! home_region = "eu-west"
+//! videos_per_day = 2
+//! project = "yt-legacy"
+//! # An inline pipeline: stages as in [[pipelines]]; `name` is optional
+//! # (default "inline") and the pipeline is registered as "news/inline".
+//! pipeline = { stages = [
+//!     { name = "edit", kind = "cpu", duration_ms = 1000 },
+//!     { name = "upload", kind = "publish", duration_ms = 3000 },
+//! ] }
+//! ```
+//!
+//! # Rules
+//!
+//! - At least one region, one node and one channel.
+//! - Names are non-empty and unique per kind: regions, nodes (after
+//!   stamping), pipelines (including inline ones), projects, channels (after
+//!   stamping), stages within a pipeline, buckets within a project.
+//! - An inline pipeline of a channel with `count > 1` is one pipeline shared
+//!   by all stamped copies.
+//! - Ids follow the order of the file. Inline pipelines come after the
+//!   `[[pipelines]]`, in channel order. GPUs are numbered node by node.
+//! - Dollars become micro-dollars (rounded to the nearest), GiB become bytes
+//!   (rounded); values that do not fit in `u64` are reported as "too large".
+//! - Errors come in a fixed order: top-level keys, then regions, latency,
+//!   nodes, pipelines, projects and channels, each in file order.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use toml::{Table, Value};
+
+use crate::ids::{GpuId, NodeId, PipelineId, ProjectId, RegionId};
+use crate::model::{
+    Budget, Channel, CostModel, DurationModel, Gpu, Micros, Node, Pipeline, PublishWindow,
+    PublishingProject, QuotaBucket, QuotaCost, Region, Stage, StageKind, Topology, GIB,
+};
+
+/// One problem in the config, with the path of the field it concerns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a config, in a deterministic order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Parses and validates a cluster config. See the module docs for the format.
+pub fn parse_topology(text: &str) -> Result<Topology, ConfigErrors> {
+    let table = match text.parse::<Table>() {
+        Ok(t) => t,
+        Err(err) => {
+            let message = match err.span() {
+                Some(span) => {
+                    let (line, col) = line_col(text, span.start);
+                    format!("line {line}, column {col}: {}", one_line(err.message()))
+                }
+                None => one_line(err.message()),
+            };
+            return Err(ConfigErrors(vec![ConfigError {
+                path: "<toml>".into(),
+                message,
+            }]));
+        }
+    };
+    let mut e = Errs(Vec::new());
+    let topology = build(&mut e, &table);
+    if e.0.is_empty() {
+        Ok(topology)
+    } else {
+        Err(ConfigErrors(e.0))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Limits.
+
+const MAX_REGIONS: usize = 1_000;
+const MAX_NODE_COUNT: i64 = 10_000;
+const MAX_GPU_COUNT: i64 = 1_024;
+const MAX_CHANNEL_COUNT: i64 = 10_000;
+const MAX_DURATION_MS: i64 = 7 * 86_400_000;
+const MAX_LATENCY_MS: i64 = 60_000;
+const MAX_VIDEOS_PER_DAY: i64 = 10_000;
+const MAX_OFFSET_MINUTES: i32 = 14 * 60;
+const SELF_LATENCY_MS: u32 = 1;
+const MAX_MISSING_PAIRS_REPORTED: usize = 10;
+const DEFAULT_ZONE: &str = "default";
+
+// ---------------------------------------------------------------------------
+// Error collection and typed access to tables.
+
+struct Errs(Vec<ConfigError>);
+
+impl Errs {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn key_path(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn idx_path(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut line = 1;
+    let mut col = 1;
+    for (i, c) in text.char_indices() {
+        if i >= offset {
+            break;
+        }
+        if c == '\n' {
+            line += 1;
+            col = 1;
+        } else {
+            col += 1;
+        }
+    }
+    (line, col)
+}
+
+fn type_error(expected: &str, found: &Value) -> String {
+    format!("expected {expected}, found {}", found.type_str())
+}
+
+fn known_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<&str> = names.collect();
+    if v.is_empty() {
+        "(none)".to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// A table being read, with its path. Creating one reports unknown keys.
+struct Obj<'a> {
+    t: &'a Table,
+    path: String,
+}
+
+impl<'a> Obj<'a> {
+    fn new(e: &mut Errs, t: &'a Table, path: String, allowed: &[&str]) -> Obj<'a> {
+        for key in t.keys() {
+            if !allowed.contains(&key.as_str()) {
+                e.push(
+                    key_path(&path, key),
+                    format!(
+                        "unknown key `{key}`; expected one of: {}",
+                        allowed.join(", ")
+                    ),
+                );
+            }
+        }
+        Obj { t, path }
+    }
+
+    fn p(&self, key: &str) -> String {
+        key_path(&self.path, key)
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.t.contains_key(key)
+    }
+
+    fn get_req(&self, e: &mut Errs, key: &str) -> Option<&'a Value> {
+        let v = self.t.get(key);
+        if v.is_none() {
+            e.push(self.p(key), "missing required key");
+        }
+        v
+    }
+
+    fn str_opt(&self, e: &mut Errs, key: &str) -> Option<&'a str> {
+        let v = self.t.get(key)?;
+        match v.as_str() {
+            Some(s) => Some(s),
+            None => {
+                e.push(self.p(key), type_error("a string", v));
+                None
+            }
+        }
+    }
+
+    fn str_req(&self, e: &mut Errs, key: &str) -> Option<&'a str> {
+        if !self.has(key) {
+            e.push(self.p(key), "missing required key");
+            return None;
+        }
+        self.str_opt(e, key)
+    }
+
+    /// A required, non-empty string.
+    fn name_req(&self, e: &mut Errs, key: &str) -> Option<&'a str> {
+        let s = self.str_req(e, key)?;
+        if s.is_empty() {
+            e.push(self.p(key), "must not be empty");
+            return None;
+        }
+        Some(s)
+    }
+
+    /// An optional, non-empty string.
+    fn name_opt(&self, e: &mut Errs, key: &str) -> Option<&'a str> {
+        let s = self.str_opt(e, key)?;
+        if s.is_empty() {
+            e.push(self.p(key), "must not be empty");
+            return None;
+        }
+        Some(s)
+    }
+
+    fn int_opt(&self, e: &mut Errs, key: &str) -> Option<i64> {
+        let v = self.t.get(key)?;
+        match v.as_integer() {
+            Some(i) => Some(i),
+            None => {
+                e.push(self.p(key), type_error("an integer", v));
+                None
+            }
+        }
+    }
+
+    fn int_req(&self, e: &mut Errs, key: &str) -> Option<i64> {
+        if !self.has(key) {
+            e.push(self.p(key), "missing required key");
+            return None;
+        }
+        self.int_opt(e, key)
+    }
+
+    /// An optional integer in `lo..=hi`.
+    fn int_range_opt(&self, e: &mut Errs, key: &str, lo: i64, hi: i64) -> Option<i64> {
+        let i = self.int_opt(e, key)?;
+        check_range(e, &self.p(key), i, lo, hi)
+    }
+
+    fn int_range_req(&self, e: &mut Errs, key: &str, lo: i64, hi: i64) -> Option<i64> {
+        let i = self.int_req(e, key)?;
+        check_range(e, &self.p(key), i, lo, hi)
+    }
+
+    fn table_opt(&self, e: &mut Errs, key: &str) -> Option<&'a Table> {
+        let v = self.t.get(key)?;
+        match v.as_table() {
+            Some(t) => Some(t),
+            None => {
+                e.push(self.p(key), type_error("a table", v));
+                None
+            }
+        }
+    }
+
+    fn array_opt(&self, e: &mut Errs, key: &str) -> Option<&'a Vec<Value>> {
+        let v = self.t.get(key)?;
+        match v.as_array() {
+            Some(a) => Some(a),
+            None => {
+                e.push(self.p(key), type_error("an array", v));
+                None
+            }
+        }
+    }
+
+    /// An optional array of tables, each with its path. `None` when absent
+    /// or of the wrong type (the latter reported).
+    fn tables_opt(&self, e: &mut Errs, key: &str) -> Option<Vec<(String, &'a Table)>> {
+        let a = self.array_opt(e, key)?;
+        let base = self.p(key);
+        let mut out = Vec::with_capacity(a.len());
+        for (i, v) in a.iter().enumerate() {
+            let path = idx_path(&base, i);
+            match v.as_table() {
+                Some(t) => out.push((path, t)),
+                None => e.push(path, type_error("a table", v)),
+            }
+        }
+        Some(out)
+    }
+}
+
+fn check_range(e: &mut Errs, path: &str, i: i64, lo: i64, hi: i64) -> Option<i64> {
+    if i < lo {
+        if lo == 1 {
+            e.push(path, "must be > 0");
+        } else {
+            e.push(path, format!("must be >= {lo}"));
+        }
+        None
+    } else if i > hi {
+        e.push(path, format!("must be <= {hi}"));
+        None
+    } else {
+        Some(i)
+    }
+}
+
+/// A number scaled by `scale` into a `u64`: dollars to micros, GiB to
+/// bytes. Integers and floats are accepted; floats are rounded.
+fn scaled(
+    e: &mut Errs,
+    path: &str,
+    v: &Value,
+    what: &str,
+    scale: u64,
+    positive: bool,
+) -> Option<u64> {
+    let low_msg = if positive {
+        "must be > 0"
+    } else {
+        "must be >= 0"
+    };
+    match v {
+        Value::Integer(i) => {
+            if *i < 0 || (positive && *i == 0) {
+                e.push(path, low_msg);
+                return None;
+            }
+            match u64::try_from(*i).ok().and_then(|u| u.checked_mul(scale)) {
+                Some(x) => Some(x),
+                None => {
+                    e.push(path, "too large");
+                    None
+                }
+            }
+        }
+        Value::Float(f) => {
+            if !f.is_finite() {
+                e.push(path, "must be a finite number");
+                return None;
+            }
+            if *f < 0.0 || (positive && *f <= 0.0) {
+                e.push(path, low_msg);
+                return None;
+            }
+            // `scale` is at most 2^30, exact in an f64.
+            let x = (*f * scale as f64).round();
+            // 2^64: the first f64 that does not fit in a u64.
+            if !x.is_finite() || x >= 18_446_744_073_709_551_616.0 {
+                e.push(path, "too large");
+                return None;
+            }
+            if positive && x < 1.0 {
+                e.push(path, "too small (rounds to 0)");
+                return None;
+            }
+            Some(x as u64)
+        }
+        other => {
+            e.push(path, type_error(what, other));
+            None
+        }
+    }
+}
+
+fn dollars(e: &mut Errs, path: &str, v: &Value) -> Option<Micros> {
+    scaled(e, path, v, "a number (dollars)", 1_000_000, false)
+}
+
+fn gib(e: &mut Errs, path: &str, v: &Value, positive: bool) -> Option<u64> {
+    scaled(e, path, v, "a number (GiB)", GIB, positive)
+}
+
+/// Records `name` for a uniqueness check; reports a duplicate and returns
+/// whether the name is new.
+fn unique(
+    e: &mut Errs,
+    seen: &mut HashMap<String, String>,
+    name: &str,
+    path: &str,
+    kind: &str,
+) -> bool {
+    match seen.get(name) {
+        Some(first) => {
+            e.push(
+                path,
+                format!("duplicate {kind} name `{name}` (first at {first})"),
+            );
+            false
+        }
+        None => {
+            seen.insert(name.to_string(), path.to_string());
+            true
+        }
+    }
+}
+
+/// "HH:MM" with 2-digit fields, hours 0..=24, minutes 0..=59.
+fn parse_hh_mm(s: &str) -> Option<(u32, u32)> {
+    let b = s.as_bytes();
+    if b.len() != 5 || b[2] != b':' {
+        return None;
+    }
+    let digit = |c: u8| -> Option<u32> { c.is_ascii_digit().then(|| u32::from(c - b'0')) };
+    let h = digit(b[0])? * 10 + digit(b[1])?;
+    let m = digit(b[3])? * 10 + digit(b[4])?;
+    if h > 24 || m > 59 {
+        return None;
+    }
+    Some((h, m))
+}
+
+fn parse_offset(s: &str) -> Result<i32, String> {
+    let bad = || format!("invalid offset `{s}`; expected ±HH:MM, such as \"-08:00\"");
+    let sign = match s.as_bytes().first() {
+        Some(b'+') => 1,
+        Some(b'-') => -1,
+        _ => return Err(bad()),
+    };
+    let rest = s.get(1..).ok_or_else(bad)?;
+    let (h, m) = parse_hh_mm(rest).ok_or_else(bad)?;
+    // At most 24 * 60 + 59: fits an i32.
+    let minutes = (h * 60 + m) as i32;
+    if minutes > MAX_OFFSET_MINUTES {
+        return Err(format!("offset `{s}` out of range -14:00..+14:00"));
+    }
+    Ok(sign * minutes)
+}
+
+fn parse_window(s: &str) -> Result<PublishWindow, String> {
+    let bad = || format!("invalid window `{s}`; expected \"HH:MM-HH:MM\", such as \"08:00-20:00\"");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (ah, am) = parse_hh_mm(a).ok_or_else(bad)?;
+    let (bh, bm) = parse_hh_mm(b).ok_or_else(bad)?;
+    if (ah == 24 && am != 0) || (bh == 24 && bm != 0) {
+        return Err(bad());
+    }
+    let start = ah * 60 + am;
+    let end = bh * 60 + bm;
+    if start >= end {
+        return Err(format!("window `{s}`: start must be before end"));
+    }
+    Ok(PublishWindow {
+        start_minute: start,
+        end_minute: end,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The walk.
+
+const TOP_KEYS: &[&str] = &[
+    "regions",
+    "latency",
+    "nodes",
+    "pipelines",
+    "projects",
+    "channels",
+];
+
+fn build(e: &mut Errs, table: &Table) -> Topology {
+    let top = Obj::new(e, table, String::new(), TOP_KEYS);
+    let mut topo = Topology::default();
+
+    let regions = top.tables_opt(e, "regions");
+    parse_regions(e, regions.as_deref(), &mut topo);
+    require_some(e, &top, "regions");
+    let region_ix: HashMap<String, RegionId> = {
+        let mut m = HashMap::new();
+        for (i, r) in topo.regions.iter().enumerate() {
+            if let Ok(id) = u16::try_from(i) {
+                m.entry(r.name.clone()).or_insert(RegionId(id));
+            }
+        }
+        m
+    };
+    let region_names = known_list(topo.regions.iter().map(|r| r.name.as_str()));
+
+    let latency = top.tables_opt(e, "latency");
+    topo.latency_ms = parse_latency(e, latency.as_deref(), &topo.regions, &region_ix);
+
+    let nodes = top.tables_opt(e, "nodes");
+    let mut node_seen = HashMap::new();
+    for (path, t) in nodes.iter().flatten() {
+        parse_node(
+            e,
+            path,
+            t,
+            &region_ix,
+            &region_names,
+            &mut node_seen,
+            &mut topo,
+        );
+    }
+    require_some(e, &top, "nodes");
+
+    let mut pipeline_seen = HashMap::new();
+    if let Some(ps) = top.tables_opt(e, "pipelines") {
+        for (path, t) in &ps {
+            let obj = Obj::new(e, t, path.clone(), &["name", "stages"]);
+            let name = obj.name_req(e, "name");
+            if let Some(name) = name {
+                unique(e, &mut pipeline_seen, name, &obj.p("name"), "pipeline");
+            }
+            let stages = parse_stages(e, &obj);
+            if let Some(name) = name {
+                push_pipeline(e, path, &mut topo, name.to_string(), stages);
+            }
+        }
+    }
+    // Pipelines from `[[pipelines]]` only: channels refer to them by name.
+    let named_pipelines: HashMap<String, PipelineId> = {
+        let mut m = HashMap::new();
+        for (i, p) in topo.pipelines.iter().enumerate() {
+            if let Ok(id) = u16::try_from(i) {
+                m.entry(p.name.clone()).or_insert(PipelineId(id));
+            }
+        }
+        m
+    };
+
+    let mut project_seen = HashMap::new();
+    if let Some(ps) = top.tables_opt(e, "projects") {
+        for (path, t) in &ps {
+            if let Some(p) = parse_project(e, path, t) {
+                unique(
+                    e,
+                    &mut project_seen,
+                    &p.name,
+                    &key_path(path, "name"),
+                    "project",
+                );
+                if u16::try_from(topo.projects.len()).is_err() {
+                    e.push(path.as_str(), "too many projects");
+                } else {
+                    topo.projects.push(p);
+                }
+            }
+        }
+    }
+
+    let channels = top.tables_opt(e, "channels");
+    let mut ctx = ChannelCtx {
+        region_ix: &region_ix,
+        region_names: &region_names,
+        named_pipelines: &named_pipelines,
+        pipeline_seen: &mut pipeline_seen,
+        channel_seen: HashMap::new(),
+    };
+    for (path, t) in channels.iter().flatten() {
+        parse_channel(e, path, t, &mut ctx, &mut topo);
+    }
+
+    require_some(e, &top, "channels");
+    topo
+}
+
+/// A top-level array that must be present and non-empty.
+fn require_some(e: &mut Errs, top: &Obj<'_>, key: &str) {
+    let empty = match top.t.get(key) {
+        None => true,
+        Some(v) => v.as_array().is_some_and(|a| a.is_empty()),
+    };
+    if empty {
+        e.push(key, "at least one required");
+    }
+}
+
+const REGION_KEYS: &[&str] = &["name"];
+
+fn parse_regions(e: &mut Errs, regions: Option<&[(String, &Table)]>, topo: &mut Topology) {
+    let Some(regions) = regions else { return };
+    if regions.len() > MAX_REGIONS {
+        e.push("regions", format!("too many regions (max {MAX_REGIONS})"));
+        return;
+    }
+    let mut seen = HashMap::new();
+    for (path, t) in regions {
+        let obj = Obj::new(e, t, path.clone(), REGION_KEYS);
+        if let Some(name) = obj.name_req(e, "name") {
+            // A duplicate is left out so that the latency matrix does not
+            // report pairs nobody can name.
+            if unique(e, &mut seen, name, &obj.p("name"), "region") {
+                topo.regions.push(Region {
+                    name: name.to_string(),
+                });
+            }
+        }
+    }
+}
+
+fn resolve_region(
+    e: &mut Errs,
+    path: &str,
+    name: &str,
+    region_ix: &HashMap<String, RegionId>,
+    known: &str,
+) -> Option<RegionId> {
+    match region_ix.get(name) {
+        Some(id) => Some(*id),
+        None => {
+            e.push(path, format!("unknown region `{name}`; known: {known}"));
+            None
+        }
+    }
+}
+
+fn parse_latency(
+    e: &mut Errs,
+    entries: Option<&[(String, &Table)]>,
+    regions: &[Region],
+    region_ix: &HashMap<String, RegionId>,
+) -> Vec<Vec<u32>> {
+    let n = regions.len();
+    let mut given: Vec<Vec<Option<u32>>> = vec![vec![None; n]; n];
+    let known = known_list(regions.iter().map(|r| r.name.as_str()));
+    for (path, t) in entries.unwrap_or(&[]) {
+        let obj = Obj::new(e, t, path.clone(), &["between", "ms"]);
+        let ms = obj
+            .int_range_req(e, "ms", 0, MAX_LATENCY_MS)
+            .and_then(|v| u32::try_from(v).ok());
+        let pair = match obj.get_req(e, "between") {
+            None => None,
+            Some(Value::Array(a)) if a.len() == 2 => {
+                let bp = obj.p("between");
+                let mut ids = [None, None];
+                for (i, v) in a.iter().enumerate() {
+                    let p = idx_path(&bp, i);
+                    match v.as_str() {
+                        Some(s) => {
+                            if let Some(slot) = ids.get_mut(i) {
+                                *slot = resolve_region(e, &p, s, region_ix, &known);
+                            }
+                        }
+                        None => e.push(p, type_error("a string (region name)", v)),
+                    }
+                }
+                match ids {
+                    [Some(a), Some(b)] => Some((a, b)),
+                    _ => None,
+                }
+            }
+            Some(v @ Value::Array(_)) => {
+                let len = v.as_array().map_or(0, |a| a.len());
+                e.push(
+                    obj.p("between"),
+                    format!("expected two region names, found {len}"),
+                );
+                None
+            }
+            Some(v) => {
+                e.push(
+                    obj.p("between"),
+                    type_error("an array of two region names", v),
+                );
+                None
+            }
+        };
+        if let Some((a, b)) = pair {
+            let (ai, bi) = (a.index(), b.index());
+            let already = given
+                .get(ai)
+                .and_then(|row| row.get(bi))
+                .is_some_and(|v| v.is_some());
+            if already {
+                e.push(
+                    obj.p("between"),
+                    format!(
+                        "duplicate latency pair `{}`/`{}`",
+                        regions.get(ai).map_or("", |r| r.name.as_str()),
+                        regions.get(bi).map_or("", |r| r.name.as_str())
+                    ),
+                );
+            } else {
+                // An invalid `ms` still marks the pair as given.
+                let v = Some(ms.unwrap_or(0));
+                for (x, y) in [(ai, bi), (bi, ai)] {
+                    if let Some(cell) = given.get_mut(x).and_then(|row| row.get_mut(y)) {
+                        *cell = v;
+                    }
+                }
+            }
+        }
+    }
+    let mut missing = 0usize;
+    let mut out = vec![vec![0u32; n]; n];
+    for i in 0..n {
+        for j in i..n {
+            let cell = given.get(i).and_then(|row| row.get(j)).copied().flatten();
+            let v = match cell {
+                Some(v) => v,
+                None if i == j => SELF_LATENCY_MS,
+                None => {
+                    missing += 1;
+                    if missing <= MAX_MISSING_PAIRS_REPORTED {
+                        e.push(
+                            "latency",
+                            format!(
+                                "missing latency between `{}` and `{}`",
+                                regions.get(i).map_or("", |r| r.name.as_str()),
+                                regions.get(j).map_or("", |r| r.name.as_str())
+                            ),
+                        );
+                    }
+                    0
+                }
+            };
+            for (x, y) in [(i, j), (j, i)] {
+                if let Some(cell) = out.get_mut(x).and_then(|row| row.get_mut(y)) {
+                    *cell = v;
+                }
+            }
+        }
+    }
+    if missing > MAX_MISSING_PAIRS_REPORTED {
+        e.push(
+            "latency",
+            format!(
+                "... and {} more missing region pairs",
+                missing - MAX_MISSING_PAIRS_REPORTED
+            ),
+        );
+    }
+    out
+}
+
+const NODE_KEYS: &[&str] = &["name", "region", "zone", "count", "gpus"];
+const GPU_KEYS: &[&str] = &["model", "memory_gib", "cost_per_hour", "count"];
+
+struct GpuSpec {
+    model: String,
+    memory_bytes: u64,
+    cost_per_hour_micros: Micros,
+    count: usize,
+}
+
+fn parse_node(
+    e: &mut Errs,
+    path: &str,
+    t: &Table,
+    region_ix: &HashMap<String, RegionId>,
+    region_names: &str,
+    seen: &mut HashMap<String, String>,
+    topo: &mut Topology,
+) {
+    let obj = Obj::new(e, t, path.to_string(), NODE_KEYS);
+    let name = obj.name_req(e, "name");
+    let region = obj
+        .str_req(e, "region")
+        .and_then(|r| resolve_region(e, &obj.p("region"), r, region_ix, region_names));
+    let zone = obj.str_opt(e, "zone").unwrap_or(DEFAULT_ZONE);
+    let count = obj
+        .int_range_opt(e, "count", 1, MAX_NODE_COUNT)
+        .unwrap_or(1);
+    let mut gpus = Vec::new();
+    for (gpath, gt) in obj.tables_opt(e, "gpus").iter().flatten() {
+        let g = Obj::new(e, gt, gpath.clone(), GPU_KEYS);
+        let model = g.name_req(e, "model");
+        let mem = g
+            .get_req(e, "memory_gib")
+            .and_then(|v| gib(e, &g.p("memory_gib"), v, true));
+        let cost = g
+            .get_req(e, "cost_per_hour")
+            .and_then(|v| dollars(e, &g.p("cost_per_hour"), v));
+        let gcount = g.int_range_opt(e, "count", 1, MAX_GPU_COUNT).unwrap_or(1);
+        if let (Some(model), Some(mem), Some(cost)) = (model, mem, cost) {
+            gpus.push(GpuSpec {
+                model: model.to_string(),
+                memory_bytes: mem,
+                cost_per_hour_micros: cost,
+                count: usize::try_from(gcount).unwrap_or(1),
+            });
+        }
+    }
+    let Some(name) = name else { return };
+    let name_path = obj.p("name");
+    let count = usize::try_from(count).unwrap_or(1);
+    for k in 0..count {
+        let stamped = if count > 1 {
+            format!("{name}-{k}")
+        } else {
+            name.to_string()
+        };
+        unique(e, seen, &stamped, &name_path, "node");
+        let Ok(node_id) = u32::try_from(topo.nodes.len()) else {
+            e.push(path, "too many nodes");
+            return;
+        };
+        let mut ids = Vec::new();
+        for spec in &gpus {
+            for _ in 0..spec.count {
+                let Ok(gid) = u32::try_from(topo.gpus.len()) else {
+                    e.push(path, "too many GPUs");
+                    return;
+                };
+                ids.push(GpuId(gid));
+                topo.gpus.push(Gpu {
+                    node: NodeId(node_id),
+                    model: spec.model.clone(),
+                    memory_bytes: spec.memory_bytes,
+                    cost_per_hour_micros: spec.cost_per_hour_micros,
+                });
+            }
+        }
+        topo.nodes.push(Node {
+            name: stamped,
+            region: region.unwrap_or_default(),
+            zone: zone.to_string(),
+            gpus: ids,
+        });
+    }
+}
+
+const STAGE_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "provider",
+    "cheap_provider",
+    "duration_ms",
+    "jitter_ms",
+    "cost",
+    "cheap_cost",
+    "gpu_memory_gib",
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Cpu,
+    Gpu,
+    External,
+    Publish,
+}
+
+/// Parses `stages` of a pipeline table (named or inline) with all rules.
+fn parse_stages(e: &mut Errs, obj: &Obj<'_>) -> Vec<Stage> {
+    let stages_path = obj.p("stages");
+    let Some(list) = obj.get_req(e, "stages") else {
+        return Vec::new();
+    };
+    let Some(list) = list.as_array() else {
+        e.push(stages_path, type_error("an array of tables", list));
+        return Vec::new();
+    };
+    if list.is_empty() {
+        e.push(stages_path, "at least one stage required");
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut seen = HashMap::new();
+    let mut publish_at: Vec<usize> = Vec::new();
+    let mut kinds_known = true;
+    for (i, v) in list.iter().enumerate() {
+        let path = idx_path(&stages_path, i);
+        let Some(t) = v.as_table() else {
+            e.push(path, type_error("a table", v));
+            kinds_known = false;
+            continue;
+        };
+        let s = Obj::new(e, t, path.clone(), STAGE_KEYS);
+        let name = s.name_req(e, "name");
+        if let Some(n) = name {
+            unique(e, &mut seen, n, &s.p("name"), "stage");
+        }
+        let kind = match s.str_req(e, "kind") {
+            Some("cpu") => Some(Kind::Cpu),
+            Some("gpu") => Some(Kind::Gpu),
+            Some("external") => Some(Kind::External),
+            Some("publish") => Some(Kind::Publish),
+            Some(other) => {
+                e.push(
+                    s.p("kind"),
+                    format!("unknown kind `{other}`; expected one of: cpu, gpu, external, publish"),
+                );
+                None
+            }
+            None => None,
+        };
+        if kind.is_none() {
+            kinds_known = false;
+        }
+        if kind == Some(Kind::Publish) {
+            publish_at.push(i);
+        }
+        let external = kind == Some(Kind::External);
+        let only_external = |e: &mut Errs, key: &str| {
+            if kind.is_some() && !external && s.has(key) {
+                e.push(s.p(key), "only allowed for kind `external`");
+            }
+        };
+        only_external(e, "provider");
+        only_external(e, "cheap_provider");
+        only_external(e, "cheap_cost");
+        let provider = if external {
+            s.name_req(e, "provider")
+        } else {
+            s.str_opt(e, "provider")
+        };
+        let cheap_provider = s.str_opt(e, "cheap_provider");
+
+        let duration = s.int_range_req(e, "duration_ms", 1, MAX_DURATION_MS);
+        let jitter = s
+            .int_range_opt(e, "jitter_ms", 0, MAX_DURATION_MS)
+            .unwrap_or(0);
+        if let Some(d) = duration {
+            if jitter > d {
+                e.push(s.p("jitter_ms"), "must be <= duration_ms");
+            }
+        }
+        let cost = match s.t.get("cost") {
+            Some(v) => dollars(e, &s.p("cost"), v),
+            None => Some(0),
+        };
+        let cheap_cost = match s.t.get("cheap_cost") {
+            Some(v) => dollars(e, &s.p("cheap_cost"), v),
+            None => cost,
+        };
+        if let (Some(c), Some(cc)) = (cost, cheap_cost) {
+            if cc > c && s.has("cheap_cost") {
+                e.push(s.p("cheap_cost"), "must be <= cost");
+            }
+        }
+        let mem_path = s.p("gpu_memory_gib");
+        let mem = match (kind, s.t.get("gpu_memory_gib")) {
+            (Some(Kind::Gpu), None) => {
+                e.push(mem_path, "missing required key (kind `gpu`)");
+                0
+            }
+            (Some(Kind::Gpu), Some(v)) => gib(e, &mem_path, v, true).unwrap_or(0),
+            (_, None) => 0,
+            (k, Some(v)) => {
+                let b = gib(e, &mem_path, v, false);
+                if k.is_some() && b.is_some_and(|b| b > 0) {
+                    e.push(mem_path, "only allowed for kind `gpu`");
+                }
+                0
+            }
+        };
+        let stage_kind = match kind {
+            Some(Kind::Cpu) | None => StageKind::Cpu,
+            Some(Kind::Gpu) => StageKind::Gpu,
+            Some(Kind::Publish) => StageKind::Publish,
+            Some(Kind::External) => StageKind::External {
+                provider: provider.unwrap_or_default().to_string(),
+                cheap_provider: cheap_provider.map(str::to_string),
+            },
+        };
+        let d = u64::try_from(duration.unwrap_or(1)).unwrap_or(1);
+        let j = u64::try_from(jitter).unwrap_or(0).min(d);
+        out.push(Stage {
+            name: name.unwrap_or_default().to_string(),
+            kind: stage_kind,
+            gpu_memory_bytes: mem,
+            duration: DurationModel {
+                mean_ms: d,
+                jitter_ms: j,
+            },
+            cost: CostModel {
+                fixed_micros: cost.unwrap_or(0),
+                cheap_fixed_micros: cheap_cost.unwrap_or(0),
+            },
+        });
+    }
+    let last = list.len() - 1;
+    match publish_at.as_slice() {
+        [] if kinds_known => e.push(
+            stages_path.as_str(),
+            "exactly one `publish` stage required, found none",
+        ),
+        [] => {}
+        [first, rest @ ..] => {
+            for i in rest {
+                e.push(
+                    key_path(&idx_path(&stages_path, *i), "kind"),
+                    "only one `publish` stage allowed",
+                );
+            }
+            if rest.is_empty() && *first != last {
+                e.push(
+                    key_path(&idx_path(&stages_path, *first), "kind"),
+                    "the `publish` stage must be the last stage",
+                );
+            }
+        }
+    }
+    out
+}
+
+fn push_pipeline(
+    e: &mut Errs,
+    path: &str,
+    topo: &mut Topology,
+    name: String,
+    stages: Vec<Stage>,
+) -> Option<PipelineId> {
+    match u16::try_from(topo.pipelines.len()) {
+        Ok(id) => {
+            topo.pipelines.push(Pipeline { name, stages });
+            Some(PipelineId(id))
+        }
+        Err(_) => {
+            e.push(path, "too many pipelines");
+            None
+        }
+    }
+}
+
+const PROJECT_KEYS: &[&str] = &["name", "reset_utc_offset", "preset", "buckets", "costs"];
+const PRESETS: &str = "youtube-default, youtube-legacy";
+
+fn parse_project(e: &mut Errs, path: &str, t: &Table) -> Option<PublishingProject> {
+    let obj = Obj::new(e, t, path.to_string(), PROJECT_KEYS);
+    let name = obj.name_req(e, "name");
+    let n = name.unwrap_or_default();
+    let preset = obj.str_opt(e, "preset");
+    let mut p = match preset {
+        None | Some("youtube-default") => PublishingProject::youtube_default(n),
+        Some("youtube-legacy") => PublishingProject::youtube_legacy(n),
+        Some(other) => {
+            e.push(
+                obj.p("preset"),
+                format!("unknown preset `{other}`; known: {PRESETS}"),
+            );
+            PublishingProject::youtube_default(n)
+        }
+    };
+    if let Some(off) = obj.str_opt(e, "reset_utc_offset") {
+        match parse_offset(off) {
+            Ok(m) => p.reset_utc_offset_minutes = m,
+            Err(msg) => e.push(obj.p("reset_utc_offset"), msg),
+        }
+    }
+    let buckets = obj.tables_opt(e, "buckets");
+    if let Some(bs) = &buckets {
+        if obj.has("preset") {
+            e.push(obj.p("buckets"), "not allowed together with `preset`");
+        }
+        if obj
+            .t
+            .get("buckets")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.is_empty())
+        {
+            e.push(obj.p("buckets"), "at least one bucket required");
+        }
+        let mut seen = HashMap::new();
+        let mut list = Vec::new();
+        for (bpath, bt) in bs {
+            let b = Obj::new(e, bt, bpath.clone(), &["name", "units_per_day"]);
+            let bname = b.name_req(e, "name");
+            let units = b.int_range_req(e, "units_per_day", 1, i64::MAX);
+            if let Some(bn) = bname {
+                unique(e, &mut seen, bn, &b.p("name"), "bucket");
+                list.push(QuotaBucket {
+                    name: bn.to_string(),
+                    units_per_day: units.and_then(|u| u64::try_from(u).ok()).unwrap_or(0),
+                });
+            }
+        }
+        p.buckets = list;
+    }
+    let costs = obj.table_opt(e, "costs");
+    match costs {
+        None => {
+            if buckets.is_some() && !obj.has("costs") {
+                e.push(
+                    obj.p("costs"),
+                    "missing required key (needed with `buckets`)",
+                );
+            }
+        }
+        Some(ct) => {
+            let c = Obj::new(e, ct, obj.p("costs"), &["upload", "thumbnail", "lookup"]);
+            let bucket_names: Vec<&str> = p.buckets.iter().map(|b| b.name.as_str()).collect();
+            let upload = c
+                .get_req(e, "upload")
+                .and_then(|v| parse_cost(e, &c.p("upload"), v, &bucket_names));
+            let thumbnail =
+                c.t.get("thumbnail")
+                    .and_then(|v| parse_cost(e, &c.p("thumbnail"), v, &bucket_names));
+            let lookup = match c.t.get("lookup") {
+                Some(v) => parse_cost(e, &c.p("lookup"), v, &bucket_names),
+                None => Some(QuotaCost {
+                    bucket: 0,
+                    units: 1,
+                }),
+            };
+            if let (Some(u), Some(l)) = (upload, lookup) {
+                p.upload_cost = u;
+                p.thumbnail_cost = thumbnail;
+                p.lookup_cost = l;
+                check_capacity(e, &c.path, &p);
+            }
+        }
+    }
+    name?;
+    Some(p)
+}
+
+fn parse_cost(e: &mut Errs, path: &str, v: &Value, buckets: &[&str]) -> Option<QuotaCost> {
+    let Some(t) = v.as_table() else {
+        e.push(path, type_error("a table { bucket, units }", v));
+        return None;
+    };
+    let c = Obj::new(e, t, path.to_string(), &["bucket", "units"]);
+    let bucket = c.str_req(e, "bucket").and_then(|b| {
+        let ix = buckets.iter().position(|x| *x == b);
+        if ix.is_none() {
+            e.push(
+                c.p("bucket"),
+                format!(
+                    "unknown bucket `{b}`; known: {}",
+                    known_list(buckets.iter().copied())
+                ),
+            );
+        }
+        ix
+    });
+    let units = c
+        .int_range_req(e, "units", 0, i64::MAX)
+        .and_then(|u| u64::try_from(u).ok());
+    Some(QuotaCost {
+        bucket: bucket?,
+        units: units?,
+    })
+}
+
+/// One publish (upload plus thumbnail) must fit in a day's quota.
+fn check_capacity(e: &mut Errs, path: &str, p: &PublishingProject) {
+    for (i, b) in p.buckets.iter().enumerate() {
+        let mut need: u64 = 0;
+        if p.upload_cost.bucket == i {
+            need = need.saturating_add(p.upload_cost.units);
+        }
+        if let Some(t) = p.thumbnail_cost {
+            if t.bucket == i {
+                need = need.saturating_add(t.units);
+            }
+        }
+        if b.units_per_day > 0 && need > b.units_per_day {
+            e.push(
+                path,
+                format!(
+                    "one publish needs {need} units of bucket `{}`, which has only {} a day",
+                    b.name, b.units_per_day
+                ),
+            );
+        }
+    }
+}
+
+const CHANNEL_KEYS: &[&str] = &[
+    "name",
+    "count",
+    "home_region",
+    "failover_regions",
+    "videos_per_day",
+    "window",
+    "pipeline",
+    "priority",
+    "project",
+    "budget",
+];
+const BUDGET_KEYS: &[&str] = &[
+    "daily_soft",
+    "daily_hard",
+    "per_video_soft",
+    "per_video_hard",
+];
+
+struct ChannelCtx<'a> {
+    region_ix: &'a HashMap<String, RegionId>,
+    region_names: &'a str,
+    named_pipelines: &'a HashMap<String, PipelineId>,
+    pipeline_seen: &'a mut HashMap<String, String>,
+    channel_seen: HashMap<String, String>,
+}
+
+fn parse_channel(
+    e: &mut Errs,
+    path: &str,
+    t: &Table,
+    ctx: &mut ChannelCtx<'_>,
+    topo: &mut Topology,
+) {
+    let obj = Obj::new(e, t, path.to_string(), CHANNEL_KEYS);
+    let name = obj.name_req(e, "name");
+    let count = obj
+        .int_range_opt(e, "count", 1, MAX_CHANNEL_COUNT)
+        .unwrap_or(1);
+    let home = obj
+        .str_req(e, "home_region")
+        .and_then(|r| resolve_region(e, &obj.p("home_region"), r, ctx.region_ix, ctx.region_names));
+    let mut failover = Vec::new();
+    if let Some(list) = obj.array_opt(e, "failover_regions") {
+        let base = obj.p("failover_regions");
+        let mut seen = HashSet::new();
+        for (i, v) in list.iter().enumerate() {
+            let p = idx_path(&base, i);
+            let Some(s) = v.as_str() else {
+                e.push(p, type_error("a string (region name)", v));
+                continue;
+            };
+            let Some(id) = resolve_region(e, &p, s, ctx.region_ix, ctx.region_names) else {
+                continue;
+            };
+            if Some(id) == home {
+                e.push(p, format!("`{s}` is the home region"));
+            } else if !seen.insert(id) {
+                e.push(p, format!("duplicate region `{s}`"));
+            } else {
+                failover.push(id);
+            }
+        }
+    }
+    let videos = obj
+        .int_range_req(e, "videos_per_day", 1, MAX_VIDEOS_PER_DAY)
+        .and_then(|v| u32::try_from(v).ok());
+    let window = match obj.str_opt(e, "window") {
+        None => PublishWindow::ALL_DAY,
+        Some(w) => parse_window(w).unwrap_or_else(|msg| {
+            e.push(obj.p("window"), msg);
+            PublishWindow::ALL_DAY
+        }),
+    };
+    let priority = obj
+        .int_range_opt(e, "priority", 0, 255)
+        .and_then(|v| u8::try_from(v).ok())
+        .unwrap_or(0);
+    let project = obj.str_req(e, "project").and_then(|p| {
+        let ix = topo.projects.iter().position(|x| x.name == p);
+        if ix.is_none() {
+            e.push(
+                obj.p("project"),
+                format!(
+                    "unknown project `{p}`; known: {}",
+                    known_list(topo.projects.iter().map(|x| x.name.as_str()))
+                ),
+            );
+        }
+        ix.and_then(|i| u16::try_from(i).ok()).map(ProjectId)
+    });
+    let budget = match obj.table_opt(e, "budget") {
+        None => Budget::UNLIMITED,
+        Some(bt) => parse_budget(e, &obj.p("budget"), bt),
+    };
+    let pipeline = match obj.get_req(e, "pipeline") {
+        None => None,
+        Some(Value::String(pname)) => {
+            let id = ctx.named_pipelines.get(pname.as_str()).copied();
+            if id.is_none() {
+                let known: Vec<&str> = ctx
+                    .named_pipelines
+                    .iter()
+                    .map(|(k, v)| (v, k.as_str()))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+                    .into_values()
+                    .collect();
+                e.push(
+                    obj.p("pipeline"),
+                    format!(
+                        "unknown pipeline `{pname}`; known: {}",
+                        known_list(known.into_iter())
+                    ),
+                );
+            }
+            id
+        }
+        Some(Value::Table(pt)) => {
+            let ppath = obj.p("pipeline");
+            let inline = Obj::new(e, pt, ppath.clone(), &["name", "stages"]);
+            let local = inline.name_opt(e, "name").unwrap_or("inline");
+            let stages = parse_stages(e, &inline);
+            match name {
+                Some(cname) => {
+                    let full = format!("{cname}/{local}");
+                    unique(e, ctx.pipeline_seen, &full, &ppath, "pipeline");
+                    push_pipeline(e, &ppath, topo, full, stages)
+                }
+                None => None,
+            }
+        }
+        Some(v) => {
+            e.push(
+                obj.p("pipeline"),
+                type_error("a string (pipeline name) or a table (inline pipeline)", v),
+            );
+            None
+        }
+    };
+    let Some(name) = name else { return };
+    let count = usize::try_from(count).unwrap_or(1);
+    let name_path = obj.p("name");
+    for k in 0..count {
+        let stamped = if count > 1 {
+            format!("{name}-{k}")
+        } else {
+            name.to_string()
+        };
+        unique(e, &mut ctx.channel_seen, &stamped, &name_path, "channel");
+        if u32::try_from(topo.channels.len()).is_err() {
+            e.push(path, "too many channels");
+            return;
+        }
+        topo.channels.push(Channel {
+            name: stamped,
+            home_region: home.unwrap_or_default(),
+            failover_regions: failover.clone(),
+            videos_per_day: videos.unwrap_or(1),
+            window,
+            pipeline: pipeline.unwrap_or_default(),
+            priority,
+            budget,
+            project: project.unwrap_or_default(),
+        });
+    }
+}
+
+fn parse_budget(e: &mut Errs, path: &str, t: &Table) -> Budget {
+    let b = Obj::new(e, t, path.to_string(), BUDGET_KEYS);
+    let get = |e: &mut Errs, key: &str| -> Option<Option<Micros>> {
+        match b.t.get(key) {
+            None => Some(None),
+            Some(v) => dollars(e, &b.p(key), v).map(Some),
+        }
+    };
+    let pair = |e: &mut Errs, soft_key: &str, hard_key: &str| -> (Micros, Micros) {
+        let soft = get(e, soft_key);
+        let hard = get(e, hard_key);
+        let hard_v = hard.flatten().unwrap_or(Micros::MAX);
+        let soft_v = soft.flatten().unwrap_or(hard_v);
+        if let (Some(Some(s)), Some(h)) = (soft, hard) {
+            if s > h.unwrap_or(Micros::MAX) {
+                e.push(b.p(soft_key), format!("must be <= {hard_key}"));
+            }
+        }
+        (soft_v, hard_v)
+    };
+    let (daily_soft, daily_hard) = pair(e, "daily_soft", "daily_hard");
+    let (pv_soft, pv_hard) = pair(e, "per_video_soft", "per_video_hard");
+    Budget {
+        daily_soft_micros: daily_soft,
+        daily_hard_micros: daily_hard,
+        per_video_soft_micros: pv_soft,
+        per_video_hard_micros: pv_hard,
+    }
+}
