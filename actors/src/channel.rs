@@ -305,6 +305,16 @@ impl ChannelMachine {
             ChannelInput::Tick => {}
             ChannelInput::StoreReply { op_id, reply } => self.on_store_reply(now_ms, op_id, reply, out),
             ChannelInput::JobStarted { id, gpu } => {
+                let current = self
+                    .videos
+                    .get(&id.slot)
+                    .map(|v| matches!(v.run, Run::Job { id: running, .. } if running == id))
+                    .unwrap_or(false);
+                if !current && id.channel == self.id {
+                    // A job this machine no longer wants (killed, retried,
+                    // or from an earlier epoch) started late: stop it.
+                    out.push(ChannelEffect::CancelJob { id, gpu });
+                }
                 if let Some(v) = self.videos.get_mut(&id.slot) {
                     if let Run::Job {
                         id: running,

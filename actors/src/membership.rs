@@ -136,6 +136,9 @@ pub struct MembershipMachine {
     /// Watched leases: version and when this node first saw it.
     watch: BTreeMap<NodeId, (u64, u64)>,
     expired: BTreeSet<NodeId>,
+    /// When a refresh last succeeded: after a gap (this node could not see
+    /// the store) every watch starts over, since peers could not renew either.
+    last_refresh_ok_ms: u64,
     hosted: BTreeMap<ChannelId, Hosted>,
     want: BTreeSet<ChannelId>,
     /// Claims go through `want` in batches once per refresh round.
@@ -169,6 +172,7 @@ impl MembershipMachine {
             next_join_ms: 0,
             watch: BTreeMap::new(),
             expired: BTreeSet::new(),
+            last_refresh_ok_ms: 0,
             hosted: BTreeMap::new(),
             want: BTreeSet::new(),
             claim_cursor: None,
@@ -385,6 +389,10 @@ impl MembershipMachine {
                 let control_gen = it.next().flatten();
                 let (m, v) = decode_members(members);
                 self.adopt_members(m, v, out);
+                if now_ms.saturating_sub(self.last_refresh_ok_ms) > 2 * self.params.renew_ms {
+                    self.watch.clear();
+                }
+                self.last_refresh_ok_ms = now_ms;
                 let gen_version = control_gen.map(|e| e.version).unwrap_or(0);
                 if self.control_gen_version != Some(gen_version) {
                     self.control_gen_version = Some(gen_version);

@@ -1,0 +1,167 @@
+//! `reelfleet sim`: one run, or a swarm of seeds.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use sim::scenarios;
+
+#[derive(Args, Debug)]
+pub struct SimArgs {
+    /// List the built-in scenarios and exit.
+    #[arg(long)]
+    list: bool,
+    /// A built-in scenario (see --list).
+    #[arg(long, default_value = "steady")]
+    scenario: String,
+    /// A scenario described in a TOML file (see README).
+    #[arg(long, conflicts_with = "scenario")]
+    scenario_file: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write every event to this file.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Run many seeds (with --seeds) and name every failing one.
+    #[arg(long)]
+    swarm: bool,
+    /// Seeds for --swarm, as A..B (B excluded).
+    #[arg(long, default_value = "1..101")]
+    seeds: String,
+    /// Threads for --swarm (default: all cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+}
+
+fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("--seeds {s:?}: expected A..B, like 1..2001"))?;
+    let a: u64 = a.trim().parse().map_err(|_| format!("--seeds {s:?}: {a:?} is not a number"))?;
+    let b: u64 = b.trim().parse().map_err(|_| format!("--seeds {s:?}: {b:?} is not a number"))?;
+    if b <= a {
+        return Err(format!("--seeds {s:?}: the end must be after the start"));
+    }
+    Ok(a..b)
+}
+
+pub fn run(args: SimArgs) -> i32 {
+    if args.list {
+        for name in scenarios::NAMES {
+            println!("{name:22} {}", scenarios::describe(name));
+        }
+        return 0;
+    }
+    let make: Box<dyn Fn(u64) -> Result<sim::Scenario, String> + Send + Sync> = match &args.scenario_file {
+        Some(path) => {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: cannot read scenario file {}: {e}", path.display());
+                    return 2;
+                }
+            };
+            match sim::scenario_file::load(&text) {
+                Ok(s) => Box::new(move |_| Ok(s.clone())),
+                Err(e) => {
+                    eprintln!("error: scenario file {}:\n{e}", path.display());
+                    return 2;
+                }
+            }
+        }
+        None => {
+            let name = args.scenario.clone();
+            if scenarios::builtin(&name, 0).is_none() {
+                eprintln!(
+                    "error: unknown scenario {name:?}; known: {}",
+                    scenarios::NAMES.join(", ")
+                );
+                return 2;
+            }
+            Box::new(move |seed| scenarios::builtin(&name, seed).ok_or_else(|| "unknown scenario".to_string()))
+        }
+    };
+    if args.swarm {
+        let seeds = match parse_seeds(&args.seeds) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        };
+        let jobs = args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        let started = std::time::Instant::now();
+        let result = sim::swarm::run_swarm(seeds.clone(), jobs, move |seed| {
+            // The scenario was validated above, so building it cannot fail.
+            make(seed).unwrap_or_else(|_| sim::scenarios::builtin("steady", seed).expect("steady exists"))
+        });
+        let secs = started.elapsed().as_secs_f64();
+        for f in &result.failures {
+            print!("{}", f.to_text());
+        }
+        println!(
+            "swarm {}: {} seeds {}..{}, {} failed{}; {} events in {:.1} s",
+            args.scenario,
+            result.runs,
+            seeds.start,
+            seeds.end,
+            result.failures.len(),
+            if result.failures.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (seeds {})",
+                    result.failures.iter().map(|f| f.seed.to_string()).collect::<Vec<_>>().join(", ")
+                )
+            },
+            result.events,
+            secs
+        );
+        return if result.failures.is_empty() { 0 } else { 1 };
+    }
+    let scenario = match make(args.seed) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let trace = match &args.trace {
+        Some(p) => match std::fs::File::create(p) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("error: cannot create trace file {}: {e}", p.display());
+                return 2;
+            }
+        },
+        None => None,
+    };
+    let started = std::time::Instant::now();
+    let summary = sim::run(scenario, args.seed, trace);
+    let secs = started.elapsed().as_secs_f64();
+    if args.json {
+        match serde_json::to_string_pretty(&summary) {
+            Ok(j) => println!("{j}"),
+            Err(e) => {
+                eprintln!("error: cannot encode summary: {e}");
+                return 2;
+            }
+        }
+    } else {
+        print!("{}", summary.to_text());
+        println!(
+            "  wall {:.2} s, {:.0} events/s",
+            secs,
+            summary.events_processed as f64 / secs.max(1e-9)
+        );
+    }
+    if summary.ok {
+        0
+    } else {
+        1
+    }
+}

@@ -1,0 +1,102 @@
+//! The simulated publishing API (a YouTube Data API stand-in): it enforces
+//! each project's daily quota itself, answers with 5xx and 429 when told to,
+//! can lose the response of an upload that succeeded, and finds an earlier
+//! upload by the idempotency key stored in its metadata.
+//!
+//! An upload completes `upload_ms` after it arrives, and only if that is no
+//! later than the moment its client gives up (`sent + timeout`): a client
+//! that stops sending bytes cannot have its upload finish afterwards.
+
+use std::collections::BTreeMap;
+
+use topology::{ChannelId, ProjectId, PublishingProject};
+
+#[derive(Clone, Debug)]
+pub struct Upload {
+    pub remote_id: String,
+    pub channel: ChannelId,
+    pub slot: u64,
+    pub project: ProjectId,
+    pub completed_ms: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ApiFaults {
+    pub error_5xx_ppm: u32,
+    pub rate_limited_ppm: u32,
+    pub lost_response_ppm: u32,
+}
+
+#[derive(Default)]
+pub struct PublishApi {
+    /// Completed uploads by idempotency key.
+    pub uploads: BTreeMap<String, Upload>,
+    /// Units charged per (project, API quota day), per bucket.
+    pub charged: BTreeMap<(ProjectId, u64), Vec<u64>>,
+    /// All units charged per project, all days.
+    pub charged_total: BTreeMap<ProjectId, u64>,
+    /// Uploads the API accepted more than once for the same key.
+    pub duplicates: Vec<String>,
+    pub faults: ApiFaults,
+    pub next_remote: u64,
+    pub upload_calls: u64,
+    pub lookup_calls: u64,
+    pub quota_refusals: u64,
+}
+
+impl PublishApi {
+    /// Charges `units` (per bucket) if the project's day still has room.
+    pub fn try_charge(&mut self, project: ProjectId, spec: &PublishingProject, day: u64, units: &[u64]) -> bool {
+        let used = self
+            .charged
+            .entry((project, day))
+            .or_insert_with(|| vec![0; spec.buckets.len()]);
+        let fits = used
+            .iter()
+            .zip(units)
+            .zip(&spec.buckets)
+            .all(|((u, add), b)| u + add <= b.units_per_day);
+        if !fits {
+            self.quota_refusals += 1;
+            return false;
+        }
+        for (u, add) in used.iter_mut().zip(units) {
+            *u += add;
+        }
+        *self.charged_total.entry(project).or_default() += units.iter().sum::<u64>();
+        true
+    }
+
+    pub fn refund(&mut self, project: ProjectId, day: u64, units: &[u64]) {
+        if let Some(used) = self.charged.get_mut(&(project, day)) {
+            for (u, sub) in used.iter_mut().zip(units) {
+                *u = u.saturating_sub(*sub);
+            }
+        }
+        if let Some(t) = self.charged_total.get_mut(&project) {
+            *t = t.saturating_sub(units.iter().sum::<u64>());
+        }
+    }
+
+    /// Records a completed upload; a second upload of the same key is the
+    /// double publish invariant 1 forbids.
+    pub fn complete(&mut self, key: String, channel: ChannelId, slot: u64, project: ProjectId, now_ms: u64) -> String {
+        if let Some(existing) = self.uploads.get(&key) {
+            self.duplicates.push(key.clone());
+            return existing.remote_id.clone();
+        }
+        self.next_remote += 1;
+        let remote_id = format!("yt-{:08x}", self.next_remote);
+        self.uploads.insert(
+            key,
+            Upload {
+                remote_id: remote_id.clone(),
+                channel,
+                slot,
+                project,
+                completed_ms: now_ms,
+            },
+        );
+        remote_id
+    }
+}

@@ -1,0 +1,75 @@
+//! Many seeds of one scenario over all cores. Each seed is a whole run on
+//! its own thread-local world; results come back in seed order, so the
+//! outcome does not depend on scheduling.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::scenario::Scenario;
+use crate::Summary;
+
+pub struct SwarmResult {
+    pub runs: u64,
+    pub failures: Vec<Summary>,
+    pub events: u64,
+}
+
+/// Runs `make(seed)` for every seed in `seeds` on `jobs` threads. A
+/// progress bar goes to stderr when it is a terminal.
+pub fn run_swarm<F>(seeds: std::ops::Range<u64>, jobs: usize, make: F) -> SwarmResult
+where
+    F: Fn(u64) -> Scenario + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let next = Arc::new(AtomicU64::new(seeds.start));
+    let done = Arc::new(AtomicU64::new(0));
+    let results: Arc<Mutex<Vec<Summary>>> = Arc::new(Mutex::new(Vec::new()));
+    let events = Arc::new(AtomicU64::new(0));
+    let total = seeds.end.saturating_sub(seeds.start);
+    let tty = std::io::stderr().is_terminal();
+    let mut handles = Vec::new();
+    for _ in 0..jobs.max(1) {
+        let (make, next, done, results, events) = (
+            Arc::clone(&make),
+            Arc::clone(&next),
+            Arc::clone(&done),
+            Arc::clone(&results),
+            Arc::clone(&events),
+        );
+        let end = seeds.end;
+        handles.push(std::thread::spawn(move || loop {
+            let seed = next.fetch_add(1, Ordering::SeqCst);
+            if seed >= end {
+                break;
+            }
+            let summary = crate::run(make(seed), seed, None);
+            events.fetch_add(summary.events_processed, Ordering::Relaxed);
+            if !summary.ok {
+                if let Ok(mut r) = results.lock() {
+                    r.push(summary);
+                }
+            }
+            let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+            if tty {
+                let width = 40u64;
+                let filled = n * width / total.max(1);
+                let bar: String = (0..width).map(|i| if i < filled { '#' } else { '.' }).collect();
+                eprint!("\r[{bar}] {n}/{total}");
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    if tty {
+        eprintln!();
+    }
+    let mut failures = results.lock().map(|r| r.clone()).unwrap_or_default();
+    failures.sort_by_key(|s| s.seed);
+    SwarmResult {
+        runs: total,
+        failures,
+        events: events.load(Ordering::Relaxed),
+    }
+}

@@ -1,0 +1,98 @@
+//! The run's fingerprint and memory: a running hash of every event processed
+//! (same seed, same build, same hash), the last events kept for the report
+//! of a violation, and an optional full trace written to a file.
+
+use std::collections::VecDeque;
+use std::io::Write as _;
+
+pub const RECENT_EVENTS_MAX: usize = 48;
+
+#[derive(Clone, Debug)]
+pub struct TraceItem {
+    pub at_ms: u64,
+    pub node: u32,
+    pub what: &'static str,
+    pub a: u64,
+    pub b: u64,
+}
+
+pub struct Trace {
+    hash: u64,
+    recent: VecDeque<TraceItem>,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    pub events: u64,
+}
+
+const FNV_PRIME: u64 = 0x0000_0100_0000_01B3;
+
+impl Trace {
+    pub fn new(file: Option<std::fs::File>) -> Trace {
+        Trace {
+            hash: 0xCBF2_9CE4_8422_2325,
+            recent: VecDeque::with_capacity(RECENT_EVENTS_MAX),
+            file: file.map(std::io::BufWriter::new),
+            events: 0,
+        }
+    }
+
+    fn mix(&mut self, v: u64) {
+        for byte in v.to_le_bytes() {
+            self.hash ^= u64::from(byte);
+            self.hash = self.hash.wrapping_mul(FNV_PRIME);
+        }
+    }
+
+    /// Records one processed event.
+    pub fn event(&mut self, at_ms: u64, node: u32, what: &'static str, a: u64, b: u64) {
+        self.events += 1;
+        self.mix(at_ms);
+        self.mix(u64::from(node));
+        self.mix(what.len() as u64 ^ (u64::from(what.as_bytes()[0]) << 8));
+        self.mix(a);
+        self.mix(b);
+        if self.recent.len() == RECENT_EVENTS_MAX {
+            self.recent.pop_front();
+        }
+        let item = TraceItem {
+            at_ms,
+            node,
+            what,
+            a,
+            b,
+        };
+        if let Some(f) = &mut self.file {
+            // A trace file is a debugging aid: a write error ends the trace,
+            // not the run.
+            if writeln!(f, "{}", format_item(&item)).is_err() {
+                self.file = None;
+            }
+        }
+        self.recent.push_back(item);
+    }
+
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    pub fn recent(&self) -> impl Iterator<Item = &TraceItem> {
+        self.recent.iter()
+    }
+
+    pub fn flush(&mut self) {
+        if let Some(f) = &mut self.file {
+            let _ = f.flush();
+        }
+    }
+}
+
+pub fn format_item(i: &TraceItem) -> String {
+    format!(
+        "t={}.{:03}s n{} {} {} {}",
+        i.at_ms / 1000,
+        i.at_ms % 1000,
+        i.node,
+        i.what,
+        i.a,
+        i.b
+    )
+}
