@@ -34,6 +34,10 @@ use crate::rng::SeededRng;
 use crate::sabotage::Sabotage;
 use crate::store::{Check, Entry, StoreError, StoreOp, StoreReply, Txn, Write};
 
+/// An upload starts only while the node's lease is valid for this much
+/// longer (covers the time for the request to leave the node).
+pub const LEASE_MARGIN_MS: u64 = 100;
+
 #[derive(Clone, Debug)]
 pub struct ChannelParams {
     pub retry_base_ms: u64,
@@ -153,6 +157,8 @@ struct Video {
     /// Upload attempts that failed definitely (5xx).
     publish_failures: u32,
     upload_attempt: u32,
+    /// An upload's outcome is unknown: look it up before anything else.
+    needs_lookup: bool,
 }
 
 /// A step that becomes an effect once the commit carrying it succeeds.
@@ -534,11 +540,14 @@ impl ChannelMachine {
                 wake_ms: now_ms,
                 publish_failures: 0,
                 upload_attempt: 0,
+                needs_lookup: false,
             };
             if v.rec.publish_intent && !self.params.sabotage.no_reconciliation {
-                // The previous owner may have uploaded: ask before retrying.
-                self.quota_changes.push(QuotaChange::ReserveLookup { slot });
-                v.run = Run::AwaitCommit;
+                // The previous owner may have an upload in flight until its
+                // lease ran out plus one upload timeout: wait that long (on
+                // this clock), then ask before retrying.
+                v.needs_lookup = true;
+                v.wake_ms = now_ms + self.params.publish_timeout_ms + 1_000;
             } else if v.rec.publish_intent {
                 v.rec.publish_intent = false;
             }
@@ -807,6 +816,7 @@ impl ChannelMachine {
             LookupOutcome::Failed => {
                 if let Some(v) = self.videos.get_mut(&slot) {
                     v.run = Run::Idle;
+                    v.needs_lookup = true;
                     v.wake_ms = now_ms + backoff_ms(2, base, max, jitter);
                 }
             }
@@ -1123,17 +1133,18 @@ impl ChannelMachine {
                     v.run = Run::Idle;
                     v.wake_ms = now_ms;
                 }
-            } else {
-                self.quota_changes.push(QuotaChange::ReserveLookup { slot });
-                if let Some(v) = self.videos.get_mut(&slot) {
-                    v.run = Run::AwaitCommit;
-                }
+            } else if let Some(v) = self.videos.get_mut(&slot) {
+                // The upload was abandoned at its timeout: ask what happened.
+                v.run = Run::Idle;
+                v.needs_lookup = true;
+                v.wake_ms = now_ms;
             }
         }
         let jitter = self.rng.next_u32();
         for slot in expired_lookups {
             if let Some(v) = self.videos.get_mut(&slot) {
                 v.run = Run::Idle;
+                v.needs_lookup = true;
                 v.wake_ms = now_ms + backoff_ms(2, self.params.retry_base_ms, self.params.retry_max_ms, jitter);
             }
         }
@@ -1159,6 +1170,7 @@ impl ChannelMachine {
                     wake_ms: now_ms,
                     publish_failures: 0,
                     upload_attempt: 0,
+                    needs_lookup: false,
                 },
             );
             self.dirty.insert(slot);
@@ -1168,25 +1180,31 @@ impl ChannelMachine {
     /// Starts the next step of an idle video, if its budget, breaker,
     /// quota and lease allow.
     fn advance(&mut self, now_ms: u64, slot: u64) {
-        let Some(v) = self.videos.get(&slot) else {
+        let lease_ok = self.lease_valid_until_ms > now_ms + LEASE_MARGIN_MS;
+        let stage_count = self.stage_count();
+        let Some(v) = self.videos.get_mut(&slot) else {
             return;
         };
+        // Unless a step below starts, look again a little later.
+        v.wake_ms = now_ms + 250;
+        if v.needs_lookup {
+            if lease_ok {
+                v.needs_lookup = false;
+                v.run = Run::AwaitCommit;
+                self.quota_changes.push(QuotaChange::ReserveLookup { slot });
+            }
+            return;
+        }
         let stage_ix = v.rec.stage as usize;
-        if stage_ix >= self.stage_count() {
+        if stage_ix >= stage_count {
             return;
         }
         let topo = Arc::clone(&self.topo);
         let spec = topo.channel(self.id);
         let stage = &topo.pipeline(spec.pipeline).stages[stage_ix];
         if stage.kind == StageKind::Publish {
-            if v.rec.publish_intent {
-                return; // a refund is on its way first
-            }
-            if self.lease_valid_until_ms < now_ms + self.params.publish_timeout_ms + 1_000 {
-                if let Some(v) = self.videos.get_mut(&slot) {
-                    v.wake_ms = now_ms + 250;
-                }
-                return;
+            if v.rec.publish_intent || !lease_ok {
+                return; // a refund goes first; or the lease must be renewed
             }
             self.quota_changes.push(QuotaChange::ReservePublish { slot });
             if let Some(v) = self.videos.get_mut(&slot) {
@@ -1386,6 +1404,7 @@ impl ChannelMachine {
                     } else if let Some(v) = self.videos.get_mut(&slot) {
                         v.run = Run::Idle;
                         v.wake_ms = reset;
+                        v.needs_lookup = matches!(change, QuotaChange::ReserveLookup { .. });
                     }
                     continue;
                 }

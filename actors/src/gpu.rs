@@ -21,6 +21,9 @@ use crate::sabotage::Sabotage;
 pub struct GpuParams {
     /// Least time between two load reports.
     pub report_interval_ms: u64,
+    /// A report goes out at least this often, changed or not, so that a new
+    /// dispatcher learns of the GPU and a stale one notices it is gone.
+    pub heartbeat_ms: u64,
     /// Jobs waiting beyond this many are refused (bounded queue).
     pub queue_jobs_max: usize,
     pub sabotage: Sabotage,
@@ -30,6 +33,7 @@ impl Default for GpuParams {
     fn default() -> Self {
         GpuParams {
             report_interval_ms: 250,
+            heartbeat_ms: 2_000,
             queue_jobs_max: 256,
             sabotage: Sabotage::default(),
         }
@@ -329,7 +333,8 @@ impl GpuMachine {
             .last_report_ms
             .map(|t| t + self.params.report_interval_ms)
             .unwrap_or(0);
-        if !self.report_due || now_ms < due_at {
+        let heartbeat_at = self.last_report_ms.map(|t| t + self.params.heartbeat_ms).unwrap_or(0);
+        if (!self.report_due || now_ms < due_at) && now_ms < heartbeat_at {
             return;
         }
         self.report_due = false;
@@ -348,13 +353,13 @@ impl GpuMachine {
 
     fn compute_deadline(&self) -> Option<u64> {
         let lease = self.running.values().map(|r| r.lease_until_ms).min();
-        let report = self
-            .report_due
-            .then(|| self.last_report_ms.map(|t| t + self.params.report_interval_ms).unwrap_or(0));
-        match (lease, report) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let last = self.last_report_ms.unwrap_or(0);
+        let report = if self.report_due {
+            last + self.params.report_interval_ms
+        } else {
+            last + self.params.heartbeat_ms
+        };
+        Some(lease.map_or(report, |l| l.min(report)))
     }
 }
 
@@ -418,6 +423,7 @@ mod tests {
         let mut out = Vec::new();
         g.handle(0, GpuInput::Submit(job(1, 8)), &mut out);
         assert_eq!(g.next_deadline(), Some(1000));
+        assert_eq!(g.queued_jobs(), 0);
         out.clear();
         g.handle(1000, GpuInput::Tick, &mut out);
         assert!(out.iter().any(|e| matches!(e, GpuEffect::Kill { .. })));
