@@ -95,8 +95,10 @@ pub enum ChannelInput {
     JobFinished { id: JobId, outcome: JobOutcome },
     PublishResult { slot: u64, attempt: u32, outcome: PublishOutcome },
     LookupResult { slot: u64, outcome: LookupOutcome },
-    /// Pause, resume or kill, from the control records.
+    /// Pause, resume or kill, from the channel's own control record.
     Control(ControlRecord),
+    /// The fleet-wide control record (the kill switch).
+    ControlAll(ControlRecord),
     /// Until when (this node's clock) its membership lease is certainly
     /// valid. No upload starts that could outlive it.
     LeaseValidUntil(u64),
@@ -347,6 +349,11 @@ impl ChannelMachine {
             } => self.on_publish_result(now_ms, slot, attempt, outcome),
             ChannelInput::LookupResult { slot, outcome } => self.on_lookup_result(now_ms, slot, outcome),
             ChannelInput::Control(c) => self.on_control(now_ms, c, false, out),
+            ChannelInput::ControlAll(c) => {
+                self.control_all = c;
+                let merged = self.control.merge(c);
+                self.on_control(now_ms, merged, true, out);
+            }
             ChannelInput::LeaseValidUntil(t) => {
                 self.lease_valid_until_ms = self.lease_valid_until_ms.max(t);
             }
@@ -1403,7 +1410,8 @@ impl ChannelMachine {
                         self.dirty.insert(slot);
                     } else if let Some(v) = self.videos.get_mut(&slot) {
                         v.run = Run::Idle;
-                        v.wake_ms = reset;
+                        // Back at the reset, or when the slot turns too late.
+                        v.wake_ms = reset.min(publish_at + self.params.publish_grace_ms + 1);
                         v.needs_lookup = matches!(change, QuotaChange::ReserveLookup { .. });
                     }
                     continue;

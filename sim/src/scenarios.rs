@@ -220,7 +220,7 @@ pub fn builtin(name: &str, seed: u64) -> Option<Scenario> {
         "steady" => base(name, fleet()),
         "node-kill" => {
             let mut s = base(name, fleet());
-            s.faults = vec![at(10.0, Fault::CrashNode(NodeId(1)))]; // eu? no: us-east-1 dies
+            s.faults = vec![at(10.0, Fault::CrashNode(NodeId(1)))]; // us-east-1 dies
             s.bounds.recovery_ms = Some(RECOVERY_BOUND_MS);
             s
         }
@@ -299,7 +299,10 @@ pub fn builtin(name: &str, seed: u64) -> Option<Scenario> {
             // 07:00 UTC is 23:00 Pacific: the reset comes an hour in.
             s.start_utc_ms = EPOCH_2027_MS + 7 * 60 * MIN;
             s.duration_ms = 50 * MIN;
-            s.bounds.liveness_ms = 40 * MIN;
+            // A video that cannot get quota within 20 min of its slot fails
+            // (quota-exhausted) rather than wait for tomorrow's.
+            s.machines.channel.publish_grace_ms = 20 * MIN;
+            s.bounds.liveness_ms = 60 * MIN;
             s
         }
         "provider-outage" => {

@@ -15,7 +15,6 @@ use actors::channel::{ChannelEffect, ChannelInput, ChannelMachine};
 use actors::gpu::{GpuEffect, GpuInput, GpuMachine, GpuNotice};
 use actors::membership::{MembershipEffect, MembershipInput, MembershipMachine};
 use actors::protocol::{JobFailure, JobId, JobKind, JobOutcome, JobSpec, LookupOutcome, PublishOutcome};
-use actors::records::*;
 use actors::region::{RegionEffect, RegionInput, RegionMachine};
 use actors::rng::SeededRng;
 use actors::store::{MemStore, StoreError, StoreOp, StoreReply, Txn, Write};
@@ -324,14 +323,27 @@ impl World {
             reg_buf: Vec::new(),
             sc,
         };
+        let faults = w.sc.faults.clone();
+        for f in faults {
+            match f.fault {
+                // A clock that is off from the start is set before its node
+                // boots, rather than stepped under a running node.
+                Fault::ClockSkew {
+                    node,
+                    offset_ms,
+                    drift_ppm,
+                } if f.at_ms == 0 => {
+                    let c = &mut w.nodes[node.index()].clock;
+                    c.offset_ms = offset_ms;
+                    c.drift_ppm = drift_ppm;
+                }
+                fault => w.push(start + f.at_ms, Ev::Fault(fault)),
+            }
+        }
         for n in topo.node_ids() {
             if !w.sc.world.late_nodes.contains(&n) {
                 w.start_node(n);
             }
-        }
-        let faults = w.sc.faults.clone();
-        for f in faults {
-            w.push(start + f.at_ms, Ev::Fault(f.fault));
         }
         w.push(heal_at, Ev::Heal);
         w.push(end_at, Ev::End);
@@ -653,7 +665,7 @@ impl World {
         let Some(d) = deadline else { return };
         let now = self.now;
         let n = &mut self.nodes[node.index()];
-        let at = n.clock.true_at(d, now.saturating_sub(1));
+        let at = n.clock.true_at(d, now);
         let inc = n.inc;
         let slot = match actor {
             Actor::Membership => n.membership.as_mut().map(|(_, t)| t),
@@ -978,29 +990,21 @@ impl World {
                 }
             }
             MembershipEffect::Control { channel, record } => {
-                let targets: Vec<ChannelId> = match channel {
-                    Some(ch) => vec![ch],
-                    None => self.nodes[node.index()].channels.keys().copied().collect(),
+                let targets: Vec<(ChannelId, ChannelInput)> = match channel {
+                    Some(ch) => vec![(ch, ChannelInput::Control(record))],
+                    None => self.nodes[node.index()]
+                        .channels
+                        .keys()
+                        .map(|ch| (*ch, ChannelInput::ControlAll(record)))
+                        .collect(),
                 };
-                for ch in targets {
-                    let merged = if channel.is_none() {
-                        // The fleet switch merges with the channel's own record.
-                        let own = self
-                            .store
-                            .value(&control_key(ch))
-                            .and_then(|v| ControlRecord::decode(v).ok())
-                            .unwrap_or_default();
-                        own.merge(record)
-                    } else {
-                        record
-                    };
-                    let _ = merged;
+                for (ch, input) in targets {
                     self.push(
                         self.now,
                         Ev::Deliver {
                             node,
                             inc: None,
-                            msg: Msg::Channel(ch, ChannelInput::Control(record)),
+                            msg: Msg::Channel(ch, input),
                         },
                     );
                 }
