@@ -95,10 +95,11 @@ pub enum ChannelInput {
     JobFinished { id: JobId, outcome: JobOutcome },
     PublishResult { slot: u64, attempt: u32, outcome: PublishOutcome },
     LookupResult { slot: u64, outcome: LookupOutcome },
-    /// Pause, resume or kill, from the channel's own control record.
-    Control(ControlRecord),
+    /// Pause, resume or kill, from the channel's own control record, with
+    /// the record's store version (older versions are ignored).
+    Control { record: ControlRecord, version: u64 },
     /// The fleet-wide control record (the kill switch).
-    ControlAll(ControlRecord),
+    ControlAll { record: ControlRecord, version: u64 },
     /// Until when (this node's clock) its membership lease is certainly
     /// valid. No upload starts that could outlive it.
     LeaseValidUntil(u64),
@@ -212,6 +213,8 @@ pub struct ChannelMachine {
     chan_version: u64,
     control: ControlRecord,
     control_all: ControlRecord,
+    control_version: u64,
+    control_all_version: u64,
     videos: BTreeMap<u64, Video>,
     dirty: BTreeSet<u64>,
     chan_dirty: bool,
@@ -256,6 +259,8 @@ impl ChannelMachine {
             chan_version: 0,
             control: ControlRecord::default(),
             control_all: ControlRecord::default(),
+            control_version: 0,
+            control_all_version: 0,
             videos: BTreeMap::new(),
             dirty: BTreeSet::new(),
             chan_dirty: false,
@@ -348,11 +353,19 @@ impl ChannelMachine {
                 outcome,
             } => self.on_publish_result(now_ms, slot, attempt, outcome),
             ChannelInput::LookupResult { slot, outcome } => self.on_lookup_result(now_ms, slot, outcome),
-            ChannelInput::Control(c) => self.on_control(now_ms, c, false, out),
-            ChannelInput::ControlAll(c) => {
-                self.control_all = c;
-                let merged = self.control.merge(c);
-                self.on_control(now_ms, merged, true, out);
+            ChannelInput::Control { record, version } => {
+                if version >= self.control_version {
+                    self.control_version = version;
+                    self.on_control(now_ms, record, false, out);
+                }
+            }
+            ChannelInput::ControlAll { record, version } => {
+                if version >= self.control_all_version {
+                    self.control_all_version = version;
+                    self.control_all = record;
+                    let merged = self.control.merge(record);
+                    self.on_control(now_ms, merged, true, out);
+                }
             }
             ChannelInput::LeaseValidUntil(t) => {
                 self.lease_valid_until_ms = self.lease_valid_until_ms.max(t);
@@ -510,12 +523,19 @@ impl ChannelMachine {
             self.chan_dirty = true;
             self.chan.next_slot = u64::MAX; // set from the clock in `on_videos_loaded`
         }
-        self.control = control
-            .and_then(|e| ControlRecord::decode(&e.value).ok())
-            .unwrap_or_default();
-        self.control_all = control_all
-            .and_then(|e| ControlRecord::decode(&e.value).ok())
-            .unwrap_or_default();
+        // A control input that overtook this read is newer: keep it.
+        if let Some(e) = control {
+            if e.version > self.control_version {
+                self.control_version = e.version;
+                self.control = ControlRecord::decode(&e.value).unwrap_or_default();
+            }
+        }
+        if let Some(e) = control_all {
+            if e.version > self.control_all_version {
+                self.control_all_version = e.version;
+                self.control_all = ControlRecord::decode(&e.value).unwrap_or_default();
+            }
+        }
         let prefix = active_prefix(self.id);
         let end = crate::store::prefix_end(&prefix);
         self.issue(

@@ -75,6 +75,7 @@ pub enum MembershipEffect {
     Control {
         channel: Option<ChannelId>,
         record: ControlRecord,
+        version: u64,
     },
     /// A peer's lease expired and this node removed it.
     NodeRemoved(NodeId),
@@ -99,11 +100,11 @@ enum LeaseOp {
 #[derive(Clone, Debug)]
 enum WorkOp {
     Refresh { watched: Vec<NodeId> },
-    Remove(NodeId),
+    Remove(NodeId, MembersRecord),
     ReadControl,
     ReadOwners(Vec<ChannelId>),
     Claim(Vec<(ChannelId, u64)>),
-    MarkDraining,
+    MarkDraining(MembersRecord),
     Leave,
 }
 
@@ -414,13 +415,13 @@ impl MembershipMachine {
                 let current: BTreeSet<NodeId> = watched.into_iter().collect();
                 self.watch.retain(|n, _| current.contains(n));
             }
-            (WorkOp::Remove(n), StoreReply::Committed(_)) => {
+            (WorkOp::Remove(n, next), StoreReply::Committed(version)) => {
                 self.expired.remove(&n);
                 self.watch.remove(&n);
                 out.push(MembershipEffect::NodeRemoved(n));
-                self.next_refresh_ms = now_ms;
+                self.adopt_members(next, version, out);
             }
-            (WorkOp::Remove(n), _) => {
+            (WorkOp::Remove(n, _), _) => {
                 // Someone else changed the members record (perhaps removed
                 // it first): look again before deciding.
                 self.expired.remove(&n);
@@ -433,16 +434,19 @@ impl MembershipMachine {
                     let Ok(record) = ControlRecord::decode(&e.value) else {
                         continue;
                     };
+                    let version = e.version;
                     if e.key == CONTROL_ALL_KEY {
                         out.push(MembershipEffect::Control {
                             channel: None,
                             record,
+                            version,
                         });
                     } else if let Some(ch) = channel_of_control_key(&e.key) {
                         if self.hosted.contains_key(&ch) {
                             out.push(MembershipEffect::Control {
                                 channel: Some(ch),
                                 record,
+                                version,
                             });
                         }
                     }
@@ -499,7 +503,10 @@ impl MembershipMachine {
                 }
                 self.releases(out);
             }
-            (WorkOp::MarkDraining, StoreReply::Committed(_)) => self.next_refresh_ms = now_ms,
+            (WorkOp::MarkDraining(next), StoreReply::Committed(version)) => {
+                self.adopt_members(next, version, out);
+                self.releases(out);
+            }
             (WorkOp::Leave, StoreReply::Committed(_)) => {
                 self.phase = MemberPhase::Drained;
                 out.push(MembershipEffect::Drained);
@@ -543,11 +550,13 @@ impl MembershipMachine {
         if self.work_op.is_none() {
             self.next_work(now_ms, out);
         }
-        let mut d = self.next_renew_ms.max(now_ms + 1);
-        if self.work_op.is_none() {
-            d = d.min(self.next_refresh_ms.max(now_ms + 1));
-        }
-        self.deadline = Some(d);
+        // An op in flight wakes the machine with its reply.
+        let renew = self.lease_op.is_none().then_some(self.next_renew_ms.max(now_ms + 1));
+        let refresh = self.work_op.is_none().then_some(self.next_refresh_ms.max(now_ms + 1));
+        self.deadline = match (renew, refresh) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     fn next_work(&mut self, now_ms: u64, out: &mut Vec<MembershipEffect>) {
@@ -564,7 +573,7 @@ impl MembershipMachine {
                 ],
                 writes: vec![Write::Put(MEMBERS_KEY.to_vec(), next.encode())],
             };
-            self.issue_work(WorkOp::Remove(n), StoreOp::Commit(txn), out);
+            self.issue_work(WorkOp::Remove(n, next), StoreOp::Commit(txn), out);
             return;
         }
         if self.phase == MemberPhase::Draining {
@@ -577,7 +586,7 @@ impl MembershipMachine {
                     checks: vec![Check::VersionIs(MEMBERS_KEY.to_vec(), self.members_version)],
                     writes: vec![Write::Put(MEMBERS_KEY.to_vec(), next.encode())],
                 };
-                self.issue_work(WorkOp::MarkDraining, StoreOp::Commit(txn), out);
+                self.issue_work(WorkOp::MarkDraining(next), StoreOp::Commit(txn), out);
                 return;
             }
             self.releases(out);

@@ -22,7 +22,7 @@
 //! the job goes to the nearest region whose summary promises a shorter wait
 //! including the extra latency; a spilled job is never spilled again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use topology::{GpuId, RegionId, Topology};
@@ -88,7 +88,13 @@ pub struct RegionMachine {
     last_summary_ms: Option<u64>,
     dispatched: u64,
     spilled: u64,
+    /// Jobs dispatched lately: a duplicated submit must not run twice.
+    recent: BTreeSet<crate::protocol::JobId>,
+    recent_order: VecDeque<crate::protocol::JobId>,
 }
+
+/// How many recent job ids a dispatcher remembers to drop duplicates.
+pub const RECENT_JOBS_MAX: usize = 8192;
 
 impl RegionMachine {
     pub fn new(topo: Arc<Topology>, region: RegionId, params: RegionParams) -> RegionMachine {
@@ -101,6 +107,8 @@ impl RegionMachine {
             last_summary_ms: None,
             dispatched: 0,
             spilled: 0,
+            recent: BTreeSet::new(),
+            recent_order: VecDeque::new(),
         }
     }
 
@@ -196,6 +204,15 @@ impl RegionMachine {
     }
 
     fn dispatch(&mut self, now_ms: u64, mut job: JobSpec, out: &mut Vec<RegionEffect>) {
+        if !self.recent.insert(job.id) {
+            return; // a duplicate delivery
+        }
+        self.recent_order.push_back(job.id);
+        while self.recent_order.len() > RECENT_JOBS_MAX {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+            }
+        }
         let best = self
             .gpus
             .iter()

@@ -989,13 +989,17 @@ impl World {
                     );
                 }
             }
-            MembershipEffect::Control { channel, record } => {
+            MembershipEffect::Control {
+                channel,
+                record,
+                version,
+            } => {
                 let targets: Vec<(ChannelId, ChannelInput)> = match channel {
-                    Some(ch) => vec![(ch, ChannelInput::Control(record))],
+                    Some(ch) => vec![(ch, ChannelInput::Control { record, version })],
                     None => self.nodes[node.index()]
                         .channels
                         .keys()
-                        .map(|ch| (*ch, ChannelInput::ControlAll(record)))
+                        .map(|ch| (*ch, ChannelInput::ControlAll { record, version }))
                         .collect(),
                 };
                 for (ch, input) in targets {
