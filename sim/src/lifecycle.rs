@@ -47,7 +47,14 @@ impl World {
             Fault::HealOneWay { from, to } => {
                 self.one_way.remove(&(from, to));
             }
-            Fault::StoreOutage(on) => self.store_outage = on,
+            Fault::StoreOutage(on) => {
+                self.store_outage = on;
+                if !on {
+                    for f in std::mem::take(&mut self.deferred_controls) {
+                        self.apply_fault(f);
+                    }
+                }
+            }
             Fault::CommitUnknown(ppm) => self.unknown_ppm = ppm,
             Fault::GpuFailures(ppm) => self.gpu_fail_ppm = ppm,
             Fault::Stragglers(ppm) => self.straggler_ppm = ppm,
@@ -66,6 +73,11 @@ impl World {
                 self.api.faults.error_5xx_ppm = error_5xx;
                 self.api.faults.rate_limited_ppm = rate_limited;
                 self.api.faults.lost_response_ppm = lost_response;
+            }
+            // The operator's console cannot write while the store is down:
+            // the command takes effect (and its stop bound starts) once it can.
+            f @ (Fault::KillSwitch | Fault::Pause(_) | Fault::Resume(_)) if self.store_outage => {
+                self.deferred_controls.push(f);
             }
             Fault::KillSwitch => {
                 self.operator_control(None, ControlRecord { paused: false, killed: true });
@@ -198,6 +210,9 @@ impl World {
         }
         self.one_way.clear();
         self.store_outage = false;
+        for f in std::mem::take(&mut self.deferred_controls) {
+            self.apply_fault(f);
+        }
         self.unknown_ppm = 0;
         self.gpu_fail_ppm = 0;
         self.straggler_ppm = 0;

@@ -62,6 +62,8 @@ pub struct Summary {
     /// Only for capacity runs: does the fleet keep up, and what limits it.
     pub keeps_up: bool,
     pub bottleneck: String,
+    /// The fault schedule the run followed.
+    pub faults: Vec<String>,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -169,6 +171,12 @@ pub fn summarize(w: &World, seed: u64) -> Summary {
         trace_hash: format!("{:016x}", w.trace.hash()),
         keeps_up,
         bottleneck,
+        faults: w
+            .sc
+            .faults
+            .iter()
+            .map(|f| format!("{}.{:03}s {:?}", f.at_ms / 1000, f.at_ms % 1000, f.fault))
+            .collect(),
     }
 }
 
@@ -184,6 +192,10 @@ impl Summary {
             );
             for e in &v.last_events {
                 s += &format!("    {e}\n");
+            }
+            s += "  fault schedule:\n";
+            for f in &self.faults {
+                s += &format!("    {f}\n");
             }
             s += &format!("  reproduce: reelfleet sim --scenario {} --seed {}\n", self.scenario, self.seed);
         }
