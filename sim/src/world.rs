@@ -80,6 +80,11 @@ enum Ev {
         attempt: u32,
         key: String,
         lost: bool,
+        /// The client's clock when it sent, and its timeout: past that on
+        /// the client's clock, it has stopped sending and the upload dies.
+        give_up_local_ms: u64,
+        charged: Vec<u64>,
+        day: u64,
     },
     LookupArrive { node: NodeId, ch: ChannelId, slot: u64, key: String },
     Fault(Fault),
@@ -476,9 +481,17 @@ impl World {
                 attempt,
                 key,
                 lost,
+                give_up_local_ms,
+                charged,
+                day,
             } => {
                 self.trace.event(rel, node.0, "upload-done", u64::from(ch.0), slot);
                 let project = self.topo.channel(ch).project;
+                if self.nodes[node.index()].alive && self.local_now(node) >= give_up_local_ms {
+                    // The client gave up before the last byte: no video.
+                    self.api.refund(project, day, &charged);
+                    return;
+                }
                 let duplicate_before = self.api.duplicates.len();
                 let remote_id = self.api.complete(key.clone(), ch, slot, project, self.now);
                 if self.api.duplicates.len() > duplicate_before {
@@ -1050,7 +1063,7 @@ impl World {
                 timeout_ms,
             } => {
                 let at = self.now + self.sc.world.api_latency_ms;
-                let sent_ms = self.now;
+                let sent_ms = self.local_now(node);
                 self.push(
                     at,
                     Ev::UploadArrive {
@@ -1328,11 +1341,9 @@ impl World {
             return;
         }
         let done_at = self.now + self.sc.world.upload_ms;
-        if done_at > sent_ms + timeout_ms {
-            return; // the client gives up first: the upload never completes
-        }
         let day = spec.quota_day(self.now);
-        if !self.api.try_charge(project, &spec, day, &spec.publish_units()) {
+        let charged = spec.publish_units();
+        if !self.api.try_charge(project, &spec, day, &charged) {
             self.push(back, Ev::Deliver { node, inc: None, msg: answer(PublishOutcome::QuotaExceeded) });
             return;
         }
@@ -1346,6 +1357,9 @@ impl World {
                 attempt,
                 key,
                 lost,
+                give_up_local_ms: sent_ms + timeout_ms,
+                charged,
+                day,
             },
         );
     }
