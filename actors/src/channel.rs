@@ -387,15 +387,20 @@ impl ChannelMachine {
         }
     }
 
-    /// The fence every write of this machine carries.
+    /// The checks every write of this machine carries: the fence (owner
+    /// record and channel record version), and the versions of the control
+    /// records it has seen, so that no work starts once a pause or the kill
+    /// switch is durable, whatever this node has heard of it.
     fn fence_checks(&self) -> Vec<Check> {
-        if self.params.sabotage.no_epoch_fencing {
-            return Vec::new();
+        let mut checks = vec![
+            Check::VersionIs(CONTROL_ALL_KEY.to_vec(), self.control_all_version),
+            Check::VersionIs(control_key(self.id), self.control_version),
+        ];
+        if !self.params.sabotage.no_epoch_fencing {
+            checks.push(Check::Equals(owner_key(self.id), self.owner_record().encode()));
+            checks.push(Check::VersionIs(channel_key(self.id), self.chan_version));
         }
-        vec![
-            Check::Equals(owner_key(self.id), self.owner_record().encode()),
-            Check::VersionIs(channel_key(self.id), self.chan_version),
-        ]
+        checks
     }
 
     fn issue(&mut self, what: InFlight, op: StoreOp, out: &mut Vec<ChannelEffect>) {
@@ -458,19 +463,7 @@ impl ChannelMachine {
                 }
                 StoreReply::Failed(_) => {
                     // Conflict or unknown: read back what is true.
-                    let mut keys = vec![owner_key(self.id), channel_key(self.id)];
-                    if let InFlight::Commit { quota_after, .. } = &commit {
-                        for (day, _) in quota_after {
-                            keys.push(quota_key(self.project(), *day));
-                        }
-                    }
-                    self.issue(
-                        InFlight::Resolve {
-                            commit: Box::new(commit),
-                        },
-                        StoreOp::Get(keys),
-                        out,
-                    );
+                    self.issue_resolve(commit, out);
                 }
                 _ => self.requeue(commit),
             },
@@ -489,6 +482,31 @@ impl ChannelMachine {
         // Deferred: `step` re-issues the read when the wait is over.
         let _ = out;
         self.pending_resolve = Some(commit);
+    }
+
+    /// Takes control records read from the store, if newer than known.
+    fn adopt_control(&mut self, now_ms: u64, all: Option<Entry>, own: Option<Entry>, out: &mut Vec<ChannelEffect>) {
+        let version = |e: &Option<Entry>| e.as_ref().map(|e| e.version).unwrap_or(0);
+        let record = |e: &Option<Entry>| {
+            e.as_ref()
+                .and_then(|e| ControlRecord::decode(&e.value).ok())
+                .unwrap_or_default()
+        };
+        let mut changed = false;
+        if version(&all) != self.control_all_version {
+            self.control_all_version = version(&all);
+            self.control_all = record(&all);
+            changed = true;
+        }
+        if version(&own) != self.control_version {
+            self.control_version = version(&own);
+            self.control = record(&own);
+            changed = true;
+        }
+        if changed {
+            let merged = self.control.merge(self.control_all);
+            self.on_control(now_ms, merged, true, out);
+        }
     }
 
     fn on_loaded(&mut self, entries: Vec<Option<Entry>>, out: &mut Vec<ChannelEffect>) {
@@ -868,10 +886,25 @@ impl ChannelMachine {
                 v.rec = rec;
             }
         }
-        let mut kept: Vec<Action> = actions
-            .into_iter()
-            .filter(|a| matches!(a, Action::StartJob(_)))
-            .collect();
+        let stopped = {
+            let c = self.control();
+            c.paused || c.killed
+        };
+        let mut kept = Vec::new();
+        for a in actions {
+            if let Action::StartJob(spec) = a {
+                if stopped {
+                    // Not started, and now it must not: it waits as idle
+                    // (its reservation stays on the ledger, conservatively).
+                    if let Some(v) = self.videos.get_mut(&spec.id.slot) {
+                        v.run = Run::Idle;
+                        v.rec.held_micros = 0;
+                    }
+                } else {
+                    kept.push(Action::StartJob(spec));
+                }
+            }
+        }
         kept.append(&mut self.actions);
         self.actions = kept;
         let mut q = quota;
@@ -883,6 +916,9 @@ impl ChannelMachine {
         let mut it = entries.into_iter();
         let owner = it.next().flatten();
         let chan = it.next().flatten();
+        let control_all = it.next().flatten();
+        let control = it.next().flatten();
+        self.adopt_control(now_ms, control_all, control, out);
         let owner_ok = owner
             .and_then(|e| OwnerRecord::decode(&e.value).ok())
             .map(|o| o == self.owner_record())
@@ -1110,7 +1146,12 @@ impl ChannelMachine {
     }
 
     fn issue_resolve(&mut self, commit: InFlight, out: &mut Vec<ChannelEffect>) {
-        let mut keys = vec![owner_key(self.id), channel_key(self.id)];
+        let mut keys = vec![
+            owner_key(self.id),
+            channel_key(self.id),
+            CONTROL_ALL_KEY.to_vec(),
+            control_key(self.id),
+        ];
         if let InFlight::Commit { quota_after, .. } = &commit {
             for (day, _) in quota_after {
                 keys.push(quota_key(self.project(), *day));
