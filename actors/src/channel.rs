@@ -1131,6 +1131,18 @@ impl ChannelMachine {
             for slot in slots {
                 self.kill_video(now_ms, slot);
             }
+            // Uploads whose outcome is unknown still settle after a kill.
+            let unknown: Vec<u64> = self
+                .videos
+                .iter()
+                .filter(|(_, v)| v.run == Run::Idle && v.needs_lookup && v.wake_ms <= now_ms)
+                .map(|(s, _)| *s)
+                .collect();
+            if self.phase == Phase::Running {
+                for slot in unknown {
+                    self.advance(now_ms, slot);
+                }
+            }
             for (id, gpu) in self.cancels.drain(..) {
                 out.push(ChannelEffect::CancelJob { id, gpu });
             }
@@ -1142,7 +1154,8 @@ impl ChannelMachine {
                 self.build_commit(now_ms, out);
             }
         }
-        self.deadline = self.compute_deadline(now_ms, may_start);
+        let settling = control.killed && self.phase == Phase::Running;
+        self.deadline = self.compute_deadline(now_ms, may_start, settling);
     }
 
     fn issue_resolve(&mut self, commit: InFlight, out: &mut Vec<ChannelEffect>) {
@@ -1566,7 +1579,7 @@ impl ChannelMachine {
         );
     }
 
-    fn compute_deadline(&self, now_ms: u64, may_start: bool) -> Option<u64> {
+    fn compute_deadline(&self, now_ms: u64, may_start: bool, settling: bool) -> Option<u64> {
         let mut best: Option<u64> = None;
         let mut consider = |t: u64| {
             let t = t.max(now_ms + 1);
@@ -1574,7 +1587,9 @@ impl ChannelMachine {
         };
         for v in self.videos.values() {
             match v.run {
-                Run::Idle if may_start && !v.rec.is_done() => consider(v.wake_ms),
+                Run::Idle if (may_start || (settling && v.needs_lookup)) && !v.rec.is_done() => {
+                    consider(v.wake_ms)
+                }
                 Run::Job { deadline_ms, .. }
                 | Run::Publishing { deadline_ms, .. }
                 | Run::LookingUp { deadline_ms } => consider(deadline_ms),
