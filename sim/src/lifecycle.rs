@@ -23,7 +23,17 @@ impl World {
                 self.begin_failover(format!("crash {}", self.topo.node(n).name), &[n]);
                 self.crash_node(n);
             }
-            Fault::StartNode(n) => self.start_node(n),
+            Fault::StartNode(n) => {
+                self.thaw(n);
+                self.start_node(n);
+            }
+            Fault::FreezeNode(n) => {
+                if self.nodes[n.index()].alive && !self.frozen[n.index()] {
+                    self.begin_failover(format!("freeze {}", self.topo.node(n).name), &[n]);
+                    self.frozen[n.index()] = true;
+                }
+            }
+            Fault::ThawNode(n) => self.thaw(n),
             Fault::DrainNode(n) => {
                 let inc = self.nodes[n.index()].inc;
                 self.push(
@@ -136,7 +146,18 @@ impl World {
 
     fn healthy(&self, n: NodeId) -> bool {
         let node = &self.nodes[n.index()];
-        node.alive && self.store_reachable(n) && !self.partitioned[node.region.index()]
+        node.alive && !self.frozen[n.index()] && self.store_reachable(n) && !self.partitioned[node.region.index()]
+    }
+
+    /// Delivers everything that waited for a frozen node, in order.
+    fn thaw(&mut self, n: NodeId) {
+        if !self.frozen[n.index()] {
+            return;
+        }
+        self.frozen[n.index()] = false;
+        for ev in std::mem::take(&mut self.frozen_events[n.index()]) {
+            self.push(self.now, ev);
+        }
     }
 
     fn begin_failover(&mut self, what: String, nodes: &[NodeId]) {
@@ -222,6 +243,7 @@ impl World {
         self.dup_ppm = 0;
         self.reorder_ppm = 0;
         for n in self.topo.node_ids() {
+            self.thaw(n);
             if !self.nodes[n.index()].alive {
                 self.start_node(n);
             }

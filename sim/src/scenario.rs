@@ -21,6 +21,11 @@ pub enum Fault {
     StartNode(NodeId),
     /// Graceful: hand channels away, then stop.
     DrainNode(NodeId),
+    /// The process stops running (SIGSTOP, a long GC pause) but keeps its
+    /// state; everything sent to it waits. Its clock keeps going.
+    FreezeNode(NodeId),
+    /// It runs again and sees everything that waited, at once.
+    ThawNode(NodeId),
     /// Cuts a region off from every other region and from the store.
     PartitionRegion(RegionId),
     HealRegion(RegionId),

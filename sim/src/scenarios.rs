@@ -8,10 +8,11 @@ use topology::*;
 
 use crate::scenario::*;
 
-pub const NAMES: [&str; 19] = [
+pub const NAMES: [&str; 20] = [
     "steady",
     "node-kill",
     "node-flap",
+    "node-freeze",
     "region-outage",
     "region-partition",
     "one-way-partition",
@@ -35,6 +36,7 @@ pub fn describe(name: &str) -> &'static str {
         "steady" => "3 regions, 6 nodes, 12 GPUs, 24 channels; no faults",
         "node-kill" => "a node is SIGKILLed at 10 min and stays dead; its channels move within the RTO",
         "node-flap" => "one node crashes and restarts five times, two minutes apart",
+        "node-freeze" => "a node is frozen (SIGSTOP) for 30 s, then resumes on stale beliefs",
         "region-outage" => "every node of one region dies; channels with failover move, the rest wait",
         "region-partition" => "one region is cut off from the others and the store for 20 min",
         "one-way-partition" => "messages flow one way only between two region pairs for 20 min",
@@ -233,6 +235,15 @@ pub fn builtin(name: &str, seed: u64) -> Option<Scenario> {
             }
             s
         }
+        "node-freeze" => {
+            let mut s = base(name, fleet());
+            s.faults = vec![
+                at(10.0, Fault::FreezeNode(NodeId(4))), // frozen, not dead
+                at(10.5, Fault::ThawNode(NodeId(4))),   // back, fenced out
+            ];
+            s.bounds.recovery_ms = Some(RECOVERY_BOUND_MS);
+            s
+        }
         "region-outage" => {
             let mut s = base(name, fleet());
             // Region 1 (eu-west) loses both nodes at once; they stay down.
@@ -391,7 +402,7 @@ fn swarm(seed: u64) -> Scenario {
         let node = NodeId(rng.below(nodes) as u32);
         let region = RegionId(rng.below(regions) as u16);
         let other = RegionId(((region.0 as u64 + 1 + rng.below(regions - 1)) % regions) as u16);
-        let (on, off) = match rng.below(14) {
+        let (on, off) = match rng.below(15) {
             0 => (Fault::CrashNode(node), Some(Fault::StartNode(node))),
             1 => (Fault::DrainNode(node), Some(Fault::StartNode(node))),
             2 => (Fault::PartitionRegion(region), Some(Fault::HealRegion(region))),
@@ -435,6 +446,7 @@ fn swarm(seed: u64) -> Scenario {
                 },
                 Some(Fault::Network { loss: 0, duplicate: 0, reorder: 0 }),
             ),
+            13 => (Fault::FreezeNode(node), Some(Fault::ThawNode(node))),
             _ => (Fault::CrashNode(node), Some(Fault::StartNode(node))),
         };
         s.faults.push(at(start, on));

@@ -224,6 +224,8 @@ pub struct World {
     pub must_finish: Vec<(ChannelId, u64)>,
     pending_failovers: Vec<usize>,
     cancelled_local: BTreeSet<JobId>,
+    frozen: Vec<bool>,
+    frozen_events: Vec<Vec<Ev>>,
     deferred_controls: Vec<Fault>,
     ch_buf: Vec<ChannelEffect>,
     mem_buf: Vec<MembershipEffect>,
@@ -323,6 +325,8 @@ impl World {
             must_finish: Vec::new(),
             pending_failovers: Vec::new(),
             cancelled_local: BTreeSet::new(),
+            frozen: vec![false; topo.nodes.len()],
+            frozen_events: vec![Vec::new(); topo.nodes.len()],
             deferred_controls: Vec::new(),
             ch_buf: Vec::new(),
             mem_buf: Vec::new(),
@@ -391,7 +395,24 @@ impl World {
         self.trace.flush();
     }
 
+    /// The node an event acts on, if it is one a frozen node must wait for.
+    fn frozen_target(&self, ev: &Ev) -> Option<NodeId> {
+        let node = match ev {
+            Ev::Tick { node, .. }
+            | Ev::Deliver { node, .. }
+            | Ev::LocalJobEnd { node, .. }
+            | Ev::UploadDone { node, .. } => *node,
+            Ev::GpuEnd { gpu, .. } => self.gpu_local[gpu.index()].0,
+            _ => return None,
+        };
+        self.frozen[node.index()].then_some(node)
+    }
+
     fn dispatch(&mut self, ev: Ev) {
+        if let Some(node) = self.frozen_target(&ev) {
+            self.frozen_events[node.index()].push(ev);
+            return;
+        }
         let rel = self.rel();
         match ev {
             Ev::Tick { node, inc, actor } => {
@@ -613,6 +634,8 @@ impl World {
     }
 
     fn crash_node(&mut self, node: NodeId) {
+        self.frozen[node.index()] = false;
+        self.frozen_events[node.index()].clear();
         let now = self.now;
         let rel = self.rel();
         let n = &mut self.nodes[node.index()];
@@ -1447,7 +1470,11 @@ fn store_op_code(op: &StoreOp) -> u64 {
 
 fn fault_code(f: &Fault) -> u64 {
     match f {
-        Fault::CrashNode(n) | Fault::StartNode(n) | Fault::DrainNode(n) => u64::from(n.0),
+        Fault::CrashNode(n)
+        | Fault::StartNode(n)
+        | Fault::DrainNode(n)
+        | Fault::FreezeNode(n)
+        | Fault::ThawNode(n) => u64::from(n.0),
         Fault::PartitionRegion(r) | Fault::HealRegion(r) => u64::from(r.0),
         _ => 0,
     }
