@@ -206,6 +206,7 @@ pub struct ChannelMachine {
     id: ChannelId,
     node: NodeId,
     epoch: u64,
+    incarnation: u64,
     params: ChannelParams,
     rng: SeededRng,
     phase: Phase,
@@ -243,6 +244,7 @@ impl ChannelMachine {
         id: ChannelId,
         node: NodeId,
         epoch: u64,
+        incarnation: u64,
         params: ChannelParams,
         seed: u64,
     ) -> ChannelMachine {
@@ -252,6 +254,7 @@ impl ChannelMachine {
             id,
             node,
             epoch,
+            incarnation,
             params,
             rng: SeededRng::new(seed),
             phase: Phase::Loading,
@@ -384,6 +387,7 @@ impl ChannelMachine {
         OwnerRecord {
             node: Some(self.node),
             epoch: self.epoch,
+            incarnation: self.incarnation,
         }
     }
 
@@ -1558,6 +1562,7 @@ impl ChannelMachine {
                 OwnerRecord {
                     node: None,
                     epoch: self.epoch,
+                    incarnation: self.incarnation,
                 }
                 .encode(),
             ));

@@ -66,7 +66,11 @@ pub enum MembershipInput {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MembershipEffect {
     Store { op_id: u64, op: StoreOp },
-    StartChannel { channel: ChannelId, epoch: u64 },
+    StartChannel {
+        channel: ChannelId,
+        epoch: u64,
+        incarnation: u64,
+    },
     ReleaseChannel(ChannelId),
     /// This node was declared dead: drop every channel machine now.
     DropAllChannels,
@@ -342,12 +346,8 @@ impl MembershipMachine {
                 self.members = m;
                 self.members_version = v;
                 let mut joined = self.members.clone();
-                if !joined.contains(self.node) {
-                    let at = joined.nodes.partition_point(|n| *n < self.node);
-                    joined.nodes.insert(at, self.node);
-                    joined.generation += 1;
-                }
-                joined.draining.retain(|n| *n != self.node);
+                joined.join(self.node, self.incarnation);
+                joined.generation += 1;
                 let txn = Txn {
                     checks: vec![Check::VersionIs(MEMBERS_KEY.to_vec(), v)],
                     writes: vec![
@@ -468,7 +468,15 @@ impl MembershipMachine {
                     let claimable = match owner {
                         None => true,
                         Some(OwnerRecord { node: None, .. }) => true,
-                        Some(OwnerRecord { node: Some(n), .. }) => n == self.node || !self.members.contains(n),
+                        Some(OwnerRecord {
+                            node: Some(n),
+                            incarnation,
+                            ..
+                        }) => {
+                            // Mine, or its owner's process is gone: dead, or
+                            // alive again as a later incarnation.
+                            n == self.node || self.members.incarnation_of(n) != Some(incarnation)
+                        }
                     };
                     if claimable {
                         claims.push((ch, version, owner.map(|o| o.epoch).unwrap_or(0)));
@@ -482,6 +490,7 @@ impl MembershipMachine {
                         let next = OwnerRecord {
                             node: Some(self.node),
                             epoch: epoch + 1,
+                            incarnation: self.incarnation,
                         };
                         txn.writes.push(Write::Put(owner_key(ch), next.encode()));
                         epochs.push((ch, epoch + 1));
@@ -499,7 +508,11 @@ impl MembershipMachine {
                             releasing: false,
                         },
                     );
-                    out.push(MembershipEffect::StartChannel { channel, epoch });
+                    out.push(MembershipEffect::StartChannel {
+                        channel,
+                        epoch,
+                        incarnation: self.incarnation,
+                    });
                 }
                 self.releases(out);
             }
@@ -563,8 +576,7 @@ impl MembershipMachine {
         if let Some(n) = self.expired.iter().next().copied() {
             let lease_version = self.watch.get(&n).map(|(v, _)| *v).unwrap_or(0);
             let mut next = self.members.clone();
-            next.nodes.retain(|x| *x != n);
-            next.draining.retain(|x| *x != n);
+            next.remove(n);
             next.generation += 1;
             let txn = Txn {
                 checks: vec![
@@ -592,8 +604,7 @@ impl MembershipMachine {
             self.releases(out);
             if self.hosted.is_empty() && now_ms < self.next_refresh_ms {
                 let mut next = self.members.clone();
-                next.nodes.retain(|x| *x != self.node);
-                next.draining.retain(|x| *x != self.node);
+                next.remove(self.node);
                 next.generation += 1;
                 let txn = Txn {
                     checks: vec![Check::VersionIs(MEMBERS_KEY.to_vec(), self.members_version)],

@@ -85,22 +85,29 @@ pub struct OwnerRecord {
     /// `None` once released by a graceful handover.
     pub node: Option<NodeId>,
     pub epoch: u64,
+    /// The owner's incarnation when it claimed: a record naming an earlier
+    /// incarnation of a live node belongs to a process that is gone.
+    pub incarnation: u64,
 }
 
 impl OwnerRecord {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_tag(b'O');
-        w.u32(self.node.map(|n| n.0 + 1).unwrap_or(0)).u64(self.epoch);
+        w.u32(self.node.map(|n| n.0 + 1).unwrap_or(0))
+            .u64(self.epoch)
+            .u64(self.incarnation);
         w.finish()
     }
     pub fn decode(b: &[u8]) -> Result<OwnerRecord, DecodeError> {
         let mut r = Reader::expect_tag(b, b'O', "owner tag")?;
         let node = r.u32("owner node")?;
         let epoch = r.u64("owner epoch")?;
+        let incarnation = r.u64("owner incarnation")?;
         r.end("owner record end")?;
         Ok(OwnerRecord {
             node: node.checked_sub(1).map(NodeId),
             epoch,
+            incarnation,
         })
     }
 }
@@ -371,6 +378,8 @@ impl LeaseRecord {
 pub struct MembersRecord {
     pub generation: u64,
     pub nodes: Vec<NodeId>,
+    /// Each member's current incarnation, parallel to `nodes`.
+    pub incarnations: Vec<u64>,
     /// Members handing their channels away: placement skips them, and their
     /// channels are claimed only once released.
     pub draining: Vec<NodeId>,
@@ -380,8 +389,8 @@ impl MembersRecord {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_tag(b'M');
         w.u64(self.generation).u32(self.nodes.len() as u32);
-        for n in &self.nodes {
-            w.u32(n.0);
+        for (i, n) in self.nodes.iter().enumerate() {
+            w.u32(n.0).u64(self.incarnations.get(i).copied().unwrap_or(0));
         }
         w.u32(self.draining.len() as u32);
         for n in &self.draining {
@@ -400,8 +409,10 @@ impl MembersRecord {
             });
         }
         let mut nodes = Vec::with_capacity(n as usize);
+        let mut incarnations = Vec::with_capacity(n as usize);
         for _ in 0..n {
             nodes.push(NodeId(r.u32("member id")?));
+            incarnations.push(r.u64("member incarnation")?);
         }
         let d = r.u32("draining count")?;
         if d > n {
@@ -418,8 +429,37 @@ impl MembersRecord {
         Ok(MembersRecord {
             generation,
             nodes,
+            incarnations,
             draining,
         })
+    }
+    pub fn incarnation_of(&self, n: NodeId) -> Option<u64> {
+        let i = self.nodes.binary_search(&n).ok()?;
+        self.incarnations.get(i).copied()
+    }
+    /// Adds `n` (or updates its incarnation), keeping the lists sorted.
+    pub fn join(&mut self, n: NodeId, incarnation: u64) {
+        match self.nodes.binary_search(&n) {
+            Ok(i) => {
+                if let Some(slot) = self.incarnations.get_mut(i) {
+                    *slot = incarnation;
+                }
+            }
+            Err(i) => {
+                self.nodes.insert(i, n);
+                self.incarnations.insert(i.min(self.incarnations.len()), incarnation);
+            }
+        }
+        self.draining.retain(|d| *d != n);
+    }
+    pub fn remove(&mut self, n: NodeId) {
+        if let Ok(i) = self.nodes.binary_search(&n) {
+            self.nodes.remove(i);
+            if i < self.incarnations.len() {
+                self.incarnations.remove(i);
+            }
+        }
+        self.draining.retain(|d| *d != n);
     }
     pub fn contains(&self, n: NodeId) -> bool {
         self.nodes.binary_search(&n).is_ok()
@@ -484,6 +524,7 @@ mod tests {
         let m = MembersRecord {
             generation: 3,
             nodes: vec![NodeId(1), NodeId(4)],
+            incarnations: vec![1, 3],
             draining: vec![NodeId(4)],
         };
         assert_eq!(MembersRecord::decode(&m.encode()), Ok(m));
@@ -491,6 +532,7 @@ mod tests {
         let o = OwnerRecord {
             node: None,
             epoch: 5,
+            incarnation: 2,
         };
         assert_eq!(OwnerRecord::decode(&o.encode()), Ok(o));
     }

@@ -71,11 +71,7 @@ impl StoreWatch {
             let owner = store
                 .value(&actors::records::owner_key(ch))
                 .and_then(|v| OwnerRecord::decode(v).ok());
-            let ok = owner
-                == Some(OwnerRecord {
-                    node: Some(node),
-                    epoch,
-                });
+            let ok = owner.is_some_and(|o| o.node == Some(node) && o.epoch == epoch);
             if !ok {
                 return Err(violation(
                     5,

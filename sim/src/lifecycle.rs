@@ -346,9 +346,6 @@ impl World {
                 return;
             }
         }
-        if self.sc.machines.channel.sabotage.no_quota_reservation {
-            return;
-        }
         for (p, spec) in self.topo.projects.iter().enumerate() {
             let p = topology::ProjectId(p as u16);
             let ledger = self.watch.ledger_units.get(&p).copied().unwrap_or(0);

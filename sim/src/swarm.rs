@@ -21,6 +21,15 @@ pub fn run_swarm<F>(seeds: std::ops::Range<u64>, jobs: usize, make: F) -> SwarmR
 where
     F: Fn(u64) -> Scenario + Send + Sync + 'static,
 {
+    run_swarm_until(seeds, jobs, usize::MAX, make)
+}
+
+/// As [`run_swarm`], but stops handing out seeds once `failures_max` runs
+/// have failed (the failures found are still real, in seed order).
+pub fn run_swarm_until<F>(seeds: std::ops::Range<u64>, jobs: usize, failures_max: usize, make: F) -> SwarmResult
+where
+    F: Fn(u64) -> Scenario + Send + Sync + 'static,
+{
     let make = Arc::new(make);
     let next = Arc::new(AtomicU64::new(seeds.start));
     let done = Arc::new(AtomicU64::new(0));
@@ -39,6 +48,10 @@ where
         );
         let end = seeds.end;
         handles.push(std::thread::spawn(move || loop {
+            let failed = results.lock().map(|r| r.len()).unwrap_or(0);
+            if failed >= failures_max {
+                break;
+            }
             let seed = next.fetch_add(1, Ordering::SeqCst);
             if seed >= end {
                 break;
@@ -68,7 +81,7 @@ where
     let mut failures = results.lock().map(|r| r.clone()).unwrap_or_default();
     failures.sort_by_key(|s| s.seed);
     SwarmResult {
-        runs: total,
+        runs: done.load(Ordering::SeqCst),
         failures,
         events: events.load(Ordering::Relaxed),
     }

@@ -930,7 +930,11 @@ impl World {
     fn exec_membership(&mut self, node: NodeId, e: MembershipEffect) {
         match e {
             MembershipEffect::Store { op_id, op } => self.send_store(node, ReplyTo::Membership, op_id, op, None),
-            MembershipEffect::StartChannel { channel, epoch } => {
+            MembershipEffect::StartChannel {
+                channel,
+                epoch,
+                incarnation,
+            } => {
                 self.machine_gen += 1;
                 let gen = self.machine_gen;
                 let seed = self.rng.next_u64();
@@ -939,6 +943,7 @@ impl World {
                     channel,
                     node,
                     epoch,
+                    incarnation,
                     self.sc.machines.channel.clone(),
                     seed,
                 );
