@@ -100,9 +100,6 @@ pub enum ChannelInput {
     Control { record: ControlRecord, version: u64 },
     /// The fleet-wide control record (the kill switch).
     ControlAll { record: ControlRecord, version: u64 },
-    /// Until when (this node's clock) its membership lease is certainly
-    /// valid. No upload starts that could outlive it.
-    LeaseValidUntil(u64),
     /// Hand the channel over: settle uploads, then release ownership.
     Release,
 }
@@ -307,6 +304,13 @@ impl ChannelMachine {
         })
     }
 
+    /// Tells the machine until when its node's lease is certainly valid; the
+    /// shell calls this before each input (it is state the node shares with
+    /// all its channels, not an event of its own).
+    pub fn note_lease_valid_until(&mut self, t: u64) {
+        self.lease_valid_until_ms = self.lease_valid_until_ms.max(t);
+    }
+
     /// When the machine next wants a `Tick`; `None`: only inputs wake it.
     pub fn next_deadline(&self) -> Option<u64> {
         self.deadline
@@ -369,9 +373,6 @@ impl ChannelMachine {
                     let merged = self.control.merge(record);
                     self.on_control(now_ms, merged, true, out);
                 }
-            }
-            ChannelInput::LeaseValidUntil(t) => {
-                self.lease_valid_until_ms = self.lease_valid_until_ms.max(t);
             }
             ChannelInput::Release => {
                 self.release_requested = true;

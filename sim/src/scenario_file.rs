@@ -1,7 +1,1667 @@
-//! Scenarios from TOML files (see README for the format).
+//! Scenarios from TOML files.
+//!
+//! [`load`] turns the text of a scenario file into a [`Scenario`]: a fleet
+//! (an inline cluster config or a generated fleet), optional parameter
+//! overrides, a timed fault schedule and the bounds the run is held to.
+//! Like the cluster config (`topology::config`), the text is read as a plain
+//! `toml::Table` and walked by hand, so that *every* problem is reported at
+//! once, one per line, each with the path of the offending field
+//! (`faults[2].node: unknown node "x"; known: a, b`). Unknown keys, missing
+//! required keys and values of the wrong type are all errors. Loading never
+//! panics, whatever the input.
+//!
+//! # Format
+//!
+//! A file with a generated fleet:
+//!
+//! ```toml
+//! name = "my-failover"            # required, non-empty
+//! description = "us-east-1 dies at 10 min"   # optional, default ""
+//! duration_s = 3600               # required, 1..=604800: the faults happen
+//!                                 # within this, then the heal
+//! liveness_s = 1500               # optional, 1..=604800, default 1500: after
+//!                                 # the heal, every planned video ends within this
+//! start_utc = "09:00"             # optional, "HH:MM" (UTC) on 2027-01-01,
+//!                                 # default "09:00"
+//! recovery_bound_ms = 6000        # optional, 1..=3600000: enforce invariant 7
+//!                                 # (recovery after a failure) with this bound;
+//!                                 # absent: recovery is measured only
+//! stop_bound_ms = 2000            # optional, 1..=3600000, default 2000: nothing
+//!                                 # starts later than this after a kill switch
+//!                                 # or a pause (invariant 8)
+//!
+//! [fleet]                         # every key optional; defaults shown
+//! regions = 3                     # 1..=4: us-east, eu-west, us-west, ap-south
+//! nodes_per_region = 2            # 1..=1000, named "<region>-<i>" ("us-east-1")
+//! gpus_per_node = 2               # 1..=64, alternately L4 and A100-80G
+//! channels = 24                   # 1..=10000, named "ch-0000", "ch-0001", ...
+//! videos_per_day = 96             # 1..=10000, per channel
+//! failover = true                 # every second channel may fail over
+//!
+//! [params]                        # every key optional; defaults shown
+//! lease_ms = 2000                 # 1..=3600000, > renew_ms and > 200 (the
+//!                                 # drift margin)
+//! renew_ms = 500                  # 10..=600000
+//! publish_timeout_ms = 30000      # 1..=86400000
+//! plan_lead_ms = 1800000          # 1..=604800000
+//! dispatch_timeout_ms = 120000    # 1..=86400000
+//! spill_wait_ms = 60000           # 0..=86400000
+//! store_service_ms = 2            # 0..=60000
+//! api_latency_ms = 40             # 0..=60000
+//! upload_ms = 8000                # 0..=86400000
+//! jitter_ms = 2                   # 0..=60000
+//!
+//! [[faults]]
+//! at_s = 600                      # seconds after the start, integer or float,
+//!                                 # 0..=duration_s
+//! kind = "crash-node"
+//! node = "us-east-1"              # a node name of the fleet
+//!
+//! [[faults]]
+//! at_s = 900.5
+//! kind = "start-node"
+//! node = "us-east-1"
+//!
+//! [[faults]]
+//! at_s = 1200
+//! kind = "api-faults"
+//! error_5xx = 50000               # per million
+//! lost_response = 100000
+//!
+//! [[faults]]
+//! at_s = 1800
+//! kind = "api-faults"             # all zero (the defaults): the storm ends
+//! ```
+//!
+//! The same with an inline cluster config: the `[topology]` table holds
+//! exactly a cluster config in the format of `topology::config` (regions,
+//! latency, nodes, pipelines, projects, channels), each key prefixed with
+//! `topology.`:
+//!
+//! ```toml
+//! name = "two-regions"
+//! duration_s = 1800
+//! recovery_bound_ms = 6000
+//!
+//! [[topology.regions]]
+//! name = "us-east"
+//! [[topology.regions]]
+//! name = "eu-west"
+//!
+//! [[topology.latency]]
+//! between = ["us-east", "eu-west"]
+//! ms = 40
+//!
+//! [[topology.nodes]]
+//! name = "use"
+//! region = "us-east"
+//! count = 2                       # "use-0", "use-1"
+//! [[topology.nodes.gpus]]
+//! model = "L4"
+//! memory_gib = 24
+//! cost_per_hour = 0.8
+//!
+//! [[topology.nodes]]
+//! name = "euw-0"
+//! region = "eu-west"
+//! [[topology.nodes.gpus]]
+//! model = "L4"
+//! memory_gib = 24
+//! cost_per_hour = 0.8
+//!
+//! [[topology.pipelines]]
+//! name = "shorts"
+//! [[topology.pipelines.stages]]
+//! name = "script"
+//! kind = "external"
+//! provider = "llm-a"
+//! duration_ms = 2000
+//! [[topology.pipelines.stages]]
+//! name = "render"
+//! kind = "gpu"
+//! duration_ms = 30000
+//! gpu_memory_gib = 8
+//! [[topology.pipelines.stages]]
+//! name = "upload"
+//! kind = "publish"
+//! duration_ms = 5000
+//!
+//! [[topology.projects]]
+//! name = "yt-main"
+//!
+//! [[topology.channels]]
+//! name = "cooking"
+//! home_region = "us-east"
+//! failover_regions = ["eu-west"]
+//! videos_per_day = 48
+//! pipeline = "shorts"
+//! project = "yt-main"
+//!
+//! [[faults]]
+//! at_s = 300
+//! kind = "partition-region"
+//! region = "us-east"
+//!
+//! [[faults]]
+//! at_s = 600
+//! kind = "heal-region"
+//! region = "us-east"
+//!
+//! [[faults]]
+//! at_s = 900
+//! kind = "provider-outage"
+//! provider = "llm-a"
+//!
+//! [[faults]]
+//! at_s = 1200
+//! kind = "provider-back"
+//! provider = "llm-a"
+//! ```
+//!
+//! # Fault kinds
+//!
+//! Every fault has `at_s` and `kind`; the other keys depend on the kind.
+//! Nodes, regions and channels are given by name, providers by the name a
+//! pipeline stage uses (`provider` or `cheap_provider`). "ppm" values are
+//! per million, `0..=1000000`.
+//!
+//! | kind               | keys                                              |
+//! |--------------------|---------------------------------------------------|
+//! | `crash-node`       | `node`                                            |
+//! | `start-node`       | `node` (starts a crashed or drained node)         |
+//! | `drain-node`       | `node` (hands its channels away, then stops)      |
+//! | `freeze-node`      | `node` (SIGSTOP: keeps its state, what is sent to it waits) |
+//! | `thaw-node`        | `node` (runs again, sees all that waited at once) |
+//! | `partition-region` | `region` (cut off from other regions and the store) |
+//! | `heal-region`      | `region`                                          |
+//! | `one-way`          | `from`, `to`: regions, different; `from` → `to` node messages are dropped |
+//! | `heal-one-way`     | `from`, `to`                                      |
+//! | `store-outage`     | none                                              |
+//! | `store-back`       | none                                              |
+//! | `commit-unknown`   | `ppm` (0 ends the storm)                          |
+//! | `gpu-failures`     | `ppm`                                             |
+//! | `stragglers`       | `ppm`                                             |
+//! | `provider-outage`  | `provider`                                        |
+//! | `provider-back`    | `provider`                                        |
+//! | `api-faults`       | `error_5xx`, `rate_limited`, `lost_response`: ppm, each optional, default 0 |
+//! | `kill-switch`      | none (the fleet-wide kill switch)                 |
+//! | `pause`            | `channel`                                         |
+//! | `resume`           | `channel`                                         |
+//! | `clock-skew`       | `node`, `offset_ms` (integer, may be negative, within ±604800000), `drift_ppm` (optional, default 0, within ±10000) |
+//! | `network`          | `loss`, `duplicate`, `reorder`: ppm, each optional, default 0 |
+//!
+//! # Rules
+//!
+//! - At most one of `[topology]` and `[fleet]`; with neither, the default
+//!   fleet (3 regions, 6 nodes, 12 GPUs, 24 channels) is used. Errors in an
+//!   inline cluster config carry its paths prefixed with `topology.`
+//!   (`topology.nodes[0].region: unknown region ...`).
+//! - Faults are applied in time order (faults at the same time in file
+//!   order), whatever their order in the file; a fault after `duration_s`
+//!   is an error. Errors name a fault by its position in the file
+//!   (`faults[2]`).
+//! - `at_s` is rounded to the nearest millisecond.
+//! - The machines' and the world's parameters not listed under `[params]`
+//!   keep the defaults of the built-in scenarios.
 
-use crate::scenario::Scenario;
+use std::sync::Arc;
 
-pub fn load(_text: &str) -> Result<Scenario, String> {
-    Err("scenario files are not supported yet".into())
+use toml::{Table, Value};
+
+use topology::{ChannelId, NodeId, RegionId, StageKind, Topology};
+
+use crate::scenario::{
+    Bounds, Fault, MachineParams, Scenario, TimedFault, WorldParams, EPOCH_2027_MS,
+};
+use crate::scenarios::{build_fleet, FleetShape};
+
+const MIN_MS: u64 = 60_000;
+const MAX_DURATION_S: i64 = 7 * 86_400;
+const DEFAULT_LIVENESS_S: i64 = 1_500;
+const DEFAULT_START_MIN: u64 = 9 * 60;
+const MAX_BOUND_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+const PPM_MAX: i64 = 1_000_000;
+const MAX_OFFSET_MS: i64 = 7 * DAY_MS;
+const MAX_DRIFT_PPM: i64 = 10_000;
+/// Names listed after "known:" at most.
+const KNOWN_LISTED: usize = 20;
+
+const TOP_KEYS: [&str; 11] = [
+    "name",
+    "description",
+    "duration_s",
+    "liveness_s",
+    "start_utc",
+    "recovery_bound_ms",
+    "stop_bound_ms",
+    "topology",
+    "fleet",
+    "params",
+    "faults",
+];
+
+const FLEET_KEYS: [&str; 6] = [
+    "regions",
+    "nodes_per_region",
+    "gpus_per_node",
+    "channels",
+    "videos_per_day",
+    "failover",
+];
+
+const PARAM_KEYS: [&str; 10] = [
+    "lease_ms",
+    "renew_ms",
+    "publish_timeout_ms",
+    "plan_lead_ms",
+    "dispatch_timeout_ms",
+    "spill_wait_ms",
+    "store_service_ms",
+    "api_latency_ms",
+    "upload_ms",
+    "jitter_ms",
+];
+
+/// Every fault kind and the keys it takes besides `at_s` and `kind`.
+const FAULT_KINDS: [(&str, &[&str]); 22] = [
+    ("crash-node", &["node"]),
+    ("start-node", &["node"]),
+    ("drain-node", &["node"]),
+    ("freeze-node", &["node"]),
+    ("thaw-node", &["node"]),
+    ("partition-region", &["region"]),
+    ("heal-region", &["region"]),
+    ("one-way", &["from", "to"]),
+    ("heal-one-way", &["from", "to"]),
+    ("store-outage", &[]),
+    ("store-back", &[]),
+    ("commit-unknown", &["ppm"]),
+    ("gpu-failures", &["ppm"]),
+    ("stragglers", &["ppm"]),
+    ("provider-outage", &["provider"]),
+    ("provider-back", &["provider"]),
+    (
+        "api-faults",
+        &["error_5xx", "rate_limited", "lost_response"],
+    ),
+    ("kill-switch", &[]),
+    ("pause", &["channel"]),
+    ("resume", &["channel"]),
+    ("clock-skew", &["node", "offset_ms", "drift_ppm"]),
+    ("network", &["loss", "duplicate", "reorder"]),
+];
+
+/// Parses and validates a scenario file. See the module docs for the format.
+/// On failure, the error holds every problem found, one per line.
+pub fn load(text: &str) -> Result<Scenario, String> {
+    let root = match text.parse::<Table>() {
+        Ok(t) => t,
+        Err(err) => {
+            let message = match err.span() {
+                Some(span) => {
+                    let (line, col) = line_col(text, span.start);
+                    format!("line {line}, column {col}: {}", one_line(err.message()))
+                }
+                None => one_line(err.message()),
+            };
+            return Err(format!("<toml>: {message}"));
+        }
+    };
+    let mut e = Errs(Vec::new());
+    let scenario = build(&mut e, &root);
+    match scenario {
+        Some(s) if e.0.is_empty() => Ok(s),
+        _ if e.0.is_empty() => Err("<scenario>: invalid scenario".to_string()),
+        _ => Err(e.0.join("\n")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Error collection and typed access to tables.
+
+struct Errs(Vec<String>);
+
+impl Errs {
+    fn push(&mut self, path: impl AsRef<str>, message: impl AsRef<str>) {
+        self.0
+            .push(format!("{}: {}", path.as_ref(), message.as_ref()));
+    }
+}
+
+fn key_path(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut line = 1;
+    let mut col = 1;
+    for (i, c) in text.char_indices() {
+        if i >= offset {
+            break;
+        }
+        if c == '\n' {
+            line += 1;
+            col = 1;
+        } else {
+            col += 1;
+        }
+    }
+    (line, col)
+}
+
+fn type_error(expected: &str, found: &Value) -> String {
+    format!("expected {expected}, found {}", found.type_str())
+}
+
+/// "a, b, c", at most [`KNOWN_LISTED`] of them, or "(none)".
+fn known_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let all: Vec<&str> = names.collect();
+    if all.is_empty() {
+        return "(none)".to_string();
+    }
+    let mut s = all
+        .iter()
+        .take(KNOWN_LISTED)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if all.len() > KNOWN_LISTED {
+        s.push_str(&format!(", ... ({} more)", all.len() - KNOWN_LISTED));
+    }
+    s
+}
+
+/// A table being read, with its path. Creating one reports unknown keys.
+struct Obj<'a> {
+    t: &'a Table,
+    path: String,
+}
+
+impl<'a> Obj<'a> {
+    fn new(e: &mut Errs, t: &'a Table, path: String, allowed: &[&str]) -> Obj<'a> {
+        for key in t.keys() {
+            if !allowed.contains(&key.as_str()) {
+                e.push(
+                    key_path(&path, key),
+                    format!(
+                        "unknown key `{key}`; expected one of: {}",
+                        allowed.join(", ")
+                    ),
+                );
+            }
+        }
+        Obj { t, path }
+    }
+
+    fn p(&self, key: &str) -> String {
+        key_path(&self.path, key)
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.t.contains_key(key)
+    }
+
+    fn missing(&self, e: &mut Errs, key: &str) -> bool {
+        if self.has(key) {
+            false
+        } else {
+            e.push(self.p(key), "missing required key");
+            true
+        }
+    }
+
+    fn str_opt(&self, e: &mut Errs, key: &str) -> Option<&'a str> {
+        let v = self.t.get(key)?;
+        match v.as_str() {
+            Some(s) => Some(s),
+            None => {
+                e.push(self.p(key), type_error("a string", v));
+                None
+            }
+        }
+    }
+
+    fn str_req(&self, e: &mut Errs, key: &str) -> Option<&'a str> {
+        if self.missing(e, key) {
+            return None;
+        }
+        self.str_opt(e, key)
+    }
+
+    /// A required, non-empty string.
+    fn name_req(&self, e: &mut Errs, key: &str) -> Option<&'a str> {
+        let s = self.str_req(e, key)?;
+        if s.is_empty() {
+            e.push(self.p(key), "must not be empty");
+            return None;
+        }
+        Some(s)
+    }
+
+    fn bool_opt(&self, e: &mut Errs, key: &str) -> Option<bool> {
+        let v = self.t.get(key)?;
+        match v.as_bool() {
+            Some(b) => Some(b),
+            None => {
+                e.push(self.p(key), type_error("a boolean", v));
+                None
+            }
+        }
+    }
+
+    fn int_opt(&self, e: &mut Errs, key: &str) -> Option<i64> {
+        let v = self.t.get(key)?;
+        match v.as_integer() {
+            Some(i) => Some(i),
+            None => {
+                e.push(self.p(key), type_error("an integer", v));
+                None
+            }
+        }
+    }
+
+    /// An optional integer in `lo..=hi`.
+    fn int_range_opt(&self, e: &mut Errs, key: &str, lo: i64, hi: i64) -> Option<i64> {
+        let i = self.int_opt(e, key)?;
+        check_range(e, &self.p(key), i, lo, hi)
+    }
+
+    fn int_range_req(&self, e: &mut Errs, key: &str, lo: i64, hi: i64) -> Option<i64> {
+        if self.missing(e, key) {
+            return None;
+        }
+        self.int_range_opt(e, key, lo, hi)
+    }
+
+    /// An optional non-negative integer in `lo..=hi`, as a `u64`.
+    fn u64_opt(&self, e: &mut Errs, key: &str, lo: i64, hi: i64) -> Option<u64> {
+        self.int_range_opt(e, key, lo.max(0), hi)
+            .and_then(|i| u64::try_from(i).ok())
+    }
+
+    /// An optional per-million value.
+    fn ppm_opt(&self, e: &mut Errs, key: &str) -> Option<u32> {
+        self.int_range_opt(e, key, 0, PPM_MAX)
+            .and_then(|i| u32::try_from(i).ok())
+    }
+
+    fn ppm_req(&self, e: &mut Errs, key: &str) -> Option<u32> {
+        if self.missing(e, key) {
+            return None;
+        }
+        self.ppm_opt(e, key)
+    }
+
+    fn table_opt(&self, e: &mut Errs, key: &str) -> Option<&'a Table> {
+        let v = self.t.get(key)?;
+        match v.as_table() {
+            Some(t) => Some(t),
+            None => {
+                e.push(self.p(key), type_error("a table", v));
+                None
+            }
+        }
+    }
+}
+
+fn check_range(e: &mut Errs, path: &str, i: i64, lo: i64, hi: i64) -> Option<i64> {
+    if i < lo {
+        if lo == 1 {
+            e.push(path, "must be > 0");
+        } else {
+            e.push(path, format!("must be >= {lo}"));
+        }
+        None
+    } else if i > hi {
+        e.push(path, format!("must be <= {hi}"));
+        None
+    } else {
+        Some(i)
+    }
+}
+
+/// "HH:MM", hours 0..=23, minutes 0..=59: minutes after midnight.
+fn parse_hh_mm(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 5 || b[2] != b':' {
+        return None;
+    }
+    let digit = |c: u8| -> Option<u64> { c.is_ascii_digit().then(|| u64::from(c - b'0')) };
+    let h = digit(b[0])? * 10 + digit(b[1])?;
+    let m = digit(b[3])? * 10 + digit(b[4])?;
+    if h > 23 || m > 59 {
+        return None;
+    }
+    Some(h * 60 + m)
+}
+
+// ---------------------------------------------------------------------------
+// The scenario.
+
+fn build(e: &mut Errs, root: &Table) -> Option<Scenario> {
+    let o = Obj::new(e, root, String::new(), &TOP_KEYS);
+
+    let name = o.name_req(e, "name");
+    let description = o.str_opt(e, "description").unwrap_or("");
+    let duration_s = o.int_range_req(e, "duration_s", 1, MAX_DURATION_S);
+    let liveness_s = o
+        .int_range_opt(e, "liveness_s", 1, MAX_DURATION_S)
+        .unwrap_or(DEFAULT_LIVENESS_S);
+    let start_min = match o.str_opt(e, "start_utc") {
+        None => DEFAULT_START_MIN,
+        Some(s) => parse_hh_mm(s).unwrap_or_else(|| {
+            e.push(
+                o.p("start_utc"),
+                format!("expected \"HH:MM\" between \"00:00\" and \"23:59\", found {s:?}"),
+            );
+            DEFAULT_START_MIN
+        }),
+    };
+    let recovery_ms = o
+        .int_range_opt(e, "recovery_bound_ms", 1, MAX_BOUND_MS)
+        .and_then(|i| u64::try_from(i).ok());
+    let stop_ms = o
+        .u64_opt(e, "stop_bound_ms", 1, MAX_BOUND_MS)
+        .unwrap_or(2_000);
+
+    // The fleet.
+    if o.has("topology") && o.has("fleet") {
+        e.push(
+            "fleet",
+            "give either [topology] or [fleet], not both (the two conflict)",
+        );
+    }
+    let inline = o
+        .table_opt(e, "topology")
+        .and_then(|t| inline_topology(e, t));
+    let fleet = o.table_opt(e, "fleet").and_then(|t| fleet_topology(e, t));
+    let topology = if o.has("topology") {
+        inline
+    } else if o.has("fleet") {
+        fleet
+    } else {
+        Some(build_fleet(&FleetShape::default()))
+    };
+
+    let mut world = WorldParams::default();
+    let mut machines = MachineParams::default();
+    if let Some(t) = o.table_opt(e, "params") {
+        params(e, t, &mut world, &mut machines);
+    }
+
+    let names = topology.as_ref().map(Names::new);
+    let duration_ms = duration_s
+        .and_then(|d| u64::try_from(d).ok())
+        .map(|d| d * 1_000);
+    let mut faults = Vec::new();
+    if let Some(v) = root.get("faults") {
+        match v.as_array() {
+            None => e.push("faults", type_error("an array of tables", v)),
+            Some(a) => {
+                for (i, f) in a.iter().enumerate() {
+                    let path = format!("faults[{i}]");
+                    match f.as_table() {
+                        None => e.push(&path, type_error("a table", f)),
+                        Some(t) => {
+                            if let Some(tf) = fault(e, t, path, names.as_ref(), duration_s) {
+                                faults.push(tf);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Stable: faults at the same time keep their file order.
+    faults.sort_by_key(|f: &TimedFault| f.at_ms);
+
+    let liveness_ms = u64::try_from(liveness_s).ok()? * 1_000;
+    Some(Scenario {
+        name: name?.to_string(),
+        description: description.to_string(),
+        topology: Arc::new(topology?),
+        start_utc_ms: EPOCH_2027_MS + start_min * MIN_MS,
+        duration_ms: duration_ms?,
+        world,
+        machines,
+        faults,
+        bounds: Bounds {
+            recovery_ms,
+            stop_ms,
+            liveness_ms,
+        },
+    })
+}
+
+/// The `[topology]` table, handed to the cluster config parser.
+fn inline_topology(e: &mut Errs, t: &Table) -> Option<Topology> {
+    let text = match toml::to_string(t) {
+        Ok(s) => s,
+        Err(err) => {
+            e.push(
+                "topology",
+                format!(
+                    "cannot read as a cluster config: {}",
+                    one_line(&err.to_string())
+                ),
+            );
+            return None;
+        }
+    };
+    match topology::config::parse_topology(&text) {
+        Ok(topo) => Some(topo),
+        Err(errs) => {
+            for ce in errs.0 {
+                let path = if ce.path.is_empty() || ce.path.starts_with('<') {
+                    "topology".to_string()
+                } else {
+                    format!("topology.{}", ce.path)
+                };
+                e.push(path, ce.message);
+            }
+            None
+        }
+    }
+}
+
+/// The `[fleet]` table: a generated fleet.
+fn fleet_topology(e: &mut Errs, t: &Table) -> Option<Topology> {
+    let o = Obj::new(e, t, "fleet".into(), &FLEET_KEYS);
+    let d = FleetShape::default();
+    // Unknown keys aside, a bad value would build a fleet that is not the
+    // one the file describes: then there is none to check names against.
+    let before = e.0.len();
+    let size = |e: &mut Errs, key: &str, hi: i64, default: usize| -> usize {
+        o.int_range_opt(e, key, 1, hi)
+            .and_then(|i| usize::try_from(i).ok())
+            .unwrap_or(default)
+    };
+    let shape = FleetShape {
+        regions: size(e, "regions", 4, d.regions),
+        nodes_per_region: size(e, "nodes_per_region", 1_000, d.nodes_per_region),
+        gpus_per_node: size(e, "gpus_per_node", 64, d.gpus_per_node),
+        channels: size(e, "channels", 10_000, d.channels),
+        videos_per_day: o
+            .int_range_opt(e, "videos_per_day", 1, 10_000)
+            .and_then(|i| u32::try_from(i).ok())
+            .unwrap_or(d.videos_per_day),
+        failover: o.bool_opt(e, "failover").unwrap_or(d.failover),
+        ..d
+    };
+    if e.0.len() > before {
+        return None;
+    }
+    Some(build_fleet(&shape))
+}
+
+fn params(e: &mut Errs, t: &Table, world: &mut WorldParams, machines: &mut MachineParams) {
+    let o = Obj::new(e, t, "params".into(), &PARAM_KEYS);
+    let lease = o.u64_opt(e, "lease_ms", 1, MAX_BOUND_MS);
+    let renew = o.u64_opt(e, "renew_ms", 10, 600_000);
+    let m = &mut machines.membership;
+    if let Some(v) = lease {
+        m.lease_ms = v;
+    }
+    if let Some(v) = renew {
+        m.renew_ms = v;
+    }
+    if (lease.is_some() || renew.is_some()) && m.lease_ms <= m.renew_ms {
+        let path = if lease.is_some() {
+            "params.lease_ms"
+        } else {
+            "params.renew_ms"
+        };
+        e.push(
+            path,
+            format!(
+                "must be greater than renew_ms (lease_ms {}, renew_ms {})",
+                m.lease_ms, m.renew_ms
+            ),
+        );
+    }
+    if lease.is_some() && m.lease_ms <= m.drift_margin_ms {
+        e.push(
+            "params.lease_ms",
+            format!(
+                "must be greater than the lease drift margin ({} ms)",
+                m.drift_margin_ms
+            ),
+        );
+    }
+    let c = &mut machines.channel;
+    let day = DAY_MS;
+    if let Some(v) = o.u64_opt(e, "publish_timeout_ms", 1, day) {
+        c.publish_timeout_ms = v;
+    }
+    if let Some(v) = o.u64_opt(e, "plan_lead_ms", 1, 7 * day) {
+        c.plan_lead_ms = v;
+    }
+    if let Some(v) = o.u64_opt(e, "dispatch_timeout_ms", 1, day) {
+        c.dispatch_timeout_ms = v;
+    }
+    if let Some(v) = o.u64_opt(e, "spill_wait_ms", 0, day) {
+        machines.region.spill_wait_ms = v;
+    }
+    if let Some(v) = o.u64_opt(e, "store_service_ms", 0, 60_000) {
+        world.store_service_ms = v;
+    }
+    if let Some(v) = o.u64_opt(e, "api_latency_ms", 0, 60_000) {
+        world.api_latency_ms = v;
+    }
+    if let Some(v) = o.u64_opt(e, "upload_ms", 0, day) {
+        world.upload_ms = v;
+    }
+    if let Some(v) = o.u64_opt(e, "jitter_ms", 0, 60_000) {
+        world.jitter_ms = v;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Faults.
+
+/// The names faults may refer to.
+struct Names<'a> {
+    topo: &'a Topology,
+    providers: Vec<&'a str>,
+}
+
+impl<'a> Names<'a> {
+    fn new(topo: &'a Topology) -> Names<'a> {
+        let mut providers: Vec<&str> = Vec::new();
+        for p in &topo.pipelines {
+            for s in &p.stages {
+                if let StageKind::External {
+                    provider,
+                    cheap_provider,
+                } = &s.kind
+                {
+                    for name in std::iter::once(provider.as_str()).chain(cheap_provider.as_deref())
+                    {
+                        if !providers.contains(&name) {
+                            providers.push(name);
+                        }
+                    }
+                }
+            }
+        }
+        Names { topo, providers }
+    }
+}
+
+/// The index of `name` in `list`, or an error listing the known names.
+fn find<'a>(
+    e: &mut Errs,
+    path: &str,
+    what: &str,
+    name: &str,
+    list: impl Iterator<Item = &'a str> + Clone,
+) -> Option<usize> {
+    match list.clone().position(|n| n == name) {
+        Some(i) => Some(i),
+        None => {
+            e.push(
+                path,
+                format!("unknown {what} {name:?}; known: {}", known_list(list)),
+            );
+            None
+        }
+    }
+}
+
+/// Resolving references; without a fleet (it had errors of its own) the
+/// names are only type-checked and id 0 stands in.
+struct Refs<'a, 'b> {
+    o: &'b Obj<'a>,
+    names: Option<&'b Names<'b>>,
+}
+
+impl Refs<'_, '_> {
+    fn node(&self, e: &mut Errs, key: &str) -> Option<NodeId> {
+        let name = self.o.name_req(e, key)?;
+        let Some(n) = self.names else {
+            return Some(NodeId(0));
+        };
+        let i = find(
+            e,
+            &self.o.p(key),
+            "node",
+            name,
+            n.topo.nodes.iter().map(|x| x.name.as_str()),
+        )?;
+        u32::try_from(i).ok().map(NodeId)
+    }
+
+    fn region(&self, e: &mut Errs, key: &str) -> Option<RegionId> {
+        let name = self.o.name_req(e, key)?;
+        let Some(n) = self.names else {
+            return Some(RegionId(0));
+        };
+        let i = find(
+            e,
+            &self.o.p(key),
+            "region",
+            name,
+            n.topo.regions.iter().map(|x| x.name.as_str()),
+        )?;
+        u16::try_from(i).ok().map(RegionId)
+    }
+
+    fn channel(&self, e: &mut Errs, key: &str) -> Option<ChannelId> {
+        let name = self.o.name_req(e, key)?;
+        let Some(n) = self.names else {
+            return Some(ChannelId(0));
+        };
+        let i = find(
+            e,
+            &self.o.p(key),
+            "channel",
+            name,
+            n.topo.channels.iter().map(|x| x.name.as_str()),
+        )?;
+        u32::try_from(i).ok().map(ChannelId)
+    }
+
+    fn provider(&self, e: &mut Errs, key: &str) -> Option<String> {
+        let name = self.o.name_req(e, key)?;
+        if let Some(n) = self.names {
+            find(
+                e,
+                &self.o.p(key),
+                "provider",
+                name,
+                n.providers.iter().copied(),
+            )?;
+        }
+        Some(name.to_string())
+    }
+}
+
+/// `at_s` in milliseconds, within the duration.
+fn at_ms(e: &mut Errs, o: &Obj, duration_s: Option<i64>) -> Option<u64> {
+    let path = o.p("at_s");
+    if o.missing(e, "at_s") {
+        return None;
+    }
+    let v = o.t.get("at_s")?;
+    let (secs, shown) = match v {
+        Value::Integer(i) => (*i as f64, i.to_string()),
+        Value::Float(f) => (*f, f.to_string()),
+        other => {
+            e.push(&path, type_error("a number (seconds)", other));
+            return None;
+        }
+    };
+    if !secs.is_finite() {
+        e.push(&path, "must be a finite number");
+        return None;
+    }
+    if secs < 0.0 {
+        e.push(&path, "must be >= 0");
+        return None;
+    }
+    let limit = duration_s.unwrap_or(MAX_DURATION_S);
+    if secs > limit as f64 {
+        if duration_s.is_some() {
+            e.push(&path, format!("{shown} is beyond duration_s ({limit})"));
+        } else {
+            e.push(&path, format!("must be <= {limit}"));
+        }
+        return None;
+    }
+    // Within 0..=604800 s: the product fits a u64 exactly enough.
+    Some((secs * 1_000.0).round() as u64)
+}
+
+fn fault(
+    e: &mut Errs,
+    t: &Table,
+    path: String,
+    names: Option<&Names>,
+    duration_s: Option<i64>,
+) -> Option<TimedFault> {
+    let kinds = || FAULT_KINDS.iter();
+    let kind_path = key_path(&path, "kind");
+    let kind = match t.get("kind") {
+        None => {
+            e.push(&kind_path, "missing required key");
+            None
+        }
+        Some(v) => match v.as_str() {
+            None => {
+                e.push(&kind_path, type_error("a string", v));
+                None
+            }
+            Some(k) => match kinds().find(|(name, _)| *name == k) {
+                Some(entry) => Some(*entry),
+                None => {
+                    e.push(
+                        &kind_path,
+                        format!(
+                            "unknown kind {k:?}; expected one of: {}",
+                            kinds().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                        ),
+                    );
+                    None
+                }
+            },
+        },
+    };
+    let Some((kind, extra)) = kind else {
+        // Without a kind the other keys cannot be judged; the time still can.
+        let o = Obj {
+            t,
+            path: path.clone(),
+        };
+        at_ms(e, &o, duration_s);
+        return None;
+    };
+    let mut allowed = vec!["at_s", "kind"];
+    allowed.extend_from_slice(extra);
+    let o = Obj::new(e, t, path, &allowed);
+    let at = at_ms(e, &o, duration_s);
+    let r = Refs { o: &o, names };
+    let f = match kind {
+        "crash-node" => Fault::CrashNode(r.node(e, "node")?),
+        "start-node" => Fault::StartNode(r.node(e, "node")?),
+        "drain-node" => Fault::DrainNode(r.node(e, "node")?),
+        "freeze-node" => Fault::FreezeNode(r.node(e, "node")?),
+        "thaw-node" => Fault::ThawNode(r.node(e, "node")?),
+        "partition-region" => Fault::PartitionRegion(r.region(e, "region")?),
+        "heal-region" => Fault::HealRegion(r.region(e, "region")?),
+        "one-way" | "heal-one-way" => {
+            let from = r.region(e, "from");
+            let to = r.region(e, "to");
+            let (from, to) = (from?, to?);
+            if names.is_some() && from == to {
+                e.push(o.p("to"), "must differ from `from`");
+                return None;
+            }
+            if kind == "one-way" {
+                Fault::OneWay { from, to }
+            } else {
+                Fault::HealOneWay { from, to }
+            }
+        }
+        "store-outage" => Fault::StoreOutage(true),
+        "store-back" => Fault::StoreOutage(false),
+        "commit-unknown" => Fault::CommitUnknown(o.ppm_req(e, "ppm")?),
+        "gpu-failures" => Fault::GpuFailures(o.ppm_req(e, "ppm")?),
+        "stragglers" => Fault::Stragglers(o.ppm_req(e, "ppm")?),
+        "provider-outage" | "provider-back" => Fault::ProviderOutage {
+            provider: r.provider(e, "provider")?,
+            down: kind == "provider-outage",
+        },
+        "api-faults" => {
+            let before = e.0.len();
+            let error_5xx = o.ppm_opt(e, "error_5xx").unwrap_or(0);
+            let rate_limited = o.ppm_opt(e, "rate_limited").unwrap_or(0);
+            let lost_response = o.ppm_opt(e, "lost_response").unwrap_or(0);
+            if e.0.len() > before {
+                return None;
+            }
+            Fault::ApiFaults {
+                error_5xx,
+                rate_limited,
+                lost_response,
+            }
+        }
+        "kill-switch" => Fault::KillSwitch,
+        "pause" => Fault::Pause(r.channel(e, "channel")?),
+        "resume" => Fault::Resume(r.channel(e, "channel")?),
+        "clock-skew" => {
+            let node = r.node(e, "node");
+            let offset_ms = if o.missing(e, "offset_ms") {
+                None
+            } else {
+                o.int_range_opt(e, "offset_ms", -MAX_OFFSET_MS, MAX_OFFSET_MS)
+            };
+            let drift_ppm = match o.t.get("drift_ppm") {
+                None => Some(0),
+                Some(_) => o
+                    .int_range_opt(e, "drift_ppm", -MAX_DRIFT_PPM, MAX_DRIFT_PPM)
+                    .and_then(|i| i32::try_from(i).ok()),
+            };
+            Fault::ClockSkew {
+                node: node?,
+                offset_ms: offset_ms?,
+                drift_ppm: drift_ppm?,
+            }
+        }
+        "network" => {
+            let before = e.0.len();
+            let loss = o.ppm_opt(e, "loss").unwrap_or(0);
+            let duplicate = o.ppm_opt(e, "duplicate").unwrap_or(0);
+            let reorder = o.ppm_opt(e, "reorder").unwrap_or(0);
+            if e.0.len() > before {
+                return None;
+            }
+            Fault::Network {
+                loss,
+                duplicate,
+                reorder,
+            }
+        }
+        _ => return None,
+    };
+    Some(TimedFault {
+        at_ms: at?,
+        fault: f,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actors::rng::SeededRng;
+
+    const EXAMPLE: &str = r#"
+name = "two-region-drill"
+description = "a node dies, a region is cut off, the API misbehaves"
+duration_s = 1800
+liveness_s = 1200
+start_utc = "10:30"
+recovery_bound_ms = 6000
+stop_bound_ms = 2500
+
+[topology]
+[[topology.regions]]
+name = "us-east"
+[[topology.regions]]
+name = "eu-west"
+
+[[topology.latency]]
+between = ["us-east", "eu-west"]
+ms = 40
+
+[[topology.nodes]]
+name = "use-1"
+region = "us-east"
+[[topology.nodes.gpus]]
+model = "L4"
+memory_gib = 24
+cost_per_hour = 0.8
+count = 2
+
+[[topology.nodes]]
+name = "euw-1"
+region = "eu-west"
+zone = "b"
+[[topology.nodes.gpus]]
+model = "A100-80G"
+memory_gib = 80
+cost_per_hour = 2.5
+
+[[topology.pipelines]]
+name = "shorts"
+[[topology.pipelines.stages]]
+name = "script"
+kind = "external"
+provider = "llm-a"
+cheap_provider = "llm-b"
+duration_ms = 2000
+cost = 0.01
+[[topology.pipelines.stages]]
+name = "render"
+kind = "gpu"
+duration_ms = 30000
+gpu_memory_gib = 8
+[[topology.pipelines.stages]]
+name = "upload"
+kind = "publish"
+duration_ms = 5000
+
+[[topology.projects]]
+name = "yt-main"
+
+[[topology.channels]]
+name = "cooking"
+home_region = "us-east"
+failover_regions = ["eu-west"]
+videos_per_day = 48
+pipeline = "shorts"
+project = "yt-main"
+
+[[topology.channels]]
+name = "news"
+home_region = "eu-west"
+videos_per_day = 24
+pipeline = "shorts"
+project = "yt-main"
+
+[params]
+lease_ms = 3000
+renew_ms = 750
+publish_timeout_ms = 45000
+spill_wait_ms = 30000
+upload_ms = 6000
+jitter_ms = 5
+
+[[faults]]
+at_s = 600
+kind = "crash-node"
+node = "use-1"
+
+[[faults]]
+at_s = 300.5
+kind = "partition-region"
+region = "eu-west"
+
+[[faults]]
+at_s = 420
+kind = "heal-region"
+region = "eu-west"
+
+[[faults]]
+at_s = 720
+kind = "start-node"
+node = "use-1"
+
+[[faults]]
+at_s = 0
+kind = "clock-skew"
+node = "euw-1"
+offset_ms = -120000
+drift_ppm = -300
+
+[[faults]]
+at_s = 900
+kind = "api-faults"
+error_5xx = 50000
+lost_response = 100000
+
+[[faults]]
+at_s = 900
+kind = "one-way"
+from = "us-east"
+to = "eu-west"
+
+[[faults]]
+at_s = 1000
+kind = "pause"
+channel = "news"
+
+[[faults]]
+at_s = 1100
+kind = "resume"
+channel = "news"
+
+[[faults]]
+at_s = 1200
+kind = "provider-outage"
+provider = "llm-b"
+
+[[faults]]
+at_s = 1300
+kind = "freeze-node"
+node = "euw-1"
+
+[[faults]]
+at_s = 1350
+kind = "thaw-node"
+node = "euw-1"
+
+[[faults]]
+at_s = 1400
+kind = "network"
+loss = 1000
+
+[[faults]]
+at_s = 1500
+kind = "store-outage"
+
+[[faults]]
+at_s = 1530
+kind = "store-back"
+
+[[faults]]
+at_s = 1800
+kind = "kill-switch"
+"#;
+
+    #[test]
+    fn full_example_loads_as_written() {
+        let s = load(EXAMPLE).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.name, "two-region-drill");
+        assert!(s.description.starts_with("a node dies"));
+        assert_eq!(s.duration_ms, 1_800_000);
+        assert_eq!(s.bounds.liveness_ms, 1_200_000);
+        assert_eq!(s.bounds.recovery_ms, Some(6_000));
+        assert_eq!(s.bounds.stop_ms, 2_500);
+        assert_eq!(s.start_utc_ms, EPOCH_2027_MS + (10 * 60 + 30) * MIN_MS);
+
+        let t = &s.topology;
+        assert_eq!(t.regions.len(), 2);
+        assert_eq!(t.nodes.len(), 2);
+        assert_eq!(t.gpus.len(), 3);
+        assert_eq!(t.pipelines.len(), 1);
+        assert_eq!(t.projects.len(), 1);
+        assert_eq!(t.channels.len(), 2);
+        assert_eq!(t.nodes[1].name, "euw-1");
+        assert_eq!(t.latency(RegionId(0), RegionId(1)), 40);
+
+        assert_eq!(s.machines.membership.lease_ms, 3_000);
+        assert_eq!(s.machines.membership.renew_ms, 750);
+        assert_eq!(s.machines.channel.publish_timeout_ms, 45_000);
+        assert_eq!(s.machines.region.spill_wait_ms, 30_000);
+        assert_eq!(s.world.upload_ms, 6_000);
+        assert_eq!(s.world.jitter_ms, 5);
+        // Not overridden: the defaults.
+        assert_eq!(s.world.api_latency_ms, 40);
+        assert_eq!(s.machines.channel.plan_lead_ms, 30 * MIN_MS);
+
+        let (use1, euw1) = (NodeId(0), NodeId(1));
+        let (east, west) = (RegionId(0), RegionId(1));
+        let tf = |at_ms, fault| TimedFault { at_ms, fault };
+        let expected = vec![
+            tf(
+                0,
+                Fault::ClockSkew {
+                    node: euw1,
+                    offset_ms: -120_000,
+                    drift_ppm: -300,
+                },
+            ),
+            tf(300_500, Fault::PartitionRegion(west)),
+            tf(420_000, Fault::HealRegion(west)),
+            tf(600_000, Fault::CrashNode(use1)),
+            tf(720_000, Fault::StartNode(use1)),
+            tf(
+                900_000,
+                Fault::ApiFaults {
+                    error_5xx: 50_000,
+                    rate_limited: 0,
+                    lost_response: 100_000,
+                },
+            ),
+            tf(
+                900_000,
+                Fault::OneWay {
+                    from: east,
+                    to: west,
+                },
+            ),
+            tf(1_000_000, Fault::Pause(ChannelId(1))),
+            tf(1_100_000, Fault::Resume(ChannelId(1))),
+            tf(
+                1_200_000,
+                Fault::ProviderOutage {
+                    provider: "llm-b".into(),
+                    down: true,
+                },
+            ),
+            tf(1_300_000, Fault::FreezeNode(euw1)),
+            tf(1_350_000, Fault::ThawNode(euw1)),
+            tf(
+                1_400_000,
+                Fault::Network {
+                    loss: 1_000,
+                    duplicate: 0,
+                    reorder: 0,
+                },
+            ),
+            tf(1_500_000, Fault::StoreOutage(true)),
+            tf(1_530_000, Fault::StoreOutage(false)),
+            tf(1_800_000, Fault::KillSwitch),
+        ];
+        assert_eq!(s.faults, expected);
+    }
+
+    #[test]
+    fn fleet_form_loads() {
+        let text = r#"
+name = "fleet"
+duration_s = 3600
+
+[fleet]
+regions = 2
+nodes_per_region = 3
+gpus_per_node = 1
+channels = 10
+videos_per_day = 12
+failover = false
+
+[[faults]]
+at_s = 60
+kind = "drain-node"
+node = "eu-west-2"
+
+[[faults]]
+at_s = 30
+kind = "commit-unknown"
+ppm = 200000
+
+[[faults]]
+at_s = 90
+kind = "pause"
+channel = "ch-0007"
+"#;
+        let s = load(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.topology.regions.len(), 2);
+        assert_eq!(s.topology.nodes.len(), 6);
+        assert_eq!(s.topology.gpus.len(), 6);
+        assert_eq!(s.topology.channels.len(), 10);
+        assert!(s
+            .topology
+            .channels
+            .iter()
+            .all(|c| c.failover_regions.is_empty()));
+        assert!(s.topology.channels.iter().all(|c| c.videos_per_day == 12));
+        // Defaults of the built-ins.
+        assert_eq!(s.start_utc_ms, EPOCH_2027_MS + 9 * 60 * MIN_MS);
+        assert_eq!(s.bounds.liveness_ms, 1_500_000);
+        assert_eq!(s.bounds.recovery_ms, None);
+        assert_eq!(s.bounds.stop_ms, 2_000);
+        assert_eq!(s.description, "");
+        assert_eq!(
+            s.faults,
+            vec![
+                TimedFault {
+                    at_ms: 30_000,
+                    fault: Fault::CommitUnknown(200_000)
+                },
+                TimedFault {
+                    at_ms: 60_000,
+                    fault: Fault::DrainNode(NodeId(5))
+                },
+                TimedFault {
+                    at_ms: 90_000,
+                    fault: Fault::Pause(ChannelId(7))
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn no_fleet_means_the_default_fleet() {
+        let s = load("name = \"x\"\nduration_s = 60\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.topology.nodes.len(), 6);
+        assert_eq!(s.topology.channels.len(), 24);
+        assert!(s.faults.is_empty());
+    }
+
+    /// The examples in the module docs (which the README copies) load.
+    #[test]
+    fn doc_examples_load() {
+        let src = include_str!("scenario_file.rs");
+        let mut blocks = Vec::new();
+        let mut current: Option<String> = None;
+        for line in src.lines() {
+            let Some(doc) = line.strip_prefix("//!") else {
+                continue;
+            };
+            let doc = doc.strip_prefix(' ').unwrap_or(doc);
+            match current.as_mut() {
+                None if doc.trim() == "```toml" => current = Some(String::new()),
+                Some(_) if doc.trim() == "```" => blocks.extend(current.take()),
+                Some(b) => {
+                    b.push_str(doc);
+                    b.push('\n');
+                }
+                None => {}
+            }
+        }
+        assert_eq!(blocks.len(), 2);
+        for b in blocks {
+            if let Err(e) = load(&b) {
+                panic!("{e}\n---\n{b}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_its_path() {
+        let text = r#"
+description = 5
+duration_s = 0
+start_utc = "25:00"
+colour = "blue"
+
+[topology]
+[[topology.regions]]
+name = "us-east"
+[[topology.nodes]]
+name = "n1"
+region = "mars"
+[[topology.channels]]
+name = "c"
+home_region = "us-east"
+videos_per_day = 1
+pipeline = "p"
+project = "q"
+
+[fleet]
+regions = 9
+
+[params]
+lease_ms = 400
+renew_ms = 500
+warp = 1
+
+[[faults]]
+at_s = -1
+kind = "crash-node"
+node = "x"
+
+[[faults]]
+at_s = 10
+kind = "explode"
+
+[[faults]]
+at_s = 10
+kind = "gpu-failures"
+ppm = 2000000
+extra = true
+
+[[faults]]
+at_s = "soon"
+kind = "kill-switch"
+"#;
+        let err = load(text).expect_err("must fail");
+        for want in [
+            "name: missing required key",
+            "description: expected a string, found integer",
+            "duration_s: must be > 0",
+            "start_utc: expected \"HH:MM\"",
+            "colour: unknown key `colour`",
+            "fleet: give either [topology] or [fleet], not both",
+            "topology.nodes[0].region: unknown region `mars`",
+            "fleet.regions: must be <= 4",
+            "params.lease_ms: must be greater than renew_ms",
+            "params.warp: unknown key `warp`",
+            "faults[0].at_s: must be >= 0",
+            "faults[1].kind: unknown kind \"explode\"; expected one of: crash-node",
+            "faults[2].ppm: must be <= 1000000",
+            "faults[2].extra: unknown key `extra`",
+            "faults[3].at_s: expected a number (seconds), found string",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in:\n{err}");
+        }
+        // One problem per line, each with a path.
+        assert!(err.lines().count() >= 16, "{err}");
+        assert!(err.lines().all(|l| l.contains(": ")), "{err}");
+    }
+
+    #[test]
+    fn names_and_times_are_checked_against_the_fleet() {
+        let text = r#"
+name = "x"
+duration_s = 600
+[fleet]
+regions = 2
+[[faults]]
+at_s = 601
+kind = "crash-node"
+node = "us-east-0"
+[[faults]]
+at_s = 1
+kind = "one-way"
+from = "us-east"
+to = "us-east"
+[[faults]]
+at_s = 1
+kind = "provider-outage"
+provider = "nope"
+[[faults]]
+at_s = 1
+kind = "resume"
+channel = "ch-9999"
+[[faults]]
+at_s = 1
+kind = "clock-skew"
+node = "eu-west-1"
+drift_ppm = 20000
+[[faults]]
+at_s = 1
+kind = "heal-region"
+region = "ap-south"
+[[faults]]
+at_s = 2
+kind = "freeze-node"
+node = "x"
+"#;
+        let err = load(text).expect_err("must fail");
+        for want in [
+            "faults[0].at_s: 601 is beyond duration_s (600)",
+            "faults[1].to: must differ from `from`",
+            "faults[2].provider: unknown provider \"nope\"; known: llm-main, llm-lite, tts-main",
+            "faults[3].channel: unknown channel \"ch-9999\"; known: ch-0000",
+            "faults[4].offset_ms: missing required key",
+            "faults[4].drift_ppm: must be <= 10000",
+            "faults[5].region: unknown region \"ap-south\"; known: us-east, eu-west",
+            "faults[6].node: unknown node \"x\"; known: us-east-0, us-east-1, eu-west-0, eu-west-1",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in:\n{err}");
+        }
+        assert!(load("name = \"x\"\nduration_s = 60\n[[faults]\n")
+            .unwrap_err()
+            .starts_with("<toml>: line 3"));
+    }
+
+    #[test]
+    fn end_to_end_crash_in_a_small_fleet() {
+        let text = r#"
+name = "small-crash"
+duration_s = 600
+liveness_s = 1500
+recovery_bound_ms = 6000
+[fleet]
+regions = 2
+nodes_per_region = 2
+channels = 8
+[[faults]]
+at_s = 120
+kind = "crash-node"
+node = "us-east-1"
+"#;
+        let s = load(text).unwrap_or_else(|e| panic!("{e}"));
+        let summary = crate::run(s, 1, None);
+        assert!(summary.ok, "{:?}", summary.violation);
+        assert!(summary.videos_published > 0);
+    }
+
+    /// ~2,000 deterministic mutations of the example: `load` always returns.
+    #[test]
+    fn mutated_files_never_panic() {
+        const TOKENS: [&str; 24] = [
+            "0",
+            "-1",
+            "1",
+            "2",
+            "99999999999999999",
+            "-9223372036854775808",
+            "1.5",
+            "-0.0",
+            "nan",
+            "inf",
+            "1e300",
+            "\"\"",
+            "\"x\"",
+            "true",
+            "[]",
+            "{}",
+            "[[faults]]\n",
+            "[topology]\n",
+            "[fleet]\n",
+            "[params]\n",
+            "\"25:99\"",
+            "=",
+            "\n",
+            "\u{e9}",
+        ];
+        let mut rng = SeededRng::new(0x5CE4_A210);
+        let base: Vec<char> = EXAMPLE.chars().collect();
+        let mut errors = 0;
+        for _ in 0..2_000 {
+            let mut text = base.clone();
+            for _ in 0..1 + rng.below(3) {
+                let len = text.len() as u64;
+                let at = rng.below(len + 1) as usize;
+                match rng.below(5) {
+                    // Delete a short run.
+                    0 => {
+                        let end = (at + 1 + rng.below(8) as usize).min(text.len());
+                        text.drain(at.min(end)..end);
+                    }
+                    // Insert a token.
+                    1 => {
+                        let tok = TOKENS[rng.below(TOKENS.len() as u64) as usize];
+                        text.splice(at..at, tok.chars());
+                    }
+                    // Replace the value of a line with a token.
+                    2 => {
+                        let line_start = text[..at]
+                            .iter()
+                            .rposition(|c| *c == '\n')
+                            .map_or(0, |i| i + 1);
+                        let line_end = text[at..]
+                            .iter()
+                            .position(|c| *c == '\n')
+                            .map_or(text.len(), |i| at + i);
+                        if let Some(eq) = text[line_start..line_end].iter().position(|c| *c == '=')
+                        {
+                            let tok = TOKENS[rng.below(TOKENS.len() as u64) as usize];
+                            let mut v: Vec<char> = " ".chars().chain(tok.chars()).collect();
+                            v.retain(|c| *c != '\n');
+                            text.splice(line_start + eq + 1..line_end, v);
+                        }
+                    }
+                    // Duplicate a line.
+                    3 => {
+                        let line_start = text[..at]
+                            .iter()
+                            .rposition(|c| *c == '\n')
+                            .map_or(0, |i| i + 1);
+                        let line_end = text[at..]
+                            .iter()
+                            .position(|c| *c == '\n')
+                            .map_or(text.len(), |i| at + i);
+                        let line: Vec<char> = text[line_start..line_end].to_vec();
+                        text.splice(line_end..line_end, std::iter::once('\n').chain(line));
+                    }
+                    // Flip one character to a random printable one.
+                    _ => {
+                        if at < text.len() {
+                            text[at] = char::from(b' ' + rng.below(95) as u8);
+                        }
+                    }
+                }
+            }
+            let text: String = text.into_iter().collect();
+            if load(&text).is_err() {
+                errors += 1;
+            }
+        }
+        // The mutations do reach the validation (not only the TOML parser
+        // or nothing at all).
+        assert!(errors > 100 && errors < 2_000, "{errors} errors");
+    }
 }

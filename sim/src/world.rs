@@ -770,12 +770,15 @@ impl World {
 
     fn deliver_channel(&mut self, node: NodeId, ch: ChannelId, gen: Option<u64>, input: ChannelInput, local: u64) {
         let mut out = std::mem::take(&mut self.ch_buf);
-        let Some(h) = self.nodes[node.index()].channels.get_mut(&ch) else {
+        let n = &mut self.nodes[node.index()];
+        let lease_valid_until = n.lease_valid_until;
+        let Some(h) = n.channels.get_mut(&ch) else {
             return;
         };
         if gen.is_some_and(|g| g != h.gen) {
             return;
         }
+        h.m.note_lease_valid_until(lease_valid_until);
         h.m.handle(local, input, &mut out);
         let d = h.m.next_deadline();
         let g = h.gen;
@@ -947,21 +950,18 @@ impl World {
                     self.sc.machines.channel.clone(),
                     seed,
                 );
-                let valid = self.nodes[node.index()].lease_valid_until;
                 self.nodes[node.index()]
                     .channels
                     .insert(channel, HostedChannel { m, gen, tick: None });
                 let inc = self.nodes[node.index()].inc;
-                for input in [ChannelInput::LeaseValidUntil(valid), ChannelInput::Start] {
-                    self.push(
-                        self.now,
-                        Ev::Deliver {
-                            node,
-                            inc: Some(inc),
-                            msg: Msg::ChannelGen(channel, gen, input),
-                        },
-                    );
-                }
+                self.push(
+                    self.now,
+                    Ev::Deliver {
+                        node,
+                        inc: Some(inc),
+                        msg: Msg::ChannelGen(channel, gen, ChannelInput::Start),
+                    },
+                );
             }
             MembershipEffect::ReleaseChannel(ch) => {
                 self.push(
@@ -1019,18 +1019,8 @@ impl World {
                 }
             }
             MembershipEffect::LeaseValidUntil(t) => {
+                // Channels read it before each input (`note_lease_valid_until`).
                 self.nodes[node.index()].lease_valid_until = t;
-                let chans: Vec<ChannelId> = self.nodes[node.index()].channels.keys().copied().collect();
-                for ch in chans {
-                    self.push(
-                        self.now,
-                        Ev::Deliver {
-                            node,
-                            inc: None,
-                            msg: Msg::Channel(ch, ChannelInput::LeaseValidUntil(t)),
-                        },
-                    );
-                }
             }
             MembershipEffect::Control {
                 channel,
