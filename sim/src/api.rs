@@ -31,9 +31,12 @@ pub struct ApiFaults {
 pub struct PublishApi {
     /// Completed uploads by idempotency key.
     pub uploads: BTreeMap<String, Upload>,
-    /// Units charged per (project, API quota day), per bucket.
+    /// Units taken per (project, API quota day), per bucket: charged, plus
+    /// uploads in progress (admitted against the quota, charged when they
+    /// complete, released if they die).
     pub charged: BTreeMap<(ProjectId, u64), Vec<u64>>,
-    /// All units charged per project, all days.
+    /// Units actually charged per project, all days: completed uploads and
+    /// lookups.
     pub charged_total: BTreeMap<ProjectId, u64>,
     /// Uploads the API accepted more than once for the same key.
     pub duplicates: Vec<String>,
@@ -45,8 +48,10 @@ pub struct PublishApi {
 }
 
 impl PublishApi {
-    /// Charges `units` (per bucket) if the project's day still has room.
-    pub fn try_charge(&mut self, project: ProjectId, spec: &PublishingProject, day: u64, units: &[u64]) -> bool {
+    /// Takes `units` (per bucket) if the project's day still has room; the
+    /// caller charges them with [`PublishApi::settle`] or gives them back
+    /// with [`PublishApi::refund`].
+    pub fn try_take(&mut self, project: ProjectId, spec: &PublishingProject, day: u64, units: &[u64]) -> bool {
         let used = self
             .charged
             .entry((project, day))
@@ -63,8 +68,12 @@ impl PublishApi {
         for (u, add) in used.iter_mut().zip(units) {
             *u += add;
         }
-        *self.charged_total.entry(project).or_default() += units.iter().sum::<u64>();
         true
+    }
+
+    /// Charges units taken earlier.
+    pub fn settle(&mut self, project: ProjectId, units: &[u64]) {
+        *self.charged_total.entry(project).or_default() += units.iter().sum::<u64>();
     }
 
     pub fn refund(&mut self, project: ProjectId, day: u64, units: &[u64]) {
@@ -72,9 +81,6 @@ impl PublishApi {
             for (u, sub) in used.iter_mut().zip(units) {
                 *u = u.saturating_sub(*sub);
             }
-        }
-        if let Some(t) = self.charged_total.get_mut(&project) {
-            *t = t.saturating_sub(units.iter().sum::<u64>());
         }
     }
 

@@ -513,6 +513,7 @@ impl World {
                     self.api.refund(project, day, &charged);
                     return;
                 }
+                self.api.settle(project, &charged);
                 let duplicate_before = self.api.duplicates.len();
                 let remote_id = self.api.complete(key.clone(), ch, slot, project, self.now);
                 if self.api.duplicates.len() > duplicate_before {
@@ -1220,19 +1221,6 @@ impl World {
                     ));
                     return;
                 }
-                if let Some(since) = self.stop_in_force(job.id.channel) {
-                    // Queued before the stop: counted against the bound too,
-                    // with room for the cancel to travel.
-                    let bound = self.sc.bounds.stop_ms + 1_000;
-                    if self.now > since + bound + self.sc.machines.channel.dispatch_timeout_ms {
-                        self.fail(violation(
-                            8,
-                            format!("GPU {gpu} started a job of stopped channel {}", job.id.channel),
-                            rel,
-                        ));
-                        return;
-                    }
-                }
                 let local_start = self.local_now(node);
                 let mut dur = job.duration.sample_ms(self.rng.next_u32());
                 if self.rng.chance(self.straggler_ppm) {
@@ -1361,7 +1349,7 @@ impl World {
         let done_at = self.now + self.sc.world.upload_ms;
         let day = spec.quota_day(self.now);
         let charged = spec.publish_units();
-        if !self.api.try_charge(project, &spec, day, &charged) {
+        if !self.api.try_take(project, &spec, day, &charged) {
             self.push(back, Ev::Deliver { node, inc: None, msg: answer(PublishOutcome::QuotaExceeded) });
             return;
         }
@@ -1393,9 +1381,10 @@ impl World {
             let mut units = vec![0; spec.buckets.len()];
             units[spec.lookup_cost.bucket] += spec.lookup_cost.units;
             let day = spec.quota_day(self.now);
-            if !self.api.try_charge(project, &spec, day, &units) {
+            if !self.api.try_take(project, &spec, day, &units) {
                 LookupOutcome::Failed
             } else {
+                self.api.settle(project, &units);
                 let charged = self.api.charged_total.get(&project).copied().unwrap_or(0);
                 let reserved = self.watch.ledger_units.get(&project).copied().unwrap_or(0);
                 if charged > reserved {
