@@ -42,7 +42,7 @@ pub fn describe(name: &str) -> &'static str {
         "one-way-partition" => "messages flow one way only between two region pairs for 20 min",
         "store-outage" => "the store is down for 30 s, then again for 90 s (longer than a lease)",
         "commit-unknown-storm" => "20% of commits answer 'result unknown' for 10 min",
-        "gpu-failure" => "10% of GPU jobs fault mid-way for 35 min",
+        "gpu-failure" => "25% of GPU jobs fault mid-way for 35 min",
         "gpu-stragglers" => "15% of GPU jobs run 4x longer than normal (lease kills them)",
         "quota-exhaustion" => "projects with 4 uploads a day: videos wait for the Pacific midnight reset",
         "provider-outage" => "the voice provider is down for 15 min; breakers open and probe",
@@ -288,7 +288,7 @@ pub fn builtin(name: &str, seed: u64) -> Option<Scenario> {
         }
         "gpu-failure" => {
             let mut s = base(name, fleet());
-            s.faults = vec![at(5.0, Fault::GpuFailures(100_000)), at(40.0, Fault::GpuFailures(0))];
+            s.faults = vec![at(5.0, Fault::GpuFailures(250_000)), at(40.0, Fault::GpuFailures(0))];
             s
         }
         "gpu-stragglers" => {
@@ -326,11 +326,14 @@ pub fn builtin(name: &str, seed: u64) -> Option<Scenario> {
             s
         }
         "budget-hard-limit" => {
+            // A video costs about $0.06: the soft limits switch scripts to
+            // the cheap tier early, the daily hard limit stops a channel
+            // after three or four videos.
             let shape = FleetShape {
                 budget: Budget {
-                    daily_soft_micros: 300_000,
-                    daily_hard_micros: 700_000,
-                    per_video_soft_micros: 60_000,
+                    daily_soft_micros: 100_000,
+                    daily_hard_micros: 250_000,
+                    per_video_soft_micros: 40_000,
                     per_video_hard_micros: 150_000,
                 },
                 ..FleetShape::default()
