@@ -33,7 +33,7 @@ impl Default for GpuParams {
     fn default() -> Self {
         GpuParams {
             report_interval_ms: 250,
-            heartbeat_ms: 2_000,
+            heartbeat_ms: 30_000,
             queue_jobs_max: 256,
             sabotage: Sabotage::default(),
         }
@@ -46,6 +46,8 @@ pub enum GpuInput {
     Cancel(JobId),
     Finished { id: JobId, ok: bool },
     Drain,
+    /// Report now, whatever changed: a new dispatcher is listening.
+    ReportNow,
     Tick,
 }
 
@@ -175,6 +177,10 @@ impl GpuMachine {
                     });
                 }
                 self.report_due = true;
+            }
+            GpuInput::ReportNow => {
+                self.report_due = true;
+                self.last_report_ms = None;
             }
             GpuInput::Tick => {}
         }

@@ -146,6 +146,8 @@ pub struct MembershipMachine {
     last_refresh_ok_ms: u64,
     hosted: BTreeMap<ChannelId, Hosted>,
     want: BTreeSet<ChannelId>,
+    /// Placeable members by region, from the current view.
+    live_by_region: Vec<Vec<NodeId>>,
     /// Claims go through `want` in batches once per refresh round.
     claim_cursor: Option<ChannelId>,
     claims_round_done: bool,
@@ -180,6 +182,7 @@ impl MembershipMachine {
             last_refresh_ok_ms: 0,
             hosted: BTreeMap::new(),
             want: BTreeSet::new(),
+            live_by_region: Vec::new(),
             claim_cursor: None,
             claims_round_done: false,
             deadline: None,
@@ -209,7 +212,11 @@ impl MembershipMachine {
             MembershipInput::StoreReply { op_id, reply } => self.on_reply(now_ms, op_id, reply, out),
             MembershipInput::ChannelStopped(ch) => {
                 self.hosted.remove(&ch);
-                self.recompute_want();
+                if self.phase == MemberPhase::Member
+                    && placement::owner_among(&self.topo, ch, &self.live_by_region) == Some(self.node)
+                {
+                    self.want.insert(ch);
+                }
             }
             MembershipInput::Drain => {
                 if self.phase == MemberPhase::Member {
@@ -248,6 +255,13 @@ impl MembershipMachine {
         self.members = members;
         self.members_version = version;
         self.expired.retain(|n| self.members.contains(*n));
+        let mut live = vec![false; self.topo.nodes.len()];
+        for n in &self.members.nodes {
+            if let Some(slot) = live.get_mut(n.index()) {
+                *slot = !self.members.is_draining(*n);
+            }
+        }
+        self.live_by_region = placement::live_by_region(&self.topo, &live);
         out.push(MembershipEffect::View(self.members.clone()));
         if matches!(self.phase, MemberPhase::Member | MemberPhase::Draining) && !self.members.contains(self.node) {
             // Declared dead while alive (partitioned from the store): every
@@ -267,32 +281,22 @@ impl MembershipMachine {
         if self.phase != MemberPhase::Member {
             return;
         }
-        let mut live = vec![false; self.topo.nodes.len()];
-        for n in &self.members.nodes {
-            if let Some(slot) = live.get_mut(n.index()) {
-                *slot = !self.members.is_draining(*n);
-            }
-        }
         for ch in self.topo.channel_ids() {
-            if placement::owner_of(&self.topo, ch, &live) == Some(self.node) && !self.hosted.contains_key(&ch) {
+            if placement::owner_among(&self.topo, ch, &self.live_by_region) == Some(self.node)
+                && !self.hosted.contains_key(&ch)
+            {
                 self.want.insert(ch);
             }
         }
     }
 
     fn releases(&mut self, out: &mut Vec<MembershipEffect>) {
-        let mut live = vec![false; self.topo.nodes.len()];
-        for n in &self.members.nodes {
-            if let Some(slot) = live.get_mut(n.index()) {
-                *slot = !self.members.is_draining(*n);
-            }
-        }
         let draining = self.phase == MemberPhase::Draining;
         for (ch, h) in self.hosted.iter_mut() {
             if h.releasing {
                 continue;
             }
-            if draining || placement::owner_of(&self.topo, *ch, &live) != Some(self.node) {
+            if draining || placement::owner_among(&self.topo, *ch, &self.live_by_region) != Some(self.node) {
                 h.releasing = true;
                 out.push(MembershipEffect::ReleaseChannel(*ch));
             }

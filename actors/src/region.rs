@@ -3,7 +3,8 @@
 //! How to drive it: feed [`RegionInput::Submit`] for GPU jobs from channel
 //! actors (or spilled from another region), [`RegionInput::Load`] for GPU
 //! load reports, [`RegionInput::Summary`] for other regions' summaries,
-//! [`RegionInput::GpuGone`] when a GPU's node leaves, and `Tick` at
+//! [`RegionInput::Members`] with the nodes the view holds live (GPUs of
+//! other nodes are not used), and `Tick` at
 //! `next_deadline()`. Effects send jobs to GPUs or regions, refuse jobs, and
 //! broadcast this region's summary.
 //!
@@ -45,7 +46,7 @@ impl Default for RegionParams {
     fn default() -> Self {
         RegionParams {
             spill_wait_ms: 60_000,
-            report_stale_ms: 10_000,
+            report_stale_ms: 75_000,
             summary_interval_ms: 2_000,
             fit_weight_ms: 500,
             cost_weight_ms: 200,
@@ -58,7 +59,8 @@ pub enum RegionInput {
     Submit(JobSpec),
     Load(LoadReport),
     Summary { region: RegionId, best_wait_ms: u64 },
-    GpuGone(GpuId),
+    /// Which nodes are live (`live[node]`): GPUs of the others are not used.
+    Members(Vec<bool>),
     Tick,
 }
 
@@ -152,8 +154,10 @@ impl RegionMachine {
                     self.summaries.insert(region, (best_wait_ms, now_ms));
                 }
             }
-            RegionInput::GpuGone(gpu) => {
-                self.gpus.remove(&gpu);
+            RegionInput::Members(live) => {
+                let topo = Arc::clone(&self.topo);
+                self.gpus
+                    .retain(|g, _| live.get(topo.gpu(*g).node.index()).copied().unwrap_or(false));
             }
             RegionInput::Tick => {}
         }

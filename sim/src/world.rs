@@ -162,6 +162,8 @@ struct SimNode {
     gpus: Vec<(GpuMachine, Option<u64>)>,
     dispatcher: Option<(RegionMachine, Option<u64>)>,
     placeable: Vec<bool>,
+    /// Which node hosts each region's dispatcher, in this node's view.
+    dispatchers: Vec<Option<NodeId>>,
     lease_valid_until: u64,
 }
 
@@ -285,6 +287,7 @@ impl World {
                     gpus,
                     dispatcher: None,
                     placeable: vec![false; topo.nodes.len()],
+                    dispatchers: vec![None; topo.regions.len()],
                     lease_valid_until: 0,
                 }
             })
@@ -608,6 +611,7 @@ impl World {
         n.channels.clear();
         n.dispatcher = None;
         n.placeable = vec![false; topo.nodes.len()];
+        n.dispatchers = vec![None; topo.regions.len()];
         n.lease_valid_until = 0;
         for (i, g) in topo.node(node).gpus.iter().enumerate() {
             let gs = topo.gpu(*g);
@@ -663,11 +667,11 @@ impl World {
 
     fn hosts_dispatcher(&self, node: NodeId) -> bool {
         let n = &self.nodes[node.index()];
-        placement::dispatcher_of(&self.topo, n.region, &n.placeable) == Some(node)
+        n.dispatchers[n.region.index()] == Some(node)
     }
 
     fn dispatcher_node(&self, from: NodeId, region: RegionId) -> Option<NodeId> {
-        placement::dispatcher_of(&self.topo, region, &self.nodes[from.index()].placeable)
+        self.nodes[from.index()].dispatchers[region.index()]
     }
 
     // ----- ticks and deliveries -----------------------------------------
@@ -985,6 +989,9 @@ impl World {
                         n.placeable[m.index()] = true;
                     }
                 }
+                n.dispatchers = (0..self.topo.regions.len())
+                    .map(|r| placement::dispatcher_of(&self.topo, RegionId(r as u16), &n.placeable))
+                    .collect();
                 let host = self.hosts_dispatcher(node);
                 let n = &mut self.nodes[node.index()];
                 match (host, n.dispatcher.is_some()) {
@@ -1006,7 +1013,8 @@ impl World {
                     (false, true) => n.dispatcher = None,
                     _ => {}
                 }
-                // GPUs report to the (possibly new) dispatcher at once.
+                // GPUs report to the (possibly new) dispatcher at once, and
+                // the dispatcher forgets GPUs of nodes that left.
                 let inc = self.nodes[node.index()].inc;
                 for i in 0..self.nodes[node.index()].gpus.len() {
                     self.push(
@@ -1014,7 +1022,18 @@ impl World {
                         Ev::Deliver {
                             node,
                             inc: Some(inc),
-                            msg: Msg::Gpu(i, GpuInput::Tick),
+                            msg: Msg::Gpu(i, GpuInput::ReportNow),
+                        },
+                    );
+                }
+                if self.nodes[node.index()].dispatcher.is_some() {
+                    let live = self.nodes[node.index()].placeable.clone();
+                    self.push(
+                        self.now,
+                        Ev::Deliver {
+                            node,
+                            inc: Some(inc),
+                            msg: Msg::Region(RegionInput::Members(live)),
                         },
                     );
                 }

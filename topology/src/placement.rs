@@ -39,14 +39,27 @@ pub fn rendezvous(key: u64, candidates: impl Iterator<Item = NodeId>) -> Option<
 /// (`live[node.index()]`). `None` when no allowed region has a live node:
 /// the channel waits.
 pub fn owner_of(topology: &Topology, channel: ChannelId, live: &[bool]) -> Option<NodeId> {
+    owner_among(topology, channel, &live_by_region(topology, live))
+}
+
+/// The live nodes of each region, in id order: computed once per view so
+/// that placing thousands of channels does not rescan every node for each.
+pub fn live_by_region(topology: &Topology, live: &[bool]) -> Vec<Vec<NodeId>> {
+    let mut by_region = vec![Vec::new(); topology.regions.len()];
+    for n in topology.node_ids() {
+        if live.get(n.index()).copied().unwrap_or(false) {
+            by_region[topology.node(n).region.index()].push(n);
+        }
+    }
+    by_region
+}
+
+/// [`owner_of`] with the live nodes already grouped by region.
+pub fn owner_among(topology: &Topology, channel: ChannelId, by_region: &[Vec<NodeId>]) -> Option<NodeId> {
     let spec = topology.channel(channel);
     for region in spec.allowed_regions() {
-        let found = rendezvous(
-            u64::from(channel.0),
-            topology
-                .nodes_in(region)
-                .filter(|n| live.get(n.index()).copied().unwrap_or(false)),
-        );
+        let candidates = by_region.get(region.index()).map(|v| v.as_slice()).unwrap_or(&[]);
+        let found = rendezvous(u64::from(channel.0), candidates.iter().copied());
         if found.is_some() {
             return found;
         }
