@@ -148,6 +148,8 @@ pub struct MembershipMachine {
     want: BTreeSet<ChannelId>,
     /// Placeable members by region, from the current view.
     live_by_region: Vec<Vec<NodeId>>,
+    /// The view changed since hosted channels were last checked.
+    releases_due: bool,
     /// Claims go through `want` in batches once per refresh round.
     claim_cursor: Option<ChannelId>,
     claims_round_done: bool,
@@ -183,6 +185,7 @@ impl MembershipMachine {
             hosted: BTreeMap::new(),
             want: BTreeSet::new(),
             live_by_region: Vec::new(),
+            releases_due: false,
             claim_cursor: None,
             claims_round_done: false,
             deadline: None,
@@ -262,6 +265,7 @@ impl MembershipMachine {
             }
         }
         self.live_by_region = placement::live_by_region(&self.topo, &live);
+        self.releases_due = true;
         out.push(MembershipEffect::View(self.members.clone()));
         if matches!(self.phase, MemberPhase::Member | MemberPhase::Draining) && !self.members.contains(self.node) {
             // Declared dead while alive (partitioned from the store): every
@@ -281,7 +285,18 @@ impl MembershipMachine {
         if self.phase != MemberPhase::Member {
             return;
         }
+        let my_region = self.topo.node(self.node).region;
         for ch in self.topo.channel_ids() {
+            // Cheap first: the channel lands in its first allowed region
+            // with live nodes; only if that is ours does hashing decide.
+            let first_live = self
+                .topo
+                .channel(ch)
+                .allowed_regions()
+                .find(|r| self.live_by_region.get(r.index()).is_some_and(|v| !v.is_empty()));
+            if first_live != Some(my_region) {
+                continue;
+            }
             if placement::owner_among(&self.topo, ch, &self.live_by_region) == Some(self.node)
                 && !self.hosted.contains_key(&ch)
             {
@@ -291,6 +306,7 @@ impl MembershipMachine {
     }
 
     fn releases(&mut self, out: &mut Vec<MembershipEffect>) {
+        self.releases_due = false;
         let draining = self.phase == MemberPhase::Draining;
         for (ch, h) in self.hosted.iter_mut() {
             if h.releasing {
@@ -646,7 +662,9 @@ impl MembershipMachine {
             return;
         }
         if self.phase == MemberPhase::Member {
-            self.releases(out);
+            if self.releases_due {
+                self.releases(out);
+            }
             if !self.claims_round_done {
                 // Channels whose owner has not released yet are asked again
                 // in the next round, not in a tight loop.

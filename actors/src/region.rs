@@ -19,7 +19,9 @@
 //!                                               GPU so big jobs find room)
 //! ```
 //! A GPU that cannot hold the job at all, is draining, or whose report is
-//! stale is never chosen. When the best local wait exceeds `spill_wait_ms`,
+//! stale is never chosen. In a region of more than `candidates_max` GPUs,
+//! only that many are scored, picked by a stride from the job id (the
+//! power of many choices: close to the best at a fraction of the work). When the best local wait exceeds `spill_wait_ms`,
 //! the job goes to the nearest region whose summary promises a shorter wait
 //! including the extra latency; a spilled job is never spilled again.
 
@@ -40,6 +42,8 @@ pub struct RegionParams {
     /// How many ms of waiting one dollar-per-hour of GPU price is worth,
     /// per second of job.
     pub cost_weight_ms: u64,
+    /// At most this many GPUs are scored per job.
+    pub candidates_max: usize,
 }
 
 impl Default for RegionParams {
@@ -50,6 +54,7 @@ impl Default for RegionParams {
             summary_interval_ms: 2_000,
             fit_weight_ms: 500,
             cost_weight_ms: 200,
+            candidates_max: 32,
         }
     }
 }
@@ -217,9 +222,21 @@ impl RegionMachine {
                 self.recent.remove(&old);
             }
         }
+        let n = self.gpus.len();
+        let take = n.min(self.params.candidates_max.max(1));
+        let start = if n > take {
+            (topology::placement::mix64(job.id.slot ^ (u64::from(job.id.channel.0) << 32)) % n as u64) as usize
+        } else {
+            0
+        };
+        let stride = if n > take { (n / take).max(1) } else { 1 };
         let best = self
             .gpus
             .iter()
+            .cycle()
+            .skip(start)
+            .step_by(stride)
+            .take(take)
             .filter(|(_, v)| self.fresh(v, now_ms) && v.report.total_bytes >= job.gpu_memory_bytes)
             .map(|(g, v)| (self.score(v, &job), Self::wait_of(v, job.gpu_memory_bytes), *g))
             .min();

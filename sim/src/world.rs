@@ -93,10 +93,12 @@ enum Ev {
     End,
 }
 
+/// A queue entry: the event itself waits in a slab, so that the heap
+/// moves 24 bytes per swap rather than a whole event.
 struct Scheduled {
     at: u64,
     seq: u64,
-    ev: Ev,
+    slot: u32,
 }
 
 impl PartialEq for Scheduled {
@@ -196,6 +198,8 @@ pub struct World {
     pub now: u64,
     seq: u64,
     queue: BinaryHeap<Scheduled>,
+    slab: Vec<Option<Ev>>,
+    free_slots: Vec<u32>,
     rng: SeededRng,
     nodes: Vec<SimNode>,
     pub store: MemStore,
@@ -300,6 +304,8 @@ impl World {
             now: start,
             seq: 0,
             queue: BinaryHeap::new(),
+            slab: Vec::new(),
+            free_slots: Vec::new(),
             rng: rng_world,
             nodes,
             store: MemStore::new(),
@@ -371,10 +377,20 @@ impl World {
 
     fn push(&mut self, at: u64, ev: Ev) {
         self.seq += 1;
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.slab[s as usize] = Some(ev);
+                s
+            }
+            None => {
+                self.slab.push(Some(ev));
+                (self.slab.len() - 1) as u32
+            }
+        };
         self.queue.push(Scheduled {
             at: at.max(self.now),
             seq: self.seq,
-            ev,
+            slot,
         });
     }
 
@@ -389,8 +405,12 @@ impl World {
         while let Some(s) = self.queue.pop() {
             debug_assert!(s.at >= self.now, "time only moves forward");
             self.now = s.at;
-            let end = matches!(s.ev, Ev::End);
-            self.dispatch(s.ev);
+            let Some(ev) = self.slab[s.slot as usize].take() else {
+                continue;
+            };
+            self.free_slots.push(s.slot);
+            let end = matches!(ev, Ev::End);
+            self.dispatch(ev);
             if self.violation.is_some() || end {
                 break;
             }
