@@ -32,8 +32,8 @@ pub struct GpuParams {
 impl Default for GpuParams {
     fn default() -> Self {
         GpuParams {
-            report_interval_ms: 250,
-            heartbeat_ms: 30_000,
+            report_interval_ms: 1_000,
+            heartbeat_ms: 60_000,
             queue_jobs_max: 256,
             sabotage: Sabotage::default(),
         }

@@ -50,7 +50,7 @@ impl Default for RegionParams {
     fn default() -> Self {
         RegionParams {
             spill_wait_ms: 60_000,
-            report_stale_ms: 75_000,
+            report_stale_ms: 150_000,
             summary_interval_ms: 2_000,
             fit_weight_ms: 500,
             cost_weight_ms: 200,
