@@ -23,9 +23,17 @@ impl Default for BreakerParams {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BreakerState {
-    Closed { consecutive_failures: u32 },
-    Open { until_ms: u64, period_ms: u64 },
-    HalfOpen { probe_in_flight: bool, period_ms: u64 },
+    Closed {
+        consecutive_failures: u32,
+    },
+    Open {
+        until_ms: u64,
+        period_ms: u64,
+    },
+    HalfOpen {
+        probe_in_flight: bool,
+        period_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -49,7 +57,10 @@ impl Breaker {
     pub fn try_acquire(&mut self, now_ms: u64) -> Result<(), u64> {
         match self.state {
             BreakerState::Closed { .. } => Ok(()),
-            BreakerState::Open { until_ms, period_ms } => {
+            BreakerState::Open {
+                until_ms,
+                period_ms,
+            } => {
                 if now_ms >= until_ms {
                     self.state = BreakerState::HalfOpen {
                         probe_in_flight: true,
@@ -124,7 +135,7 @@ impl Breaker {
 pub fn backoff_ms(attempt: u32, base_ms: u64, max_ms: u64, jitter_unit: u32) -> u64 {
     let exp = attempt.saturating_sub(1).min(30);
     let delay = base_ms.saturating_mul(1u64 << exp).min(max_ms);
-    delay + ((delay / 2) * u64::from(jitter_unit) >> 32)
+    delay + (((delay / 2) * u64::from(jitter_unit)) >> 32)
 }
 
 #[cfg(test)]

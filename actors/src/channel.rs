@@ -23,9 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use topology::{
-    stage_cost_bound_micros, ChannelId, GpuId, NodeId, StageKind, Topology, DAY_MS,
-};
+use topology::{stage_cost_bound_micros, ChannelId, GpuId, NodeId, StageKind, Topology, DAY_MS};
 
 use crate::breaker::{backoff_ms, Breaker, BreakerParams};
 use crate::protocol::{JobId, JobKind, JobOutcome, JobSpec, LookupOutcome, PublishOutcome};
@@ -90,38 +88,72 @@ pub enum ChannelInput {
     /// Load state from the store and begin.
     Start,
     Tick,
-    StoreReply { op_id: u64, reply: StoreReply },
-    JobStarted { id: JobId, gpu: Option<GpuId> },
-    JobFinished { id: JobId, outcome: JobOutcome },
-    PublishResult { slot: u64, attempt: u32, outcome: PublishOutcome },
-    LookupResult { slot: u64, outcome: LookupOutcome },
+    StoreReply {
+        op_id: u64,
+        reply: StoreReply,
+    },
+    JobStarted {
+        id: JobId,
+        gpu: Option<GpuId>,
+    },
+    JobFinished {
+        id: JobId,
+        outcome: JobOutcome,
+    },
+    PublishResult {
+        slot: u64,
+        attempt: u32,
+        outcome: PublishOutcome,
+    },
+    LookupResult {
+        slot: u64,
+        outcome: LookupOutcome,
+    },
     /// Pause, resume or kill, from the channel's own control record, with
     /// the record's store version (older versions are ignored).
-    Control { record: ControlRecord, version: u64 },
+    Control {
+        record: ControlRecord,
+        version: u64,
+    },
     /// The fleet-wide control record (the kill switch).
-    ControlAll { record: ControlRecord, version: u64 },
+    ControlAll {
+        record: ControlRecord,
+        version: u64,
+    },
     /// Hand the channel over: settle uploads, then release ownership.
     Release,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChannelEffect {
-    Store { op_id: u64, op: StoreOp },
+    Store {
+        op_id: u64,
+        op: StoreOp,
+    },
     StartJob(JobSpec),
-    CancelJob { id: JobId, gpu: Option<GpuId> },
+    CancelJob {
+        id: JobId,
+        gpu: Option<GpuId>,
+    },
     Publish {
         slot: u64,
         attempt: u32,
         idempotency_key: String,
         timeout_ms: u64,
     },
-    Lookup { slot: u64, idempotency_key: String },
+    Lookup {
+        slot: u64,
+        idempotency_key: String,
+    },
     /// Ownership was released on request; the shell may drop the machine.
     Released,
     /// The owner record no longer names this (node, epoch): stop now.
     Fenced,
     /// A video reached its end (for metrics and the simulator's checks).
-    VideoDone { slot: u64, status: VideoStatus },
+    VideoDone {
+        slot: u64,
+        status: VideoStatus,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,8 +177,13 @@ enum Run {
         started: bool,
         deadline_ms: u64,
     },
-    Publishing { attempt: u32, deadline_ms: u64 },
-    LookingUp { deadline_ms: u64 },
+    Publishing {
+        attempt: u32,
+        deadline_ms: u64,
+    },
+    LookingUp {
+        deadline_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -194,7 +231,9 @@ enum InFlight {
         release: bool,
     },
     /// Reading back after a conflict or an unknown result.
-    Resolve { commit: Box<InFlight> },
+    Resolve {
+        commit: Box<InFlight>,
+    },
     ReadQuota(Vec<u64>),
 }
 
@@ -323,7 +362,9 @@ impl ChannelMachine {
         match input {
             ChannelInput::Start => self.started = true,
             ChannelInput::Tick => {}
-            ChannelInput::StoreReply { op_id, reply } => self.on_store_reply(now_ms, op_id, reply, out),
+            ChannelInput::StoreReply { op_id, reply } => {
+                self.on_store_reply(now_ms, op_id, reply, out)
+            }
             ChannelInput::JobStarted { id, gpu } => {
                 let current = self
                     .videos
@@ -344,11 +385,14 @@ impl ChannelMachine {
                     } = &mut v.run
                     {
                         if *running == id && !*started {
-                            let stage = &self.topo.pipeline(self.topo.channel(self.id).pipeline).stages
-                                [id.stage as usize];
+                            let stage = &self
+                                .topo
+                                .pipeline(self.topo.channel(self.id).pipeline)
+                                .stages[id.stage as usize];
                             *started = true;
                             *g = gpu;
-                            *deadline_ms = now_ms + 2 * stage.duration.max_ms() + self.params.job_grace_ms;
+                            *deadline_ms =
+                                now_ms + 2 * stage.duration.max_ms() + self.params.job_grace_ms;
                         }
                     }
                 }
@@ -359,7 +403,9 @@ impl ChannelMachine {
                 attempt,
                 outcome,
             } => self.on_publish_result(now_ms, slot, attempt, outcome),
-            ChannelInput::LookupResult { slot, outcome } => self.on_lookup_result(now_ms, slot, outcome),
+            ChannelInput::LookupResult { slot, outcome } => {
+                self.on_lookup_result(now_ms, slot, outcome)
+            }
             ChannelInput::Control { record, version } => {
                 if version >= self.control_version {
                     self.control_version = version;
@@ -402,7 +448,10 @@ impl ChannelMachine {
             Check::VersionIs(control_key(self.id), self.control_version),
         ];
         if !self.params.sabotage.no_epoch_fencing {
-            checks.push(Check::Equals(owner_key(self.id), self.owner_record().encode()));
+            checks.push(Check::Equals(
+                owner_key(self.id),
+                self.owner_record().encode(),
+            ));
             checks.push(Check::VersionIs(channel_key(self.id), self.chan_version));
         }
         checks
@@ -427,7 +476,13 @@ impl ChannelMachine {
         out.push(effect);
     }
 
-    fn on_store_reply(&mut self, now_ms: u64, op_id: u64, reply: StoreReply, out: &mut Vec<ChannelEffect>) {
+    fn on_store_reply(
+        &mut self,
+        now_ms: u64,
+        op_id: u64,
+        reply: StoreReply,
+        out: &mut Vec<ChannelEffect>,
+    ) {
         let what = match self.inflight.take() {
             Some((id, what)) if id == op_id => what,
             other => {
@@ -461,7 +516,8 @@ impl ChannelMachine {
             },
             commit @ InFlight::Commit { .. } => match reply {
                 StoreReply::Committed(version) => self.on_committed(now_ms, commit, version, out),
-                StoreReply::Failed(StoreError::Unavailable(_)) | StoreReply::Failed(StoreError::TooLarge(_)) => {
+                StoreReply::Failed(StoreError::Unavailable(_))
+                | StoreReply::Failed(StoreError::TooLarge(_)) => {
                     // Nothing was written: put the work back and try again.
                     self.requeue(commit);
                     self.store_wait_until_ms = now_ms + self.params.store_retry_ms;
@@ -490,7 +546,13 @@ impl ChannelMachine {
     }
 
     /// Takes control records read from the store, if newer than known.
-    fn adopt_control(&mut self, now_ms: u64, all: Option<Entry>, own: Option<Entry>, out: &mut Vec<ChannelEffect>) {
+    fn adopt_control(
+        &mut self,
+        now_ms: u64,
+        all: Option<Entry>,
+        own: Option<Entry>,
+        out: &mut Vec<ChannelEffect>,
+    ) {
         let version = |e: &Option<Entry>| e.as_ref().map(|e| e.version).unwrap_or(0);
         let record = |e: &Option<Entry>| {
             e.as_ref()
@@ -622,7 +684,11 @@ impl ChannelMachine {
         let day = slot / per_day;
         let k = slot % per_day;
         let start = u64::from(spec.window.start_minute) * 60_000;
-        let len = u64::from(spec.window.end_minute.saturating_sub(spec.window.start_minute)) * 60_000;
+        let len = u64::from(
+            spec.window
+                .end_minute
+                .saturating_sub(spec.window.start_minute),
+        ) * 60_000;
         day * DAY_MS + start + k * len / per_day
     }
 
@@ -635,7 +701,13 @@ impl ChannelMachine {
         slot
     }
 
-    fn on_control(&mut self, now_ms: u64, c: ControlRecord, merged: bool, _out: &mut Vec<ChannelEffect>) {
+    fn on_control(
+        &mut self,
+        now_ms: u64,
+        c: ControlRecord,
+        merged: bool,
+        _out: &mut Vec<ChannelEffect>,
+    ) {
         if !merged {
             self.control = c;
         }
@@ -672,7 +744,10 @@ impl ChannelMachine {
 /// The transitions: results, timeouts, planning, and building commits.
 impl ChannelMachine {
     fn stage_count(&self) -> usize {
-        self.topo.pipeline(self.topo.channel(self.id).pipeline).stages.len()
+        self.topo
+            .pipeline(self.topo.channel(self.id).pipeline)
+            .stages
+            .len()
     }
 
     fn today(now_ms: u64) -> u64 {
@@ -695,7 +770,8 @@ impl ChannelMachine {
         v.rec.cost_micros = v.rec.cost_micros - held + actual_micros;
         self.chan.spent_total_micros = self.chan.spent_total_micros - held + actual_micros;
         if v.rec.held_day == self.chan.spend_day {
-            self.chan.spent_day_micros = (self.chan.spent_day_micros + actual_micros).saturating_sub(held);
+            self.chan.spent_day_micros =
+                (self.chan.spent_day_micros + actual_micros).saturating_sub(held);
         }
         v.rec.held_micros = 0;
         self.chan_dirty = true;
@@ -710,7 +786,10 @@ impl ChannelMachine {
     }
 
     fn provider_of(&self, stage: usize, cheap: bool) -> Option<String> {
-        let spec = &self.topo.pipeline(self.topo.channel(self.id).pipeline).stages[stage];
+        let spec = &self
+            .topo
+            .pipeline(self.topo.channel(self.id).pipeline)
+            .stages[stage];
         match &spec.kind {
             StageKind::External {
                 provider,
@@ -731,10 +810,19 @@ impl ChannelMachine {
             Run::Job { id: running, .. } if running == id => {}
             _ => return,
         }
-        let cheap = matches!(&self.topo.pipeline(self.topo.channel(self.id).pipeline).stages[id.stage as usize].kind,
-            StageKind::External { .. }) && v.rec.held_micros
+        let cheap = matches!(
+            &self
+                .topo
+                .pipeline(self.topo.channel(self.id).pipeline)
+                .stages[id.stage as usize]
+                .kind,
+            StageKind::External { .. }
+        ) && v.rec.held_micros
             < stage_cost_bound_micros(
-                &self.topo.pipeline(self.topo.channel(self.id).pipeline).stages[id.stage as usize],
+                &self
+                    .topo
+                    .pipeline(self.topo.channel(self.id).pipeline)
+                    .stages[id.stage as usize],
                 self.gpu_cost_max,
                 false,
             );
@@ -917,7 +1005,13 @@ impl ChannelMachine {
         self.quota_changes = q;
     }
 
-    fn on_resolved(&mut self, now_ms: u64, commit: InFlight, entries: Vec<Option<Entry>>, out: &mut Vec<ChannelEffect>) {
+    fn on_resolved(
+        &mut self,
+        now_ms: u64,
+        commit: InFlight,
+        entries: Vec<Option<Entry>>,
+        out: &mut Vec<ChannelEffect>,
+    ) {
         let mut it = entries.into_iter();
         let owner = it.next().flatten();
         let chan = it.next().flatten();
@@ -950,7 +1044,9 @@ impl ChannelMachine {
         }
         let (applied_seq, version) = match &chan {
             Some(e) => (
-                ChannelRecord::decode(&e.value).map(|r| r.write_seq).unwrap_or(0),
+                ChannelRecord::decode(&e.value)
+                    .map(|r| r.write_seq)
+                    .unwrap_or(0),
                 e.version,
             ),
             None => (0, 0),
@@ -971,7 +1067,13 @@ impl ChannelMachine {
         }
     }
 
-    fn on_committed(&mut self, now_ms: u64, commit: InFlight, version: u64, out: &mut Vec<ChannelEffect>) {
+    fn on_committed(
+        &mut self,
+        now_ms: u64,
+        commit: InFlight,
+        version: u64,
+        out: &mut Vec<ChannelEffect>,
+    ) {
         let InFlight::Commit {
             slots,
             actions,
@@ -987,7 +1089,11 @@ impl ChannelMachine {
             self.quota_cache.insert(day, (rec, version));
         }
         for slot in slots {
-            let done = self.videos.get(&slot).map(|v| v.rec.is_done()).unwrap_or(false);
+            let done = self
+                .videos
+                .get(&slot)
+                .map(|v| v.rec.is_done())
+                .unwrap_or(false);
             if done && !self.dirty.contains(&slot) {
                 if let Some(v) = self.videos.remove(&slot) {
                     out.push(ChannelEffect::VideoDone {
@@ -1082,7 +1188,8 @@ impl ChannelMachine {
                     out,
                 );
             }
-            self.deadline = (self.inflight.is_none() && self.started).then_some(self.store_wait_until_ms.max(now_ms + 1));
+            self.deadline = (self.inflight.is_none() && self.started)
+                .then_some(self.store_wait_until_ms.max(now_ms + 1));
             return;
         }
         self.check_timeouts(now_ms, out);
@@ -1190,11 +1297,18 @@ impl ChannelMachine {
         let mut expired_lookups = Vec::new();
         for (slot, v) in &self.videos {
             match v.run {
-                Run::Job { id, gpu, deadline_ms, .. } if deadline_ms <= now_ms => {
-                    expired_jobs.push((*slot, id, gpu))
+                Run::Job {
+                    id,
+                    gpu,
+                    deadline_ms,
+                    ..
+                } if deadline_ms <= now_ms => expired_jobs.push((*slot, id, gpu)),
+                Run::Publishing { deadline_ms, .. } if deadline_ms <= now_ms => {
+                    expired_uploads.push(*slot)
                 }
-                Run::Publishing { deadline_ms, .. } if deadline_ms <= now_ms => expired_uploads.push(*slot),
-                Run::LookingUp { deadline_ms } if deadline_ms <= now_ms => expired_lookups.push(*slot),
+                Run::LookingUp { deadline_ms } if deadline_ms <= now_ms => {
+                    expired_lookups.push(*slot)
+                }
                 _ => {}
             }
         }
@@ -1231,7 +1345,13 @@ impl ChannelMachine {
             if let Some(v) = self.videos.get_mut(&slot) {
                 v.run = Run::Idle;
                 v.needs_lookup = true;
-                v.wake_ms = now_ms + backoff_ms(2, self.params.retry_base_ms, self.params.retry_max_ms, jitter);
+                v.wake_ms = now_ms
+                    + backoff_ms(
+                        2,
+                        self.params.retry_base_ms,
+                        self.params.retry_max_ms,
+                        jitter,
+                    );
             }
         }
     }
@@ -1292,7 +1412,8 @@ impl ChannelMachine {
             if v.rec.publish_intent || !lease_ok {
                 return; // a refund goes first; or the lease must be renewed
             }
-            self.quota_changes.push(QuotaChange::ReservePublish { slot });
+            self.quota_changes
+                .push(QuotaChange::ReservePublish { slot });
             if let Some(v) = self.videos.get_mut(&slot) {
                 v.run = Run::AwaitCommit;
             }
@@ -1409,7 +1530,10 @@ impl ChannelMachine {
             missing.sort_unstable();
             missing.dedup();
             if !missing.is_empty() {
-                let keys = missing.iter().map(|d| quota_key(self.project(), *d)).collect();
+                let keys = missing
+                    .iter()
+                    .map(|d| quota_key(self.project(), *d))
+                    .collect();
                 self.issue(InFlight::ReadQuota(missing), StoreOp::Get(keys), out);
                 return;
             }
@@ -1501,7 +1625,11 @@ impl ChannelMachine {
             undo.push(v.rec.clone());
             let total: u64 = units.iter().sum();
             for (used, u) in ledger.used.iter_mut().zip(units) {
-                *used = if sign > 0 { *used + u } else { used.saturating_sub(*u) };
+                *used = if sign > 0 {
+                    *used + u
+                } else {
+                    used.saturating_sub(*u)
+                };
             }
             let Some(v) = self.videos.get_mut(&slot) else {
                 continue;

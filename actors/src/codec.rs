@@ -59,7 +59,11 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     /// Starts reading a record that must begin with `tag`.
-    pub fn expect_tag(buf: &'a [u8], tag: u8, what: &'static str) -> Result<Reader<'a>, DecodeError> {
+    pub fn expect_tag(
+        buf: &'a [u8],
+        tag: u8,
+        what: &'static str,
+    ) -> Result<Reader<'a>, DecodeError> {
         let mut r = Reader { buf, at: 0 };
         if r.u8(what)? != tag {
             return Err(DecodeError { what, offset: 0 });

@@ -44,7 +44,10 @@ impl Default for GpuParams {
 pub enum GpuInput {
     Submit(JobSpec),
     Cancel(JobId),
-    Finished { id: JobId, ok: bool },
+    Finished {
+        id: JobId,
+        ok: bool,
+    },
     Drain,
     /// Report now, whatever changed: a new dispatcher is listening.
     ReportNow,
@@ -60,9 +63,17 @@ pub enum GpuNotice {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GpuEffect {
     /// Start the job on the hardware; it must end by `lease_until_ms`.
-    Run { job: JobSpec, lease_until_ms: u64 },
-    Kill { id: JobId },
-    Notify { to: NodeId, notice: GpuNotice },
+    Run {
+        job: JobSpec,
+        lease_until_ms: u64,
+    },
+    Kill {
+        id: JobId,
+    },
+    Notify {
+        to: NodeId,
+        notice: GpuNotice,
+    },
     Report(LoadReport),
 }
 
@@ -93,7 +104,12 @@ pub struct GpuMachine {
 }
 
 impl GpuMachine {
-    pub fn new(id: GpuId, memory_bytes: u64, cost_per_hour_micros: Micros, params: GpuParams) -> GpuMachine {
+    pub fn new(
+        id: GpuId,
+        memory_bytes: u64,
+        cost_per_hour_micros: Micros,
+        params: GpuParams,
+    ) -> GpuMachine {
         GpuMachine {
             id,
             memory_bytes,
@@ -228,9 +244,7 @@ impl GpuMachine {
         let _ = now_ms;
         self.arrivals += 1;
         let key = (u8::MAX - job.priority, self.arrivals);
-        let at = self
-            .queue
-            .partition_point(|(p, a, _)| (*p, *a) <= key);
+        let at = self.queue.partition_point(|(p, a, _)| (*p, *a) <= key);
         self.queue.insert(at, (key.0, key.1, job));
         self.report_due = true;
     }
@@ -339,7 +353,10 @@ impl GpuMachine {
             .last_report_ms
             .map(|t| t + self.params.report_interval_ms)
             .unwrap_or(0);
-        let heartbeat_at = self.last_report_ms.map(|t| t + self.params.heartbeat_ms).unwrap_or(0);
+        let heartbeat_at = self
+            .last_report_ms
+            .map(|t| t + self.params.heartbeat_ms)
+            .unwrap_or(0);
         if (!self.report_due || now_ms < due_at) && now_ms < heartbeat_at {
             return;
         }
@@ -418,7 +435,14 @@ mod tests {
         assert_eq!(runs(&out), vec![1]);
         assert_eq!(g.queued_jobs(), 2);
         out.clear();
-        g.handle(900, GpuInput::Finished { id: job(1, 16).id, ok: true }, &mut out);
+        g.handle(
+            900,
+            GpuInput::Finished {
+                id: job(1, 16).id,
+                ok: true,
+            },
+            &mut out,
+        );
         assert_eq!(runs(&out), vec![2, 3]);
         assert_eq!(g.free_bytes(), 4 * GIB);
     }
@@ -459,7 +483,14 @@ mod tests {
         out.clear();
         g.handle(1, GpuInput::Drain, &mut out);
         assert_eq!(g.queued_jobs(), 0);
-        g.handle(2, GpuInput::Finished { id: job(1, 8).id, ok: true }, &mut out);
+        g.handle(
+            2,
+            GpuInput::Finished {
+                id: job(1, 8).id,
+                ok: true,
+            },
+            &mut out,
+        );
         assert!(runs(&out).is_empty());
     }
 }

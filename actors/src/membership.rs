@@ -65,7 +65,10 @@ pub enum MembershipInput {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MembershipEffect {
-    Store { op_id: u64, op: StoreOp },
+    Store {
+        op_id: u64,
+        op: StoreOp,
+    },
     StartChannel {
         channel: ChannelId,
         epoch: u64,
@@ -157,7 +160,12 @@ pub struct MembershipMachine {
 }
 
 impl MembershipMachine {
-    pub fn new(topo: Arc<Topology>, node: NodeId, params: MembershipParams, seed: u64) -> MembershipMachine {
+    pub fn new(
+        topo: Arc<Topology>,
+        node: NodeId,
+        params: MembershipParams,
+        seed: u64,
+    ) -> MembershipMachine {
         debug_assert!(params.renew_ms < params.lease_ms, "renew within the lease");
         MembershipMachine {
             topo,
@@ -212,11 +220,14 @@ impl MembershipMachine {
         match input {
             MembershipInput::Start => self.started = true,
             MembershipInput::Tick => {}
-            MembershipInput::StoreReply { op_id, reply } => self.on_reply(now_ms, op_id, reply, out),
+            MembershipInput::StoreReply { op_id, reply } => {
+                self.on_reply(now_ms, op_id, reply, out)
+            }
             MembershipInput::ChannelStopped(ch) => {
                 self.hosted.remove(&ch);
                 if self.phase == MemberPhase::Member
-                    && placement::owner_among(&self.topo, ch, &self.live_by_region) == Some(self.node)
+                    && placement::owner_among(&self.topo, ch, &self.live_by_region)
+                        == Some(self.node)
                 {
                     self.want.insert(ch);
                 }
@@ -251,7 +262,12 @@ impl MembershipMachine {
         }
     }
 
-    fn adopt_members(&mut self, members: MembersRecord, version: u64, out: &mut Vec<MembershipEffect>) {
+    fn adopt_members(
+        &mut self,
+        members: MembersRecord,
+        version: u64,
+        out: &mut Vec<MembershipEffect>,
+    ) {
         if version == self.members_version && members == self.members {
             return;
         }
@@ -267,7 +283,9 @@ impl MembershipMachine {
         self.live_by_region = placement::live_by_region(&self.topo, &live);
         self.releases_due = true;
         out.push(MembershipEffect::View(self.members.clone()));
-        if matches!(self.phase, MemberPhase::Member | MemberPhase::Draining) && !self.members.contains(self.node) {
+        if matches!(self.phase, MemberPhase::Member | MemberPhase::Draining)
+            && !self.members.contains(self.node)
+        {
             // Declared dead while alive (partitioned from the store): every
             // channel here is fenced already. Start over as a new incarnation.
             out.push(MembershipEffect::DropAllChannels);
@@ -289,11 +307,11 @@ impl MembershipMachine {
         for ch in self.topo.channel_ids() {
             // Cheap first: the channel lands in its first allowed region
             // with live nodes; only if that is ours does hashing decide.
-            let first_live = self
-                .topo
-                .channel(ch)
-                .allowed_regions()
-                .find(|r| self.live_by_region.get(r.index()).is_some_and(|v| !v.is_empty()));
+            let first_live = self.topo.channel(ch).allowed_regions().find(|r| {
+                self.live_by_region
+                    .get(r.index())
+                    .is_some_and(|v| !v.is_empty())
+            });
             if first_live != Some(my_region) {
                 continue;
             }
@@ -312,7 +330,9 @@ impl MembershipMachine {
             if h.releasing {
                 continue;
             }
-            if draining || placement::owner_among(&self.topo, *ch, &self.live_by_region) != Some(self.node) {
+            if draining
+                || placement::owner_among(&self.topo, *ch, &self.live_by_region) != Some(self.node)
+            {
                 h.releasing = true;
                 out.push(MembershipEffect::ReleaseChannel(*ch));
             }
@@ -320,7 +340,13 @@ impl MembershipMachine {
     }
 
     fn watched(&self) -> Vec<NodeId> {
-        let others: Vec<NodeId> = self.members.nodes.iter().copied().filter(|n| *n != self.node).collect();
+        let others: Vec<NodeId> = self
+            .members
+            .nodes
+            .iter()
+            .copied()
+            .filter(|n| *n != self.node)
+            .collect();
         if others.is_empty() {
             return others;
         }
@@ -330,7 +356,13 @@ impl MembershipMachine {
             .collect()
     }
 
-    fn on_reply(&mut self, now_ms: u64, op_id: u64, reply: StoreReply, out: &mut Vec<MembershipEffect>) {
+    fn on_reply(
+        &mut self,
+        now_ms: u64,
+        op_id: u64,
+        reply: StoreReply,
+        out: &mut Vec<MembershipEffect>,
+    ) {
         if let Some((id, _)) = &self.lease_op {
             if *id == op_id {
                 let Some((_, what)) = self.lease_op.take() else {
@@ -350,7 +382,13 @@ impl MembershipMachine {
         }
     }
 
-    fn on_lease_reply(&mut self, now_ms: u64, what: LeaseOp, reply: StoreReply, out: &mut Vec<MembershipEffect>) {
+    fn on_lease_reply(
+        &mut self,
+        now_ms: u64,
+        what: LeaseOp,
+        reply: StoreReply,
+        out: &mut Vec<MembershipEffect>,
+    ) {
         match (what, reply) {
             (LeaseOp::ReadSelf, StoreReply::Got(entries)) => {
                 let mut it = entries.into_iter();
@@ -379,7 +417,8 @@ impl MembershipMachine {
             }
             (LeaseOp::Join { sent_ms }, StoreReply::Committed(_)) => {
                 self.phase = MemberPhase::Member;
-                self.lease_valid_until_ms = sent_ms + self.params.lease_ms - self.params.drift_margin_ms;
+                self.lease_valid_until_ms =
+                    sent_ms + self.params.lease_ms - self.params.drift_margin_ms;
                 out.push(MembershipEffect::LeaseValidUntil(self.lease_valid_until_ms));
                 self.next_renew_ms = now_ms + self.params.renew_ms;
                 self.next_refresh_ms = now_ms;
@@ -387,7 +426,8 @@ impl MembershipMachine {
                 self.control_gen_version = None;
             }
             (LeaseOp::Renew { sent_ms }, StoreReply::Committed(_)) => {
-                self.lease_valid_until_ms = sent_ms + self.params.lease_ms - self.params.drift_margin_ms;
+                self.lease_valid_until_ms =
+                    sent_ms + self.params.lease_ms - self.params.drift_margin_ms;
                 out.push(MembershipEffect::LeaseValidUntil(self.lease_valid_until_ms));
             }
             (LeaseOp::Renew { .. }, _) => {
@@ -402,7 +442,13 @@ impl MembershipMachine {
         }
     }
 
-    fn on_work_reply(&mut self, now_ms: u64, what: WorkOp, reply: StoreReply, out: &mut Vec<MembershipEffect>) {
+    fn on_work_reply(
+        &mut self,
+        now_ms: u64,
+        what: WorkOp,
+        reply: StoreReply,
+        out: &mut Vec<MembershipEffect>,
+    ) {
         match (what, reply) {
             (WorkOp::Refresh { watched }, StoreReply::Got(entries)) => {
                 let mut it = entries.into_iter();
@@ -576,16 +622,29 @@ impl MembershipMachine {
             self.next_renew_ms = now_ms + self.params.renew_ms;
             let txn = Txn {
                 checks: vec![],
-                writes: vec![Write::Put(lease_key(self.node), self.lease_record().encode())],
+                writes: vec![Write::Put(
+                    lease_key(self.node),
+                    self.lease_record().encode(),
+                )],
             };
-            self.issue_lease(LeaseOp::Renew { sent_ms: now_ms }, StoreOp::Commit(txn), out);
+            self.issue_lease(
+                LeaseOp::Renew { sent_ms: now_ms },
+                StoreOp::Commit(txn),
+                out,
+            );
         }
         if self.work_op.is_none() {
             self.next_work(now_ms, out);
         }
         // An op in flight wakes the machine with its reply.
-        let renew = self.lease_op.is_none().then_some(self.next_renew_ms.max(now_ms + 1));
-        let refresh = self.work_op.is_none().then_some(self.next_refresh_ms.max(now_ms + 1));
+        let renew = self
+            .lease_op
+            .is_none()
+            .then_some(self.next_renew_ms.max(now_ms + 1));
+        let refresh = self
+            .work_op
+            .is_none()
+            .then_some(self.next_refresh_ms.max(now_ms + 1));
         self.deadline = match (renew, refresh) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -668,8 +727,16 @@ impl MembershipMachine {
             if !self.claims_round_done {
                 // Channels whose owner has not released yet are asked again
                 // in the next round, not in a tight loop.
-                let from = self.claim_cursor.map(|c| ChannelId(c.0 + 1)).unwrap_or(ChannelId(0));
-                let batch: Vec<ChannelId> = self.want.range(from..).copied().take(self.params.claim_batch).collect();
+                let from = self
+                    .claim_cursor
+                    .map(|c| ChannelId(c.0 + 1))
+                    .unwrap_or(ChannelId(0));
+                let batch: Vec<ChannelId> = self
+                    .want
+                    .range(from..)
+                    .copied()
+                    .take(self.params.claim_batch)
+                    .collect();
                 match batch.last() {
                     None => {
                         self.claims_round_done = true;

@@ -58,7 +58,9 @@ pub enum JobFailure {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobOutcome {
-    Succeeded { cost_micros: u64 },
+    Succeeded {
+        cost_micros: u64,
+    },
     Failed {
         failure: JobFailure,
         retryable: bool,
@@ -83,11 +85,15 @@ pub struct LoadReport {
 /// Outcome of one upload attempt as the publisher saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PublishOutcome {
-    Published { remote_id: String },
+    Published {
+        remote_id: String,
+    },
     /// 5xx or a dropped connection before the upload completed: definite.
     Transient,
     /// 429: definite; wait at least this long.
-    RateLimited { retry_after_ms: u64 },
+    RateLimited {
+        retry_after_ms: u64,
+    },
     /// 403 quotaExceeded: definite; wait for the next quota day.
     QuotaExceeded,
 }

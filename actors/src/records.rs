@@ -390,7 +390,8 @@ impl MembersRecord {
         let mut w = Writer::with_tag(b'M');
         w.u64(self.generation).u32(self.nodes.len() as u32);
         for (i, n) in self.nodes.iter().enumerate() {
-            w.u32(n.0).u64(self.incarnations.get(i).copied().unwrap_or(0));
+            w.u32(n.0)
+                .u64(self.incarnations.get(i).copied().unwrap_or(0));
         }
         w.u32(self.draining.len() as u32);
         for n in &self.draining {
@@ -447,7 +448,8 @@ impl MembersRecord {
             }
             Err(i) => {
                 self.nodes.insert(i, n);
-                self.incarnations.insert(i.min(self.incarnations.len()), incarnation);
+                self.incarnations
+                    .insert(i.min(self.incarnations.len()), incarnation);
             }
         }
         self.draining.retain(|d| *d != n);

@@ -63,7 +63,10 @@ impl Default for RegionParams {
 pub enum RegionInput {
     Submit(JobSpec),
     Load(LoadReport),
-    Summary { region: RegionId, best_wait_ms: u64 },
+    Summary {
+        region: RegionId,
+        best_wait_ms: u64,
+    },
     /// Which nodes are live (`live[node]`): GPUs of the others are not used.
     Members(Vec<bool>),
     Tick,
@@ -161,8 +164,11 @@ impl RegionMachine {
             }
             RegionInput::Members(live) => {
                 let topo = Arc::clone(&self.topo);
-                self.gpus
-                    .retain(|g, _| live.get(topo.gpu(*g).node.index()).copied().unwrap_or(false));
+                self.gpus.retain(|g, _| {
+                    live.get(topo.gpu(*g).node.index())
+                        .copied()
+                        .unwrap_or(false)
+                });
             }
             RegionInput::Tick => {}
         }
@@ -206,7 +212,8 @@ impl RegionMachine {
     fn score(&self, v: &GpuView, job: &JobSpec) -> u64 {
         let wait = Self::wait_of(v, job.gpu_memory_bytes);
         let dollars_per_hour = v.report.cost_per_hour_micros / 1_000_000;
-        let cost = job.duration.mean_ms / 1000 * dollars_per_hour * self.params.cost_weight_ms / 1000;
+        let cost =
+            job.duration.mean_ms / 1000 * dollars_per_hour * self.params.cost_weight_ms / 1000;
         let leftover = v.report.total_bytes.saturating_sub(job.gpu_memory_bytes);
         let fit = leftover * self.params.fit_weight_ms / v.report.total_bytes.max(1);
         wait + cost + fit
@@ -225,7 +232,8 @@ impl RegionMachine {
         let n = self.gpus.len();
         let take = n.min(self.params.candidates_max.max(1));
         let start = if n > take {
-            (topology::placement::mix64(job.id.slot ^ (u64::from(job.id.channel.0) << 32)) % n as u64) as usize
+            (topology::placement::mix64(job.id.slot ^ (u64::from(job.id.channel.0) << 32))
+                % n as u64) as usize
         } else {
             0
         };
@@ -238,7 +246,13 @@ impl RegionMachine {
             .step_by(stride)
             .take(take)
             .filter(|(_, v)| self.fresh(v, now_ms) && v.report.total_bytes >= job.gpu_memory_bytes)
-            .map(|(g, v)| (self.score(v, &job), Self::wait_of(v, job.gpu_memory_bytes), *g))
+            .map(|(g, v)| {
+                (
+                    self.score(v, &job),
+                    Self::wait_of(v, job.gpu_memory_bytes),
+                    *g,
+                )
+            })
             .min();
         let local_wait = best.map(|(_, w, _)| w).unwrap_or(u64::MAX);
         if local_wait > self.params.spill_wait_ms && job.hops == 0 {
@@ -272,7 +286,8 @@ impl RegionMachine {
             .filter(|(_, (_, at))| now_ms.saturating_sub(*at) <= self.params.report_stale_ms)
             .filter_map(|(r, (wait, _))| {
                 let latency = u64::from(self.topo.latency(self.region, *r)) * 2;
-                (wait + latency < local_wait && *wait <= self.params.spill_wait_ms).then_some((latency, *wait, *r))
+                (wait + latency < local_wait && *wait <= self.params.spill_wait_ms)
+                    .then_some((latency, *wait, *r))
             })
             .min()
             .map(|(_, _, r)| r)
@@ -340,7 +355,13 @@ mod tests {
         r.handle(0, RegionInput::Load(report(3, 16, 16, 0)), &mut out);
         out.clear();
         r.handle(1, RegionInput::Submit(job(20)), &mut out);
-        assert_eq!(out, vec![RegionEffect::ToGpu { gpu: GpuId(2), job: job(20) }]);
+        assert_eq!(
+            out,
+            vec![RegionEffect::ToGpu {
+                gpu: GpuId(2),
+                job: job(20)
+            }]
+        );
     }
 
     #[test]
@@ -348,20 +369,46 @@ mod tests {
         let mut r = RegionMachine::new(topo(), RegionId(0), RegionParams::default());
         let mut out = Vec::new();
         r.handle(0, RegionInput::Load(report(1, 24, 0, 300_000)), &mut out);
-        r.handle(0, RegionInput::Summary { region: RegionId(1), best_wait_ms: 5_000 }, &mut out);
-        r.handle(0, RegionInput::Summary { region: RegionId(2), best_wait_ms: 0 }, &mut out);
+        r.handle(
+            0,
+            RegionInput::Summary {
+                region: RegionId(1),
+                best_wait_ms: 5_000,
+            },
+            &mut out,
+        );
+        r.handle(
+            0,
+            RegionInput::Summary {
+                region: RegionId(2),
+                best_wait_ms: 0,
+            },
+            &mut out,
+        );
         out.clear();
         r.handle(1, RegionInput::Submit(job(8)), &mut out);
         let mut spilled = job(8);
         spilled.hops = 1;
-        assert_eq!(out, vec![RegionEffect::ToRegion { region: RegionId(1), job: spilled.clone() }]);
+        assert_eq!(
+            out,
+            vec![RegionEffect::ToRegion {
+                region: RegionId(1),
+                job: spilled.clone()
+            }]
+        );
         // A spilled job stays where it lands even if that region is slow.
         out.clear();
         let mut there = RegionMachine::new(topo(), RegionId(1), RegionParams::default());
         there.handle(1, RegionInput::Load(report(9, 24, 0, 300_000)), &mut out);
         out.clear();
         there.handle(2, RegionInput::Submit(spilled.clone()), &mut out);
-        assert_eq!(out, vec![RegionEffect::ToGpu { gpu: GpuId(9), job: spilled }]);
+        assert_eq!(
+            out,
+            vec![RegionEffect::ToGpu {
+                gpu: GpuId(9),
+                job: spilled
+            }]
+        );
     }
 
     #[test]
@@ -371,6 +418,12 @@ mod tests {
         r.handle(0, RegionInput::Load(report(1, 16, 16, 0)), &mut out);
         out.clear();
         r.handle(1, RegionInput::Submit(job(40)), &mut out);
-        assert!(matches!(out[0], RegionEffect::Refuse { failure: JobFailure::NoCapacity, .. }));
+        assert!(matches!(
+            out[0],
+            RegionEffect::Refuse {
+                failure: JobFailure::NoCapacity,
+                ..
+            }
+        ));
     }
 }

@@ -100,7 +100,11 @@ pub enum StoreOp {
     /// Point reads; the reply has one slot per key, `None` when absent.
     Get(Vec<Key>),
     /// Forward range `[start, end)`, at most `limit` entries.
-    Range { start: Key, end: Key, limit: usize },
+    Range {
+        start: Key,
+        end: Key,
+        limit: usize,
+    },
     Commit(Txn),
 }
 
@@ -289,9 +293,7 @@ impl MemStore {
             let ok = match c {
                 Check::Absent(k) => !self.data.contains_key(k),
                 Check::Equals(k, v) => self.data.get(k).map(|(x, _)| x) == Some(v),
-                Check::VersionIs(k, ver) => {
-                    self.data.get(k).map(|(_, x)| *x).unwrap_or(0) == *ver
-                }
+                Check::VersionIs(k, ver) => self.data.get(k).map(|(_, x)| *x).unwrap_or(0) == *ver,
             };
             if !ok {
                 return Err(i);
@@ -422,17 +424,16 @@ mod tests {
     #[test]
     fn ranges_are_ordered_and_limited() {
         let mut s = MemStore::new();
-        let writes = ["d", "a", "c", "b", "e"].iter().map(|k| put(k, k)).collect();
+        let writes = ["d", "a", "c", "b", "e"]
+            .iter()
+            .map(|k| put(k, k))
+            .collect();
         s.commit(&Txn {
             checks: vec![],
             writes,
         })
         .expect("commit");
-        let keys: Vec<_> = s
-            .range(b"b", b"e", 2)
-            .into_iter()
-            .map(|e| e.key)
-            .collect();
+        let keys: Vec<_> = s.range(b"b", b"e", 2).into_iter().map(|e| e.key).collect();
         assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec()]);
         assert!(s.range(b"e", b"b", 10).is_empty());
     }
@@ -442,7 +443,10 @@ mod tests {
         let mut s = MemStore::new();
         let big = Txn {
             checks: vec![],
-            writes: vec![put("ok", "1"), Write::Put(b"v".to_vec(), vec![0; VALUE_BYTES_MAX + 1])],
+            writes: vec![
+                put("ok", "1"),
+                Write::Put(b"v".to_vec(), vec![0; VALUE_BYTES_MAX + 1]),
+            ],
         };
         assert!(matches!(s.commit(&big), Err(StoreError::TooLarge(_))));
         assert!(s.is_empty());

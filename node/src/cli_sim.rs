@@ -39,8 +39,14 @@ fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
     let (a, b) = s
         .split_once("..")
         .ok_or_else(|| format!("--seeds {s:?}: expected A..B, like 1..2001"))?;
-    let a: u64 = a.trim().parse().map_err(|_| format!("--seeds {s:?}: {a:?} is not a number"))?;
-    let b: u64 = b.trim().parse().map_err(|_| format!("--seeds {s:?}: {b:?} is not a number"))?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("--seeds {s:?}: {a:?} is not a number"))?;
+    let b: u64 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("--seeds {s:?}: {b:?} is not a number"))?;
     if b <= a {
         return Err(format!("--seeds {s:?}: the end must be after the start"));
     }
@@ -54,35 +60,38 @@ pub fn run(args: SimArgs) -> i32 {
         }
         return 0;
     }
-    let make: Box<dyn Fn(u64) -> Result<sim::Scenario, String> + Send + Sync> = match &args.scenario_file {
-        Some(path) => {
-            let text = match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("error: cannot read scenario file {}: {e}", path.display());
-                    return 2;
-                }
-            };
-            match sim::scenario_file::load(&text) {
-                Ok(s) => Box::new(move |_| Ok(s.clone())),
-                Err(e) => {
-                    eprintln!("error: scenario file {}:\n{e}", path.display());
-                    return 2;
+    let make: Box<dyn Fn(u64) -> Result<sim::Scenario, String> + Send + Sync> =
+        match &args.scenario_file {
+            Some(path) => {
+                let text = match std::fs::read_to_string(path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("error: cannot read scenario file {}: {e}", path.display());
+                        return 2;
+                    }
+                };
+                match sim::scenario_file::load(&text) {
+                    Ok(s) => Box::new(move |_| Ok(s.clone())),
+                    Err(e) => {
+                        eprintln!("error: scenario file {}:\n{e}", path.display());
+                        return 2;
+                    }
                 }
             }
-        }
-        None => {
-            let name = args.scenario.clone();
-            if scenarios::builtin(&name, 0).is_none() {
-                eprintln!(
-                    "error: unknown scenario {name:?}; known: {}",
-                    scenarios::NAMES.join(", ")
-                );
-                return 2;
+            None => {
+                let name = args.scenario.clone();
+                if scenarios::builtin(&name, 0).is_none() {
+                    eprintln!(
+                        "error: unknown scenario {name:?}; known: {}",
+                        scenarios::NAMES.join(", ")
+                    );
+                    return 2;
+                }
+                Box::new(move |seed| {
+                    scenarios::builtin(&name, seed).ok_or_else(|| "unknown scenario".to_string())
+                })
             }
-            Box::new(move |seed| scenarios::builtin(&name, seed).ok_or_else(|| "unknown scenario".to_string()))
-        }
-    };
+        };
     if args.swarm {
         let seeds = match parse_seeds(&args.seeds) {
             Ok(s) => s,
@@ -91,13 +100,16 @@ pub fn run(args: SimArgs) -> i32 {
                 return 2;
             }
         };
-        let jobs = args
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        let jobs = args.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
         let started = std::time::Instant::now();
         let result = sim::swarm::run_swarm(seeds.clone(), jobs, move |seed| {
             // The scenario was validated above, so building it cannot fail.
-            make(seed).unwrap_or_else(|_| sim::scenarios::builtin("steady", seed).expect("steady exists"))
+            make(seed)
+                .unwrap_or_else(|_| sim::scenarios::builtin("steady", seed).expect("steady exists"))
         });
         let secs = started.elapsed().as_secs_f64();
         for f in &result.failures {
@@ -115,7 +127,12 @@ pub fn run(args: SimArgs) -> i32 {
             } else {
                 format!(
                     " (seeds {})",
-                    result.failures.iter().map(|f| f.seed.to_string()).collect::<Vec<_>>().join(", ")
+                    result
+                        .failures
+                        .iter()
+                        .map(|f| f.seed.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             },
             result.events,

@@ -6,7 +6,11 @@ mod cli_sim;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "reelfleet", version, about = "Fault-tolerant control plane for video fleets")]
+#[command(
+    name = "reelfleet",
+    version,
+    about = "Fault-tolerant control plane for video fleets"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

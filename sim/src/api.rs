@@ -51,7 +51,13 @@ impl PublishApi {
     /// Takes `units` (per bucket) if the project's day still has room; the
     /// caller charges them with [`PublishApi::settle`] or gives them back
     /// with [`PublishApi::refund`].
-    pub fn try_take(&mut self, project: ProjectId, spec: &PublishingProject, day: u64, units: &[u64]) -> bool {
+    pub fn try_take(
+        &mut self,
+        project: ProjectId,
+        spec: &PublishingProject,
+        day: u64,
+        units: &[u64],
+    ) -> bool {
         let used = self
             .charged
             .entry((project, day))
@@ -86,7 +92,14 @@ impl PublishApi {
 
     /// Records a completed upload; a second upload of the same key is the
     /// double publish invariant 1 forbids.
-    pub fn complete(&mut self, key: String, channel: ChannelId, slot: u64, project: ProjectId, now_ms: u64) -> String {
+    pub fn complete(
+        &mut self,
+        key: String,
+        channel: ChannelId,
+        slot: u64,
+        project: ProjectId,
+        now_ms: u64,
+    ) -> String {
         if let Some(existing) = self.uploads.get(&key) {
             self.duplicates.push(key.clone());
             return existing.remote_id.clone();

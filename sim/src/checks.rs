@@ -94,7 +94,10 @@ impl StoreWatch {
                         if prev != node {
                             return Err(violation(
                                 5,
-                                format!("channel {ch} epoch {} owned by both {prev} and {node}", rec.epoch),
+                                format!(
+                                    "channel {ch} epoch {} owned by both {prev} and {node}",
+                                    rec.epoch
+                                ),
                                 rel_ms,
                             ));
                         }
@@ -136,14 +139,19 @@ impl StoreWatch {
                         4,
                         format!(
                             "channel {} ledger spent {} micros on day {}, hard limit {}",
-                            spec.name, rec.spent_day_micros, rec.spend_day, spec.budget.daily_hard_micros
+                            spec.name,
+                            rec.spent_day_micros,
+                            rec.spend_day,
+                            spec.budget.daily_hard_micros
                         ),
                         rel_ms,
                     ));
                 }
             } else if let Some(rest) = key.strip_prefix(b"va/") {
                 if let (Some(ch), Some(slot)) = (be_u32(rest), rest.get(5..).and_then(be_u64)) {
-                    self.planned_at.entry((ChannelId(ch), slot)).or_insert(now_ms);
+                    self.planned_at
+                        .entry((ChannelId(ch), slot))
+                        .or_insert(now_ms);
                 }
             }
         }

@@ -90,11 +90,23 @@ impl World {
                 self.deferred_controls.push(f);
             }
             Fault::KillSwitch => {
-                self.operator_control(None, ControlRecord { paused: false, killed: true });
+                self.operator_control(
+                    None,
+                    ControlRecord {
+                        paused: false,
+                        killed: true,
+                    },
+                );
                 self.stopped_since.entry(None).or_insert(self.now);
             }
             Fault::Pause(ch) => {
-                self.operator_control(Some(ch), ControlRecord { paused: true, killed: false });
+                self.operator_control(
+                    Some(ch),
+                    ControlRecord {
+                        paused: true,
+                        killed: false,
+                    },
+                );
                 self.stopped_since.entry(Some(ch)).or_insert(self.now);
             }
             Fault::Resume(ch) => {
@@ -140,13 +152,20 @@ impl World {
             ],
         };
         if let Err(e) = self.store.commit(&txn) {
-            self.fail(violation(2, format!("operator control write failed: {e}"), self.rel()));
+            self.fail(violation(
+                2,
+                format!("operator control write failed: {e}"),
+                self.rel(),
+            ));
         }
     }
 
     fn healthy(&self, n: NodeId) -> bool {
         let node = &self.nodes[n.index()];
-        node.alive && !self.frozen[n.index()] && self.store_reachable(n) && !self.partitioned[node.region.index()]
+        node.alive
+            && !self.frozen[n.index()]
+            && self.store_reachable(n)
+            && !self.partitioned[node.region.index()]
     }
 
     /// Delivers everything that waited for a frozen node, in order.
@@ -259,7 +278,9 @@ impl World {
         self.must_finish = self
             .store
             .scan(&start, &end)
-            .filter_map(|(k, v, _)| Some((channel_of_video_key(k)?, VideoRecord::decode(v).ok()?.slot)))
+            .filter_map(|(k, v, _)| {
+                Some((channel_of_video_key(k)?, VideoRecord::decode(v).ok()?.slot))
+            })
             .collect();
     }
 
@@ -267,7 +288,9 @@ impl World {
         let rel = self.rel();
         for (ch, slot) in self.must_finish.clone() {
             if let Some(v) = self.store.value(&active_key(ch, slot)) {
-                let rec = VideoRecord::decode(v).map(|r| format!("{r:?}")).unwrap_or_default();
+                let rec = VideoRecord::decode(v)
+                    .map(|r| format!("{r:?}"))
+                    .unwrap_or_default();
                 let hosted: Vec<String> = self
                     .nodes
                     .iter()
@@ -294,7 +317,11 @@ impl World {
                 .and_then(|v| VideoRecord::decode(v).ok());
             let ok = matches!(&rec, Some(VideoRecord { status: VideoStatus::Published { remote_id }, .. }) if *remote_id == up.remote_id);
             if !ok && self.store.value(&active_key(up.channel, up.slot)).is_none() {
-                self.fail(violation(2, format!("video {key} is on the API but the store says {rec:?}"), rel));
+                self.fail(violation(
+                    2,
+                    format!("video {key} is on the API but the store says {rec:?}"),
+                    rel,
+                ));
                 return;
             }
         }
@@ -304,17 +331,27 @@ impl World {
         let mut quota_by_project = std::collections::BTreeMap::<topology::ProjectId, u64>::new();
         let mut bad = None;
         for prefix in [b"va/".to_vec(), start] {
-            let end = if prefix == b"va/" { prefix_end(b"va/") } else { end.clone() };
+            let end = if prefix == b"va/" {
+                prefix_end(b"va/")
+            } else {
+                end.clone()
+            };
             for (k, v, _) in self.store.scan(&prefix, &end) {
                 let (Some(ch), Ok(rec)) = (channel_of_video_key(k), VideoRecord::decode(v)) else {
                     continue;
                 };
                 *cost_by_channel.entry(ch).or_default() += rec.cost_micros;
-                *quota_by_project.entry(self.topo.channel(ch).project).or_default() += rec.quota_units;
+                *quota_by_project
+                    .entry(self.topo.channel(ch).project)
+                    .or_default() += rec.quota_units;
                 if let VideoStatus::Published { .. } = rec.status {
                     let key = idempotency_key(&self.topo.channel(ch).name, rec.slot);
                     if !self.api.uploads.contains_key(&key) && bad.is_none() {
-                        bad = Some(violation(2, format!("video {key} recorded as published but not on the API"), rel));
+                        bad = Some(violation(
+                            2,
+                            format!("video {key} recorded as published but not on the API"),
+                            rel,
+                        ));
                     }
                 }
             }
@@ -354,7 +391,10 @@ impl World {
             if ledger != videos || charged > ledger {
                 self.fail(violation(
                     9,
-                    format!("project {}: ledger {ledger} units, videos {videos}, API charged {charged}", spec.name),
+                    format!(
+                        "project {}: ledger {ledger} units, videos {videos}, API charged {charged}",
+                        spec.name
+                    ),
                     rel,
                 ));
                 return;
@@ -365,5 +405,7 @@ impl World {
 
 pub fn channel_of_video_key(k: &[u8]) -> Option<ChannelId> {
     let rest = k.strip_prefix(b"va/").or_else(|| k.strip_prefix(b"vd/"))?;
-    Some(ChannelId(u32::from_be_bytes(rest.get(..4)?.try_into().ok()?)))
+    Some(ChannelId(u32::from_be_bytes(
+        rest.get(..4)?.try_into().ok()?,
+    )))
 }

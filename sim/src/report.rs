@@ -114,7 +114,8 @@ pub fn summarize(w: &World, seed: u64) -> Summary {
     // Keeping up: nearly every video due by the end was published, and
     // publishing is not lagging the plan by more than the lead.
     let p99 = percentile(&lat, 0.99);
-    let keeps_up = in_progress as f64 <= 0.02 * planned.max(1) as f64 && p99 < w.sc.machines.channel.plan_lead_ms * 2;
+    let keeps_up = in_progress as f64 <= 0.02 * planned.max(1) as f64
+        && p99 < w.sc.machines.channel.plan_lead_ms * 2;
     let bottleneck = if utilisation > 0.85 {
         "GPUs (utilisation above 85%)".to_string()
     } else if w.api.quota_refusals > 0 {
@@ -122,7 +123,10 @@ pub fn summarize(w: &World, seed: u64) -> Summary {
     } else if !keeps_up {
         "scheduling and dispatch latency".to_string()
     } else {
-        format!("none: GPUs {:.0}% busy, quota not reached", utilisation * 100.0)
+        format!(
+            "none: GPUs {:.0}% busy, quota not reached",
+            utilisation * 100.0
+        )
     };
     Summary {
         scenario: w.sc.name.clone(),
@@ -197,11 +201,16 @@ impl Summary {
             for f in &self.faults {
                 s += &format!("    {f}\n");
             }
-            s += &format!("  reproduce: reelfleet sim --scenario {} --seed {}\n", self.scenario, self.seed);
+            s += &format!(
+                "  reproduce: reelfleet sim --scenario {} --seed {}\n",
+                self.scenario, self.seed
+            );
         }
         s += &format!(
             "  bounds: recovery {}, stop {} ms, liveness {} ms\n",
-            self.recovery_bound_ms.map(|b| format!("{b} ms")).unwrap_or_else(|| "measured only".into()),
+            self.recovery_bound_ms
+                .map(|b| format!("{b} ms"))
+                .unwrap_or_else(|| "measured only".into()),
             self.stop_bound_ms,
             self.liveness_bound_ms
         );
@@ -227,16 +236,29 @@ impl Summary {
                 f.what,
                 f.at_ms,
                 f.channels,
-                f.recovered_ms.map(|r| format!("in {r} ms")).unwrap_or_else(|| "never".into()),
-                if f.disturbed { " (disturbed by later faults)" } else { "" }
+                f.recovered_ms
+                    .map(|r| format!("in {r} ms"))
+                    .unwrap_or_else(|| "never".into()),
+                if f.disturbed {
+                    " (disturbed by later faults)"
+                } else {
+                    ""
+                }
             );
         }
         s += &format!(
             "  events {}, store ops {}, commit unknowns {}, fenced machines {}, trace {}\n",
-            self.events_processed, self.store_ops, self.commit_unknowns, self.fenced_machines, self.trace_hash
+            self.events_processed,
+            self.store_ops,
+            self.commit_unknowns,
+            self.fenced_machines,
+            self.trace_hash
         );
         if self.scenario == "capacity-10m" {
-            s += &format!("  keeps up: {}; bottleneck: {}\n", self.keeps_up, self.bottleneck);
+            s += &format!(
+                "  keeps up: {}; bottleneck: {}\n",
+                self.keeps_up, self.bottleneck
+            );
         }
         s
     }

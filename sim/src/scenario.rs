@@ -31,8 +31,14 @@ pub enum Fault {
     HealRegion(RegionId),
     /// Node-to-node messages from `from` to `to` are dropped; the reverse
     /// direction and store traffic still flow.
-    OneWay { from: RegionId, to: RegionId },
-    HealOneWay { from: RegionId, to: RegionId },
+    OneWay {
+        from: RegionId,
+        to: RegionId,
+    },
+    HealOneWay {
+        from: RegionId,
+        to: RegionId,
+    },
     StoreOutage(bool),
     /// Per-million chance that a commit answers "result unknown" (it is
     /// applied or not with equal odds); 0 ends the storm.
@@ -41,18 +47,33 @@ pub enum Fault {
     GpuFailures(u32),
     /// Per-million chance a GPU job runs `straggler_factor` times longer.
     Stragglers(u32),
-    ProviderOutage { provider: String, down: bool },
+    ProviderOutage {
+        provider: String,
+        down: bool,
+    },
     /// Per-million chances the publishing API answers 5xx, 429, or loses the
     /// response of a successful upload.
-    ApiFaults { error_5xx: u32, rate_limited: u32, lost_response: u32 },
+    ApiFaults {
+        error_5xx: u32,
+        rate_limited: u32,
+        lost_response: u32,
+    },
     /// The fleet-wide kill switch.
     KillSwitch,
     Pause(ChannelId),
     Resume(ChannelId),
     /// Sets a node's clock offset from true time, and its rate error.
-    ClockSkew { node: NodeId, offset_ms: i64, drift_ppm: i32 },
+    ClockSkew {
+        node: NodeId,
+        offset_ms: i64,
+        drift_ppm: i32,
+    },
     /// Per-million loss, duplication and reordering of node messages.
-    Network { loss: u32, duplicate: u32, reorder: u32 },
+    Network {
+        loss: u32,
+        duplicate: u32,
+        reorder: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

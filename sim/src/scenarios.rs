@@ -34,25 +34,37 @@ pub const NAMES: [&str; 20] = [
 pub fn describe(name: &str) -> &'static str {
     match name {
         "steady" => "3 regions, 6 nodes, 12 GPUs, 24 channels; no faults",
-        "node-kill" => "a node is SIGKILLed at 10 min and stays dead; its channels move within the RTO",
+        "node-kill" => {
+            "a node is SIGKILLed at 10 min and stays dead; its channels move within the RTO"
+        }
         "node-flap" => "one node crashes and restarts five times, two minutes apart",
         "node-freeze" => "a node is frozen (SIGSTOP) for 30 s, then resumes on stale beliefs",
-        "region-outage" => "every node of one region dies; channels with failover move, the rest wait",
+        "region-outage" => {
+            "every node of one region dies; channels with failover move, the rest wait"
+        }
         "region-partition" => "one region is cut off from the others and the store for 20 min",
         "one-way-partition" => "messages flow one way only between two region pairs for 20 min",
         "store-outage" => "the store is down for 30 s, then again for 90 s (longer than a lease)",
         "commit-unknown-storm" => "20% of commits answer 'result unknown' for 10 min",
         "gpu-failure" => "25% of GPU jobs fault mid-way for 35 min",
         "gpu-stragglers" => "15% of GPU jobs run 4x longer than normal (lease kills them)",
-        "quota-exhaustion" => "projects with 4 uploads a day: videos wait for the Pacific midnight reset",
+        "quota-exhaustion" => {
+            "projects with 4 uploads a day: videos wait for the Pacific midnight reset"
+        }
         "provider-outage" => "the voice provider is down for 15 min; breakers open and probe",
-        "budget-hard-limit" => "tight budgets: soft limits switch to cheap tiers, hard limits stop work",
-        "kill-switch" => "the fleet-wide kill switch at 20 min; nothing starts after the stop bound",
+        "budget-hard-limit" => {
+            "tight budgets: soft limits switch to cheap tiers, hard limits stop work"
+        }
+        "kill-switch" => {
+            "the fleet-wide kill switch at 20 min; nothing starts after the stop bound"
+        }
         "clock-skew" => "node clocks off by minutes and drifting by up to 500 ppm",
         "rolling-restart" => "every node drained and restarted in turn, one every 3 min",
         "scale-out" => "three more nodes join at 15 min; channels rebalance by handover",
         "swarm" => "a random mix of every fault, drawn from the seed",
-        "capacity-10m" => "10M videos a month: 1,600 GPUs, 200 nodes, 4 regions, 5,000 channels, one day",
+        "capacity-10m" => {
+            "10M videos a month: 1,600 GPUs, 200 nodes, 4 regions, 5,000 channels, one day"
+        }
         _ => "",
     }
 }
@@ -97,7 +109,12 @@ impl Default for FleetShape {
 
 const REGION_NAMES: [&str; 4] = ["us-east", "eu-west", "us-west", "ap-south"];
 /// One-way latency between the regions above, in ms.
-const LATENCY_MS: [[u32; 4]; 4] = [[1, 40, 35, 110], [40, 1, 70, 60], [35, 70, 1, 120], [110, 60, 120, 1]];
+const LATENCY_MS: [[u32; 4]; 4] = [
+    [1, 40, 35, 110],
+    [40, 1, 70, 60],
+    [35, 70, 1, 120],
+    [110, 60, 120, 1],
+];
 
 pub fn shorts_pipeline() -> Pipeline {
     let stage = |name: &str, kind, gib: u64, mean_ms, jitter_ms, fixed, cheap| Stage {
@@ -117,8 +134,24 @@ pub fn shorts_pipeline() -> Pipeline {
     Pipeline {
         name: "shorts".into(),
         stages: vec![
-            stage("script", external("llm-main", Some("llm-lite")), 0, 3_000, 1_000, 20_000, 5_000),
-            stage("voice", external("tts-main", None), 0, 5_000, 2_000, 10_000, 10_000),
+            stage(
+                "script",
+                external("llm-main", Some("llm-lite")),
+                0,
+                3_000,
+                1_000,
+                20_000,
+                5_000,
+            ),
+            stage(
+                "voice",
+                external("tts-main", None),
+                0,
+                5_000,
+                2_000,
+                10_000,
+                10_000,
+            ),
             stage("images", StageKind::Gpu, 8, 20_000, 5_000, 0, 0),
             stage("render", StageKind::Gpu, 16, 45_000, 10_000, 0, 0),
             stage("upload", StageKind::Publish, 0, 10_000, 0, 0, 0),
@@ -130,11 +163,20 @@ pub fn build_fleet(shape: &FleetShape) -> Topology {
     let mut t = Topology::default();
     for r in 0..shape.regions {
         t.regions.push(Region {
-            name: REGION_NAMES[r % 4].to_string() + &if r >= 4 { format!("-{r}") } else { String::new() },
+            name: REGION_NAMES[r % 4].to_string()
+                + &if r >= 4 {
+                    format!("-{r}")
+                } else {
+                    String::new()
+                },
         });
     }
     t.latency_ms = (0..shape.regions)
-        .map(|a| (0..shape.regions).map(|b| LATENCY_MS[a % 4][b % 4]).collect())
+        .map(|a| {
+            (0..shape.regions)
+                .map(|b| LATENCY_MS[a % 4][b % 4])
+                .collect()
+        })
         .collect();
     for r in 0..shape.regions {
         for i in 0..shape.nodes_per_region {
@@ -247,7 +289,10 @@ pub fn builtin(name: &str, seed: u64) -> Option<Scenario> {
         "region-outage" => {
             let mut s = base(name, fleet());
             // Region 1 (eu-west) loses both nodes at once; they stay down.
-            s.faults = vec![at(10.0, Fault::CrashNode(NodeId(2))), at(10.0, Fault::CrashNode(NodeId(3)))];
+            s.faults = vec![
+                at(10.0, Fault::CrashNode(NodeId(2))),
+                at(10.0, Fault::CrashNode(NodeId(3))),
+            ];
             s.bounds.recovery_ms = Some(RECOVERY_BOUND_MS);
             s
         }
@@ -274,26 +319,35 @@ pub fn builtin(name: &str, seed: u64) -> Option<Scenario> {
         "store-outage" => {
             let mut s = base(name, fleet());
             s.faults = vec![
-                at(10.0, Fault::StoreOutage(true)),  // 30 s: leases survive
+                at(10.0, Fault::StoreOutage(true)), // 30 s: leases survive
                 at(10.5, Fault::StoreOutage(false)),
-                at(20.0, Fault::StoreOutage(true)),  // 90 s: every lease runs out
+                at(20.0, Fault::StoreOutage(true)), // 90 s: every lease runs out
                 at(21.5, Fault::StoreOutage(false)),
             ];
             s
         }
         "commit-unknown-storm" => {
             let mut s = base(name, fleet());
-            s.faults = vec![at(10.0, Fault::CommitUnknown(200_000)), at(20.0, Fault::CommitUnknown(0))];
+            s.faults = vec![
+                at(10.0, Fault::CommitUnknown(200_000)),
+                at(20.0, Fault::CommitUnknown(0)),
+            ];
             s
         }
         "gpu-failure" => {
             let mut s = base(name, fleet());
-            s.faults = vec![at(5.0, Fault::GpuFailures(250_000)), at(40.0, Fault::GpuFailures(0))];
+            s.faults = vec![
+                at(5.0, Fault::GpuFailures(250_000)),
+                at(40.0, Fault::GpuFailures(0)),
+            ];
             s
         }
         "gpu-stragglers" => {
             let mut s = base(name, fleet());
-            s.faults = vec![at(5.0, Fault::Stragglers(150_000)), at(40.0, Fault::Stragglers(0))];
+            s.faults = vec![
+                at(5.0, Fault::Stragglers(150_000)),
+                at(40.0, Fault::Stragglers(0)),
+            ];
             s
         }
         "quota-exhaustion" => {
@@ -320,8 +374,20 @@ pub fn builtin(name: &str, seed: u64) -> Option<Scenario> {
             let mut s = base(name, fleet());
             let voice = "tts-main".to_string();
             s.faults = vec![
-                at(10.0, Fault::ProviderOutage { provider: voice.clone(), down: true }),
-                at(25.0, Fault::ProviderOutage { provider: voice, down: false }),
+                at(
+                    10.0,
+                    Fault::ProviderOutage {
+                        provider: voice.clone(),
+                        down: true,
+                    },
+                ),
+                at(
+                    25.0,
+                    Fault::ProviderOutage {
+                        provider: voice,
+                        down: false,
+                    },
+                ),
             ];
             s
         }
@@ -352,9 +418,30 @@ pub fn builtin(name: &str, seed: u64) -> Option<Scenario> {
         "clock-skew" => {
             let mut s = base(name, fleet());
             s.faults = vec![
-                at(0.0, Fault::ClockSkew { node: NodeId(0), offset_ms: 5 * MIN as i64, drift_ppm: 500 }),
-                at(0.0, Fault::ClockSkew { node: NodeId(3), offset_ms: -2 * MIN as i64, drift_ppm: -500 }),
-                at(0.0, Fault::ClockSkew { node: NodeId(4), offset_ms: 37_000, drift_ppm: 200 }),
+                at(
+                    0.0,
+                    Fault::ClockSkew {
+                        node: NodeId(0),
+                        offset_ms: 5 * MIN as i64,
+                        drift_ppm: 500,
+                    },
+                ),
+                at(
+                    0.0,
+                    Fault::ClockSkew {
+                        node: NodeId(3),
+                        offset_ms: -2 * MIN as i64,
+                        drift_ppm: -500,
+                    },
+                ),
+                at(
+                    0.0,
+                    Fault::ClockSkew {
+                        node: NodeId(4),
+                        offset_ms: 37_000,
+                        drift_ppm: 200,
+                    },
+                ),
                 at(10.0, Fault::CrashNode(NodeId(0))), // the fast clock's node dies
                 at(12.0, Fault::StartNode(NodeId(0))),
             ];
@@ -408,17 +495,49 @@ fn swarm(seed: u64) -> Scenario {
         let (on, off) = match rng.below(15) {
             0 => (Fault::CrashNode(node), Some(Fault::StartNode(node))),
             1 => (Fault::DrainNode(node), Some(Fault::StartNode(node))),
-            2 => (Fault::PartitionRegion(region), Some(Fault::HealRegion(region))),
-            3 => (Fault::OneWay { from: region, to: other }, Some(Fault::HealOneWay { from: region, to: other })),
+            2 => (
+                Fault::PartitionRegion(region),
+                Some(Fault::HealRegion(region)),
+            ),
+            3 => (
+                Fault::OneWay {
+                    from: region,
+                    to: other,
+                },
+                Some(Fault::HealOneWay {
+                    from: region,
+                    to: other,
+                }),
+            ),
             4 => (Fault::StoreOutage(true), Some(Fault::StoreOutage(false))),
-            5 => (Fault::CommitUnknown(50_000 + rng.below(250_000) as u32), Some(Fault::CommitUnknown(0))),
-            6 => (Fault::GpuFailures(50_000 + rng.below(150_000) as u32), Some(Fault::GpuFailures(0))),
-            7 => (Fault::Stragglers(50_000 + rng.below(200_000) as u32), Some(Fault::Stragglers(0))),
+            5 => (
+                Fault::CommitUnknown(50_000 + rng.below(250_000) as u32),
+                Some(Fault::CommitUnknown(0)),
+            ),
+            6 => (
+                Fault::GpuFailures(50_000 + rng.below(150_000) as u32),
+                Some(Fault::GpuFailures(0)),
+            ),
+            7 => (
+                Fault::Stragglers(50_000 + rng.below(200_000) as u32),
+                Some(Fault::Stragglers(0)),
+            ),
             8 => {
-                let p = if rng.below(2) == 0 { "tts-main" } else { "llm-main" }.to_string();
+                let p = if rng.below(2) == 0 {
+                    "tts-main"
+                } else {
+                    "llm-main"
+                }
+                .to_string();
                 (
-                    Fault::ProviderOutage { provider: p.clone(), down: true },
-                    Some(Fault::ProviderOutage { provider: p, down: false }),
+                    Fault::ProviderOutage {
+                        provider: p.clone(),
+                        down: true,
+                    },
+                    Some(Fault::ProviderOutage {
+                        provider: p,
+                        down: false,
+                    }),
                 )
             }
             9 => (
@@ -427,7 +546,11 @@ fn swarm(seed: u64) -> Scenario {
                     rate_limited: rng.below(100_000) as u32,
                     lost_response: rng.below(300_000) as u32,
                 },
-                Some(Fault::ApiFaults { error_5xx: 0, rate_limited: 0, lost_response: 0 }),
+                Some(Fault::ApiFaults {
+                    error_5xx: 0,
+                    rate_limited: 0,
+                    lost_response: 0,
+                }),
             ),
             10 => {
                 let ch = ChannelId(rng.below(s.topology.channels.len() as u64) as u32);
@@ -447,7 +570,11 @@ fn swarm(seed: u64) -> Scenario {
                     duplicate: rng.below(50_000) as u32,
                     reorder: rng.below(200_000) as u32,
                 },
-                Some(Fault::Network { loss: 0, duplicate: 0, reorder: 0 }),
+                Some(Fault::Network {
+                    loss: 0,
+                    duplicate: 0,
+                    reorder: 0,
+                }),
             ),
             13 => (Fault::FreezeNode(node), Some(Fault::ThawNode(node))),
             _ => (Fault::CrashNode(node), Some(Fault::StartNode(node))),

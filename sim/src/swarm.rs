@@ -26,7 +26,12 @@ where
 
 /// As [`run_swarm`], but stops handing out seeds once `failures_max` runs
 /// have failed (the failures found are still real, in seed order).
-pub fn run_swarm_until<F>(seeds: std::ops::Range<u64>, jobs: usize, failures_max: usize, make: F) -> SwarmResult
+pub fn run_swarm_until<F>(
+    seeds: std::ops::Range<u64>,
+    jobs: usize,
+    failures_max: usize,
+    make: F,
+) -> SwarmResult
 where
     F: Fn(u64) -> Scenario + Send + Sync + 'static,
 {
@@ -67,7 +72,9 @@ where
             if tty {
                 let width = 40u64;
                 let filled = n * width / total.max(1);
-                let bar: String = (0..width).map(|i| if i < filled { '#' } else { '.' }).collect();
+                let bar: String = (0..width)
+                    .map(|i| if i < filled { '#' } else { '.' })
+                    .collect();
                 eprint!("\r[{bar}] {n}/{total}");
             }
         }));

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use actors::channel::{ChannelEffect, ChannelInput, ChannelMachine};
 use actors::gpu::{GpuEffect, GpuInput, GpuMachine, GpuNotice};
 use actors::membership::{MembershipEffect, MembershipInput, MembershipMachine};
-use actors::protocol::{JobFailure, JobId, JobKind, JobOutcome, JobSpec, LookupOutcome, PublishOutcome};
+use actors::protocol::{
+    JobFailure, JobId, JobKind, JobOutcome, JobSpec, LookupOutcome, PublishOutcome,
+};
 use actors::region::{RegionEffect, RegionInput, RegionMachine};
 use actors::rng::SeededRng;
 use actors::store::{MemStore, StoreError, StoreOp, StoreReply, Txn, Write};
@@ -52,8 +54,16 @@ enum Actor {
 
 #[derive(Clone, Debug)]
 enum Ev {
-    Tick { node: NodeId, inc: u32, actor: Actor },
-    Deliver { node: NodeId, inc: Option<u32>, msg: Msg },
+    Tick {
+        node: NodeId,
+        inc: u32,
+        actor: Actor,
+    },
+    Deliver {
+        node: NodeId,
+        inc: Option<u32>,
+        msg: Msg,
+    },
     StoreArrive {
         node: NodeId,
         inc: u32,
@@ -62,8 +72,18 @@ enum Ev {
         op: StoreOp,
         fence: Option<(ChannelId, u64)>,
     },
-    LocalJobEnd { node: NodeId, inc: u32, spec: Box<JobSpec>, ok: bool },
-    GpuEnd { gpu: GpuId, inc: u32, id: JobId, ok: bool },
+    LocalJobEnd {
+        node: NodeId,
+        inc: u32,
+        spec: Box<JobSpec>,
+        ok: bool,
+    },
+    GpuEnd {
+        gpu: GpuId,
+        inc: u32,
+        id: JobId,
+        ok: bool,
+    },
     UploadArrive {
         node: NodeId,
         ch: ChannelId,
@@ -86,7 +106,12 @@ enum Ev {
         charged: Vec<u64>,
         day: u64,
     },
-    LookupArrive { node: NodeId, ch: ChannelId, slot: u64, key: String },
+    LookupArrive {
+        node: NodeId,
+        ch: ChannelId,
+        slot: u64,
+        key: String,
+    },
     Fault(Fault),
     Heal,
     Probe,
@@ -272,7 +297,12 @@ impl World {
                         });
                         gpu_local.push((n, i));
                         (
-                            GpuMachine::new(*g, gs.memory_bytes, gs.cost_per_hour_micros, sc.machines.gpu),
+                            GpuMachine::new(
+                                *g,
+                                gs.memory_bytes,
+                                gs.cost_per_hour_micros,
+                                sc.machines.gpu,
+                            ),
                             None,
                         )
                     })
@@ -446,10 +476,13 @@ impl World {
                 self.on_tick(node, actor);
             }
             Ev::Deliver { node, inc, msg } => {
-                if !self.nodes[node.index()].alive || inc.is_some_and(|i| i != self.nodes[node.index()].inc) {
+                if !self.nodes[node.index()].alive
+                    || inc.is_some_and(|i| i != self.nodes[node.index()].inc)
+                {
                     return;
                 }
-                self.trace.event(rel, node.0, msg_name(&msg), msg_code(&msg), 0);
+                self.trace
+                    .event(rel, node.0, msg_name(&msg), msg_code(&msg), 0);
                 self.deliver(node, msg);
             }
             Ev::StoreArrive {
@@ -460,20 +493,31 @@ impl World {
                 op,
                 fence,
             } => {
-                self.trace.event(rel, node.0, "store-op", op_id, store_op_code(&op));
+                self.trace
+                    .event(rel, node.0, "store-op", op_id, store_op_code(&op));
                 self.store_arrive(node, inc, reply_to, op_id, op, fence);
             }
-            Ev::LocalJobEnd { node, inc, spec, ok } => {
+            Ev::LocalJobEnd {
+                node,
+                inc,
+                spec,
+                ok,
+            } => {
                 if !self.is_current(node, inc) || self.cancelled_local.remove(&spec.id) {
                     return;
                 }
-                self.trace.event(rel, node.0, "local-job-end", spec.id.slot, u64::from(ok));
+                self.trace
+                    .event(rel, node.0, "local-job-end", spec.id.slot, u64::from(ok));
                 let outcome = if ok {
                     let cost = spec.fixed_cost_micros;
-                    if let Err(v) =
-                        self.truth
-                            .bill(&self.topo, spec.id.channel, spec.id.slot, spec.budget_day, cost, rel)
-                    {
+                    if let Err(v) = self.truth.bill(
+                        &self.topo,
+                        spec.id.channel,
+                        spec.id.slot,
+                        spec.budget_day,
+                        cost,
+                        rel,
+                    ) {
                         self.fail(v);
                     }
                     JobOutcome::Succeeded { cost_micros: cost }
@@ -503,7 +547,8 @@ impl World {
                 if !self.gpu_hw_stop(gpu, id) {
                     return;
                 }
-                self.trace.event(rel, node.0, "gpu-job-end", id.slot, u64::from(ok));
+                self.trace
+                    .event(rel, node.0, "gpu-job-end", id.slot, u64::from(ok));
                 self.deliver(node, Msg::Gpu(local, GpuInput::Finished { id, ok }));
             }
             Ev::UploadArrive {
@@ -515,7 +560,8 @@ impl World {
                 sent_ms,
                 timeout_ms,
             } => {
-                self.trace.event(rel, node.0, "upload-arrive", u64::from(ch.0), slot);
+                self.trace
+                    .event(rel, node.0, "upload-arrive", u64::from(ch.0), slot);
                 self.upload_arrive(node, ch, slot, attempt, key, sent_ms, timeout_ms);
             }
             Ev::UploadDone {
@@ -529,7 +575,8 @@ impl World {
                 charged,
                 day,
             } => {
-                self.trace.event(rel, node.0, "upload-done", u64::from(ch.0), slot);
+                self.trace
+                    .event(rel, node.0, "upload-done", u64::from(ch.0), slot);
                 let project = self.topo.channel(ch).project;
                 if self.nodes[node.index()].alive && self.local_now(node) >= give_up_local_ms {
                     // The client gave up before the last byte: no video.
@@ -579,8 +626,14 @@ impl World {
                     );
                 }
             }
-            Ev::LookupArrive { node, ch, slot, key } => {
-                self.trace.event(rel, node.0, "lookup-arrive", u64::from(ch.0), slot);
+            Ev::LookupArrive {
+                node,
+                ch,
+                slot,
+                key,
+            } => {
+                self.trace
+                    .event(rel, node.0, "lookup-arrive", u64::from(ch.0), slot);
                 self.lookup_arrive(node, ch, slot, key);
             }
             Ev::Fault(f) => {
@@ -627,7 +680,10 @@ impl World {
         }
         n.alive = true;
         n.inc += 1;
-        n.membership = Some((MembershipMachine::new(topo.clone(), node, params, seed), None));
+        n.membership = Some((
+            MembershipMachine::new(topo.clone(), node, params, seed),
+            None,
+        ));
         n.channels.clear();
         n.dispatcher = None;
         n.placeable = vec![false; topo.nodes.len()];
@@ -635,7 +691,10 @@ impl World {
         n.lease_valid_until = 0;
         for (i, g) in topo.node(node).gpus.iter().enumerate() {
             let gs = topo.gpu(*g);
-            n.gpus[i] = (GpuMachine::new(*g, gs.memory_bytes, gs.cost_per_hour_micros, gpu_params), None);
+            n.gpus[i] = (
+                GpuMachine::new(*g, gs.memory_bytes, gs.cost_per_hour_micros, gpu_params),
+                None,
+            );
         }
         let inc = n.inc;
         self.push(
@@ -678,9 +737,9 @@ impl World {
             for id in ids {
                 self.gpu_hw_stop(g, id);
             }
-            self.gpu_hw[g.index()].busy_since.take().map(|s| {
+            if let Some(s) = self.gpu_hw[g.index()].busy_since.take() {
                 self.gpu_hw[g.index()].busy_ms += now - s;
-            });
+            }
         }
         let _ = rel;
     }
@@ -716,7 +775,9 @@ impl World {
         *slot = None;
         match actor {
             Actor::Membership => self.deliver(node, Msg::Membership(MembershipInput::Tick)),
-            Actor::Channel(ch, gen) => self.deliver(node, Msg::ChannelGen(ch, gen, ChannelInput::Tick)),
+            Actor::Channel(ch, gen) => {
+                self.deliver(node, Msg::ChannelGen(ch, gen, ChannelInput::Tick))
+            }
             Actor::Gpu(i) => self.deliver(node, Msg::Gpu(i, GpuInput::Tick)),
             Actor::Region => self.deliver(node, Msg::Region(RegionInput::Tick)),
         }
@@ -761,7 +822,9 @@ impl World {
                 self.mem_buf = out;
             }
             Msg::Channel(ch, input) => self.deliver_channel(node, ch, None, input, local),
-            Msg::ChannelGen(ch, gen, input) => self.deliver_channel(node, ch, Some(gen), input, local),
+            Msg::ChannelGen(ch, gen, input) => {
+                self.deliver_channel(node, ch, Some(gen), input, local)
+            }
             Msg::Gpu(i, input) => {
                 let mut out = std::mem::take(&mut self.gpu_buf);
                 let Some((g, _)) = self.nodes[node.index()].gpus.get_mut(i) else {
@@ -793,7 +856,14 @@ impl World {
         }
     }
 
-    fn deliver_channel(&mut self, node: NodeId, ch: ChannelId, gen: Option<u64>, input: ChannelInput, local: u64) {
+    fn deliver_channel(
+        &mut self,
+        node: NodeId,
+        ch: ChannelId,
+        gen: Option<u64>,
+        input: ChannelInput,
+        local: u64,
+    ) {
         let mut out = std::mem::take(&mut self.ch_buf);
         let n = &mut self.nodes[node.index()];
         let lease_valid_until = n.lease_valid_until;
@@ -823,17 +893,28 @@ impl World {
     /// Sends a node-to-node message through the simulated network.
     fn send(&mut self, from: NodeId, to: NodeId, msg: Msg) {
         if from == to {
-            self.push(self.now, Ev::Deliver { node: to, inc: None, msg });
+            self.push(
+                self.now,
+                Ev::Deliver {
+                    node: to,
+                    inc: None,
+                    msg,
+                },
+            );
             return;
         }
-        let (ra, rb) = (self.nodes[from.index()].region, self.nodes[to.index()].region);
+        let (ra, rb) = (
+            self.nodes[from.index()].region,
+            self.nodes[to.index()].region,
+        );
         if self.region_blocked(ra, rb) || self.one_way.contains(&(ra, rb)) {
             return;
         }
         if self.rng.chance(self.loss_ppm) {
             return;
         }
-        let mut delay = u64::from(self.topo.latency(ra, rb)) + self.rng.below(self.sc.world.jitter_ms + 1);
+        let mut delay =
+            u64::from(self.topo.latency(ra, rb)) + self.rng.below(self.sc.world.jitter_ms + 1);
         if self.rng.chance(self.reorder_ppm) {
             delay += self.rng.below(50);
         }
@@ -848,7 +929,14 @@ impl World {
                 },
             );
         }
-        self.push(self.now + delay, Ev::Deliver { node: to, inc: None, msg });
+        self.push(
+            self.now + delay,
+            Ev::Deliver {
+                node: to,
+                inc: None,
+                msg,
+            },
+        );
     }
 
     // ----- the store -----------------------------------------------------
@@ -865,7 +953,14 @@ impl World {
         !self.store_outage && !self.region_blocked(r, self.sc.world.store_region)
     }
 
-    fn send_store(&mut self, node: NodeId, reply_to: ReplyTo, op_id: u64, op: StoreOp, fence: Option<(ChannelId, u64)>) {
+    fn send_store(
+        &mut self,
+        node: NodeId,
+        reply_to: ReplyTo,
+        op_id: u64,
+        op: StoreOp,
+        fence: Option<(ChannelId, u64)>,
+    ) {
         self.stats.store_ops += 1;
         let inc = self.nodes[node.index()].inc;
         let lat = self.store_latency(node);
@@ -895,7 +990,14 @@ impl World {
         let reply = if !self.store_reachable(node) {
             // The client hears nothing and gives up after its timeout.
             let at = self.now + 1_000;
-            self.push_reply(node, inc, reply_to, op_id, StoreReply::Failed(StoreError::Unavailable("store unreachable".into())), at);
+            self.push_reply(
+                node,
+                inc,
+                reply_to,
+                op_id,
+                StoreReply::Failed(StoreError::Unavailable("store unreachable".into())),
+                at,
+            );
             return;
         } else {
             match &op {
@@ -924,10 +1026,19 @@ impl World {
         self.push_reply(node, inc, reply_to, op_id, reply, at);
     }
 
-    fn apply_commit(&mut self, node: NodeId, txn: &Txn, fence: Option<(ChannelId, u64)>, rel: u64) -> Option<StoreReply> {
+    fn apply_commit(
+        &mut self,
+        node: NodeId,
+        txn: &Txn,
+        fence: Option<(ChannelId, u64)>,
+        rel: u64,
+    ) -> Option<StoreReply> {
         if self.store.evaluate(&txn.checks).is_ok() {
             let fence = fence.map(|(ch, epoch)| (ch, node, epoch));
-            if let Err(v) = self.watch.before_apply(&self.topo, &self.store, txn, fence, self.now, rel) {
+            if let Err(v) =
+                self.watch
+                    .before_apply(&self.topo, &self.store, txn, fence, self.now, rel)
+            {
                 self.fail(v);
                 return None;
             }
@@ -938,10 +1049,20 @@ impl World {
         })
     }
 
-    fn push_reply(&mut self, node: NodeId, inc: u32, reply_to: ReplyTo, op_id: u64, reply: StoreReply, at: u64) {
+    fn push_reply(
+        &mut self,
+        node: NodeId,
+        inc: u32,
+        reply_to: ReplyTo,
+        op_id: u64,
+        reply: StoreReply,
+        at: u64,
+    ) {
         let msg = match reply_to {
             ReplyTo::Membership => Msg::Membership(MembershipInput::StoreReply { op_id, reply }),
-            ReplyTo::Channel(ch, gen) => Msg::ChannelGen(ch, gen, ChannelInput::StoreReply { op_id, reply }),
+            ReplyTo::Channel(ch, gen) => {
+                Msg::ChannelGen(ch, gen, ChannelInput::StoreReply { op_id, reply })
+            }
         };
         self.push(
             at,
@@ -957,7 +1078,9 @@ impl World {
 
     fn exec_membership(&mut self, node: NodeId, e: MembershipEffect) {
         match e {
-            MembershipEffect::Store { op_id, op } => self.send_store(node, ReplyTo::Membership, op_id, op, None),
+            MembershipEffect::Store { op_id, op } => {
+                self.send_store(node, ReplyTo::Membership, op_id, op, None)
+            }
             MembershipEffect::StartChannel {
                 channel,
                 epoch,
@@ -1017,7 +1140,11 @@ impl World {
                 match (host, n.dispatcher.is_some()) {
                     (true, false) => {
                         n.dispatcher = Some((
-                            RegionMachine::new(Arc::clone(&self.topo), n.region, self.sc.machines.region),
+                            RegionMachine::new(
+                                Arc::clone(&self.topo),
+                                n.region,
+                                self.sc.machines.region,
+                            ),
                             None,
                         ));
                         let inc = n.inc;
@@ -1219,7 +1346,8 @@ impl World {
             JobKind::Cpu | JobKind::External { .. } => {
                 let ok = match &spec.kind {
                     JobKind::External { provider } => {
-                        !self.providers_down.contains(provider) && !self.rng.chance(self.sc.world.provider_error_ppm)
+                        !self.providers_down.contains(provider)
+                            && !self.rng.chance(self.sc.world.provider_error_ppm)
                     }
                     _ => true,
                 };
@@ -1245,7 +1373,10 @@ impl World {
 
     fn exec_gpu(&mut self, node: NodeId, gpu: GpuId, e: GpuEffect) {
         match e {
-            GpuEffect::Run { job, lease_until_ms } => {
+            GpuEffect::Run {
+                job,
+                lease_until_ms,
+            } => {
                 let rel = self.rel();
                 let hw = &mut self.gpu_hw[gpu.index()];
                 if hw.used_bytes + job.gpu_memory_bytes > hw.total_bytes {
@@ -1277,15 +1408,26 @@ impl World {
                     hw.busy_since = Some(self.now);
                 }
                 let id = job.id;
-                hw.running.insert(id, (local_start, lease_until_ms, Box::new(job)));
-                self.push(self.now + dur, Ev::GpuEnd { gpu, inc, id, ok: !fault });
+                hw.running
+                    .insert(id, (local_start, lease_until_ms, Box::new(job)));
+                self.push(
+                    self.now + dur,
+                    Ev::GpuEnd {
+                        gpu,
+                        inc,
+                        id,
+                        ok: !fault,
+                    },
+                );
             }
             GpuEffect::Kill { id } => {
                 self.gpu_hw_stop(gpu, id);
             }
             GpuEffect::Notify { to, notice } => {
                 let msg = match notice {
-                    GpuNotice::Started { id, gpu } => Msg::Channel(id.channel, ChannelInput::JobStarted { id, gpu: Some(gpu) }),
+                    GpuNotice::Started { id, gpu } => {
+                        Msg::Channel(id.channel, ChannelInput::JobStarted { id, gpu: Some(gpu) })
+                    }
                     GpuNotice::Finished { id, outcome } => {
                         Msg::Channel(id.channel, ChannelInput::JobFinished { id, outcome })
                     }
@@ -1305,7 +1447,8 @@ impl World {
     /// not running (already stopped).
     fn gpu_hw_stop(&mut self, gpu: GpuId, id: JobId) -> bool {
         let node = self.gpu_hw[gpu.index()].node;
-        let Some((local_start, lease_until, spec)) = self.gpu_hw[gpu.index()].running.remove(&id) else {
+        let Some((local_start, lease_until, spec)) = self.gpu_hw[gpu.index()].running.remove(&id)
+        else {
             return false;
         };
         let local_now = self.local_now(node);
@@ -1318,13 +1461,19 @@ impl World {
                 hw.busy_ms += now - s;
             }
         }
-        let held = local_now.saturating_sub(local_start).min(lease_until - local_start);
+        let held = local_now
+            .saturating_sub(local_start)
+            .min(lease_until - local_start);
         let price = self.topo.gpu(gpu).cost_per_hour_micros;
         let cost = spec.fixed_cost_micros + price * held / 3_600_000;
-        if let Err(v) = self
-            .truth
-            .bill(&self.topo, spec.id.channel, spec.id.slot, spec.budget_day, cost, rel)
-        {
+        if let Err(v) = self.truth.bill(
+            &self.topo,
+            spec.id.channel,
+            spec.id.slot,
+            spec.budget_day,
+            cost,
+            rel,
+        ) {
             self.fail(v);
         }
         true
@@ -1350,17 +1499,33 @@ impl World {
                 self.send(
                     node,
                     job.owner,
-                    Msg::Channel(job.id.channel, ChannelInput::JobFinished { id: job.id, outcome }),
+                    Msg::Channel(
+                        job.id.channel,
+                        ChannelInput::JobFinished {
+                            id: job.id,
+                            outcome,
+                        },
+                    ),
                 );
             }
-            RegionEffect::Summary { region, best_wait_ms } => {
+            RegionEffect::Summary {
+                region,
+                best_wait_ms,
+            } => {
                 for r in 0..self.topo.regions.len() {
                     let r = RegionId(r as u16);
                     if r == region {
                         continue;
                     }
                     if let Some(d) = self.dispatcher_node(node, r) {
-                        self.send(node, d, Msg::Region(RegionInput::Summary { region, best_wait_ms }));
+                        self.send(
+                            node,
+                            d,
+                            Msg::Region(RegionInput::Summary {
+                                region,
+                                best_wait_ms,
+                            }),
+                        );
                     }
                 }
             }
@@ -1370,26 +1535,67 @@ impl World {
     // ----- the publishing API -------------------------------------------
 
     #[allow(clippy::too_many_arguments)]
-    fn upload_arrive(&mut self, node: NodeId, ch: ChannelId, slot: u64, attempt: u32, key: String, sent_ms: u64, timeout_ms: u64) {
+    fn upload_arrive(
+        &mut self,
+        node: NodeId,
+        ch: ChannelId,
+        slot: u64,
+        attempt: u32,
+        key: String,
+        sent_ms: u64,
+        timeout_ms: u64,
+    ) {
         self.api.upload_calls += 1;
         let project = self.topo.channel(ch).project;
         let spec = self.topo.project(project).clone();
-        let answer = |outcome| Msg::Channel(ch, ChannelInput::PublishResult { slot, attempt, outcome });
+        let answer = |outcome| {
+            Msg::Channel(
+                ch,
+                ChannelInput::PublishResult {
+                    slot,
+                    attempt,
+                    outcome,
+                },
+            )
+        };
         let back = self.now + self.sc.world.api_latency_ms;
         if self.rng.chance(self.api.faults.error_5xx_ppm) {
-            self.push(back, Ev::Deliver { node, inc: None, msg: answer(PublishOutcome::Transient) });
+            self.push(
+                back,
+                Ev::Deliver {
+                    node,
+                    inc: None,
+                    msg: answer(PublishOutcome::Transient),
+                },
+            );
             return;
         }
         if self.rng.chance(self.api.faults.rate_limited_ppm) {
-            let outcome = PublishOutcome::RateLimited { retry_after_ms: 5_000 };
-            self.push(back, Ev::Deliver { node, inc: None, msg: answer(outcome) });
+            let outcome = PublishOutcome::RateLimited {
+                retry_after_ms: 5_000,
+            };
+            self.push(
+                back,
+                Ev::Deliver {
+                    node,
+                    inc: None,
+                    msg: answer(outcome),
+                },
+            );
             return;
         }
         let done_at = self.now + self.sc.world.upload_ms;
         let day = spec.quota_day(self.now);
         let charged = spec.publish_units();
         if !self.api.try_take(project, &spec, day, &charged) {
-            self.push(back, Ev::Deliver { node, inc: None, msg: answer(PublishOutcome::QuotaExceeded) });
+            self.push(
+                back,
+                Ev::Deliver {
+                    node,
+                    inc: None,
+                    msg: answer(PublishOutcome::QuotaExceeded),
+                },
+            );
             return;
         }
         let lost = self.rng.chance(self.api.faults.lost_response_ppm);
@@ -1429,7 +1635,10 @@ impl World {
                 if charged > reserved {
                     self.fail(violation(
                         3,
-                        format!("project {} charged {charged} units, {reserved} reserved (lookup)", spec.name),
+                        format!(
+                            "project {} charged {charged} units, {reserved} reserved (lookup)",
+                            spec.name
+                        ),
                         self.rel(),
                     ));
                     return;

@@ -23,15 +23,25 @@ fn hunt(sabotage: Sabotage) -> (u64, u8) {
         .failures
         .first()
         .unwrap_or_else(|| panic!("{sabotage:?}: no violation in {} seeds", result.runs));
-    let v = first.violation.as_ref().expect("a failure names its violation");
-    eprintln!("{sabotage:?}: seed {} -> invariant {} ({}): {}", first.seed, v.invariant, v.name, v.detail);
+    let v = first
+        .violation
+        .as_ref()
+        .expect("a failure names its violation");
+    eprintln!(
+        "{sabotage:?}: seed {} -> invariant {} ({}): {}",
+        first.seed, v.invariant, v.name, v.detail
+    );
     (first.seed, v.invariant)
 }
 
 fn intact_passes(seed: u64) {
     let s = builtin("swarm", seed).expect("swarm exists");
     let summary = sim::run(s, seed, None);
-    assert!(summary.ok, "seed {seed} fails even intact: {:?}", summary.violation);
+    assert!(
+        summary.ok,
+        "seed {seed} fails even intact: {:?}",
+        summary.violation
+    );
 }
 
 #[test]

@@ -6,23 +6,35 @@ use sim::scenarios::{builtin, NAMES};
 use sim::swarm::run_swarm;
 
 fn jobs() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 /// Scenarios cheap enough to run for many seeds (capacity-10m is the
 /// benchmark, run by `reelfleet sim --scenario capacity-10m`).
 fn fast_scenarios() -> impl Iterator<Item = &'static str> {
-    NAMES.iter().copied().filter(|n| *n != "capacity-10m" && *n != "swarm")
+    NAMES
+        .iter()
+        .copied()
+        .filter(|n| *n != "capacity-10m" && *n != "swarm")
 }
 
 fn assert_passes(name: &'static str, seeds: std::ops::Range<u64>) {
-    let result = run_swarm(seeds.clone(), jobs(), move |seed| builtin(name, seed).expect("built-in"));
+    let result = run_swarm(seeds.clone(), jobs(), move |seed| {
+        builtin(name, seed).expect("built-in")
+    });
     let failing: Vec<String> = result
         .failures
         .iter()
         .map(|f| format!("seed {}: {:?}", f.seed, f.violation))
         .collect();
-    assert!(failing.is_empty(), "{name} {seeds:?}: {} failed:\n{}", failing.len(), failing.join("\n"));
+    assert!(
+        failing.is_empty(),
+        "{name} {seeds:?}: {} failed:\n{}",
+        failing.len(),
+        failing.join("\n")
+    );
     assert_eq!(result.runs, seeds.end - seeds.start);
 }
 
@@ -43,7 +55,10 @@ fn same_seed_same_trace_hash_for_every_scenario() {
     for name in fast_scenarios().chain(["swarm"]) {
         let a = sim::run(builtin(name, 7).expect("built-in"), 7, None);
         let b = sim::run(builtin(name, 7).expect("built-in"), 7, None);
-        assert_eq!(a.trace_hash, b.trace_hash, "{name}: same seed, different trace");
+        assert_eq!(
+            a.trace_hash, b.trace_hash,
+            "{name}: same seed, different trace"
+        );
         assert_eq!(a.events_processed, b.events_processed, "{name}");
         assert!(a.events_processed > 10_000, "{name} did almost nothing");
     }
@@ -88,11 +103,33 @@ fn scenarios_do_what_their_names_say() {
     let f = kill.failovers.first().expect("node-kill has a failover");
     assert!(f.recovered_ms.is_some_and(|r| r <= 6_000), "{f:?}");
     let budget = run("budget-hard-limit");
-    assert!(budget.videos_failed.get("daily-budget").copied().unwrap_or(0) > 0, "{:?}", budget.videos_failed);
+    assert!(
+        budget
+            .videos_failed
+            .get("daily-budget")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "{:?}",
+        budget.videos_failed
+    );
     let quota = run("quota-exhaustion");
-    assert!(quota.videos_failed.get("quota-exhausted").copied().unwrap_or(0) > 0, "{:?}", quota.videos_failed);
+    assert!(
+        quota
+            .videos_failed
+            .get("quota-exhausted")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "{:?}",
+        quota.videos_failed
+    );
     let killed = run("kill-switch");
-    assert!(killed.videos_failed.get("killed").copied().unwrap_or(0) > 0, "{:?}", killed.videos_failed);
+    assert!(
+        killed.videos_failed.get("killed").copied().unwrap_or(0) > 0,
+        "{:?}",
+        killed.videos_failed
+    );
     let storm = run("commit-unknown-storm");
     assert!(storm.commit_unknowns > 100);
     let lost = run("swarm");

@@ -234,12 +234,18 @@ impl PublishingProject {
                     units_per_day: 10_000,
                 },
             ],
-            upload_cost: QuotaCost { bucket: 0, units: 1 },
+            upload_cost: QuotaCost {
+                bucket: 0,
+                units: 1,
+            },
             thumbnail_cost: Some(QuotaCost {
                 bucket: 1,
                 units: 50,
             }),
-            lookup_cost: QuotaCost { bucket: 1, units: 1 },
+            lookup_cost: QuotaCost {
+                bucket: 1,
+                units: 1,
+            },
         }
     }
 
@@ -260,7 +266,10 @@ impl PublishingProject {
                 bucket: 0,
                 units: 50,
             }),
-            lookup_cost: QuotaCost { bucket: 0, units: 1 },
+            lookup_cost: QuotaCost {
+                bucket: 0,
+                units: 1,
+            },
         }
     }
 

@@ -55,10 +55,17 @@ pub fn live_by_region(topology: &Topology, live: &[bool]) -> Vec<Vec<NodeId>> {
 }
 
 /// [`owner_of`] with the live nodes already grouped by region.
-pub fn owner_among(topology: &Topology, channel: ChannelId, by_region: &[Vec<NodeId>]) -> Option<NodeId> {
+pub fn owner_among(
+    topology: &Topology,
+    channel: ChannelId,
+    by_region: &[Vec<NodeId>],
+) -> Option<NodeId> {
     let spec = topology.channel(channel);
     for region in spec.allowed_regions() {
-        let candidates = by_region.get(region.index()).map(|v| v.as_slice()).unwrap_or(&[]);
+        let candidates = by_region
+            .get(region.index())
+            .map(|v| v.as_slice())
+            .unwrap_or(&[]);
         let found = rendezvous(u64::from(channel.0), candidates.iter().copied());
         if found.is_some() {
             return found;
