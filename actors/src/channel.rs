@@ -987,11 +987,12 @@ impl ChannelMachine {
         for a in actions {
             if let Action::StartJob(spec) = a {
                 if stopped {
-                    // Not started, and now it must not: it waits as idle
-                    // (its reservation stays on the ledger, conservatively).
+                    // Not started, and now it must not: the charge was never
+                    // durable, so it is taken back exactly.
+                    self.settle_held(spec.id.slot, 0);
                     if let Some(v) = self.videos.get_mut(&spec.id.slot) {
                         v.run = Run::Idle;
-                        v.rec.held_micros = 0;
+                        v.rec.attempt = v.rec.attempt.saturating_sub(1);
                     }
                 } else {
                     kept.push(Action::StartJob(spec));

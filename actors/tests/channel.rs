@@ -1,0 +1,427 @@
+//! `ChannelMachine` driven directly, with explicit time and a `MemStore`
+//! answering its store operations at once. Each test reads as a script.
+
+use std::sync::Arc;
+
+use actors::channel::{ChannelEffect, ChannelInput, ChannelMachine, ChannelParams};
+use actors::protocol::{JobOutcome, LookupOutcome, PublishOutcome};
+use actors::records::*;
+use actors::store::{MemStore, Txn, Write};
+use topology::*;
+
+const T0: u64 = 1_798_761_600_000 + 9 * 3_600_000; // 2027-01-01 09:00 UTC
+
+fn topology() -> Arc<Topology> {
+    let mut t = Topology::default();
+    t.regions.push(Region { name: "r".into() });
+    t.latency_ms = vec![vec![1]];
+    t.gpus.push(Gpu {
+        node: NodeId(0),
+        model: "L4".into(),
+        memory_bytes: 24 * GIB,
+        cost_per_hour_micros: 3_600_000, // $1 per 1,000 s
+    });
+    t.nodes.push(Node {
+        name: "n0".into(),
+        region: RegionId(0),
+        zone: "a".into(),
+        gpus: vec![GpuId(0)],
+    });
+    t.pipelines.push(Pipeline {
+        name: "p".into(),
+        stages: vec![
+            Stage {
+                name: "render".into(),
+                kind: StageKind::Gpu,
+                gpu_memory_bytes: 8 * GIB,
+                duration: DurationModel {
+                    mean_ms: 10_000,
+                    jitter_ms: 0,
+                },
+                cost: CostModel {
+                    fixed_micros: 0,
+                    cheap_fixed_micros: 0,
+                },
+            },
+            Stage {
+                name: "upload".into(),
+                kind: StageKind::Publish,
+                gpu_memory_bytes: 0,
+                duration: DurationModel {
+                    mean_ms: 1_000,
+                    jitter_ms: 0,
+                },
+                cost: CostModel {
+                    fixed_micros: 0,
+                    cheap_fixed_micros: 0,
+                },
+            },
+        ],
+    });
+    t.projects.push(PublishingProject::youtube_default("yt"));
+    t.channels.push(Channel {
+        name: "ch".into(),
+        home_region: RegionId(0),
+        failover_regions: vec![],
+        videos_per_day: 24,
+        window: PublishWindow::ALL_DAY,
+        pipeline: PipelineId(0),
+        priority: 0,
+        budget: Budget::UNLIMITED,
+        project: ProjectId(0),
+    });
+    Arc::new(t)
+}
+
+struct Harness {
+    m: ChannelMachine,
+    store: MemStore,
+    now: u64,
+    /// Every non-store effect, in order.
+    log: Vec<ChannelEffect>,
+    /// Store ops to leave unanswered (a lost reply).
+    answer_store: bool,
+}
+
+const CH: ChannelId = ChannelId(0);
+
+impl Harness {
+    fn new() -> Harness {
+        let mut store = MemStore::new();
+        let owner = OwnerRecord {
+            node: Some(NodeId(0)),
+            epoch: 1,
+            incarnation: 1,
+        };
+        store
+            .commit(&Txn {
+                checks: vec![],
+                writes: vec![Write::Put(owner_key(CH), owner.encode())],
+            })
+            .expect("seed the owner");
+        let m = ChannelMachine::new(topology(), CH, NodeId(0), 1, 1, ChannelParams::default(), 7);
+        let mut h = Harness {
+            m,
+            store,
+            now: T0,
+            log: Vec::new(),
+            answer_store: true,
+        };
+        h.m.note_lease_valid_until(u64::MAX / 2);
+        h
+    }
+
+    fn start(&mut self) {
+        self.input(ChannelInput::Start);
+    }
+
+    fn input(&mut self, input: ChannelInput) {
+        let mut out = Vec::new();
+        self.m.handle(self.now, input, &mut out);
+        self.run_effects(out);
+    }
+
+    fn run_effects(&mut self, mut pending: Vec<ChannelEffect>) {
+        while !pending.is_empty() {
+            let mut next = Vec::new();
+            for e in pending {
+                match e {
+                    ChannelEffect::Store { op_id, op } if self.answer_store => {
+                        let reply = self.store.apply(&op);
+                        self.m.handle(
+                            self.now,
+                            ChannelInput::StoreReply { op_id, reply },
+                            &mut next,
+                        );
+                    }
+                    ChannelEffect::Store { .. } => {}
+                    other => self.log.push(other),
+                }
+            }
+            pending = next;
+        }
+    }
+
+    /// Moves time to `t`, delivering every tick due on the way.
+    fn advance_to(&mut self, t: u64) {
+        while let Some(d) = self.m.next_deadline() {
+            if d > t {
+                break;
+            }
+            self.now = d.max(self.now);
+            self.input(ChannelInput::Tick);
+        }
+        self.now = t;
+    }
+
+    fn video(&self, slot: u64) -> Option<VideoRecord> {
+        self.store
+            .value(&active_key(CH, slot))
+            .or_else(|| self.store.value(&done_key(CH, slot)))
+            .and_then(|v| VideoRecord::decode(v).ok())
+    }
+
+    fn quota_used(&self) -> u64 {
+        let p = self.store.scan(
+            &quota_prefix(ProjectId(0)),
+            &actors::store::prefix_end(&quota_prefix(ProjectId(0))),
+        );
+        p.filter_map(|(_, v, _)| QuotaRecord::decode(v).ok())
+            .map(|q| q.used.iter().sum::<u64>())
+            .sum()
+    }
+
+    fn take_log(&mut self) -> Vec<ChannelEffect> {
+        std::mem::take(&mut self.log)
+    }
+}
+
+fn started_jobs(log: &[ChannelEffect]) -> Vec<actors::protocol::JobSpec> {
+    log.iter()
+        .filter_map(|e| match e {
+            ChannelEffect::StartJob(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_job_starts_only_after_its_charge_is_durable() {
+    let mut h = Harness::new();
+    // The first slot (09:00) is planned at once, with the 30 min lead.
+    h.start();
+    h.advance_to(T0 + 1);
+    let jobs = started_jobs(&h.take_log());
+    assert_eq!(jobs.len(), 1, "one render starts");
+    let job = &jobs[0];
+    // When the start went out, the store already held the charge.
+    let rec = h.video(job.id.slot).expect("the video is recorded");
+    assert_eq!(rec.held_micros, 10_000, "10 s at $3.6/h, charged up front");
+    let chan = ChannelRecord::decode(h.store.value(&channel_key(CH)).expect("channel record"))
+        .expect("decodes");
+    assert_eq!(chan.spent_total_micros, 10_000);
+}
+
+#[test]
+fn an_upload_starts_only_with_quota_reserved_and_intent_recorded() {
+    let mut h = Harness::new();
+    h.start();
+    h.advance_to(T0 + 1);
+    let job = started_jobs(&h.take_log()).remove(0);
+    h.now += 9_000;
+    h.input(ChannelInput::JobFinished {
+        id: job.id,
+        outcome: JobOutcome::Succeeded { cost_micros: 9_000 },
+    });
+    let log = h.take_log();
+    assert!(log
+        .iter()
+        .any(|e| matches!(e, ChannelEffect::Publish { attempt: 1, .. })));
+    let rec = h.video(job.id.slot).expect("recorded");
+    assert!(rec.publish_intent, "intent recorded before the upload");
+    assert_eq!(rec.cost_micros, 9_000, "the charge settled to what it cost");
+    assert_eq!(h.quota_used(), 51, "upload 1 + thumbnail 50 reserved");
+}
+
+#[test]
+fn a_lost_upload_response_is_looked_up_before_any_retry() {
+    let mut h = Harness::new();
+    h.start();
+    h.advance_to(T0 + 1);
+    let job = started_jobs(&h.take_log()).remove(0);
+    h.input(ChannelInput::JobFinished {
+        id: job.id,
+        outcome: JobOutcome::Succeeded { cost_micros: 9_000 },
+    });
+    h.take_log();
+    // No answer to the upload: after its timeout the outcome is unknown.
+    h.advance_to(h.now + 31_000);
+    let log = h.take_log();
+    assert!(
+        !log.iter()
+            .any(|e| matches!(e, ChannelEffect::Publish { .. })),
+        "no blind retry"
+    );
+    assert!(
+        log.iter()
+            .any(|e| matches!(e, ChannelEffect::Lookup { .. })),
+        "{log:?}"
+    );
+    assert_eq!(h.quota_used(), 52, "the lookup's unit is reserved too");
+    // The API never got it: the reservation comes back and it uploads again.
+    h.input(ChannelInput::LookupResult {
+        slot: job.id.slot,
+        outcome: LookupOutcome::NotFound,
+    });
+    h.advance_to(h.now + 1_000);
+    let log = h.take_log();
+    assert!(
+        log.iter()
+            .any(|e| matches!(e, ChannelEffect::Publish { attempt: 2, .. })),
+        "{log:?}"
+    );
+    assert_eq!(h.quota_used(), 52, "refunded 51, reserved 51 again");
+    h.input(ChannelInput::PublishResult {
+        slot: job.id.slot,
+        attempt: 2,
+        outcome: PublishOutcome::Published {
+            remote_id: "yt-1".into(),
+        },
+    });
+    let rec = h.video(job.id.slot).expect("recorded");
+    assert_eq!(
+        rec.status,
+        VideoStatus::Published {
+            remote_id: "yt-1".into()
+        }
+    );
+    assert!(
+        h.store.value(&active_key(CH, job.id.slot)).is_none(),
+        "moved to done"
+    );
+}
+
+#[test]
+fn a_definite_upload_failure_refunds_and_retries_with_backoff() {
+    let mut h = Harness::new();
+    h.start();
+    h.advance_to(T0 + 1);
+    let job = started_jobs(&h.take_log()).remove(0);
+    h.input(ChannelInput::JobFinished {
+        id: job.id,
+        outcome: JobOutcome::Succeeded { cost_micros: 9_000 },
+    });
+    h.take_log();
+    h.input(ChannelInput::PublishResult {
+        slot: job.id.slot,
+        attempt: 1,
+        outcome: PublishOutcome::Transient,
+    });
+    assert_eq!(h.quota_used(), 0, "a 5xx gives the quota back");
+    assert!(
+        !h.take_log()
+            .iter()
+            .any(|e| matches!(e, ChannelEffect::Publish { .. })),
+        "not at once"
+    );
+    h.advance_to(h.now + 2_000);
+    assert!(h
+        .take_log()
+        .iter()
+        .any(|e| matches!(e, ChannelEffect::Publish { attempt: 2, .. })));
+}
+
+#[test]
+fn after_losing_ownership_nothing_more_is_written_or_started() {
+    let mut h = Harness::new();
+    h.start();
+    h.advance_to(T0 + 1);
+    let job = started_jobs(&h.take_log()).remove(0);
+    // Another node claims the channel (the fence moves on).
+    let theirs = OwnerRecord {
+        node: Some(NodeId(9)),
+        epoch: 2,
+        incarnation: 1,
+    };
+    h.store
+        .commit(&Txn {
+            checks: vec![],
+            writes: vec![Write::Put(owner_key(CH), theirs.encode())],
+        })
+        .expect("claim");
+    let before = h.video(job.id.slot).expect("recorded");
+    h.input(ChannelInput::JobFinished {
+        id: job.id,
+        outcome: JobOutcome::Succeeded { cost_micros: 9_000 },
+    });
+    let log = h.take_log();
+    assert!(
+        log.iter().any(|e| matches!(e, ChannelEffect::Fenced)),
+        "{log:?}"
+    );
+    assert!(!log
+        .iter()
+        .any(|e| matches!(e, ChannelEffect::Publish { .. })));
+    assert_eq!(
+        h.video(job.id.slot),
+        Some(before),
+        "the record is untouched"
+    );
+    h.advance_to(h.now + 3_600_000);
+    assert!(started_jobs(&h.take_log()).is_empty());
+}
+
+#[test]
+fn the_kill_switch_cancels_running_work_and_fails_the_video() {
+    let mut h = Harness::new();
+    h.start();
+    h.advance_to(T0 + 1);
+    let job = started_jobs(&h.take_log()).remove(0);
+    // The operator's switch is durable first, then the input arrives.
+    let killed = ControlRecord {
+        paused: false,
+        killed: true,
+    };
+    let version = h
+        .store
+        .commit(&Txn {
+            checks: vec![],
+            writes: vec![Write::Put(CONTROL_ALL_KEY.to_vec(), killed.encode())],
+        })
+        .expect("switch");
+    h.input(ChannelInput::ControlAll {
+        record: killed,
+        version,
+    });
+    let log = h.take_log();
+    assert!(
+        log.iter()
+            .any(|e| matches!(e, ChannelEffect::CancelJob { id, .. } if *id == job.id)),
+        "{log:?}"
+    );
+    assert_eq!(
+        h.video(job.id.slot).map(|r| r.status),
+        Some(VideoStatus::Failed(FailReason::Killed))
+    );
+    h.advance_to(h.now + 3_600_000);
+    assert!(
+        started_jobs(&h.take_log()).is_empty(),
+        "nothing starts after the kill"
+    );
+}
+
+#[test]
+fn a_commit_written_before_a_pause_it_did_not_know_about_is_refused() {
+    let mut h = Harness::new();
+    // Loaded at 09:00:01: the next slot is 10:00, planned at 09:30.
+    h.now = T0 + 1;
+    h.start();
+    assert!(started_jobs(&h.take_log()).is_empty());
+    // A pause is durable but this node has not heard of it yet.
+    h.store
+        .commit(&Txn {
+            checks: vec![],
+            writes: vec![Write::Put(
+                control_key(CH),
+                ControlRecord {
+                    paused: true,
+                    killed: false,
+                }
+                .encode(),
+            )],
+        })
+        .expect("pause");
+    h.advance_to(T0 + 40 * 60_000);
+    // Its write fails the control check, it reads the pause, and starts nothing.
+    assert!(started_jobs(&h.take_log()).is_empty());
+    assert!(h.m.control().paused);
+    // The plan itself went through on the retry: planned, not started.
+    let prefix = active_prefix(CH);
+    let planned: Vec<VideoRecord> = h
+        .store
+        .scan(&prefix, &actors::store::prefix_end(&prefix))
+        .filter_map(|(_, v, _)| VideoRecord::decode(v).ok())
+        .collect();
+    assert_eq!(planned.len(), 1);
+    assert_eq!(planned[0].attempt, 0);
+}
