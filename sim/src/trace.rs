@@ -23,7 +23,7 @@ pub struct Trace {
     pub events: u64,
 }
 
-const FNV_PRIME: u64 = 0x0000_0100_0000_01B3;
+const FX_SEED: u64 = 0x517C_C1B7_2722_0A95;
 
 impl Trace {
     pub fn new(file: Option<std::fs::File>) -> Trace {
@@ -35,11 +35,9 @@ impl Trace {
         }
     }
 
+    /// FxHash-style word mixing: one multiply per word, not per byte.
     fn mix(&mut self, v: u64) {
-        for byte in v.to_le_bytes() {
-            self.hash ^= u64::from(byte);
-            self.hash = self.hash.wrapping_mul(FNV_PRIME);
-        }
+        self.hash = (self.hash.rotate_left(5) ^ v).wrapping_mul(FX_SEED);
     }
 
     /// Records one processed event.
@@ -47,7 +45,13 @@ impl Trace {
         self.events += 1;
         self.mix(at_ms);
         self.mix(u64::from(node));
-        self.mix(what.len() as u64 ^ (u64::from(what.as_bytes()[0]) << 8));
+        // The event's name by content, not address (addresses move with ASLR).
+        let b = what.as_bytes();
+        let name = b.len() as u64
+            | u64::from(b.first().copied().unwrap_or(0)) << 8
+            | u64::from(b.get(b.len() / 2).copied().unwrap_or(0)) << 16
+            | u64::from(b.last().copied().unwrap_or(0)) << 24;
+        self.mix(name);
         self.mix(a);
         self.mix(b);
         if self.recent.len() == RECENT_EVENTS_MAX {
