@@ -46,11 +46,11 @@ impl Trace {
         self.mix(at_ms);
         self.mix(u64::from(node));
         // The event's name by content, not address (addresses move with ASLR).
-        let b = what.as_bytes();
-        let name = b.len() as u64
-            | u64::from(b.first().copied().unwrap_or(0)) << 8
-            | u64::from(b.get(b.len() / 2).copied().unwrap_or(0)) << 16
-            | u64::from(b.last().copied().unwrap_or(0)) << 24;
+        let bytes = what.as_bytes();
+        let name = bytes.len() as u64
+            | u64::from(bytes.first().copied().unwrap_or(0)) << 8
+            | u64::from(bytes.get(bytes.len() / 2).copied().unwrap_or(0)) << 16
+            | u64::from(bytes.last().copied().unwrap_or(0)) << 24;
         self.mix(name);
         self.mix(a);
         self.mix(b);
