@@ -454,8 +454,16 @@ impl MembershipMachine {
                 let mut it = entries.into_iter();
                 let members = it.next().flatten();
                 let control_gen = it.next().flatten();
-                let (m, v) = decode_members(members);
-                self.adopt_members(m, v, out);
+                let version = members.as_ref().map(|e| e.version).unwrap_or(0);
+                // Unchanged since last time: nothing to decode. A record that
+                // does not decode is not believed: the view stays as it was.
+                if version != self.members_version || version == 0 {
+                    if let Some(Ok(m)) = members.as_ref().map(|e| MembersRecord::decode(&e.value)) {
+                        self.adopt_members(m, version, out);
+                    } else if members.is_none() {
+                        self.adopt_members(MembersRecord::default(), 0, out);
+                    }
+                }
                 if now_ms.saturating_sub(self.last_refresh_ok_ms) > 2 * self.params.renew_ms {
                     self.watch.clear();
                 }
