@@ -502,14 +502,7 @@ impl ChannelMachine {
             InFlight::ReadQuota(days) => match reply {
                 StoreReply::Got(entries) => {
                     for (day, e) in days.iter().zip(entries) {
-                        let cached = match e {
-                            Some(e) => match QuotaRecord::decode(&e.value) {
-                                Ok(r) => (r, e.version),
-                                Err(_) => continue,
-                            },
-                            None => (QuotaRecord::default(), 0),
-                        };
-                        self.quota_cache.insert(*day, cached);
+                        self.cache_quota(*day, e);
                     }
                 }
                 _ => self.store_wait_until_ms = now_ms + self.params.store_retry_ms,
@@ -537,6 +530,19 @@ impl ChannelMachine {
                 }
             },
         }
+    }
+
+    /// Caches a quota ledger as read; a ledger that does not decode is not
+    /// cached, so no reservation is built on it.
+    fn cache_quota(&mut self, day: u64, e: Option<Entry>) {
+        let cached = match e {
+            Some(e) => match QuotaRecord::decode(&e.value) {
+                Ok(r) => (r, e.version),
+                Err(_) => return,
+            },
+            None => (QuotaRecord::default(), 0),
+        };
+        self.quota_cache.insert(day, cached);
     }
 
     fn resolve_again(&mut self, commit: InFlight, out: &mut Vec<ChannelEffect>) {
@@ -1034,14 +1040,7 @@ impl ChannelMachine {
             return;
         };
         for ((day, _), e) in quota_after.iter().zip(it) {
-            let cached = match e {
-                Some(e) => match QuotaRecord::decode(&e.value) {
-                    Ok(r) => (r, e.version),
-                    Err(_) => continue,
-                },
-                None => (QuotaRecord::default(), 0),
-            };
-            self.quota_cache.insert(*day, cached);
+            self.cache_quota(*day, e);
         }
         let (applied_seq, version) = match &chan {
             Some(e) => (

@@ -510,16 +510,7 @@ impl World {
                     .event(rel, node.0, "local-job-end", spec.id.slot, u64::from(ok));
                 let outcome = if ok {
                     let cost = spec.fixed_cost_micros;
-                    if let Err(v) = self.truth.bill(
-                        &self.topo,
-                        spec.id.channel,
-                        spec.id.slot,
-                        spec.budget_day,
-                        cost,
-                        rel,
-                    ) {
-                        self.fail(v);
-                    }
+                    self.bill(&spec, cost);
                     JobOutcome::Succeeded { cost_micros: cost }
                 } else {
                     JobOutcome::Failed {
@@ -721,7 +712,6 @@ impl World {
         self.frozen[node.index()] = false;
         self.frozen_events[node.index()].clear();
         let now = self.now;
-        let rel = self.rel();
         let n = &mut self.nodes[node.index()];
         if !n.alive {
             return;
@@ -741,7 +731,6 @@ impl World {
                 self.gpu_hw[g.index()].busy_ms += now - s;
             }
         }
-        let _ = rel;
     }
 
     fn hosts_dispatcher(&self, node: NodeId) -> bool {
@@ -1443,6 +1432,17 @@ impl World {
         }
     }
 
+    /// Bills what a job really cost to the truth ledgers (invariant 4 and 9).
+    fn bill(&mut self, spec: &JobSpec, cost_micros: u64) {
+        let rel = self.rel();
+        if let Err(v) = self
+            .truth
+            .bill(&self.topo, spec.id.channel, spec.id.slot, spec.budget_day, cost_micros, rel)
+        {
+            self.fail(v);
+        }
+    }
+
     /// Takes a job off the simulated hardware and bills it; false if it was
     /// not running (already stopped).
     fn gpu_hw_stop(&mut self, gpu: GpuId, id: JobId) -> bool {
@@ -1453,7 +1453,6 @@ impl World {
         };
         let local_now = self.local_now(node);
         let now = self.now;
-        let rel = self.rel();
         let hw = &mut self.gpu_hw[gpu.index()];
         hw.used_bytes -= spec.gpu_memory_bytes;
         if hw.running.is_empty() {
@@ -1466,16 +1465,7 @@ impl World {
             .min(lease_until - local_start);
         let price = self.topo.gpu(gpu).cost_per_hour_micros;
         let cost = spec.fixed_cost_micros + price * held / 3_600_000;
-        if let Err(v) = self.truth.bill(
-            &self.topo,
-            spec.id.channel,
-            spec.id.slot,
-            spec.budget_day,
-            cost,
-            rel,
-        ) {
-            self.fail(v);
-        }
+        self.bill(&spec, cost);
         true
     }
 
