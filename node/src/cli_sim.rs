@@ -1,5 +1,6 @@
 //! `reelfleet sim`: one run, or a swarm of seeds.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -35,6 +36,14 @@ pub struct SimArgs {
     jobs: Option<usize>,
 }
 
+/// Prints to stdout; a closed pipe (`| head`) ends the output quietly
+/// instead of panicking.
+fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
 fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
     let (a, b) = s
         .split_once("..")
@@ -56,7 +65,7 @@ fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
 pub fn run(args: SimArgs) -> i32 {
     if args.list {
         for name in scenarios::NAMES {
-            println!("{name:22} {}", scenarios::describe(name));
+            out(&format!("{name:22} {}\n", scenarios::describe(name)));
         }
         return 0;
     }
@@ -113,10 +122,10 @@ pub fn run(args: SimArgs) -> i32 {
         });
         let secs = started.elapsed().as_secs_f64();
         for f in &result.failures {
-            print!("{}", f.to_text());
+            out(&f.to_text());
         }
-        println!(
-            "swarm {}: {} seeds {}..{}, {} failed{}; {} events in {:.1} s",
+        out(&format!(
+            "swarm {}: {} seeds {}..{}, {} failed{}; {} events in {:.1} s\n",
             args.scenario,
             result.runs,
             seeds.start,
@@ -137,7 +146,7 @@ pub fn run(args: SimArgs) -> i32 {
             },
             result.events,
             secs
-        );
+        ));
         return if result.failures.is_empty() { 0 } else { 1 };
     }
     let scenario = match make(args.seed) {
@@ -162,19 +171,19 @@ pub fn run(args: SimArgs) -> i32 {
     let secs = started.elapsed().as_secs_f64();
     if args.json {
         match serde_json::to_string_pretty(&summary) {
-            Ok(j) => println!("{j}"),
+            Ok(j) => out(&format!("{j}\n")),
             Err(e) => {
                 eprintln!("error: cannot encode summary: {e}");
                 return 2;
             }
         }
     } else {
-        print!("{}", summary.to_text());
-        println!(
-            "  wall {:.2} s, {:.0} events/s",
+        out(&summary.to_text());
+        out(&format!(
+            "  wall {:.2} s, {:.0} events/s\n",
             secs,
             summary.events_processed as f64 / secs.max(1e-9)
-        );
+        ));
     }
     if summary.ok {
         0

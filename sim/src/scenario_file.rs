@@ -208,6 +208,11 @@ use std::sync::Arc;
 
 use toml::{Table, Value};
 
+use topology::config::ConfigErrors;
+use topology::toml_walk::{
+    hh_mm_fields, idx_path, key_path, known_list_at_most, one_line, parse_table, type_error, Errs,
+    Obj,
+};
 use topology::{ChannelId, NodeId, RegionId, StageKind, Topology};
 
 use crate::scenario::{
@@ -295,200 +300,37 @@ const FAULT_KINDS: [(&str, &[&str]); 22] = [
 /// Parses and validates a scenario file. See the module docs for the format.
 /// On failure, the error holds every problem found, one per line.
 pub fn load(text: &str) -> Result<Scenario, String> {
-    let root = match text.parse::<Table>() {
+    let root = match parse_table(text) {
         Ok(t) => t,
-        Err(err) => {
-            let message = match err.span() {
-                Some(span) => {
-                    let (line, col) = line_col(text, span.start);
-                    format!("line {line}, column {col}: {}", one_line(err.message()))
-                }
-                None => one_line(err.message()),
-            };
-            return Err(format!("<toml>: {message}"));
-        }
+        Err(message) => return Err(format!("<toml>: {message}")),
     };
     let mut e = Errs(Vec::new());
     let scenario = build(&mut e, &root);
     match scenario {
         Some(s) if e.0.is_empty() => Ok(s),
         _ if e.0.is_empty() => Err("<scenario>: invalid scenario".to_string()),
-        _ => Err(e.0.join("\n")),
+        _ => Err(ConfigErrors(e.0).to_string()),
     }
 }
 
 // ---------------------------------------------------------------------------
-// Error collection and typed access to tables.
-
-struct Errs(Vec<String>);
-
-impl Errs {
-    fn push(&mut self, path: impl AsRef<str>, message: impl AsRef<str>) {
-        self.0
-            .push(format!("{}: {}", path.as_ref(), message.as_ref()));
-    }
-}
-
-fn key_path(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut line = 1;
-    let mut col = 1;
-    for (i, c) in text.char_indices() {
-        if i >= offset {
-            break;
-        }
-        if c == '\n' {
-            line += 1;
-            col = 1;
-        } else {
-            col += 1;
-        }
-    }
-    (line, col)
-}
-
-fn type_error(expected: &str, found: &Value) -> String {
-    format!("expected {expected}, found {}", found.type_str())
-}
+// Scenario-specific value helpers (the generic ones are in
+// `topology::toml_walk`, shared with the cluster config).
 
 /// "a, b, c", at most [`KNOWN_LISTED`] of them, or "(none)".
 fn known_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    let all: Vec<&str> = names.collect();
-    if all.is_empty() {
-        return "(none)".to_string();
-    }
-    let mut s = all
-        .iter()
-        .take(KNOWN_LISTED)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if all.len() > KNOWN_LISTED {
-        s.push_str(&format!(", ... ({} more)", all.len() - KNOWN_LISTED));
-    }
-    s
+    known_list_at_most(names, KNOWN_LISTED)
 }
 
-/// A table being read, with its path. Creating one reports unknown keys.
-struct Obj<'a> {
-    t: &'a Table,
-    path: String,
-}
-
-impl<'a> Obj<'a> {
-    fn new(e: &mut Errs, t: &'a Table, path: String, allowed: &[&str]) -> Obj<'a> {
-        for key in t.keys() {
-            if !allowed.contains(&key.as_str()) {
-                e.push(
-                    key_path(&path, key),
-                    format!(
-                        "unknown key `{key}`; expected one of: {}",
-                        allowed.join(", ")
-                    ),
-                );
-            }
-        }
-        Obj { t, path }
-    }
-
-    fn p(&self, key: &str) -> String {
-        key_path(&self.path, key)
-    }
-
-    fn has(&self, key: &str) -> bool {
-        self.t.contains_key(key)
-    }
-
-    fn missing(&self, e: &mut Errs, key: &str) -> bool {
-        if self.has(key) {
-            false
-        } else {
-            e.push(self.p(key), "missing required key");
-            true
-        }
-    }
-
-    fn str_opt(&self, e: &mut Errs, key: &str) -> Option<&'a str> {
-        let v = self.t.get(key)?;
-        match v.as_str() {
-            Some(s) => Some(s),
-            None => {
-                e.push(self.p(key), type_error("a string", v));
-                None
-            }
-        }
-    }
-
-    fn str_req(&self, e: &mut Errs, key: &str) -> Option<&'a str> {
-        if self.missing(e, key) {
-            return None;
-        }
-        self.str_opt(e, key)
-    }
-
-    /// A required, non-empty string.
-    fn name_req(&self, e: &mut Errs, key: &str) -> Option<&'a str> {
-        let s = self.str_req(e, key)?;
-        if s.is_empty() {
-            e.push(self.p(key), "must not be empty");
-            return None;
-        }
-        Some(s)
-    }
-
-    fn bool_opt(&self, e: &mut Errs, key: &str) -> Option<bool> {
-        let v = self.t.get(key)?;
-        match v.as_bool() {
-            Some(b) => Some(b),
-            None => {
-                e.push(self.p(key), type_error("a boolean", v));
-                None
-            }
-        }
-    }
-
-    fn int_opt(&self, e: &mut Errs, key: &str) -> Option<i64> {
-        let v = self.t.get(key)?;
-        match v.as_integer() {
-            Some(i) => Some(i),
-            None => {
-                e.push(self.p(key), type_error("an integer", v));
-                None
-            }
-        }
-    }
-
-    /// An optional integer in `lo..=hi`.
-    fn int_range_opt(&self, e: &mut Errs, key: &str, lo: i64, hi: i64) -> Option<i64> {
-        let i = self.int_opt(e, key)?;
-        check_range(e, &self.p(key), i, lo, hi)
-    }
-
-    fn int_range_req(&self, e: &mut Errs, key: &str, lo: i64, hi: i64) -> Option<i64> {
-        if self.missing(e, key) {
-            return None;
-        }
-        self.int_range_opt(e, key, lo, hi)
-    }
-
-    /// An optional non-negative integer in `lo..=hi`, as a `u64`.
-    fn u64_opt(&self, e: &mut Errs, key: &str, lo: i64, hi: i64) -> Option<u64> {
-        self.int_range_opt(e, key, lo.max(0), hi)
-            .and_then(|i| u64::try_from(i).ok())
-    }
-
+/// Per-million values.
+trait PpmExt {
     /// An optional per-million value.
+    fn ppm_opt(&self, e: &mut Errs, key: &str) -> Option<u32>;
+    /// A required per-million value.
+    fn ppm_req(&self, e: &mut Errs, key: &str) -> Option<u32>;
+}
+
+impl PpmExt for Obj<'_> {
     fn ppm_opt(&self, e: &mut Errs, key: &str) -> Option<u32> {
         self.int_range_opt(e, key, 0, PPM_MAX)
             .and_then(|i| u32::try_from(i).ok())
@@ -500,48 +342,15 @@ impl<'a> Obj<'a> {
         }
         self.ppm_opt(e, key)
     }
-
-    fn table_opt(&self, e: &mut Errs, key: &str) -> Option<&'a Table> {
-        let v = self.t.get(key)?;
-        match v.as_table() {
-            Some(t) => Some(t),
-            None => {
-                e.push(self.p(key), type_error("a table", v));
-                None
-            }
-        }
-    }
-}
-
-fn check_range(e: &mut Errs, path: &str, i: i64, lo: i64, hi: i64) -> Option<i64> {
-    if i < lo {
-        if lo == 1 {
-            e.push(path, "must be > 0");
-        } else {
-            e.push(path, format!("must be >= {lo}"));
-        }
-        None
-    } else if i > hi {
-        e.push(path, format!("must be <= {hi}"));
-        None
-    } else {
-        Some(i)
-    }
 }
 
 /// "HH:MM", hours 0..=23, minutes 0..=59: minutes after midnight.
 fn parse_hh_mm(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() != 5 || b[2] != b':' {
-        return None;
-    }
-    let digit = |c: u8| -> Option<u64> { c.is_ascii_digit().then(|| u64::from(c - b'0')) };
-    let h = digit(b[0])? * 10 + digit(b[1])?;
-    let m = digit(b[3])? * 10 + digit(b[4])?;
+    let (h, m) = hh_mm_fields(s)?;
     if h > 23 || m > 59 {
         return None;
     }
-    Some(h * 60 + m)
+    Some(u64::from(h) * 60 + u64::from(m))
 }
 
 // ---------------------------------------------------------------------------
@@ -608,7 +417,7 @@ fn build(e: &mut Errs, root: &Table) -> Option<Scenario> {
             None => e.push("faults", type_error("an array of tables", v)),
             Some(a) => {
                 for (i, f) in a.iter().enumerate() {
-                    let path = format!("faults[{i}]");
+                    let path = idx_path("faults", i);
                     match f.as_table() {
                         None => e.push(&path, type_error("a table", f)),
                         Some(t) => {

@@ -1435,10 +1435,14 @@ impl World {
     /// Bills what a job really cost to the truth ledgers (invariant 4 and 9).
     fn bill(&mut self, spec: &JobSpec, cost_micros: u64) {
         let rel = self.rel();
-        if let Err(v) = self
-            .truth
-            .bill(&self.topo, spec.id.channel, spec.id.slot, spec.budget_day, cost_micros, rel)
-        {
+        if let Err(v) = self.truth.bill(
+            &self.topo,
+            spec.id.channel,
+            spec.id.slot,
+            spec.budget_day,
+            cost_micros,
+            rel,
+        ) {
             self.fail(v);
         }
     }

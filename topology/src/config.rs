@@ -1,7 +1,8 @@
 //! The TOML cluster config.
 //!
 //! [`parse_topology`] turns the text into a [`Topology`]. The text is parsed
-//! into a plain `toml::Table` and then walked by hand, so that *every*
+//! into a plain `toml::Table` and then walked by hand (with the shared
+//! helpers of [`crate::toml_walk`]), so that *every*
 //! problem is reported at once, each with the path of the offending field
 //! (`channels[3].pipeline.stages[1].gpu_memory_gib: must be > 0`). Unknown
 //! keys, missing required keys and values of the wrong type are all errors.
@@ -127,6 +128,9 @@ use crate::model::{
     Budget, Channel, CostModel, DurationModel, Gpu, Micros, Node, Pipeline, PublishWindow,
     PublishingProject, QuotaBucket, QuotaCost, Region, Stage, StageKind, Topology, GIB,
 };
+use crate::toml_walk::{
+    hh_mm_fields, idx_path, key_path, known_list, parse_table, type_error, Errs, Obj,
+};
 
 /// One problem in the config, with the path of the field it concerns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,16 +165,9 @@ impl std::error::Error for ConfigErrors {}
 
 /// Parses and validates a cluster config. See the module docs for the format.
 pub fn parse_topology(text: &str) -> Result<Topology, ConfigErrors> {
-    let table = match text.parse::<Table>() {
+    let table = match parse_table(text) {
         Ok(t) => t,
-        Err(err) => {
-            let message = match err.span() {
-                Some(span) => {
-                    let (line, col) = line_col(text, span.start);
-                    format!("line {line}, column {col}: {}", one_line(err.message()))
-                }
-                None => one_line(err.message()),
-            };
+        Err(message) => {
             return Err(ConfigErrors(vec![ConfigError {
                 path: "<toml>".into(),
                 message,
@@ -202,226 +199,7 @@ const MAX_MISSING_PAIRS_REPORTED: usize = 10;
 const DEFAULT_ZONE: &str = "default";
 
 // ---------------------------------------------------------------------------
-// Error collection and typed access to tables.
-
-struct Errs(Vec<ConfigError>);
-
-impl Errs {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-}
-
-fn key_path(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-fn idx_path(path: &str, i: usize) -> String {
-    format!("{path}[{i}]")
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut line = 1;
-    let mut col = 1;
-    for (i, c) in text.char_indices() {
-        if i >= offset {
-            break;
-        }
-        if c == '\n' {
-            line += 1;
-            col = 1;
-        } else {
-            col += 1;
-        }
-    }
-    (line, col)
-}
-
-fn type_error(expected: &str, found: &Value) -> String {
-    format!("expected {expected}, found {}", found.type_str())
-}
-
-fn known_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    let v: Vec<&str> = names.collect();
-    if v.is_empty() {
-        "(none)".to_string()
-    } else {
-        v.join(", ")
-    }
-}
-
-/// A table being read, with its path. Creating one reports unknown keys.
-struct Obj<'a> {
-    t: &'a Table,
-    path: String,
-}
-
-impl<'a> Obj<'a> {
-    fn new(e: &mut Errs, t: &'a Table, path: String, allowed: &[&str]) -> Obj<'a> {
-        for key in t.keys() {
-            if !allowed.contains(&key.as_str()) {
-                e.push(
-                    key_path(&path, key),
-                    format!(
-                        "unknown key `{key}`; expected one of: {}",
-                        allowed.join(", ")
-                    ),
-                );
-            }
-        }
-        Obj { t, path }
-    }
-
-    fn p(&self, key: &str) -> String {
-        key_path(&self.path, key)
-    }
-
-    fn has(&self, key: &str) -> bool {
-        self.t.contains_key(key)
-    }
-
-    fn get_req(&self, e: &mut Errs, key: &str) -> Option<&'a Value> {
-        let v = self.t.get(key);
-        if v.is_none() {
-            e.push(self.p(key), "missing required key");
-        }
-        v
-    }
-
-    fn str_opt(&self, e: &mut Errs, key: &str) -> Option<&'a str> {
-        let v = self.t.get(key)?;
-        match v.as_str() {
-            Some(s) => Some(s),
-            None => {
-                e.push(self.p(key), type_error("a string", v));
-                None
-            }
-        }
-    }
-
-    fn str_req(&self, e: &mut Errs, key: &str) -> Option<&'a str> {
-        if !self.has(key) {
-            e.push(self.p(key), "missing required key");
-            return None;
-        }
-        self.str_opt(e, key)
-    }
-
-    /// A required, non-empty string.
-    fn name_req(&self, e: &mut Errs, key: &str) -> Option<&'a str> {
-        let s = self.str_req(e, key)?;
-        if s.is_empty() {
-            e.push(self.p(key), "must not be empty");
-            return None;
-        }
-        Some(s)
-    }
-
-    /// An optional, non-empty string.
-    fn name_opt(&self, e: &mut Errs, key: &str) -> Option<&'a str> {
-        let s = self.str_opt(e, key)?;
-        if s.is_empty() {
-            e.push(self.p(key), "must not be empty");
-            return None;
-        }
-        Some(s)
-    }
-
-    fn int_opt(&self, e: &mut Errs, key: &str) -> Option<i64> {
-        let v = self.t.get(key)?;
-        match v.as_integer() {
-            Some(i) => Some(i),
-            None => {
-                e.push(self.p(key), type_error("an integer", v));
-                None
-            }
-        }
-    }
-
-    fn int_req(&self, e: &mut Errs, key: &str) -> Option<i64> {
-        if !self.has(key) {
-            e.push(self.p(key), "missing required key");
-            return None;
-        }
-        self.int_opt(e, key)
-    }
-
-    /// An optional integer in `lo..=hi`.
-    fn int_range_opt(&self, e: &mut Errs, key: &str, lo: i64, hi: i64) -> Option<i64> {
-        let i = self.int_opt(e, key)?;
-        check_range(e, &self.p(key), i, lo, hi)
-    }
-
-    fn int_range_req(&self, e: &mut Errs, key: &str, lo: i64, hi: i64) -> Option<i64> {
-        let i = self.int_req(e, key)?;
-        check_range(e, &self.p(key), i, lo, hi)
-    }
-
-    fn table_opt(&self, e: &mut Errs, key: &str) -> Option<&'a Table> {
-        let v = self.t.get(key)?;
-        match v.as_table() {
-            Some(t) => Some(t),
-            None => {
-                e.push(self.p(key), type_error("a table", v));
-                None
-            }
-        }
-    }
-
-    fn array_opt(&self, e: &mut Errs, key: &str) -> Option<&'a Vec<Value>> {
-        let v = self.t.get(key)?;
-        match v.as_array() {
-            Some(a) => Some(a),
-            None => {
-                e.push(self.p(key), type_error("an array", v));
-                None
-            }
-        }
-    }
-
-    /// An optional array of tables, each with its path. `None` when absent
-    /// or of the wrong type (the latter reported).
-    fn tables_opt(&self, e: &mut Errs, key: &str) -> Option<Vec<(String, &'a Table)>> {
-        let a = self.array_opt(e, key)?;
-        let base = self.p(key);
-        let mut out = Vec::with_capacity(a.len());
-        for (i, v) in a.iter().enumerate() {
-            let path = idx_path(&base, i);
-            match v.as_table() {
-                Some(t) => out.push((path, t)),
-                None => e.push(path, type_error("a table", v)),
-            }
-        }
-        Some(out)
-    }
-}
-
-fn check_range(e: &mut Errs, path: &str, i: i64, lo: i64, hi: i64) -> Option<i64> {
-    if i < lo {
-        if lo == 1 {
-            e.push(path, "must be > 0");
-        } else {
-            e.push(path, format!("must be >= {lo}"));
-        }
-        None
-    } else if i > hi {
-        e.push(path, format!("must be <= {hi}"));
-        None
-    } else {
-        Some(i)
-    }
-}
+// Config-specific value helpers.
 
 /// A number scaled by `scale` into a `u64`: dollars to micros, GiB to
 /// bytes. Integers and floats are accepted; floats are rounded.
@@ -515,13 +293,7 @@ fn unique(
 
 /// "HH:MM" with 2-digit fields, hours 0..=24, minutes 0..=59.
 fn parse_hh_mm(s: &str) -> Option<(u32, u32)> {
-    let b = s.as_bytes();
-    if b.len() != 5 || b[2] != b':' {
-        return None;
-    }
-    let digit = |c: u8| -> Option<u32> { c.is_ascii_digit().then(|| u32::from(c - b'0')) };
-    let h = digit(b[0])? * 10 + digit(b[1])?;
-    let m = digit(b[3])? * 10 + digit(b[4])?;
+    let (h, m) = hh_mm_fields(s)?;
     if h > 24 || m > 59 {
         return None;
     }
