@@ -1,7 +1,9 @@
-//! `reelfleet`: the one binary. Today it runs the deterministic simulator;
-//! the live node, console and chaos runner come with later issues.
+//! `reelfleet`: the one binary. Today it runs the deterministic simulator
+//! and backs up and restores stores; the live node, console and chaos runner
+//! come with later issues.
 
 mod cli_sim;
+mod cli_store;
 
 use clap::{Parser, Subcommand};
 
@@ -20,12 +22,18 @@ struct Cli {
 enum Command {
     /// Run the deterministic simulator.
     Sim(cli_sim::SimArgs),
+    /// Write a consistent snapshot of a store to a file, or check one.
+    Backup(cli_store::BackupArgs),
+    /// Load a backup into an empty store.
+    Restore(cli_store::RestoreArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Sim(args) => cli_sim::run(args),
+        Command::Backup(args) => cli_store::backup(args),
+        Command::Restore(args) => cli_store::restore(args),
     };
     std::process::exit(code);
 }

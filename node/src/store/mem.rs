@@ -1,0 +1,69 @@
+//! `mem://`: the reference model behind a lock, for tests and single-process
+//! demos. A snapshot is a copy (the data is in memory already).
+
+use std::sync::Mutex;
+
+use actors::store::{check_limits, Entry, Key, MemStore, StoreError, StoreOp, Txn, Version};
+
+use super::{Snapshot, Store};
+
+#[derive(Default)]
+pub struct MemBackend {
+    inner: Mutex<MemStore>,
+}
+
+impl MemBackend {
+    pub fn new() -> MemBackend {
+        MemBackend::default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, MemStore>, StoreError> {
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::Unavailable("mem store lock poisoned by a panic".into()))
+    }
+}
+
+impl Store for MemBackend {
+    async fn get(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError> {
+        check_limits(&StoreOp::Get(keys.to_vec()))?;
+        let s = self.lock()?;
+        Ok(keys.iter().map(|k| s.get(k)).collect())
+    }
+
+    async fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        check_limits(&StoreOp::Range {
+            start: start.to_vec(),
+            end: end.to_vec(),
+            limit,
+        })?;
+        Ok(self.lock()?.range(start, end, limit))
+    }
+
+    async fn commit(&self, txn: &Txn) -> Result<Version, StoreError> {
+        self.lock()?.commit(txn)
+    }
+
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot>, StoreError> {
+        let copy = self.lock()?.clone();
+        Ok(Box::new(MemSnapshot { store: copy }))
+    }
+}
+
+struct MemSnapshot {
+    store: MemStore,
+}
+
+impl Snapshot for MemSnapshot {
+    fn version(&self) -> Version {
+        self.store.version()
+    }
+    fn page(&mut self, start: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
+        Ok(self.store.range(start, b"", limit))
+    }
+}
