@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use reelfleet::store::any::AnyStore;
 use reelfleet::store::backup;
-use reelfleet::store::mem::MemBackend;
-use reelfleet::store::redb_store::RedbStore;
 use reelfleet::store::url::StoreUrl;
 
 #[derive(Args, Debug)]
@@ -35,7 +34,8 @@ pub struct RestoreArgs {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))
@@ -63,14 +63,10 @@ pub fn backup(args: BackupArgs) -> i32 {
         let rt = runtime()?;
         let (count, version) = rt
             .block_on(async {
-                match url {
-                    StoreUrl::Mem => backup::backup(&MemBackend::new(), file).await,
-                    StoreUrl::Redb(path) => {
-                        let s = RedbStore::open(&path)
-                            .map_err(|e| backup::BackupError(e.to_string()))?;
-                        backup::backup(&s, file).await
-                    }
-                }
+                let store = AnyStore::open(&url)
+                    .await
+                    .map_err(|e| backup::BackupError(format!("cannot open the store: {e}")))?;
+                backup::backup(&store, file).await
             })
             .map_err(|e| e.to_string())?;
         // Only a complete backup takes the real name.
@@ -92,14 +88,10 @@ pub fn restore(args: RestoreArgs) -> i32 {
         let rt = runtime()?;
         let count = rt
             .block_on(async {
-                match url {
-                    StoreUrl::Mem => backup::restore(&MemBackend::new(), open, args.force).await,
-                    StoreUrl::Redb(p) => {
-                        let s =
-                            RedbStore::open(&p).map_err(|e| backup::BackupError(e.to_string()))?;
-                        backup::restore(&s, open, args.force).await
-                    }
-                }
+                let store = AnyStore::open(&url)
+                    .await
+                    .map_err(|e| backup::BackupError(format!("cannot open the store: {e}")))?;
+                backup::restore(&store, open, args.force).await
             })
             .map_err(|e| format!("{}: {e}", args.input.display()))?;
         Ok(format!("restored {count} records into {}\n", args.store))

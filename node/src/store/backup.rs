@@ -84,6 +84,7 @@ pub async fn backup<S: Store>(
     loop {
         let page = snap
             .page(&start, PAGE_ENTRIES)
+            .await
             .map_err(|e| err(format!("cannot read the snapshot: {e}")))?;
         let Some(last) = page.last() else { break };
         start = last.key.clone();

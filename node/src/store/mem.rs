@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use actors::store::{check_limits, Entry, Key, MemStore, StoreError, StoreOp, Txn, Version};
 
-use super::{Snapshot, Store};
+use super::{BoxFuture, Snapshot, Store};
 
 #[derive(Default)]
 pub struct MemBackend {
@@ -63,7 +63,11 @@ impl Snapshot for MemSnapshot {
     fn version(&self) -> Version {
         self.store.version()
     }
-    fn page(&mut self, start: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
-        Ok(self.store.range(start, b"", limit))
+    fn page<'a>(
+        &'a mut self,
+        start: &'a [u8],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>> {
+        Box::pin(async move { Ok(self.store.range(start, b"", limit)) })
     }
 }

@@ -6,12 +6,15 @@
 //!
 //! - `mem://` — the in-memory model itself, behind a lock;
 //! - `redb:///path/to/file.redb` — the embedded default (group commit);
+//! - `etcd://host:port[,host:port...]/prefix` — multi-process clusters;
 //!
 //! Architecture invariant: every backend checks an operation with
 //! `actors::store::check_limits` before touching anything, so that the
 //! limits and their errors are the same everywhere.
 
+pub mod any;
 pub mod backup;
+pub mod etcd_store;
 pub mod mem;
 pub mod redb_store;
 pub mod url;
@@ -59,10 +62,17 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// A boxed future, for the object-safe [`Snapshot`].
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// A read-only view at one version.
 pub trait Snapshot: Send {
     /// The version the snapshot reads at.
     fn version(&self) -> Version;
     /// Up to `limit` entries with keys `>= start`, in key order.
-    fn page(&mut self, start: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError>;
+    fn page<'a>(
+        &'a mut self,
+        start: &'a [u8],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>>;
 }

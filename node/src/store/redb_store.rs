@@ -16,7 +16,7 @@ use std::sync::Arc;
 use actors::store::{check_limits, Check, Entry, Key, StoreError, StoreOp, Txn, Version, Write};
 use redb::{Database, ReadableTable, TableDefinition};
 
-use super::{Snapshot, Store};
+use super::{BoxFuture, Snapshot, Store};
 
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -303,8 +303,14 @@ impl Snapshot for RedbSnapshot {
     fn version(&self) -> Version {
         self.version
     }
-    fn page(&mut self, start: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
-        let t = self.read.open_table(KV).map_err(io)?;
-        range_of(&t, start, b"", limit)
+    fn page<'a>(
+        &'a mut self,
+        start: &'a [u8],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>> {
+        Box::pin(async move {
+            let t = self.read.open_table(KV).map_err(io)?;
+            range_of(&t, start, b"", limit)
+        })
     }
 }

@@ -1,5 +1,5 @@
-//! Backends by URL: `mem://` and `redb:///path/to/file.redb`. Later:
-//! `etcd://host:port[,host:port...]/prefix` and `fdb://[cluster-file]?prefix=`.
+//! Backends by URL: `mem://`, `redb:///path/to/file.redb`,
+//! `etcd://host:port[,host:port...]/prefix`. Later: `fdb://[cluster-file]?prefix=`.
 
 use std::path::PathBuf;
 
@@ -7,7 +7,13 @@ use std::path::PathBuf;
 pub enum StoreUrl {
     Mem,
     Redb(PathBuf),
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+    },
 }
+
+const KNOWN: &str = "mem://, redb:///path/to/file.redb or etcd://host:port[,host:port...]/prefix";
 
 impl std::str::FromStr for StoreUrl {
     type Err = String;
@@ -18,19 +24,49 @@ impl std::str::FromStr for StoreUrl {
         }
         if let Some(path) = s.strip_prefix("redb://") {
             if path.is_empty() {
-                return Err(format!("store URL {s:?}: redb:// needs a file path, like redb:///var/lib/reelfleet/fleet.redb"));
+                return Err(format!(
+                    "store URL {s:?}: redb:// needs a file path, like redb:///var/lib/reelfleet/fleet.redb"
+                ));
             }
             return Ok(StoreUrl::Redb(PathBuf::from(path)));
         }
-        let scheme = s.split("://").next().unwrap_or(s);
-        match scheme {
-            "etcd" | "fdb" => Err(format!(
-                "store URL {s:?}: the {scheme} backend is not built yet; available: mem://, redb:///path"
-            )),
-            _ => Err(format!(
-                "store URL {s:?}: unknown scheme {scheme:?}; expected mem:// or redb:///path/to/file.redb"
-            )),
+        if let Some(rest) = s.strip_prefix("etcd://") {
+            let (hosts, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let endpoints: Vec<String> = hosts
+                .split(',')
+                .filter(|h| !h.is_empty())
+                .map(str::to_string)
+                .collect();
+            if endpoints.is_empty() {
+                return Err(format!(
+                    "store URL {s:?}: etcd:// needs at least one host:port"
+                ));
+            }
+            for e in &endpoints {
+                let port = e.rsplit_once(':').map(|(_, p)| p);
+                if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
+                    return Err(format!("store URL {s:?}: endpoint {e:?} is not host:port"));
+                }
+            }
+            if prefix.is_empty() {
+                return Err(format!(
+                    "store URL {s:?}: etcd:// needs a key prefix, like etcd://127.0.0.1:2379/reelfleet"
+                ));
+            }
+            return Ok(StoreUrl::Etcd {
+                endpoints,
+                prefix: format!("/{prefix}"),
+            });
         }
+        let scheme = s.split("://").next().unwrap_or(s);
+        if scheme == "fdb" {
+            return Err(format!(
+                "store URL {s:?}: the fdb backend is not built yet; available: {KNOWN}"
+            ));
+        }
+        Err(format!(
+            "store URL {s:?}: unknown scheme {scheme:?}; expected {KNOWN}"
+        ))
     }
 }
 
@@ -51,5 +87,20 @@ mod tests {
             .parse::<StoreUrl>()
             .unwrap_err()
             .contains("needs a file path"));
+        assert_eq!(
+            "etcd://127.0.0.1:2379,127.0.0.1:2380/fleet".parse::<StoreUrl>(),
+            Ok(StoreUrl::Etcd {
+                endpoints: vec!["127.0.0.1:2379".into(), "127.0.0.1:2380".into()],
+                prefix: "/fleet".into()
+            })
+        );
+        assert!("etcd://host/fleet"
+            .parse::<StoreUrl>()
+            .unwrap_err()
+            .contains("not host:port"));
+        assert!("etcd://127.0.0.1:1/"
+            .parse::<StoreUrl>()
+            .unwrap_err()
+            .contains("needs a key prefix"));
     }
 }

@@ -1,0 +1,63 @@
+//! A store chosen at run time by URL. The `Store` trait is not object safe
+//! (its futures are `impl Future`), so this enum forwards to the backend.
+
+use std::time::Duration;
+
+use actors::store::{Entry, Key, StoreError, Txn, Version};
+
+use super::etcd_store::EtcdStore;
+use super::mem::MemBackend;
+use super::redb_store::RedbStore;
+use super::url::StoreUrl;
+use super::{Snapshot, Store};
+
+/// How long one etcd call may take before it counts as failed.
+pub const ETCD_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub enum AnyStore {
+    Mem(MemBackend),
+    Redb(RedbStore),
+    Etcd(Box<EtcdStore>),
+}
+
+impl AnyStore {
+    pub async fn open(url: &StoreUrl) -> Result<AnyStore, StoreError> {
+        Ok(match url {
+            StoreUrl::Mem => AnyStore::Mem(MemBackend::new()),
+            StoreUrl::Redb(path) => AnyStore::Redb(RedbStore::open(path)?),
+            StoreUrl::Etcd { endpoints, prefix } => AnyStore::Etcd(Box::new(
+                EtcdStore::connect(endpoints, prefix, ETCD_CALL_TIMEOUT).await?,
+            )),
+        })
+    }
+}
+
+macro_rules! forward {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Mem($s) => $e,
+            AnyStore::Redb($s) => $e,
+            AnyStore::Etcd($s) => $e,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn get(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError> {
+        forward!(self, s => s.get(keys).await)
+    }
+    async fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        forward!(self, s => s.range(start, end, limit).await)
+    }
+    async fn commit(&self, txn: &Txn) -> Result<Version, StoreError> {
+        forward!(self, s => s.commit(txn).await)
+    }
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot>, StoreError> {
+        forward!(self, s => s.snapshot().await)
+    }
+}

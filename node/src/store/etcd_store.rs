@@ -1,0 +1,300 @@
+//! `etcd://host:port[,host:port...]/prefix`: for multi-process clusters.
+//!
+//! Keys live under `<prefix>d/`; every commit that writes also bumps
+//! `<prefix>m`, so that each such commit gets its own etcd revision (a txn
+//! that only deletes absent keys would otherwise leave the revision where it
+//! was). A key's version is its `mod_revision`; a commit's version is the
+//! revision it created.
+//!
+//! Checks map to etcd Txn compares (absent: `version == 0`; equals: `value
+//! ==`; version: `mod_revision ==`). Ranges are read in chunks. A commit
+//! that fails after it may have reached the cluster (timeout, leader
+//! change, connection lost mid-call) is "commit result unknown"; reads that
+//! fail are "unavailable". Every call has a deadline, so a cluster that has
+//! lost its quorum answers with a clear error within that bound.
+
+use std::time::Duration;
+
+use actors::store::{check_limits, Check, Entry, Key, StoreError, StoreOp, Txn, Version, Write};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn as EtcdTxn, TxnOp};
+
+use super::{BoxFuture, Snapshot, Store};
+
+/// Most keys one etcd range call returns.
+const RANGE_CHUNK: i64 = 1_000;
+
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    prefix: Vec<u8>,
+    call_timeout: Duration,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("etcd: {e}"))
+}
+
+impl EtcdStore {
+    /// Connects to `endpoints` (host:port); keys live under `prefix`.
+    pub async fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        call_timeout: Duration,
+    ) -> Result<EtcdStore, StoreError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(call_timeout)
+            .with_timeout(call_timeout)
+            .with_keep_alive(Duration::from_secs(2), call_timeout);
+        let client =
+            tokio::time::timeout(call_timeout * 2, Client::connect(endpoints, Some(options)))
+                .await
+                .map_err(|_| {
+                    unavailable(format!(
+                        "no member of {endpoints:?} answered within {call_timeout:?}"
+                    ))
+                })?
+                .map_err(unavailable)?;
+        let mut prefix = prefix.as_bytes().to_vec();
+        if !prefix.ends_with(b"/") {
+            prefix.push(b'/');
+        }
+        Ok(EtcdStore {
+            client,
+            prefix,
+            call_timeout,
+        })
+    }
+
+    fn data_key(&self, key: &[u8]) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.extend_from_slice(b"d/");
+        k.extend_from_slice(key);
+        k
+    }
+
+    fn data_start(&self) -> Vec<u8> {
+        self.data_key(b"")
+    }
+
+    /// The end of the data keys: `<prefix>d0` (`'0'` follows `'/'`).
+    fn data_end(&self) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.extend_from_slice(b"d0");
+        k
+    }
+
+    fn meta_key(&self) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.push(b'm');
+        k
+    }
+
+    fn entry(&self, kv: &etcd_client::KeyValue) -> Result<Entry, StoreError> {
+        let key = kv
+            .key()
+            .strip_prefix(self.data_start().as_slice())
+            .ok_or_else(|| {
+                StoreError::Corrupt("etcd returned a key outside the store's prefix".into())
+            })?
+            .to_vec();
+        Ok(Entry {
+            key,
+            value: kv.value().to_vec(),
+            version: u64::try_from(kv.mod_revision())
+                .map_err(|_| StoreError::Corrupt("negative revision".into()))?,
+        })
+    }
+
+    async fn range_at(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        revision: Option<i64>,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::new();
+        if !end.is_empty() && start >= end {
+            return Ok(out);
+        }
+        let mut from = self.data_key(start);
+        let to = if end.is_empty() {
+            self.data_end()
+        } else {
+            self.data_key(end)
+        };
+        while out.len() < limit {
+            let want = (limit - out.len()).min(RANGE_CHUNK as usize) as i64;
+            let mut opts = GetOptions::new().with_range(to.clone()).with_limit(want);
+            if let Some(r) = revision {
+                opts = opts.with_revision(r);
+            }
+            let mut kv = self.client.kv_client();
+            let resp = tokio::time::timeout(self.call_timeout, kv.get(from.clone(), Some(opts)))
+                .await
+                .map_err(|_| {
+                    unavailable(format!(
+                        "range read timed out after {:?}",
+                        self.call_timeout
+                    ))
+                })?
+                .map_err(unavailable)?;
+            let kvs = resp.kvs();
+            for kv in kvs {
+                out.push(self.entry(kv)?);
+            }
+            match kvs.last() {
+                Some(last) if kvs.len() as i64 == want && resp.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Store for EtcdStore {
+    async fn get(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError> {
+        check_limits(&StoreOp::Get(keys.to_vec()))?;
+        // One transaction of range reads: all keys at one revision.
+        let ops: Vec<TxnOp> = keys
+            .iter()
+            .map(|k| TxnOp::get(self.data_key(k), None))
+            .collect();
+        let mut kv = self.client.kv_client();
+        let resp = tokio::time::timeout(self.call_timeout, kv.txn(EtcdTxn::new().and_then(ops)))
+            .await
+            .map_err(|_| unavailable(format!("read timed out after {:?}", self.call_timeout)))?
+            .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for r in resp.op_responses() {
+            match r {
+                etcd_client::TxnOpResponse::Get(g) => match g.kvs().first() {
+                    Some(kv) => out.push(Some(self.entry(kv)?)),
+                    None => out.push(None),
+                },
+                _ => {
+                    return Err(StoreError::Corrupt(
+                        "etcd answered a read with something else".into(),
+                    ))
+                }
+            }
+        }
+        if out.len() != keys.len() {
+            return Err(StoreError::Corrupt(
+                "etcd answered fewer reads than asked".into(),
+            ));
+        }
+        Ok(out)
+    }
+
+    async fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        check_limits(&StoreOp::Range {
+            start: start.to_vec(),
+            end: end.to_vec(),
+            limit,
+        })?;
+        self.range_at(start, end, limit, None).await
+    }
+
+    async fn commit(&self, txn: &Txn) -> Result<Version, StoreError> {
+        check_limits(&StoreOp::Commit(txn.clone()))?;
+        let compares: Vec<Compare> = txn
+            .checks
+            .iter()
+            .map(|c| match c {
+                Check::Absent(k) => Compare::version(self.data_key(k), CompareOp::Equal, 0),
+                Check::Equals(k, v) => {
+                    Compare::value(self.data_key(k), CompareOp::Equal, v.clone())
+                }
+                Check::VersionIs(k, 0) => Compare::version(self.data_key(k), CompareOp::Equal, 0),
+                Check::VersionIs(k, v) => Compare::mod_revision(
+                    self.data_key(k),
+                    CompareOp::Equal,
+                    i64::try_from(*v).unwrap_or(i64::MAX),
+                ),
+            })
+            .collect();
+        // etcd refuses a txn that writes one key twice; applied in order,
+        // only the last write of each key counts, so send just that one.
+        let mut last: std::collections::BTreeMap<&[u8], &Write> = std::collections::BTreeMap::new();
+        for w in &txn.writes {
+            last.insert(w.key(), w);
+        }
+        let mut ops: Vec<TxnOp> = last
+            .values()
+            .map(|w| match w {
+                Write::Put(k, v) => TxnOp::put(self.data_key(k), v.clone(), None),
+                Write::Delete(k) => TxnOp::delete(self.data_key(k), None),
+            })
+            .collect();
+        let writes = !ops.is_empty();
+        if writes {
+            ops.push(TxnOp::put(self.meta_key(), Vec::new(), None));
+        }
+        let mut kv = self.client.kv_client();
+        let call = kv.txn(EtcdTxn::new().when(compares).and_then(ops));
+        let resp = match tokio::time::timeout(self.call_timeout, call).await {
+            Err(_) if writes => return Err(StoreError::CommitUnknown),
+            Err(_) => {
+                return Err(unavailable(format!(
+                    "commit timed out after {:?}",
+                    self.call_timeout
+                )))
+            }
+            // A failed call that writes may still have been applied (a
+            // leader change mid-call, a proposal that commits once a quorum
+            // returns): only a read can tell.
+            Ok(Err(_)) if writes => return Err(StoreError::CommitUnknown),
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Ok(Ok(r)) => r,
+        };
+        if !resp.succeeded() {
+            return Err(StoreError::Conflict { check_index: None });
+        }
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        u64::try_from(revision).map_err(|_| StoreError::Corrupt("negative revision".into()))
+    }
+
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot>, StoreError> {
+        // Pin the current revision: every page is read at it.
+        let mut kv = self.client.kv_client();
+        let resp = tokio::time::timeout(self.call_timeout, kv.get(self.meta_key(), None))
+            .await
+            .map_err(|_| unavailable("snapshot timed out"))?
+            .map_err(unavailable)?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        Ok(Box::new(EtcdSnapshot {
+            store: self.clone(),
+            revision,
+        }))
+    }
+}
+
+struct EtcdSnapshot {
+    store: EtcdStore,
+    revision: i64,
+}
+
+impl Snapshot for EtcdSnapshot {
+    fn version(&self) -> Version {
+        u64::try_from(self.revision).unwrap_or(0)
+    }
+    fn page<'a>(
+        &'a mut self,
+        start: &'a [u8],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>> {
+        Box::pin(async move {
+            self.store
+                .range_at(start, b"", limit, Some(self.revision))
+                .await
+        })
+    }
+}
