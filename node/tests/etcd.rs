@@ -99,11 +99,20 @@ async fn etcd_rides_out_one_member_and_fails_clearly_without_quorum() {
     // Back: everything acknowledged is there, and nothing else changed.
     cluster.start_member(0);
     cluster.start_member(1);
+    cluster.wait_healthy(Duration::from_secs(30));
     let s = cluster.store("/failover").await;
-    let all = s
-        .range(b"k", b"l", 1_000)
-        .await
-        .expect("range after restart");
+    // While the members catch up a call may still be refused: retry, bounded.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let all = loop {
+        match s.range(b"k", b"l", 1_000).await {
+            Ok(all) => break all,
+            Err(StoreError::Unavailable(e)) if Instant::now() < deadline => {
+                eprintln!("not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("range after restart: {e}"),
+        }
+    };
     assert_eq!(all.len(), 200);
     for (i, e) in all.iter().enumerate() {
         assert_eq!(e.value, (i as u64).to_le_bytes().to_vec(), "key {i}");

@@ -138,7 +138,7 @@ impl EtcdCluster {
     }
 
     /// Waits until every member accepts connections.
-    fn wait_healthy(&self, within: Duration) {
+    pub fn wait_healthy(&self, within: Duration) {
         let deadline = Instant::now() + within;
         for m in &self.members {
             while std::net::TcpStream::connect(("127.0.0.1", m.client_port)).is_err() {
