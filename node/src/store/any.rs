@@ -18,6 +18,8 @@ pub enum AnyStore {
     Mem(MemBackend),
     Redb(RedbStore),
     Etcd(Box<EtcdStore>),
+    #[cfg(feature = "fdb")]
+    Fdb(Box<super::fdb_store::FdbStore>),
 }
 
 impl AnyStore {
@@ -28,6 +30,25 @@ impl AnyStore {
             StoreUrl::Etcd { endpoints, prefix } => AnyStore::Etcd(Box::new(
                 EtcdStore::connect(endpoints, prefix, ETCD_CALL_TIMEOUT).await?,
             )),
+            #[cfg(feature = "fdb")]
+            StoreUrl::Fdb {
+                cluster_file,
+                prefix,
+            } => {
+                let path = cluster_file
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned());
+                AnyStore::Fdb(Box::new(super::fdb_store::FdbStore::open(
+                    path.as_deref(),
+                    prefix,
+                )?))
+            }
+            #[cfg(not(feature = "fdb"))]
+            StoreUrl::Fdb { .. } => {
+                return Err(StoreError::Unavailable(
+                    "this build has no FoundationDB support: rebuild with --features fdb".into(),
+                ))
+            }
         })
     }
 }
@@ -38,6 +59,8 @@ macro_rules! forward {
             AnyStore::Mem($s) => $e,
             AnyStore::Redb($s) => $e,
             AnyStore::Etcd($s) => $e,
+            #[cfg(feature = "fdb")]
+            AnyStore::Fdb($s) => $e,
         }
     };
 }

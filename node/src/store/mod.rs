@@ -15,6 +15,8 @@
 pub mod any;
 pub mod backup;
 pub mod etcd_store;
+#[cfg(feature = "fdb")]
+pub mod fdb_store;
 pub mod mem;
 pub mod redb_store;
 pub mod url;

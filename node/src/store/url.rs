@@ -1,5 +1,6 @@
 //! Backends by URL: `mem://`, `redb:///path/to/file.redb`,
-//! `etcd://host:port[,host:port...]/prefix`. Later: `fdb://[cluster-file]?prefix=`.
+//! `etcd://host:port[,host:port...]/prefix`, `fdb://[cluster-file]?prefix=NAME`
+//! (with the `fdb` feature).
 
 use std::path::PathBuf;
 
@@ -11,9 +12,14 @@ pub enum StoreUrl {
         endpoints: Vec<String>,
         prefix: String,
     },
+    /// `cluster_file: None`: FoundationDB's default cluster file.
+    Fdb {
+        cluster_file: Option<PathBuf>,
+        prefix: String,
+    },
 }
 
-const KNOWN: &str = "mem://, redb:///path/to/file.redb or etcd://host:port[,host:port...]/prefix";
+const KNOWN: &str = "mem://, redb:///path/to/file.redb, etcd://host:port[,host:port...]/prefix or fdb://[cluster-file]?prefix=NAME";
 
 impl std::str::FromStr for StoreUrl {
     type Err = String;
@@ -58,12 +64,24 @@ impl std::str::FromStr for StoreUrl {
                 prefix: format!("/{prefix}"),
             });
         }
-        let scheme = s.split("://").next().unwrap_or(s);
-        if scheme == "fdb" {
-            return Err(format!(
-                "store URL {s:?}: the fdb backend is not built yet; available: {KNOWN}"
-            ));
+        if let Some(rest) = s.strip_prefix("fdb://") {
+            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let prefix = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("prefix="))
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| format!("store URL {s:?}: fdb:// needs ?prefix=NAME, like fdb:///etc/foundationdb/fdb.cluster?prefix=reelfleet"))?;
+            if let Some(bad) = query.split('&').find(|kv| !kv.starts_with("prefix=")) {
+                return Err(format!(
+                    "store URL {s:?}: unknown fdb option {bad:?}; only prefix= is known"
+                ));
+            }
+            return Ok(StoreUrl::Fdb {
+                cluster_file: (!path.is_empty()).then(|| PathBuf::from(path)),
+                prefix: prefix.to_string(),
+            });
         }
+        let scheme = s.split("://").next().unwrap_or(s);
         Err(format!(
             "store URL {s:?}: unknown scheme {scheme:?}; expected {KNOWN}"
         ))
