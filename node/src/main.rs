@@ -2,6 +2,7 @@
 //! and backs up and restores stores; the live node, console and chaos runner
 //! come with later issues.
 
+mod cli_bench;
 mod cli_sim;
 mod cli_store;
 
@@ -26,6 +27,8 @@ enum Command {
     Backup(cli_store::BackupArgs),
     /// Load a backup into an empty store.
     Restore(cli_store::RestoreArgs),
+    /// Benchmark a store backend: commits per second and latency.
+    BenchStore(cli_bench::BenchArgs),
 }
 
 fn main() {
@@ -34,6 +37,7 @@ fn main() {
         Command::Sim(args) => cli_sim::run(args),
         Command::Backup(args) => cli_store::backup(args),
         Command::Restore(args) => cli_store::restore(args),
+        Command::BenchStore(args) => cli_bench::run(args),
     };
     std::process::exit(code);
 }

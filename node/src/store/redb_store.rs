@@ -21,6 +21,8 @@ use super::{BoxFuture, Snapshot, Store};
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const VERSION_KEY: &str = "version";
+/// redb's page cache.
+pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Most commits folded into one redb transaction.
 pub const GROUP_COMMITS_MAX: usize = 256;
 
