@@ -1,4 +1,6 @@
-//! The parts of the `reelfleet` binary that tests drive directly: today the
-//! store backends and backup/restore.
+//! The parts of the `reelfleet` binary that tests drive directly: the store
+//! backends and backup/restore, stage executors, and publishers.
 
+pub mod exec;
+pub mod publish;
 pub mod store;
