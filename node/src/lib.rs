@@ -1,6 +1,8 @@
 //! The parts of the `reelfleet` binary that tests drive directly: the store
-//! backends and backup/restore, stage executors, and publishers.
+//! backends and backup/restore, stage executors, publishers, and the
+//! cluster's certificates.
 
+pub mod certs;
 pub mod exec;
 pub mod publish;
 pub mod store;

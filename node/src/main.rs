@@ -3,6 +3,7 @@
 //! come with later issues.
 
 mod cli_bench;
+mod cli_certs;
 mod cli_sim;
 mod cli_store;
 
@@ -29,6 +30,8 @@ enum Command {
     Restore(cli_store::RestoreArgs),
     /// Benchmark a store backend: commits per second and latency.
     BenchStore(cli_bench::BenchArgs),
+    /// Make the cluster CA and node and admin certificates.
+    Certs(cli_certs::CertsArgs),
 }
 
 fn main() {
@@ -38,6 +41,7 @@ fn main() {
         Command::Backup(args) => cli_store::backup(args),
         Command::Restore(args) => cli_store::restore(args),
         Command::BenchStore(args) => cli_bench::run(args),
+        Command::Certs(args) => cli_certs::run(args),
     };
     std::process::exit(code);
 }
