@@ -152,53 +152,65 @@ pub enum StoreReply {
 
 /// Checks an op against the limits before anything is touched.
 pub fn check_limits(op: &StoreOp) -> Result<(), StoreError> {
-    let key_ok = |k: &[u8]| {
-        if k.len() > KEY_BYTES_MAX {
-            Err(StoreError::TooLarge(format!(
-                "key of {} bytes exceeds the {KEY_BYTES_MAX}-byte limit",
-                k.len()
-            )))
-        } else {
-            Ok(())
-        }
-    };
     match op {
-        StoreOp::Get(keys) => keys.iter().try_for_each(|k| key_ok(k)),
-        StoreOp::Range { start, end, limit } => {
-            key_ok(start)?;
-            key_ok(end)?;
-            if *limit == 0 || *limit > RANGE_LIMIT_MAX {
+        StoreOp::Get(keys) => check_get(keys),
+        StoreOp::Range { start, end, limit } => check_range(start, end, *limit),
+        StoreOp::Commit(txn) => check_txn(txn),
+    }
+}
+
+fn check_key(k: &[u8]) -> Result<(), StoreError> {
+    if k.len() > KEY_BYTES_MAX {
+        Err(StoreError::TooLarge(format!(
+            "key of {} bytes exceeds the {KEY_BYTES_MAX}-byte limit",
+            k.len()
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// The limits of a point read (key sizes).
+pub fn check_get(keys: &[Key]) -> Result<(), StoreError> {
+    keys.iter().try_for_each(|k| check_key(k))
+}
+
+/// The limits of a range read (key sizes, `1..=RANGE_LIMIT_MAX` entries).
+pub fn check_range(start: &[u8], end: &[u8], limit: usize) -> Result<(), StoreError> {
+    check_key(start)?;
+    check_key(end)?;
+    if limit == 0 || limit > RANGE_LIMIT_MAX {
+        return Err(StoreError::TooLarge(format!(
+            "range limit {limit} outside 1..={RANGE_LIMIT_MAX}"
+        )));
+    }
+    Ok(())
+}
+
+/// The limits of a transaction (key and value sizes, total size).
+pub fn check_txn(txn: &Txn) -> Result<(), StoreError> {
+    for c in &txn.checks {
+        check_key(c.key())?;
+    }
+    for w in &txn.writes {
+        check_key(w.key())?;
+        if let Write::Put(_, v) = w {
+            if v.len() > VALUE_BYTES_MAX {
                 return Err(StoreError::TooLarge(format!(
-                    "range limit {limit} outside 1..={RANGE_LIMIT_MAX}"
+                    "value of {} bytes for key {} exceeds the {VALUE_BYTES_MAX}-byte limit",
+                    v.len(),
+                    printable_key(w.key())
                 )));
             }
-            Ok(())
-        }
-        StoreOp::Commit(txn) => {
-            for c in &txn.checks {
-                key_ok(c.key())?;
-            }
-            for w in &txn.writes {
-                key_ok(w.key())?;
-                if let Write::Put(_, v) = w {
-                    if v.len() > VALUE_BYTES_MAX {
-                        return Err(StoreError::TooLarge(format!(
-                            "value of {} bytes for key {} exceeds the {VALUE_BYTES_MAX}-byte limit",
-                            v.len(),
-                            printable_key(w.key())
-                        )));
-                    }
-                }
-            }
-            let size = txn.size_bytes();
-            if size > TXN_BYTES_MAX {
-                return Err(StoreError::TooLarge(format!(
-                    "transaction of {size} bytes exceeds the {TXN_BYTES_MAX}-byte limit"
-                )));
-            }
-            Ok(())
         }
     }
+    let size = txn.size_bytes();
+    if size > TXN_BYTES_MAX {
+        return Err(StoreError::TooLarge(format!(
+            "transaction of {size} bytes exceeds the {TXN_BYTES_MAX}-byte limit"
+        )));
+    }
+    Ok(())
 }
 
 /// A key shown for humans: printable ASCII as is, other bytes as `\xNN`.
@@ -304,7 +316,7 @@ impl MemStore {
 
     /// Applies a transaction all-or-nothing.
     pub fn commit(&mut self, txn: &Txn) -> Result<Version, StoreError> {
-        check_limits(&StoreOp::Commit(txn.clone()))?;
+        check_txn(txn)?;
         self.commit_checked(txn)
     }
 

@@ -15,7 +15,9 @@
 
 use std::time::Duration;
 
-use actors::store::{check_limits, Check, Entry, Key, StoreError, StoreOp, Txn, Version, Write};
+use actors::store::{
+    check_get, check_range, check_txn, Check, Entry, Key, StoreError, Txn, Version, Write,
+};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn as EtcdTxn, TxnOp};
 
 use super::{BoxFuture, Snapshot, Store};
@@ -156,7 +158,7 @@ impl EtcdStore {
 
 impl Store for EtcdStore {
     async fn get(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError> {
-        check_limits(&StoreOp::Get(keys.to_vec()))?;
+        check_get(keys)?;
         // One transaction of range reads: all keys at one revision.
         let ops: Vec<TxnOp> = keys
             .iter()
@@ -195,16 +197,12 @@ impl Store for EtcdStore {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        check_limits(&StoreOp::Range {
-            start: start.to_vec(),
-            end: end.to_vec(),
-            limit,
-        })?;
+        check_range(start, end, limit)?;
         self.range_at(start, end, limit, None).await
     }
 
     async fn commit(&self, txn: &Txn) -> Result<Version, StoreError> {
-        check_limits(&StoreOp::Commit(txn.clone()))?;
+        check_txn(txn)?;
         let compares: Vec<Compare> = txn
             .checks
             .iter()

@@ -17,9 +17,11 @@
 //!
 //! Limits: FoundationDB's key limit of 10,000 bytes includes the prefix,
 //! so user keys may be up to 10,000 minus the prefix length; values and
-//! transactions are checked by `check_limits` exactly as elsewhere.
+//! transactions are checked by `actors::store::check_txn` exactly as elsewhere.
 
-use actors::store::{check_limits, Check, Entry, Key, StoreError, StoreOp, Txn, Version, Write};
+use actors::store::{
+    check_get, check_range, check_txn, Check, Entry, Key, StoreError, Txn, Version, Write,
+};
 use foundationdb::options::MutationType;
 use foundationdb::{Database, FdbError, RangeOption, Transaction};
 
@@ -155,7 +157,7 @@ fn version_of_stamp(stamp: &[u8]) -> Version {
 
 impl Store for FdbStore {
     async fn get(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError> {
-        check_limits(&StoreOp::Get(keys.to_vec()))?;
+        check_get(keys)?;
         let keys = keys.to_vec();
         self.read(move |s, trx| {
             let keys = keys.clone();
@@ -176,11 +178,7 @@ impl Store for FdbStore {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        check_limits(&StoreOp::Range {
-            start: start.to_vec(),
-            end: end.to_vec(),
-            limit,
-        })?;
+        check_range(start, end, limit)?;
         if !end.is_empty() && start >= end {
             return Ok(Vec::new());
         }
@@ -193,7 +191,7 @@ impl Store for FdbStore {
     }
 
     async fn commit(&self, txn: &Txn) -> Result<Version, StoreError> {
-        check_limits(&StoreOp::Commit(txn.clone()))?;
+        check_txn(txn)?;
         let mut trx = self.trx()?;
         for _ in 0..RETRIES_MAX {
             // Checks read inside the transaction: a concurrent change to a

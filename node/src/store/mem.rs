@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use actors::store::{check_limits, Entry, Key, MemStore, StoreError, StoreOp, Txn, Version};
+use actors::store::{check_get, check_range, Entry, Key, MemStore, StoreError, Txn, Version};
 
 use super::{BoxFuture, Snapshot, Store};
 
@@ -26,7 +26,7 @@ impl MemBackend {
 
 impl Store for MemBackend {
     async fn get(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError> {
-        check_limits(&StoreOp::Get(keys.to_vec()))?;
+        check_get(keys)?;
         let s = self.lock()?;
         Ok(keys.iter().map(|k| s.get(k)).collect())
     }
@@ -37,11 +37,7 @@ impl Store for MemBackend {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        check_limits(&StoreOp::Range {
-            start: start.to_vec(),
-            end: end.to_vec(),
-            limit,
-        })?;
+        check_range(start, end, limit)?;
         Ok(self.lock()?.range(start, end, limit))
     }
 

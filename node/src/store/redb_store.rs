@@ -13,7 +13,9 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use actors::store::{check_limits, Check, Entry, Key, StoreError, StoreOp, Txn, Version, Write};
+use actors::store::{
+    check_get, check_range, check_txn, Check, Entry, Key, StoreError, Txn, Version, Write,
+};
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::{BoxFuture, Snapshot, Store};
@@ -202,7 +204,7 @@ fn apply_one(
     version: &mut u64,
     txn: &Txn,
 ) -> Result<Result<Version, StoreError>, StoreError> {
-    if let Err(e) = check_limits(&StoreOp::Commit(txn.clone())) {
+    if let Err(e) = check_txn(txn) {
         return Ok(Err(e));
     }
     for (i, c) in txn.checks.iter().enumerate() {
@@ -244,7 +246,7 @@ fn apply_one(
 
 impl Store for RedbStore {
     async fn get(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError> {
-        check_limits(&StoreOp::Get(keys.to_vec()))?;
+        check_get(keys)?;
         let r = self.db.begin_read().map_err(io)?;
         let t = r.open_table(KV).map_err(io)?;
         keys.iter().map(|k| RedbStore::read_entry(&t, k)).collect()
@@ -256,11 +258,7 @@ impl Store for RedbStore {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        check_limits(&StoreOp::Range {
-            start: start.to_vec(),
-            end: end.to_vec(),
-            limit,
-        })?;
+        check_range(start, end, limit)?;
         let r = self.db.begin_read().map_err(io)?;
         let t = r.open_table(KV).map_err(io)?;
         range_of(&t, start, end, limit)
@@ -268,7 +266,7 @@ impl Store for RedbStore {
 
     async fn commit(&self, txn: &Txn) -> Result<Version, StoreError> {
         // Refused whole before it reaches the writer.
-        check_limits(&StoreOp::Commit(txn.clone()))?;
+        check_txn(txn)?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.writer
             .as_ref()
