@@ -36,6 +36,16 @@ pub enum Check {
 }
 
 impl Check {
+    /// Whether the check holds for the key's current state: its value and
+    /// version, or `None` when absent. Every backend decides with this.
+    pub fn holds(&self, current: Option<(&[u8], Version)>) -> bool {
+        match self {
+            Check::Absent(_) => current.is_none(),
+            Check::Equals(_, v) => current.map(|(x, _)| x) == Some(v.as_slice()),
+            Check::VersionIs(_, ver) => current.map(|(_, x)| x).unwrap_or(0) == *ver,
+        }
+    }
+
     pub fn key(&self) -> &[u8] {
         match self {
             Check::Absent(k) | Check::Equals(k, _) | Check::VersionIs(k, _) => k,
@@ -302,11 +312,7 @@ impl MemStore {
     /// fails.
     pub fn evaluate(&self, checks: &[Check]) -> Result<(), usize> {
         for (i, c) in checks.iter().enumerate() {
-            let ok = match c {
-                Check::Absent(k) => !self.data.contains_key(k),
-                Check::Equals(k, v) => self.data.get(k).map(|(x, _)| x) == Some(v),
-                Check::VersionIs(k, ver) => self.data.get(k).map(|(_, x)| *x).unwrap_or(0) == *ver,
-            };
+            let ok = c.holds(self.data.get(c.key()).map(|(v, ver)| (v.as_slice(), *ver)));
             if !ok {
                 return Err(i);
             }

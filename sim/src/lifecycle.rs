@@ -9,7 +9,7 @@ use actors::records::*;
 use actors::store::{prefix_end, Txn, Write};
 use topology::{placement, ChannelId, NodeId};
 
-use super::{Ev, Msg, World};
+use super::{Msg, World};
 use crate::checks::{violation, Failover};
 use crate::scenario::Fault;
 
@@ -36,14 +36,7 @@ impl World {
             Fault::ThawNode(n) => self.thaw(n),
             Fault::DrainNode(n) => {
                 let inc = self.nodes[n.index()].inc;
-                self.push(
-                    self.now,
-                    Ev::Deliver {
-                        node: n,
-                        inc: Some(inc),
-                        msg: Msg::Membership(MembershipInput::Drain),
-                    },
-                );
+                self.deliver_now(n, Some(inc), Msg::Membership(MembershipInput::Drain));
             }
             Fault::PartitionRegion(r) => {
                 let nodes: Vec<NodeId> = self.topo.nodes_in(r).collect();

@@ -424,6 +424,12 @@ impl World {
         });
     }
 
+    /// Queues a delivery to `node` at the present moment (after whatever is
+    /// already queued for now).
+    fn deliver_now(&mut self, node: NodeId, inc: Option<u32>, msg: Msg) {
+        self.push(self.now, Ev::Deliver { node, inc, msg });
+    }
+
     fn fail(&mut self, v: Violation) {
         if self.violation.is_none() {
             self.violation = Some(v);
@@ -688,23 +694,9 @@ impl World {
             );
         }
         let inc = n.inc;
-        self.push(
-            self.now,
-            Ev::Deliver {
-                node,
-                inc: Some(inc),
-                msg: Msg::Membership(MembershipInput::Start),
-            },
-        );
+        self.deliver_now(node, Some(inc), Msg::Membership(MembershipInput::Start));
         for i in 0..topo.node(node).gpus.len() {
-            self.push(
-                self.now,
-                Ev::Deliver {
-                    node,
-                    inc: Some(inc),
-                    msg: Msg::Gpu(i, GpuInput::Tick),
-                },
-            );
+            self.deliver_now(node, Some(inc), Msg::Gpu(i, GpuInput::Tick));
         }
     }
 
@@ -882,14 +874,7 @@ impl World {
     /// Sends a node-to-node message through the simulated network.
     fn send(&mut self, from: NodeId, to: NodeId, msg: Msg) {
         if from == to {
-            self.push(
-                self.now,
-                Ev::Deliver {
-                    node: to,
-                    inc: None,
-                    msg,
-                },
-            );
+            self.deliver_now(to, None, msg);
             return;
         }
         let (ra, rb) = (
@@ -1091,24 +1076,14 @@ impl World {
                     .channels
                     .insert(channel, HostedChannel { m, gen, tick: None });
                 let inc = self.nodes[node.index()].inc;
-                self.push(
-                    self.now,
-                    Ev::Deliver {
-                        node,
-                        inc: Some(inc),
-                        msg: Msg::ChannelGen(channel, gen, ChannelInput::Start),
-                    },
+                self.deliver_now(
+                    node,
+                    Some(inc),
+                    Msg::ChannelGen(channel, gen, ChannelInput::Start),
                 );
             }
             MembershipEffect::ReleaseChannel(ch) => {
-                self.push(
-                    self.now,
-                    Ev::Deliver {
-                        node,
-                        inc: None,
-                        msg: Msg::Channel(ch, ChannelInput::Release),
-                    },
-                );
+                self.deliver_now(node, None, Msg::Channel(ch, ChannelInput::Release));
             }
             MembershipEffect::DropAllChannels => {
                 self.nodes[node.index()].channels.clear();
@@ -1137,14 +1112,7 @@ impl World {
                             None,
                         ));
                         let inc = n.inc;
-                        self.push(
-                            self.now,
-                            Ev::Deliver {
-                                node,
-                                inc: Some(inc),
-                                msg: Msg::Region(RegionInput::Tick),
-                            },
-                        );
+                        self.deliver_now(node, Some(inc), Msg::Region(RegionInput::Tick));
                     }
                     (false, true) => n.dispatcher = None,
                     _ => {}
@@ -1153,25 +1121,11 @@ impl World {
                 // the dispatcher forgets GPUs of nodes that left.
                 let inc = self.nodes[node.index()].inc;
                 for i in 0..self.nodes[node.index()].gpus.len() {
-                    self.push(
-                        self.now,
-                        Ev::Deliver {
-                            node,
-                            inc: Some(inc),
-                            msg: Msg::Gpu(i, GpuInput::ReportNow),
-                        },
-                    );
+                    self.deliver_now(node, Some(inc), Msg::Gpu(i, GpuInput::ReportNow));
                 }
                 if self.nodes[node.index()].dispatcher.is_some() {
                     let live = self.nodes[node.index()].placeable.clone();
-                    self.push(
-                        self.now,
-                        Ev::Deliver {
-                            node,
-                            inc: Some(inc),
-                            msg: Msg::Region(RegionInput::Members(live)),
-                        },
-                    );
+                    self.deliver_now(node, Some(inc), Msg::Region(RegionInput::Members(live)));
                 }
             }
             MembershipEffect::LeaseValidUntil(t) => {
@@ -1192,14 +1146,7 @@ impl World {
                         .collect(),
                 };
                 for (ch, input) in targets {
-                    self.push(
-                        self.now,
-                        Ev::Deliver {
-                            node,
-                            inc: None,
-                            msg: Msg::Channel(ch, input),
-                        },
-                    );
+                    self.deliver_now(node, None, Msg::Channel(ch, input));
                 }
             }
             MembershipEffect::NodeRemoved(_) => self.stats.node_removals += 1,
@@ -1275,13 +1222,10 @@ impl World {
                     n.channels.remove(&ch);
                 }
                 let inc = n.inc;
-                self.push(
-                    self.now,
-                    Ev::Deliver {
-                        node,
-                        inc: Some(inc),
-                        msg: Msg::Membership(MembershipInput::ChannelStopped(ch)),
-                    },
+                self.deliver_now(
+                    node,
+                    Some(inc),
+                    Msg::Membership(MembershipInput::ChannelStopped(ch)),
                 );
             }
             ChannelEffect::VideoDone { .. } => {}

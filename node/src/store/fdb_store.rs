@@ -20,7 +20,7 @@
 //! transactions are checked by `actors::store::check_txn` exactly as elsewhere.
 
 use actors::store::{
-    check_get, check_range, check_txn, Check, Entry, Key, StoreError, Txn, Version, Write,
+    check_get, check_range, check_txn, Entry, Key, StoreError, Txn, Version, Write,
 };
 use foundationdb::options::MutationType;
 use foundationdb::{Database, FdbError, RangeOption, Transaction};
@@ -207,11 +207,7 @@ impl Store for FdbStore {
                     }
                     Err(e) => return Err(unavailable(e)),
                 };
-                let ok = match c {
-                    Check::Absent(_) => current.is_none(),
-                    Check::Equals(_, v) => current.as_ref().map(|e| &e.value) == Some(v),
-                    Check::VersionIs(_, ver) => current.map(|e| e.version).unwrap_or(0) == *ver,
-                };
+                let ok = c.holds(current.as_ref().map(|e| (e.value.as_slice(), e.version)));
                 if !ok {
                     failed = Some(Ok(i));
                     break;

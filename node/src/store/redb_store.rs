@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use actors::store::{
-    check_get, check_range, check_txn, Check, Entry, Key, StoreError, Txn, Version, Write,
+    check_get, check_range, check_txn, Entry, Key, StoreError, Txn, Version, Write,
 };
 use redb::{Database, ReadableTable, TableDefinition};
 
@@ -212,11 +212,7 @@ fn apply_one(
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-        let ok = match c {
-            Check::Absent(_) => current.is_none(),
-            Check::Equals(_, v) => current.as_ref().map(|e| &e.value) == Some(v),
-            Check::VersionIs(_, ver) => current.map(|e| e.version).unwrap_or(0) == *ver,
-        };
+        let ok = c.holds(current.as_ref().map(|e| (e.value.as_slice(), e.version)));
         if !ok {
             return Ok(Err(StoreError::Conflict {
                 check_index: Some(i),
