@@ -1,8 +1,10 @@
 //! The parts of the `reelfleet` binary that tests drive directly: the store
 //! backends and backup/restore, stage executors, publishers, and the
-//! cluster's certificates.
+//! cluster's certificates, and the live node (`live`).
 
 pub mod certs;
 pub mod exec;
+pub mod gpu_probe;
+pub mod live;
 pub mod publish;
 pub mod store;

@@ -1,11 +1,13 @@
-//! `reelfleet`: the one binary. Today it runs the deterministic simulator
-//! and backs up and restores stores; the live node, console and chaos runner
-//! come with later issues.
+//! `reelfleet`: the one binary: the live node (`node`, `up`), the
+//! deterministic simulator, backup and restore, store benchmarks and the
+//! cluster's certificates.
 
 mod cli_bench;
 mod cli_certs;
+mod cli_node;
 mod cli_sim;
 mod cli_store;
+mod cli_up;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +34,10 @@ enum Command {
     BenchStore(cli_bench::BenchArgs),
     /// Make the cluster CA and node and admin certificates.
     Certs(cli_certs::CertsArgs),
+    /// Run one live node (see README, "Running nodes").
+    Node(cli_node::NodeArgs),
+    /// The demo fleet in one process: six nodes over QUIC, redb under ./data.
+    Up(cli_up::UpArgs),
 }
 
 fn main() {
@@ -42,6 +48,8 @@ fn main() {
         Command::Restore(args) => cli_store::restore(args),
         Command::BenchStore(args) => cli_bench::run(args),
         Command::Certs(args) => cli_certs::run(args),
+        Command::Node(args) => cli_node::run(args),
+        Command::Up(args) => cli_up::run(args),
     };
     std::process::exit(code);
 }

@@ -6,8 +6,11 @@
 //!   artifact manifest; the default for demos and `reelfleet up`.
 //! - [`command`]: a real process with templated arguments and environment,
 //!   a timeout, killed with its whole process group on cancel.
+//! - [`http`]: a JSON POST to an inference server with a timeout; the
+//!   answer is the artifact, the status says whether a retry can help.
 
 pub mod command;
+pub mod http;
 pub mod synthetic;
 
 use std::collections::BTreeMap;

@@ -135,3 +135,61 @@ impl DirectoryPublisher {
         }
     }
 }
+
+/// The live shell's view: blocking file work on the blocking pool. The
+/// rename is the step that makes a video visible, so `may_finish` is asked
+/// right before publishing.
+impl super::Publisher for DirectoryPublisher {
+    fn publish<'a>(
+        &'a self,
+        upload: &'a super::Upload,
+        may_finish: super::MayFinish,
+    ) -> super::BoxFuture<'a, Option<actors::protocol::PublishOutcome>> {
+        use actors::protocol::PublishOutcome;
+        Box::pin(async move {
+            let root = self.root.clone();
+            let u = upload.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                let p = DirectoryPublisher { root };
+                if let Some(id) = p.lookup(&u.idempotency_key)? {
+                    return Ok(Some(id));
+                }
+                if !may_finish() {
+                    return Ok(None);
+                }
+                let meta = serde_json::json!({
+                    "title": u.title,
+                    "description": u.description,
+                    "metadata": u.metadata,
+                });
+                p.publish(&u.idempotency_key, &u.video, meta).map(Some)
+            })
+            .await;
+            match r {
+                Ok(Ok(Some(remote_id))) => Some(PublishOutcome::Published { remote_id }),
+                // Not allowed to finish: nothing was made visible.
+                Ok(Ok(None)) => Some(PublishOutcome::Transient),
+                Ok(Err(e)) if e.retryable => Some(PublishOutcome::Transient),
+                Ok(Err(_)) | Err(_) => None,
+            }
+        })
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> super::BoxFuture<'a, actors::protocol::LookupOutcome> {
+        use actors::protocol::LookupOutcome;
+        Box::pin(async move {
+            let root = self.root.clone();
+            let key = key.to_string();
+            let r = tokio::task::spawn_blocking(move || DirectoryPublisher { root }.lookup(&key))
+                .await;
+            match r {
+                Ok(Ok(Some(remote_id))) => LookupOutcome::Found { remote_id },
+                Ok(Ok(None)) => LookupOutcome::NotFound,
+                _ => LookupOutcome::Failed,
+            }
+        })
+    }
+}

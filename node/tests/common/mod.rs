@@ -1,2 +1,3 @@
 pub mod conformance;
 pub mod etcd_cluster;
+pub mod youtube_emulator;

@@ -1,0 +1,122 @@
+//! `reelfleet node --config FILE`: one live node until SIGINT or SIGTERM,
+//! which drain it (its channels move to other nodes) before it exits.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reelfleet::live::config::{NodeConfig, PublisherConfig};
+use reelfleet::live::runtime::{NodeSpec, RunningNode};
+use reelfleet::live::transport::TlsIdentity;
+use reelfleet::publish::directory::DirectoryPublisher;
+use reelfleet::publish::Publisher;
+use reelfleet::store::any::AnyStore;
+use reelfleet::store::url::StoreUrl;
+use topology::Topology;
+
+#[derive(clap::Args)]
+pub struct NodeArgs {
+    /// The node config (see README, "Running nodes").
+    #[arg(long)]
+    config: PathBuf,
+}
+
+pub fn load_topology(path: &Path) -> Result<Topology, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    topology::config::parse_topology(&text).map_err(|e| format!("{}:\n{e}", path.display()))
+}
+
+pub fn build_publisher(
+    cfg: Option<&PublisherConfig>,
+    data_dir: &Path,
+    topo: &Topology,
+) -> Result<Arc<dyn Publisher>, String> {
+    let _ = topo;
+    match cfg {
+        None => Ok(Arc::new(
+            DirectoryPublisher::new(data_dir.join("published")).map_err(|e| e.reason)?,
+        )),
+        Some(PublisherConfig::Directory { path }) => {
+            Ok(Arc::new(DirectoryPublisher::new(path).map_err(|e| e.reason)?))
+        }
+        Some(PublisherConfig::Youtube { .. }) => {
+            Err("publisher kind \"youtube\" is not wired yet".into())
+        }
+    }
+}
+
+pub fn run(args: NodeArgs) -> i32 {
+    match run_inner(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn run_inner(args: NodeArgs) -> Result<(), String> {
+    let cfg = NodeConfig::load(&args.config)?;
+    let topo = Arc::new(load_topology(&cfg.cluster)?);
+    let url: StoreUrl = cfg.store.parse()?;
+    let identity = TlsIdentity::load(&cfg.certs, "nodes", &cfg.node)?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", cfg.data_dir.display()))?;
+    let publisher = build_publisher(cfg.publisher.as_ref(), &cfg.data_dir, &topo)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    rt.block_on(async move {
+        let store = Arc::new(
+            AnyStore::open(&url)
+                .await
+                .map_err(|e| format!("cannot open the store {}: {e:?}", cfg.store))?,
+        );
+        let lease_ms = cfg.timing.lease_ms;
+        let node = RunningNode::start(NodeSpec {
+            topo,
+            name: cfg.node.clone(),
+            store,
+            listen: cfg.listen,
+            identity,
+            timing: cfg.timing.clone(),
+            executors: cfg.executors.clone(),
+            artifacts: cfg.artifacts_dir(),
+            publisher,
+            gpu: cfg.gpu.clone(),
+            metrics: cfg.metrics,
+        })
+        .await?;
+        println!(
+            "{}: up; QUIC on {}{}",
+            cfg.node,
+            node.quic_addr,
+            node.metrics_addr
+                .map(|a| format!(", metrics on http://{a}/metrics"))
+                .unwrap_or_default()
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+        let why = tokio::select! {
+            _ = tokio::signal::ctrl_c() => None,
+            _ = term.recv() => None,
+            r = node.stop_requested() => Some(r),
+        };
+        let result = match why {
+            None => {
+                eprintln!("{}: draining", cfg.node);
+                let drained = node.drain(Duration::from_millis(lease_ms * 5 + 10_000)).await;
+                if !drained {
+                    eprintln!("{}: drain did not finish; stopping anyway (the lease will lapse)", cfg.node);
+                }
+                Ok(())
+            }
+            Some(r) if r == "drained" => Ok(()),
+            Some(r) => Err(format!("node stopped: {r}")),
+        };
+        node.stop().await;
+        result
+    })
+}

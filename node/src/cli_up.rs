@@ -1,0 +1,269 @@
+//! `reelfleet up`: the embedded default a new user runs first. One process,
+//! the demo fleet (three regions, two nodes each: six live nodes, each with
+//! its own QUIC endpoint on loopback and mutual TLS between them), redb
+//! under `./data`, the directory publisher under `./data/published`, and a
+//! live one-line summary until Ctrl-C, which drains every node and stops.
+//! Run again, it resumes from the store: videos published stay published,
+//! and none is published twice.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use reelfleet::certs::{self, Role};
+use reelfleet::live::config::Timing;
+use reelfleet::live::runtime::{NodeSpec, RunningNode};
+use reelfleet::live::transport::TlsIdentity;
+use reelfleet::publish::directory::DirectoryPublisher;
+use reelfleet::store::any::AnyStore;
+use reelfleet::store::url::StoreUrl;
+
+use crate::cli_node::load_topology;
+
+const DEMO: &str = include_str!("../../examples/demo.toml");
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// A cluster config to run instead of the built-in demo fleet.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the store, certificates, artifacts and published videos live.
+    #[arg(long, default_value = "data")]
+    data: PathBuf,
+    /// Prometheus text for every node on GET /metrics (port 0: any).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    metrics: SocketAddr,
+    /// The admin console (line commands: status, drain NODE, help).
+    #[arg(long, default_value = "127.0.0.1:9465")]
+    console: SocketAddr,
+    /// Stop by itself after this many seconds, as Ctrl-C would.
+    #[arg(long)]
+    run_s: Option<u64>,
+}
+
+pub fn run(args: UpArgs) -> i32 {
+    match run_inner(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn ensure_certs(dir: &std::path::Path, nodes: &[String]) -> Result<(), String> {
+    if !dir.join("ca.pem").exists() {
+        certs::init(dir, "reelfleet-up").map_err(|e| e.to_string())?;
+    }
+    for n in nodes {
+        if !dir.join("nodes").join(format!("{n}.pem")).exists() {
+            certs::issue(dir, Role::Node, n).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+async fn bind_or_any(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(_) => tokio::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0))
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}")),
+    }
+}
+
+fn run_inner(args: UpArgs) -> Result<(), String> {
+    let topo = match &args.config {
+        Some(p) => load_topology(p)?,
+        None => topology::config::parse_topology(DEMO)
+            .map_err(|e| format!("the built-in demo config: {e}"))?,
+    };
+    let topo = Arc::new(topo);
+    std::fs::create_dir_all(&args.data)
+        .map_err(|e| format!("cannot create {}: {e}", args.data.display()))?;
+    let data = args
+        .data
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", args.data.display()))?;
+    let names: Vec<String> = topo.nodes.iter().map(|n| n.name.clone()).collect();
+    ensure_certs(&data.join("certs"), &names)?;
+    let publisher: Arc<dyn reelfleet::publish::Publisher> = Arc::new(
+        DirectoryPublisher::new(data.join("published")).map_err(|e| e.reason)?,
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    rt.block_on(async move {
+        let url = StoreUrl::Redb(data.join("store.redb"));
+        let store = Arc::new(
+            AnyStore::open(&url)
+                .await
+                .map_err(|e| format!("cannot open {}: {e:?}", data.join("store.redb").display()))?,
+        );
+        let timing = Timing {
+            plan_lead_ms: 120_000,
+            publish_timeout_ms: 10_000,
+            dispatch_timeout_ms: 30_000,
+            job_grace_ms: 10_000,
+            ..Timing::default()
+        };
+        let mut nodes = Vec::new();
+        for n in &names {
+            let node = RunningNode::start(NodeSpec {
+                topo: Arc::clone(&topo),
+                name: n.clone(),
+                store: Arc::clone(&store),
+                listen: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
+                identity: TlsIdentity::load(&data.join("certs"), "nodes", n)?,
+                timing: timing.clone(),
+                executors: Default::default(),
+                artifacts: data.join("artifacts"),
+                publisher: Arc::clone(&publisher),
+                gpu: Default::default(),
+                metrics: None,
+            })
+            .await?;
+            nodes.push(Arc::new(node));
+        }
+        let metrics = bind_or_any(args.metrics).await?;
+        let metrics_addr = metrics.local_addr().map_err(|e| e.to_string())?;
+        drop(metrics);
+        let all = nodes.clone();
+        let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || {
+            all.iter()
+                .map(|n| n.ctx.metrics.render(&n.ctx.name, &n.ctx.net.stats))
+                .collect()
+        });
+        let metrics_addr = reelfleet::live::metrics::serve(metrics_addr, render).await?;
+        let console = bind_or_any(args.console).await?;
+        let console_addr = console.local_addr().map_err(|e| e.to_string())?;
+        tokio::spawn(console_loop(console, nodes.clone()));
+        println!(
+            "reelfleet up: {} nodes in {} regions, store {}, videos in {}",
+            nodes.len(),
+            topo.regions.len(),
+            data.join("store.redb").display(),
+            data.join("published").display()
+        );
+        println!("metrics: http://{metrics_addr}/metrics");
+        println!("console: nc {} {}  (status, drain NODE, help)", console_addr.ip(), console_addr.port());
+        println!("Ctrl-C stops (drains every node); run again to resume.");
+        let tty = unsafe { libc::isatty(1) } == 1;
+        let stop_at = args.run_s.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks = 0u64;
+        loop {
+            let deadline = async {
+                match stop_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = deadline => break,
+                _ = tick.tick() => {
+                    ticks += 1;
+                    let line = summary(&nodes);
+                    if tty {
+                        print!("\r\x1b[K{line}");
+                        let _ = std::io::Write::flush(&mut std::io::stdout());
+                    } else if ticks % 5 == 0 {
+                        println!("{line}");
+                    }
+                }
+            }
+        }
+        println!();
+        println!("stopping: draining {} nodes (Ctrl-C again to stop at once)", nodes.len());
+        let drains = nodes.iter().map(|n| {
+            let n = Arc::clone(n);
+            async move { n.drain(Duration::from_secs(15)).await }
+        });
+        let drained = tokio::select! {
+            r = futures_join_all(drains.collect()) => r.iter().filter(|d| **d).count(),
+            _ = tokio::signal::ctrl_c() => 0,
+        };
+        println!("{}", summary(&nodes));
+        println!("drained {drained} of {} nodes; stopped", nodes.len());
+        for n in nodes {
+            if let Ok(n) = Arc::try_unwrap(n) {
+                n.stop().await;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Awaits every future (no extra dependency for one join).
+async fn futures_join_all(fs: Vec<impl std::future::Future<Output = bool> + Send + 'static>) -> Vec<bool> {
+    let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap_or(false));
+    }
+    out
+}
+
+fn summary(nodes: &[Arc<RunningNode>]) -> String {
+    let m = |f: fn(&reelfleet::live::metrics::Metrics) -> &std::sync::atomic::AtomicU64| -> u64 {
+        nodes
+            .iter()
+            .map(|n| f(&n.ctx.metrics).load(Ordering::Relaxed))
+            .sum()
+    };
+    let owners: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "{}:{}",
+                n.ctx.name,
+                n.ctx.metrics.channels_owned.load(Ordering::Relaxed)
+            )
+        })
+        .collect();
+    format!(
+        "published {} · failed {} · running {} jobs · owners {}",
+        m(|x| &x.videos_published),
+        m(|x| &x.videos_failed),
+        m(|x| &x.jobs_running),
+        owners.join(" ")
+    )
+}
+
+async fn console_loop(listener: tokio::net::TcpListener, nodes: Vec<Arc<RunningNode>>) {
+    while let Ok((sock, _)) = listener.accept().await {
+        let nodes = nodes.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = sock.into_split();
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let reply = match words.as_slice() {
+                    ["status"] => {
+                        let mut s = summary(&nodes);
+                        s.push('\n');
+                        s
+                    }
+                    ["drain", name] => match nodes.iter().find(|n| n.ctx.name == *name) {
+                        Some(n) => {
+                            let ok = n.drain(Duration::from_secs(15)).await;
+                            format!("{name}: {}\n", if ok { "drained" } else { "drain timed out" })
+                        }
+                        None => format!("error: no node {name:?}\n"),
+                    },
+                    ["help"] | [] => "commands: status | drain NODE | help\n".to_string(),
+                    other => format!("error: unknown command {:?}; try help\n", other.join(" ")),
+                };
+                if w.write_all(reply.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
