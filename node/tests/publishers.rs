@@ -30,8 +30,17 @@ fn publishing_is_atomic_idempotent_and_found_by_key() {
     let names: Vec<String> = std::fs::read_dir(dir.path().join("published"))
         .expect("list")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n != reelfleet::publish::directory::PUBLISH_LOG)
         .collect();
     assert_eq!(names, vec![folder_name("ch-0001/42")]);
+    // The audit trail has the one publish, not the idempotent repeat.
+    let log = std::fs::read_to_string(
+        dir.path()
+            .join("published")
+            .join(reelfleet::publish::directory::PUBLISH_LOG),
+    )
+    .expect("publish log");
+    assert_eq!(log.lines().count(), 1, "{log}");
 }
 
 #[test]

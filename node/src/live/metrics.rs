@@ -21,6 +21,8 @@ pub struct Metrics {
     pub store_ops: AtomicU64,
     pub store_errors: AtomicU64,
     pub fenced: AtomicU64,
+    /// Channel commits the store refused (the epoch fence).
+    pub fence_rejections: AtomicU64,
     pub channels_owned: AtomicU64,
     pub node_removals: AtomicU64,
     pub actor_restarts: AtomicU64,
@@ -35,7 +37,7 @@ impl Metrics {
 
     pub fn render(&self, node: &str, net: &super::transport::TransportStats) -> String {
         let mut s = String::new();
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             ("reelfleet_videos_published_total", "counter", &self.videos_published),
             ("reelfleet_videos_failed_total", "counter", &self.videos_failed),
             ("reelfleet_jobs_started_total", "counter", &self.jobs_started),
@@ -46,6 +48,7 @@ impl Metrics {
             ("reelfleet_store_ops_total", "counter", &self.store_ops),
             ("reelfleet_store_errors_total", "counter", &self.store_errors),
             ("reelfleet_fenced_total", "counter", &self.fenced),
+            ("reelfleet_fence_rejections_total", "counter", &self.fence_rejections),
             ("reelfleet_channels_owned", "gauge", &self.channels_owned),
             ("reelfleet_actor_restarts_total", "counter", &self.actor_restarts),
         ];

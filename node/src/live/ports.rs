@@ -16,7 +16,7 @@ use actors::membership::{MembershipEffect, MembershipInput, MembershipMachine};
 use actors::protocol::{JobFailure, JobId, JobKind, JobOutcome, JobSpec};
 use actors::records::VideoStatus;
 use actors::region::{RegionEffect, RegionInput, RegionMachine};
-use actors::store::{StoreOp, StoreReply};
+use actors::store::{StoreError, StoreOp, StoreReply};
 use topology::{ChannelId, GpuId, NodeId, RegionId};
 
 use super::ctx::NodeCtx;
@@ -73,9 +73,21 @@ impl Ports<ChannelMachine> for ChannelPorts {
         let ctx = &self.ctx;
         match effect {
             ChannelEffect::Store { op_id, op } => {
-                store_op::<ChannelMachine>(ctx, me, op, move |reply| ChannelInput::StoreReply {
-                    op_id,
-                    reply,
+                let commit = matches!(op, StoreOp::Commit(_));
+                let (ctx2, channel, epoch) = (Arc::clone(ctx), self.channel, self.epoch);
+                store_op::<ChannelMachine>(ctx, me, op, move |reply| {
+                    // Only a channel's owner writes its keys, so a refused
+                    // commit is the fence at work (counted even when the
+                    // actor is already gone and the reply goes nowhere).
+                    if commit && matches!(reply, StoreReply::Failed(StoreError::Conflict { .. })) {
+                        Metrics::inc(&ctx2.metrics.fence_rejections);
+                        eprintln!(
+                            "{}: the store refused a write of channel {} at epoch {epoch}",
+                            ctx2.name,
+                            ctx2.topo.channel(channel).name
+                        );
+                    }
+                    ChannelInput::StoreReply { op_id, reply }
                 })
             }
             ChannelEffect::StartJob(spec) => start_job(ctx, me, spec),

@@ -13,6 +13,8 @@ pub struct DirectoryPublisher {
 }
 
 const METADATA: &str = "metadata.json";
+/// One line per video made visible: `key<TAB>remote id<TAB>pid`.
+pub const PUBLISH_LOG: &str = "publish.log";
 
 fn err(reason: String) -> PublishError {
     PublishError {
@@ -55,6 +57,18 @@ impl DirectoryPublisher {
 
     fn folder(&self, key: &str) -> PathBuf {
         self.root.join(folder_name(key))
+    }
+
+    /// Appends `key` to `publish.log`, one line per video made visible
+    /// (an audit trail: a key twice there would be a double publish).
+    fn log_publish(&self, key: &str, id: &str) {
+        use std::io::Write;
+        let line = format!("{key}\t{id}\t{}\n", std::process::id());
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join(PUBLISH_LOG))
+            .and_then(|mut f| f.write_all(line.as_bytes()));
     }
 
     /// The id of an earlier upload of `key`, if there is one.
@@ -118,7 +132,10 @@ impl DirectoryPublisher {
         });
         written.map_err(|e| err(format!("cannot write metadata: {e}")))?;
         match std::fs::rename(&tmp, self.folder(key)) {
-            Ok(()) => Ok(id),
+            Ok(()) => {
+                self.log_publish(key, &id);
+                Ok(id)
+            }
             Err(_) if self.lookup(key)?.is_some() => {
                 // Someone published the same key meanwhile: theirs stands.
                 let _ = std::fs::remove_dir_all(&tmp);

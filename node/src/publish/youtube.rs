@@ -465,6 +465,13 @@ impl YoutubePublisher {
         // does not hold the whole file.
         let mut last_byte_maybe_in = false;
         loop {
+            if offset >= total {
+                // Every byte held, yet "incomplete": nothing sensible to
+                // send, and the server has said it is not a video.
+                return self.transient(format!(
+                    "{key}: the server holds all {total} bytes but calls the upload incomplete"
+                ));
+            }
             let end = (offset + chunk).min(total);
             let is_final = end == total;
             let data = match read_range(video.to_path_buf(), offset, end).await {
@@ -809,7 +816,11 @@ fn title_of(upload: &Upload) -> String {
         .collect();
     if t.trim().is_empty() {
         // A title is required; the key at least says which video it is.
-        upload.idempotency_key.chars().take(TITLE_MAX_CHARS).collect()
+        upload
+            .idempotency_key
+            .chars()
+            .take(TITLE_MAX_CHARS)
+            .collect()
     } else {
         t
     }

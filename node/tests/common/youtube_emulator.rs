@@ -112,6 +112,8 @@ pub enum LostResponse {
     Close,
     /// Keep the connection open and never answer (the client times out).
     Hang,
+    /// Answer 503 although the upload completed (a proxy failing late).
+    ServerError,
 }
 
 /// One request as the emulator saw it.
@@ -144,6 +146,9 @@ struct Faults {
     user_rate_limit_next: u32,
     /// (chunks with a body to let through first, bytes of the next to read)
     drop_chunk: Option<(u32, usize)>,
+    /// (chunks with a body to let through first, status for the next)
+    fail_chunk: Option<(u32, u16)>,
+    token_fail_next: u32,
     lose_final: Option<(LostResponse, u32)>,
     quota_exhausted: bool,
     /// Chunks with a body to let through before every token dies.
@@ -348,9 +353,22 @@ impl YoutubeEmulator {
 
     /// Lets `skip` chunk PUTs with a body through, then cuts the next one
     /// after `after_bytes` bytes of its body (which the session keeps) and
-    /// closes the connection without answering.
+    /// closes the connection without answering. With `after_bytes` at
+    /// least the chunk's length, the whole chunk is kept (and may complete
+    /// the upload) and only the answer is lost.
     pub fn drop_chunk(&self, skip: u32, after_bytes: usize) {
         self.shared.state().faults.drop_chunk = Some((skip, after_bytes));
+    }
+
+    /// Lets `skip` chunk PUTs with a body through, then answers the next
+    /// one `status` (a 5xx) without keeping any of its bytes.
+    pub fn fail_chunk(&self, skip: u32, status: u16) {
+        self.shared.state().faults.fail_chunk = Some((skip, status));
+    }
+
+    /// The next `k` calls to the token endpoint get 503.
+    pub fn fail_token_next(&self, k: u32) {
+        self.shared.state().faults.token_fail_next = k;
     }
 
     /// The next upload to complete completes, but its answer is lost; the
@@ -473,23 +491,22 @@ impl Drop for YoutubeEmulator {
 // ---- the server ----
 
 async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    // Connections live in a set so that stopping ends them all before
+    // `stop` returns: a kept-alive connection must not answer afterwards.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                while connections.try_join_next().is_some() {}
+                let Ok((mut stream, _)) = accepted else { continue };
                 let shared = shared.clone();
-                let mut stop = stop.clone();
-                tokio::spawn(async move {
-                    let mut stream = stream;
-                    tokio::select! {
-                        _ = connection(&mut stream, &shared) => {}
-                        _ = stop.wait_for(|s| *s) => {}
-                    }
-                });
+                connections.spawn(async move { connection(&mut stream, &shared).await });
             }
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s) => break,
         }
     }
+    drop(listener);
+    connections.shutdown().await;
 }
 
 struct Request {
@@ -584,7 +601,10 @@ async fn connection(stream: &mut TcpStream, shared: &Shared) {
             let _ = write_reply(stream, &api_error(411, "badRequest", "length required")).await;
             return;
         }
-        let len = match req.header("content-length").map(|v| v.trim().parse::<usize>()) {
+        let len = match req
+            .header("content-length")
+            .map(|v| v.trim().parse::<usize>())
+        {
             None => 0,
             Some(Ok(n)) if n <= BODY_MAX => n,
             Some(_) => {
@@ -877,6 +897,13 @@ impl State {
 
     fn token(&mut self, body: &[u8], now: Instant) -> Reply {
         self.token_requests += 1;
+        if self.faults.token_fail_next > 0 {
+            self.faults.token_fail_next -= 1;
+            return Reply::json(
+                503,
+                json!({"error": "internal_failure", "error_description": "Backend Error"}),
+            );
+        }
         let form = parse_form(&String::from_utf8_lossy(body));
         let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
         if get("grant_type") != "refresh_token" {
@@ -981,7 +1008,11 @@ impl State {
             .buckets
             .get(cost.bucket)
             .map_or(0, |b| b.units_per_day);
-        let used = self.units_used.get(cost.bucket).copied().unwrap_or(u64::MAX);
+        let used = self
+            .units_used
+            .get(cost.bucket)
+            .copied()
+            .unwrap_or(u64::MAX);
         if self.faults.quota_exhausted || used.saturating_add(cost.units) > limit {
             return Err(api_error(
                 403,
@@ -998,7 +1029,11 @@ impl State {
             return Self::unauthorised();
         }
         if req.query.get("uploadType").map(String::as_str) != Some("resumable") {
-            return api_error(400, "invalidUploadType", "only resumable uploads are emulated");
+            return api_error(
+                400,
+                "invalidUploadType",
+                "only resumable uploads are emulated",
+            );
         }
         let parts: Vec<&str> = req
             .query
@@ -1023,7 +1058,12 @@ impl State {
         let tags: Vec<String> = resource
             .pointer("/snippet/tags")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         let privacy = match text("/status/privacyStatus").as_str() {
             "" => "public".to_string(),
@@ -1032,18 +1072,34 @@ impl State {
         };
         let angle = |s: &str| s.contains('<') || s.contains('>');
         if title.trim().is_empty() {
-            return api_error(400, "invalidTitle", "The request metadata specifies an invalid or empty video title.");
+            return api_error(
+                400,
+                "invalidTitle",
+                "The request metadata specifies an invalid or empty video title.",
+            );
         }
         if title.chars().count() > 100 || angle(&title) {
-            return api_error(400, "invalidTitle", "The request metadata specifies an invalid video title.");
+            return api_error(
+                400,
+                "invalidTitle",
+                "The request metadata specifies an invalid video title.",
+            );
         }
         if description.len() > 5000 || angle(&description) {
-            return api_error(400, "invalidDescription", "The request metadata specifies an invalid video description.");
+            return api_error(
+                400,
+                "invalidDescription",
+                "The request metadata specifies an invalid video description.",
+            );
         }
-        let tag_chars: usize = tags.iter().map(|t| t.chars().count()).sum::<usize>()
-            + tags.len().saturating_sub(1);
+        let tag_chars: usize =
+            tags.iter().map(|t| t.chars().count()).sum::<usize>() + tags.len().saturating_sub(1);
         if tag_chars > 500 || tags.iter().any(|t| angle(t)) {
-            return api_error(400, "invalidTags", "The request metadata specifies invalid video keywords.");
+            return api_error(
+                400,
+                "invalidTags",
+                "The request metadata specifies invalid video keywords.",
+            );
         }
         let total = match req.header("x-upload-content-length") {
             None => None,
@@ -1103,6 +1159,14 @@ impl State {
                     self.faults.expire_tokens_at_chunk = Some(skip - 1);
                 }
             }
+            if let Some((skip, status)) = self.faults.fail_chunk {
+                if skip == 0 {
+                    // Refused whole: none of its bytes are kept.
+                    self.faults.fail_chunk = None;
+                    return api_error(status, "backendError", "Backend Error");
+                }
+                self.faults.fail_chunk = Some((skip - 1, status));
+            }
         }
         if !self.authorised(req, now) {
             return Self::unauthorised();
@@ -1142,12 +1206,20 @@ impl State {
         };
         let total = match (total, s.total) {
             (Some(t), Some(declared)) if t != declared => {
-                return api_error(400, "badRequest", "total does not match X-Upload-Content-Length")
+                return api_error(
+                    400,
+                    "badRequest",
+                    "total does not match X-Upload-Content-Length",
+                )
             }
             (t, declared) => declared.or(t),
         };
         if last - first + 1 != body.len() as u64 {
-            return api_error(400, "badRequest", "body length does not match Content-Range");
+            return api_error(
+                400,
+                "badRequest",
+                "body length does not match Content-Range",
+            );
         }
         if first != held {
             return api_error(
@@ -1162,7 +1234,7 @@ impl State {
             return api_error(400, "badRequest", "Content-Range beyond the total");
         }
         let is_final = total == Some(last + 1);
-        if !is_final && body.len() as u64 % granularity != 0 {
+        if !is_final && !(body.len() as u64).is_multiple_of(granularity) {
             return api_error(
                 400,
                 "badRequest",
@@ -1181,10 +1253,13 @@ impl State {
             if self.faults.fail_status == 0 {
                 self.faults.fail_status = 503;
             }
-            reply.after = match how {
-                LostResponse::Close => After::Close,
-                LostResponse::Hang => After::Hang,
-            };
+            match how {
+                LostResponse::Close => reply.after = After::Close,
+                LostResponse::Hang => reply.after = After::Hang,
+                LostResponse::ServerError => {
+                    reply = api_error(503, "backendError", "Backend Error");
+                }
+            }
         }
         reply
     }
@@ -1249,7 +1324,11 @@ impl State {
     }
 
     fn uploads_playlist(&self) -> String {
-        let rest = self.cfg.channel_id.strip_prefix("UC").unwrap_or(&self.cfg.channel_id);
+        let rest = self
+            .cfg
+            .channel_id
+            .strip_prefix("UC")
+            .unwrap_or(&self.cfg.channel_id);
         format!("UU{rest}")
     }
 
@@ -1261,7 +1340,11 @@ impl State {
             return api_error(400, "required", "Required parameter: part");
         }
         if req.query.get("mine").map(String::as_str) != Some("true") {
-            return api_error(400, "missingRequiredParameter", "only mine=true is emulated");
+            return api_error(
+                400,
+                "missingRequiredParameter",
+                "only mine=true is emulated",
+            );
         }
         if let Err(refused) = self.spend(self.cfg.project.lookup_cost) {
             return refused;
@@ -1294,7 +1377,11 @@ impl State {
             return api_error(400, "missingRequiredParameter", "No filter selected.");
         };
         if *playlist != self.uploads_playlist() {
-            return api_error(404, "playlistNotFound", "The playlist identified with the request's playlistId parameter cannot be found.");
+            return api_error(
+                404,
+                "playlistNotFound",
+                "The playlist identified with the request's playlistId parameter cannot be found.",
+            );
         }
         let per_page = match req.query.get("maxResults").map(|m| m.parse::<usize>()) {
             None => 5,
@@ -1303,9 +1390,18 @@ impl State {
         };
         let start = match req.query.get("pageToken") {
             None => 0,
-            Some(t) => match t.strip_prefix("EMU").and_then(|h| usize::from_str_radix(h, 16).ok()) {
+            Some(t) => match t
+                .strip_prefix("EMU")
+                .and_then(|h| usize::from_str_radix(h, 16).ok())
+            {
                 Some(n) => n,
-                None => return api_error(400, "invalidPageToken", "The request specifies an invalid page token."),
+                None => {
+                    return api_error(
+                        400,
+                        "invalidPageToken",
+                        "The request specifies an invalid page token.",
+                    )
+                }
             },
         };
         if let Err(refused) = self.spend(self.cfg.project.lookup_cost) {

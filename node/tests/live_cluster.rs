@@ -1,0 +1,600 @@
+//! The live cluster end to end: three real `reelfleet node` processes on a
+//! real 3-member etcd cluster, all on loopback, talking QUIC with mutual
+//! TLS. One node is SIGKILLed (or SIGSTOPped and later resumed); every one
+//! of its channels must be owned by a survivor within 5 s and keep
+//! publishing, and an audit of the store and the publisher's records must
+//! find no video lost, none published twice, and the budget and quota
+//! ledgers consistent.
+//!
+//! Skips (with a printed reason) where etcd is not installed, except on CI
+//! (`CI` set), where `.ci/run` installs it and a skip would hide a failure.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actors::records::{
+    channel_key, idempotency_key, owner_key, ChannelRecord, OwnerRecord, QuotaRecord, VideoRecord,
+    VideoStatus,
+};
+use actors::store::prefix_end;
+use common::etcd_cluster::{etcd_available, EtcdCluster};
+use reelfleet::certs::{self, Role};
+use reelfleet::publish::directory::PUBLISH_LOG;
+use reelfleet::store::any::AnyStore;
+use reelfleet::store::url::StoreUrl;
+use reelfleet::store::Store;
+use topology::{ChannelId, NodeId, Topology};
+
+/// One test at a time: each runs three nodes and three etcd members.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+const CHANNELS: usize = 9;
+const TAKEOVER_BOUND: Duration = Duration::from_secs(5);
+
+fn cluster_toml() -> String {
+    let mut s = String::from(
+        r#"
+[[regions]]
+name = "local"
+
+[[pipelines]]
+name = "quick"
+[[pipelines.stages]]
+name = "script"
+kind = "cpu"
+duration_ms = 300
+jitter_ms = 100
+cost = 0.001
+[[pipelines.stages]]
+name = "render"
+kind = "gpu"
+duration_ms = 700
+jitter_ms = 200
+gpu_memory_gib = 2
+[[pipelines.stages]]
+name = "upload"
+kind = "publish"
+duration_ms = 200
+
+[[projects]]
+name = "p"
+[[projects.buckets]]
+name = "units"
+units_per_day = 10000000
+[projects.costs]
+upload = { bucket = "units", units = 16 }
+lookup = { bucket = "units", units = 1 }
+
+[[channels]]
+name = "ch"
+"#,
+    );
+    s.push_str(&format!("count = {CHANNELS}\n"));
+    s.push_str(
+        r#"home_region = "local"
+videos_per_day = 10000
+pipeline = "quick"
+project = "p"
+[channels.budget]
+daily_hard = 1000.0
+"#,
+    );
+    for n in NODES {
+        s.push_str(&format!(
+            "\n[[nodes]]\nname = \"{n}\"\nregion = \"local\"\n[[nodes.gpus]]\nmodel = \"L4\"\nmemory_gib = 24\ncost_per_hour = 0.8\n"
+        ));
+    }
+    s
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct NodeProc {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+    metrics_port: u16,
+}
+
+impl NodeProc {
+    fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+    fn signal(&self, sig: i32) {
+        if self.child.is_some() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(self.pid(), sig);
+            }
+        }
+    }
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn metric(&self, name: &str) -> Option<u64> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        body.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGCONT);
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Fleet {
+    dir: tempfile::TempDir,
+    topo: Topology,
+    nodes: Vec<NodeProc>,
+    store_url: String,
+    rt: tokio::runtime::Runtime,
+    store: AnyStore,
+    _etcd: EtcdCluster,
+}
+
+fn start_fleet() -> Option<Fleet> {
+    if !etcd_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "etcd is not installed, and CI must run this test (.ci/run installs etcd-server)"
+        );
+        eprintln!("skipping: etcd is not installed (apt install etcd-server)");
+        return None;
+    }
+    let etcd = EtcdCluster::start(3);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    let certs_dir = root.join("certs");
+    certs::init(&certs_dir, "live-test").expect("CA");
+    for n in NODES {
+        certs::issue(&certs_dir, Role::Node, n).expect("node certificate");
+    }
+    let cluster = cluster_toml();
+    std::fs::write(root.join("cluster.toml"), &cluster).expect("cluster config");
+    let topo = topology::config::parse_topology(&cluster).expect("the test's cluster config");
+    let store_url = format!("etcd://{}/live", etcd.endpoints().join(","));
+    let mut nodes = Vec::new();
+    for n in NODES {
+        let metrics_port = free_port();
+        let cfg = format!(
+            r#"node = "{n}"
+cluster = "cluster.toml"
+store = "{store_url}"
+listen = "127.0.0.1:0"
+certs = "certs"
+data_dir = "data/{n}"
+artifacts = "artifacts"
+metrics = "127.0.0.1:{metrics_port}"
+[timing]
+lease_ms = 2000
+renew_ms = 500
+plan_lead_ms = 20000
+publish_timeout_ms = 4000
+dispatch_timeout_ms = 8000
+job_grace_ms = 3000
+retry_base_ms = 300
+[publisher]
+kind = "directory"
+path = "published"
+[gpu]
+probe = false
+"#
+        );
+        let cfg_path = root.join(format!("{n}.toml"));
+        std::fs::write(&cfg_path, cfg).expect("node config");
+        let log = root.join(format!("{n}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_reelfleet"))
+            .arg("node")
+            .arg("--config")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start reelfleet node");
+        nodes.push(NodeProc {
+            name: n.to_string(),
+            child: Some(child),
+            log,
+            metrics_port,
+        });
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url: StoreUrl = store_url.parse().expect("store URL");
+    let store = rt
+        .block_on(AnyStore::open(&url))
+        .expect("the test's own store client");
+    Some(Fleet {
+        dir,
+        topo,
+        nodes,
+        store_url,
+        rt,
+        store,
+        _etcd: etcd,
+    })
+}
+
+impl Fleet {
+    fn owners(&self) -> BTreeMap<ChannelId, OwnerRecord> {
+        let keys: Vec<Vec<u8>> = (0..CHANNELS)
+            .map(|c| owner_key(ChannelId(c as u32)))
+            .collect();
+        let got = match self.rt.block_on(self.store.get(&keys)) {
+            Ok(g) => g,
+            Err(_) => return BTreeMap::new(),
+        };
+        got.into_iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let e = e?;
+                let r = OwnerRecord::decode(&e.value).ok()?;
+                Some((ChannelId(i as u32), r))
+            })
+            .collect()
+    }
+
+    fn node_id(&self, name: &str) -> NodeId {
+        NodeId(
+            self.topo
+                .nodes
+                .iter()
+                .position(|n| n.name == name)
+                .expect("node in topology") as u32,
+        )
+    }
+
+    fn videos(&self) -> Vec<(ChannelId, VideoRecord)> {
+        let mut out = Vec::new();
+        for prefix in [b"va/".as_slice(), b"vd/".as_slice()] {
+            let end = prefix_end(prefix);
+            let rows = self
+                .rt
+                .block_on(self.store.range(prefix, &end, 10_000))
+                .expect("read videos");
+            for e in rows {
+                let ch = u32::from_be_bytes(e.key[3..7].try_into().expect("video key"));
+                let rec = VideoRecord::decode(&e.value).expect("a valid video record");
+                out.push((ChannelId(ch), rec));
+            }
+        }
+        out
+    }
+
+    fn published_count(&self) -> BTreeMap<ChannelId, usize> {
+        let mut m = BTreeMap::new();
+        for (ch, v) in self.videos() {
+            if matches!(v.status, VideoStatus::Published { .. }) {
+                *m.entry(ch).or_default() += 1;
+            }
+        }
+        m
+    }
+
+    /// Waits until every channel is owned and `min_published` videos are out.
+    fn wait_steady(&self, min_published: usize) {
+        let t0 = Instant::now();
+        loop {
+            let owned = self.owners().values().filter(|o| o.node.is_some()).count();
+            let published: usize = self.published_count().values().sum();
+            if owned == CHANNELS && published >= min_published {
+                eprintln!(
+                    "steady after {:.1} s: {owned} channels owned, {published} published",
+                    t0.elapsed().as_secs_f64()
+                );
+                return;
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                self.dump_logs();
+                panic!("not steady after 60 s: {owned} owned, {published} published");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn dump_logs(&self) {
+        for n in &self.nodes {
+            let t = n.log_text();
+            let tail: Vec<&str> = t.lines().rev().take(30).collect();
+            eprintln!("----- {} (last lines) -----", n.name);
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+
+    /// The node owning the most channels, and those channels.
+    fn busiest(&self) -> (usize, Vec<ChannelId>, BTreeMap<ChannelId, OwnerRecord>) {
+        let owners = self.owners();
+        let mut best = (0, Vec::new());
+        for (i, n) in NODES.iter().enumerate() {
+            let id = self.node_id(n);
+            let chans: Vec<ChannelId> = owners
+                .iter()
+                .filter(|(_, o)| o.node == Some(id))
+                .map(|(c, _)| *c)
+                .collect();
+            if chans.len() > best.1.len() {
+                best = (i, chans);
+            }
+        }
+        (best.0, best.1, owners)
+    }
+
+    /// Waits until every channel in `chans` is owned by a node other than
+    /// `victim` under a newer epoch; returns how long it took.
+    fn wait_takeover(
+        &self,
+        victim: usize,
+        chans: &[ChannelId],
+        before: &BTreeMap<ChannelId, OwnerRecord>,
+        since: Instant,
+    ) -> Duration {
+        let vid = self.node_id(NODES[victim]);
+        loop {
+            let owners = self.owners();
+            let moved = chans.iter().all(|c| {
+                owners.get(c).is_some_and(|o| {
+                    o.node.is_some_and(|n| n != vid)
+                        && o.epoch > before.get(c).map(|b| b.epoch).unwrap_or(0)
+                })
+            });
+            if moved {
+                return since.elapsed();
+            }
+            if since.elapsed() > Duration::from_secs(30) {
+                self.dump_logs();
+                panic!("channels {chans:?} of {} not taken over after 30 s: {owners:?}", NODES[victim]);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until each channel in `chans` has published more than `before`.
+    fn wait_progress(&self, chans: &[ChannelId], before: &BTreeMap<ChannelId, usize>) {
+        let t0 = Instant::now();
+        loop {
+            let now = self.published_count();
+            let behind: Vec<_> = chans
+                .iter()
+                .filter(|c| now.get(c).copied().unwrap_or(0) <= before.get(c).copied().unwrap_or(0))
+                .collect();
+            if behind.is_empty() {
+                eprintln!(
+                    "every taken-over channel published again within {:.1} s",
+                    t0.elapsed().as_secs_f64()
+                );
+                return;
+            }
+            if t0.elapsed() > Duration::from_secs(40) {
+                self.dump_logs();
+                panic!("channels {behind:?} made no progress in 40 s after the takeover");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn kill_all(&mut self) {
+        for n in &mut self.nodes {
+            n.signal(libc::SIGCONT);
+            n.signal(libc::SIGKILL);
+            if let Some(mut c) = n.child.take() {
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// No video lost, none published twice, ledgers consistent.
+    fn audit(&self) {
+        let published_dir = self.dir.path().join("published");
+        let log = std::fs::read_to_string(published_dir.join(PUBLISH_LOG)).unwrap_or_default();
+        let mut made: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for line in log.lines() {
+            let mut f = line.split('\t');
+            let (Some(k), Some(id)) = (f.next(), f.next()) else {
+                panic!("bad publish log line {line:?}");
+            };
+            made.entry(k.to_string()).or_default().push(id.to_string());
+        }
+        let twice: Vec<_> = made.iter().filter(|(_, ids)| ids.len() > 1).collect();
+        assert!(twice.is_empty(), "published twice: {twice:?}");
+        let videos = self.videos();
+        let mut recorded = BTreeSet::new();
+        let mut cost_by_channel: BTreeMap<ChannelId, u64> = BTreeMap::new();
+        let mut quota_units = 0u64;
+        let mut slots: BTreeMap<ChannelId, BTreeSet<u64>> = BTreeMap::new();
+        for (ch, v) in &videos {
+            let key = idempotency_key(&self.topo.channel(*ch).name, v.slot);
+            *cost_by_channel.entry(*ch).or_default() += v.cost_micros;
+            quota_units += v.quota_units;
+            slots.entry(*ch).or_default().insert(v.slot);
+            if let VideoStatus::Published { remote_id } = &v.status {
+                let ids = made.get(&key);
+                assert_eq!(
+                    ids.map(|i| i.as_slice()),
+                    Some(std::slice::from_ref(remote_id)),
+                    "video {key} is recorded as published as {remote_id} but the publisher has {ids:?}"
+                );
+                recorded.insert(key);
+            }
+        }
+        for (key, ids) in &made {
+            let active = videos.iter().any(|(ch, v)| {
+                idempotency_key(&self.topo.channel(*ch).name, v.slot) == *key
+                    && matches!(v.status, VideoStatus::Active)
+            });
+            assert!(
+                recorded.contains(key) || active,
+                "video {key} ({ids:?}) is on the publisher but the store does not know it"
+            );
+        }
+        // No video lost: every slot a channel planned has a record.
+        for c in 0..CHANNELS {
+            let ch = ChannelId(c as u32);
+            let rec = self
+                .rt
+                .block_on(self.store.get(&[channel_key(ch)]))
+                .expect("read channel")
+                .into_iter()
+                .next()
+                .flatten()
+                .map(|e| ChannelRecord::decode(&e.value).expect("channel record"))
+                .unwrap_or_default();
+            let s = slots.get(&ch).cloned().unwrap_or_default();
+            if let Some(first) = s.iter().next().copied() {
+                let missing: Vec<u64> = (first..rec.next_slot).filter(|x| !s.contains(x)).collect();
+                assert!(missing.is_empty(), "channel {c}: planned slots {missing:?} have no record");
+            }
+            let videos_cost = cost_by_channel.get(&ch).copied().unwrap_or(0);
+            assert_eq!(
+                rec.spent_total_micros, videos_cost,
+                "channel {c}: budget ledger {} micros, its videos {videos_cost}",
+                rec.spent_total_micros
+            );
+        }
+        let quota_prefix = b"q/".to_vec();
+        let rows = self
+            .rt
+            .block_on(self.store.range(&quota_prefix, &prefix_end(&quota_prefix), 10_000))
+            .expect("read quota");
+        let ledger: u64 = rows
+            .iter()
+            .map(|e| {
+                QuotaRecord::decode(&e.value)
+                    .expect("quota record")
+                    .used
+                    .iter()
+                    .sum::<u64>()
+            })
+            .sum();
+        assert_eq!(ledger, quota_units, "quota ledger {ledger} units, videos hold {quota_units}");
+        eprintln!(
+            "audit: {} videos recorded, {} published once each, budget and quota ledgers agree ({} units)",
+            videos.len(),
+            made.len(),
+            ledger
+        );
+        assert!(!made.is_empty(), "nothing was published at all");
+    }
+}
+
+#[test]
+fn a_killed_node_s_channels_move_to_survivors_within_5_s() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(mut fleet) = start_fleet() else { return };
+    fleet.wait_steady(6);
+    let (victim, chans, before) = fleet.busiest();
+    assert!(!chans.is_empty(), "no node owns a channel");
+    let published_before = fleet.published_count();
+    eprintln!("SIGKILL {} (owns {:?})", NODES[victim], chans);
+    let t = Instant::now();
+    fleet.nodes[victim].signal(libc::SIGKILL);
+    let took = fleet.wait_takeover(victim, &chans, &before, t);
+    eprintln!(
+        "all {} channels of {} owned by survivors after {:.2} s",
+        chans.len(),
+        NODES[victim],
+        took.as_secs_f64()
+    );
+    assert!(took <= TAKEOVER_BOUND, "takeover took {took:?}");
+    fleet.wait_progress(&chans, &published_before);
+    fleet.kill_all();
+    fleet.audit();
+    let _ = &fleet.store_url;
+}
+
+#[test]
+fn a_frozen_node_is_fenced_when_it_thaws_and_publishes_nothing_twice() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(mut fleet) = start_fleet() else { return };
+    fleet.wait_steady(6);
+    let (victim, chans, before) = fleet.busiest();
+    assert!(!chans.is_empty(), "no node owns a channel");
+    let published_before = fleet.published_count();
+    eprintln!("SIGSTOP {} (owns {:?})", NODES[victim], chans);
+    let t = Instant::now();
+    fleet.nodes[victim].signal(libc::SIGSTOP);
+    let took = fleet.wait_takeover(victim, &chans, &before, t);
+    eprintln!(
+        "all {} channels of frozen {} owned by survivors after {:.2} s",
+        chans.len(),
+        NODES[victim],
+        took.as_secs_f64()
+    );
+    assert!(took <= TAKEOVER_BOUND, "takeover took {took:?}");
+    fleet.wait_progress(&chans, &published_before);
+    // Thaw: the node's machines wake with stale ownership and must be
+    // stopped by the store, not by luck.
+    fleet.nodes[victim].signal(libc::SIGCONT);
+    let t0 = Instant::now();
+    let (fenced, dropped) = loop {
+        let log = fleet.nodes[victim].log_text();
+        let fenced = log.matches("fenced at epoch").count()
+            + log.matches("the store refused a write").count();
+        let dropped = log.contains("declared dead");
+        if fenced > 0 || dropped {
+            // Give the rest of its channels a moment to hit the fence too.
+            std::thread::sleep(Duration::from_secs(2));
+            let log = fleet.nodes[victim].log_text();
+            break (
+                log.matches("the store refused a write").count(),
+                log.contains("declared dead"),
+            );
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            fleet.dump_logs();
+            panic!("the thawed node neither hit the fence nor noticed it was removed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!(
+        "after SIGCONT: {fenced} channel write(s) rejected by the fence; declared dead: {dropped}"
+    );
+    // It must not own anything it did not claim again under a new epoch.
+    std::thread::sleep(Duration::from_secs(3));
+    let owners = fleet.owners();
+    for c in &chans {
+        let o = owners.get(c).expect("owner record");
+        assert!(
+            o.epoch > before.get(c).map(|b| b.epoch).unwrap_or(0),
+            "channel {c:?} went back to its old epoch: {o:?}"
+        );
+    }
+    let _ = fleet.nodes[victim].metric("reelfleet_fenced_total");
+    fleet.kill_all();
+    fleet.audit();
+}
+
+#[allow(dead_code)]
+fn unused(_: &Path) {}
