@@ -9,6 +9,7 @@ use reelfleet::live::config::{NodeConfig, PublisherConfig};
 use reelfleet::live::runtime::{NodeSpec, RunningNode};
 use reelfleet::live::transport::TlsIdentity;
 use reelfleet::publish::directory::DirectoryPublisher;
+use reelfleet::publish::youtube::{YoutubeConfig, YoutubePublisher};
 use reelfleet::publish::Publisher;
 use reelfleet::store::any::AnyStore;
 use reelfleet::store::url::StoreUrl;
@@ -32,16 +33,47 @@ pub fn build_publisher(
     data_dir: &Path,
     topo: &Topology,
 ) -> Result<Arc<dyn Publisher>, String> {
-    let _ = topo;
     match cfg {
         None => Ok(Arc::new(
             DirectoryPublisher::new(data_dir.join("published")).map_err(|e| e.reason)?,
         )),
-        Some(PublisherConfig::Directory { path }) => {
-            Ok(Arc::new(DirectoryPublisher::new(path).map_err(|e| e.reason)?))
-        }
-        Some(PublisherConfig::Youtube { .. }) => {
-            Err("publisher kind \"youtube\" is not wired yet".into())
+        Some(PublisherConfig::Directory { path }) => Ok(Arc::new(
+            DirectoryPublisher::new(path).map_err(|e| e.reason)?,
+        )),
+        Some(PublisherConfig::Youtube {
+            api_base,
+            upload_base,
+            token_url,
+            client_id,
+            client_secret,
+            refresh_token_file,
+            chunk_bytes,
+            project,
+        }) => {
+            let refresh_token = std::fs::read_to_string(refresh_token_file)
+                .map_err(|e| format!("cannot read {}: {e}", refresh_token_file.display()))?
+                .trim()
+                .to_string();
+            let d = YoutubeConfig::default();
+            let cfg = YoutubeConfig {
+                api_base: api_base.clone().unwrap_or(d.api_base.clone()),
+                upload_base: upload_base.clone().unwrap_or(d.upload_base.clone()),
+                token_url: token_url.clone().unwrap_or(d.token_url.clone()),
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+                refresh_token,
+                chunk_bytes: chunk_bytes.unwrap_or(d.chunk_bytes),
+                ..d
+            };
+            let project = match project {
+                Some(name) => Some(topo.projects.iter().find(|p| &p.name == name).ok_or_else(
+                    || format!("publisher.project: no project {name:?} in the cluster config"),
+                )?),
+                None => None,
+            };
+            Ok(Arc::new(
+                YoutubePublisher::new(cfg, project).map_err(|e| e.reason)?,
+            ))
         }
     }
 }
@@ -107,9 +139,14 @@ fn run_inner(args: NodeArgs) -> Result<(), String> {
         let result = match why {
             None => {
                 eprintln!("{}: draining", cfg.node);
-                let drained = node.drain(Duration::from_millis(lease_ms * 5 + 10_000)).await;
+                let drained = node
+                    .drain(Duration::from_millis(lease_ms * 5 + 10_000))
+                    .await;
                 if !drained {
-                    eprintln!("{}: drain did not finish; stopping anyway (the lease will lapse)", cfg.node);
+                    eprintln!(
+                        "{}: drain did not finish; stopping anyway (the lease will lapse)",
+                        cfg.node
+                    );
                 }
                 Ok(())
             }

@@ -91,20 +91,18 @@ fn run_inner(args: UpArgs) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", args.data.display()))?;
     let names: Vec<String> = topo.nodes.iter().map(|n| n.name.clone()).collect();
     ensure_certs(&data.join("certs"), &names)?;
-    let publisher: Arc<dyn reelfleet::publish::Publisher> = Arc::new(
-        DirectoryPublisher::new(data.join("published")).map_err(|e| e.reason)?,
-    );
+    let publisher: Arc<dyn reelfleet::publish::Publisher> =
+        Arc::new(DirectoryPublisher::new(data.join("published")).map_err(|e| e.reason)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     rt.block_on(async move {
         let url = StoreUrl::Redb(data.join("store.redb"));
-        let store = Arc::new(
-            AnyStore::open(&url)
-                .await
-                .map_err(|e| format!("cannot open {}: {e:?}", data.join("store.redb").display()))?,
-        );
+        let store =
+            Arc::new(AnyStore::open(&url).await.map_err(|e| {
+                format!("cannot open {}: {e:?}", data.join("store.redb").display())
+            })?);
         let timing = Timing {
             plan_lead_ms: 120_000,
             publish_timeout_ms: 10_000,
@@ -151,10 +149,16 @@ fn run_inner(args: UpArgs) -> Result<(), String> {
             data.join("published").display()
         );
         println!("metrics: http://{metrics_addr}/metrics");
-        println!("console: nc {} {}  (status, drain NODE, help)", console_addr.ip(), console_addr.port());
+        println!(
+            "console: nc {} {}  (status, drain NODE, help)",
+            console_addr.ip(),
+            console_addr.port()
+        );
         println!("Ctrl-C stops (drains every node); run again to resume.");
         let tty = unsafe { libc::isatty(1) } == 1;
-        let stop_at = args.run_s.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+        let stop_at = args
+            .run_s
+            .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut ticks = 0u64;
         loop {
@@ -173,14 +177,17 @@ fn run_inner(args: UpArgs) -> Result<(), String> {
                     if tty {
                         print!("\r\x1b[K{line}");
                         let _ = std::io::Write::flush(&mut std::io::stdout());
-                    } else if ticks % 5 == 0 {
+                    } else if ticks.is_multiple_of(5) {
                         println!("{line}");
                     }
                 }
             }
         }
         println!();
-        println!("stopping: draining {} nodes (Ctrl-C again to stop at once)", nodes.len());
+        println!(
+            "stopping: draining {} nodes (Ctrl-C again to stop at once)",
+            nodes.len()
+        );
         let drains = nodes.iter().map(|n| {
             let n = Arc::clone(n);
             async move { n.drain(Duration::from_secs(15)).await }
@@ -201,7 +208,9 @@ fn run_inner(args: UpArgs) -> Result<(), String> {
 }
 
 /// Awaits every future (no extra dependency for one join).
-async fn futures_join_all(fs: Vec<impl std::future::Future<Output = bool> + Send + 'static>) -> Vec<bool> {
+async fn futures_join_all(
+    fs: Vec<impl std::future::Future<Output = bool> + Send + 'static>,
+) -> Vec<bool> {
     let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
     let mut out = Vec::new();
     for h in handles {
@@ -253,7 +262,10 @@ async fn console_loop(listener: tokio::net::TcpListener, nodes: Vec<Arc<RunningN
                     ["drain", name] => match nodes.iter().find(|n| n.ctx.name == *name) {
                         Some(n) => {
                             let ok = n.drain(Duration::from_secs(15)).await;
-                            format!("{name}: {}\n", if ok { "drained" } else { "drain timed out" })
+                            format!(
+                                "{name}: {}\n",
+                                if ok { "drained" } else { "drain timed out" }
+                            )
                         }
                         None => format!("error: no node {name:?}\n"),
                     },

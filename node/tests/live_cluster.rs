@@ -24,8 +24,8 @@ use actors::records::{
 };
 use actors::store::prefix_end;
 use common::etcd_cluster::{etcd_available, EtcdCluster};
+use common::youtube_emulator::{EmulatorConfig, YoutubeEmulator};
 use reelfleet::certs::{self, Role};
-use reelfleet::publish::directory::PUBLISH_LOG;
 use reelfleet::store::any::AnyStore;
 use reelfleet::store::url::StoreUrl;
 use reelfleet::store::Store;
@@ -126,7 +126,8 @@ impl NodeProc {
     fn metric(&self, name: &str) -> Option<u64> {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .ok()?;
         let mut body = String::new();
         s.read_to_string(&mut body).ok()?;
         body.lines()
@@ -149,12 +150,12 @@ impl Drop for NodeProc {
 }
 
 struct Fleet {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     topo: Topology,
     nodes: Vec<NodeProc>,
-    store_url: String,
     rt: tokio::runtime::Runtime,
     store: AnyStore,
+    youtube: YoutubeEmulator,
     _etcd: EtcdCluster,
 }
 
@@ -179,6 +180,14 @@ fn start_fleet() -> Option<Fleet> {
     std::fs::write(root.join("cluster.toml"), &cluster).expect("cluster config");
     let topo = topology::config::parse_topology(&cluster).expect("the test's cluster config");
     let store_url = format!("etcd://{}/live", etcd.endpoints().join(","));
+    let project = topo.projects[0].clone();
+    let (youtube, yt) = YoutubeEmulator::start_on_thread_with(EmulatorConfig {
+        project,
+        ..EmulatorConfig::default()
+    });
+    let ycfg = youtube.publisher_config();
+    std::fs::write(root.join("refresh-token"), &ycfg.refresh_token).expect("token file");
+    let (client_id, client_secret) = (ycfg.client_id.clone(), ycfg.client_secret.clone());
     let mut nodes = Vec::new();
     for n in NODES {
         let metrics_port = free_port();
@@ -200,8 +209,15 @@ dispatch_timeout_ms = 8000
 job_grace_ms = 3000
 retry_base_ms = 300
 [publisher]
-kind = "directory"
-path = "published"
+kind = "youtube"
+api_base = "{yt}"
+upload_base = "{yt}/upload"
+token_url = "{yt}/token"
+client_id = "{client_id}"
+client_secret = "{client_secret}"
+refresh_token_file = "refresh-token"
+chunk_bytes = 262144
+project = "p"
 [gpu]
 probe = false
 "#
@@ -236,12 +252,13 @@ probe = false
         .block_on(AnyStore::open(&url))
         .expect("the test's own store client");
     Some(Fleet {
-        dir,
+        _dir: dir,
         topo,
         nodes,
-        store_url,
+
         rt,
         store,
+        youtube,
         _etcd: etcd,
     })
 }
@@ -375,7 +392,10 @@ impl Fleet {
             }
             if since.elapsed() > Duration::from_secs(30) {
                 self.dump_logs();
-                panic!("channels {chans:?} of {} not taken over after 30 s: {owners:?}", NODES[victim]);
+                panic!(
+                    "channels {chans:?} of {} not taken over after 30 s: {owners:?}",
+                    NODES[victim]
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -417,15 +437,15 @@ impl Fleet {
 
     /// No video lost, none published twice, ledgers consistent.
     fn audit(&self) {
-        let published_dir = self.dir.path().join("published");
-        let log = std::fs::read_to_string(published_dir.join(PUBLISH_LOG)).unwrap_or_default();
+        // Every upload the API completed, by the key in its description.
         let mut made: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for line in log.lines() {
-            let mut f = line.split('\t');
-            let (Some(k), Some(id)) = (f.next(), f.next()) else {
-                panic!("bad publish log line {line:?}");
-            };
-            made.entry(k.to_string()).or_default().push(id.to_string());
+        for v in self.youtube.videos() {
+            let key = v
+                .description
+                .lines()
+                .find_map(|l| l.strip_prefix("reelfleet-key: "))
+                .unwrap_or_else(|| panic!("video {} has no key line: {:?}", v.id, v.description));
+            made.entry(key.to_string()).or_default().push(v.id.clone());
         }
         let twice: Vec<_> = made.iter().filter(|(_, ids)| ids.len() > 1).collect();
         assert!(twice.is_empty(), "published twice: {twice:?}");
@@ -474,7 +494,10 @@ impl Fleet {
             let s = slots.get(&ch).cloned().unwrap_or_default();
             if let Some(first) = s.iter().next().copied() {
                 let missing: Vec<u64> = (first..rec.next_slot).filter(|x| !s.contains(x)).collect();
-                assert!(missing.is_empty(), "channel {c}: planned slots {missing:?} have no record");
+                assert!(
+                    missing.is_empty(),
+                    "channel {c}: planned slots {missing:?} have no record"
+                );
             }
             let videos_cost = cost_by_channel.get(&ch).copied().unwrap_or(0);
             assert_eq!(
@@ -486,7 +509,10 @@ impl Fleet {
         let quota_prefix = b"q/".to_vec();
         let rows = self
             .rt
-            .block_on(self.store.range(&quota_prefix, &prefix_end(&quota_prefix), 10_000))
+            .block_on(
+                self.store
+                    .range(&quota_prefix, &prefix_end(&quota_prefix), 10_000),
+            )
             .expect("read quota");
         let ledger: u64 = rows
             .iter()
@@ -498,7 +524,10 @@ impl Fleet {
                     .sum::<u64>()
             })
             .sum();
-        assert_eq!(ledger, quota_units, "quota ledger {ledger} units, videos hold {quota_units}");
+        assert_eq!(
+            ledger, quota_units,
+            "quota ledger {ledger} units, videos hold {quota_units}"
+        );
         eprintln!(
             "audit: {} videos recorded, {} published once each, budget and quota ledgers agree ({} units)",
             videos.len(),
@@ -512,7 +541,9 @@ impl Fleet {
 #[test]
 fn a_killed_node_s_channels_move_to_survivors_within_5_s() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(mut fleet) = start_fleet() else { return };
+    let Some(mut fleet) = start_fleet() else {
+        return;
+    };
     fleet.wait_steady(6);
     let (victim, chans, before) = fleet.busiest();
     assert!(!chans.is_empty(), "no node owns a channel");
@@ -531,13 +562,54 @@ fn a_killed_node_s_channels_move_to_survivors_within_5_s() {
     fleet.wait_progress(&chans, &published_before);
     fleet.kill_all();
     fleet.audit();
-    let _ = &fleet.store_url;
+    audit_catches_a_double_publish(&fleet);
+}
+
+/// The audit is a checker: it must catch what it is for. A second upload of
+/// a published key must fail it, naming the key.
+fn audit_catches_a_double_publish(fleet: &Fleet) {
+    use reelfleet::publish::youtube::YoutubePublisher;
+    use reelfleet::publish::{Publisher, Upload};
+    let (ch, v) = fleet
+        .videos()
+        .into_iter()
+        .find(|(_, v)| matches!(v.status, VideoStatus::Published { .. }))
+        .expect("a published video");
+    let key = idempotency_key(&fleet.topo.channel(ch).name, v.slot);
+    let video = fleet._dir.path().join("dup.bin");
+    std::fs::write(&video, b"a second copy").expect("video");
+    let publisher =
+        YoutubePublisher::new(fleet.youtube.publisher_config(), None).expect("publisher");
+    let up = Upload {
+        idempotency_key: key.clone(),
+        video,
+        title: "dup".into(),
+        description: String::new(),
+        metadata: serde_json::json!({}),
+    };
+    let out = fleet
+        .rt
+        .block_on(publisher.publish(&up, std::sync::Arc::new(|| true)));
+    assert!(
+        matches!(
+            out,
+            Some(actors::protocol::PublishOutcome::Published { .. })
+        ),
+        "{out:?}"
+    );
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fleet.audit()));
+    let msg = caught.expect_err("the audit missed a double publish");
+    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("published twice"), "{msg}");
+    assert!(msg.contains(&key), "{msg}");
 }
 
 #[test]
 fn a_frozen_node_is_fenced_when_it_thaws_and_publishes_nothing_twice() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(mut fleet) = start_fleet() else { return };
+    let Some(mut fleet) = start_fleet() else {
+        return;
+    };
     fleet.wait_steady(6);
     let (victim, chans, before) = fleet.busiest();
     assert!(!chans.is_empty(), "no node owns a channel");

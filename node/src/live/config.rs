@@ -133,6 +133,10 @@ pub enum PublisherConfig {
         refresh_token_file: PathBuf,
         #[serde(default)]
         chunk_bytes: Option<usize>,
+        /// The cluster config's project whose quota buckets this
+        /// publisher's per-call costs are counted in (metrics).
+        #[serde(default)]
+        project: Option<String>,
     },
 }
 
@@ -170,7 +174,8 @@ impl NodeConfig {
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.rebase(base);
-        cfg.check().map_err(|e| format!("{}: {e}", path.display()))?;
+        cfg.check()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(cfg)
     }
 
@@ -216,7 +221,9 @@ impl NodeConfig {
             ));
         }
         if t.publish_timeout_ms == 0 || t.active_videos_max == 0 {
-            return Err("timing.publish_timeout_ms and timing.active_videos_max must be > 0".into());
+            return Err(
+                "timing.publish_timeout_ms and timing.active_videos_max must be > 0".into(),
+            );
         }
         Ok(())
     }
@@ -248,12 +255,14 @@ mod tests {
         let bad: NodeConfig =
             toml::from_str(&format!("{base}[timing]\nlease_ms = 400\nrenew_ms = 500\n"))
                 .expect("parses");
-        assert!(bad.check().expect_err("renew >= lease").contains("renew_ms"));
-        let e = toml::from_str::<NodeConfig>(&format!(
-            "{base}[executors.render]\nkind = \"comand\"\n"
-        ))
-        .expect_err("unknown executor kind")
-        .to_string();
+        assert!(bad
+            .check()
+            .expect_err("renew >= lease")
+            .contains("renew_ms"));
+        let e =
+            toml::from_str::<NodeConfig>(&format!("{base}[executors.render]\nkind = \"comand\"\n"))
+                .expect_err("unknown executor kind")
+                .to_string();
         assert!(e.contains("comand"), "{e}");
     }
 }

@@ -94,7 +94,9 @@ impl NodeCtx {
         lock(&self.locals)
     }
 
-    pub fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<JobId, tokio::sync::oneshot::Sender<()>>> {
+    pub fn running(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<JobId, tokio::sync::oneshot::Sender<()>>> {
         lock(&self.running)
     }
 
@@ -121,7 +123,11 @@ impl NodeCtx {
     }
 
     pub fn dispatcher_of(&self, region: RegionId) -> Option<NodeId> {
-        self.view().dispatchers.get(region.index()).copied().flatten()
+        self.view()
+            .dispatchers
+            .get(region.index())
+            .copied()
+            .flatten()
     }
 
     pub fn lease_valid_until(&self) -> u64 {

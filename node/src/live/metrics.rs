@@ -9,6 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// One GPU's telemetry: (gpu name, used bytes, total bytes, utilisation %,
+/// temperature °C, healthy).
+pub type GpuRow = (String, u64, u64, u32, u32, bool);
+
 #[derive(Default)]
 pub struct Metrics {
     pub videos_published: AtomicU64,
@@ -26,8 +30,7 @@ pub struct Metrics {
     pub channels_owned: AtomicU64,
     pub node_removals: AtomicU64,
     pub actor_restarts: AtomicU64,
-    /// GPU telemetry rows: (gpu name, used bytes, total bytes, util %, temp °C, healthy).
-    pub gpus: Mutex<Vec<(String, u64, u64, u32, u32, bool)>>,
+    pub gpus: Mutex<Vec<GpuRow>>,
 }
 
 impl Metrics {
@@ -38,27 +41,55 @@ impl Metrics {
     pub fn render(&self, node: &str, net: &super::transport::TransportStats) -> String {
         let mut s = String::new();
         let counters: [(&str, &str, &AtomicU64); 13] = [
-            ("reelfleet_videos_published_total", "counter", &self.videos_published),
-            ("reelfleet_videos_failed_total", "counter", &self.videos_failed),
-            ("reelfleet_jobs_started_total", "counter", &self.jobs_started),
+            (
+                "reelfleet_videos_published_total",
+                "counter",
+                &self.videos_published,
+            ),
+            (
+                "reelfleet_videos_failed_total",
+                "counter",
+                &self.videos_failed,
+            ),
+            (
+                "reelfleet_jobs_started_total",
+                "counter",
+                &self.jobs_started,
+            ),
             ("reelfleet_jobs_running", "gauge", &self.jobs_running),
-            ("reelfleet_uploads_started_total", "counter", &self.uploads_started),
-            ("reelfleet_uploads_unknown_total", "counter", &self.uploads_unknown),
+            (
+                "reelfleet_uploads_started_total",
+                "counter",
+                &self.uploads_started,
+            ),
+            (
+                "reelfleet_uploads_unknown_total",
+                "counter",
+                &self.uploads_unknown,
+            ),
             ("reelfleet_lookups_total", "counter", &self.lookups),
             ("reelfleet_store_ops_total", "counter", &self.store_ops),
-            ("reelfleet_store_errors_total", "counter", &self.store_errors),
+            (
+                "reelfleet_store_errors_total",
+                "counter",
+                &self.store_errors,
+            ),
             ("reelfleet_fenced_total", "counter", &self.fenced),
-            ("reelfleet_fence_rejections_total", "counter", &self.fence_rejections),
+            (
+                "reelfleet_fence_rejections_total",
+                "counter",
+                &self.fence_rejections,
+            ),
             ("reelfleet_channels_owned", "gauge", &self.channels_owned),
-            ("reelfleet_actor_restarts_total", "counter", &self.actor_restarts),
+            (
+                "reelfleet_actor_restarts_total",
+                "counter",
+                &self.actor_restarts,
+            ),
         ];
         for (name, kind, v) in counters {
             let _ = writeln!(s, "# TYPE {name} {kind}");
-            let _ = writeln!(
-                s,
-                "{name}{{node=\"{node}\"}} {}",
-                v.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(s, "{name}{{node=\"{node}\"}} {}", v.load(Ordering::Relaxed));
         }
         let net_rows: [(&str, &AtomicU64); 5] = [
             ("reelfleet_frames_in_total", &net.frames_in),
@@ -69,11 +100,7 @@ impl Metrics {
         ];
         for (name, v) in net_rows {
             let _ = writeln!(s, "# TYPE {name} counter");
-            let _ = writeln!(
-                s,
-                "{name}{{node=\"{node}\"}} {}",
-                v.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(s, "{name}{{node=\"{node}\"}} {}", v.load(Ordering::Relaxed));
         }
         let gpus = match self.gpus.lock() {
             Ok(g) => g.clone(),
@@ -106,9 +133,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("metrics: cannot listen on {addr}: {e}"))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| format!("metrics: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| format!("metrics: {e}"))?;
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             let render = Arc::clone(&render);
@@ -129,7 +154,10 @@ pub async fn serve(
                 let (status, body) = if head.starts_with("GET /metrics ") {
                     ("200 OK", render())
                 } else {
-                    ("404 Not Found", "only GET /metrics is served here\n".to_string())
+                    (
+                        "404 Not Found",
+                        "only GET /metrics is served here\n".to_string(),
+                    )
                 };
                 let resp = format!(
                     "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

@@ -113,7 +113,10 @@ impl Ports<ChannelMachine> for ChannelPorts {
                 let me = me.clone();
                 tokio::spawn(async move {
                     let outcome = ctx.publisher.lookup(&idempotency_key).await;
-                    let _ = me.cast(ShellMsg::Input(ChannelInput::LookupResult { slot, outcome }));
+                    let _ = me.cast(ShellMsg::Input(ChannelInput::LookupResult {
+                        slot,
+                        outcome,
+                    }));
                 });
             }
             ChannelEffect::Released | ChannelEffect::Fenced => {
@@ -129,8 +132,7 @@ impl Ports<ChannelMachine> for ChannelPorts {
                 }
                 {
                     let mut l = ctx.locals();
-                    if l
-                        .channels
+                    if l.channels
                         .get(&self.channel)
                         .is_some_and(|(_, r)| r.get_id() == me.get_id())
                     {
@@ -477,8 +479,8 @@ impl Ports<MembershipMachine> for MembershipPorts {
                     }
                 }
                 let view = ctx.set_view(placeable.clone());
-                let host = view.dispatchers.get(ctx.region.index()).copied().flatten()
-                    == Some(ctx.me);
+                let host =
+                    view.dispatchers.get(ctx.region.index()).copied().flatten() == Some(ctx.me);
                 if let Some(s) = ctx.supervisor() {
                     let _ = s.cast(SupMsg::HostDispatcher(host));
                 }

@@ -42,10 +42,7 @@ pub async fn run_stage(
     let chan = ctx.topo.channel(spec.id.channel);
     let pipeline = ctx.topo.pipeline(chan.pipeline);
     let Some(stage) = pipeline.stages.get(usize::from(spec.id.stage)) else {
-        eprintln!(
-            "{}: {} has no stage {}",
-            ctx.name, chan.name, spec.id.stage
-        );
+        eprintln!("{}: {} has no stage {}", ctx.name, chan.name, spec.id.stage);
         return StageResult::Failed { retryable: false };
     };
     let dir = slot_dir(ctx, spec.id.channel, spec.id.slot);
@@ -61,7 +58,10 @@ pub async fn run_stage(
         "input_dir".to_string(),
         input_dir.to_string_lossy().into_owned(),
     );
-    vars.insert("title".to_string(), format!("{} number {}", chan.name, spec.id.slot));
+    vars.insert(
+        "title".to_string(),
+        format!("{} number {}", chan.name, spec.id.slot),
+    );
     let synthetic_ms = spec
         .duration
         .sample_ms(placement::mix64(spec.id.slot ^ u64::from(spec.id.channel.0) << 32) as u32);

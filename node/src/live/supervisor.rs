@@ -96,9 +96,8 @@ impl RegionSupState {
                 epoch,
                 incarnation,
             } => {
-                let seed = placement::mix64(
-                    u64::from(channel.0) << 32 ^ epoch ^ ctx.clock.now_ms(),
-                );
+                let seed =
+                    placement::mix64(u64::from(channel.0) << 32 ^ epoch ^ ctx.clock.now_ms());
                 let machine = ChannelMachine::new(
                     Arc::clone(&ctx.topo),
                     channel,
@@ -374,11 +373,11 @@ impl Actor for NodeSupervisor {
                 ctx.request_stop(&format!("escalated: {err}"));
                 myself.stop(Some("escalated".into()));
             }
-            SupervisionEvent::ActorTerminated(_, _, reason) => {
-                if !ctx.stopping.load(std::sync::atomic::Ordering::Acquire) {
-                    ctx.request_stop(&format!("a supervisor stopped: {reason:?}"));
-                    myself.stop(None);
-                }
+            SupervisionEvent::ActorTerminated(_, _, reason)
+                if !ctx.stopping.load(std::sync::atomic::Ordering::Acquire) =>
+            {
+                ctx.request_stop(&format!("a supervisor stopped: {reason:?}"));
+                myself.stop(None);
             }
             _ => {}
         }

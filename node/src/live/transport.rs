@@ -122,7 +122,9 @@ fn transport_params() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     // Idle connections are noticed within a few seconds; keep-alives stop
     // a quiet but healthy link from timing out.
-    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(5_000))));
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+        5_000,
+    ))));
     t.keep_alive_interval(Some(Duration::from_millis(1_000)));
     Arc::new(t)
 }
@@ -234,7 +236,8 @@ impl Transport {
     }
 
     pub fn close(&self) {
-        self.endpoint.close(quinn::VarInt::from_u32(0), b"node stopping");
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"node stopping");
     }
 }
 

@@ -17,14 +17,32 @@ const TAG_FRAME: u8 = 0xF1;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Wire {
     /// A GPU's notice to the channel that owns the job.
-    JobStarted { id: JobId, gpu: GpuId },
-    JobFinished { id: JobId, outcome: JobOutcome },
+    JobStarted {
+        id: JobId,
+        gpu: GpuId,
+    },
+    JobFinished {
+        id: JobId,
+        outcome: JobOutcome,
+    },
     /// To a GPU of the receiving node.
-    GpuSubmit { gpu: GpuId, job: JobSpec },
-    GpuCancel { gpu: GpuId, id: JobId },
+    GpuSubmit {
+        gpu: GpuId,
+        job: JobSpec,
+    },
+    GpuCancel {
+        gpu: GpuId,
+        id: JobId,
+    },
     /// To the receiving node's region dispatcher.
-    RegionSubmit { region: RegionId, job: JobSpec },
-    RegionLoad { region: RegionId, report: LoadReport },
+    RegionSubmit {
+        region: RegionId,
+        job: JobSpec,
+    },
+    RegionLoad {
+        region: RegionId,
+        report: LoadReport,
+    },
     RegionSummary {
         to: RegionId,
         region: RegionId,
@@ -146,7 +164,10 @@ impl Wire {
                         cost_micros,
                     } => {
                         let f = FAILURES.iter().position(|x| x == failure).unwrap_or(5);
-                        w.u8(1).u8(f as u8).u8(u8::from(*retryable)).u64(*cost_micros);
+                        w.u8(1)
+                            .u8(f as u8)
+                            .u8(u8::from(*retryable))
+                            .u64(*cost_micros);
                     }
                 }
             }

@@ -192,16 +192,13 @@ impl super::Publisher for DirectoryPublisher {
         })
     }
 
-    fn lookup<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> super::BoxFuture<'a, actors::protocol::LookupOutcome> {
+    fn lookup<'a>(&'a self, key: &'a str) -> super::BoxFuture<'a, actors::protocol::LookupOutcome> {
         use actors::protocol::LookupOutcome;
         Box::pin(async move {
             let root = self.root.clone();
             let key = key.to_string();
-            let r = tokio::task::spawn_blocking(move || DirectoryPublisher { root }.lookup(&key))
-                .await;
+            let r =
+                tokio::task::spawn_blocking(move || DirectoryPublisher { root }.lookup(&key)).await;
             match r {
                 Ok(Ok(Some(remote_id))) => LookupOutcome::Found { remote_id },
                 Ok(Ok(None)) => LookupOutcome::NotFound,
