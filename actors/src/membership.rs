@@ -153,6 +153,11 @@ pub struct MembershipMachine {
     live_by_region: Vec<Vec<NodeId>>,
     /// The view changed since hosted channels were last checked.
     releases_due: bool,
+    /// A members write of this node's own (drain mark, leave) was refused:
+    /// the record changed under it, so it is read again before the next
+    /// try. Without this, nodes draining together retry with the version
+    /// they already know is stale, and none of them ever gets through.
+    members_stale: bool,
     /// Claims go through `want` in batches once per refresh round.
     claim_cursor: Option<ChannelId>,
     claims_round_done: bool,
@@ -196,6 +201,7 @@ impl MembershipMachine {
             releases_due: false,
             claim_cursor: None,
             claims_round_done: false,
+            members_stale: false,
             deadline: None,
         }
     }
@@ -464,6 +470,7 @@ impl MembershipMachine {
                         self.adopt_members(MembersRecord::default(), 0, out);
                     }
                 }
+                self.members_stale = false;
                 if now_ms.saturating_sub(self.last_refresh_ok_ms) > 2 * self.params.renew_ms {
                     self.watch.clear();
                 }
@@ -598,6 +605,10 @@ impl MembershipMachine {
                 self.phase = MemberPhase::Drained;
                 out.push(MembershipEffect::Drained);
             }
+            (WorkOp::MarkDraining(_) | WorkOp::Leave, _) => {
+                self.members_stale = true;
+                self.next_refresh_ms = now_ms;
+            }
             (_, _) => {
                 // Failed or conflicted: the next refresh shows what is true.
                 self.next_refresh_ms = self.next_refresh_ms.min(now_ms + self.params.renew_ms / 2);
@@ -675,7 +686,7 @@ impl MembershipMachine {
             self.issue_work(WorkOp::Remove(n, next), StoreOp::Commit(txn), out);
             return;
         }
-        if self.phase == MemberPhase::Draining {
+        if self.phase == MemberPhase::Draining && !self.members_stale {
             if !self.members.is_draining(self.node) {
                 let mut next = self.members.clone();
                 let at = next.draining.partition_point(|n| *n < self.node);

@@ -36,6 +36,10 @@ impl World {
             Fault::ThawNode(n) => self.thaw(n),
             Fault::DrainNode(n) => {
                 let inc = self.nodes[n.index()].inc;
+                if self.nodes[n.index()].alive {
+                    let now = self.now;
+                    self.drains_pending.entry(n).or_insert((inc, now));
+                }
                 self.deliver_now(n, Some(inc), Msg::Membership(MembershipInput::Drain));
             }
             Fault::PartitionRegion(r) => {
@@ -279,6 +283,29 @@ impl World {
 
     pub(super) fn final_checks(&mut self) {
         let rel = self.rel();
+        // A drain ends in Drained, unless the node died first (a crash
+        // starts a new incarnation, which owes nothing).
+        let stuck: Vec<(NodeId, u64)> = self
+            .drains_pending
+            .iter()
+            .filter(|(n, (inc, _))| {
+                let node = &self.nodes[n.index()];
+                node.alive && node.inc == *inc
+            })
+            .map(|(n, (_, at))| (*n, *at))
+            .collect();
+        if let Some((n, at)) = stuck.first() {
+            self.fail(violation(
+                7,
+                format!(
+                    "the drain of {} asked {} ms after the start never finished",
+                    self.topo.node(*n).name,
+                    at - self.sc.start_utc_ms
+                ),
+                rel,
+            ));
+            return;
+        }
         for (ch, slot) in self.must_finish.clone() {
             if let Some(v) = self.store.value(&active_key(ch, slot)) {
                 let rec = VideoRecord::decode(v)

@@ -8,7 +8,7 @@ use topology::*;
 
 use crate::scenario::*;
 
-pub const NAMES: [&str; 20] = [
+pub const NAMES: [&str; 21] = [
     "steady",
     "node-kill",
     "node-flap",
@@ -26,6 +26,7 @@ pub const NAMES: [&str; 20] = [
     "kill-switch",
     "clock-skew",
     "rolling-restart",
+    "fleet-drain",
     "scale-out",
     "swarm",
     "capacity-10m",
@@ -60,6 +61,7 @@ pub fn describe(name: &str) -> &'static str {
         }
         "clock-skew" => "node clocks off by minutes and drifting by up to 500 ppm",
         "rolling-restart" => "every node drained and restarted in turn, one every 3 min",
+        "fleet-drain" => "every node drained at the same moment, all restarted 2 min later",
         "scale-out" => "three more nodes join at 15 min; channels rebalance by handover",
         "swarm" => "a random mix of every fault, drawn from the seed",
         "capacity-10m" => {
@@ -453,6 +455,16 @@ pub fn builtin(name: &str, seed: u64) -> Option<Scenario> {
                 let t = 5.0 + 3.0 * f64::from(i);
                 s.faults.push(at(t, Fault::DrainNode(NodeId(i))));
                 s.faults.push(at(t + 1.5, Fault::StartNode(NodeId(i))));
+            }
+            s
+        }
+        "fleet-drain" => {
+            // Drains race on the members record: each must see the others'
+            // marks before it can write its own.
+            let mut s = base(name, fleet());
+            for i in 0..6u32 {
+                s.faults.push(at(5.0, Fault::DrainNode(NodeId(i))));
+                s.faults.push(at(7.0, Fault::StartNode(NodeId(i))));
             }
             s
         }

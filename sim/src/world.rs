@@ -255,6 +255,8 @@ pub struct World {
     pub must_finish: Vec<(ChannelId, u64)>,
     pending_failovers: Vec<usize>,
     cancelled_local: BTreeSet<JobId>,
+    /// Drains asked and not yet finished: (incarnation, asked at).
+    pub(crate) drains_pending: BTreeMap<NodeId, (u32, u64)>,
     frozen: Vec<bool>,
     frozen_events: Vec<Vec<Ev>>,
     deferred_controls: Vec<Fault>,
@@ -364,6 +366,7 @@ impl World {
             must_finish: Vec::new(),
             pending_failovers: Vec::new(),
             cancelled_local: BTreeSet::new(),
+            drains_pending: BTreeMap::new(),
             frozen: vec![false; topo.nodes.len()],
             frozen_events: vec![Vec::new(); topo.nodes.len()],
             deferred_controls: Vec::new(),
@@ -1151,6 +1154,7 @@ impl World {
             }
             MembershipEffect::NodeRemoved(_) => self.stats.node_removals += 1,
             MembershipEffect::Drained => {
+                self.drains_pending.remove(&node);
                 self.crash_node(node);
             }
         }

@@ -14,7 +14,7 @@ use actors::channel::{ChannelEffect, ChannelInput, ChannelMachine};
 use actors::gpu::{GpuEffect, GpuInput, GpuMachine, GpuNotice};
 use actors::membership::{MembershipEffect, MembershipInput, MembershipMachine};
 use actors::protocol::{JobFailure, JobId, JobKind, JobOutcome, JobSpec};
-use actors::records::VideoStatus;
+use actors::records::{owner_key, OwnerRecord, VideoStatus};
 use actors::region::{RegionEffect, RegionInput, RegionMachine};
 use actors::store::{StoreError, StoreOp, StoreReply};
 use topology::{ChannelId, GpuId, NodeId, RegionId};
@@ -57,6 +57,38 @@ pub struct ChannelPorts {
     pub ctx: Arc<NodeCtx>,
     pub channel: ChannelId,
     pub epoch: u64,
+    pub incarnation: u64,
+}
+
+/// A channel commit was refused. Other conflicts are routine (the quota
+/// ledger is shared by a project's channels); one because the owner record
+/// names someone else is the epoch fence at work, and is counted and said
+/// (even when the actor is gone and its reply goes nowhere). A diagnosis
+/// only: the machine decides from its own read-back.
+async fn note_fence(ctx: &NodeCtx, channel: ChannelId, epoch: u64, incarnation: u64) {
+    let Ok(got) = ctx.store.get(&[owner_key(channel)]).await else {
+        return;
+    };
+    let owner = got
+        .into_iter()
+        .next()
+        .flatten()
+        .and_then(|e| OwnerRecord::decode(&e.value).ok());
+    let mine = OwnerRecord {
+        node: Some(ctx.me),
+        epoch,
+        incarnation,
+    };
+    if let Some(o) = owner.filter(|o| *o != mine) {
+        Metrics::inc(&ctx.metrics.fence_rejections);
+        eprintln!(
+            "{}: the store refused a write of channel {} at epoch {epoch}: the fence (owner now {} at epoch {})",
+            ctx.name,
+            ctx.topo.channel(channel).name,
+            o.node.map(|n| ctx.topo.node(n).name.clone()).unwrap_or_else(|| "nobody".into()),
+            o.epoch
+        );
+    }
 }
 
 impl Ports<ChannelMachine> for ChannelPorts {
@@ -73,22 +105,20 @@ impl Ports<ChannelMachine> for ChannelPorts {
         let ctx = &self.ctx;
         match effect {
             ChannelEffect::Store { op_id, op } => {
+                Metrics::inc(&ctx.metrics.store_ops);
                 let commit = matches!(op, StoreOp::Commit(_));
-                let (ctx2, channel, epoch) = (Arc::clone(ctx), self.channel, self.epoch);
-                store_op::<ChannelMachine>(ctx, me, op, move |reply| {
-                    // Only a channel's owner writes its keys, so a refused
-                    // commit is the fence at work (counted even when the
-                    // actor is already gone and the reply goes nowhere).
-                    if commit && matches!(reply, StoreReply::Failed(StoreError::Conflict { .. })) {
-                        Metrics::inc(&ctx2.metrics.fence_rejections);
-                        eprintln!(
-                            "{}: the store refused a write of channel {} at epoch {epoch}",
-                            ctx2.name,
-                            ctx2.topo.channel(channel).name
-                        );
+                let (ctx, me) = (Arc::clone(ctx), me.clone());
+                let (channel, epoch, incarnation) = (self.channel, self.epoch, self.incarnation);
+                tokio::spawn(async move {
+                    let reply = ctx.store.apply(&op).await;
+                    if let StoreReply::Failed(e) = &reply {
+                        Metrics::inc(&ctx.metrics.store_errors);
+                        if commit && matches!(e, StoreError::Conflict { .. }) {
+                            note_fence(&ctx, channel, epoch, incarnation).await;
+                        }
                     }
-                    ChannelInput::StoreReply { op_id, reply }
-                })
+                    let _ = me.cast(ShellMsg::Input(ChannelInput::StoreReply { op_id, reply }));
+                });
             }
             ChannelEffect::StartJob(spec) => start_job(ctx, me, spec),
             ChannelEffect::CancelJob { id, gpu } => match gpu {

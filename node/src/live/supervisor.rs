@@ -111,6 +111,7 @@ impl RegionSupState {
                     ctx: Arc::clone(ctx),
                     channel,
                     epoch,
+                    incarnation,
                 });
                 let (r, _) = Actor::spawn_linked(
                     None,
