@@ -45,6 +45,9 @@ pub enum ShellMsg<I> {
     Input(I),
     /// The timer armed with this generation fired.
     Tick(u64),
+    /// Fail now, as a crashing machine would (fault injection for tests and
+    /// the chaos runner): the supervisor's restart policy takes over.
+    Fail(String),
 }
 
 pub struct Shell<M, P>(PhantomData<fn() -> (M, P)>);
@@ -142,6 +145,7 @@ impl<M: Machine, P: Ports<M>> Actor for Shell<M, P> {
                     state.feed(&myself, M::tick_input());
                 }
             }
+            ShellMsg::Fail(why) => return Err(why.into()),
         }
         Ok(())
     }

@@ -1,0 +1,151 @@
+//! One live node in-process on the in-memory store: the supervision tree
+//! restarts a failed channel actor, which reloads its state from the store
+//! and goes on under the same epoch; failures beyond the restart budget
+//! escalate and stop the node.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reelfleet::certs::{self, Role};
+use reelfleet::live::config::Timing;
+use reelfleet::live::runtime::{NodeSpec, RunningNode};
+use reelfleet::live::shell::ShellMsg;
+use reelfleet::live::supervisor::RESTARTS_MAX;
+use reelfleet::live::transport::TlsIdentity;
+use reelfleet::publish::directory::DirectoryPublisher;
+use reelfleet::store::any::AnyStore;
+use reelfleet::store::url::StoreUrl;
+use topology::ChannelId;
+
+const CLUSTER: &str = r#"
+[[regions]]
+name = "local"
+[[nodes]]
+name = "solo"
+region = "local"
+[[nodes.gpus]]
+model = "L4"
+memory_gib = 24
+cost_per_hour = 0.8
+[[pipelines]]
+name = "quick"
+[[pipelines.stages]]
+name = "render"
+kind = "gpu"
+duration_ms = 200
+gpu_memory_gib = 2
+[[pipelines.stages]]
+name = "upload"
+kind = "publish"
+duration_ms = 100
+[[projects]]
+name = "p"
+[[projects.buckets]]
+name = "u"
+units_per_day = 1000000
+[projects.costs]
+upload = { bucket = "u", units = 1 }
+[[channels]]
+name = "solo-ch"
+home_region = "local"
+videos_per_day = 10000
+pipeline = "quick"
+project = "p"
+"#;
+
+async fn wait_for(what: &str, limit: Duration, f: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_channel_actor_is_restarted_and_repeated_failures_escalate() {
+    let dir = tempfile::tempdir().expect("dir");
+    let certs_dir = dir.path().join("certs");
+    certs::init(&certs_dir, "solo").expect("CA");
+    certs::issue(&certs_dir, Role::Node, "solo").expect("cert");
+    let topo = Arc::new(topology::config::parse_topology(CLUSTER).expect("config"));
+    let store = Arc::new(AnyStore::open(&StoreUrl::Mem).await.expect("mem store"));
+    let node = RunningNode::start(NodeSpec {
+        topo,
+        name: "solo".into(),
+        store,
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        identity: TlsIdentity::load(&certs_dir, "nodes", "solo").expect("identity"),
+        timing: Timing {
+            plan_lead_ms: 20_000,
+            publish_timeout_ms: 3_000,
+            ..Timing::default()
+        },
+        executors: Default::default(),
+        artifacts: dir.path().join("artifacts"),
+        publisher: Arc::new(DirectoryPublisher::new(dir.path().join("published")).expect("pub")),
+        gpu: Default::default(),
+        metrics: None,
+    })
+    .await
+    .expect("node starts");
+    let ctx = Arc::clone(&node.ctx);
+    let ch = ChannelId(0);
+    let published = || ctx.metrics.videos_published.load(Ordering::Relaxed);
+    wait_for("a first video", Duration::from_secs(30), || {
+        published() >= 1
+    })
+    .await;
+
+    let (epoch, first) = ctx
+        .locals()
+        .channels
+        .get(&ch)
+        .cloned()
+        .expect("hosted channel");
+    first.cast(ShellMsg::Fail("injected".into())).expect("cast");
+    wait_for("the restart", Duration::from_secs(10), || {
+        ctx.locals()
+            .channels
+            .get(&ch)
+            .is_some_and(|(e, r)| r.get_id() != first.get_id() && *e == epoch)
+    })
+    .await;
+    assert_eq!(ctx.metrics.actor_restarts.load(Ordering::Relaxed), 1);
+    // The new actor loaded the channel from the store and goes on.
+    let before = published();
+    wait_for(
+        "progress after the restart",
+        Duration::from_secs(30),
+        || published() > before,
+    )
+    .await;
+    assert!(!ctx.stopping.load(Ordering::Relaxed));
+
+    // More failures than the budget within the window: escalation.
+    for _ in 0..RESTARTS_MAX {
+        let (_, r) = ctx.locals().channels.get(&ch).cloned().expect("hosted");
+        let _ = r.cast(ShellMsg::Fail("injected again".into()));
+        wait_for(
+            "a restart or the escalation",
+            Duration::from_secs(10),
+            || {
+                ctx.stopping.load(Ordering::Relaxed)
+                    || ctx
+                        .locals()
+                        .channels
+                        .get(&ch)
+                        .is_some_and(|(_, n)| n.get_id() != r.get_id())
+            },
+        )
+        .await;
+    }
+    let why = tokio::time::timeout(Duration::from_secs(10), node.stop_requested())
+        .await
+        .expect("the node asks to stop");
+    assert!(
+        why.contains("escalated") && why.contains("actor failures"),
+        "{why}"
+    );
+    node.stop().await;
+}
