@@ -20,13 +20,28 @@ pub struct EtcdCluster {
     pub members: Vec<Member>,
     _dir: tempfile::TempDir,
     initial_cluster: String,
+    /// Unique per cluster, so that members of two clusters never mistake
+    /// each other for peers.
+    token: String,
 }
 
+/// A free loopback port, never the same one twice in this process: tests
+/// start clusters in parallel, and a port handed to two members makes one
+/// of them fail to bind while its endpoint silently reaches the *other*
+/// cluster (a test then sees another cluster's data).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Whether `etcd` can be run here. On CI it must be: `.ci/run` installs it.
@@ -65,10 +80,17 @@ impl EtcdCluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
+        static CLUSTERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let token = format!(
+            "reelfleet-test-{}-{}",
+            std::process::id(),
+            CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let mut c = EtcdCluster {
             members,
             _dir: dir,
             initial_cluster,
+            token,
         };
         for i in 0..size {
             c.start_member(i);
@@ -86,6 +108,7 @@ impl EtcdCluster {
 
     pub fn start_member(&mut self, i: usize) {
         let initial = self.initial_cluster.clone();
+        let token = self.token.clone();
         let m = &mut self.members[i];
         let state = if m.data_dir.exists() {
             "existing"
@@ -111,7 +134,7 @@ impl EtcdCluster {
                 "--initial-cluster-state",
                 state,
                 "--initial-cluster-token",
-                "reelfleet-test",
+                &token,
                 "--heartbeat-interval",
                 "50",
                 "--election-timeout",
