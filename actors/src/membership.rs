@@ -238,11 +238,17 @@ impl MembershipMachine {
                     self.want.insert(ch);
                 }
             }
-            MembershipInput::Drain => {
-                if self.phase == MemberPhase::Member {
-                    self.phase = MemberPhase::Draining;
+            MembershipInput::Drain => match self.phase {
+                MemberPhase::Member => self.phase = MemberPhase::Draining,
+                // Not (or no longer) a member and hosting nothing: already
+                // where a drain ends. Joining first would forget the drain.
+                MemberPhase::Joining => {
+                    self.hosted.clear();
+                    self.phase = MemberPhase::Drained;
+                    out.push(MembershipEffect::Drained);
                 }
-            }
+                MemberPhase::Draining | MemberPhase::Drained => {}
+            },
         }
         self.step(now_ms, out);
     }
@@ -293,11 +299,19 @@ impl MembershipMachine {
             && !self.members.contains(self.node)
         {
             // Declared dead while alive (partitioned from the store): every
-            // channel here is fenced already. Start over as a new incarnation.
+            // channel here is fenced already. Start over as a new incarnation
+            // -- unless the node was draining: then it is out and hosts
+            // nothing, which is all a drain asks, so it stops there instead
+            // of rejoining and forgetting that it was asked to go.
             out.push(MembershipEffect::DropAllChannels);
             self.hosted.clear();
-            self.phase = MemberPhase::Joining;
             self.lease_op = None;
+            if self.phase == MemberPhase::Draining {
+                self.phase = MemberPhase::Drained;
+                out.push(MembershipEffect::Drained);
+            } else {
+                self.phase = MemberPhase::Joining;
+            }
         }
         self.recompute_want();
     }

@@ -134,7 +134,13 @@ fn run_inner(args: UpArgs) -> Result<(), String> {
         let all = nodes.clone();
         let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || {
             all.iter()
-                .map(|n| n.ctx.metrics.render(&n.ctx.name, &n.ctx.net.stats))
+                .map(|n| {
+                    n.ctx.metrics.render(
+                        &n.ctx.name,
+                        &n.ctx.net.stats,
+                        &n.ctx.publisher.quota_units_spent(),
+                    )
+                })
                 .collect()
         });
         let metrics_addr = reelfleet::live::metrics::serve(metrics_addr, render).await?;

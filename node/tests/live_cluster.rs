@@ -670,3 +670,51 @@ fn a_frozen_node_is_fenced_when_it_thaws_and_publishes_nothing_twice() {
 
 #[allow(dead_code)]
 fn unused(_: &Path) {}
+
+#[test]
+fn a_drained_node_hands_its_channels_over_and_exits_cleanly() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(mut fleet) = start_fleet() else {
+        return;
+    };
+    fleet.wait_steady(6);
+    let (victim, chans, before) = fleet.busiest();
+    assert!(!chans.is_empty(), "no node owns a channel");
+    let published_before = fleet.published_count();
+    // Metrics are served while it runs, with the publisher's quota use.
+    let spent = fleet.nodes[victim].metric("reelfleet_publisher_quota_units_total");
+    assert!(spent.is_some_and(|u| u > 0), "quota metric: {spent:?}");
+    eprintln!("SIGTERM {} (owns {:?})", NODES[victim], chans);
+    let t = Instant::now();
+    fleet.nodes[victim].signal(libc::SIGTERM);
+    let took = fleet.wait_takeover(victim, &chans, &before, t);
+    eprintln!(
+        "all {} channels of draining {} owned by the others after {:.2} s",
+        chans.len(),
+        NODES[victim],
+        took.as_secs_f64()
+    );
+    let child = fleet.nodes[victim].child.as_mut().expect("child");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the drained node did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    fleet.nodes[victim].child = None;
+    assert!(status.success(), "a drained node exits 0: {status:?}");
+    let log = fleet.nodes[victim].log_text();
+    assert!(log.contains("draining"), "{log}");
+    assert!(
+        !log.contains("the fence"),
+        "a graceful handover hit the fence:\n{log}"
+    );
+    fleet.wait_progress(&chans, &published_before);
+    fleet.kill_all();
+    fleet.audit();
+}

@@ -80,6 +80,8 @@ fn swarm_regressions() {
         309, // a lookup refunded an upload the API had not yet settled
         500, // the kill switch met a commit that was built before it
         850, // an unknown upload never settled after the kill switch
+        75,  // a node declared dead while draining rejoined and forgot the drain
+        588, // a drain asked while the node was rejoining was dropped
     ] {
         let s = sim::run(builtin("swarm", seed).expect("built-in"), seed, None);
         assert!(s.ok, "swarm seed {seed}: {:?}", s.violation);

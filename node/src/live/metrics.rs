@@ -38,8 +38,22 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn render(&self, node: &str, net: &super::transport::TransportStats) -> String {
+    pub fn render(
+        &self,
+        node: &str,
+        net: &super::transport::TransportStats,
+        quota: &[(String, u64)],
+    ) -> String {
         let mut s = String::new();
+        if !quota.is_empty() {
+            let _ = writeln!(s, "# TYPE reelfleet_publisher_quota_units_total counter");
+            for (bucket, units) in quota {
+                let _ = writeln!(
+                    s,
+                    "reelfleet_publisher_quota_units_total{{node=\"{node}\",bucket=\"{bucket}\"}} {units}"
+                );
+            }
+        }
         let counters: [(&str, &str, &AtomicU64); 13] = [
             (
                 "reelfleet_videos_published_total",

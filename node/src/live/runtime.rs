@@ -151,8 +151,10 @@ impl RunningNode {
         let metrics_addr = match spec.metrics {
             Some(addr) => {
                 let c = Arc::clone(&ctx);
-                let render: Arc<dyn Fn() -> String + Send + Sync> =
-                    Arc::new(move || c.metrics.render(&c.name, &c.net.stats));
+                let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || {
+                    c.metrics
+                        .render(&c.name, &c.net.stats, &c.publisher.quota_units_spent())
+                });
                 Some(metrics::serve(addr, render).await?)
             }
             None => None,

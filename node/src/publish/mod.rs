@@ -65,4 +65,9 @@ pub trait Publisher: Send + Sync {
     ) -> BoxFuture<'a, Option<PublishOutcome>>;
     /// An earlier upload of `key`, if there is one.
     fn lookup<'a>(&'a self, key: &'a str) -> BoxFuture<'a, LookupOutcome>;
+    /// Quota units this publisher's calls cost, per bucket of its project
+    /// (for metrics; the machines' own ledger is what limits uploads).
+    fn quota_units_spent(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 }

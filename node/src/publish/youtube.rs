@@ -737,6 +737,10 @@ impl Publisher for YoutubePublisher {
             }
         })
     }
+
+    fn quota_units_spent(&self) -> Vec<(String, u64)> {
+        self.units_spent()
+    }
 }
 
 /// A poisoned lock only means another task panicked mid-update of a
