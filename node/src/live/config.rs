@@ -34,8 +34,8 @@
 //!
 //! [executors.render]                   # per stage name; default synthetic
 //! kind = "command"                     # synthetic | command | http
-//! program = "sh"
-//! args = ["render.sh", "{input_dir}", "{artifact_dir}"]
+//! program = "sh"                       # {config_dir}: this file's folder
+//! args = ["{config_dir}/render.sh", "{input_dir}", "{artifact_dir}"]
 //! ```
 
 use std::collections::BTreeMap;
@@ -173,7 +173,9 @@ impl NodeConfig {
         let mut cfg: NodeConfig =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        cfg.rebase(base);
+        // Absolute, because jobs run in their own folders.
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        cfg.rebase(&base);
         cfg.check()
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(cfg)
@@ -197,6 +199,24 @@ impl NodeConfig {
                 refresh_token_file, ..
             }) => fix(refresh_token_file),
             None => {}
+        }
+        // `{config_dir}` in a command names this file's folder, so that a
+        // config can ship beside its scripts (jobs run in their artifact
+        // folder, where a relative script path would not resolve).
+        let dir = base.to_string_lossy().into_owned();
+        for e in self.executors.values_mut() {
+            if let ExecutorConfig::Command {
+                program, args, env, ..
+            } = e
+            {
+                *program = program.replace("{config_dir}", &dir);
+                for a in args.iter_mut() {
+                    *a = a.replace("{config_dir}", &dir);
+                }
+                for v in env.values_mut() {
+                    *v = v.replace("{config_dir}", &dir);
+                }
+            }
         }
         if let Some(rest) = self.store.strip_prefix("redb://") {
             let p = Path::new(rest);
