@@ -148,6 +148,15 @@ impl RunningNode {
             stop_reason: Mutex::new(None),
         });
         let _ = cell.set(Arc::downgrade(&ctx));
+        // A lost connection hints membership (it may watch that peer).
+        let weak = Arc::downgrade(&ctx);
+        ctx.net.on_unreachable(Arc::new(move |peer: &str| {
+            if let Some(ctx) = weak.upgrade() {
+                if let Some(i) = ctx.topo.nodes.iter().position(|n| n.name == peer) {
+                    ctx.to_membership(MembershipInput::PeerUnreachable(NodeId(i as u32)));
+                }
+            }
+        }));
         let metrics_addr = match spec.metrics {
             Some(addr) => {
                 let c = Arc::clone(&ctx);

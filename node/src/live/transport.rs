@@ -10,8 +10,10 @@
 //! [`Wire`] frames (u32 little-endian length, then the frame). Sends never
 //! block the machines: each peer has a bounded queue, and a frame that does
 //! not fit is dropped — every cross-node message is one the machines resend
-//! or time out on. A lost connection is re-dialled with capped backoff; it
-//! is never taken as proof that the peer is dead (the lease is).
+//! or time out on. A lost connection is re-dialled with capped backoff and
+//! reported as a hint (`on_unreachable`), which makes membership look at
+//! that peer's lease as soon as it could have lapsed; it is never taken as
+//! proof that the peer is dead (the lease is).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -168,11 +170,16 @@ pub struct TransportStats {
     pub connects: AtomicU64,
 }
 
+/// Told when a peer cannot be reached or its connection broke: a hint
+/// for failure detection, never a verdict.
+pub type OnUnreachable = Arc<dyn Fn(&str) + Send + Sync>;
+
 pub struct Transport {
     me: String,
     endpoint: quinn::Endpoint,
     peers: Mutex<BTreeMap<String, mpsc::Sender<Vec<u8>>>>,
     resolve: Resolve,
+    unreachable: Arc<std::sync::OnceLock<OnUnreachable>>,
     pub stats: Arc<TransportStats>,
 }
 
@@ -194,10 +201,16 @@ impl Transport {
             endpoint: endpoint.clone(),
             peers: Mutex::new(BTreeMap::new()),
             resolve,
+            unreachable: Arc::new(std::sync::OnceLock::new()),
             stats: Arc::clone(&stats),
         });
         tokio::spawn(accept_loop(endpoint, on_frame, stats, me.to_string()));
         Ok(t)
+    }
+
+    /// Sets who hears of unreachable peers (once; later calls are ignored).
+    pub fn on_unreachable(&self, f: OnUnreachable) {
+        let _ = self.unreachable.set(f);
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, String> {
@@ -225,6 +238,7 @@ impl Transport {
                         rx,
                         Arc::clone(&self.resolve),
                         Arc::clone(&self.stats),
+                        Arc::clone(&self.unreachable),
                     ));
                     tx
                 })
@@ -248,7 +262,13 @@ async fn dial_loop(
     mut rx: mpsc::Receiver<Vec<u8>>,
     resolve: Resolve,
     stats: Arc<TransportStats>,
+    unreachable: Arc<std::sync::OnceLock<OnUnreachable>>,
 ) {
+    let hint = |peer: &str| {
+        if let Some(f) = unreachable.get() {
+            f(peer);
+        }
+    };
     let mut backoff_ms = BACKOFF_MIN_MS;
     // A frame taken off the queue but not yet written survives a redial.
     let mut pending: Option<Vec<u8>> = None;
@@ -269,6 +289,7 @@ async fn dial_loop(
         let conn = match conn {
             Ok(c) => c,
             Err(e) => {
+                hint(&peer);
                 if backoff_ms >= BACKOFF_MAX_MS {
                     eprintln!("{me}: cannot reach {peer}: {e}");
                 }
@@ -294,6 +315,7 @@ async fn dial_loop(
             let ok = send.write_all(&len).await.is_ok() && send.write_all(&frame).await.is_ok();
             if !ok {
                 pending = Some(frame);
+                hint(&peer);
                 break;
             }
             stats.frames_out.fetch_add(1, Ordering::Relaxed);
