@@ -538,26 +538,55 @@ impl Fleet {
     }
 }
 
+/// What one signal to the busiest node led to.
+struct Takeover {
+    victim: usize,
+    chans: Vec<ChannelId>,
+    before: BTreeMap<ChannelId, OwnerRecord>,
+    published_before: BTreeMap<ChannelId, usize>,
+    took: Duration,
+}
+
+impl Fleet {
+    /// Waits for a steady fleet, sends `signal` to the node owning the most
+    /// channels, and waits until others own all of them under newer epochs.
+    fn signal_busiest(&self, signal: i32, what: &str) -> Takeover {
+        self.wait_steady(6);
+        let (victim, chans, before) = self.busiest();
+        assert!(!chans.is_empty(), "no node owns a channel");
+        let published_before = self.published_count();
+        eprintln!("{what} {} (owns {:?})", NODES[victim], chans);
+        let t = Instant::now();
+        self.nodes[victim].signal(signal);
+        let took = self.wait_takeover(victim, &chans, &before, t);
+        eprintln!(
+            "all {} channels of {} ({what}) owned by the others after {:.2} s",
+            chans.len(),
+            NODES[victim],
+            took.as_secs_f64()
+        );
+        Takeover {
+            victim,
+            chans,
+            before,
+            published_before,
+            took,
+        }
+    }
+}
+
 #[test]
 fn a_killed_node_s_channels_move_to_survivors_within_5_s() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let Some(mut fleet) = start_fleet() else {
         return;
     };
-    fleet.wait_steady(6);
-    let (victim, chans, before) = fleet.busiest();
-    assert!(!chans.is_empty(), "no node owns a channel");
-    let published_before = fleet.published_count();
-    eprintln!("SIGKILL {} (owns {:?})", NODES[victim], chans);
-    let t = Instant::now();
-    fleet.nodes[victim].signal(libc::SIGKILL);
-    let took = fleet.wait_takeover(victim, &chans, &before, t);
-    eprintln!(
-        "all {} channels of {} owned by survivors after {:.2} s",
-        chans.len(),
-        NODES[victim],
-        took.as_secs_f64()
-    );
+    let Takeover {
+        chans,
+        published_before,
+        took,
+        ..
+    } = fleet.signal_busiest(libc::SIGKILL, "SIGKILL");
     assert!(took <= TAKEOVER_BOUND, "takeover took {took:?}");
     fleet.wait_progress(&chans, &published_before);
     fleet.kill_all();
@@ -610,20 +639,13 @@ fn a_frozen_node_is_fenced_when_it_thaws_and_publishes_nothing_twice() {
     let Some(mut fleet) = start_fleet() else {
         return;
     };
-    fleet.wait_steady(6);
-    let (victim, chans, before) = fleet.busiest();
-    assert!(!chans.is_empty(), "no node owns a channel");
-    let published_before = fleet.published_count();
-    eprintln!("SIGSTOP {} (owns {:?})", NODES[victim], chans);
-    let t = Instant::now();
-    fleet.nodes[victim].signal(libc::SIGSTOP);
-    let took = fleet.wait_takeover(victim, &chans, &before, t);
-    eprintln!(
-        "all {} channels of frozen {} owned by survivors after {:.2} s",
-        chans.len(),
-        NODES[victim],
-        took.as_secs_f64()
-    );
+    let Takeover {
+        victim,
+        chans,
+        before,
+        published_before,
+        took,
+    } = fleet.signal_busiest(libc::SIGSTOP, "SIGSTOP");
     assert!(took <= TAKEOVER_BOUND, "takeover took {took:?}");
     fleet.wait_progress(&chans, &published_before);
     // Thaw: the node's machines wake with stale ownership and must be
@@ -678,9 +700,6 @@ fn a_drained_node_hands_its_channels_over_and_exits_cleanly() {
         return;
     };
     fleet.wait_steady(6);
-    let (victim, chans, before) = fleet.busiest();
-    assert!(!chans.is_empty(), "no node owns a channel");
-    let published_before = fleet.published_count();
     // Metrics are served while nodes run, with the publisher's quota use
     // (a node that has uploaded nothing yet says 0).
     let spent: Vec<Option<u64>> = fleet
@@ -693,16 +712,12 @@ fn a_drained_node_hands_its_channels_over_and_exits_cleanly() {
         spent.iter().flatten().sum::<u64>() > 0,
         "quota metric: {spent:?}"
     );
-    eprintln!("SIGTERM {} (owns {:?})", NODES[victim], chans);
-    let t = Instant::now();
-    fleet.nodes[victim].signal(libc::SIGTERM);
-    let took = fleet.wait_takeover(victim, &chans, &before, t);
-    eprintln!(
-        "all {} channels of draining {} owned by the others after {:.2} s",
-        chans.len(),
-        NODES[victim],
-        took.as_secs_f64()
-    );
+    let Takeover {
+        victim,
+        chans,
+        published_before,
+        ..
+    } = fleet.signal_busiest(libc::SIGTERM, "SIGTERM (drain)");
     let child = fleet.nodes[victim].child.as_mut().expect("child");
     let t0 = Instant::now();
     let status = loop {

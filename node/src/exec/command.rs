@@ -29,12 +29,7 @@ pub async fn run(
     cancel: impl std::future::Future<Output = ()>,
 ) -> ExecOutcome {
     let fail = |reason: String, retryable| ExecOutcome::Failed { reason, retryable };
-    let mut vars = job.vars.clone();
-    vars.insert(
-        "artifact_dir".into(),
-        job.artifact_dir.to_string_lossy().into_owned(),
-    );
-    vars.insert("stage".into(), job.stage.clone());
+    let vars = job.placeholders();
     let args: Result<Vec<String>, String> = spec.args.iter().map(|a| expand(a, &vars)).collect();
     let args = match args {
         Ok(a) => a,

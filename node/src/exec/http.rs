@@ -45,14 +45,7 @@ pub async fn run(
     cancel: impl std::future::Future<Output = ()>,
 ) -> ExecOutcome {
     let fail = |reason: String, retryable| ExecOutcome::Failed { reason, retryable };
-    // The same variables as the command executor, so a pipeline can move a
-    // stage from a script to a server without renaming its placeholders.
-    let mut vars = job.vars.clone();
-    vars.insert(
-        "artifact_dir".into(),
-        job.artifact_dir.to_string_lossy().into_owned(),
-    );
-    vars.insert("stage".into(), job.stage.clone());
+    let vars = job.placeholders();
     // A typo in a placeholder is a pipeline bug: retrying cannot fix it.
     let url = match expand(&spec.url, &vars) {
         Ok(u) => u,

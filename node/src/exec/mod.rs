@@ -38,6 +38,21 @@ pub enum ExecOutcome {
     Cancelled,
 }
 
+impl ExecJob {
+    /// The placeholders every executor offers: the job's own `vars` plus
+    /// `artifact_dir` and `stage`, the same for all so that a stage can move
+    /// from a script to a server without renaming its placeholders.
+    pub fn placeholders(&self) -> BTreeMap<String, String> {
+        let mut vars = self.vars.clone();
+        vars.insert(
+            "artifact_dir".into(),
+            self.artifact_dir.to_string_lossy().into_owned(),
+        );
+        vars.insert("stage".into(), self.stage.clone());
+        vars
+    }
+}
+
 /// Expands `{name}` placeholders from `vars`; an unknown name is an error
 /// that names it (a typo in a pipeline should not run a wrong command).
 pub fn expand(template: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {

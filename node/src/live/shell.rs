@@ -163,6 +163,23 @@ impl<M: Machine, P: Ports<M>> Actor for Shell<M, P> {
     }
 }
 
+/// Starts a shell for `machine` under `supervisor`.
+pub async fn spawn_linked<M: Machine, P: Ports<M>>(
+    machine: M,
+    ports: Arc<P>,
+    clock: Clock,
+    supervisor: &ractor::ActorCell,
+) -> Result<ActorRef<ShellMsg<M::Input>>, ActorProcessingErr> {
+    let args = ShellArgs {
+        machine,
+        ports,
+        clock,
+    };
+    let (r, _) =
+        Actor::spawn_linked(None, Shell::<M, P>::default(), args, supervisor.clone()).await?;
+    Ok(r)
+}
+
 macro_rules! machine {
     ($m:ty, $i:ty, $e:ty, $start:expr) => {
         impl Machine for $m {

@@ -31,7 +31,7 @@ use topology::{placement, ChannelId, GpuId};
 use super::ctx::NodeCtx;
 use super::metrics::Metrics;
 use super::ports::{ChannelPorts, GpuPorts, MembershipPorts, RegionPorts};
-use super::shell::{Shell, ShellArgs, ShellMsg};
+use super::shell::{spawn_linked, ShellMsg};
 
 pub const RESTARTS_MAX: usize = 5;
 pub const RESTART_WINDOW_MS: u64 = 60_000;
@@ -113,17 +113,7 @@ impl RegionSupState {
                     epoch,
                     incarnation,
                 });
-                let (r, _) = Actor::spawn_linked(
-                    None,
-                    Shell::<ChannelMachine, ChannelPorts>::default(),
-                    ShellArgs {
-                        machine,
-                        ports,
-                        clock,
-                    },
-                    me.clone(),
-                )
-                .await?;
+                let r = spawn_linked(machine, ports, clock, me).await?;
                 ctx.locals().channels.insert(channel, (epoch, r.clone()));
                 r.get_cell()
             }
@@ -136,17 +126,7 @@ impl RegionSupState {
                     GpuParams::default(),
                 );
                 let ports = Arc::new(GpuPorts::new(Arc::clone(ctx), gpu));
-                let (r, _) = Actor::spawn_linked(
-                    None,
-                    Shell::<GpuMachine, GpuPorts>::default(),
-                    ShellArgs {
-                        machine,
-                        ports,
-                        clock,
-                    },
-                    me.clone(),
-                )
-                .await?;
+                let r = spawn_linked(machine, ports, clock, me).await?;
                 ctx.locals().gpus.insert(gpu, r.clone());
                 r.get_cell()
             }
@@ -156,17 +136,7 @@ impl RegionSupState {
                 let ports = Arc::new(RegionPorts {
                     ctx: Arc::clone(ctx),
                 });
-                let (r, _) = Actor::spawn_linked(
-                    None,
-                    Shell::<RegionMachine, RegionPorts>::default(),
-                    ShellArgs {
-                        machine,
-                        ports,
-                        clock,
-                    },
-                    me.clone(),
-                )
-                .await?;
+                let r = spawn_linked(machine, ports, clock, me).await?;
                 let placeable = ctx.view().placeable;
                 let _ = r.cast(ShellMsg::Input(RegionInput::Members(placeable)));
                 ctx.locals().dispatcher = Some(r.clone());
@@ -348,17 +318,7 @@ impl Actor for NodeSupervisor {
         let ports = Arc::new(MembershipPorts {
             ctx: Arc::clone(&ctx),
         });
-        let (m, _) = Actor::spawn_linked(
-            None,
-            Shell::<MembershipMachine, MembershipPorts>::default(),
-            ShellArgs {
-                machine,
-                ports,
-                clock: ctx.clock,
-            },
-            myself.get_cell(),
-        )
-        .await?;
+        let m = spawn_linked(machine, ports, ctx.clock, &myself.get_cell()).await?;
         ctx.locals().membership = Some(m);
         Ok(ctx)
     }
