@@ -154,6 +154,12 @@ pub fn video_for(ctx: &NodeCtx, channel: ChannelId, slot: u64) -> PathBuf {
             }
         }
     }
+    eprintln!(
+        "{}: no stage output for {} slot {slot} under {}; publishing a stand-in (is the artifacts folder shared?)",
+        ctx.name,
+        chan.name,
+        dir.display()
+    );
     let stand_in = dir.join("missing-artifact.json");
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(
