@@ -932,6 +932,7 @@ project = "q"
             assert!(hinted <= plain, "stop {stop}: the hint made it slower");
             saved += plain - hinted;
         }
+        eprintln!("the hint removed B {saved} ms sooner over 4 removals");
         // 250 ms per removal: the lease lapses midway between two ticks.
         assert!(
             saved >= 4 * 200,

@@ -60,6 +60,13 @@ pub fn done_key(ch: ChannelId, slot: u64) -> Vec<u8> {
     k.extend_from_slice(&slot.to_be_bytes());
     k
 }
+/// The channel of an active or done video key (`va/…`, `vd/…`).
+pub fn channel_of_video_key(k: &[u8]) -> Option<ChannelId> {
+    let rest = k.strip_prefix(b"va/").or_else(|| k.strip_prefix(b"vd/"))?;
+    Some(ChannelId(u32::from_be_bytes(
+        rest.get(..4)?.try_into().ok()?,
+    )))
+}
 pub fn quota_key(project: ProjectId, day: u64) -> Vec<u8> {
     let mut k = b"q/".to_vec();
     k.extend_from_slice(&project.0.to_be_bytes());

@@ -11,18 +11,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use actors::records::{
-    channel_key, idempotency_key, owner_key, ChannelRecord, OwnerRecord, QuotaRecord, VideoRecord,
-    VideoStatus,
-};
-use actors::store::prefix_end;
+use actors::records::{idempotency_key, owner_key, OwnerRecord, VideoRecord, VideoStatus};
 use common::etcd_cluster::{etcd_available, EtcdCluster};
 use common::youtube_emulator::{EmulatorConfig, YoutubeEmulator};
 use reelfleet::certs::{self, Role};
@@ -293,20 +289,7 @@ impl Fleet {
     }
 
     fn videos(&self) -> Vec<(ChannelId, VideoRecord)> {
-        let mut out = Vec::new();
-        for prefix in [b"va/".as_slice(), b"vd/".as_slice()] {
-            let end = prefix_end(prefix);
-            let rows = self
-                .rt
-                .block_on(self.store.range(prefix, &end, 10_000))
-                .expect("read videos");
-            for e in rows {
-                let ch = u32::from_be_bytes(e.key[3..7].try_into().expect("video key"));
-                let rec = VideoRecord::decode(&e.value).expect("a valid video record");
-                out.push((ChannelId(ch), rec));
-            }
-        }
-        out
+        common::audit::videos(&self.rt, &self.store)
     }
 
     fn published_count(&self) -> BTreeMap<ChannelId, usize> {
@@ -447,94 +430,12 @@ impl Fleet {
                 .unwrap_or_else(|| panic!("video {} has no key line: {:?}", v.id, v.description));
             made.entry(key.to_string()).or_default().push(v.id.clone());
         }
-        let twice: Vec<_> = made.iter().filter(|(_, ids)| ids.len() > 1).collect();
-        assert!(twice.is_empty(), "published twice: {twice:?}");
-        let videos = self.videos();
-        let mut recorded = BTreeSet::new();
-        let mut cost_by_channel: BTreeMap<ChannelId, u64> = BTreeMap::new();
-        let mut quota_units = 0u64;
-        let mut slots: BTreeMap<ChannelId, BTreeSet<u64>> = BTreeMap::new();
-        for (ch, v) in &videos {
-            let key = idempotency_key(&self.topo.channel(*ch).name, v.slot);
-            *cost_by_channel.entry(*ch).or_default() += v.cost_micros;
-            quota_units += v.quota_units;
-            slots.entry(*ch).or_default().insert(v.slot);
-            if let VideoStatus::Published { remote_id } = &v.status {
-                let ids = made.get(&key);
-                assert_eq!(
-                    ids.map(|i| i.as_slice()),
-                    Some(std::slice::from_ref(remote_id)),
-                    "video {key} is recorded as published as {remote_id} but the publisher has {ids:?}"
-                );
-                recorded.insert(key);
-            }
-        }
-        for (key, ids) in &made {
-            let active = videos.iter().any(|(ch, v)| {
-                idempotency_key(&self.topo.channel(*ch).name, v.slot) == *key
-                    && matches!(v.status, VideoStatus::Active)
-            });
-            assert!(
-                recorded.contains(key) || active,
-                "video {key} ({ids:?}) is on the publisher but the store does not know it"
-            );
-        }
-        // No video lost: every slot a channel planned has a record.
-        for c in 0..CHANNELS {
-            let ch = ChannelId(c as u32);
-            let rec = self
-                .rt
-                .block_on(self.store.get(&[channel_key(ch)]))
-                .expect("read channel")
-                .into_iter()
-                .next()
-                .flatten()
-                .map(|e| ChannelRecord::decode(&e.value).expect("channel record"))
-                .unwrap_or_default();
-            let s = slots.get(&ch).cloned().unwrap_or_default();
-            if let Some(first) = s.iter().next().copied() {
-                let missing: Vec<u64> = (first..rec.next_slot).filter(|x| !s.contains(x)).collect();
-                assert!(
-                    missing.is_empty(),
-                    "channel {c}: planned slots {missing:?} have no record"
-                );
-            }
-            let videos_cost = cost_by_channel.get(&ch).copied().unwrap_or(0);
-            assert_eq!(
-                rec.spent_total_micros, videos_cost,
-                "channel {c}: budget ledger {} micros, its videos {videos_cost}",
-                rec.spent_total_micros
-            );
-        }
-        let quota_prefix = b"q/".to_vec();
-        let rows = self
-            .rt
-            .block_on(
-                self.store
-                    .range(&quota_prefix, &prefix_end(&quota_prefix), 10_000),
-            )
-            .expect("read quota");
-        let ledger: u64 = rows
-            .iter()
-            .map(|e| {
-                QuotaRecord::decode(&e.value)
-                    .expect("quota record")
-                    .used
-                    .iter()
-                    .sum::<u64>()
-            })
-            .sum();
-        assert_eq!(
-            ledger, quota_units,
-            "quota ledger {ledger} units, videos hold {quota_units}"
-        );
+        // The nodes were SIGKILLed: a finished upload may not be recorded yet.
+        let a = common::audit::audit(&self.rt, &self.store, &self.topo, &made, true);
         eprintln!(
             "audit: {} videos recorded, {} published once each, budget and quota ledgers agree ({} units)",
-            videos.len(),
-            made.len(),
-            ledger
+            a.videos, a.published, a.quota_units
         );
-        assert!(!made.is_empty(), "nothing was published at all");
     }
 }
 
@@ -652,28 +553,25 @@ fn a_frozen_node_is_fenced_when_it_thaws_and_publishes_nothing_twice() {
     // stopped by the store, not by luck.
     fleet.nodes[victim].signal(libc::SIGCONT);
     let t0 = Instant::now();
+    let fence_hits = |log: &str| {
+        log.matches("fenced at epoch").count() + log.matches("the store refused a write").count()
+    };
     let (fenced, dropped) = loop {
         let log = fleet.nodes[victim].log_text();
-        let fenced = log.matches("fenced at epoch").count()
-            + log.matches("the store refused a write").count();
-        let dropped = log.contains("declared dead");
-        if fenced > 0 || dropped {
-            // Give the rest of its channels a moment to hit the fence too.
-            std::thread::sleep(Duration::from_secs(2));
-            let log = fleet.nodes[victim].log_text();
-            break (
-                log.matches("the store refused a write").count(),
-                log.contains("declared dead"),
-            );
+        let (fenced, dropped) = (fence_hits(&log), log.contains("declared dead"));
+        if fenced > 0 && dropped {
+            break (fenced, dropped);
         }
         if t0.elapsed() > Duration::from_secs(20) {
             fleet.dump_logs();
-            panic!("the thawed node neither hit the fence nor noticed it was removed");
+            panic!(
+                "after 20 s the thawed node hit the fence {fenced} times; noticed its removal: {dropped}"
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     eprintln!(
-        "after SIGCONT: {fenced} channel write(s) rejected by the fence; declared dead: {dropped}"
+        "after SIGCONT: {fenced} stale channel write(s) stopped by the fence; declared dead: {dropped}"
     );
     // It must not own anything it did not claim again under a new epoch.
     std::thread::sleep(Duration::from_secs(3));

@@ -422,10 +422,3 @@ impl World {
         }
     }
 }
-
-pub fn channel_of_video_key(k: &[u8]) -> Option<ChannelId> {
-    let rest = k.strip_prefix(b"va/").or_else(|| k.strip_prefix(b"vd/"))?;
-    Some(ChannelId(u32::from_be_bytes(
-        rest.get(..4)?.try_into().ok()?,
-    )))
-}

@@ -24,6 +24,7 @@ use topology::{placement, ChannelId, GpuId, NodeId, RegionId, Topology};
 
 use super::clock::Clock;
 use super::config::{ExecutorConfig, Timing};
+use super::lock;
 use super::metrics::Metrics;
 use super::shell::ShellMsg;
 use super::supervisor::SupMsg;
@@ -80,13 +81,6 @@ pub struct NodeCtx {
     /// Set when the node should stop: drained, escalated, or asked to.
     pub stop: Notify,
     pub stop_reason: Mutex<Option<String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
 }
 
 impl NodeCtx {

@@ -116,10 +116,7 @@ impl Metrics {
             let _ = writeln!(s, "# TYPE {name} counter");
             let _ = writeln!(s, "{name}{{node=\"{node}\"}} {}", v.load(Ordering::Relaxed));
         }
-        let gpus = match self.gpus.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
+        let gpus = super::lock(&self.gpus).clone();
         if !gpus.is_empty() {
             let _ = writeln!(s, "# TYPE reelfleet_gpu_memory_used_bytes gauge");
             let _ = writeln!(s, "# TYPE reelfleet_gpu_memory_total_bytes gauge");

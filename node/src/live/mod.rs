@@ -23,3 +23,13 @@ pub mod shell;
 pub mod supervisor;
 pub mod transport;
 pub mod wire;
+
+/// Locks `m`, taking the data even if a panicking holder poisoned it: every
+/// lock here guards plain tables that a panic cannot leave half-written in
+/// a way that matters more than stopping the node would.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}

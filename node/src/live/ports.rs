@@ -33,20 +33,26 @@ use crate::store::Store;
 /// timeout).
 pub const FINISH_MARGIN_MS: u64 = 200;
 
+/// Applies `op`, counting it and its failure.
+async fn apply_counted(ctx: &NodeCtx, op: &StoreOp) -> StoreReply {
+    Metrics::inc(&ctx.metrics.store_ops);
+    let r = ctx.store.apply(op).await;
+    if matches!(r, StoreReply::Failed(_)) {
+        Metrics::inc(&ctx.metrics.store_errors);
+    }
+    r
+}
+
 fn store_op<M: Machine>(
     ctx: &Arc<NodeCtx>,
     me: &ActorRef<ShellMsg<M::Input>>,
     op: StoreOp,
     reply: impl FnOnce(StoreReply) -> M::Input + Send + 'static,
 ) {
-    Metrics::inc(&ctx.metrics.store_ops);
     let ctx = Arc::clone(ctx);
     let me = me.clone();
     tokio::spawn(async move {
-        let r = ctx.store.apply(&op).await;
-        if matches!(r, StoreReply::Failed(_)) {
-            Metrics::inc(&ctx.metrics.store_errors);
-        }
+        let r = apply_counted(&ctx, &op).await;
         let _ = me.cast(ShellMsg::Input(reply(r)));
     });
 }
@@ -105,17 +111,13 @@ impl Ports<ChannelMachine> for ChannelPorts {
         let ctx = &self.ctx;
         match effect {
             ChannelEffect::Store { op_id, op } => {
-                Metrics::inc(&ctx.metrics.store_ops);
                 let commit = matches!(op, StoreOp::Commit(_));
                 let (ctx, me) = (Arc::clone(ctx), me.clone());
                 let (channel, epoch, incarnation) = (self.channel, self.epoch, self.incarnation);
                 tokio::spawn(async move {
-                    let reply = ctx.store.apply(&op).await;
-                    if let StoreReply::Failed(e) = &reply {
-                        Metrics::inc(&ctx.metrics.store_errors);
-                        if commit && matches!(e, StoreError::Conflict { .. }) {
-                            note_fence(&ctx, channel, epoch, incarnation).await;
-                        }
+                    let reply = apply_counted(&ctx, &op).await;
+                    if commit && matches!(reply, StoreReply::Failed(StoreError::Conflict { .. })) {
+                        note_fence(&ctx, channel, epoch, incarnation).await;
                     }
                     let _ = me.cast(ShellMsg::Input(ChannelInput::StoreReply { op_id, reply }));
                 });
@@ -319,10 +321,7 @@ impl GpuPorts {
         }
     }
     fn jobs(&self) -> std::sync::MutexGuard<'_, BTreeSet<JobId>> {
-        match self.jobs.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        super::lock(&self.jobs)
     }
 }
 

@@ -191,11 +191,8 @@ impl RunningNode {
             }
             notified.await;
         }
-        self.ctx
-            .stop_reason
-            .lock()
-            .ok()
-            .and_then(|r| r.clone())
+        super::lock(&self.ctx.stop_reason)
+            .clone()
             .unwrap_or_default()
     }
 
@@ -246,21 +243,19 @@ async fn telemetry_loop(ctx: Arc<NodeCtx>, cfg: GpuConfig) {
             }
             warned = true;
         }
-        if let Ok(mut m) = ctx.metrics.gpus.lock() {
-            *m = rows
-                .iter()
-                .map(|t| {
-                    (
-                        format!("{}:{}", t.index, t.name),
-                        t.memory_used_bytes,
-                        t.memory_total_bytes,
-                        t.utilization_percent,
-                        t.temperature_c,
-                        t.healthy,
-                    )
-                })
-                .collect();
-        }
+        *super::lock(&ctx.metrics.gpus) = rows
+            .iter()
+            .map(|t| {
+                (
+                    format!("{}:{}", t.index, t.name),
+                    t.memory_used_bytes,
+                    t.memory_total_bytes,
+                    t.utilization_percent,
+                    t.temperature_c,
+                    t.healthy,
+                )
+            })
+            .collect();
         for t in &rows {
             let i = t.index as usize;
             if !t.healthy && i < gpus.len() && !drained[i] {

@@ -223,10 +223,7 @@ impl Transport {
     pub fn send(&self, peer: &str, wire: &Wire) {
         let frame = wire.encode();
         let tx = {
-            let mut peers = match self.peers.lock() {
-                Ok(p) => p,
-                Err(p) => p.into_inner(),
-            };
+            let mut peers = super::lock(&self.peers);
             peers
                 .entry(peer.to_string())
                 .or_insert_with(|| {
