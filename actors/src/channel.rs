@@ -40,17 +40,25 @@ pub const LEASE_MARGIN_MS: u64 = 100;
 pub struct ChannelParams {
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
-    /// Attempts per stage before the video fails.
+    /// Real failures of one stage (see [`VideoRecord::stage_failures`])
+    /// before the video fails as `stage-retries-exhausted`.
     pub stage_attempts_max: u32,
-    /// Failed upload attempts (5xx) before the video fails.
+    /// Definite upload failures (5xx, a dropped connection) before the
+    /// video fails as `stage-retries-exhausted`.
     pub publish_attempts_max: u32,
+    /// Jobs of one stage lost without failing (never reached a GPU, went
+    /// down with their node) before the video fails as `jobs-lost`.
+    /// Takeovers and restarts are not counted at all.
+    pub jobs_lost_max: u32,
     /// A slot is planned this long before its publish time.
     pub plan_lead_ms: u64,
     /// At most this many videos in progress at once.
     pub active_videos_max: usize,
     /// A GPU job not started within this is resubmitted.
     pub dispatch_timeout_ms: u64,
-    /// Extra time a started job gets beyond its longest duration.
+    /// Extra time a started job gets beyond its longest duration: a local
+    /// executor stops the job after one grace (a failure of the stage), the
+    /// machine takes it as lost after two.
     pub job_grace_ms: u64,
     /// An upload not answered within this has an unknown outcome. The
     /// publisher abandons the upload at the same moment, so nothing it sent
@@ -70,6 +78,7 @@ impl Default for ChannelParams {
             retry_max_ms: 60_000,
             stage_attempts_max: 8,
             publish_attempts_max: 12,
+            jobs_lost_max: 64,
             plan_lead_ms: 30 * 60_000,
             active_videos_max: 64,
             dispatch_timeout_ms: 120_000,
@@ -191,8 +200,6 @@ struct Video {
     rec: VideoRecord,
     run: Run,
     wake_ms: u64,
-    /// Upload attempts that failed definitely (5xx).
-    publish_failures: u32,
     upload_attempt: u32,
     /// An upload's outcome is unknown: look it up before anything else.
     needs_lookup: bool,
@@ -656,7 +663,6 @@ impl ChannelMachine {
                 rec,
                 run: Run::Idle,
                 wake_ms: now_ms,
-                publish_failures: 0,
                 upload_attempt: 0,
                 needs_lookup: false,
             };
@@ -842,6 +848,8 @@ impl ChannelMachine {
                 if let Some(v) = self.videos.get_mut(&id.slot) {
                     v.rec.stage += 1;
                     v.rec.attempt = 0;
+                    v.rec.stage_failures = 0;
+                    v.rec.jobs_lost = 0;
                     v.run = Run::Idle;
                     v.wake_ms = now_ms;
                 }
@@ -852,31 +860,70 @@ impl ChannelMachine {
                 cost_micros,
             } => {
                 self.settle_held(id.slot, cost_micros);
+                let real = failure.is_stage_failure();
                 if let Some(p) = provider {
-                    if failure == crate::protocol::JobFailure::Cancelled {
-                        self.breaker(&p).on_abandoned();
-                    } else {
+                    if real {
                         self.breaker(&p).on_failure(now_ms);
+                    } else {
+                        self.breaker(&p).on_abandoned();
                     }
                 }
-                self.after_stage_failure(now_ms, id.slot, retryable);
+                if real {
+                    self.after_stage_failure(now_ms, id.slot, retryable);
+                } else {
+                    self.after_job_lost(now_ms, id.slot);
+                }
             }
         }
         self.dirty.insert(id.slot);
     }
 
+    /// The stage itself failed: this spends its retry budget.
     fn after_stage_failure(&mut self, now_ms: u64, slot: u64, retryable: bool) {
         let attempts_max = self.params.stage_attempts_max;
+        let old_accounting = self.params.sabotage.no_true_retry_accounting;
         let jitter = self.rng.next_u32();
         let (base, max) = (self.params.retry_base_ms, self.params.retry_max_ms);
         let Some(v) = self.videos.get_mut(&slot) else {
             return;
         };
-        if !retryable || v.rec.attempt >= attempts_max {
+        v.rec.stage_failures = v.rec.stage_failures.saturating_add(1);
+        // Sabotaged: every job started at the stage counts, as it once did.
+        let spent = if old_accounting {
+            v.rec.attempt
+        } else {
+            v.rec.stage_failures
+        };
+        if !retryable {
+            self.fail_video(slot, FailReason::StageFailed);
+        } else if spent >= attempts_max {
             self.fail_video(slot, FailReason::StageRetriesExhausted);
         } else {
             v.run = Run::Idle;
-            v.wake_ms = now_ms + backoff_ms(v.rec.attempt, base, max, jitter);
+            v.wake_ms = now_ms + backoff_ms(v.rec.stage_failures, base, max, jitter);
+        }
+    }
+
+    /// The job was lost or turned away without the stage failing (its GPU
+    /// or node went away, it never reached a GPU, no GPU could take it):
+    /// counted on its own, never against the stage's retry budget.
+    fn after_job_lost(&mut self, now_ms: u64, slot: u64) {
+        if self.params.sabotage.no_true_retry_accounting {
+            self.after_stage_failure(now_ms, slot, true);
+            return;
+        }
+        let lost_max = self.params.jobs_lost_max;
+        let jitter = self.rng.next_u32();
+        let (base, max) = (self.params.retry_base_ms, self.params.retry_max_ms);
+        let Some(v) = self.videos.get_mut(&slot) else {
+            return;
+        };
+        v.rec.jobs_lost = v.rec.jobs_lost.saturating_add(1);
+        if v.rec.jobs_lost >= lost_max {
+            self.fail_video(slot, FailReason::JobsLost);
+        } else {
+            v.run = Run::Idle;
+            v.wake_ms = now_ms + backoff_ms(v.rec.jobs_lost, base, max, jitter);
         }
     }
 
@@ -923,9 +970,9 @@ impl ChannelMachine {
                     }
                     PublishOutcome::QuotaExceeded => v.wake_ms = reset,
                     _ => {
-                        v.publish_failures += 1;
-                        v.wake_ms = now_ms + backoff_ms(v.publish_failures, base, max, jitter);
-                        if v.publish_failures >= failures_max {
+                        v.rec.stage_failures = v.rec.stage_failures.saturating_add(1);
+                        v.wake_ms = now_ms + backoff_ms(v.rec.stage_failures, base, max, jitter);
+                        if v.rec.stage_failures >= failures_max {
                             self.fail_video(slot, FailReason::StageRetriesExhausted);
                         }
                     }
@@ -1119,7 +1166,11 @@ impl ChannelMachine {
                     let deadline_ms = if is_gpu {
                         now_ms + self.params.dispatch_timeout_ms
                     } else {
-                        now_ms + spec.duration.max_ms() + self.params.job_grace_ms
+                        // Executors stop a local job at its longest
+                        // duration plus one grace and report that as a
+                        // failure; silence for a second grace means the
+                        // job was lost.
+                        now_ms + spec.duration.max_ms() + 2 * self.params.job_grace_ms
                     };
                     v.run = Run::Job {
                         id: spec.id,
@@ -1318,11 +1369,14 @@ impl ChannelMachine {
             if let Some(v) = self.videos.get_mut(&slot) {
                 v.rec.held_micros = 0;
             }
+            // No answer in time: the job never reached a GPU, or its node
+            // went away (a live GPU or executor reports its own timeouts
+            // before this deadline). The stage did not fail.
             let provider = self.provider_of(id.stage as usize, false);
             if let Some(p) = provider {
-                self.breaker(&p).on_failure(now_ms);
+                self.breaker(&p).on_abandoned();
             }
-            self.after_stage_failure(now_ms, slot, true);
+            self.after_job_lost(now_ms, slot);
             self.dirty.insert(slot);
         }
         for slot in expired_uploads {
@@ -1374,7 +1428,6 @@ impl ChannelMachine {
                     rec: VideoRecord::new(slot),
                     run: Run::Idle,
                     wake_ms: now_ms,
-                    publish_failures: 0,
                     upload_attempt: 0,
                     needs_lookup: false,
                 },

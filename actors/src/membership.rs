@@ -181,7 +181,12 @@ impl MembershipMachine {
         params: MembershipParams,
         seed: u64,
     ) -> MembershipMachine {
-        debug_assert!(params.renew_ms < params.lease_ms, "renew within the lease");
+        assert!(
+            params.renew_ms < params.lease_ms,
+            "renew_ms {} must be less than lease_ms {}",
+            params.renew_ms,
+            params.lease_ms
+        );
         MembershipMachine {
             topo,
             node,

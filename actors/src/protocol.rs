@@ -56,6 +56,22 @@ pub enum JobFailure {
     ExecutorError,
 }
 
+impl JobFailure {
+    /// Whether the stage itself failed, which spends its retry budget: an
+    /// executor, provider or GPU said so, or the job ran past its lease on
+    /// a live GPU. The others are the fleet's doing (cancelled, turned
+    /// away, no GPU can hold it) and count as lost jobs instead.
+    pub fn is_stage_failure(self) -> bool {
+        matches!(
+            self,
+            JobFailure::GpuFault
+                | JobFailure::LeaseExpired
+                | JobFailure::ProviderError
+                | JobFailure::ExecutorError
+        )
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobOutcome {
     Succeeded {

@@ -170,15 +170,23 @@ pub enum FailReason {
     Killed,
     /// The publishing project had no quota before the video's deadline.
     QuotaExhausted,
+    /// A stage failed in a way retrying cannot fix (the executor said so).
+    StageFailed,
+    /// The stage's jobs were lost (never reached a GPU, or went down with
+    /// their node) more often than `ChannelParams::jobs_lost_max`: the fleet
+    /// could not run it, though nothing the stage did failed.
+    JobsLost,
 }
 
 impl FailReason {
-    pub const ALL: [FailReason; 5] = [
+    pub const ALL: [FailReason; 7] = [
         FailReason::StageRetriesExhausted,
         FailReason::DailyBudget,
         FailReason::VideoBudget,
         FailReason::Killed,
         FailReason::QuotaExhausted,
+        FailReason::StageFailed,
+        FailReason::JobsLost,
     ];
     pub fn code(self) -> u8 {
         self as u8
@@ -193,6 +201,8 @@ impl FailReason {
             FailReason::VideoBudget => "video-budget",
             FailReason::Killed => "killed",
             FailReason::QuotaExhausted => "quota-exhausted",
+            FailReason::StageFailed => "stage-failed",
+            FailReason::JobsLost => "jobs-lost",
         }
     }
 }
@@ -204,14 +214,28 @@ pub enum VideoStatus {
     Failed(FailReason),
 }
 
+/// The video record's tag: `W` since the failure counters, `V` before.
+const VIDEO_TAG: u8 = b'W';
+const VIDEO_TAG_V1: u8 = b'V';
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VideoRecord {
     pub slot: u64,
     pub status: VideoStatus,
     /// The stage to run next (or running); `stages.len()` past the end.
     pub stage: u16,
-    /// Attempts made at `stage` so far.
+    /// Jobs started for `stage` so far, by any owner: part of each job's
+    /// id, never a reason to give up.
     pub attempt: u32,
+    /// Real failures of `stage`: an executor, provider or GPU reported the
+    /// job failed, or it ran past its lease on a live GPU. Only these spend
+    /// the stage's retry budget (`stage_attempts_max`; for the publish stage
+    /// `publish_attempts_max`, counting definite upload failures).
+    pub stage_failures: u32,
+    /// Jobs of `stage` lost without failing: never reached a GPU, went down
+    /// with their node, or were left behind by a takeover. Bounded on their
+    /// own (`jobs_lost_max`), with their own reason.
+    pub jobs_lost: u32,
     /// Money charged to this video, as the ledger has it.
     pub cost_micros: u64,
     /// Part of `cost_micros` reserved for the stage now running (its upper
@@ -236,6 +260,8 @@ impl VideoRecord {
             status: VideoStatus::Active,
             stage: 0,
             attempt: 0,
+            stage_failures: 0,
+            jobs_lost: 0,
             cost_micros: 0,
             held_micros: 0,
             held_day: 0,
@@ -250,7 +276,7 @@ impl VideoRecord {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_tag(b'V');
+        let mut w = Writer::with_tag(VIDEO_TAG);
         w.u64(self.slot);
         match &self.status {
             VideoStatus::Active => {
@@ -265,6 +291,8 @@ impl VideoRecord {
         }
         w.u32(u32::from(self.stage))
             .u32(self.attempt)
+            .u32(self.stage_failures)
+            .u32(self.jobs_lost)
             .u64(self.cost_micros)
             .u64(self.held_micros)
             .u64(self.held_day)
@@ -274,8 +302,12 @@ impl VideoRecord {
         w.finish()
     }
 
+    /// Decodes the current format and the first one (tag `V`, before the
+    /// failure counters; its videos start with none counted).
     pub fn decode(b: &[u8]) -> Result<VideoRecord, DecodeError> {
-        let mut r = Reader::expect_tag(b, b'V', "video tag")?;
+        let v1 = b.first() == Some(&VIDEO_TAG_V1);
+        let tag = if v1 { VIDEO_TAG_V1 } else { VIDEO_TAG };
+        let mut r = Reader::expect_tag(b, tag, "video tag")?;
         let slot = r.u64("slot")?;
         let status = match r.u8("status")? {
             0 => VideoStatus::Active,
@@ -310,6 +342,8 @@ impl VideoRecord {
                 offset: 0,
             })?,
             attempt: r.u32("attempt")?,
+            stage_failures: if v1 { 0 } else { r.u32("stage failures")? },
+            jobs_lost: if v1 { 0 } else { r.u32("jobs lost")? },
             cost_micros: r.u64("cost")?,
             held_micros: r.u64("held")?,
             held_day: r.u64("held day")?,

@@ -15,11 +15,15 @@ pub struct Sabotage {
     pub no_reconciliation: bool,
     /// GPUs admit jobs whatever their free memory.
     pub no_vram_admission: bool,
+    /// The retry accounting before failure reasons were made true: every
+    /// job started at a stage (by any owner) spends its retry budget, and a
+    /// lost job counts as a failure.
+    pub no_true_retry_accounting: bool,
 }
 
 impl Sabotage {
-    /// Parses a switch name (`epoch-fencing`, `quota-reservation`,
-    /// `reconciliation`, `vram-admission`) into the sabotage that removes it.
+    /// Parses a switch name (one of [`Sabotage::NAMES`]) into the sabotage
+    /// that removes it.
     #[cfg(feature = "sabotage")]
     pub fn by_name(name: &str) -> Option<Sabotage> {
         let mut s = Sabotage::default();
@@ -28,16 +32,18 @@ impl Sabotage {
             "quota-reservation" => s.no_quota_reservation = true,
             "reconciliation" => s.no_reconciliation = true,
             "vram-admission" => s.no_vram_admission = true,
+            "true-retry-accounting" => s.no_true_retry_accounting = true,
             _ => return None,
         }
         Some(s)
     }
 
-    pub const NAMES: [&'static str; 4] = [
+    pub const NAMES: [&'static str; 5] = [
         "epoch-fencing",
         "quota-reservation",
         "reconciliation",
         "vram-admission",
+        "true-retry-accounting",
     ];
 
     pub fn any(&self) -> bool {
@@ -45,5 +51,6 @@ impl Sabotage {
             || self.no_quota_reservation
             || self.no_reconciliation
             || self.no_vram_admission
+            || self.no_true_retry_accounting
     }
 }

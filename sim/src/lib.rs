@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod checks;
+pub mod invariant;
 pub mod report;
 pub mod scenario;
 pub mod scenario_file;
@@ -20,9 +21,32 @@ pub use report::Summary;
 pub use scenario::Scenario;
 
 /// Runs one scenario from one seed to the end of its liveness phase (or
-/// its first violation) and summarises it.
+/// its first violation) and summarises it. A panic anywhere in the run (a
+/// machine's assertion, the simulator's own) is a failure of this seed,
+/// reported with its message and the last events, never lost.
 pub fn run(scenario: Scenario, seed: u64, trace_file: Option<std::fs::File>) -> Summary {
-    let mut w = world::World::new(scenario, seed, trace::Trace::new(trace_file));
-    w.run();
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let name = scenario.name.clone();
+    let built = catch_unwind(AssertUnwindSafe(|| {
+        world::World::new(scenario, seed, trace::Trace::new(trace_file))
+    }));
+    let mut w = match built {
+        Ok(w) => w,
+        Err(p) => return Summary::panicked(&name, seed, &panic_message(p.as_ref())),
+    };
+    if let Err(p) = catch_unwind(AssertUnwindSafe(|| w.run())) {
+        w.fail_with_panic(panic_message(p.as_ref()));
+    }
     report::summarize(&w, seed)
+}
+
+/// The text a panic carried (`panic!` with a literal or a format).
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
 }

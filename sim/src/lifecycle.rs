@@ -10,7 +10,7 @@ use actors::store::{prefix_end, Txn, Write};
 use topology::{placement, ChannelId, NodeId};
 
 use super::{Msg, World};
-use crate::checks::{violation, Failover};
+use crate::checks::{Failover, Invariant, Violation};
 use crate::scenario::Fault;
 
 impl World {
@@ -149,8 +149,8 @@ impl World {
             ],
         };
         if let Err(e) = self.store.commit(&txn) {
-            self.fail(violation(
-                2,
+            self.fail(Violation::new(
+                Invariant::NoLostVideo,
                 format!("operator control write failed: {e}"),
                 self.rel(),
             ));
@@ -228,8 +228,8 @@ impl World {
                 if !f.disturbed && rel - f.at_ms > bound {
                     let what = f.what.clone();
                     let since = rel - f.at_ms;
-                    self.fail(violation(
-                        7,
+                    self.fail(Violation::new(
+                        Invariant::RecoveryWithinBound,
                         format!("after {what}: {waiting} channels still not running elsewhere after {since} ms (bound {bound} ms)"),
                         rel,
                     ));
@@ -295,8 +295,8 @@ impl World {
             .map(|(n, (_, at))| (*n, *at))
             .collect();
         if let Some((n, at)) = stuck.first() {
-            self.fail(violation(
-                7,
+            self.fail(Violation::new(
+                Invariant::DrainsFinish,
                 format!(
                     "the drain of {} asked {} ms after the start never finished",
                     self.topo.node(*n).name,
@@ -317,8 +317,8 @@ impl World {
                     .filter(|n| n.channels.contains_key(&ch))
                     .map(|n| format!("{}", n.id))
                     .collect();
-                self.fail(violation(
-                    2,
+                self.fail(Violation::new(
+                    Invariant::NoLostVideo,
                     format!(
                         "video {}/{slot} planned before the heal did not finish within {} ms after it: {rec}; hosted on {hosted:?}",
                         self.topo.channel(ch).name,
@@ -337,8 +337,8 @@ impl World {
                 .and_then(|v| VideoRecord::decode(v).ok());
             let ok = matches!(&rec, Some(VideoRecord { status: VideoStatus::Published { remote_id }, .. }) if *remote_id == up.remote_id);
             if !ok && self.store.value(&active_key(up.channel, up.slot)).is_none() {
-                self.fail(violation(
-                    2,
+                self.fail(Violation::new(
+                    Invariant::NoLostVideo,
                     format!("video {key} is on the API but the store says {rec:?}"),
                     rel,
                 ));
@@ -367,8 +367,8 @@ impl World {
                 if let VideoStatus::Published { .. } = rec.status {
                     let key = idempotency_key(&self.topo.channel(ch).name, rec.slot);
                     if !self.api.uploads.contains_key(&key) && bad.is_none() {
-                        bad = Some(violation(
-                            2,
+                        bad = Some(Violation::new(
+                            Invariant::NoLostVideo,
                             format!("video {key} recorded as published but not on the API"),
                             rel,
                         ));
@@ -389,8 +389,8 @@ impl World {
             let videos = cost_by_channel.get(&ch).copied().unwrap_or(0);
             let truth = self.truth.cost_by_channel.get(&ch).copied().unwrap_or(0);
             if rec.spent_total_micros != videos || truth > rec.spent_total_micros {
-                self.fail(violation(
-                    9,
+                self.fail(Violation::new(
+                    Invariant::LedgersMatchReality,
                     format!(
                         "channel {}: ledger {} micros, its videos {} micros, really spent {} micros",
                         self.topo.channel(ch).name,
@@ -409,8 +409,8 @@ impl World {
             let videos = quota_by_project.get(&p).copied().unwrap_or(0);
             let charged = self.api.charged_total.get(&p).copied().unwrap_or(0);
             if ledger != videos || charged > ledger {
-                self.fail(violation(
-                    9,
+                self.fail(Violation::new(
+                    Invariant::LedgersMatchReality,
                     format!(
                         "project {}: ledger {ledger} units, videos {videos}, API charged {charged}",
                         spec.name

@@ -6,7 +6,7 @@ use actors::records::{VideoRecord, VideoStatus};
 use actors::store::prefix_end;
 use serde::Serialize;
 
-use crate::checks::Violation;
+use crate::checks::{Invariant, Violation};
 use crate::trace::format_item;
 use crate::world::World;
 
@@ -28,7 +28,7 @@ pub struct ViolationReport {
     pub last_events: Vec<String>,
 }
 
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Debug, Clone, Default)]
 pub struct Summary {
     pub scenario: String,
     pub seed: u64,
@@ -105,8 +105,8 @@ pub fn summarize(w: &World, seed: u64) -> Summary {
     let cost = w.truth.total_cost_micros as f64 / 1e6;
     let quota: u64 = w.api.charged_total.values().sum();
     let violation = w.violation.as_ref().map(|v: &Violation| ViolationReport {
-        invariant: v.invariant,
-        name: v.name.to_string(),
+        invariant: v.invariant.number(),
+        name: v.invariant.name().to_string(),
         detail: v.detail.clone(),
         at_ms: v.at_ms,
         last_events: w.trace.recent().map(format_item).collect(),
@@ -185,6 +185,24 @@ pub fn summarize(w: &World, seed: u64) -> Summary {
 }
 
 impl Summary {
+    /// A run that panicked before its world existed (building the scenario
+    /// or the world): a failing seed with the panic's message.
+    pub fn panicked(scenario: &str, seed: u64, message: &str) -> Summary {
+        Summary {
+            scenario: scenario.to_string(),
+            seed,
+            ok: false,
+            violation: Some(ViolationReport {
+                invariant: Invariant::Assertion.number(),
+                name: Invariant::Assertion.name().to_string(),
+                detail: format!("panicked: {message}"),
+                at_ms: 0,
+                last_events: Vec::new(),
+            }),
+            ..Summary::default()
+        }
+    }
+
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         let status = if self.ok { "ok" } else { "VIOLATION" };

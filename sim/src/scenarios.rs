@@ -8,10 +8,11 @@ use topology::*;
 
 use crate::scenario::*;
 
-pub const NAMES: [&str; 21] = [
+pub const NAMES: [&str; 22] = [
     "steady",
     "node-kill",
     "node-flap",
+    "owner-flap",
     "node-freeze",
     "region-outage",
     "region-partition",
@@ -39,6 +40,9 @@ pub fn describe(name: &str) -> &'static str {
             "a node is SIGKILLed at 10 min and stays dead; its channels move within the RTO"
         }
         "node-flap" => "one node crashes and restarts five times, two minutes apart",
+        "owner-flap" => {
+            "a node is killed and restarted every 4 s for 15 min, a provider fails 5% of calls: its channels are taken over again and again"
+        }
         "node-freeze" => "a node is frozen (SIGSTOP) for 30 s, then resumes on stale beliefs",
         "region-outage" => {
             "every node of one region dies; channels with failover move, the rest wait"
@@ -277,6 +281,22 @@ pub fn builtin(name: &str, seed: u64) -> Option<Scenario> {
                 s.faults.push(at(t, Fault::CrashNode(NodeId(2))));
                 s.faults.push(at(t + 1.0, Fault::StartNode(NodeId(2))));
             }
+            s
+        }
+        "owner-flap" => {
+            let mut s = base(name, fleet());
+            // us-east-1 dies every 4 s and is back 1.5 s later: each time
+            // it rejoins as a new incarnation and claims its channels
+            // again under a new epoch, while what it ran is lost.
+            for i in 0..225 {
+                let t = 8.0 + f64::from(i) * 4.0 / 60.0;
+                s.faults.push(at(t, Fault::CrashNode(NodeId(1))));
+                s.faults
+                    .push(at(t + 1.5 / 60.0, Fault::StartNode(NodeId(1))));
+            }
+            // Real failures happen too, and must still be counted: one in
+            // twenty provider calls fails.
+            s.world.provider_error_ppm = 50_000;
             s
         }
         "node-freeze" => {

@@ -61,7 +61,17 @@ where
             if seed >= end {
                 break;
             }
-            let summary = crate::run(make(seed), seed, None);
+            // A panic is a failing seed, never a lost one: the run itself
+            // catches panics in the world; this catches the scenario's.
+            let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| make(seed)));
+            let summary = match built {
+                Ok(scenario) => crate::run(scenario, seed, None),
+                Err(p) => Summary::panicked(
+                    "(building the scenario)",
+                    seed,
+                    &crate::panic_message(p.as_ref()),
+                ),
+            };
             events.fetch_add(summary.events_processed, Ordering::Relaxed);
             if !summary.ok {
                 if let Ok(mut r) = results.lock() {
@@ -79,13 +89,27 @@ where
             }
         }));
     }
+    // A worker cannot panic (every run is caught above); if one dies
+    // anyway, the swarm says so as a failure rather than report fewer runs
+    // as a pass.
+    let mut died = Vec::new();
     for h in handles {
-        let _ = h.join();
+        if let Err(p) = h.join() {
+            died.push(Summary::panicked(
+                "(swarm worker)",
+                u64::MAX,
+                &crate::panic_message(p.as_ref()),
+            ));
+        }
     }
     if tty {
         eprintln!();
     }
-    let mut failures = results.lock().map(|r| r.clone()).unwrap_or_default();
+    let mut failures = match results.lock() {
+        Ok(r) => r.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    failures.extend(died);
     failures.sort_by_key(|s| s.seed);
     SwarmResult {
         runs: done.load(Ordering::SeqCst),

@@ -23,7 +23,7 @@ use actors::store::{MemStore, StoreError, StoreOp, StoreReply, Txn, Write};
 use topology::{placement, ChannelId, GpuId, NodeId, RegionId, Topology};
 
 use crate::api::PublishApi;
-use crate::checks::{violation, Failover, StoreWatch, Truth, Violation};
+use crate::checks::{Failover, Invariant, StoreWatch, Truth, Violation};
 use crate::scenario::{Fault, Scenario};
 use crate::trace::Trace;
 
@@ -354,7 +354,13 @@ impl World {
             straggler_ppm: 0,
             providers_down: BTreeSet::new(),
             api: PublishApi::default(),
-            watch: StoreWatch::default(),
+            watch: StoreWatch {
+                retry_limits: crate::checks::RetryLimits {
+                    stage_attempts_max: sc.machines.channel.stage_attempts_max,
+                    publish_attempts_max: sc.machines.channel.publish_attempts_max,
+                },
+                ..StoreWatch::default()
+            },
             truth: Truth::default(),
             stats: Stats::default(),
             trace,
@@ -437,6 +443,17 @@ impl World {
         if self.violation.is_none() {
             self.violation = Some(v);
         }
+    }
+
+    /// A panic stopped the run: the seed fails with its message.
+    pub fn fail_with_panic(&mut self, message: String) {
+        let rel = self.rel();
+        self.trace.flush();
+        self.fail(Violation::new(
+            Invariant::Assertion,
+            format!("panicked: {message}"),
+            rel,
+        ));
     }
 
     /// Runs until the end of the liveness phase or the first violation.
@@ -522,6 +539,8 @@ impl World {
                     self.bill(&spec, cost);
                     JobOutcome::Succeeded { cost_micros: cost }
                 } else {
+                    self.truth
+                        .stage_failed(spec.id.channel, spec.id.slot, spec.id.stage);
                     JobOutcome::Failed {
                         failure: JobFailure::ProviderError,
                         retryable: true,
@@ -546,6 +565,9 @@ impl World {
                 }
                 if !self.gpu_hw_stop(gpu, id) {
                     return;
+                }
+                if !ok {
+                    self.truth.stage_failed(id.channel, id.slot, id.stage);
                 }
                 self.trace
                     .event(rel, node.0, "gpu-job-end", id.slot, u64::from(ok));
@@ -587,7 +609,11 @@ impl World {
                 let duplicate_before = self.api.duplicates.len();
                 let remote_id = self.api.complete(key.clone(), ch, slot, project, self.now);
                 if self.api.duplicates.len() > duplicate_before {
-                    self.fail(violation(1, format!("video {key} uploaded twice"), rel));
+                    self.fail(Violation::new(
+                        Invariant::NoDoublePublish,
+                        format!("video {key} uploaded twice"),
+                        rel,
+                    ));
                     return;
                 }
                 self.stats.published += 1;
@@ -597,8 +623,8 @@ impl World {
                 let charged = self.api.charged_total.get(&project).copied().unwrap_or(0);
                 let reserved = self.watch.ledger_units.get(&project).copied().unwrap_or(0);
                 if charged > reserved {
-                    self.fail(violation(
-                        3,
+                    self.fail(Violation::new(
+                        Invariant::QuotaNeverExceeded,
                         format!(
                             "project {} charged {charged} units by the API but only {reserved} reserved in the ledger",
                             self.topo.project(project).name
@@ -1012,10 +1038,15 @@ impl World {
     ) -> Option<StoreReply> {
         if self.store.evaluate(&txn.checks).is_ok() {
             let fence = fence.map(|(ch, epoch)| (ch, node, epoch));
-            if let Err(v) =
-                self.watch
-                    .before_apply(&self.topo, &self.store, txn, fence, self.now, rel)
-            {
+            if let Err(v) = self.watch.before_apply(
+                &self.topo,
+                &self.truth,
+                &self.store,
+                txn,
+                fence,
+                self.now,
+                rel,
+            ) {
                 self.fail(v);
                 return None;
             }
@@ -1249,8 +1280,8 @@ impl World {
         let rel = self.rel();
         if let Some(since) = self.stop_in_force(spec.id.channel) {
             if self.now > since + self.sc.bounds.stop_ms {
-                self.fail(violation(
-                    8,
+                self.fail(Violation::new(
+                    Invariant::KillSwitchWithinBound,
                     format!(
                         "channel {} started stage {} of slot {} {} ms after it was stopped (bound {} ms)",
                         self.topo.channel(spec.id.channel).name,
@@ -1318,8 +1349,8 @@ impl World {
                 let hw = &mut self.gpu_hw[gpu.index()];
                 if hw.used_bytes + job.gpu_memory_bytes > hw.total_bytes {
                     let (used, total) = (hw.used_bytes, hw.total_bytes);
-                    self.fail(violation(
-                        6,
+                    self.fail(Violation::new(
+                        Invariant::GpuMemoryNeverOvercommitted,
                         format!(
                             "GPU {gpu} asked to hold {} bytes more with {used} of {total} in use",
                             job.gpu_memory_bytes
@@ -1358,6 +1389,12 @@ impl World {
                 );
             }
             GpuEffect::Kill { id } => {
+                // Still running at its lease: the job timed out on a live
+                // GPU, a real failure of its stage.
+                let lease_until = self.gpu_hw[gpu.index()].running.get(&id).map(|r| r.1);
+                if lease_until.is_some_and(|l| self.local_now(node) >= l) {
+                    self.truth.stage_failed(id.channel, id.slot, id.stage);
+                }
                 self.gpu_hw_stop(gpu, id);
             }
             GpuEffect::Notify { to, notice } => {
@@ -1502,6 +1539,9 @@ impl World {
         };
         let back = self.now + self.sc.world.api_latency_ms;
         if self.rng.chance(self.api.faults.error_5xx_ppm) {
+            if let Some(stage) = self.publish_stage_of(ch) {
+                self.truth.stage_failed(ch, slot, stage);
+            }
             self.push(
                 back,
                 Ev::Deliver {
@@ -1575,8 +1615,8 @@ impl World {
                 let charged = self.api.charged_total.get(&project).copied().unwrap_or(0);
                 let reserved = self.watch.ledger_units.get(&project).copied().unwrap_or(0);
                 if charged > reserved {
-                    self.fail(violation(
-                        3,
+                    self.fail(Violation::new(
+                        Invariant::QuotaNeverExceeded,
                         format!(
                             "project {} charged {charged} units, {reserved} reserved (lookup)",
                             spec.name
@@ -1661,6 +1701,15 @@ pub fn is_video_key(w: &Write) -> bool {
 }
 
 impl World {
+    /// The index of the publish stage in `ch`'s pipeline.
+    fn publish_stage_of(&self, ch: ChannelId) -> Option<u16> {
+        let stages = &self.topo.pipeline(self.topo.channel(ch).pipeline).stages;
+        let i = stages
+            .iter()
+            .position(|s| s.kind == topology::StageKind::Publish)?;
+        u16::try_from(i).ok()
+    }
+
     /// GPU-busy milliseconds so far, all GPUs together.
     pub fn gpu_busy_ms(&self) -> u64 {
         self.gpu_hw

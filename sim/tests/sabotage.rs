@@ -71,3 +71,33 @@ fn without_vram_admission_a_gpu_is_overcommitted() {
     assert_eq!(invariant, 6, "gpu-memory-never-overcommitted");
     intact_passes(seed);
 }
+
+/// Failovers spending a video's retry budget: with the old accounting (every
+/// job started at a stage counts, lost jobs count as failures), frequent
+/// takeovers fail videos as `stage-retries-exhausted` that never had that
+/// many real failures; with true accounting the same seeds pass.
+#[test]
+fn with_old_retry_accounting_takeovers_fail_videos_for_a_false_reason() {
+    let sabotage = sabotaged("true-retry-accounting");
+    let result = run_swarm_until(1..21, 2, 1, move |seed| {
+        let mut s = builtin("owner-flap", seed).expect("owner-flap exists");
+        s.machines.channel.sabotage = sabotage;
+        s
+    });
+    let first = result
+        .failures
+        .first()
+        .unwrap_or_else(|| panic!("no violation in {} seeds", result.runs));
+    let v = first
+        .violation
+        .as_ref()
+        .expect("a failure names its violation");
+    eprintln!("owner-flap seed {}: {} {}", first.seed, v.name, v.detail);
+    assert_eq!(v.invariant, 11, "failure-reasons-true");
+    let intact = sim::run(
+        builtin("owner-flap", first.seed).expect("exists"),
+        first.seed,
+        None,
+    );
+    assert!(intact.ok, "{:?}", intact.violation);
+}

@@ -153,3 +153,23 @@ fn capacity_scenario_has_the_planned_shape() {
     assert!(per_day >= 333_334, "{per_day} videos a day");
     assert_eq!(s.duration_ms, 24 * 3_600_000);
 }
+
+/// A seed whose run panics (here: a machine's always-on assertion refuses
+/// a renew period as long as the lease) is a failing seed, named with its
+/// message; the other seeds still run and pass.
+#[test]
+fn a_panicking_seed_is_counted_as_a_failure() {
+    let result = run_swarm(1..6, 2, |seed| {
+        let mut s = builtin("steady", seed).expect("built-in");
+        if seed == 3 {
+            s.machines.membership.renew_ms = s.machines.membership.lease_ms;
+        }
+        s
+    });
+    assert_eq!(result.runs, 5);
+    let failed: Vec<u64> = result.failures.iter().map(|f| f.seed).collect();
+    assert_eq!(failed, vec![3]);
+    let v = result.failures[0].violation.as_ref().expect("a violation");
+    assert_eq!(v.name, "assertion");
+    assert!(v.detail.contains("renew_ms"), "{}", v.detail);
+}
