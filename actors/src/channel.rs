@@ -203,6 +203,8 @@ struct Video {
     upload_attempt: u32,
     /// An upload's outcome is unknown: look it up before anything else.
     needs_lookup: bool,
+    /// Loaded with a publish intent of a previous owner.
+    taken_over_intent: bool,
 }
 
 /// A step that becomes an effect once the commit carrying it succeeds.
@@ -342,6 +344,27 @@ impl ChannelMachine {
     pub fn control(&self) -> ControlRecord {
         self.control.merge(self.control_all)
     }
+    /// What the machine is doing, for people debugging a seed: phase, the
+    /// store operation in flight, and each video's record and step.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "channel {} epoch {} {:?}, in flight {:?}, lease until {}, control {:?}\n",
+            self.id,
+            self.epoch,
+            self.phase,
+            self.inflight.as_ref().map(|(id, _)| id),
+            self.lease_valid_until_ms,
+            self.control()
+        );
+        for (slot, v) in &self.videos {
+            s += &format!(
+                "  slot {slot}: {:?} wake {} lookup {} | {:?}\n",
+                v.run, v.wake_ms, v.needs_lookup, v.rec
+            );
+        }
+        s
+    }
+
     /// Running jobs, for the simulator's kill-switch check.
     pub fn running_jobs(&self) -> impl Iterator<Item = JobId> + '_ {
         self.videos.values().filter_map(|v| match v.run {
@@ -381,6 +404,7 @@ impl ChannelMachine {
                 if !current && id.channel == self.id {
                     // A job this machine no longer wants (killed, retried,
                     // or from an earlier epoch) started late: stop it.
+                    probe!(JobStartedLateCancelled);
                     out.push(ChannelEffect::CancelJob { id, gpu });
                 }
                 if let Some(v) = self.videos.get_mut(&id.slot) {
@@ -519,6 +543,7 @@ impl ChannelMachine {
                 StoreReply::Failed(StoreError::Unavailable(_))
                 | StoreReply::Failed(StoreError::TooLarge(_)) => {
                     // Nothing was written: put the work back and try again.
+                    probe!(CommitUnavailable);
                     self.requeue(commit);
                     self.store_wait_until_ms = now_ms + self.params.store_retry_ms;
                 }
@@ -532,6 +557,7 @@ impl ChannelMachine {
                 StoreReply::Got(entries) => self.on_resolved(now_ms, *commit, entries, out),
                 _ => {
                     // Could not read back: try the read again later.
+                    probe!(ReadBackFailed);
                     self.store_wait_until_ms = now_ms + self.params.store_retry_ms;
                     self.resolve_again(*commit, out);
                 }
@@ -584,6 +610,7 @@ impl ChannelMachine {
             changed = true;
         }
         if changed {
+            probe!(ControlSeenAtReadBack);
             let merged = self.control.merge(self.control_all);
             self.on_control(now_ms, merged, true, out);
         }
@@ -601,6 +628,7 @@ impl ChannelMachine {
             .map(|o| o == self.owner_record())
             .unwrap_or(false);
         if !mine && !self.params.sabotage.no_epoch_fencing {
+            probe!(FencedAtLoad);
             self.stop(out, ChannelEffect::Fenced);
             return;
         }
@@ -665,12 +693,15 @@ impl ChannelMachine {
                 wake_ms: now_ms,
                 upload_attempt: 0,
                 needs_lookup: false,
+                taken_over_intent: false,
             };
             if v.rec.publish_intent && !self.params.sabotage.no_reconciliation {
                 // The previous owner may have an upload in flight until its
                 // lease ran out plus one upload timeout: wait that long (on
                 // this clock), then ask before retrying.
+                probe!(LookupAfterTakeover);
                 v.needs_lookup = true;
+                v.taken_over_intent = true;
                 v.wake_ms = now_ms + self.params.publish_timeout_ms + 1_000;
             } else if v.rec.publish_intent {
                 v.rec.publish_intent = false;
@@ -739,7 +770,11 @@ impl ChannelMachine {
         let Some(v) = self.videos.get_mut(&slot) else {
             return;
         };
-        if v.rec.is_done() || v.rec.publish_intent || v.run == Run::AwaitCommit {
+        if v.rec.is_done() || v.run == Run::AwaitCommit {
+            return;
+        }
+        if v.rec.publish_intent {
+            probe!(KillWaitsForUpload);
             return;
         }
         if let Run::Job { id, gpu, .. } = v.run {
@@ -897,8 +932,10 @@ impl ChannelMachine {
         if !retryable {
             self.fail_video(slot, FailReason::StageFailed);
         } else if spent >= attempts_max {
+            probe!(StageRetriesExhausted);
             self.fail_video(slot, FailReason::StageRetriesExhausted);
         } else {
+            probe!(StageFailure);
             v.run = Run::Idle;
             v.wake_ms = now_ms + backoff_ms(v.rec.stage_failures, base, max, jitter);
         }
@@ -918,6 +955,7 @@ impl ChannelMachine {
         let Some(v) = self.videos.get_mut(&slot) else {
             return;
         };
+        probe!(JobLost);
         v.rec.jobs_lost = v.rec.jobs_lost.saturating_add(1);
         if v.rec.jobs_lost >= lost_max {
             self.fail_video(slot, FailReason::JobsLost);
@@ -966,10 +1004,15 @@ impl ChannelMachine {
                 v.run = Run::Idle;
                 match definite {
                     PublishOutcome::RateLimited { retry_after_ms } => {
+                        probe!(UploadRateLimited);
                         v.wake_ms = now_ms + retry_after_ms.max(backoff_ms(1, base, max, jitter));
                     }
-                    PublishOutcome::QuotaExceeded => v.wake_ms = reset,
+                    PublishOutcome::QuotaExceeded => {
+                        probe!(UploadQuotaRefused);
+                        v.wake_ms = reset;
+                    }
                     _ => {
+                        probe!(UploadTransient);
                         v.rec.stage_failures = v.rec.stage_failures.saturating_add(1);
                         v.wake_ms = now_ms + backoff_ms(v.rec.stage_failures, base, max, jitter);
                         if v.rec.stage_failures >= failures_max {
@@ -991,8 +1034,15 @@ impl ChannelMachine {
         let jitter = self.rng.next_u32();
         let (base, max) = (self.params.retry_base_ms, self.params.retry_max_ms);
         match outcome {
-            LookupOutcome::Found { remote_id } => self.mark_published(slot, remote_id),
+            LookupOutcome::Found { remote_id } => {
+                probe!(LookupFoundUpload);
+                if v.taken_over_intent {
+                    probe!(LookupFoundAfterTakeover);
+                }
+                self.mark_published(slot, remote_id)
+            }
             LookupOutcome::NotFound => {
+                probe!(LookupNotFound);
                 // The upload never completed: its reservation comes back and
                 // the video publishes afresh.
                 self.quota_changes.push(QuotaChange::Refund { slot });
@@ -1005,6 +1055,7 @@ impl ChannelMachine {
                 }
             }
             LookupOutcome::Failed => {
+                probe!(LookupFailed);
                 if let Some(v) = self.videos.get_mut(&slot) {
                     v.run = Run::Idle;
                     v.needs_lookup = true;
@@ -1042,6 +1093,7 @@ impl ChannelMachine {
                 if stopped {
                     // Not started, and now it must not: the charge was never
                     // durable, so it is taken back exactly.
+                    probe!(StartDroppedAfterStop);
                     self.settle_held(spec.id.slot, 0);
                     if let Some(v) = self.videos.get_mut(&spec.id.slot) {
                         v.run = Run::Idle;
@@ -1077,6 +1129,7 @@ impl ChannelMachine {
             .map(|o| o == self.owner_record())
             .unwrap_or(false);
         if !owner_ok && !self.params.sabotage.no_epoch_fencing {
+            probe!(FencedAtReadBack);
             self.stop(out, ChannelEffect::Fenced);
             return;
         }
@@ -1100,6 +1153,7 @@ impl ChannelMachine {
         };
         if applied_seq >= *seq && !self.params.sabotage.no_epoch_fencing {
             // It was applied after all.
+            probe!(CommitAppliedAfterAll);
             let cache: Vec<(u64, (QuotaRecord, u64))> = quota_after
                 .iter()
                 .filter_map(|(d, _)| self.quota_cache.get(d).cloned().map(|c| (*d, c)))
@@ -1109,6 +1163,7 @@ impl ChannelMachine {
                 self.quota_cache.insert(d, c);
             }
         } else {
+            probe!(CommitNotApplied);
             self.chan_version = version;
             self.requeue(commit);
         }
@@ -1380,6 +1435,7 @@ impl ChannelMachine {
             self.dirty.insert(slot);
         }
         for slot in expired_uploads {
+            probe!(UploadTimedOut);
             if self.params.sabotage.no_reconciliation {
                 // Sabotaged: a silent upload is taken as failed and retried.
                 self.quota_changes.push(QuotaChange::Refund { slot });
@@ -1396,6 +1452,7 @@ impl ChannelMachine {
         }
         let jitter = self.rng.next_u32();
         for slot in expired_lookups {
+            probe!(LookupFailed);
             if let Some(v) = self.videos.get_mut(&slot) {
                 v.run = Run::Idle;
                 v.needs_lookup = true;
@@ -1430,6 +1487,7 @@ impl ChannelMachine {
                     wake_ms: now_ms,
                     upload_attempt: 0,
                     needs_lookup: false,
+                    taken_over_intent: false,
                 },
             );
             self.dirty.insert(slot);
@@ -1487,11 +1545,16 @@ impl ChannelMachine {
             && (self.chan.spent_day_micros.saturating_add(full) > budget.daily_soft_micros
                 || cost_so_far.saturating_add(full) > budget.per_video_soft_micros);
         let bound = stage_cost_bound_micros(stage, self.gpu_cost_max, cheap);
+        if cheap {
+            probe!(CheapTierChosen);
+        }
         if cost_so_far.saturating_add(bound) > budget.per_video_hard_micros {
+            probe!(BudgetStop);
             self.fail_video(slot, FailReason::VideoBudget);
             return;
         }
         if self.chan.spent_day_micros.saturating_add(bound) > budget.daily_hard_micros {
+            probe!(BudgetStop);
             self.fail_video(slot, FailReason::DailyBudget);
             return;
         }
@@ -1501,6 +1564,7 @@ impl ChannelMachine {
             StageKind::External { .. } => {
                 let provider = self.provider_of(stage_ix, cheap).unwrap_or_default();
                 if let Err(until) = self.breaker(&provider).try_acquire(now_ms) {
+                    probe!(BreakerHeldBack);
                     if let Some(v) = self.videos.get_mut(&slot) {
                         v.wake_ms = until;
                     }
@@ -1563,6 +1627,9 @@ impl ChannelMachine {
             .values()
             .any(|v| matches!(v.run, Run::Publishing { .. } | Run::LookingUp { .. }));
         let release = releasing && !uploads_in_flight;
+        if releasing && uploads_in_flight {
+            probe!(ReleaseWaitsForUpload);
+        }
         if self.dirty.is_empty()
             && !self.chan_dirty
             && self.actions.is_empty()
@@ -1659,12 +1726,14 @@ impl ChannelMachine {
                     // the slot is too late to matter.
                     let late = now_ms > publish_at + self.params.publish_grace_ms;
                     if late {
+                        probe!(QuotaExhaustedLate);
                         if let Some(v) = self.videos.get_mut(&slot) {
                             v.rec.status = VideoStatus::Failed(FailReason::QuotaExhausted);
                             v.run = Run::Idle;
                         }
                         self.dirty.insert(slot);
                     } else if let Some(v) = self.videos.get_mut(&slot) {
+                        probe!(QuotaWaitForReset);
                         v.run = Run::Idle;
                         // Back at the reset, or when the slot turns too late.
                         v.wake_ms = reset.min(publish_at + self.params.publish_grace_ms + 1);

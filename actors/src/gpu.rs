@@ -131,6 +131,19 @@ impl GpuMachine {
     pub fn id(&self) -> GpuId {
         self.id
     }
+
+    /// Running and queued jobs, for people debugging a seed.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}: free {} of {} B, draining {}, running {:?}, queued {:?}",
+            self.id,
+            self.free_bytes,
+            self.memory_bytes,
+            self.draining,
+            self.running.keys().collect::<Vec<_>>(),
+            self.queue.iter().map(|(_, _, j)| j.id).collect::<Vec<_>>()
+        )
+    }
     pub fn free_bytes(&self) -> u64 {
         self.free_bytes
     }
@@ -149,6 +162,7 @@ impl GpuMachine {
             GpuInput::Submit(job) => self.submit(now_ms, job, out),
             GpuInput::Cancel(id) => {
                 if let Some(r) = self.running.remove(&id) {
+                    probe!(GpuCancelRunning);
                     self.free_bytes += r.spec.gpu_memory_bytes;
                     out.push(GpuEffect::Kill { id });
                 }
@@ -231,6 +245,7 @@ impl GpuMachine {
             || self.recent.contains(&job.id)
             || self.queue.iter().any(|(_, _, j)| j.id == job.id)
         {
+            probe!(GpuDuplicateSubmit);
             return; // a duplicate delivery
         }
         if job.gpu_memory_bytes > self.memory_bytes {
@@ -238,6 +253,7 @@ impl GpuMachine {
             return;
         }
         if self.draining || self.queue.len() >= self.params.queue_jobs_max {
+            probe!(GpuQueueFull);
             out.push(refuse(JobFailure::Cancelled, true));
             return;
         }
@@ -313,6 +329,7 @@ impl GpuMachine {
             .collect();
         for id in expired {
             if let Some(r) = self.running.remove(&id) {
+                probe!(GpuLeaseExpired);
                 self.free_bytes += r.spec.gpu_memory_bytes;
                 out.push(GpuEffect::Kill { id });
                 let cost_micros = self.cost_of(&r, now_ms);

@@ -10,6 +10,10 @@
 //! RNG anywhere in this crate; `BTreeMap`/`Vec` keep every iteration order a
 //! function of the inputs.
 
+// First, so that every machine can mark its rare branches.
+#[macro_use]
+pub mod probe;
+
 pub mod breaker;
 pub mod channel;
 pub mod codec;

@@ -264,6 +264,7 @@ impl MembershipMachine {
                 // Not (or no longer) a member and hosting nothing: already
                 // where a drain ends. Joining first would forget the drain.
                 MemberPhase::Joining => {
+                    probe!(DrainWhileJoining);
                     self.hosted.clear();
                     self.phase = MemberPhase::Drained;
                     out.push(MembershipEffect::Drained);
@@ -328,9 +329,11 @@ impl MembershipMachine {
             self.hosted.clear();
             self.lease_op = None;
             if self.phase == MemberPhase::Draining {
+                probe!(DeclaredDeadWhileDraining);
                 self.phase = MemberPhase::Drained;
                 out.push(MembershipEffect::Drained);
             } else {
+                probe!(DeclaredDead);
                 self.phase = MemberPhase::Joining;
             }
         }
@@ -472,11 +475,13 @@ impl MembershipMachine {
                 out.push(MembershipEffect::LeaseValidUntil(self.lease_valid_until_ms));
             }
             (LeaseOp::Renew { .. }, _) => {
+                probe!(RenewFailed);
                 // Try again soon; the lease runs out on its own if this keeps failing.
                 self.next_renew_ms = now_ms + self.params.renew_ms / 4;
             }
             (_, _) => {
                 // Join failed or conflicted: read again after a jittered pause.
+                probe!(JoinRetried);
                 let pause = self.params.renew_ms / 4 + self.rng.below(self.params.renew_ms / 2 + 1);
                 self.next_join_ms = now_ms + pause;
             }
@@ -507,6 +512,9 @@ impl MembershipMachine {
                 }
                 self.members_stale = false;
                 if now_ms.saturating_sub(self.last_refresh_ok_ms) > 2 * self.params.renew_ms {
+                    if !self.watch.is_empty() {
+                        probe!(WatchReset);
+                    }
                     self.watch.clear();
                 }
                 self.last_refresh_ok_ms = now_ms;
@@ -532,6 +540,7 @@ impl MembershipMachine {
                 self.watch.retain(|n, _| current.contains(n));
             }
             (WorkOp::Remove(n, next), StoreReply::Committed(version)) => {
+                probe!(PeerRemoved);
                 self.expired.remove(&n);
                 self.watch.remove(&n);
                 out.push(MembershipEffect::NodeRemoved(n));
@@ -540,6 +549,7 @@ impl MembershipMachine {
             (WorkOp::Remove(n, _), _) => {
                 // Someone else changed the members record (perhaps removed
                 // it first): look again before deciding.
+                probe!(RemoveRefused);
                 self.expired.remove(&n);
                 self.watch.remove(&n);
                 self.next_refresh_ms = now_ms;
@@ -595,7 +605,12 @@ impl MembershipMachine {
                         }
                     };
                     if claimable {
+                        if owner.is_some_and(|o| o.node.is_some_and(|n| n != self.node)) {
+                            probe!(ClaimFromGoneOwner);
+                        }
                         claims.push((ch, version, owner.map(|o| o.epoch).unwrap_or(0)));
+                    } else {
+                        probe!(ClaimOwnerBusy);
                     }
                 }
                 if !claims.is_empty() {
@@ -641,6 +656,7 @@ impl MembershipMachine {
                 out.push(MembershipEffect::Drained);
             }
             (WorkOp::MarkDraining(_) | WorkOp::Leave, _) => {
+                probe!(MembersStale);
                 self.members_stale = true;
                 self.next_refresh_ms = now_ms;
             }

@@ -125,6 +125,24 @@ impl RegionMachine {
     pub fn region(&self) -> RegionId {
         self.region
     }
+
+    /// The GPUs it knows and the regions it has heard from, for people
+    /// debugging a seed.
+    pub fn describe(&self, now_ms: u64) -> String {
+        let mut s = format!("dispatcher of {}:\n", self.region);
+        for (g, v) in &self.gpus {
+            s += &format!(
+                "  {g}: fresh {} reported at {} sent {} B {} ms | {:?}\n",
+                self.fresh(v, now_ms),
+                v.at_ms,
+                v.sent_bytes,
+                v.sent_ms,
+                v.report
+            );
+        }
+        s += &format!("  summaries {:?}\n", self.summaries);
+        s
+    }
     pub fn spilled(&self) -> u64 {
         self.spilled
     }
@@ -221,6 +239,7 @@ impl RegionMachine {
 
     fn dispatch(&mut self, now_ms: u64, mut job: JobSpec, out: &mut Vec<RegionEffect>) {
         if !self.recent.insert(job.id) {
+            probe!(DispatchDuplicate);
             return; // a duplicate delivery
         }
         self.recent_order.push_back(job.id);
@@ -257,6 +276,7 @@ impl RegionMachine {
         let local_wait = best.map(|(_, w, _)| w).unwrap_or(u64::MAX);
         if local_wait > self.params.spill_wait_ms && job.hops == 0 {
             if let Some(region) = self.spill_target(now_ms, local_wait) {
+                probe!(DispatchSpilled);
                 job.hops += 1;
                 self.spilled += 1;
                 out.push(RegionEffect::ToRegion { region, job });
@@ -272,10 +292,13 @@ impl RegionMachine {
                 self.dispatched += 1;
                 out.push(RegionEffect::ToGpu { gpu, job });
             }
-            None => out.push(RegionEffect::Refuse {
-                job,
-                failure: JobFailure::NoCapacity,
-            }),
+            None => {
+                probe!(DispatchNoGpu);
+                out.push(RegionEffect::Refuse {
+                    job,
+                    failure: JobFailure::NoCapacity,
+                })
+            }
         }
     }
 

@@ -124,6 +124,7 @@ pub fn run(args: SimArgs) -> i32 {
         for f in &result.failures {
             out(&f.to_text());
         }
+        out(&result.probe_report());
         out(&format!(
             "swarm {}: {} seeds {}..{}, {} failed{}; {} events in {:.1} s\n",
             args.scenario,

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod checks;
+pub mod harness;
 pub mod invariant;
 pub mod report;
 pub mod scenario;
@@ -15,6 +16,7 @@ pub mod scenario_file;
 pub mod scenarios;
 pub mod swarm;
 pub mod trace;
+pub mod variation;
 pub mod world;
 
 pub use report::Summary;
@@ -27,17 +29,29 @@ pub use scenario::Scenario;
 pub fn run(scenario: Scenario, seed: u64, trace_file: Option<std::fs::File>) -> Summary {
     use std::panic::{catch_unwind, AssertUnwindSafe};
     let name = scenario.name.clone();
+    actors::probe::start_counting();
     let built = catch_unwind(AssertUnwindSafe(|| {
         world::World::new(scenario, seed, trace::Trace::new(trace_file))
     }));
     let mut w = match built {
         Ok(w) => w,
-        Err(p) => return Summary::panicked(&name, seed, &panic_message(p.as_ref())),
+        Err(p) => {
+            actors::probe::stop_counting();
+            return Summary::panicked(&name, seed, &panic_message(p.as_ref()));
+        }
     };
     if let Err(p) = catch_unwind(AssertUnwindSafe(|| w.run())) {
         w.fail_with_panic(panic_message(p.as_ref()));
     }
-    report::summarize(&w, seed)
+    let mut summary = report::summarize(&w, seed);
+    summary.probes = actors::probe::stop_counting();
+    summary.probe_hits = actors::probe::Probe::ALL
+        .iter()
+        .zip(&summary.probes)
+        .filter(|(_, n)| **n > 0)
+        .map(|(p, n)| (p.name().to_string(), *n))
+        .collect();
+    summary
 }
 
 /// The text a panic carried (`panic!` with a literal or a format).

@@ -14,7 +14,7 @@ use crate::checks::{Failover, Invariant, Violation};
 use crate::scenario::Fault;
 
 impl World {
-    pub(super) fn apply_fault(&mut self, f: Fault) {
+    pub(crate) fn apply_fault(&mut self, f: Fault) {
         for i in self.pending_failovers.clone() {
             self.stats.failovers[i].disturbed = true;
         }

@@ -64,6 +64,12 @@ pub struct Summary {
     pub bottleneck: String,
     /// The fault schedule the run followed.
     pub faults: Vec<String>,
+    /// How often each coverage probe was hit, indexed like
+    /// `actors::probe::Probe::ALL`.
+    #[serde(skip)]
+    pub probes: Vec<u64>,
+    /// The same, by name, for the probes that were hit.
+    pub probe_hits: BTreeMap<String, u64>,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -181,6 +187,8 @@ pub fn summarize(w: &World, seed: u64) -> Summary {
             .iter()
             .map(|f| format!("{}.{:03}s {:?}", f.at_ms / 1000, f.at_ms % 1000, f.fault))
             .collect(),
+        probes: Vec::new(),
+        probe_hits: BTreeMap::new(),
     }
 }
 

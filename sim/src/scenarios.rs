@@ -511,10 +511,14 @@ pub fn builtin(name: &str, seed: u64) -> Option<Scenario> {
     Some(s)
 }
 
-/// A random mix of every fault, each healed later, drawn from the seed.
+/// A random mix of every fault, each healed later, on a fleet and with
+/// parameters drawn from the seed (see [`crate::variation`]).
 fn swarm(seed: u64) -> Scenario {
     let mut rng = SeededRng::new(seed ^ 0x5A4B_3C2D);
-    let mut s = base("swarm", build_fleet(&FleetShape::default()));
+    let mut vary = SeededRng::new(seed ^ 0xB0_661F);
+    let (shape, tiny_quota) = crate::variation::fleet(&mut vary);
+    let mut s = base("swarm", build_fleet(&shape));
+    crate::variation::params(&mut s, &mut vary, tiny_quota);
     let nodes = s.topology.nodes.len() as u64;
     let regions = s.topology.regions.len() as u64;
     let faults_count = 4 + rng.below(8);

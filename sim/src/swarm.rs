@@ -6,6 +6,8 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use actors::probe::Probe;
+
 use crate::scenario::Scenario;
 use crate::Summary;
 
@@ -13,6 +15,39 @@ pub struct SwarmResult {
     pub runs: u64,
     pub failures: Vec<Summary>,
     pub events: u64,
+    /// Per probe (indexed like `Probe::ALL`): total hits, and how many
+    /// seeds hit it at least once.
+    pub probe_hits: Vec<u64>,
+    pub probe_seeds: Vec<u64>,
+}
+
+impl SwarmResult {
+    /// The probes no run hit.
+    pub fn probes_never_hit(&self) -> Vec<Probe> {
+        Probe::ALL
+            .iter()
+            .zip(&self.probe_seeds)
+            .filter(|(_, n)| **n == 0)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// One line per probe: seeds that hit it, total hits, name.
+    pub fn probe_report(&self) -> String {
+        let mut s = format!(
+            "probes: {} of {} hit in {} runs (seeds hitting, total hits, probe)\n",
+            Probe::ALL.len() - self.probes_never_hit().len(),
+            Probe::ALL.len(),
+            self.runs
+        );
+        for (i, p) in Probe::ALL.iter().enumerate() {
+            let seeds = self.probe_seeds.get(i).copied().unwrap_or(0);
+            let hits = self.probe_hits.get(i).copied().unwrap_or(0);
+            let mark = if seeds == 0 { "  NEVER HIT" } else { "" };
+            s += &format!("  {seeds:>7} {hits:>10}  {}{mark}\n", p.name());
+        }
+        s
+    }
 }
 
 /// Runs `make(seed)` for every seed in `seeds` on `jobs` threads. A
@@ -40,16 +75,21 @@ where
     let done = Arc::new(AtomicU64::new(0));
     let results: Arc<Mutex<Vec<Summary>>> = Arc::new(Mutex::new(Vec::new()));
     let events = Arc::new(AtomicU64::new(0));
+    let probes: Arc<Mutex<(Vec<u64>, Vec<u64>)>> = Arc::new(Mutex::new((
+        vec![0; Probe::ALL.len()],
+        vec![0; Probe::ALL.len()],
+    )));
     let total = seeds.end.saturating_sub(seeds.start);
     let tty = std::io::stderr().is_terminal();
     let mut handles = Vec::new();
     for _ in 0..jobs.max(1) {
-        let (make, next, done, results, events) = (
+        let (make, next, done, results, events, probes) = (
             Arc::clone(&make),
             Arc::clone(&next),
             Arc::clone(&done),
             Arc::clone(&results),
             Arc::clone(&events),
+            Arc::clone(&probes),
         );
         let end = seeds.end;
         handles.push(std::thread::spawn(move || loop {
@@ -73,6 +113,13 @@ where
                 ),
             };
             events.fetch_add(summary.events_processed, Ordering::Relaxed);
+            if let Ok(mut p) = probes.lock() {
+                let (hits, seeds) = &mut *p;
+                for (i, n) in summary.probes.iter().enumerate() {
+                    hits[i] += n;
+                    seeds[i] += u64::from(*n > 0);
+                }
+            }
             if !summary.ok {
                 if let Ok(mut r) = results.lock() {
                     r.push(summary);
@@ -111,9 +158,15 @@ where
     };
     failures.extend(died);
     failures.sort_by_key(|s| s.seed);
+    let (probe_hits, probe_seeds) = match probes.lock() {
+        Ok(p) => p.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
     SwarmResult {
         runs: done.load(Ordering::SeqCst),
         failures,
         events: events.load(Ordering::Relaxed),
+        probe_hits,
+        probe_seeds,
     }
 }

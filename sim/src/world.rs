@@ -58,6 +58,9 @@ enum Ev {
         node: NodeId,
         inc: u32,
         actor: Actor,
+        /// The moment it was scheduled for: a tick that waited (its node
+        /// was frozen) arrives late, and is still the current one.
+        due: u64,
     },
     Deliver {
         node: NodeId,
@@ -458,20 +461,71 @@ impl World {
 
     /// Runs until the end of the liveness phase or the first violation.
     pub fn run(&mut self) {
-        while let Some(s) = self.queue.pop() {
-            debug_assert!(s.at >= self.now, "time only moves forward");
-            self.now = s.at;
-            let Some(ev) = self.slab[s.slot as usize].take() else {
-                continue;
-            };
-            self.free_slots.push(s.slot);
-            let end = matches!(ev, Ev::End);
-            self.dispatch(ev);
-            if self.violation.is_some() || end {
-                break;
-            }
-        }
+        while self.step() {}
         self.trace.flush();
+    }
+
+    /// Processes the next event. False once the run is over: its end was
+    /// reached, an invariant broke, or nothing is left to happen.
+    pub fn step(&mut self) -> bool {
+        let Some(s) = self.queue.pop() else {
+            return false;
+        };
+        assert!(s.at >= self.now, "time only moves forward");
+        self.now = s.at;
+        let Some(ev) = self.slab[s.slot as usize].take() else {
+            return true;
+        };
+        self.free_slots.push(s.slot);
+        let end = matches!(ev, Ev::End);
+        self.dispatch(ev);
+        !(self.violation.is_some() || end)
+    }
+
+    /// When the next event is due (true ms), if any.
+    pub(crate) fn next_event_at(&self) -> Option<u64> {
+        self.queue.peek().map(|s| s.at)
+    }
+
+    /// The nodes hosting a machine for `ch`.
+    pub(crate) fn hosting(&self, ch: ChannelId) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| n.alive && n.channels.contains_key(&ch))
+            .map(|n| n.id)
+            .collect()
+    }
+
+    pub(crate) fn describe_node(&mut self, node: NodeId) -> String {
+        let local = self.local_now(node);
+        let n = &self.nodes[node.index()];
+        let mut s = format!(
+            "{} alive {} inc {} frozen {} dispatchers {:?} lease until {}\n",
+            node,
+            n.alive,
+            n.inc,
+            self.frozen[node.index()],
+            n.dispatchers,
+            n.lease_valid_until
+        );
+        if let Some((m, _)) = &n.membership {
+            s += &format!(
+                "  membership {:?} members {:?}\n",
+                m.phase(),
+                m.members()
+            );
+        }
+        if let Some((d, _)) = &n.dispatcher {
+            s += &d.describe(local);
+        }
+        for (g, _) in &n.gpus {
+            s += &format!("  {}\n", g.describe());
+        }
+        s
+    }
+
+    pub(crate) fn channel_machine(&self, node: NodeId, ch: ChannelId) -> Option<&ChannelMachine> {
+        self.nodes.get(node.index())?.channels.get(&ch).map(|h| &h.m)
     }
 
     /// The node an event acts on, if it is one a frozen node must wait for.
@@ -494,12 +548,17 @@ impl World {
         }
         let rel = self.rel();
         match ev {
-            Ev::Tick { node, inc, actor } => {
+            Ev::Tick {
+                node,
+                inc,
+                actor,
+                due,
+            } => {
                 if !self.is_current(node, inc) {
                     return;
                 }
                 self.trace.event(rel, node.0, "tick", actor_code(actor), 0);
-                self.on_tick(node, actor);
+                self.on_tick(node, actor, due);
             }
             Ev::Deliver { node, inc, msg } => {
                 if !self.nodes[node.index()].alive
@@ -765,10 +824,9 @@ impl World {
 
     // ----- ticks and deliveries -----------------------------------------
 
-    fn on_tick(&mut self, node: NodeId, actor: Actor) {
-        let now = self.now;
+    fn on_tick(&mut self, node: NodeId, actor: Actor, due: u64) {
         let n = &mut self.nodes[node.index()];
-        let due = match actor {
+        let due_slot = match actor {
             Actor::Membership => n.membership.as_mut().map(|(_, t)| t),
             Actor::Channel(ch, gen) => n
                 .channels
@@ -778,8 +836,8 @@ impl World {
             Actor::Gpu(i) => n.gpus.get_mut(i).map(|(_, t)| t),
             Actor::Region => n.dispatcher.as_mut().map(|(_, t)| t),
         };
-        let Some(slot) = due else { return };
-        if *slot != Some(now) {
+        let Some(slot) = due_slot else { return };
+        if *slot != Some(due) {
             return; // superseded by an earlier tick
         }
         *slot = None;
@@ -812,7 +870,15 @@ impl World {
             return;
         }
         *slot = Some(at);
-        self.push(at, Ev::Tick { node, inc, actor });
+        self.push(
+            at,
+            Ev::Tick {
+                node,
+                inc,
+                actor,
+                due: at,
+            },
+        );
     }
 
     fn deliver(&mut self, node: NodeId, msg: Msg) {
