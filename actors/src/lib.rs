@@ -21,7 +21,7 @@ pub mod gpu;
 pub mod membership;
 pub mod protocol;
 pub mod records;
-pub mod region;
+pub mod dispatch;
 pub mod rng;
 pub mod sabotage;
 pub mod store;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actors::channel::ChannelParams;
 use actors::gpu::GpuParams;
 use actors::membership::MembershipParams;
-use actors::region::RegionParams;
+use actors::dispatch::DispatchParams;
 use topology::{ChannelId, NodeId, RegionId, Topology};
 
 /// 2027-01-01T00:00:00Z: runs start on a real calendar so that quota days
@@ -124,7 +124,7 @@ pub struct MachineParams {
     pub channel: ChannelParams,
     pub membership: MembershipParams,
     pub gpu: GpuParams,
-    pub region: RegionParams,
+    pub dispatch: DispatchParams,
 }
 
 /// The bounds the checks hold a run to.

@@ -558,7 +558,7 @@ fn params(e: &mut Errs, t: &Table, world: &mut WorldParams, machines: &mut Machi
         c.dispatch_timeout_ms = v;
     }
     if let Some(v) = o.u64_opt(e, "spill_wait_ms", 0, day) {
-        machines.region.spill_wait_ms = v;
+        machines.dispatch.spill_wait_ms = v;
     }
     if let Some(v) = o.u64_opt(e, "store_service_ms", 0, 60_000) {
         world.store_service_ms = v;
@@ -1060,7 +1060,7 @@ kind = "kill-switch"
         assert_eq!(s.machines.membership.lease_ms, 3_000);
         assert_eq!(s.machines.membership.renew_ms, 750);
         assert_eq!(s.machines.channel.publish_timeout_ms, 45_000);
-        assert_eq!(s.machines.region.spill_wait_ms, 30_000);
+        assert_eq!(s.machines.dispatch.spill_wait_ms, 30_000);
         assert_eq!(s.world.upload_ms, 6_000);
         assert_eq!(s.world.jitter_ms, 5);
         // Not overridden: the defaults.

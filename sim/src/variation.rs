@@ -183,7 +183,7 @@ fn gpu_and_dispatch(s: &mut Scenario, rng: &mut SeededRng) {
         g.queue_jobs_max = pick(rng, &[2, 8, 256]);
     }
     let heartbeat_ms = g.heartbeat_ms;
-    let r = &mut s.machines.region;
+    let r = &mut s.machines.dispatch;
     if buggify(rng) {
         r.spill_wait_ms = range(rng, 5_000, 120_000);
         r.summary_interval_ms = range(rng, 500, 10_000);

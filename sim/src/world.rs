@@ -17,7 +17,7 @@ use actors::membership::{MembershipEffect, MembershipInput, MembershipMachine};
 use actors::protocol::{
     JobFailure, JobId, JobKind, JobOutcome, JobSpec, LookupOutcome, PublishOutcome,
 };
-use actors::region::{RegionEffect, RegionInput, RegionMachine};
+use actors::dispatch::{DispatchEffect, DispatchInput, DispatchMachine};
 use actors::rng::SeededRng;
 use actors::store::{MemStore, StoreError, StoreOp, StoreReply, Txn, Write};
 use topology::{placement, ChannelId, GpuId, NodeId, RegionId, Topology};
@@ -41,7 +41,7 @@ enum Msg {
     /// To one machine instance only (store replies).
     ChannelGen(ChannelId, u64, ChannelInput),
     Gpu(usize, GpuInput),
-    Region(RegionInput),
+    Region(DispatchInput),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +49,7 @@ enum Actor {
     Membership,
     Channel(ChannelId, u64),
     Gpu(usize),
-    Region,
+    Dispatcher,
 }
 
 #[derive(Clone, Debug)]
@@ -190,7 +190,7 @@ struct SimNode {
     membership: Option<(MembershipMachine, Option<u64>)>,
     channels: BTreeMap<ChannelId, HostedChannel>,
     gpus: Vec<(GpuMachine, Option<u64>)>,
-    dispatcher: Option<(RegionMachine, Option<u64>)>,
+    dispatcher: Option<(DispatchMachine, Option<u64>)>,
     placeable: Vec<bool>,
     /// Which node hosts each region's dispatcher, in this node's view.
     dispatchers: Vec<Option<NodeId>>,
@@ -266,7 +266,7 @@ pub struct World {
     ch_buf: Vec<ChannelEffect>,
     mem_buf: Vec<MembershipEffect>,
     gpu_buf: Vec<GpuEffect>,
-    reg_buf: Vec<RegionEffect>,
+    reg_buf: Vec<DispatchEffect>,
 }
 
 const PROBE_MS: u64 = 100;
@@ -834,7 +834,7 @@ impl World {
                 .filter(|h| h.gen == gen)
                 .map(|h| &mut h.tick),
             Actor::Gpu(i) => n.gpus.get_mut(i).map(|(_, t)| t),
-            Actor::Region => n.dispatcher.as_mut().map(|(_, t)| t),
+            Actor::Dispatcher => n.dispatcher.as_mut().map(|(_, t)| t),
         };
         let Some(slot) = due_slot else { return };
         if *slot != Some(due) {
@@ -847,7 +847,7 @@ impl World {
                 self.deliver(node, Msg::ChannelGen(ch, gen, ChannelInput::Tick))
             }
             Actor::Gpu(i) => self.deliver(node, Msg::Gpu(i, GpuInput::Tick)),
-            Actor::Region => self.deliver(node, Msg::Region(RegionInput::Tick)),
+            Actor::Dispatcher => self.deliver(node, Msg::Region(DispatchInput::Tick)),
         }
     }
 
@@ -863,7 +863,7 @@ impl World {
             Actor::Membership => n.membership.as_mut().map(|(_, t)| t),
             Actor::Channel(ch, _) => n.channels.get_mut(&ch).map(|h| &mut h.tick),
             Actor::Gpu(i) => n.gpus.get_mut(i).map(|(_, t)| t),
-            Actor::Region => n.dispatcher.as_mut().map(|(_, t)| t),
+            Actor::Dispatcher => n.dispatcher.as_mut().map(|(_, t)| t),
         };
         let Some(slot) = slot else { return };
         if slot.is_some_and(|t| t <= at && t >= now) {
@@ -923,7 +923,7 @@ impl World {
                 r.handle(local, input, &mut out);
                 let d = r.next_deadline();
                 self.stats.spilled_jobs = self.stats.spilled_jobs.max(r.spilled());
-                self.schedule_tick(node, Actor::Region, d);
+                self.schedule_tick(node, Actor::Dispatcher, d);
                 for e in out.drain(..) {
                     self.exec_region(node, e);
                 }
@@ -1204,15 +1204,15 @@ impl World {
                 match (host, n.dispatcher.is_some()) {
                     (true, false) => {
                         n.dispatcher = Some((
-                            RegionMachine::new(
+                            DispatchMachine::new(
                                 Arc::clone(&self.topo),
                                 n.region,
-                                self.sc.machines.region,
+                                self.sc.machines.dispatch,
                             ),
                             None,
                         ));
                         let inc = n.inc;
-                        self.deliver_now(node, Some(inc), Msg::Region(RegionInput::Tick));
+                        self.deliver_now(node, Some(inc), Msg::Region(DispatchInput::Tick));
                     }
                     (false, true) => n.dispatcher = None,
                     _ => {}
@@ -1225,7 +1225,7 @@ impl World {
                 }
                 if self.nodes[node.index()].dispatcher.is_some() {
                     let live = self.nodes[node.index()].placeable.clone();
-                    self.deliver_now(node, Some(inc), Msg::Region(RegionInput::Members(live)));
+                    self.deliver_now(node, Some(inc), Msg::Region(DispatchInput::Members(live)));
                 }
             }
             MembershipEffect::LeaseValidUntil(t) => {
@@ -1367,12 +1367,12 @@ impl World {
                 self.stats.gpu_jobs += 1;
                 let region = spec.home_region;
                 match self.dispatcher_node(node, region) {
-                    Some(d) => self.send(node, d, Msg::Region(RegionInput::Submit(spec))),
+                    Some(d) => self.send(node, d, Msg::Region(DispatchInput::Submit(spec))),
                     None => {
                         // No dispatcher in view: try the node's own region.
                         let own = self.nodes[node.index()].region;
                         if let Some(d) = self.dispatcher_node(node, own) {
-                            self.send(node, d, Msg::Region(RegionInput::Submit(spec)));
+                            self.send(node, d, Msg::Region(DispatchInput::Submit(spec)));
                         }
                     }
                 }
@@ -1477,7 +1477,7 @@ impl World {
             GpuEffect::Report(report) => {
                 let region = self.nodes[node.index()].region;
                 if let Some(d) = self.dispatcher_node(node, region) {
-                    self.send(node, d, Msg::Region(RegionInput::Load(report)));
+                    self.send(node, d, Msg::Region(DispatchInput::Load(report)));
                 }
             }
         }
@@ -1524,18 +1524,18 @@ impl World {
         true
     }
 
-    fn exec_region(&mut self, node: NodeId, e: RegionEffect) {
+    fn exec_region(&mut self, node: NodeId, e: DispatchEffect) {
         match e {
-            RegionEffect::ToGpu { gpu, job } => {
+            DispatchEffect::ToGpu { gpu, job } => {
                 let (gn, local) = self.gpu_local[gpu.index()];
                 self.send(node, gn, Msg::Gpu(local, GpuInput::Submit(job)));
             }
-            RegionEffect::ToRegion { region, job } => {
+            DispatchEffect::ToRegion { region, job } => {
                 if let Some(d) = self.dispatcher_node(node, region) {
-                    self.send(node, d, Msg::Region(RegionInput::Submit(job)));
+                    self.send(node, d, Msg::Region(DispatchInput::Submit(job)));
                 }
             }
-            RegionEffect::Refuse { job, failure } => {
+            DispatchEffect::Refuse { job, failure } => {
                 let outcome = JobOutcome::Failed {
                     failure,
                     retryable: true,
@@ -1553,7 +1553,7 @@ impl World {
                     ),
                 );
             }
-            RegionEffect::Summary {
+            DispatchEffect::Summary {
                 region,
                 best_wait_ms,
             } => {
@@ -1566,7 +1566,7 @@ impl World {
                         self.send(
                             node,
                             d,
-                            Msg::Region(RegionInput::Summary {
+                            Msg::Region(DispatchInput::Summary {
                                 region,
                                 best_wait_ms,
                             }),
@@ -1718,7 +1718,7 @@ fn actor_code(a: Actor) -> u64 {
         Actor::Membership => 0,
         Actor::Channel(ch, _) => 1 + u64::from(ch.0),
         Actor::Gpu(i) => 1_000_000 + i as u64,
-        Actor::Region => 2_000_000,
+        Actor::Dispatcher => 2_000_000,
     }
 }
 

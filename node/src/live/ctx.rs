@@ -19,7 +19,7 @@ use actors::channel::ChannelInput;
 use actors::gpu::GpuInput;
 use actors::membership::MembershipInput;
 use actors::protocol::JobId;
-use actors::region::RegionInput;
+use actors::dispatch::DispatchInput;
 use topology::{placement, ChannelId, GpuId, NodeId, RegionId, Topology};
 
 use super::clock::Clock;
@@ -35,7 +35,7 @@ use crate::store::any::AnyStore;
 
 pub type ChannelRef = ActorRef<ShellMsg<ChannelInput>>;
 pub type GpuRef = ActorRef<ShellMsg<GpuInput>>;
-pub type RegionRef = ActorRef<ShellMsg<RegionInput>>;
+pub type RegionRef = ActorRef<ShellMsg<DispatchInput>>;
 pub type MembershipRef = ActorRef<ShellMsg<MembershipInput>>;
 
 #[derive(Clone, Debug, Default)]
@@ -187,14 +187,14 @@ impl NodeCtx {
             Wire::RegionSubmit { region, job } => {
                 if region == self.region {
                     if let Some(d) = &l.dispatcher {
-                        let _ = d.cast(ShellMsg::Input(RegionInput::Submit(job)));
+                        let _ = d.cast(ShellMsg::Input(DispatchInput::Submit(job)));
                     }
                 }
             }
             Wire::RegionLoad { region, report } => {
                 if region == self.region {
                     if let Some(d) = &l.dispatcher {
-                        let _ = d.cast(ShellMsg::Input(RegionInput::Load(report)));
+                        let _ = d.cast(ShellMsg::Input(DispatchInput::Load(report)));
                     }
                 }
             }
@@ -205,7 +205,7 @@ impl NodeCtx {
             } => {
                 if to == self.region {
                     if let Some(d) = &l.dispatcher {
-                        let _ = d.cast(ShellMsg::Input(RegionInput::Summary {
+                        let _ = d.cast(ShellMsg::Input(DispatchInput::Summary {
                             region,
                             best_wait_ms,
                         }));

@@ -15,7 +15,7 @@ use actors::gpu::{GpuEffect, GpuInput, GpuMachine, GpuNotice};
 use actors::membership::{MembershipEffect, MembershipInput, MembershipMachine};
 use actors::protocol::{JobFailure, JobId, JobKind, JobOutcome, JobSpec};
 use actors::records::{owner_key, OwnerRecord, VideoStatus};
-use actors::region::{RegionEffect, RegionInput, RegionMachine};
+use actors::dispatch::{DispatchEffect, DispatchInput, DispatchMachine};
 use actors::store::{StoreError, StoreOp, StoreReply};
 use topology::{ChannelId, GpuId, NodeId, RegionId};
 
@@ -394,24 +394,24 @@ pub struct RegionPorts {
     pub ctx: Arc<NodeCtx>,
 }
 
-impl Ports<RegionMachine> for RegionPorts {
+impl Ports<DispatchMachine> for RegionPorts {
     fn execute(
         &self,
-        _me: &ActorRef<ShellMsg<RegionInput>>,
-        _m: &RegionMachine,
-        effect: RegionEffect,
+        _me: &ActorRef<ShellMsg<DispatchInput>>,
+        _m: &DispatchMachine,
+        effect: DispatchEffect,
     ) {
         let ctx = &self.ctx;
         match effect {
-            RegionEffect::ToGpu { gpu, job } => {
+            DispatchEffect::ToGpu { gpu, job } => {
                 ctx.send(ctx.gpu_node(gpu), Wire::GpuSubmit { gpu, job })
             }
-            RegionEffect::ToRegion { region, job } => {
+            DispatchEffect::ToRegion { region, job } => {
                 if let Some(d) = ctx.dispatcher_of(region) {
                     ctx.send(d, Wire::RegionSubmit { region, job });
                 }
             }
-            RegionEffect::Refuse { job, failure } => ctx.send(
+            DispatchEffect::Refuse { job, failure } => ctx.send(
                 job.owner,
                 Wire::JobFinished {
                     id: job.id,
@@ -422,7 +422,7 @@ impl Ports<RegionMachine> for RegionPorts {
                     },
                 },
             ),
-            RegionEffect::Summary {
+            DispatchEffect::Summary {
                 region,
                 best_wait_ms,
             } => {
@@ -520,7 +520,7 @@ impl Ports<MembershipMachine> for MembershipPorts {
                     let _ = g.cast(ShellMsg::Input(GpuInput::ReportNow));
                 }
                 if let Some(d) = &l.dispatcher {
-                    let _ = d.cast(ShellMsg::Input(RegionInput::Members(placeable)));
+                    let _ = d.cast(ShellMsg::Input(DispatchInput::Members(placeable)));
                 }
             }
             MembershipEffect::LeaseValidUntil(t) => {

@@ -17,7 +17,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use actors::channel::{ChannelEffect, ChannelInput, ChannelMachine};
 use actors::gpu::{GpuEffect, GpuInput, GpuMachine};
 use actors::membership::{MembershipEffect, MembershipInput, MembershipMachine};
-use actors::region::{RegionEffect, RegionInput, RegionMachine};
+use actors::dispatch::{DispatchEffect, DispatchInput, DispatchMachine};
 
 use super::clock::Clock;
 
@@ -208,7 +208,7 @@ machine!(
     ChannelInput::Start
 );
 machine!(GpuMachine, GpuInput, GpuEffect, GpuInput::Tick);
-machine!(RegionMachine, RegionInput, RegionEffect, RegionInput::Tick);
+machine!(DispatchMachine, DispatchInput, DispatchEffect, DispatchInput::Tick);
 machine!(
     MembershipMachine,
     MembershipInput,

@@ -25,7 +25,7 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Supervisio
 use actors::channel::{ChannelMachine, ChannelParams};
 use actors::gpu::{GpuMachine, GpuParams};
 use actors::membership::{MembershipMachine, MembershipParams};
-use actors::region::{RegionInput, RegionMachine, RegionParams};
+use actors::dispatch::{DispatchInput, DispatchMachine, DispatchParams};
 use topology::{placement, ChannelId, GpuId};
 
 use super::ctx::NodeCtx;
@@ -132,13 +132,13 @@ impl RegionSupState {
             }
             Child::Dispatcher => {
                 let machine =
-                    RegionMachine::new(Arc::clone(&ctx.topo), ctx.region, RegionParams::default());
+                    DispatchMachine::new(Arc::clone(&ctx.topo), ctx.region, DispatchParams::default());
                 let ports = Arc::new(RegionPorts {
                     ctx: Arc::clone(ctx),
                 });
                 let r = spawn_linked(machine, ports, clock, me).await?;
                 let placeable = ctx.view().placeable;
-                let _ = r.cast(ShellMsg::Input(RegionInput::Members(placeable)));
+                let _ = r.cast(ShellMsg::Input(DispatchInput::Members(placeable)));
                 ctx.locals().dispatcher = Some(r.clone());
                 // Every GPU of the region reports to a new dispatcher on the
                 // next view; this node's own ones at once.

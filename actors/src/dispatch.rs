@@ -1,9 +1,9 @@
-//! `RegionMachine`: one region's GPU dispatcher.
+//! `DispatchMachine`: one region's GPU dispatcher.
 //!
-//! How to drive it: feed [`RegionInput::Submit`] for GPU jobs from channel
-//! actors (or spilled from another region), [`RegionInput::Load`] for GPU
-//! load reports, [`RegionInput::Summary`] for other regions' summaries,
-//! [`RegionInput::Members`] with the nodes the view holds live (GPUs of
+//! How to drive it: feed [`DispatchInput::Submit`] for GPU jobs from channel
+//! actors (or spilled from another region), [`DispatchInput::Load`] for GPU
+//! load reports, [`DispatchInput::Summary`] for other regions' summaries,
+//! [`DispatchInput::Members`] with the nodes the view holds live (GPUs of
 //! other nodes are not used), and `Tick` at
 //! `next_deadline()`. Effects send jobs to GPUs or regions, refuse jobs, and
 //! broadcast this region's summary.
@@ -33,7 +33,7 @@ use topology::{GpuId, RegionId, Topology};
 use crate::protocol::{JobFailure, JobSpec, LoadReport};
 
 #[derive(Clone, Copy, Debug)]
-pub struct RegionParams {
+pub struct DispatchParams {
     pub spill_wait_ms: u64,
     /// Reports older than this are not trusted.
     pub report_stale_ms: u64,
@@ -46,9 +46,9 @@ pub struct RegionParams {
     pub candidates_max: usize,
 }
 
-impl Default for RegionParams {
+impl Default for DispatchParams {
     fn default() -> Self {
-        RegionParams {
+        DispatchParams {
             spill_wait_ms: 60_000,
             report_stale_ms: 150_000,
             summary_interval_ms: 2_000,
@@ -60,7 +60,7 @@ impl Default for RegionParams {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RegionInput {
+pub enum DispatchInput {
     Submit(JobSpec),
     Load(LoadReport),
     Summary {
@@ -73,7 +73,7 @@ pub enum RegionInput {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RegionEffect {
+pub enum DispatchEffect {
     ToGpu { gpu: GpuId, job: JobSpec },
     ToRegion { region: RegionId, job: JobSpec },
     Refuse { job: JobSpec, failure: JobFailure },
@@ -89,10 +89,10 @@ struct GpuView {
     sent_ms: u64,
 }
 
-pub struct RegionMachine {
+pub struct DispatchMachine {
     topo: Arc<Topology>,
     region: RegionId,
-    params: RegionParams,
+    params: DispatchParams,
     gpus: BTreeMap<GpuId, GpuView>,
     summaries: BTreeMap<RegionId, (u64, u64)>,
     last_summary_ms: Option<u64>,
@@ -106,9 +106,9 @@ pub struct RegionMachine {
 /// How many recent job ids a dispatcher remembers to drop duplicates.
 pub const RECENT_JOBS_MAX: usize = 8192;
 
-impl RegionMachine {
-    pub fn new(topo: Arc<Topology>, region: RegionId, params: RegionParams) -> RegionMachine {
-        RegionMachine {
+impl DispatchMachine {
+    pub fn new(topo: Arc<Topology>, region: RegionId, params: DispatchParams) -> DispatchMachine {
+        DispatchMachine {
             topo,
             region,
             params,
@@ -158,10 +158,10 @@ impl RegionMachine {
         )
     }
 
-    pub fn handle(&mut self, now_ms: u64, input: RegionInput, out: &mut Vec<RegionEffect>) {
+    pub fn handle(&mut self, now_ms: u64, input: DispatchInput, out: &mut Vec<DispatchEffect>) {
         match input {
-            RegionInput::Submit(job) => self.dispatch(now_ms, job, out),
-            RegionInput::Load(report) => {
+            DispatchInput::Submit(job) => self.dispatch(now_ms, job, out),
+            DispatchInput::Load(report) => {
                 self.gpus.insert(
                     report.gpu,
                     GpuView {
@@ -172,7 +172,7 @@ impl RegionMachine {
                     },
                 );
             }
-            RegionInput::Summary {
+            DispatchInput::Summary {
                 region,
                 best_wait_ms,
             } => {
@@ -180,7 +180,7 @@ impl RegionMachine {
                     self.summaries.insert(region, (best_wait_ms, now_ms));
                 }
             }
-            RegionInput::Members(live) => {
+            DispatchInput::Members(live) => {
                 let topo = Arc::clone(&self.topo);
                 self.gpus.retain(|g, _| {
                     live.get(topo.gpu(*g).node.index())
@@ -188,7 +188,7 @@ impl RegionMachine {
                         .unwrap_or(false)
                 });
             }
-            RegionInput::Tick => {}
+            DispatchInput::Tick => {}
         }
         let due = self
             .last_summary_ms
@@ -196,7 +196,7 @@ impl RegionMachine {
             .unwrap_or(0);
         if now_ms >= due {
             self.last_summary_ms = Some(now_ms);
-            out.push(RegionEffect::Summary {
+            out.push(DispatchEffect::Summary {
                 region: self.region,
                 best_wait_ms: self.best_wait_ms(now_ms),
             });
@@ -237,7 +237,7 @@ impl RegionMachine {
         wait + cost + fit
     }
 
-    fn dispatch(&mut self, now_ms: u64, mut job: JobSpec, out: &mut Vec<RegionEffect>) {
+    fn dispatch(&mut self, now_ms: u64, mut job: JobSpec, out: &mut Vec<DispatchEffect>) {
         if !self.recent.insert(job.id) {
             probe!(DispatchDuplicate);
             return; // a duplicate delivery
@@ -279,7 +279,7 @@ impl RegionMachine {
                 probe!(DispatchSpilled);
                 job.hops += 1;
                 self.spilled += 1;
-                out.push(RegionEffect::ToRegion { region, job });
+                out.push(DispatchEffect::ToRegion { region, job });
                 return;
             }
         }
@@ -290,11 +290,11 @@ impl RegionMachine {
                     v.sent_ms += job.duration.mean_ms / (u64::from(v.report.running).max(1));
                 }
                 self.dispatched += 1;
-                out.push(RegionEffect::ToGpu { gpu, job });
+                out.push(DispatchEffect::ToGpu { gpu, job });
             }
             None => {
                 probe!(DispatchNoGpu);
-                out.push(RegionEffect::Refuse {
+                out.push(DispatchEffect::Refuse {
                     job,
                     failure: JobFailure::NoCapacity,
                 })
@@ -371,16 +371,16 @@ mod tests {
 
     #[test]
     fn prefers_the_idle_gpu_that_fits_tightest() {
-        let mut r = RegionMachine::new(topo(), RegionId(0), RegionParams::default());
+        let mut r = DispatchMachine::new(topo(), RegionId(0), DispatchParams::default());
         let mut out = Vec::new();
-        r.handle(0, RegionInput::Load(report(1, 80, 80, 0)), &mut out);
-        r.handle(0, RegionInput::Load(report(2, 24, 24, 0)), &mut out);
-        r.handle(0, RegionInput::Load(report(3, 16, 16, 0)), &mut out);
+        r.handle(0, DispatchInput::Load(report(1, 80, 80, 0)), &mut out);
+        r.handle(0, DispatchInput::Load(report(2, 24, 24, 0)), &mut out);
+        r.handle(0, DispatchInput::Load(report(3, 16, 16, 0)), &mut out);
         out.clear();
-        r.handle(1, RegionInput::Submit(job(20)), &mut out);
+        r.handle(1, DispatchInput::Submit(job(20)), &mut out);
         assert_eq!(
             out,
-            vec![RegionEffect::ToGpu {
+            vec![DispatchEffect::ToGpu {
                 gpu: GpuId(2),
                 job: job(20)
             }]
@@ -389,12 +389,12 @@ mod tests {
 
     #[test]
     fn spills_to_the_nearest_region_that_is_faster() {
-        let mut r = RegionMachine::new(topo(), RegionId(0), RegionParams::default());
+        let mut r = DispatchMachine::new(topo(), RegionId(0), DispatchParams::default());
         let mut out = Vec::new();
-        r.handle(0, RegionInput::Load(report(1, 24, 0, 300_000)), &mut out);
+        r.handle(0, DispatchInput::Load(report(1, 24, 0, 300_000)), &mut out);
         r.handle(
             0,
-            RegionInput::Summary {
+            DispatchInput::Summary {
                 region: RegionId(1),
                 best_wait_ms: 5_000,
             },
@@ -402,32 +402,32 @@ mod tests {
         );
         r.handle(
             0,
-            RegionInput::Summary {
+            DispatchInput::Summary {
                 region: RegionId(2),
                 best_wait_ms: 0,
             },
             &mut out,
         );
         out.clear();
-        r.handle(1, RegionInput::Submit(job(8)), &mut out);
+        r.handle(1, DispatchInput::Submit(job(8)), &mut out);
         let mut spilled = job(8);
         spilled.hops = 1;
         assert_eq!(
             out,
-            vec![RegionEffect::ToRegion {
+            vec![DispatchEffect::ToRegion {
                 region: RegionId(1),
                 job: spilled.clone()
             }]
         );
         // A spilled job stays where it lands even if that region is slow.
         out.clear();
-        let mut there = RegionMachine::new(topo(), RegionId(1), RegionParams::default());
-        there.handle(1, RegionInput::Load(report(9, 24, 0, 300_000)), &mut out);
+        let mut there = DispatchMachine::new(topo(), RegionId(1), DispatchParams::default());
+        there.handle(1, DispatchInput::Load(report(9, 24, 0, 300_000)), &mut out);
         out.clear();
-        there.handle(2, RegionInput::Submit(spilled.clone()), &mut out);
+        there.handle(2, DispatchInput::Submit(spilled.clone()), &mut out);
         assert_eq!(
             out,
-            vec![RegionEffect::ToGpu {
+            vec![DispatchEffect::ToGpu {
                 gpu: GpuId(9),
                 job: spilled
             }]
@@ -436,14 +436,14 @@ mod tests {
 
     #[test]
     fn refuses_when_nothing_can_hold_the_job() {
-        let mut r = RegionMachine::new(topo(), RegionId(0), RegionParams::default());
+        let mut r = DispatchMachine::new(topo(), RegionId(0), DispatchParams::default());
         let mut out = Vec::new();
-        r.handle(0, RegionInput::Load(report(1, 16, 16, 0)), &mut out);
+        r.handle(0, DispatchInput::Load(report(1, 16, 16, 0)), &mut out);
         out.clear();
-        r.handle(1, RegionInput::Submit(job(40)), &mut out);
+        r.handle(1, DispatchInput::Submit(job(40)), &mut out);
         assert!(matches!(
             out[0],
-            RegionEffect::Refuse {
+            DispatchEffect::Refuse {
                 failure: JobFailure::NoCapacity,
                 ..
             }
