@@ -36,6 +36,9 @@ use crate::store::{Check, Entry, StoreError, StoreOp, StoreReply, Txn, Write};
 /// longer (covers the time for the request to leave the node).
 pub const LEASE_MARGIN_MS: u64 = 100;
 
+/// An unanswered [`ChannelEffect::AskLease`] is repeated after this long.
+pub const LEASE_ASK_INTERVAL_MS: u64 = 1_000;
+
 #[derive(Clone, Debug)]
 pub struct ChannelParams {
     pub retry_base_ms: u64,
@@ -131,6 +134,11 @@ pub enum ChannelInput {
     },
     /// Hand the channel over: settle uploads, then release ownership.
     Release,
+    /// The node's lease is certainly valid until then (this node's clock):
+    /// the answer to [`ChannelEffect::AskLease`].
+    Lease {
+        valid_until_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,6 +171,9 @@ pub enum ChannelEffect {
         slot: u64,
         status: VideoStatus,
     },
+    /// An upload or lookup waits for the node's lease: say until when it
+    /// is valid ([`ChannelInput::Lease`]).
+    AskLease,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -273,6 +284,10 @@ pub struct ChannelMachine {
     next_op_id: u64,
     store_wait_until_ms: u64,
     lease_valid_until_ms: u64,
+    /// An upload or lookup found the lease it knows too short.
+    lease_wanted: bool,
+    /// When the lease was last asked for and not answered yet.
+    lease_asked_ms: Option<u64>,
     release_requested: bool,
     gpu_cost_max: u64,
     deadline: Option<u64>,
@@ -320,6 +335,8 @@ impl ChannelMachine {
             next_op_id: 1,
             store_wait_until_ms: 0,
             lease_valid_until_ms: 0,
+            lease_wanted: false,
+            lease_asked_ms: None,
             release_requested: false,
             gpu_cost_max,
             deadline: None,
@@ -371,13 +388,6 @@ impl ChannelMachine {
             Run::Job { id, .. } => Some(id),
             _ => None,
         })
-    }
-
-    /// Tells the machine until when its node's lease is certainly valid; the
-    /// shell calls this before each input (it is state the node shares with
-    /// all its channels, not an event of its own).
-    pub fn note_lease_valid_until(&mut self, t: u64) {
-        self.lease_valid_until_ms = self.lease_valid_until_ms.max(t);
     }
 
     /// When the machine next wants a `Tick`; `None`: only inputs wake it.
@@ -450,6 +460,10 @@ impl ChannelMachine {
                     let merged = self.control.merge(record);
                     self.on_control(now_ms, merged, true, out);
                 }
+            }
+            ChannelInput::Lease { valid_until_ms } => {
+                self.lease_valid_until_ms = self.lease_valid_until_ms.max(valid_until_ms);
+                self.lease_asked_ms = None;
             }
             ChannelInput::Release => {
                 self.release_requested = true;
@@ -1365,6 +1379,7 @@ impl ChannelMachine {
                 out.push(ChannelEffect::CancelJob { id, gpu });
             }
         }
+        self.ask_lease(now_ms, out);
         if self.inflight.is_none() && now_ms >= self.store_wait_until_ms {
             if let Some(commit) = self.pending_resolve.take() {
                 self.issue_resolve(commit, out);
@@ -1374,6 +1389,19 @@ impl ChannelMachine {
         }
         let settling = control.killed && self.phase == Phase::Running;
         self.deadline = self.compute_deadline(now_ms, may_start, settling);
+    }
+
+    /// Asks for the node's lease when a video waits for it, at most once a
+    /// second while unanswered (an answer may be lost with a restart).
+    fn ask_lease(&mut self, now_ms: u64, out: &mut Vec<ChannelEffect>) {
+        let wanted = std::mem::take(&mut self.lease_wanted);
+        let asked_lately = self
+            .lease_asked_ms
+            .is_some_and(|t| now_ms < t + LEASE_ASK_INTERVAL_MS);
+        if wanted && !asked_lately {
+            self.lease_asked_ms = Some(now_ms);
+            out.push(ChannelEffect::AskLease);
+        }
     }
 
     fn issue_resolve(&mut self, commit: InFlight, out: &mut Vec<ChannelEffect>) {
@@ -1498,6 +1526,7 @@ impl ChannelMachine {
     /// quota and lease allow.
     fn advance(&mut self, now_ms: u64, slot: u64) {
         let lease_ok = self.lease_valid_until_ms > now_ms + LEASE_MARGIN_MS;
+        self.lease_wanted |= !lease_ok;
         let stage_count = self.stage_count();
         let Some(v) = self.videos.get_mut(&slot) else {
             return;

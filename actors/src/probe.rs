@@ -160,7 +160,9 @@ pub fn start_counting() {
 /// Turns counting off for this thread and returns the counts, indexed like
 /// [`Probe::ALL`] (all zero if counting was off).
 pub fn stop_counting() -> Vec<u64> {
-    COUNTS.with(|c| c.borrow_mut().take()).unwrap_or_else(|| vec![0; Probe::ALL.len()])
+    COUNTS
+        .with(|c| c.borrow_mut().take())
+        .unwrap_or_else(|| vec![0; Probe::ALL.len()])
 }
 
 /// Marks a rare branch: `probe!(JobLost)`.

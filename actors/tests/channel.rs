@@ -100,15 +100,13 @@ impl Harness {
             })
             .expect("seed the owner");
         let m = ChannelMachine::new(topology(), CH, NodeId(0), 1, 1, ChannelParams::default(), 7);
-        let mut h = Harness {
+        Harness {
             m,
             store,
             now: T0,
             log: Vec::new(),
             answer_store: true,
-        };
-        h.m.note_lease_valid_until(u64::MAX / 2);
-        h
+        }
     }
 
     fn start(&mut self) {
@@ -135,6 +133,14 @@ impl Harness {
                         );
                     }
                     ChannelEffect::Store { .. } => {}
+                    // As the node layer answers: the lease is good.
+                    ChannelEffect::AskLease => self.m.handle(
+                        self.now,
+                        ChannelInput::Lease {
+                            valid_until_ms: u64::MAX / 2,
+                        },
+                        &mut next,
+                    ),
                     other => self.log.push(other),
                 }
             }

@@ -137,8 +137,8 @@ fn run_inner(args: UpArgs) -> Result<(), String> {
                 .map(|n| {
                     n.ctx.metrics.render(
                         &n.ctx.name,
-                        &n.ctx.net.stats,
-                        &n.ctx.publisher.quota_units_spent(),
+                        &n.net.stats,
+                        &n.ctx.publish.publisher.quota_units_spent(),
                     )
                 })
                 .collect()

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use reelfleet::certs::{self, Role};
 use reelfleet::live::config::Timing;
 use reelfleet::live::runtime::{NodeSpec, RunningNode};
-use reelfleet::live::shell::ShellMsg;
 use reelfleet::live::supervisor::RESTARTS_MAX;
 use reelfleet::live::transport::TlsIdentity;
 use reelfleet::publish::directory::DirectoryPublisher;
@@ -98,17 +97,19 @@ async fn a_failed_channel_actor_is_restarted_and_repeated_failures_escalate() {
     .await;
 
     let (epoch, first) = ctx
+        .router
         .locals()
         .channels
         .get(&ch)
         .cloned()
         .expect("hosted channel");
-    first.cast(ShellMsg::Fail("injected".into())).expect("cast");
+    first.mailbox.fail("injected");
     wait_for("the restart", Duration::from_secs(10), || {
-        ctx.locals()
+        ctx.router
+            .locals()
             .channels
             .get(&ch)
-            .is_some_and(|(e, r)| r.get_id() != first.get_id() && *e == epoch)
+            .is_some_and(|(e, r)| r.id != first.id && *e == epoch)
     })
     .await;
     assert_eq!(ctx.metrics.actor_restarts.load(Ordering::Relaxed), 1);
@@ -120,22 +121,29 @@ async fn a_failed_channel_actor_is_restarted_and_repeated_failures_escalate() {
         || published() > before,
     )
     .await;
-    assert!(!ctx.stopping.load(Ordering::Relaxed));
+    assert!(!ctx.life.is_stopping());
 
     // More failures than the budget within the window: escalation.
     for _ in 0..RESTARTS_MAX {
-        let (_, r) = ctx.locals().channels.get(&ch).cloned().expect("hosted");
-        let _ = r.cast(ShellMsg::Fail("injected again".into()));
+        let (_, r) = ctx
+            .router
+            .locals()
+            .channels
+            .get(&ch)
+            .cloned()
+            .expect("hosted");
+        r.mailbox.fail("injected again");
         wait_for(
             "a restart or the escalation",
             Duration::from_secs(10),
             || {
-                ctx.stopping.load(Ordering::Relaxed)
+                ctx.life.is_stopping()
                     || ctx
+                        .router
                         .locals()
                         .channels
                         .get(&ch)
-                        .is_some_and(|(_, n)| n.get_id() != r.get_id())
+                        .is_some_and(|(_, n)| n.id != r.id)
             },
         )
         .await;

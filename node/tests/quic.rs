@@ -9,10 +9,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use actors::node::NodeMsg;
 use actors::protocol::JobId;
 use reelfleet::certs::{self, Role};
 use reelfleet::live::transport::{client_config, OnFrame, Resolve, TlsIdentity, Transport};
-use reelfleet::live::wire::Wire;
 use topology::{ChannelId, GpuId};
 
 fn cluster(dir: &std::path::Path, name: &str, nodes: &[&str]) {
@@ -22,8 +22,8 @@ fn cluster(dir: &std::path::Path, name: &str, nodes: &[&str]) {
     }
 }
 
-fn frame(slot: u64) -> Wire {
-    Wire::GpuCancel {
+fn frame(slot: u64) -> NodeMsg {
+    NodeMsg::GpuCancel {
         gpu: GpuId(1),
         id: JobId {
             channel: ChannelId(2),
@@ -35,7 +35,7 @@ fn frame(slot: u64) -> Wire {
     }
 }
 
-type Inbox = Arc<Mutex<Vec<(String, Wire)>>>;
+type Inbox = Arc<Mutex<Vec<(String, NodeMsg)>>>;
 
 fn node(
     dir: &std::path::Path,
@@ -167,7 +167,7 @@ async fn only_nodes_of_the_cluster_get_through() {
     if let Ok(connecting) = ep.connect(n1_addr, "n1") {
         if let Ok(c) = connecting.await {
             if let Ok((mut s, _)) = c.open_bi().await {
-                let f = frame(3).encode();
+                let f = reelfleet::live::wire::encode(&frame(3));
                 let _ = s.write_all(&(f.len() as u32).to_le_bytes()).await;
                 let _ = s.write_all(&f).await;
             }
@@ -203,7 +203,7 @@ async fn a_malformed_frame_closes_its_connection_and_the_node_goes_on() {
         .await
         .expect("handshake");
     let (mut s, _) = c.open_bi().await.expect("stream");
-    let mut bad = frame(9).encode();
+    let mut bad = reelfleet::live::wire::encode(&frame(9));
     bad.push(0xEE); // a trailing byte
     s.write_all(&(bad.len() as u32).to_le_bytes())
         .await

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use actors::channel::ChannelParams;
+use actors::dispatch::DispatchParams;
 use actors::gpu::GpuParams;
 use actors::membership::MembershipParams;
-use actors::dispatch::DispatchParams;
 use topology::{ChannelId, NodeId, RegionId, Topology};
 
 /// 2027-01-01T00:00:00Z: runs start on a real calendar so that quota days

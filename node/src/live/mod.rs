@@ -3,23 +3,29 @@
 //! publishers. See ARCHITECTURE.md ("Live node") for the map.
 //!
 //! - [`shell`]: the one generic actor that runs any machine;
-//! - [`ports`]: what each machine's effects do for real;
+//! - [`ports`]: each effect through the node layer's routing, and the
+//!   routes carried out;
+//! - [`router`]: the view, this node's machines, messages in and out;
+//! - [`store_port`], [`jobs`], [`publish_port`]: the store, stage jobs on
+//!   the configured executors, uploads and lookups;
 //! - [`supervisor`]: the supervision tree and its restart policy;
-//! - [`ctx`]: what a node's shells share, and routing;
+//! - [`life`]: whether the node should stop, and why;
 //! - [`transport`], [`wire`]: QUIC with mutual TLS, and the frames;
-//! - [`run_stage`]: stage jobs on the configured executors;
 //! - [`runtime`]: starting and stopping a node;
 //! - [`config`]: the node config file; [`metrics`]: Prometheus text;
 //! - [`clock`]: Unix milliseconds that never run backwards.
 
 pub mod clock;
 pub mod config;
-pub mod ctx;
+pub mod jobs;
+pub mod life;
 pub mod metrics;
 pub mod ports;
-pub mod run_stage;
+pub mod publish_port;
+pub mod router;
 pub mod runtime;
 pub mod shell;
+pub mod store_port;
 pub mod supervisor;
 pub mod transport;
 pub mod wire;

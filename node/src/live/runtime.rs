@@ -9,24 +9,27 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
-use tokio::sync::Notify;
 
 use actors::gpu::GpuInput;
 use actors::membership::MembershipInput;
+use actors::node::{Local, NodeView};
 use actors::store::{Txn, Write};
 use topology::{NodeId, Topology};
 
 use super::clock::Clock;
 use super::config::{ExecutorConfig, GpuConfig, Timing};
-use super::ctx::{Locals, NodeCtx, View};
+use super::jobs::JobPort;
+use super::life::Life;
 use super::metrics::{self, Metrics};
-use super::shell::ShellMsg;
-use super::supervisor::NodeSupervisor;
+use super::ports::NodePorts;
+use super::publish_port::PublishPort;
+use super::router::{QuicOutbox, Router};
+use super::store_port::StorePort;
+use super::supervisor::{NodeRoot, WorkArgs};
 use super::transport::{OnFrame, Resolve, TlsIdentity, Transport};
 use crate::gpu_probe::GpuProbe;
 use crate::publish::Publisher;
@@ -56,7 +59,8 @@ pub struct NodeSpec {
 }
 
 pub struct RunningNode {
-    pub ctx: Arc<NodeCtx>,
+    pub ctx: Arc<NodePorts>,
+    pub net: Arc<Transport>,
     pub quic_addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
     root: ActorRef<()>,
@@ -64,117 +68,163 @@ pub struct RunningNode {
     telemetry: tokio::task::JoinHandle<()>,
 }
 
+fn node_id(topo: &Topology, name: &str) -> Result<NodeId, String> {
+    topo.nodes
+        .iter()
+        .position(|n| n.name == name)
+        .map(|i| NodeId(i as u32))
+        .ok_or_else(|| {
+            format!(
+                "node {name:?} is not in the cluster config (nodes: {})",
+                topo.nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+/// Where a peer's QUIC address is: under `x/addr/<peer>` in the store.
+fn resolver(store: &Arc<AnyStore>) -> Resolve {
+    let store = Arc::clone(store);
+    Arc::new(move |peer: String| {
+        let store = Arc::clone(&store);
+        Box::pin(async move {
+            let got = store.get(&[addr_key(&peer)]).await.ok()?;
+            let e = got.into_iter().next().flatten()?;
+            std::str::from_utf8(&e.value).ok()?.parse().ok()
+        })
+    })
+}
+
+/// Writes this node's QUIC address where its peers look for it.
+async fn advertise(store: &AnyStore, name: &str, quic: SocketAddr) -> Result<SocketAddr, String> {
+    let advertised = if quic.ip().is_unspecified() {
+        SocketAddr::new([127, 0, 0, 1].into(), quic.port())
+    } else {
+        quic
+    };
+    let txn = Txn {
+        checks: vec![],
+        writes: vec![Write::Put(
+            addr_key(name),
+            advertised.to_string().into_bytes(),
+        )],
+    };
+    store
+        .commit(&txn)
+        .await
+        .map_err(|e| format!("cannot publish this node's address in the store: {e:?}"))?;
+    Ok(advertised)
+}
+
+/// The ports of one node, around its transport.
+fn node_ports(spec: NodeSpec, me: NodeId, net: &Arc<Transport>) -> Result<Arc<NodePorts>, String> {
+    let clock = Clock::new();
+    let metrics = Arc::new(Metrics::default());
+    let outbox = Arc::new(QuicOutbox {
+        topo: Arc::clone(&spec.topo),
+        net: Arc::clone(net),
+    });
+    let router = Arc::new(Router::new(
+        NodeView::new(Arc::clone(&spec.topo), me),
+        outbox,
+    ));
+    let http = reqwest::Client::builder()
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))?;
+    let jobs = Arc::new(JobPort::new(
+        Arc::clone(&spec.topo),
+        spec.name.clone(),
+        clock,
+        spec.artifacts,
+        spec.executors,
+        http,
+        spec.timing.job_grace_ms,
+        Arc::clone(&metrics),
+    ));
+    let life = Arc::new(Life::default());
+    let publish = Arc::new(PublishPort {
+        topo: Arc::clone(&spec.topo),
+        name: spec.name.clone(),
+        clock,
+        publisher: spec.publisher,
+        metrics: Arc::clone(&metrics),
+        router: Arc::clone(&router),
+        jobs: Arc::clone(&jobs),
+        life: Arc::clone(&life),
+    });
+    let store = Arc::new(StorePort {
+        store: spec.store,
+        metrics: Arc::clone(&metrics),
+        topo: Arc::clone(&spec.topo),
+        me,
+        name: spec.name.clone(),
+    });
+    Ok(Arc::new(NodePorts {
+        topo: spec.topo,
+        me,
+        name: spec.name,
+        router,
+        store,
+        jobs,
+        publish,
+        life,
+        metrics,
+        clock,
+        timing: spec.timing,
+        work: OnceLock::new(),
+        tap: OnceLock::new(),
+    }))
+}
+
 impl RunningNode {
     pub async fn start(spec: NodeSpec) -> Result<RunningNode, String> {
-        let me = spec
-            .topo
-            .nodes
-            .iter()
-            .position(|n| n.name == spec.name)
-            .map(|i| NodeId(i as u32))
-            .ok_or_else(|| {
-                format!(
-                    "node {:?} is not in the cluster config (nodes: {})",
-                    spec.name,
-                    spec.topo
-                        .nodes
-                        .iter()
-                        .map(|n| n.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?;
-        let cell: Arc<OnceLock<Weak<NodeCtx>>> = Arc::new(OnceLock::new());
+        let me = node_id(&spec.topo, &spec.name)?;
+        // Frames may arrive before the ports exist: they find them here.
+        let cell: Arc<OnceLock<Weak<NodePorts>>> = Arc::new(OnceLock::new());
         let on_frame: OnFrame = {
             let cell = Arc::clone(&cell);
-            Arc::new(move |_peer: &str, wire| {
-                if let Some(ctx) = cell.get().and_then(Weak::upgrade) {
-                    ctx.deliver(wire);
+            Arc::new(move |_peer: &str, msg| {
+                if let Some(node) = cell.get().and_then(Weak::upgrade) {
+                    node.router.arrive(msg);
                 }
             })
         };
-        let resolve: Resolve = {
-            let store = Arc::clone(&spec.store);
-            Arc::new(move |peer: String| {
-                let store = Arc::clone(&store);
-                Box::pin(async move {
-                    let got = store.get(&[addr_key(&peer)]).await.ok()?;
-                    let e = got.into_iter().next().flatten()?;
-                    std::str::from_utf8(&e.value).ok()?.parse().ok()
-                })
-            })
-        };
+        let resolve = resolver(&spec.store);
         let net = Transport::start(spec.listen, &spec.identity, &spec.name, on_frame, resolve)?;
-        let quic_addr = net.local_addr()?;
-        let advertised = if quic_addr.ip().is_unspecified() {
-            SocketAddr::new([127, 0, 0, 1].into(), quic_addr.port())
-        } else {
-            quic_addr
-        };
-        spec.store
-            .commit(&Txn {
-                checks: vec![],
-                writes: vec![Write::Put(
-                    addr_key(&spec.name),
-                    advertised.to_string().into_bytes(),
-                )],
-            })
-            .await
-            .map_err(|e| format!("cannot publish this node's address in the store: {e:?}"))?;
-        let region = spec.topo.node(me).region;
-        let http = reqwest::Client::builder()
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
-        let ctx = Arc::new(NodeCtx {
-            topo: Arc::clone(&spec.topo),
-            me,
-            name: spec.name.clone(),
-            region,
-            clock: Clock::new(),
-            store: spec.store,
-            timing: spec.timing,
-            executors: spec.executors,
-            artifacts: spec.artifacts,
-            publisher: spec.publisher,
-            http,
-            net,
-            metrics: Arc::new(Metrics::default()),
-            lease_valid_until_ms: AtomicU64::new(0),
-            view: RwLock::new(View::default()),
-            locals: Mutex::new(Locals::default()),
-            running: Mutex::new(BTreeMap::new()),
-            stopping: AtomicBool::new(false),
-            stop: Notify::new(),
-            stop_reason: Mutex::new(None),
-        });
-        let _ = cell.set(Arc::downgrade(&ctx));
+        let quic_addr = advertise(&spec.store, &spec.name, net.local_addr()?).await?;
+        let (gpu, metrics_at) = (spec.gpu.clone(), spec.metrics);
+        let node = node_ports(spec, me, &net)?;
+        let _ = cell.set(Arc::downgrade(&node));
         // A lost connection hints membership (it may watch that peer).
-        let weak = Arc::downgrade(&ctx);
-        ctx.net.on_unreachable(Arc::new(move |peer: &str| {
-            if let Some(ctx) = weak.upgrade() {
-                if let Some(i) = ctx.topo.nodes.iter().position(|n| n.name == peer) {
-                    ctx.to_membership(MembershipInput::PeerUnreachable(NodeId(i as u32)));
+        let weak = Arc::downgrade(&node);
+        net.on_unreachable(Arc::new(move |peer: &str| {
+            if let Some(node) = weak.upgrade() {
+                if let Some(i) = node.topo.nodes.iter().position(|n| n.name == peer) {
+                    let hint = MembershipInput::PeerUnreachable(NodeId(i as u32));
+                    node.router.deliver(Local::Membership(hint));
                 }
             }
         }));
-        let metrics_addr = match spec.metrics {
-            Some(addr) => {
-                let c = Arc::clone(&ctx);
-                let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || {
-                    c.metrics
-                        .render(&c.name, &c.net.stats, &c.publisher.quota_units_spent())
-                });
-                Some(metrics::serve(addr, render).await?)
-            }
+        let metrics_addr = match metrics_at {
+            Some(addr) => Some(serve_metrics(addr, &node, &net).await?),
             None => None,
         };
-        let telemetry = tokio::spawn(telemetry_loop(Arc::clone(&ctx), spec.gpu));
-        let (root, root_join) = Actor::spawn(None, NodeSupervisor, Arc::clone(&ctx))
+        let telemetry = tokio::spawn(telemetry_loop(Arc::clone(&node), gpu));
+        let args = Arc::new(WorkArgs {
+            ports: Arc::clone(&node),
+            clock: node.clock,
+            timing: node.timing.clone(),
+        });
+        let (root, root_join) = Actor::spawn(None, NodeRoot, args)
             .await
             .map_err(|e| format!("cannot start the supervision tree: {e}"))?;
         Ok(RunningNode {
-            ctx,
-            quic_addr: advertised,
+            ctx: node,
+            net,
+            quic_addr,
             metrics_addr,
             root,
             root_join,
@@ -184,21 +234,14 @@ impl RunningNode {
 
     /// Resolves when the node asks to stop (drained, or escalated).
     pub async fn stop_requested(&self) -> String {
-        loop {
-            let notified = self.ctx.stop.notified();
-            if self.ctx.stopping.load(Ordering::Acquire) {
-                break;
-            }
-            notified.await;
-        }
-        super::lock(&self.ctx.stop_reason)
-            .clone()
-            .unwrap_or_default()
+        self.ctx.life.stop_requested().await
     }
 
     /// Hands every channel away (drain) and waits, at most `timeout`.
     pub async fn drain(&self, timeout: Duration) -> bool {
-        self.ctx.to_membership(MembershipInput::Drain);
+        self.ctx
+            .router
+            .deliver(Local::Membership(MembershipInput::Drain));
         tokio::time::timeout(timeout, self.stop_requested())
             .await
             .is_ok()
@@ -206,19 +249,32 @@ impl RunningNode {
 
     /// Stops every actor, cancels running work and closes the endpoint.
     pub async fn stop(self) {
-        self.ctx.stopping.store(true, Ordering::Release);
+        self.ctx.life.mark_stopping();
         self.root.stop(Some("node stopping".into()));
         let _ = tokio::time::timeout(Duration::from_secs(5), self.root_join).await;
         self.telemetry.abort();
-        self.ctx.running().clear();
-        self.ctx.net.close();
+        self.ctx.jobs.cancel_all();
+        self.net.close();
     }
+}
+
+async fn serve_metrics(
+    addr: SocketAddr,
+    node: &Arc<NodePorts>,
+    net: &Arc<Transport>,
+) -> Result<SocketAddr, String> {
+    let (node, net) = (Arc::clone(node), Arc::clone(net));
+    let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || {
+        let quota = node.publish.publisher.quota_units_spent();
+        node.metrics.render(&node.name, &net.stats, &quota)
+    });
+    metrics::serve(addr, render).await
 }
 
 /// GPU telemetry: NVML when present, else the declared GPUs. Rows go to
 /// metrics; a GPU that turns unhealthy (not answering, overheating) is
 /// drained, so that its jobs finish and no new ones come.
-async fn telemetry_loop(ctx: Arc<NodeCtx>, cfg: GpuConfig) {
+async fn telemetry_loop(ctx: Arc<NodePorts>, cfg: GpuConfig) {
     let probe = if cfg.probe {
         let p = tokio::task::spawn_blocking(GpuProbe::open).await.ok();
         p.map(|p| p.with_overheat_c(cfg.overheat_c))
@@ -266,9 +322,7 @@ async fn telemetry_loop(ctx: Arc<NodeCtx>, cfg: GpuConfig) {
                     i,
                     t.reason.clone().unwrap_or_default()
                 );
-                if let Some(g) = ctx.locals().gpus.get(&gpus[i]) {
-                    let _ = g.cast(ShellMsg::Input(GpuInput::Drain));
-                }
+                ctx.router.deliver(Local::Gpu(gpus[i], GpuInput::Drain));
             }
         }
         tokio::time::sleep(Duration::from_millis(cfg.sample_interval_ms.max(100))).await;

@@ -14,31 +14,54 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use actors::channel::{ChannelEffect, ChannelInput, ChannelMachine};
-use actors::gpu::{GpuEffect, GpuInput, GpuMachine};
-use actors::membership::{MembershipEffect, MembershipInput, MembershipMachine};
-use actors::dispatch::{DispatchEffect, DispatchInput, DispatchMachine};
+pub use actors::machine::Machine;
 
 use super::clock::Clock;
 
-/// What the shell needs of a machine.
-pub trait Machine: Send + 'static {
-    type Input: Send + 'static;
-    type Effect: Send + 'static;
-    /// The input that begins the machine (load from the store, first tick).
-    fn start_input() -> Self::Input;
-    fn tick_input() -> Self::Input;
-    fn handle(&mut self, now_ms: u64, input: Self::Input, out: &mut Vec<Self::Effect>);
-    fn next_deadline(&self) -> Option<u64>;
-}
-
-/// Executes one machine's effects against real ports.
+/// Executes one machine's effects against real ports: each effect goes to
+/// the node layer's routing and its routes are carried out (see `ports`).
 pub trait Ports<M: Machine>: Send + Sync + 'static {
-    /// Called before each input (shared node state the machine reads).
-    fn before_input(&self, _machine: &mut M) {}
-    fn execute(&self, me: &ActorRef<ShellMsg<M::Input>>, machine: &M, effect: M::Effect);
+    fn execute(&self, me: &Mailbox<M::Input>, effect: M::Effect);
     /// The actor is stopping (fenced, released, failed): drop its work.
     fn stopped(&self) {}
+}
+
+/// Where a machine's later inputs go: its own actor, or in tests whatever
+/// records them. Results of I/O come back through it.
+pub struct Mailbox<I> {
+    send: Arc<dyn Fn(ShellMsg<I>) + Send + Sync>,
+}
+
+impl<I> Clone for Mailbox<I> {
+    fn clone(&self) -> Self {
+        Mailbox {
+            send: Arc::clone(&self.send),
+        }
+    }
+}
+
+impl<I: Send + 'static> Mailbox<I> {
+    /// The mailbox of a running shell.
+    pub fn of(actor: ActorRef<ShellMsg<I>>) -> Mailbox<I> {
+        Mailbox::from_fn(move |m| {
+            // A stopped actor takes nothing: the input is one its machine
+            // no longer needs.
+            let _ = actor.cast(m);
+        })
+    }
+
+    pub fn from_fn(f: impl Fn(ShellMsg<I>) + Send + Sync + 'static) -> Mailbox<I> {
+        Mailbox { send: Arc::new(f) }
+    }
+
+    pub fn post(&self, input: I) {
+        (self.send)(ShellMsg::Input(input));
+    }
+
+    /// Makes the machine's actor fail now, as a crashing machine would.
+    pub fn fail(&self, why: &str) {
+        (self.send)(ShellMsg::Fail(why.to_string()));
+    }
 }
 
 pub enum ShellMsg<I> {
@@ -68,19 +91,25 @@ pub struct ShellState<M: Machine, P> {
     machine: M,
     ports: Arc<P>,
     clock: Clock,
+    mailbox: Mailbox<M::Input>,
     out: Vec<M::Effect>,
     timer_gen: u64,
     timer: Option<(u64, tokio::task::JoinHandle<()>)>,
 }
 
-impl<M: Machine, P: Ports<M>> ShellState<M, P> {
+impl<M, P> ShellState<M, P>
+where
+    M: Machine + Send + 'static,
+    M::Input: Send + 'static,
+    M::Effect: Send + 'static,
+    P: Ports<M>,
+{
     fn feed(&mut self, me: &ActorRef<ShellMsg<M::Input>>, input: M::Input) {
-        self.ports.before_input(&mut self.machine);
         let now = self.clock.now_ms();
         self.machine.handle(now, input, &mut self.out);
         let effects = std::mem::take(&mut self.out);
         for e in effects {
-            self.ports.execute(me, &self.machine, e);
+            self.ports.execute(&self.mailbox, e);
         }
         self.arm(me);
     }
@@ -107,7 +136,13 @@ impl<M: Machine, P: Ports<M>> ShellState<M, P> {
     }
 }
 
-impl<M: Machine, P: Ports<M>> Actor for Shell<M, P> {
+impl<M, P> Actor for Shell<M, P>
+where
+    M: Machine + Send + 'static,
+    M::Input: Send + 'static,
+    M::Effect: Send + 'static,
+    P: Ports<M>,
+{
     type Msg = ShellMsg<M::Input>;
     type State = ShellState<M, P>;
     type Arguments = ShellArgs<M, P>;
@@ -125,6 +160,7 @@ impl<M: Machine, P: Ports<M>> Actor for Shell<M, P> {
             machine: args.machine,
             ports: args.ports,
             clock: args.clock,
+            mailbox: Mailbox::of(myself.clone()),
             out: Vec::new(),
             timer_gen: 0,
             timer: None,
@@ -164,12 +200,18 @@ impl<M: Machine, P: Ports<M>> Actor for Shell<M, P> {
 }
 
 /// Starts a shell for `machine` under `supervisor`.
-pub async fn spawn_linked<M: Machine, P: Ports<M>>(
+pub async fn spawn_linked<M, P>(
     machine: M,
     ports: Arc<P>,
     clock: Clock,
     supervisor: &ractor::ActorCell,
-) -> Result<ActorRef<ShellMsg<M::Input>>, ActorProcessingErr> {
+) -> Result<ActorRef<ShellMsg<M::Input>>, ActorProcessingErr>
+where
+    M: Machine + Send + 'static,
+    M::Input: Send + 'static,
+    M::Effect: Send + 'static,
+    P: Ports<M>,
+{
     let args = ShellArgs {
         machine,
         ports,
@@ -179,39 +221,3 @@ pub async fn spawn_linked<M: Machine, P: Ports<M>>(
         Actor::spawn_linked(None, Shell::<M, P>::default(), args, supervisor.clone()).await?;
     Ok(r)
 }
-
-macro_rules! machine {
-    ($m:ty, $i:ty, $e:ty, $start:expr) => {
-        impl Machine for $m {
-            type Input = $i;
-            type Effect = $e;
-            fn start_input() -> $i {
-                $start
-            }
-            fn tick_input() -> $i {
-                <$i>::Tick
-            }
-            fn handle(&mut self, now_ms: u64, input: $i, out: &mut Vec<$e>) {
-                <$m>::handle(self, now_ms, input, out)
-            }
-            fn next_deadline(&self) -> Option<u64> {
-                <$m>::next_deadline(self)
-            }
-        }
-    };
-}
-
-machine!(
-    ChannelMachine,
-    ChannelInput,
-    ChannelEffect,
-    ChannelInput::Start
-);
-machine!(GpuMachine, GpuInput, GpuEffect, GpuInput::Tick);
-machine!(DispatchMachine, DispatchInput, DispatchEffect, DispatchInput::Tick);
-machine!(
-    MembershipMachine,
-    MembershipInput,
-    MembershipEffect,
-    MembershipInput::Start
-);

@@ -1,50 +1,44 @@
 //! The supervision tree of one node:
 //!
 //! ```text
-//! NodeSupervisor
+//! NodeRoot
 //! ├── membership shell          (leases, failure detection, claims)
-//! └── RegionSupervisor
+//! └── WorkSupervisor
 //!     ├── channel shells        (one per hosted channel, started on claims)
 //!     ├── GPU shells            (one per GPU of this node)
 //!     └── dispatcher shell      (while this node hosts its region's)
 //! ```
 //!
-//! A failed child of the region supervisor is restarted with the same
+//! A failed child of the work supervisor is restarted with the same
 //! identity (a channel with the same epoch, which makes it reload its
 //! state from the store; a GPU with an empty machine, whose lost jobs their
 //! owners resubmit). More than `RESTARTS_MAX` failures within
-//! `RESTART_WINDOW_MS` escalate: the region supervisor fails, and the node
-//! supervisor stops the node, because a node that keeps failing is safer
-//! dead (its lease lapses and survivors take over) than limping.
+//! `RESTART_WINDOW_MS` escalate: the work supervisor fails, and the root
+//! stops the node, because a node that keeps failing is safer dead (its
+//! lease lapses and survivors take over) than limping.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use actors::channel::{ChannelMachine, ChannelParams};
-use actors::gpu::{GpuMachine, GpuParams};
-use actors::membership::{MembershipMachine, MembershipParams};
 use actors::dispatch::{DispatchInput, DispatchMachine, DispatchParams};
+use actors::gpu::{GpuInput, GpuMachine, GpuParams};
+use actors::membership::{MembershipMachine, MembershipParams};
 use topology::{placement, ChannelId, GpuId};
 
-use super::ctx::NodeCtx;
+use super::clock::Clock;
+use super::config::Timing;
 use super::metrics::Metrics;
-use super::ports::{ChannelPorts, GpuPorts, MembershipPorts, RegionPorts};
-use super::shell::{spawn_linked, ShellMsg};
+use super::ports::{ChannelPorts, DispatchPorts, GpuPorts, MembershipPorts, NodePorts, WorkMsg};
+use super::router::Hosted;
+use super::shell::{spawn_linked, Mailbox, ShellMsg};
+use super::store_port::Fence;
 
 pub const RESTARTS_MAX: usize = 5;
 pub const RESTART_WINDOW_MS: u64 = 60_000;
-
-pub enum SupMsg {
-    StartChannel {
-        channel: ChannelId,
-        epoch: u64,
-        incarnation: u64,
-    },
-    StopAllChannels,
-    HostDispatcher(bool),
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Child {
@@ -57,8 +51,7 @@ enum Child {
     Dispatcher,
 }
 
-pub fn channel_params(ctx: &NodeCtx) -> ChannelParams {
-    let t = &ctx.timing;
+pub fn channel_params(t: &Timing) -> ChannelParams {
     ChannelParams {
         plan_lead_ms: t.plan_lead_ms,
         publish_timeout_ms: t.publish_timeout_ms,
@@ -70,106 +63,174 @@ pub fn channel_params(ctx: &NodeCtx) -> ChannelParams {
     }
 }
 
-pub fn membership_params(ctx: &NodeCtx) -> MembershipParams {
+pub fn membership_params(t: &Timing) -> MembershipParams {
     MembershipParams {
-        lease_ms: ctx.timing.lease_ms,
-        renew_ms: ctx.timing.renew_ms,
+        lease_ms: t.lease_ms,
+        renew_ms: t.renew_ms,
         ..MembershipParams::default()
     }
 }
 
-pub struct RegionSupervisor;
+/// What the supervisors need to build machines.
+pub struct WorkArgs {
+    pub ports: Arc<NodePorts>,
+    pub clock: Clock,
+    pub timing: Timing,
+}
 
-pub struct RegionSupState {
-    ctx: Arc<NodeCtx>,
-    children: BTreeMap<ActorId, Child>,
+pub struct WorkSupervisor;
+
+pub struct WorkState {
+    args: Arc<WorkArgs>,
+    children: BTreeMap<ActorId, (Child, ActorCell)>,
     failures_ms: VecDeque<u64>,
 }
 
-impl RegionSupState {
+/// A shell's mailbox and its id, as the router keeps them.
+fn hosted<I: Send + 'static>(r: &ActorRef<ShellMsg<I>>) -> Hosted<I> {
+    Hosted {
+        id: r.get_id(),
+        mailbox: Mailbox::of(r.clone()),
+    }
+}
+
+impl WorkState {
+    fn node(&self) -> &Arc<NodePorts> {
+        &self.args.ports
+    }
+
     async fn spawn(&mut self, me: &ActorCell, child: Child) -> Result<(), ActorProcessingErr> {
-        let ctx = &self.ctx;
-        let clock = ctx.clock;
         let cell = match child {
             Child::Channel {
                 channel,
                 epoch,
                 incarnation,
-            } => {
-                let seed =
-                    placement::mix64(u64::from(channel.0) << 32 ^ epoch ^ ctx.clock.now_ms());
-                let machine = ChannelMachine::new(
-                    Arc::clone(&ctx.topo),
-                    channel,
-                    ctx.me,
-                    epoch,
-                    incarnation,
-                    channel_params(ctx),
-                    seed,
-                );
-                let ports = Arc::new(ChannelPorts {
-                    ctx: Arc::clone(ctx),
-                    channel,
-                    epoch,
-                    incarnation,
-                });
-                let r = spawn_linked(machine, ports, clock, me).await?;
-                ctx.locals().channels.insert(channel, (epoch, r.clone()));
-                r.get_cell()
-            }
-            Child::Gpu(gpu) => {
-                let g = ctx.topo.gpu(gpu);
-                let machine = GpuMachine::new(
-                    gpu,
-                    g.memory_bytes,
-                    g.cost_per_hour_micros,
-                    GpuParams::default(),
-                );
-                let ports = Arc::new(GpuPorts::new(Arc::clone(ctx), gpu));
-                let r = spawn_linked(machine, ports, clock, me).await?;
-                ctx.locals().gpus.insert(gpu, r.clone());
-                r.get_cell()
-            }
-            Child::Dispatcher => {
-                let machine =
-                    DispatchMachine::new(Arc::clone(&ctx.topo), ctx.region, DispatchParams::default());
-                let ports = Arc::new(RegionPorts {
-                    ctx: Arc::clone(ctx),
-                });
-                let r = spawn_linked(machine, ports, clock, me).await?;
-                let placeable = ctx.view().placeable;
-                let _ = r.cast(ShellMsg::Input(DispatchInput::Members(placeable)));
-                ctx.locals().dispatcher = Some(r.clone());
-                // Every GPU of the region reports to a new dispatcher on the
-                // next view; this node's own ones at once.
-                for g in ctx.locals().gpus.values() {
-                    let _ = g.cast(ShellMsg::Input(actors::gpu::GpuInput::ReportNow));
-                }
-                r.get_cell()
-            }
+            } => self.spawn_channel(me, channel, epoch, incarnation).await?,
+            Child::Gpu(gpu) => self.spawn_gpu(me, gpu).await?,
+            Child::Dispatcher => self.spawn_dispatcher(me).await?,
         };
-        self.children.insert(cell.get_id(), child);
+        self.children.insert(cell.get_id(), (child, cell));
         Ok(())
+    }
+
+    async fn spawn_channel(
+        &mut self,
+        me: &ActorCell,
+        channel: ChannelId,
+        epoch: u64,
+        incarnation: u64,
+    ) -> Result<ActorCell, ActorProcessingErr> {
+        let node = Arc::clone(self.node());
+        let clock = self.args.clock;
+        let seed = placement::mix64(u64::from(channel.0) << 32 ^ epoch ^ clock.now_ms());
+        let machine = ChannelMachine::new(
+            Arc::clone(&node.topo),
+            channel,
+            node.me,
+            epoch,
+            incarnation,
+            channel_params(&self.args.timing),
+            seed,
+        );
+        let fence = Fence {
+            channel,
+            epoch,
+            incarnation,
+        };
+        let ports = Arc::new(ChannelPorts {
+            node: Arc::clone(&node),
+            fence,
+        });
+        let r = spawn_linked(machine, ports, clock, me).await?;
+        let mut locals = node.router.locals();
+        locals.channels.insert(channel, (epoch, hosted(&r)));
+        node.metrics
+            .channels_owned
+            .store(locals.channels.len() as u64, Ordering::Relaxed);
+        Ok(r.get_cell())
+    }
+
+    async fn spawn_gpu(
+        &mut self,
+        me: &ActorCell,
+        gpu: GpuId,
+    ) -> Result<ActorCell, ActorProcessingErr> {
+        let node = Arc::clone(self.node());
+        let g = node.topo.gpu(gpu);
+        let machine = GpuMachine::new(
+            gpu,
+            g.memory_bytes,
+            g.cost_per_hour_micros,
+            GpuParams::default(),
+        );
+        let ports = Arc::new(GpuPorts::new(Arc::clone(&node), gpu));
+        let r = spawn_linked(machine, ports, self.args.clock, me).await?;
+        node.router.locals().gpus.insert(gpu, hosted(&r));
+        Ok(r.get_cell())
+    }
+
+    async fn spawn_dispatcher(&mut self, me: &ActorCell) -> Result<ActorCell, ActorProcessingErr> {
+        let node = Arc::clone(self.node());
+        let region = node.topo.node(node.me).region;
+        let machine =
+            DispatchMachine::new(Arc::clone(&node.topo), region, DispatchParams::default());
+        let ports = Arc::new(DispatchPorts {
+            node: Arc::clone(&node),
+        });
+        let r = spawn_linked(machine, ports, self.args.clock, me).await?;
+        // A new dispatcher learns the members from the view, and every GPU
+        // of this node reports to it at once (the others on their next
+        // view or heartbeat).
+        let placeable = node.router.view().placeable;
+        let _ = r.cast(ShellMsg::Input(DispatchInput::Members(placeable)));
+        let mut locals = node.router.locals();
+        locals.dispatcher = Some(hosted(&r));
+        for g in locals.gpus.values() {
+            g.mailbox.post(GpuInput::ReportNow);
+        }
+        Ok(r.get_cell())
+    }
+
+    /// Stops a child on purpose (not a failure: it is not restarted).
+    fn retire(&mut self, id: ActorId, why: &str) {
+        if let Some((_, cell)) = self.children.remove(&id) {
+            cell.stop(Some(why.into()));
+        }
+    }
+
+    fn count_channels(&self) {
+        let n = self.node().router.locals().channels.len();
+        self.node()
+            .metrics
+            .channels_owned
+            .store(n as u64, Ordering::Relaxed);
     }
 }
 
-impl Actor for RegionSupervisor {
-    type Msg = SupMsg;
-    type State = RegionSupState;
-    type Arguments = Arc<NodeCtx>;
+impl Actor for WorkSupervisor {
+    type Msg = WorkMsg;
+    type State = WorkState;
+    type Arguments = Arc<WorkArgs>;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        ctx: Arc<NodeCtx>,
+        args: Arc<WorkArgs>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        ctx.locals().supervisor = Some(myself.clone());
-        let mut st = RegionSupState {
-            ctx: Arc::clone(&ctx),
+        let sup = myself.clone();
+        let work = Mailbox::from_fn(move |m| {
+            if let ShellMsg::Input(w) = m {
+                let _ = sup.cast(w);
+            }
+        });
+        let _ = args.ports.work.set(work);
+        let mut st = WorkState {
             children: BTreeMap::new(),
             failures_ms: VecDeque::new(),
+            args,
         };
-        for g in ctx.topo.node(ctx.me).gpus.clone() {
+        let node = Arc::clone(st.node());
+        for g in node.topo.node(node.me).gpus.clone() {
             st.spawn(&myself.get_cell(), Child::Gpu(g)).await?;
         }
         Ok(st)
@@ -182,43 +243,49 @@ impl Actor for RegionSupervisor {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupMsg::StartChannel {
+            WorkMsg::StartChannel {
                 channel,
                 epoch,
                 incarnation,
             } => {
-                let old = st.ctx.locals().channels.remove(&channel);
-                if let Some((_, r)) = old {
-                    st.children.remove(&r.get_id());
-                    r.stop(Some("replaced".into()));
+                let old = st.node().router.locals().channels.remove(&channel);
+                if let Some((_, h)) = old {
+                    st.retire(h.id, "replaced");
                 }
-                st.spawn(
-                    &myself.get_cell(),
-                    Child::Channel {
-                        channel,
-                        epoch,
-                        incarnation,
-                    },
-                )
-                .await?;
+                let child = Child::Channel {
+                    channel,
+                    epoch,
+                    incarnation,
+                };
+                st.spawn(&myself.get_cell(), child).await?;
             }
-            SupMsg::StopAllChannels => {
-                let all: Vec<_> = std::mem::take(&mut st.ctx.locals().channels)
-                    .into_values()
-                    .collect();
-                for (_, r) in all {
-                    st.children.remove(&r.get_id());
-                    r.stop(Some("node declared dead".into()));
+            WorkMsg::ChannelStopped { channel, epoch } => {
+                let mut locals = st.node().router.locals();
+                let same = locals
+                    .channels
+                    .get(&channel)
+                    .is_some_and(|(e, _)| *e == epoch);
+                let gone = same.then(|| locals.channels.remove(&channel)).flatten();
+                drop(locals);
+                if let Some((_, h)) = gone {
+                    st.retire(h.id, "released or fenced");
                 }
+                st.count_channels();
             }
-            SupMsg::HostDispatcher(host) => {
-                let existing = st.ctx.locals().dispatcher.clone();
+            WorkMsg::StopAllChannels => {
+                let all = std::mem::take(&mut st.node().router.locals().channels);
+                for (_, h) in all.into_values() {
+                    st.retire(h.id, "node declared dead");
+                }
+                st.count_channels();
+            }
+            WorkMsg::HostDispatcher(host) => {
+                let existing = st.node().router.locals().dispatcher.clone();
                 match (host, existing) {
                     (true, None) => st.spawn(&myself.get_cell(), Child::Dispatcher).await?,
-                    (false, Some(r)) => {
-                        st.ctx.locals().dispatcher = None;
-                        st.children.remove(&r.get_id());
-                        r.stop(Some("no longer this region's dispatcher".into()));
+                    (false, Some(h)) => {
+                        st.node().router.locals().dispatcher = None;
+                        st.retire(h.id, "no longer this region's dispatcher");
                     }
                     _ => {}
                 }
@@ -238,56 +305,11 @@ impl Actor for RegionSupervisor {
                 st.children.remove(&cell.get_id());
             }
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(child) = st.children.remove(&cell.get_id()) else {
+                let Some((child, _)) = st.children.remove(&cell.get_id()) else {
                     return Ok(());
                 };
-                let now = st.ctx.clock.now_ms();
-                st.failures_ms.push_back(now);
-                while st
-                    .failures_ms
-                    .front()
-                    .is_some_and(|t| now.saturating_sub(*t) > RESTART_WINDOW_MS)
-                {
-                    st.failures_ms.pop_front();
-                }
-                eprintln!("{}: {child:?} failed: {err}", st.ctx.name);
-                if st.failures_ms.len() > RESTARTS_MAX {
-                    return Err(format!(
-                        "{} actor failures within {} s; last: {child:?}: {err}",
-                        st.failures_ms.len(),
-                        RESTART_WINDOW_MS / 1000
-                    )
-                    .into());
-                }
-                Metrics::inc(&st.ctx.metrics.actor_restarts);
-                // Restart only what is still wanted here: a channel that was
-                // replaced or dropped meanwhile stays gone.
-                let wanted = match child {
-                    Child::Channel { channel, .. } => {
-                        let mut l = st.ctx.locals();
-                        let same = l
-                            .channels
-                            .get(&channel)
-                            .is_some_and(|(_, r)| r.get_id() == cell.get_id());
-                        if same {
-                            l.channels.remove(&channel);
-                        }
-                        same
-                    }
-                    Child::Gpu(_) => true,
-                    Child::Dispatcher => {
-                        let mut l = st.ctx.locals();
-                        let same = l
-                            .dispatcher
-                            .as_ref()
-                            .is_some_and(|r| r.get_id() == cell.get_id());
-                        if same {
-                            l.dispatcher = None;
-                        }
-                        same
-                    }
-                };
-                if wanted {
+                st.note_failure(child, &err.to_string())?;
+                if st.still_wanted(child, cell.get_id()) {
                     st.spawn(&myself.get_cell(), child).await?;
                 }
             }
@@ -297,47 +319,96 @@ impl Actor for RegionSupervisor {
     }
 }
 
-/// The root: membership and the region supervisor. Either failing stops
-/// the node (see the module docs).
-pub struct NodeSupervisor;
+impl WorkState {
+    /// Counts a failure; too many within the window escalate.
+    fn note_failure(&mut self, child: Child, err: &str) -> Result<(), ActorProcessingErr> {
+        let now = self.args.clock.now_ms();
+        self.failures_ms.push_back(now);
+        while self
+            .failures_ms
+            .front()
+            .is_some_and(|t| now.saturating_sub(*t) > RESTART_WINDOW_MS)
+        {
+            self.failures_ms.pop_front();
+        }
+        eprintln!("{}: {child:?} failed: {err}", self.node().name);
+        if self.failures_ms.len() > RESTARTS_MAX {
+            return Err(format!(
+                "{} actor failures within {} s; last: {child:?}: {err}",
+                self.failures_ms.len(),
+                RESTART_WINDOW_MS / 1000
+            )
+            .into());
+        }
+        Metrics::inc(&self.node().metrics.actor_restarts);
+        Ok(())
+    }
 
-impl Actor for NodeSupervisor {
+    /// Restart only what is still wanted here: a channel that was replaced
+    /// or dropped meanwhile stays gone.
+    fn still_wanted(&mut self, child: Child, id: ActorId) -> bool {
+        let mut l = self.node().router.locals();
+        match child {
+            Child::Channel { channel, .. } => {
+                let same = l.channels.get(&channel).is_some_and(|(_, h)| h.id == id);
+                if same {
+                    l.channels.remove(&channel);
+                }
+                same
+            }
+            Child::Gpu(_) => true,
+            Child::Dispatcher => {
+                let same = l.dispatcher.as_ref().is_some_and(|h| h.id == id);
+                if same {
+                    l.dispatcher = None;
+                }
+                same
+            }
+        }
+    }
+}
+
+/// The root: membership and the work supervisor. Either failing stops
+/// the node (see the module docs).
+pub struct NodeRoot;
+
+impl Actor for NodeRoot {
     type Msg = ();
-    type State = Arc<NodeCtx>;
-    type Arguments = Arc<NodeCtx>;
+    type State = Arc<WorkArgs>;
+    type Arguments = Arc<WorkArgs>;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        ctx: Arc<NodeCtx>,
+        args: Arc<WorkArgs>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Actor::spawn_linked(None, RegionSupervisor, Arc::clone(&ctx), myself.get_cell()).await?;
-        let seed = placement::mix64(u64::from(ctx.me.0) ^ ctx.clock.now_ms());
-        let machine =
-            MembershipMachine::new(Arc::clone(&ctx.topo), ctx.me, membership_params(&ctx), seed);
+        Actor::spawn_linked(None, WorkSupervisor, Arc::clone(&args), myself.get_cell()).await?;
+        let node = Arc::clone(&args.ports);
+        let seed = placement::mix64(u64::from(node.me.0) ^ args.clock.now_ms());
+        let params = membership_params(&args.timing);
+        let machine = MembershipMachine::new(Arc::clone(&node.topo), node.me, params, seed);
         let ports = Arc::new(MembershipPorts {
-            ctx: Arc::clone(&ctx),
+            node: Arc::clone(&node),
         });
-        let m = spawn_linked(machine, ports, ctx.clock, &myself.get_cell()).await?;
-        ctx.locals().membership = Some(m);
-        Ok(ctx)
+        let m = spawn_linked(machine, ports, args.clock, &myself.get_cell()).await?;
+        node.router.locals().membership = Some(hosted(&m));
+        Ok(args)
     }
 
     async fn handle_supervisor_evt(
         &self,
         myself: ActorRef<Self::Msg>,
         evt: SupervisionEvent,
-        ctx: &mut Self::State,
+        args: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let life = &args.ports.life;
         match evt {
             SupervisionEvent::ActorFailed(_, err) => {
-                ctx.request_stop(&format!("escalated: {err}"));
+                life.request_stop(&format!("escalated: {err}"));
                 myself.stop(Some("escalated".into()));
             }
-            SupervisionEvent::ActorTerminated(_, _, reason)
-                if !ctx.stopping.load(std::sync::atomic::Ordering::Acquire) =>
-            {
-                ctx.request_stop(&format!("a supervisor stopped: {reason:?}"));
+            SupervisionEvent::ActorTerminated(_, _, reason) if !life.is_stopping() => {
+                life.request_stop(&format!("a supervisor stopped: {reason:?}"));
                 myself.stop(None);
             }
             _ => {}

@@ -7,7 +7,7 @@
 //! client checks the server's name against the node it meant to reach.
 //!
 //! One long-lived bidirectional stream per peer carries length-prefixed
-//! [`Wire`] frames (u32 little-endian length, then the frame). Sends never
+//! [`NodeMsg`] frames (u32 little-endian length, then the frame). Sends never
 //! block the machines: each peer has a bounded queue, and a frame that does
 //! not fit is dropped — every cross-node message is one the machines resend
 //! or time out on. A lost connection is re-dialled with capped backoff and
@@ -27,7 +27,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use super::wire::{Wire, FRAME_BYTES_MAX};
+use actors::node::NodeMsg;
+
+use super::wire::{self, FRAME_BYTES_MAX};
 use crate::publish::BoxFuture;
 
 const ALPN: &[u8] = b"reelfleet/1";
@@ -154,7 +156,7 @@ pub fn node_name_of(cert: &CertificateDer<'_>) -> Result<String, String> {
 }
 
 /// Called for every frame that arrives, with the sending node's name.
-pub type OnFrame = Arc<dyn Fn(&str, Wire) + Send + Sync>;
+pub type OnFrame = Arc<dyn Fn(&str, NodeMsg) + Send + Sync>;
 /// Finds a peer's address (the live node reads it from the store).
 pub type Resolve = Arc<dyn Fn(String) -> BoxFuture<'static, Option<SocketAddr>> + Send + Sync>;
 
@@ -219,9 +221,9 @@ impl Transport {
             .map_err(|e| format!("local address: {e}"))
     }
 
-    /// Queues `wire` for `peer`; never blocks.
-    pub fn send(&self, peer: &str, wire: &Wire) {
-        let frame = wire.encode();
+    /// Queues `msg` for `peer`; never blocks.
+    pub fn send(&self, peer: &str, msg: &NodeMsg) {
+        let frame = wire::encode(msg);
         let tx = {
             let mut peers = super::lock(&self.peers);
             peers
@@ -408,13 +410,13 @@ async fn read_frames(
         recv.read_exact(&mut buf)
             .await
             .map_err(|e| format!("frame of {n} bytes cut short: {e}"))?;
-        let wire = Wire::decode(&buf).map_err(|e| {
+        let msg = wire::decode(&buf).map_err(|e| {
             format!(
                 "malformed frame of {n} bytes: bad {} at byte {}",
                 e.what, e.offset
             )
         })?;
         stats.frames_in.fetch_add(1, Ordering::Relaxed);
-        on_frame(peer, wire);
+        on_frame(peer, msg);
     }
 }

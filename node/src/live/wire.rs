@@ -1,10 +1,10 @@
-//! What nodes say to each other: the machines' cross-node messages as
-//! frames. Hand-encoded with `actors::codec` (fixed-width little-endian
+//! What nodes say to each other: the node layer's [`NodeMsg`] as frames. Hand-encoded with `actors::codec` (fixed-width little-endian
 //! integers, length-prefixed bytes) and decoded strictly: a frame with a
 //! wrong tag, a short field or trailing bytes is refused with an error that
 //! names the field, and the connection that sent it is closed.
 
 use actors::codec::{DecodeError, Reader, Writer};
+use actors::node::NodeMsg;
 use actors::protocol::{JobFailure, JobId, JobKind, JobOutcome, JobSpec, LoadReport};
 use topology::{ChannelId, DurationModel, GpuId, NodeId, RegionId};
 
@@ -13,42 +13,6 @@ use topology::{ChannelId, DurationModel, GpuId, NodeId, RegionId};
 pub const FRAME_BYTES_MAX: usize = 1 << 20;
 
 const TAG_FRAME: u8 = 0xF1;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Wire {
-    /// A GPU's notice to the channel that owns the job.
-    JobStarted {
-        id: JobId,
-        gpu: GpuId,
-    },
-    JobFinished {
-        id: JobId,
-        outcome: JobOutcome,
-    },
-    /// To a GPU of the receiving node.
-    GpuSubmit {
-        gpu: GpuId,
-        job: JobSpec,
-    },
-    GpuCancel {
-        gpu: GpuId,
-        id: JobId,
-    },
-    /// To the receiving node's region dispatcher.
-    RegionSubmit {
-        region: RegionId,
-        job: JobSpec,
-    },
-    RegionLoad {
-        region: RegionId,
-        report: LoadReport,
-    },
-    RegionSummary {
-        to: RegionId,
-        region: RegionId,
-        best_wait_ms: u64,
-    },
-}
 
 fn job_id(w: &mut Writer, id: &JobId) {
     w.u32(id.channel.0)
@@ -142,145 +106,158 @@ fn region(r: &mut Reader<'_>, what: &'static str) -> Result<RegionId, DecodeErro
     ))
 }
 
-impl Wire {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_tag(TAG_FRAME);
-        match self {
-            Wire::JobStarted { id, gpu } => {
-                w.u8(1);
-                job_id(&mut w, id);
-                w.u32(gpu.0);
-            }
-            Wire::JobFinished { id, outcome } => {
-                w.u8(2);
-                job_id(&mut w, id);
-                match outcome {
-                    JobOutcome::Succeeded { cost_micros } => {
-                        w.u8(0).u64(*cost_micros);
-                    }
-                    JobOutcome::Failed {
-                        failure,
-                        retryable,
-                        cost_micros,
-                    } => {
-                        let f = FAILURES.iter().position(|x| x == failure).unwrap_or(5);
-                        w.u8(1)
-                            .u8(f as u8)
-                            .u8(u8::from(*retryable))
-                            .u64(*cost_micros);
-                    }
-                }
-            }
-            Wire::GpuSubmit { gpu, job } => {
-                w.u8(3).u32(gpu.0);
-                spec(&mut w, job);
-            }
-            Wire::GpuCancel { gpu, id } => {
-                w.u8(4).u32(gpu.0);
-                job_id(&mut w, id);
-            }
-            Wire::RegionSubmit { region, job } => {
-                w.u8(5).u32(u32::from(region.0));
-                spec(&mut w, job);
-            }
-            Wire::RegionLoad { region, report } => {
-                w.u8(6)
-                    .u32(u32::from(region.0))
-                    .u32(report.gpu.0)
-                    .u64(report.free_bytes)
-                    .u64(report.total_bytes)
-                    .u32(report.running)
-                    .u32(report.queued)
-                    .u64(report.est_wait_ms)
-                    .u8(u8::from(report.draining))
-                    .u64(report.cost_per_hour_micros);
-            }
-            Wire::RegionSummary {
-                to,
-                region,
-                best_wait_ms,
-            } => {
-                w.u8(7)
-                    .u32(u32::from(to.0))
-                    .u32(u32::from(region.0))
-                    .u64(*best_wait_ms);
-            }
+/// A message as one frame.
+pub fn encode(msg: &NodeMsg) -> Vec<u8> {
+    let mut w = Writer::with_tag(TAG_FRAME);
+    match msg {
+        NodeMsg::JobStarted { id, gpu } => {
+            w.u8(1);
+            job_id(&mut w, id);
+            w.u32(gpu.0);
         }
-        w.finish()
+        NodeMsg::JobFinished { id, outcome } => {
+            w.u8(2);
+            job_id(&mut w, id);
+            write_outcome(&mut w, outcome);
+        }
+        NodeMsg::GpuSubmit { gpu, job } => {
+            w.u8(3).u32(gpu.0);
+            spec(&mut w, job);
+        }
+        NodeMsg::GpuCancel { gpu, id } => {
+            w.u8(4).u32(gpu.0);
+            job_id(&mut w, id);
+        }
+        NodeMsg::DispatchSubmit { region, job } => {
+            w.u8(5).u32(u32::from(region.0));
+            spec(&mut w, job);
+        }
+        NodeMsg::DispatchLoad { region, report } => {
+            w.u8(6).u32(u32::from(region.0));
+            write_report(&mut w, report);
+        }
+        NodeMsg::DispatchSummary {
+            to,
+            region,
+            best_wait_ms,
+        } => {
+            w.u8(7)
+                .u32(u32::from(to.0))
+                .u32(u32::from(region.0))
+                .u64(*best_wait_ms);
+        }
     }
+    w.finish()
+}
 
-    pub fn decode(buf: &[u8]) -> Result<Wire, DecodeError> {
-        if buf.len() > FRAME_BYTES_MAX {
-            return Err(bad("frame length"));
+fn write_outcome(w: &mut Writer, outcome: &JobOutcome) {
+    match outcome {
+        JobOutcome::Succeeded { cost_micros } => {
+            w.u8(0).u64(*cost_micros);
         }
-        let mut r = Reader::expect_tag(buf, TAG_FRAME, "frame tag")?;
-        let wire = match r.u8("frame kind")? {
-            1 => Wire::JobStarted {
-                id: read_job_id(&mut r)?,
-                gpu: GpuId(r.u32("gpu")?),
-            },
-            2 => {
-                let id = read_job_id(&mut r)?;
-                let outcome = match r.u8("outcome")? {
-                    0 => JobOutcome::Succeeded {
-                        cost_micros: r.u64("outcome.cost_micros")?,
-                    },
-                    1 => {
-                        let f = r.u8("outcome.failure")?;
-                        let failure = *FAILURES
-                            .get(usize::from(f))
-                            .ok_or_else(|| bad("outcome.failure"))?;
-                        let retryable = match r.u8("outcome.retryable")? {
-                            0 => false,
-                            1 => true,
-                            _ => return Err(bad("outcome.retryable")),
-                        };
-                        JobOutcome::Failed {
-                            failure,
-                            retryable,
-                            cost_micros: r.u64("outcome.cost_micros")?,
-                        }
-                    }
-                    _ => return Err(bad("outcome")),
-                };
-                Wire::JobFinished { id, outcome }
-            }
-            3 => Wire::GpuSubmit {
-                gpu: GpuId(r.u32("gpu")?),
-                job: read_spec(&mut r)?,
-            },
-            4 => Wire::GpuCancel {
-                gpu: GpuId(r.u32("gpu")?),
-                id: read_job_id(&mut r)?,
-            },
-            5 => Wire::RegionSubmit {
-                region: region(&mut r, "region")?,
-                job: read_spec(&mut r)?,
-            },
-            6 => {
-                let region = region(&mut r, "region")?;
-                let report = LoadReport {
-                    gpu: GpuId(r.u32("load.gpu")?),
-                    free_bytes: r.u64("load.free_bytes")?,
-                    total_bytes: r.u64("load.total_bytes")?,
-                    running: r.u32("load.running")?,
-                    queued: r.u32("load.queued")?,
-                    est_wait_ms: r.u64("load.est_wait_ms")?,
-                    draining: r.u8("load.draining")? != 0,
-                    cost_per_hour_micros: r.u64("load.cost_per_hour_micros")?,
-                };
-                Wire::RegionLoad { region, report }
-            }
-            7 => Wire::RegionSummary {
-                to: region(&mut r, "summary.to")?,
-                region: region(&mut r, "summary.region")?,
-                best_wait_ms: r.u64("summary.best_wait_ms")?,
-            },
-            _ => return Err(bad("frame kind")),
-        };
-        r.end("frame end")?;
-        Ok(wire)
+        JobOutcome::Failed {
+            failure,
+            retryable,
+            cost_micros,
+        } => {
+            let f = FAILURES.iter().position(|x| x == failure).unwrap_or(5);
+            w.u8(1)
+                .u8(f as u8)
+                .u8(u8::from(*retryable))
+                .u64(*cost_micros);
+        }
     }
+}
+
+fn write_report(w: &mut Writer, report: &LoadReport) {
+    w.u32(report.gpu.0)
+        .u64(report.free_bytes)
+        .u64(report.total_bytes)
+        .u32(report.running)
+        .u32(report.queued)
+        .u64(report.est_wait_ms)
+        .u8(u8::from(report.draining))
+        .u64(report.cost_per_hour_micros);
+}
+
+/// A frame as a message; anything malformed is refused with the field.
+pub fn decode(buf: &[u8]) -> Result<NodeMsg, DecodeError> {
+    if buf.len() > FRAME_BYTES_MAX {
+        return Err(bad("frame length"));
+    }
+    let mut r = Reader::expect_tag(buf, TAG_FRAME, "frame tag")?;
+    let msg = match r.u8("frame kind")? {
+        1 => NodeMsg::JobStarted {
+            id: read_job_id(&mut r)?,
+            gpu: GpuId(r.u32("gpu")?),
+        },
+        2 => NodeMsg::JobFinished {
+            id: read_job_id(&mut r)?,
+            outcome: read_outcome(&mut r)?,
+        },
+        3 => NodeMsg::GpuSubmit {
+            gpu: GpuId(r.u32("gpu")?),
+            job: read_spec(&mut r)?,
+        },
+        4 => NodeMsg::GpuCancel {
+            gpu: GpuId(r.u32("gpu")?),
+            id: read_job_id(&mut r)?,
+        },
+        5 => NodeMsg::DispatchSubmit {
+            region: region(&mut r, "region")?,
+            job: read_spec(&mut r)?,
+        },
+        6 => NodeMsg::DispatchLoad {
+            region: region(&mut r, "region")?,
+            report: read_report(&mut r)?,
+        },
+        7 => NodeMsg::DispatchSummary {
+            to: region(&mut r, "summary.to")?,
+            region: region(&mut r, "summary.region")?,
+            best_wait_ms: r.u64("summary.best_wait_ms")?,
+        },
+        _ => return Err(bad("frame kind")),
+    };
+    r.end("frame end")?;
+    Ok(msg)
+}
+
+fn read_outcome(r: &mut Reader<'_>) -> Result<JobOutcome, DecodeError> {
+    Ok(match r.u8("outcome")? {
+        0 => JobOutcome::Succeeded {
+            cost_micros: r.u64("outcome.cost_micros")?,
+        },
+        1 => {
+            let f = r.u8("outcome.failure")?;
+            let failure = *FAILURES
+                .get(usize::from(f))
+                .ok_or_else(|| bad("outcome.failure"))?;
+            let retryable = match r.u8("outcome.retryable")? {
+                0 => false,
+                1 => true,
+                _ => return Err(bad("outcome.retryable")),
+            };
+            JobOutcome::Failed {
+                failure,
+                retryable,
+                cost_micros: r.u64("outcome.cost_micros")?,
+            }
+        }
+        _ => return Err(bad("outcome")),
+    })
+}
+
+fn read_report(r: &mut Reader<'_>) -> Result<LoadReport, DecodeError> {
+    Ok(LoadReport {
+        gpu: GpuId(r.u32("load.gpu")?),
+        free_bytes: r.u64("load.free_bytes")?,
+        total_bytes: r.u64("load.total_bytes")?,
+        running: r.u32("load.running")?,
+        queued: r.u32("load.queued")?,
+        est_wait_ms: r.u64("load.est_wait_ms")?,
+        draining: r.u8("load.draining")? != 0,
+        cost_per_hour_micros: r.u64("load.cost_per_hour_micros")?,
+    })
 }
 
 #[cfg(test)]
@@ -317,11 +294,11 @@ mod tests {
     fn every_frame_round_trips_and_truncation_is_named() {
         let j = job();
         let frames = vec![
-            Wire::JobStarted {
+            NodeMsg::JobStarted {
                 id: j.id,
                 gpu: GpuId(3),
             },
-            Wire::JobFinished {
+            NodeMsg::JobFinished {
                 id: j.id,
                 outcome: JobOutcome::Failed {
                     failure: JobFailure::NoCapacity,
@@ -329,23 +306,23 @@ mod tests {
                     cost_micros: 9,
                 },
             },
-            Wire::JobFinished {
+            NodeMsg::JobFinished {
                 id: j.id,
                 outcome: JobOutcome::Succeeded { cost_micros: 1 },
             },
-            Wire::GpuSubmit {
+            NodeMsg::GpuSubmit {
                 gpu: GpuId(1),
                 job: j.clone(),
             },
-            Wire::GpuCancel {
+            NodeMsg::GpuCancel {
                 gpu: GpuId(1),
                 id: j.id,
             },
-            Wire::RegionSubmit {
+            NodeMsg::DispatchSubmit {
                 region: RegionId(0),
                 job: j.clone(),
             },
-            Wire::RegionLoad {
+            NodeMsg::DispatchLoad {
                 region: RegionId(0),
                 report: LoadReport {
                     gpu: GpuId(1),
@@ -358,25 +335,25 @@ mod tests {
                     cost_per_hour_micros: 6,
                 },
             },
-            Wire::RegionSummary {
+            NodeMsg::DispatchSummary {
                 to: RegionId(1),
                 region: RegionId(0),
                 best_wait_ms: 77,
             },
         ];
         for f in frames {
-            let bytes = f.encode();
-            assert_eq!(Wire::decode(&bytes).expect("decode"), f);
+            let bytes = encode(&f);
+            assert_eq!(decode(&bytes).expect("decode"), f);
             for cut in 0..bytes.len() {
-                assert!(Wire::decode(&bytes[..cut]).is_err(), "{f:?} cut at {cut}");
+                assert!(decode(&bytes[..cut]).is_err(), "{f:?} cut at {cut}");
             }
             let mut long = bytes.clone();
             long.push(0);
-            let e = Wire::decode(&long).expect_err("trailing byte");
+            let e = decode(&long).expect_err("trailing byte");
             assert_eq!(e.what, "frame end");
         }
         assert_eq!(
-            Wire::decode(&[TAG_FRAME, 42]).expect_err("kind").what,
+            decode(&[TAG_FRAME, 42]).expect_err("kind").what,
             "frame kind"
         );
     }

@@ -9,7 +9,10 @@ use actors::records::*;
 use actors::store::{prefix_end, Txn, Write};
 use topology::{placement, ChannelId, NodeId};
 
-use super::{Msg, World};
+use actors::node::Local;
+
+use super::events::Msg;
+use super::World;
 use crate::checks::{Failover, Invariant, Violation};
 use crate::scenario::Fault;
 
@@ -28,9 +31,9 @@ impl World {
                 self.start_node(n);
             }
             Fault::FreezeNode(n) => {
-                if self.nodes[n.index()].alive && !self.frozen[n.index()] {
+                if self.nodes[n.index()].alive && !self.faults.frozen[n.index()] {
                     self.begin_failover(format!("freeze {}", self.topo.node(n).name), &[n]);
-                    self.frozen[n.index()] = true;
+                    self.faults.frozen[n.index()] = true;
                 }
             }
             Fault::ThawNode(n) => self.thaw(n),
@@ -40,36 +43,37 @@ impl World {
                     let now = self.now;
                     self.drains_pending.entry(n).or_insert((inc, now));
                 }
-                self.deliver_now(n, Some(inc), Msg::Membership(MembershipInput::Drain));
+                let drain = Local::Membership(MembershipInput::Drain);
+                self.deliver_now(n, Some(inc), Msg::Local(drain));
             }
             Fault::PartitionRegion(r) => {
                 let nodes: Vec<NodeId> = self.topo.nodes_in(r).collect();
                 self.begin_failover(format!("partition {}", self.topo.region(r).name), &nodes);
-                self.partitioned[r.index()] = true;
+                self.faults.partitioned[r.index()] = true;
             }
-            Fault::HealRegion(r) => self.partitioned[r.index()] = false,
+            Fault::HealRegion(r) => self.faults.partitioned[r.index()] = false,
             Fault::OneWay { from, to } => {
-                self.one_way.insert((from, to));
+                self.faults.one_way.insert((from, to));
             }
             Fault::HealOneWay { from, to } => {
-                self.one_way.remove(&(from, to));
+                self.faults.one_way.remove(&(from, to));
             }
             Fault::StoreOutage(on) => {
-                self.store_outage = on;
+                self.faults.store_outage = on;
                 if !on {
-                    for f in std::mem::take(&mut self.deferred_controls) {
+                    for f in std::mem::take(&mut self.faults.deferred_controls) {
                         self.apply_fault(f);
                     }
                 }
             }
-            Fault::CommitUnknown(ppm) => self.unknown_ppm = ppm,
-            Fault::GpuFailures(ppm) => self.gpu_fail_ppm = ppm,
-            Fault::Stragglers(ppm) => self.straggler_ppm = ppm,
+            Fault::CommitUnknown(ppm) => self.faults.unknown_ppm = ppm,
+            Fault::GpuFailures(ppm) => self.faults.gpu_fail_ppm = ppm,
+            Fault::Stragglers(ppm) => self.faults.straggler_ppm = ppm,
             Fault::ProviderOutage { provider, down } => {
                 if down {
-                    self.providers_down.insert(provider);
+                    self.faults.providers_down.insert(provider);
                 } else {
-                    self.providers_down.remove(&provider);
+                    self.faults.providers_down.remove(&provider);
                 }
             }
             Fault::ApiFaults {
@@ -83,8 +87,10 @@ impl World {
             }
             // The operator's console cannot write while the store is down:
             // the command takes effect (and its stop bound starts) once it can.
-            f @ (Fault::KillSwitch | Fault::Pause(_) | Fault::Resume(_)) if self.store_outage => {
-                self.deferred_controls.push(f);
+            f @ (Fault::KillSwitch | Fault::Pause(_) | Fault::Resume(_))
+                if self.faults.store_outage =>
+            {
+                self.faults.deferred_controls.push(f);
             }
             Fault::KillSwitch => {
                 self.operator_control(
@@ -126,9 +132,9 @@ impl World {
                 duplicate,
                 reorder,
             } => {
-                self.loss_ppm = loss;
-                self.dup_ppm = duplicate;
-                self.reorder_ppm = reorder;
+                self.faults.loss_ppm = loss;
+                self.faults.dup_ppm = duplicate;
+                self.faults.reorder_ppm = reorder;
             }
         }
     }
@@ -160,18 +166,18 @@ impl World {
     fn healthy(&self, n: NodeId) -> bool {
         let node = &self.nodes[n.index()];
         node.alive
-            && !self.frozen[n.index()]
+            && !self.faults.frozen[n.index()]
             && self.store_reachable(n)
-            && !self.partitioned[node.region.index()]
+            && !self.faults.partitioned[node.region.index()]
     }
 
     /// Delivers everything that waited for a frozen node, in order.
     fn thaw(&mut self, n: NodeId) {
-        if !self.frozen[n.index()] {
+        if !self.faults.frozen[n.index()] {
             return;
         }
-        self.frozen[n.index()] = false;
-        for ev in std::mem::take(&mut self.frozen_events[n.index()]) {
+        self.faults.frozen[n.index()] = false;
+        for ev in std::mem::take(&mut self.faults.frozen_events[n.index()]) {
             self.push(self.now, ev);
         }
     }
@@ -242,22 +248,22 @@ impl World {
     }
 
     pub(super) fn heal(&mut self) {
-        for p in &mut self.partitioned {
+        for p in &mut self.faults.partitioned {
             *p = false;
         }
-        self.one_way.clear();
-        self.store_outage = false;
-        for f in std::mem::take(&mut self.deferred_controls) {
+        self.faults.one_way.clear();
+        self.faults.store_outage = false;
+        for f in std::mem::take(&mut self.faults.deferred_controls) {
             self.apply_fault(f);
         }
-        self.unknown_ppm = 0;
-        self.gpu_fail_ppm = 0;
-        self.straggler_ppm = 0;
-        self.providers_down.clear();
+        self.faults.unknown_ppm = 0;
+        self.faults.gpu_fail_ppm = 0;
+        self.faults.straggler_ppm = 0;
+        self.faults.providers_down.clear();
         self.api.faults = Default::default();
-        self.loss_ppm = 0;
-        self.dup_ppm = 0;
-        self.reorder_ppm = 0;
+        self.faults.loss_ppm = 0;
+        self.faults.dup_ppm = 0;
+        self.faults.reorder_ppm = 0;
         for n in self.topo.node_ids() {
             self.thaw(n);
             if !self.nodes[n.index()].alive {

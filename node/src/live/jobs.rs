@@ -1,0 +1,306 @@
+//! Jobs on this node: local stages (CPU, external providers) for its
+//! channels and GPU jobs for its GPUs, each run on the executor its stage's
+//! node config names (`synthetic` unless `[executors.<stage>]` names
+//! another), cancellable, with the result coming back to the machine that
+//! asked. Also finds the finished video for the publisher.
+//!
+//! Artifacts live under `<artifacts>/<channel>/<slot>/<stage>/`; a stage's
+//! `{input_dir}` is the previous stage's folder. Nodes that render for each
+//! other's channels must share the artifacts folder (a shared mount).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use actors::channel::ChannelInput;
+use actors::gpu::GpuInput;
+use actors::node::{route, LocalJobResult};
+use actors::protocol::{JobId, JobSpec};
+use topology::{placement, ChannelId, StageKind, Topology};
+
+use super::clock::Clock;
+use super::config::ExecutorConfig;
+use super::lock;
+use super::metrics::Metrics;
+use super::shell::Mailbox;
+use crate::exec::command::CommandSpec;
+use crate::exec::http::HttpSpec;
+use crate::exec::{ExecJob, ExecOutcome};
+
+/// Work running here, by job: dropping its sender cancels it.
+type Running = Mutex<BTreeMap<JobId, tokio::sync::oneshot::Sender<()>>>;
+
+pub struct JobPort {
+    pub topo: Arc<Topology>,
+    pub name: String,
+    pub clock: Clock,
+    pub artifacts: PathBuf,
+    pub executors: BTreeMap<String, ExecutorConfig>,
+    pub http: reqwest::Client,
+    /// A local job gets its longest duration plus this, then fails.
+    pub job_grace_ms: u64,
+    pub metrics: Arc<Metrics>,
+    running: Running,
+}
+
+impl JobPort {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        topo: Arc<Topology>,
+        name: String,
+        clock: Clock,
+        artifacts: PathBuf,
+        executors: BTreeMap<String, ExecutorConfig>,
+        http: reqwest::Client,
+        job_grace_ms: u64,
+        metrics: Arc<Metrics>,
+    ) -> JobPort {
+        JobPort {
+            topo,
+            name,
+            clock,
+            artifacts,
+            executors,
+            http,
+            job_grace_ms,
+            metrics,
+            running: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Starts `spec` and registers its cancel; `None` if already running.
+    fn begin(&self, id: JobId) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut running = lock(&self.running);
+        if running.contains_key(&id) {
+            return None;
+        }
+        running.insert(id, tx);
+        self.metrics.jobs_running.fetch_add(1, Ordering::Relaxed);
+        Some(rx)
+    }
+
+    fn end(&self, id: JobId) {
+        if lock(&self.running).remove(&id).is_some() {
+            self.metrics.jobs_running.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Stops a job (its result, if any, is dropped).
+    pub fn cancel(&self, id: JobId) {
+        self.end(id);
+    }
+
+    /// Stops every job (the node is stopping).
+    pub fn cancel_all(&self) {
+        let ids: Vec<JobId> = lock(&self.running).keys().copied().collect();
+        for id in ids {
+            self.end(id);
+        }
+    }
+
+    /// A CPU or external stage of a channel here; its end goes to `to`.
+    pub fn run_local(self: &Arc<Self>, spec: JobSpec, to: Mailbox<ChannelInput>) {
+        Metrics::inc(&self.metrics.jobs_started);
+        let Some(cancel) = self.begin(spec.id) else {
+            return;
+        };
+        let port = Arc::clone(self);
+        tokio::spawn(async move {
+            let timeout_ms = spec.duration.max_ms() + port.job_grace_ms;
+            let result = port.run_stage(&spec, timeout_ms, cancel).await;
+            port.end(spec.id);
+            if let Some(input) = route::local_job_outcome(&spec, result) {
+                to.post(input);
+            }
+        });
+    }
+
+    /// A job on a GPU of this node, stopped at its lease; its end goes to
+    /// the GPU's machine.
+    pub fn run_gpu(self: &Arc<Self>, job: JobSpec, lease_until_ms: u64, to: Mailbox<GpuInput>) {
+        let Some(cancel) = self.begin(job.id) else {
+            return;
+        };
+        let port = Arc::clone(self);
+        tokio::spawn(async move {
+            let timeout_ms = lease_until_ms.saturating_sub(port.clock.now_ms());
+            let result = port.run_stage(&job, timeout_ms, cancel).await;
+            port.end(job.id);
+            let ok = match result {
+                LocalJobResult::Succeeded => true,
+                LocalJobResult::Failed { .. } => false,
+                LocalJobResult::Cancelled => return,
+            };
+            to.post(GpuInput::Finished { id: job.id, ok });
+        });
+    }
+
+    fn slot_dir(&self, channel: ChannelId, slot: u64) -> PathBuf {
+        self.artifacts
+            .join(&self.topo.channel(channel).name)
+            .join(slot.to_string())
+    }
+
+    /// Runs `spec` for at most `timeout_ms`; `cancel` firing (or its sender
+    /// being dropped) stops it.
+    async fn run_stage(
+        &self,
+        spec: &JobSpec,
+        timeout_ms: u64,
+        cancel: tokio::sync::oneshot::Receiver<()>,
+    ) -> LocalJobResult {
+        let job = match self.exec_job(spec, timeout_ms) {
+            Some(job) => job,
+            None => return LocalJobResult::Failed { retryable: false },
+        };
+        let cancel = async move {
+            let _ = cancel.await;
+        };
+        let run = self.execute(&job, timeout_ms, cancel);
+        // The hard limit holds whatever the executor does.
+        let limit = std::time::Duration::from_millis(timeout_ms);
+        let out = match tokio::time::timeout(limit, run).await {
+            Ok(o) => o,
+            Err(_) => ExecOutcome::Failed {
+                reason: format!("timed out after {timeout_ms} ms"),
+                retryable: true,
+            },
+        };
+        match out {
+            ExecOutcome::Succeeded { .. } => LocalJobResult::Succeeded,
+            ExecOutcome::Failed { reason, retryable } => {
+                eprintln!("{}: {} failed: {reason}", self.name, job.name);
+                LocalJobResult::Failed { retryable }
+            }
+            ExecOutcome::Cancelled => LocalJobResult::Cancelled,
+        }
+    }
+
+    /// What the executor is handed for `spec`; `None` if its stage does not
+    /// exist (a spec from a node with another pipeline).
+    fn exec_job(&self, spec: &JobSpec, timeout_ms: u64) -> Option<ExecJob> {
+        let chan = self.topo.channel(spec.id.channel);
+        let pipeline = self.topo.pipeline(chan.pipeline);
+        let Some(stage) = pipeline.stages.get(usize::from(spec.id.stage)) else {
+            eprintln!(
+                "{}: {} has no stage {}",
+                self.name, chan.name, spec.id.stage
+            );
+            return None;
+        };
+        let dir = self.slot_dir(spec.id.channel, spec.id.slot);
+        let input_dir = match usize::from(spec.id.stage).checked_sub(1) {
+            Some(prev) => dir.join(&pipeline.stages[prev].name),
+            None => dir.clone(),
+        };
+        let vars = BTreeMap::from([
+            ("channel".to_string(), chan.name.clone()),
+            ("slot".to_string(), spec.id.slot.to_string()),
+            ("attempt".to_string(), spec.id.attempt.to_string()),
+            (
+                "input_dir".to_string(),
+                input_dir.to_string_lossy().into_owned(),
+            ),
+            (
+                "title".to_string(),
+                format!("{} number {}", chan.name, spec.id.slot),
+            ),
+        ]);
+        let mix = placement::mix64(spec.id.slot ^ u64::from(spec.id.channel.0) << 32);
+        let synthetic_ms = spec.duration.sample_ms(mix as u32);
+        Some(ExecJob {
+            name: format!(
+                "{}/{}/{}/a{}",
+                chan.name, spec.id.slot, stage.name, spec.id.attempt
+            ),
+            stage: stage.name.clone(),
+            artifact_dir: dir.join(&stage.name),
+            vars,
+            duration_ms: match self.executors.get(&stage.name) {
+                None | Some(ExecutorConfig::Synthetic) => synthetic_ms.min(timeout_ms),
+                Some(_) => timeout_ms,
+            },
+        })
+    }
+
+    /// Runs `job` on the executor its stage is configured with.
+    async fn execute(
+        &self,
+        job: &ExecJob,
+        timeout_ms: u64,
+        cancel: impl std::future::Future<Output = ()> + Send,
+    ) -> ExecOutcome {
+        match self.executors.get(&job.stage) {
+            None | Some(ExecutorConfig::Synthetic) => {
+                crate::exec::synthetic::run(job, cancel).await
+            }
+            Some(ExecutorConfig::Command {
+                program,
+                args,
+                env,
+                permanent_exit_codes,
+            }) => {
+                let c = CommandSpec {
+                    program: program.clone(),
+                    args: args.clone(),
+                    env: env.clone(),
+                    permanent_exit_codes: permanent_exit_codes.clone(),
+                };
+                crate::exec::command::run(&c, job, cancel).await
+            }
+            Some(ExecutorConfig::Http {
+                url,
+                body,
+                timeout_ms: t,
+                headers,
+            }) => {
+                let h = HttpSpec {
+                    url: url.clone(),
+                    body: body.clone().unwrap_or_else(|| serde_json::json!({})),
+                    timeout_ms: t.unwrap_or(timeout_ms).min(timeout_ms),
+                    headers: headers.clone(),
+                };
+                crate::exec::http::run(&self.http, &h, job, cancel).await
+            }
+        }
+    }
+
+    /// The file to publish for a video: the last stage's `video.mp4`, else
+    /// its first artifact (a synthetic manifest). When no stage output is
+    /// visible here (artifacts not shared), a small stand-in describing the
+    /// video is written, so that a misconfigured mount shows in the
+    /// published metadata instead of blocking the channel.
+    pub fn video_for(&self, channel: ChannelId, slot: u64) -> PathBuf {
+        let chan = self.topo.channel(channel);
+        let pipeline = self.topo.pipeline(chan.pipeline);
+        let dir = self.slot_dir(channel, slot);
+        for stage in pipeline.stages.iter().rev() {
+            if matches!(stage.kind, StageKind::Publish) {
+                continue;
+            }
+            let d = dir.join(&stage.name);
+            for name in ["video.mp4", "response.json", "manifest.json"] {
+                if d.join(name).is_file() {
+                    return d.join(name);
+                }
+            }
+        }
+        eprintln!(
+            "{}: no stage output for {} slot {slot} under {}; publishing a stand-in (is the artifacts folder shared?)",
+            self.name,
+            chan.name,
+            dir.display()
+        );
+        let stand_in = dir.join("missing-artifact.json");
+        let _ = std::fs::create_dir_all(&dir);
+        let note = serde_json::json!({
+            "channel": chan.name,
+            "slot": slot,
+            "note": format!("no stage output under {} on {}", dir.display(), self.name),
+        });
+        let _ = std::fs::write(&stand_in, note.to_string());
+        stand_in
+    }
+}

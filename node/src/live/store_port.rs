@@ -1,0 +1,99 @@
+//! The store, as the machines' store routes use it: every operation runs in
+//! a task and its reply comes back to the machine that issued it, counted
+//! in the metrics. A refused channel commit is diagnosed (the epoch fence,
+//! or a routine conflict) for logs and metrics only: the machine decides
+//! from its own read-back.
+
+use std::sync::Arc;
+
+use actors::records::{owner_key, OwnerRecord};
+use actors::store::{StoreError, StoreOp, StoreReply};
+use topology::{ChannelId, NodeId, Topology};
+
+use super::metrics::Metrics;
+use super::shell::Mailbox;
+use crate::store::any::AnyStore;
+use crate::store::Store;
+
+pub struct StorePort {
+    pub store: Arc<AnyStore>,
+    pub metrics: Arc<Metrics>,
+    pub topo: Arc<Topology>,
+    pub me: NodeId,
+    pub name: String,
+}
+
+/// Which channel machine issued a commit: its fence.
+#[derive(Clone, Copy, Debug)]
+pub struct Fence {
+    pub channel: ChannelId,
+    pub epoch: u64,
+    pub incarnation: u64,
+}
+
+impl StorePort {
+    /// Applies `op`, counting it and its failure.
+    pub async fn apply(&self, op: &StoreOp) -> StoreReply {
+        Metrics::inc(&self.metrics.store_ops);
+        let r = self.store.apply(op).await;
+        if matches!(r, StoreReply::Failed(_)) {
+            Metrics::inc(&self.metrics.store_errors);
+        }
+        r
+    }
+
+    /// Runs `op` in a task; its reply goes to `to` as `reply(…)`. A refused
+    /// commit of a channel (`fence`) is diagnosed on the way.
+    pub fn spawn<I: Send + 'static>(
+        self: &Arc<Self>,
+        op: StoreOp,
+        fence: Option<Fence>,
+        to: Mailbox<I>,
+        reply: impl FnOnce(StoreReply) -> I + Send + 'static,
+    ) {
+        let port = Arc::clone(self);
+        tokio::spawn(async move {
+            let r = port.apply(&op).await;
+            let refused = matches!(r, StoreReply::Failed(StoreError::Conflict { .. }));
+            if let (true, Some(f), StoreOp::Commit(_)) = (refused, fence, &op) {
+                port.note_fence(f).await;
+            }
+            to.post(reply(r));
+        });
+    }
+
+    /// A channel commit was refused. Other conflicts are routine (the quota
+    /// ledger is shared by a project's channels); one because the owner
+    /// record names someone else is the epoch fence at work, and is counted
+    /// and said.
+    async fn note_fence(&self, f: Fence) {
+        let Ok(got) = self.store.get(&[owner_key(f.channel)]).await else {
+            return;
+        };
+        let owner = got
+            .into_iter()
+            .next()
+            .flatten()
+            .and_then(|e| OwnerRecord::decode(&e.value).ok());
+        let mine = OwnerRecord {
+            node: Some(self.me),
+            epoch: f.epoch,
+            incarnation: f.incarnation,
+        };
+        if let Some(o) = owner.filter(|o| *o != mine) {
+            Metrics::inc(&self.metrics.fence_rejections);
+            let now = o
+                .node
+                .and_then(|n| self.topo.nodes.get(n.index()))
+                .map(|n| n.name.clone())
+                .unwrap_or_else(|| "nobody".into());
+            eprintln!(
+                "{}: the store refused a write of channel {} at epoch {}: the fence (owner now {now} at epoch {})",
+                self.name,
+                self.topo.channel(f.channel).name,
+                f.epoch,
+                o.epoch
+            );
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The simulated world: one thread, one seeded RNG, one virtual clock, one
+//! event queue. It hosts the production machines on simulated nodes, hands
+//! their effects to the node layer (`actors::node::route`, the same code
+//! the live node calls), and carries the routes out against a simulated
+//! network, store, GPUs, executors and publishing API, with faults injected
+//! from the scenario.
+//!
+//! The parts, one file each: `events` (the queue and what happens when an
+//! event comes due), `clock` (node clocks), `nodes` (hosting and feeding
+//! machines), `carry` (routes carried out), `network`, `store`,
+//! `hardware` (GPUs and local executors), `publishing` (the API), and
+//! `lifecycle` (faults, the heal, recovery and end-of-run checks).
+//!
+//! Architecture invariant: nothing here reads the wall clock or an unseeded
+//! RNG, and every collection iterated is ordered (`BTreeMap`, `Vec`), so a
+//! seed fixes the whole run.
+
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
+
+use actors::channel::{ChannelEffect, ChannelMachine};
+use actors::dispatch::DispatchEffect;
+use actors::gpu::GpuEffect;
+use actors::membership::MembershipEffect;
+use actors::node::Route;
+use actors::rng::SeededRng;
+use actors::store::MemStore;
+use topology::{ChannelId, NodeId, RegionId, Topology};
+
+use crate::api::PublishApi;
+use crate::checks::{Failover, Invariant, RetryLimits, StoreWatch, Truth, Violation};
+use crate::scenario::{Fault, Scenario};
+use crate::trace::Trace;
+
+mod carry;
+mod clock;
+mod events;
+mod hardware;
+mod lifecycle;
+mod network;
+mod nodes;
+mod publishing;
+mod store;
+mod trace_codes;
+
+use events::{Ev, Scheduled};
+use hardware::GpuHw;
+use nodes::SimNode;
+
+#[derive(Default, Clone, Debug)]
+pub struct Stats {
+    pub published: u64,
+    pub publish_latency_ms: Vec<u64>,
+    pub failovers: Vec<Failover>,
+    pub jobs_started: u64,
+    pub gpu_jobs: u64,
+    pub spilled_jobs: u64,
+    pub store_ops: u64,
+    pub commit_unknowns: u64,
+    pub fenced: u64,
+    pub node_removals: u64,
+}
+
+/// The faults in force now.
+#[derive(Default)]
+struct Faults {
+    store_outage: bool,
+    unknown_ppm: u32,
+    partitioned: Vec<bool>,
+    one_way: BTreeSet<(RegionId, RegionId)>,
+    loss_ppm: u32,
+    dup_ppm: u32,
+    reorder_ppm: u32,
+    gpu_fail_ppm: u32,
+    straggler_ppm: u32,
+    providers_down: BTreeSet<String>,
+    frozen: Vec<bool>,
+    /// Events that came due for a frozen node, in order.
+    frozen_events: Vec<Vec<Ev>>,
+    /// Operator commands that wait for the store to come back.
+    deferred_controls: Vec<Fault>,
+}
+
+pub struct World {
+    pub sc: Scenario,
+    pub topo: Arc<Topology>,
+    pub now: u64,
+    seq: u64,
+    queue: BinaryHeap<Scheduled>,
+    slab: Vec<Option<Ev>>,
+    free_slots: Vec<u32>,
+    rng: SeededRng,
+    nodes: Vec<SimNode>,
+    pub store: MemStore,
+    faults: Faults,
+    gpu_hw: Vec<GpuHw>,
+    /// Each GPU's node and its index among that node's GPUs.
+    gpu_local: Vec<(NodeId, usize)>,
+    pub api: PublishApi,
+    pub watch: StoreWatch,
+    pub truth: Truth,
+    pub stats: Stats,
+    pub trace: Trace,
+    pub violation: Option<Violation>,
+    machine_gen: u64,
+    /// Channels with a kill or pause in force, and since when (true ms).
+    stopped_since: BTreeMap<Option<ChannelId>, u64>,
+    pub heal_at: u64,
+    pub end_at: u64,
+    /// Active video records at the heal: each must end before `end_at`.
+    pub must_finish: Vec<(ChannelId, u64)>,
+    pending_failovers: Vec<usize>,
+    cancelled_local: BTreeSet<actors::protocol::JobId>,
+    /// Drains asked and not yet finished: (incarnation, asked at).
+    pub(crate) drains_pending: BTreeMap<NodeId, (u32, u64)>,
+    ch_buf: Vec<ChannelEffect>,
+    mem_buf: Vec<MembershipEffect>,
+    gpu_buf: Vec<GpuEffect>,
+    dis_buf: Vec<DispatchEffect>,
+    route_buf: Vec<Route>,
+}
+
+/// How often the recovery probe looks (true ms).
+const PROBE_MS: u64 = 100;
+
+impl World {
+    pub fn new(sc: Scenario, seed: u64, trace: Trace) -> World {
+        let topo = Arc::clone(&sc.topology);
+        let mut rng = SeededRng::new(seed);
+        let (nodes, gpu_hw, gpu_local) = nodes::build(&sc);
+        let heal_at = sc.start_utc_ms + sc.duration_ms;
+        let end_at = heal_at + sc.bounds.liveness_ms;
+        let retry_limits = RetryLimits {
+            stage_attempts_max: sc.machines.channel.stage_attempts_max,
+            publish_attempts_max: sc.machines.channel.publish_attempts_max,
+        };
+        let mut w = World {
+            topo: Arc::clone(&topo),
+            now: sc.start_utc_ms,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            slab: Vec::new(),
+            free_slots: Vec::new(),
+            rng: rng.fork(1),
+            nodes,
+            store: MemStore::new(),
+            faults: Faults {
+                partitioned: vec![false; topo.regions.len()],
+                frozen: vec![false; topo.nodes.len()],
+                frozen_events: vec![Vec::new(); topo.nodes.len()],
+                ..Faults::default()
+            },
+            gpu_hw,
+            gpu_local,
+            api: PublishApi::default(),
+            watch: StoreWatch {
+                retry_limits,
+                ..StoreWatch::default()
+            },
+            truth: Truth::default(),
+            stats: Stats::default(),
+            trace,
+            violation: None,
+            machine_gen: 0,
+            stopped_since: BTreeMap::new(),
+            heal_at,
+            end_at,
+            must_finish: Vec::new(),
+            pending_failovers: Vec::new(),
+            cancelled_local: BTreeSet::new(),
+            drains_pending: BTreeMap::new(),
+            ch_buf: Vec::new(),
+            mem_buf: Vec::new(),
+            gpu_buf: Vec::new(),
+            dis_buf: Vec::new(),
+            route_buf: Vec::new(),
+            sc,
+        };
+        w.schedule_start();
+        w
+    }
+
+    /// The fault schedule, the nodes that start at once, the heal, the end
+    /// and the recovery probe.
+    fn schedule_start(&mut self) {
+        let start = self.sc.start_utc_ms;
+        for f in self.sc.faults.clone() {
+            match f.fault {
+                // A clock that is off from the start is set before its node
+                // boots, rather than stepped under a running node.
+                Fault::ClockSkew {
+                    node,
+                    offset_ms,
+                    drift_ppm,
+                } if f.at_ms == 0 => {
+                    let c = &mut self.nodes[node.index()].clock;
+                    c.offset_ms = offset_ms;
+                    c.drift_ppm = drift_ppm;
+                }
+                fault => self.push(start + f.at_ms, Ev::Fault(fault)),
+            }
+        }
+        for n in self.topo.node_ids() {
+            if !self.sc.world.late_nodes.contains(&n) {
+                self.start_node(n);
+            }
+        }
+        self.push(self.heal_at, Ev::Heal);
+        self.push(self.end_at, Ev::End);
+        self.push(start + PROBE_MS, Ev::Probe);
+    }
+
+    fn rel(&self) -> u64 {
+        self.now - self.sc.start_utc_ms
+    }
+
+    fn fail(&mut self, v: Violation) {
+        if self.violation.is_none() {
+            self.violation = Some(v);
+        }
+    }
+
+    /// A panic stopped the run: the seed fails with its message.
+    pub fn fail_with_panic(&mut self, message: String) {
+        let rel = self.rel();
+        self.trace.flush();
+        self.fail(Violation::new(
+            Invariant::Assertion,
+            format!("panicked: {message}"),
+            rel,
+        ));
+    }
+
+    /// Runs until the end of the liveness phase or the first violation.
+    pub fn run(&mut self) {
+        while self.step() {}
+        self.trace.flush();
+    }
+
+    /// Processes the next event. False once the run is over: its end was
+    /// reached, an invariant broke, or nothing is left to happen.
+    pub fn step(&mut self) -> bool {
+        let Some(s) = self.queue.pop() else {
+            return false;
+        };
+        assert!(s.at >= self.now, "time only moves forward");
+        self.now = s.at;
+        let Some(ev) = self.slab[s.slot as usize].take() else {
+            return true;
+        };
+        self.free_slots.push(s.slot);
+        let end = matches!(ev, Ev::End);
+        self.dispatch(ev);
+        !(self.violation.is_some() || end)
+    }
+
+    /// When the next event is due (true ms), if any.
+    pub(crate) fn next_event_at(&self) -> Option<u64> {
+        self.queue.peek().map(|s| s.at)
+    }
+
+    /// The nodes hosting a machine for `ch`.
+    pub(crate) fn hosting(&self, ch: ChannelId) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| n.alive && n.channels.contains_key(&ch))
+            .map(|n| n.id)
+            .collect()
+    }
+
+    pub(crate) fn channel_machine(&self, node: NodeId, ch: ChannelId) -> Option<&ChannelMachine> {
+        self.nodes
+            .get(node.index())?
+            .channels
+            .get(&ch)
+            .map(|h| &h.m)
+    }
+
+    fn is_current(&self, node: NodeId, inc: u32) -> bool {
+        let n = &self.nodes[node.index()];
+        n.alive && n.inc == inc
+    }
+
+    /// `node`'s clock now.
+    fn local_now(&mut self, node: NodeId) -> u64 {
+        let now = self.now;
+        self.nodes[node.index()].clock.local(now)
+    }
+
+    /// The index of the publish stage in `ch`'s pipeline.
+    fn publish_stage_of(&self, ch: ChannelId) -> Option<u16> {
+        let stages = &self.topo.pipeline(self.topo.channel(ch).pipeline).stages;
+        let i = stages
+            .iter()
+            .position(|s| s.kind == topology::StageKind::Publish)?;
+        u16::try_from(i).ok()
+    }
+
+    /// GPU-busy milliseconds so far, all GPUs together.
+    pub fn gpu_busy_ms(&self) -> u64 {
+        self.gpu_hw
+            .iter()
+            .map(|h| h.busy_ms + h.busy_since.map(|s| self.now - s).unwrap_or(0))
+            .sum()
+    }
+}

@@ -1,0 +1,160 @@
+//! The simulated store: the in-memory model behind a latency (network to
+//! the store's region plus service time), with outages, spurious conflicts,
+//! and "commit result unknown" (applied or not, with equal odds). Every
+//! commit that would apply is shown to the invariant checks first.
+
+use actors::channel::ChannelInput;
+use actors::membership::MembershipInput;
+use actors::node::Local;
+use actors::store::{StoreError, StoreOp, StoreReply, Txn};
+use topology::{ChannelId, NodeId};
+
+use super::events::{Ev, Msg};
+use super::trace_codes::store_op_code;
+use super::World;
+
+/// Where a store reply goes: the membership machine, or one channel
+/// machine instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReplyTo {
+    Membership,
+    Channel(ChannelId, u64),
+}
+
+/// A store operation on its way.
+#[derive(Clone, Debug)]
+pub(super) struct StoreCall {
+    node: NodeId,
+    inc: u32,
+    reply_to: ReplyTo,
+    op_id: u64,
+    op: StoreOp,
+    /// For a channel's commit: (channel, epoch), checked by invariant 5.
+    fence: Option<(ChannelId, u64)>,
+}
+
+impl World {
+    fn store_latency(&mut self, node: NodeId) -> u64 {
+        let r = self.nodes[node.index()].region;
+        u64::from(self.topo.latency(r, self.sc.world.store_region))
+            + self.sc.world.store_service_ms
+            + self.rng.below(self.sc.world.jitter_ms + 1)
+    }
+
+    pub(super) fn store_reachable(&self, node: NodeId) -> bool {
+        let r = self.nodes[node.index()].region;
+        !self.faults.store_outage && !self.region_blocked(r, self.sc.world.store_region)
+    }
+
+    pub(super) fn send_store(
+        &mut self,
+        node: NodeId,
+        reply_to: ReplyTo,
+        op_id: u64,
+        op: StoreOp,
+        fence: Option<(ChannelId, u64)>,
+    ) {
+        self.stats.store_ops += 1;
+        let inc = self.nodes[node.index()].inc;
+        let lat = self.store_latency(node);
+        let call = StoreCall {
+            node,
+            inc,
+            reply_to,
+            op_id,
+            op,
+            fence,
+        };
+        self.push(self.now + lat, Ev::StoreArrive(Box::new(call)));
+    }
+
+    pub(super) fn store_arrive(&mut self, call: StoreCall) {
+        let rel = self.rel();
+        self.trace.event(
+            rel,
+            call.node.0,
+            "store-op",
+            call.op_id,
+            store_op_code(&call.op),
+        );
+        if !self.store_reachable(call.node) {
+            // The client hears nothing and gives up after its timeout.
+            let reply = StoreReply::Failed(StoreError::Unavailable("store unreachable".into()));
+            self.push_reply(&call, reply, self.now + 1_000);
+            return;
+        }
+        let reply = match &call.op {
+            StoreOp::Commit(txn) => match self.commit(&call, txn) {
+                Some(r) => r,
+                None => return, // an invariant broke: the run stops
+            },
+            other => self.store.apply(other),
+        };
+        let at = self.now + self.store_latency(call.node);
+        self.push_reply(&call, reply, at);
+    }
+
+    fn commit(&mut self, call: &StoreCall, txn: &Txn) -> Option<StoreReply> {
+        if let Err(e) = actors::store::check_limits(&call.op) {
+            return Some(StoreReply::Failed(e));
+        }
+        if self.rng.chance(self.sc.world.store_conflict_ppm) {
+            return Some(StoreReply::Failed(StoreError::Conflict {
+                check_index: None,
+            }));
+        }
+        if self.rng.chance(self.faults.unknown_ppm) {
+            self.stats.commit_unknowns += 1;
+            if self.rng.chance(500_000) {
+                self.apply_commit(call, txn)?;
+            }
+            return Some(StoreReply::Failed(StoreError::CommitUnknown));
+        }
+        self.apply_commit(call, txn)
+    }
+
+    /// Applies `txn` if its checks hold, after the invariant checks saw it;
+    /// `None` if they found a violation.
+    fn apply_commit(&mut self, call: &StoreCall, txn: &Txn) -> Option<StoreReply> {
+        let rel = self.rel();
+        if self.store.evaluate(&txn.checks).is_ok() {
+            let fence = call.fence.map(|(ch, epoch)| (ch, call.node, epoch));
+            let seen = self.watch.before_apply(
+                &self.topo,
+                &self.truth,
+                &self.store,
+                txn,
+                fence,
+                self.now,
+                rel,
+            );
+            if let Err(v) = seen {
+                self.fail(v);
+                return None;
+            }
+        }
+        Some(match self.store.commit_checked(txn) {
+            Ok(v) => StoreReply::Committed(v),
+            Err(e) => StoreReply::Failed(e),
+        })
+    }
+
+    fn push_reply(&mut self, call: &StoreCall, reply: StoreReply, at: u64) {
+        let op_id = call.op_id;
+        let msg = match call.reply_to {
+            ReplyTo::Membership => Msg::Local(Local::Membership(MembershipInput::StoreReply {
+                op_id,
+                reply,
+            })),
+            ReplyTo::Channel(ch, gen) => {
+                Msg::ChannelGen(ch, gen, ChannelInput::StoreReply { op_id, reply })
+            }
+        };
+        let deliver = Ev::Deliver {
+            node: call.node,
+            inc: Some(call.inc),
+            msg,
+        };
+        self.push(at, deliver);
+    }
+}
