@@ -36,6 +36,11 @@ use crate::store::{Check, Entry, StoreError, StoreOp, StoreReply, Txn, Write};
 /// longer (covers the time for the request to leave the node).
 pub const LEASE_MARGIN_MS: u64 = 100;
 
+/// A publish reservation is built only while the lease is valid for this
+/// much longer than [`LEASE_MARGIN_MS`]: the reservation's commit must come
+/// back, and the upload start, while the lease still holds.
+pub const RESERVE_LEASE_MS: u64 = 300;
+
 /// An unanswered [`ChannelEffect::AskLease`] is repeated after this long.
 pub const LEASE_ASK_INTERVAL_MS: u64 = 1_000;
 
@@ -288,6 +293,8 @@ pub struct ChannelMachine {
     lease_wanted: bool,
     /// When the lease was last asked for and not answered yet.
     lease_asked_ms: Option<u64>,
+    /// Videos that wait for the answer.
+    lease_waiters: BTreeSet<u64>,
     release_requested: bool,
     gpu_cost_max: u64,
     deadline: Option<u64>,
@@ -337,6 +344,7 @@ impl ChannelMachine {
             lease_valid_until_ms: 0,
             lease_wanted: false,
             lease_asked_ms: None,
+            lease_waiters: BTreeSet::new(),
             release_requested: false,
             gpu_cost_max,
             deadline: None,
@@ -380,6 +388,13 @@ impl ChannelMachine {
             );
         }
         s
+    }
+
+    /// Whether a commit that reserves an upload is in flight (for tests that
+    /// break a node at that moment).
+    pub fn publish_commit_in_flight(&self) -> bool {
+        matches!(&self.inflight, Some((_, InFlight::Commit { actions, .. }))
+            if actions.iter().any(|a| matches!(a, Action::Publish { .. })))
     }
 
     /// Running jobs, for the simulator's kill-switch check.
@@ -463,7 +478,17 @@ impl ChannelMachine {
             }
             ChannelInput::Lease { valid_until_ms } => {
                 self.lease_valid_until_ms = self.lease_valid_until_ms.max(valid_until_ms);
-                self.lease_asked_ms = None;
+                // Only a lease that is good enough wakes the waiters (and
+                // allows another ask at once); a lapsed one leaves them to
+                // their next look, so that asking never spins.
+                if self.lease_valid_until_ms > now_ms + LEASE_MARGIN_MS + RESERVE_LEASE_MS {
+                    self.lease_asked_ms = None;
+                    for slot in std::mem::take(&mut self.lease_waiters) {
+                        if let Some(v) = self.videos.get_mut(&slot) {
+                            v.wake_ms = v.wake_ms.min(now_ms);
+                        }
+                    }
+                }
             }
             ChannelInput::Release => {
                 self.release_requested = true;
@@ -1250,6 +1275,22 @@ impl ChannelMachine {
                     out.push(ChannelEffect::StartJob(spec));
                 }
                 Action::Publish { slot } => {
+                    // The reservation was built while the lease was valid,
+                    // but its answer may come much later (a stalled or
+                    // frozen process): by then another node may own the
+                    // channel and have published. Upload only while the
+                    // lease still holds; else give the reservation back
+                    // (nothing was sent) and start over.
+                    if self.lease_valid_until_ms <= now_ms + LEASE_MARGIN_MS {
+                        probe!(PublishHeldForLease);
+                        self.quota_changes.push(QuotaChange::Refund { slot });
+                        if let Some(v) = self.videos.get_mut(&slot) {
+                            v.run = Run::Idle;
+                            v.wake_ms = now_ms;
+                        }
+                        self.lease_wanted = true;
+                        continue;
+                    }
                     let name = &self.topo.channel(self.id).name;
                     let key = idempotency_key(name, slot);
                     let Some(v) = self.videos.get_mut(&slot) else {
@@ -1391,6 +1432,13 @@ impl ChannelMachine {
         self.deadline = self.compute_deadline(now_ms, may_start, settling);
     }
 
+    /// `slot` waits for a lease valid long enough: ask for it, and try the
+    /// slot again as soon as the answer comes.
+    fn wait_for_lease(&mut self, slot: u64) {
+        self.lease_wanted = true;
+        self.lease_waiters.insert(slot);
+    }
+
     /// Asks for the node's lease when a video waits for it, at most once a
     /// second while unanswered (an answer may be lost with a restart).
     fn ask_lease(&mut self, now_ms: u64, out: &mut Vec<ChannelEffect>) {
@@ -1525,8 +1573,7 @@ impl ChannelMachine {
     /// Starts the next step of an idle video, if its budget, breaker,
     /// quota and lease allow.
     fn advance(&mut self, now_ms: u64, slot: u64) {
-        let lease_ok = self.lease_valid_until_ms > now_ms + LEASE_MARGIN_MS;
-        self.lease_wanted |= !lease_ok;
+        let lease_ok = self.lease_valid_until_ms > now_ms + LEASE_MARGIN_MS + RESERVE_LEASE_MS;
         let stage_count = self.stage_count();
         let Some(v) = self.videos.get_mut(&slot) else {
             return;
@@ -1538,6 +1585,8 @@ impl ChannelMachine {
                 v.needs_lookup = false;
                 v.run = Run::AwaitCommit;
                 self.quota_changes.push(QuotaChange::ReserveLookup { slot });
+            } else {
+                self.wait_for_lease(slot);
             }
             return;
         }
@@ -1549,8 +1598,12 @@ impl ChannelMachine {
         let spec = topo.channel(self.id);
         let stage = &topo.pipeline(spec.pipeline).stages[stage_ix];
         if stage.kind == StageKind::Publish {
-            if v.rec.publish_intent || !lease_ok {
-                return; // a refund goes first; or the lease must be renewed
+            if v.rec.publish_intent {
+                return; // a refund goes first
+            }
+            if !lease_ok {
+                self.wait_for_lease(slot);
+                return;
             }
             self.quota_changes
                 .push(QuotaChange::ReservePublish { slot });

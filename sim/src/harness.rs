@@ -72,6 +72,21 @@ impl World {
         s
     }
 
+    /// The first (node, channel) whose hosted machine satisfies `pred`.
+    pub fn find_channel(
+        &self,
+        pred: impl Fn(&actors::channel::ChannelMachine) -> bool,
+    ) -> Option<(NodeId, ChannelId)> {
+        for n in self.topo.node_ids() {
+            for ch in self.topo.channel_ids() {
+                if self.channel_machine(n, ch).is_some_and(&pred) {
+                    return Some((n, ch));
+                }
+            }
+        }
+        None
+    }
+
     /// The stored record of a video, active or done.
     pub fn video_record(&self, ch: ChannelId, slot: u64) -> Option<VideoRecord> {
         let v = self

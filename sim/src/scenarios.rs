@@ -8,7 +8,7 @@ use topology::*;
 
 use crate::scenario::*;
 
-pub const NAMES: [&str; 22] = [
+pub const NAMES: [&str; 23] = [
     "steady",
     "node-kill",
     "node-flap",
@@ -30,6 +30,7 @@ pub const NAMES: [&str; 22] = [
     "fleet-drain",
     "scale-out",
     "swarm",
+    "swarm-defaults",
     "capacity-10m",
 ];
 
@@ -67,7 +68,10 @@ pub fn describe(name: &str) -> &'static str {
         "rolling-restart" => "every node drained and restarted in turn, one every 3 min",
         "fleet-drain" => "every node drained at the same moment, all restarted 2 min later",
         "scale-out" => "three more nodes join at 15 min; channels rebalance by handover",
-        "swarm" => "a random mix of every fault, drawn from the seed",
+        "swarm" => {
+            "a random mix of every fault on a fleet and parameters drawn from the seed"
+        }
+        "swarm-defaults" => "the swarm's faults on the default fleet and parameters",
         "capacity-10m" => {
             "10M videos a month: 1,600 GPUs, 200 nodes, 4 regions, 5,000 channels, one day"
         }
@@ -503,7 +507,8 @@ pub fn builtin(name: &str, seed: u64) -> Option<Scenario> {
             ];
             s
         }
-        "swarm" => swarm(seed),
+        "swarm" => swarm(seed, true),
+        "swarm-defaults" => swarm(seed, false),
         "capacity-10m" => capacity_10m(),
         _ => return None,
     };
@@ -513,12 +518,17 @@ pub fn builtin(name: &str, seed: u64) -> Option<Scenario> {
 
 /// A random mix of every fault, each healed later, on a fleet and with
 /// parameters drawn from the seed (see [`crate::variation`]).
-fn swarm(seed: u64) -> Scenario {
+fn swarm(seed: u64, vary_params: bool) -> Scenario {
     let mut rng = SeededRng::new(seed ^ 0x5A4B_3C2D);
-    let mut vary = SeededRng::new(seed ^ 0xB0_661F);
-    let (shape, tiny_quota) = crate::variation::fleet(&mut vary);
-    let mut s = base("swarm", build_fleet(&shape));
-    crate::variation::params(&mut s, &mut vary, tiny_quota);
+    let mut s = if vary_params {
+        let mut vary = SeededRng::new(seed ^ 0xB0_661F);
+        let (shape, tiny_quota) = crate::variation::fleet(&mut vary);
+        let mut s = base("swarm", build_fleet(&shape));
+        crate::variation::params(&mut s, &mut vary, tiny_quota);
+        s
+    } else {
+        base("swarm-defaults", build_fleet(&FleetShape::default()))
+    };
     let nodes = s.topology.nodes.len() as u64;
     let regions = s.topology.regions.len() as u64;
     let faults_count = 4 + rng.below(8);

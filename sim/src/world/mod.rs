@@ -118,10 +118,15 @@ pub struct World {
     gpu_buf: Vec<GpuEffect>,
     dis_buf: Vec<DispatchEffect>,
     route_buf: Vec<Route>,
+    events_this_ms: u64,
 }
 
 /// How often the recovery probe looks (true ms).
 const PROBE_MS: u64 = 100;
+
+/// More events than this at one moment means machines are feeding each
+/// other without time moving: a livelock, failed as an assertion.
+const EVENTS_PER_MS_MAX: u64 = 200_000;
 
 impl World {
     pub fn new(sc: Scenario, seed: u64, trace: Trace) -> World {
@@ -174,6 +179,7 @@ impl World {
             gpu_buf: Vec::new(),
             dis_buf: Vec::new(),
             route_buf: Vec::new(),
+            events_this_ms: 0,
             sc,
         };
         w.schedule_start();
@@ -244,6 +250,16 @@ impl World {
             return false;
         };
         assert!(s.at >= self.now, "time only moves forward");
+        if s.at == self.now {
+            self.events_this_ms += 1;
+            assert!(
+                self.events_this_ms < EVENTS_PER_MS_MAX,
+                "livelock: {EVENTS_PER_MS_MAX} events at one moment ({} ms into the run) and time does not move",
+                self.rel()
+            );
+        } else {
+            self.events_this_ms = 0;
+        }
         self.now = s.at;
         let Some(ev) = self.slab[s.slot as usize].take() else {
             return true;
