@@ -1,0 +1,136 @@
+//! Who may write, and whether work may start: the epoch fence every write
+//! carries, the operator's pause and kill switch (the channel's own control
+//! record and the fleet's), and stopping the machine.
+
+use crate::records::{
+    channel_key, control_key, owner_key, ControlRecord, FailReason, OwnerRecord, VideoStatus,
+    CONTROL_ALL_KEY,
+};
+use crate::store::{Check, Entry};
+
+use super::video::Run;
+use super::{ChannelEffect, ChannelMachine, Phase};
+
+impl ChannelMachine {
+    pub(super) fn owner_record(&self) -> OwnerRecord {
+        OwnerRecord {
+            node: Some(self.node),
+            epoch: self.epoch,
+            incarnation: self.incarnation,
+        }
+    }
+
+    /// The checks every write of this machine carries: the fence (owner
+    /// record and channel record version), and the versions of the control
+    /// records it has seen, so that no work starts once a pause or the kill
+    /// switch is durable, whatever this node has heard of it.
+    pub(super) fn fence_checks(&self) -> Vec<Check> {
+        let mut checks = vec![
+            Check::VersionIs(CONTROL_ALL_KEY.to_vec(), self.control_all_version),
+            Check::VersionIs(control_key(self.id), self.control_version),
+        ];
+        if !self.params.sabotage.no_epoch_fencing {
+            let owner = self.owner_record().encode();
+            checks.push(Check::Equals(owner_key(self.id), owner));
+            checks.push(Check::VersionIs(channel_key(self.id), self.chan_version));
+        }
+        assert!(checks.len() >= 2, "every write checks the controls");
+        checks
+    }
+
+    /// Stops the machine for good: what runs is cancelled, and `effect`
+    /// (fenced or released) tells the node.
+    pub(super) fn stop(&mut self, out: &mut Vec<ChannelEffect>, effect: ChannelEffect) {
+        assert!(matches!(
+            effect,
+            ChannelEffect::Fenced | ChannelEffect::Released
+        ));
+        for v in self.videos.values() {
+            if let Run::Job { id, gpu, .. } = v.run {
+                out.push(ChannelEffect::CancelJob { id, gpu });
+            }
+        }
+        self.phase = Phase::Stopped;
+        self.deadline = None;
+        out.push(effect);
+    }
+
+    /// The channel's own control record, as membership read it.
+    pub(super) fn on_own_control(&mut self, now_ms: u64, record: ControlRecord, version: u64) {
+        if version >= self.control_version {
+            self.control_version = version;
+            self.control = record;
+            self.on_control(now_ms, record.merge(self.control_all));
+        }
+    }
+
+    /// The fleet's control record (the kill switch).
+    pub(super) fn on_fleet_control(&mut self, now_ms: u64, record: ControlRecord, version: u64) {
+        if version >= self.control_all_version {
+            self.control_all_version = version;
+            self.control_all = record;
+            self.on_control(now_ms, self.control.merge(record));
+        }
+    }
+
+    /// Takes control records read back from the store, if they changed.
+    pub(super) fn adopt_control(&mut self, now_ms: u64, all: Option<Entry>, own: Option<Entry>) {
+        let version = |e: &Option<Entry>| e.as_ref().map(|e| e.version).unwrap_or(0);
+        let record = |e: &Option<Entry>| {
+            e.as_ref()
+                .and_then(|e| ControlRecord::decode(&e.value).ok())
+                .unwrap_or_default()
+        };
+        let mut changed = false;
+        if version(&all) != self.control_all_version {
+            self.control_all_version = version(&all);
+            self.control_all = record(&all);
+            changed = true;
+        }
+        if version(&own) != self.control_version {
+            self.control_version = version(&own);
+            self.control = record(&own);
+            changed = true;
+        }
+        if changed {
+            probe!(ControlSeenAtReadBack);
+            let merged = self.control.merge(self.control_all);
+            self.on_control(now_ms, merged);
+        }
+    }
+
+    /// The effective control changed: a kill cancels what runs and fails
+    /// what has not started uploading.
+    pub(super) fn on_control(&mut self, now_ms: u64, effective: ControlRecord) {
+        assert_eq!(effective, self.control.merge(self.control_all));
+        if effective.killed {
+            let slots: Vec<u64> = self.videos.keys().copied().collect();
+            for slot in slots {
+                self.kill_video(now_ms, slot);
+            }
+        }
+    }
+
+    /// Fails a video for the kill switch unless an upload may be in flight,
+    /// which must settle first (it is failed or recorded when it answers).
+    pub(super) fn kill_video(&mut self, now_ms: u64, slot: u64) {
+        let Some(v) = self.videos.get_mut(&slot) else {
+            return;
+        };
+        if v.rec.is_done() || v.run == Run::AwaitCommit {
+            return;
+        }
+        if v.rec.publish_intent {
+            probe!(KillWaitsForUpload);
+            return;
+        }
+        if let Run::Job { id, gpu, .. } = v.run {
+            self.cancels.push((id, gpu));
+        }
+        v.run = Run::Idle;
+        v.rec.held_micros = 0;
+        v.rec.status = VideoStatus::Failed(FailReason::Killed);
+        v.wake_ms = now_ms;
+        self.dirty.insert(slot);
+    }
+}

@@ -1,0 +1,169 @@
+//! Uploads and lookups coming back, and the node's lease they depend on.
+//! A definite failure gives the reservation back; an unknown outcome never
+//! does (the key is looked up first); a lookup that finds the upload
+//! records the video as published, one that finds nothing gives the
+//! reservation back so the video publishes afresh.
+
+use crate::breaker::backoff_ms;
+use crate::protocol::{LookupOutcome, PublishOutcome};
+use crate::records::{FailReason, VideoStatus};
+
+use super::video::{QuotaChange, Run};
+use super::{
+    ChannelEffect, ChannelMachine, LEASE_ASK_INTERVAL_MS, LEASE_MARGIN_MS, RESERVE_LEASE_MS,
+};
+
+impl ChannelMachine {
+    fn mark_published(&mut self, slot: u64, remote_id: String) {
+        if let Some(v) = self.videos.get_mut(&slot) {
+            assert!(!v.rec.is_done(), "a video is published once");
+            v.rec.status = VideoStatus::Published { remote_id };
+            v.rec.publish_intent = false;
+            v.rec.stage = v.rec.stage.saturating_add(1);
+            v.run = Run::Idle;
+            self.dirty.insert(slot);
+        }
+    }
+
+    pub(super) fn on_publish_result(
+        &mut self,
+        now_ms: u64,
+        slot: u64,
+        attempt: u32,
+        outcome: PublishOutcome,
+    ) {
+        let Some(v) = self.videos.get(&slot) else {
+            return;
+        };
+        if !matches!(v.run, Run::Publishing { attempt: a, .. } if a == attempt) {
+            return; // an earlier attempt's answer, or after the timeout
+        }
+        match outcome {
+            PublishOutcome::Published { remote_id } => self.mark_published(slot, remote_id),
+            definite => self.upload_refused(now_ms, slot, definite),
+        }
+    }
+
+    /// A definite failure: nothing was published, so the reservation comes
+    /// back; when to try again depends on why.
+    fn upload_refused(&mut self, now_ms: u64, slot: u64, outcome: PublishOutcome) {
+        assert!(!matches!(outcome, PublishOutcome::Published { .. }));
+        let jitter = self.rng.next_u32();
+        let (base, max) = (self.params.retry_base_ms, self.params.retry_max_ms);
+        let reset = self.next_quota_reset_ms(now_ms);
+        let failures_max = self.params.publish_attempts_max;
+        self.quota_changes.push(QuotaChange::Refund { slot });
+        let Some(v) = self.videos.get_mut(&slot) else {
+            return;
+        };
+        v.run = Run::Idle;
+        match outcome {
+            PublishOutcome::RateLimited { retry_after_ms } => {
+                probe!(UploadRateLimited);
+                v.wake_ms = now_ms + retry_after_ms.max(backoff_ms(1, base, max, jitter));
+            }
+            PublishOutcome::QuotaExceeded => {
+                probe!(UploadQuotaRefused);
+                v.wake_ms = reset;
+            }
+            _ => {
+                // A real failure of the publish stage (5xx, a dropped
+                // connection before the upload completed).
+                probe!(UploadTransient);
+                v.rec.stage_failures = v.rec.stage_failures.saturating_add(1);
+                v.wake_ms = now_ms + backoff_ms(v.rec.stage_failures, base, max, jitter);
+                if v.rec.stage_failures >= failures_max {
+                    self.fail_video(slot, FailReason::StageRetriesExhausted);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_lookup_result(&mut self, now_ms: u64, slot: u64, outcome: LookupOutcome) {
+        let Some(v) = self.videos.get(&slot) else {
+            return;
+        };
+        if !matches!(v.run, Run::LookingUp { .. }) {
+            return;
+        }
+        let jitter = self.rng.next_u32();
+        let (base, max) = (self.params.retry_base_ms, self.params.retry_max_ms);
+        match outcome {
+            LookupOutcome::Found { remote_id } => {
+                probe!(LookupFoundUpload);
+                if v.taken_over_intent {
+                    probe!(LookupFoundAfterTakeover);
+                }
+                self.mark_published(slot, remote_id)
+            }
+            LookupOutcome::NotFound => {
+                // The upload never completed: its reservation comes back and
+                // the video publishes afresh.
+                probe!(LookupNotFound);
+                self.quota_changes.push(QuotaChange::Refund { slot });
+                if let Some(v) = self.videos.get_mut(&slot) {
+                    v.run = Run::Idle;
+                    v.wake_ms = now_ms;
+                }
+                if self.control().killed {
+                    self.fail_video(slot, FailReason::Killed);
+                }
+            }
+            LookupOutcome::Failed => {
+                probe!(LookupFailed);
+                if let Some(v) = self.videos.get_mut(&slot) {
+                    v.run = Run::Idle;
+                    v.needs_lookup = true;
+                    v.wake_ms = now_ms + backoff_ms(2, base, max, jitter);
+                }
+            }
+        }
+    }
+
+    /// Whether the lease known here is good for a reservation now.
+    pub(super) fn lease_good_for_reserve(&self, now_ms: u64) -> bool {
+        self.lease_valid_until_ms > now_ms + LEASE_MARGIN_MS + RESERVE_LEASE_MS
+    }
+
+    /// The node's answer to [`ChannelEffect::AskLease`].
+    pub(super) fn on_lease(&mut self, now_ms: u64, valid_until_ms: u64) {
+        let before = self.lease_valid_until_ms;
+        self.lease_valid_until_ms = self.lease_valid_until_ms.max(valid_until_ms);
+        assert!(
+            self.lease_valid_until_ms >= before,
+            "what is known of the lease only grows"
+        );
+        // Only a lease that is good enough wakes the waiters (and allows
+        // another ask at once); a lapsed one leaves them to their next
+        // look, so that asking never spins.
+        if self.lease_good_for_reserve(now_ms) {
+            self.lease_asked_ms = None;
+            for slot in std::mem::take(&mut self.lease_waiters) {
+                if let Some(v) = self.videos.get_mut(&slot) {
+                    v.wake_ms = v.wake_ms.min(now_ms);
+                }
+            }
+        }
+    }
+
+    /// `slot` waits for a lease valid long enough: ask for it, and try the
+    /// slot again as soon as the answer comes.
+    pub(super) fn wait_for_lease(&mut self, slot: u64) {
+        assert!(self.videos.contains_key(&slot));
+        self.lease_wanted = true;
+        self.lease_waiters.insert(slot);
+    }
+
+    /// Asks for the node's lease when a video waits for it, at most once a
+    /// second while unanswered (an answer may be lost with a restart).
+    pub(super) fn ask_lease(&mut self, now_ms: u64, out: &mut Vec<ChannelEffect>) {
+        let wanted = std::mem::take(&mut self.lease_wanted);
+        let asked_lately = self
+            .lease_asked_ms
+            .is_some_and(|t| now_ms < t + LEASE_ASK_INTERVAL_MS);
+        if wanted && !asked_lately {
+            self.lease_asked_ms = Some(now_ms);
+            out.push(ChannelEffect::AskLease);
+        }
+    }
+}
