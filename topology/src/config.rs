@@ -291,6 +291,16 @@ fn unique(
     }
 }
 
+/// The `k`-th of `count` copies of `name`: `name-k`, or `name` itself when
+/// there is only one.
+fn stamped_name(name: &str, k: usize, count: usize) -> String {
+    if count > 1 {
+        format!("{name}-{k}")
+    } else {
+        name.to_string()
+    }
+}
+
 /// "HH:MM" with 2-digit fields, hours 0..=24, minutes 0..=59.
 fn parse_hh_mm(s: &str) -> Option<(u32, u32)> {
     let (h, m) = hh_mm_fields(s)?;
@@ -355,15 +365,7 @@ fn build(e: &mut Errs, table: &Table) -> Topology {
     let regions = top.tables_opt(e, "regions");
     parse_regions(e, regions.as_deref(), &mut topo);
     require_some(e, &top, "regions");
-    let region_ix: HashMap<String, RegionId> = {
-        let mut m = HashMap::new();
-        for (i, r) in topo.regions.iter().enumerate() {
-            if let Ok(id) = u16::try_from(i) {
-                m.entry(r.name.clone()).or_insert(RegionId(id));
-            }
-        }
-        m
-    };
+    let region_ix = index_by_name(topo.regions.iter().map(|r| r.name.as_str()), RegionId);
     let region_names = known_list(topo.regions.iter().map(|r| r.name.as_str()));
 
     let latency = top.tables_opt(e, "latency");
@@ -385,49 +387,11 @@ fn build(e: &mut Errs, table: &Table) -> Topology {
     require_some(e, &top, "nodes");
 
     let mut pipeline_seen = HashMap::new();
-    if let Some(ps) = top.tables_opt(e, "pipelines") {
-        for (path, t) in &ps {
-            let obj = Obj::new(e, t, path.clone(), &["name", "stages"]);
-            let name = obj.name_req(e, "name");
-            if let Some(name) = name {
-                unique(e, &mut pipeline_seen, name, &obj.p("name"), "pipeline");
-            }
-            let stages = parse_stages(e, &obj);
-            if let Some(name) = name {
-                push_pipeline(e, path, &mut topo, name.to_string(), stages);
-            }
-        }
-    }
+    parse_pipelines(e, &top, &mut pipeline_seen, &mut topo);
     // Pipelines from `[[pipelines]]` only: channels refer to them by name.
-    let named_pipelines: HashMap<String, PipelineId> = {
-        let mut m = HashMap::new();
-        for (i, p) in topo.pipelines.iter().enumerate() {
-            if let Ok(id) = u16::try_from(i) {
-                m.entry(p.name.clone()).or_insert(PipelineId(id));
-            }
-        }
-        m
-    };
+    let named_pipelines = index_by_name(topo.pipelines.iter().map(|p| p.name.as_str()), PipelineId);
 
-    let mut project_seen = HashMap::new();
-    if let Some(ps) = top.tables_opt(e, "projects") {
-        for (path, t) in &ps {
-            if let Some(p) = parse_project(e, path, t) {
-                unique(
-                    e,
-                    &mut project_seen,
-                    &p.name,
-                    &key_path(path, "name"),
-                    "project",
-                );
-                if u16::try_from(topo.projects.len()).is_err() {
-                    e.push(path.as_str(), "too many projects");
-                } else {
-                    topo.projects.push(p);
-                }
-            }
-        }
-    }
+    parse_projects(e, &top, &mut topo);
 
     let channels = top.tables_opt(e, "channels");
     let mut ctx = ChannelCtx {
@@ -443,6 +407,64 @@ fn build(e: &mut Errs, table: &Table) -> Topology {
 
     require_some(e, &top, "channels");
     topo
+}
+
+/// The id of the first item of each name, for lookups by name. Ids are
+/// `u16`: an item past the last id is too many, and reported where it is
+/// added, so it gets none here.
+fn index_by_name<'a, Id>(
+    names: impl Iterator<Item = &'a str>,
+    id: impl Fn(u16) -> Id,
+) -> HashMap<String, Id> {
+    let mut m = HashMap::new();
+    for (i, name) in names.enumerate() {
+        if let Ok(ix) = u16::try_from(i) {
+            m.entry(name.to_string()).or_insert_with(|| id(ix));
+        }
+    }
+    m
+}
+
+/// The `[[pipelines]]`; `seen` keeps their names so that inline pipelines
+/// (named later, by channel) cannot clash with them.
+fn parse_pipelines(
+    e: &mut Errs,
+    top: &Obj<'_>,
+    seen: &mut HashMap<String, String>,
+    topo: &mut Topology,
+) {
+    let Some(ps) = top.tables_opt(e, "pipelines") else {
+        return;
+    };
+    for (path, t) in &ps {
+        let obj = Obj::new(e, t, path.clone(), &["name", "stages"]);
+        let name = obj.name_req(e, "name");
+        if let Some(name) = name {
+            unique(e, seen, name, &obj.p("name"), "pipeline");
+        }
+        let stages = parse_stages(e, &obj);
+        if let Some(name) = name {
+            push_pipeline(e, path, topo, name.to_string(), stages);
+        }
+    }
+}
+
+fn parse_projects(e: &mut Errs, top: &Obj<'_>, topo: &mut Topology) {
+    let Some(ps) = top.tables_opt(e, "projects") else {
+        return;
+    };
+    let mut seen = HashMap::new();
+    for (path, t) in &ps {
+        let Some(p) = parse_project(e, path, t) else {
+            continue;
+        };
+        unique(e, &mut seen, &p.name, &key_path(path, "name"), "project");
+        if u16::try_from(topo.projects.len()).is_err() {
+            e.push(path.as_str(), "too many projects");
+        } else {
+            topo.projects.push(p);
+        }
+    }
 }
 
 /// A top-level array that must be present and non-empty.
@@ -509,69 +531,98 @@ fn parse_latency(
         let ms = obj
             .int_range_req(e, "ms", 0, MAX_LATENCY_MS)
             .and_then(|v| u32::try_from(v).ok());
-        let pair = match obj.get_req(e, "between") {
-            None => None,
-            Some(Value::Array(a)) if a.len() == 2 => {
-                let bp = obj.p("between");
-                let mut ids = [None, None];
-                for (i, v) in a.iter().enumerate() {
-                    let p = idx_path(&bp, i);
-                    match v.as_str() {
-                        Some(s) => {
-                            if let Some(slot) = ids.get_mut(i) {
-                                *slot = resolve_region(e, &p, s, region_ix, &known);
-                            }
-                        }
-                        None => e.push(p, type_error("a string (region name)", v)),
-                    }
-                }
-                match ids {
-                    [Some(a), Some(b)] => Some((a, b)),
-                    _ => None,
-                }
-            }
-            Some(v @ Value::Array(_)) => {
-                let len = v.as_array().map_or(0, |a| a.len());
-                e.push(
-                    obj.p("between"),
-                    format!("expected two region names, found {len}"),
-                );
-                None
-            }
-            Some(v) => {
-                e.push(
-                    obj.p("between"),
-                    type_error("an array of two region names", v),
-                );
-                None
-            }
-        };
-        if let Some((a, b)) = pair {
-            let (ai, bi) = (a.index(), b.index());
-            let already = given
-                .get(ai)
-                .and_then(|row| row.get(bi))
-                .is_some_and(|v| v.is_some());
-            if already {
-                e.push(
-                    obj.p("between"),
-                    format!(
-                        "duplicate latency pair `{}`/`{}`",
-                        regions.get(ai).map_or("", |r| r.name.as_str()),
-                        regions.get(bi).map_or("", |r| r.name.as_str())
-                    ),
-                );
-            } else {
-                // An invalid `ms` still marks the pair as given.
-                let v = Some(ms.unwrap_or(0));
-                for (x, y) in [(ai, bi), (bi, ai)] {
-                    if let Some(cell) = given.get_mut(x).and_then(|row| row.get_mut(y)) {
-                        *cell = v;
-                    }
-                }
-            }
+        if let Some(pair) = latency_pair(e, &obj, region_ix, &known) {
+            give_latency(e, &obj.p("between"), &mut given, regions, pair, ms);
         }
     }
+    latency_matrix(e, &given, regions)
+}
+
+/// The two regions of a `[[latency]]` entry's `between`, when both resolve.
+fn latency_pair(
+    e: &mut Errs,
+    obj: &Obj<'_>,
+    region_ix: &HashMap<String, RegionId>,
+    known: &str,
+) -> Option<(RegionId, RegionId)> {
+    match obj.get_req(e, "between")? {
+        Value::Array(a) if a.len() == 2 => {
+            let bp = obj.p("between");
+            let mut ids = [None, None];
+            for (i, v) in a.iter().enumerate() {
+                let p = idx_path(&bp, i);
+                match v.as_str() {
+                    Some(s) => {
+                        if let Some(slot) = ids.get_mut(i) {
+                            *slot = resolve_region(e, &p, s, region_ix, known);
+                        }
+                    }
+                    None => e.push(p, type_error("a string (region name)", v)),
+                }
+            }
+            match ids {
+                [Some(a), Some(b)] => Some((a, b)),
+                _ => None,
+            }
+        }
+        Value::Array(a) => {
+            e.push(
+                obj.p("between"),
+                format!("expected two region names, found {}", a.len()),
+            );
+            None
+        }
+        v => {
+            e.push(
+                obj.p("between"),
+                type_error("an array of two region names", v),
+            );
+            None
+        }
+    }
+}
+
+/// Records the latency of a pair both ways, unless the pair (in either
+/// order) was given before.
+fn give_latency(
+    e: &mut Errs,
+    between_path: &str,
+    given: &mut [Vec<Option<u32>>],
+    regions: &[Region],
+    (a, b): (RegionId, RegionId),
+    ms: Option<u32>,
+) {
+    let (ai, bi) = (a.index(), b.index());
+    let already = given
+        .get(ai)
+        .and_then(|row| row.get(bi))
+        .is_some_and(|v| v.is_some());
+    if already {
+        e.push(
+            between_path,
+            format!(
+                "duplicate latency pair `{}`/`{}`",
+                region_name(regions, ai),
+                region_name(regions, bi)
+            ),
+        );
+        return;
+    }
+    // An invalid `ms` still marks the pair as given.
+    let v = Some(ms.unwrap_or(0));
+    for (x, y) in [(ai, bi), (bi, ai)] {
+        if let Some(cell) = given.get_mut(x).and_then(|row| row.get_mut(y)) {
+            *cell = v;
+        }
+    }
+}
+
+/// The full matrix: each region to itself defaults to
+/// [`SELF_LATENCY_MS`]; every other pair must have been given. Only the
+/// first few missing pairs are named, so that a config with many regions
+/// and no latency does not drown the other errors.
+fn latency_matrix(e: &mut Errs, given: &[Vec<Option<u32>>], regions: &[Region]) -> Vec<Vec<u32>> {
+    let n = regions.len();
     let mut missing = 0usize;
     let mut out = vec![vec![0u32; n]; n];
     for i in 0..n {
@@ -587,8 +638,8 @@ fn parse_latency(
                             "latency",
                             format!(
                                 "missing latency between `{}` and `{}`",
-                                regions.get(i).map_or("", |r| r.name.as_str()),
-                                regions.get(j).map_or("", |r| r.name.as_str())
+                                region_name(regions, i),
+                                region_name(regions, j)
                             ),
                         );
                     }
@@ -612,6 +663,11 @@ fn parse_latency(
         );
     }
     out
+}
+
+/// The name of region `i`, or "" for an index out of range.
+fn region_name(regions: &[Region], i: usize) -> &str {
+    regions.get(i).map_or("", |r| r.name.as_str())
 }
 
 const NODE_KEYS: &[&str] = &["name", "region", "zone", "count", "gpus"];
@@ -666,11 +722,7 @@ fn parse_node(
     let name_path = obj.p("name");
     let count = usize::try_from(count).unwrap_or(1);
     for k in 0..count {
-        let stamped = if count > 1 {
-            format!("{name}-{k}")
-        } else {
-            name.to_string()
-        };
+        let stamped = stamped_name(name, k, count);
         unique(e, seen, &stamped, &name_path, "node");
         let Ok(node_id) = u32::try_from(topo.nodes.len()) else {
             e.push(path, "too many nodes");
@@ -724,20 +776,14 @@ enum Kind {
 /// Parses `stages` of a pipeline table (named or inline) with all rules.
 fn parse_stages(e: &mut Errs, obj: &Obj<'_>) -> Vec<Stage> {
     let stages_path = obj.p("stages");
-    let Some(list) = obj.get_req(e, "stages") else {
+    let Some(list) = stage_list(e, obj, &stages_path) else {
         return Vec::new();
     };
-    let Some(list) = list.as_array() else {
-        e.push(stages_path, type_error("an array of tables", list));
-        return Vec::new();
-    };
-    if list.is_empty() {
-        e.push(stages_path, "at least one stage required");
-        return Vec::new();
-    }
     let mut out = Vec::new();
     let mut seen = HashMap::new();
     let mut publish_at: Vec<usize> = Vec::new();
+    // A stage of unknown kind (not a table, or its kind missing or invalid)
+    // may be the `publish` stage: its absence is then not reported as well.
     let mut kinds_known = true;
     for (i, v) in list.iter().enumerate() {
         let path = idx_path(&stages_path, i);
@@ -746,133 +792,196 @@ fn parse_stages(e: &mut Errs, obj: &Obj<'_>) -> Vec<Stage> {
             kinds_known = false;
             continue;
         };
-        let s = Obj::new(e, t, path.clone(), STAGE_KEYS);
-        let name = s.name_req(e, "name");
-        if let Some(n) = name {
-            unique(e, &mut seen, n, &s.p("name"), "stage");
-        }
-        let kind = match s.str_req(e, "kind") {
-            Some("cpu") => Some(Kind::Cpu),
-            Some("gpu") => Some(Kind::Gpu),
-            Some("external") => Some(Kind::External),
-            Some("publish") => Some(Kind::Publish),
-            Some(other) => {
-                e.push(
-                    s.p("kind"),
-                    format!("unknown kind `{other}`; expected one of: cpu, gpu, external, publish"),
-                );
-                None
-            }
-            None => None,
-        };
+        let (kind, stage) = parse_stage(e, path, t, &mut seen);
         if kind.is_none() {
             kinds_known = false;
         }
         if kind == Some(Kind::Publish) {
             publish_at.push(i);
         }
-        let external = kind == Some(Kind::External);
-        let only_external = |e: &mut Errs, key: &str| {
-            if kind.is_some() && !external && s.has(key) {
-                e.push(s.p(key), "only allowed for kind `external`");
-            }
-        };
-        only_external(e, "provider");
-        only_external(e, "cheap_provider");
-        only_external(e, "cheap_cost");
-        let provider = if external {
-            s.name_req(e, "provider")
-        } else {
-            s.str_opt(e, "provider")
-        };
-        let cheap_provider = s.str_opt(e, "cheap_provider");
-
-        let duration = s.int_range_req(e, "duration_ms", 1, MAX_DURATION_MS);
-        let jitter = s
-            .int_range_opt(e, "jitter_ms", 0, MAX_DURATION_MS)
-            .unwrap_or(0);
-        if let Some(d) = duration {
-            if jitter > d {
-                e.push(s.p("jitter_ms"), "must be <= duration_ms");
-            }
-        }
-        let cost = match s.t.get("cost") {
-            Some(v) => dollars(e, &s.p("cost"), v),
-            None => Some(0),
-        };
-        let cheap_cost = match s.t.get("cheap_cost") {
-            Some(v) => dollars(e, &s.p("cheap_cost"), v),
-            None => cost,
-        };
-        if let (Some(c), Some(cc)) = (cost, cheap_cost) {
-            if cc > c && s.has("cheap_cost") {
-                e.push(s.p("cheap_cost"), "must be <= cost");
-            }
-        }
-        let mem_path = s.p("gpu_memory_gib");
-        let mem = match (kind, s.t.get("gpu_memory_gib")) {
-            (Some(Kind::Gpu), None) => {
-                e.push(mem_path, "missing required key (kind `gpu`)");
-                0
-            }
-            (Some(Kind::Gpu), Some(v)) => gib(e, &mem_path, v, true).unwrap_or(0),
-            (_, None) => 0,
-            (k, Some(v)) => {
-                let b = gib(e, &mem_path, v, false);
-                if k.is_some() && b.is_some_and(|b| b > 0) {
-                    e.push(mem_path, "only allowed for kind `gpu`");
-                }
-                0
-            }
-        };
-        let stage_kind = match kind {
-            Some(Kind::Cpu) | None => StageKind::Cpu,
-            Some(Kind::Gpu) => StageKind::Gpu,
-            Some(Kind::Publish) => StageKind::Publish,
-            Some(Kind::External) => StageKind::External {
-                provider: provider.unwrap_or_default().to_string(),
-                cheap_provider: cheap_provider.map(str::to_string),
-            },
-        };
-        let d = u64::try_from(duration.unwrap_or(1)).unwrap_or(1);
-        let j = u64::try_from(jitter).unwrap_or(0).min(d);
-        out.push(Stage {
-            name: name.unwrap_or_default().to_string(),
-            kind: stage_kind,
-            gpu_memory_bytes: mem,
-            duration: DurationModel {
-                mean_ms: d,
-                jitter_ms: j,
-            },
-            cost: CostModel {
-                fixed_micros: cost.unwrap_or(0),
-                cheap_fixed_micros: cheap_cost.unwrap_or(0),
-            },
-        });
+        out.push(stage);
     }
-    let last = list.len() - 1;
-    match publish_at.as_slice() {
+    check_publish_stage(e, &stages_path, &publish_at, kinds_known, list.len() - 1);
+    out
+}
+
+/// The `stages` array of a pipeline table, or `None` (reported) when it is
+/// missing, not an array or empty.
+fn stage_list<'a>(e: &mut Errs, obj: &Obj<'a>, stages_path: &str) -> Option<&'a Vec<Value>> {
+    let list = obj.get_req(e, "stages")?;
+    let Some(list) = list.as_array() else {
+        e.push(stages_path, type_error("an array of tables", list));
+        return None;
+    };
+    if list.is_empty() {
+        e.push(stages_path, "at least one stage required");
+        return None;
+    }
+    Some(list)
+}
+
+/// One stage, with its kind as written (`None` when missing or unknown)
+/// for the rules on the pipeline as a whole. Errors in the stage still
+/// yield a stage, with defaults in place of the bad values.
+fn parse_stage(
+    e: &mut Errs,
+    path: String,
+    t: &Table,
+    seen: &mut HashMap<String, String>,
+) -> (Option<Kind>, Stage) {
+    let s = Obj::new(e, t, path, STAGE_KEYS);
+    let name = s.name_req(e, "name");
+    if let Some(n) = name {
+        unique(e, seen, n, &s.p("name"), "stage");
+    }
+    let kind = parse_kind(e, &s);
+    let stage_kind = stage_kind_and_providers(e, &s, kind);
+    let duration = stage_duration(e, &s);
+    let cost = stage_cost(e, &s);
+    let gpu_memory_bytes = stage_gpu_memory(e, &s, kind);
+    let stage = Stage {
+        name: name.unwrap_or_default().to_string(),
+        kind: stage_kind,
+        gpu_memory_bytes,
+        duration,
+        cost,
+    };
+    (kind, stage)
+}
+
+fn parse_kind(e: &mut Errs, s: &Obj<'_>) -> Option<Kind> {
+    match s.str_req(e, "kind")? {
+        "cpu" => Some(Kind::Cpu),
+        "gpu" => Some(Kind::Gpu),
+        "external" => Some(Kind::External),
+        "publish" => Some(Kind::Publish),
+        other => {
+            e.push(
+                s.p("kind"),
+                format!("unknown kind `{other}`; expected one of: cpu, gpu, external, publish"),
+            );
+            None
+        }
+    }
+}
+
+/// The stage's kind with its providers. The provider keys belong to
+/// external stages only; with the kind unknown they are not judged.
+fn stage_kind_and_providers(e: &mut Errs, s: &Obj<'_>, kind: Option<Kind>) -> StageKind {
+    let external = kind == Some(Kind::External);
+    for key in ["provider", "cheap_provider", "cheap_cost"] {
+        if kind.is_some() && !external && s.has(key) {
+            e.push(s.p(key), "only allowed for kind `external`");
+        }
+    }
+    let provider = if external {
+        s.name_req(e, "provider")
+    } else {
+        s.str_opt(e, "provider")
+    };
+    let cheap_provider = s.str_opt(e, "cheap_provider");
+    match kind {
+        Some(Kind::Cpu) | None => StageKind::Cpu,
+        Some(Kind::Gpu) => StageKind::Gpu,
+        Some(Kind::Publish) => StageKind::Publish,
+        Some(Kind::External) => StageKind::External {
+            provider: provider.unwrap_or_default().to_string(),
+            cheap_provider: cheap_provider.map(str::to_string),
+        },
+    }
+}
+
+fn stage_duration(e: &mut Errs, s: &Obj<'_>) -> DurationModel {
+    let duration = s.int_range_req(e, "duration_ms", 1, MAX_DURATION_MS);
+    let jitter = s
+        .int_range_opt(e, "jitter_ms", 0, MAX_DURATION_MS)
+        .unwrap_or(0);
+    if let Some(d) = duration {
+        if jitter > d {
+            e.push(s.p("jitter_ms"), "must be <= duration_ms");
+        }
+    }
+    let d = u64::try_from(duration.unwrap_or(1)).unwrap_or(1);
+    let j = u64::try_from(jitter).unwrap_or(0).min(d);
+    DurationModel {
+        mean_ms: d,
+        jitter_ms: j,
+    }
+}
+
+/// `cost` defaults to 0 and `cheap_cost` to `cost`, which it may not
+/// exceed.
+fn stage_cost(e: &mut Errs, s: &Obj<'_>) -> CostModel {
+    let cost = match s.t.get("cost") {
+        Some(v) => dollars(e, &s.p("cost"), v),
+        None => Some(0),
+    };
+    let cheap_cost = match s.t.get("cheap_cost") {
+        Some(v) => dollars(e, &s.p("cheap_cost"), v),
+        None => cost,
+    };
+    if let (Some(c), Some(cc)) = (cost, cheap_cost) {
+        if cc > c && s.has("cheap_cost") {
+            e.push(s.p("cheap_cost"), "must be <= cost");
+        }
+    }
+    CostModel {
+        fixed_micros: cost.unwrap_or(0),
+        cheap_fixed_micros: cheap_cost.unwrap_or(0),
+    }
+}
+
+/// `gpu_memory_gib` is required (and > 0) for a GPU stage; any other stage
+/// may only give 0.
+fn stage_gpu_memory(e: &mut Errs, s: &Obj<'_>, kind: Option<Kind>) -> u64 {
+    let mem_path = s.p("gpu_memory_gib");
+    match (kind, s.t.get("gpu_memory_gib")) {
+        (Some(Kind::Gpu), None) => {
+            e.push(mem_path, "missing required key (kind `gpu`)");
+            0
+        }
+        (Some(Kind::Gpu), Some(v)) => gib(e, &mem_path, v, true).unwrap_or(0),
+        (_, None) => 0,
+        (k, Some(v)) => {
+            let b = gib(e, &mem_path, v, false);
+            if k.is_some() && b.is_some_and(|b| b > 0) {
+                e.push(mem_path, "only allowed for kind `gpu`");
+            }
+            0
+        }
+    }
+}
+
+/// Exactly one `publish` stage, and it is the last (`last` is the index of
+/// the last stage).
+fn check_publish_stage(
+    e: &mut Errs,
+    stages_path: &str,
+    publish_at: &[usize],
+    kinds_known: bool,
+    last: usize,
+) {
+    match publish_at {
         [] if kinds_known => e.push(
-            stages_path.as_str(),
+            stages_path,
             "exactly one `publish` stage required, found none",
         ),
         [] => {}
         [first, rest @ ..] => {
             for i in rest {
                 e.push(
-                    key_path(&idx_path(&stages_path, *i), "kind"),
+                    key_path(&idx_path(stages_path, *i), "kind"),
                     "only one `publish` stage allowed",
                 );
             }
             if rest.is_empty() && *first != last {
                 e.push(
-                    key_path(&idx_path(&stages_path, *first), "kind"),
+                    key_path(&idx_path(stages_path, *first), "kind"),
                     "the `publish` stage must be the last stage",
                 );
             }
         }
     }
-    out
 }
 
 fn push_pipeline(
@@ -900,19 +1009,7 @@ const PRESETS: &str = "youtube-default, youtube-legacy";
 fn parse_project(e: &mut Errs, path: &str, t: &Table) -> Option<PublishingProject> {
     let obj = Obj::new(e, t, path.to_string(), PROJECT_KEYS);
     let name = obj.name_req(e, "name");
-    let n = name.unwrap_or_default();
-    let preset = obj.str_opt(e, "preset");
-    let mut p = match preset {
-        None | Some("youtube-default") => PublishingProject::youtube_default(n),
-        Some("youtube-legacy") => PublishingProject::youtube_legacy(n),
-        Some(other) => {
-            e.push(
-                obj.p("preset"),
-                format!("unknown preset `{other}`; known: {PRESETS}"),
-            );
-            PublishingProject::youtube_default(n)
-        }
-    };
+    let mut p = project_from_preset(e, &obj, name.unwrap_or_default());
     if let Some(off) = obj.str_opt(e, "reset_utc_offset") {
         match parse_offset(off) {
             Ok(m) => p.reset_utc_offset_minutes = m,
@@ -921,35 +1018,9 @@ fn parse_project(e: &mut Errs, path: &str, t: &Table) -> Option<PublishingProjec
     }
     let buckets = obj.tables_opt(e, "buckets");
     if let Some(bs) = &buckets {
-        if obj.has("preset") {
-            e.push(obj.p("buckets"), "not allowed together with `preset`");
-        }
-        if obj
-            .t
-            .get("buckets")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.is_empty())
-        {
-            e.push(obj.p("buckets"), "at least one bucket required");
-        }
-        let mut seen = HashMap::new();
-        let mut list = Vec::new();
-        for (bpath, bt) in bs {
-            let b = Obj::new(e, bt, bpath.clone(), &["name", "units_per_day"]);
-            let bname = b.name_req(e, "name");
-            let units = b.int_range_req(e, "units_per_day", 1, i64::MAX);
-            if let Some(bn) = bname {
-                unique(e, &mut seen, bn, &b.p("name"), "bucket");
-                list.push(QuotaBucket {
-                    name: bn.to_string(),
-                    units_per_day: units.and_then(|u| u64::try_from(u).ok()).unwrap_or(0),
-                });
-            }
-        }
-        p.buckets = list;
+        p.buckets = parse_buckets(e, &obj, bs);
     }
-    let costs = obj.table_opt(e, "costs");
-    match costs {
+    match obj.table_opt(e, "costs") {
         None => {
             if buckets.is_some() && !obj.has("costs") {
                 e.push(
@@ -958,32 +1029,83 @@ fn parse_project(e: &mut Errs, path: &str, t: &Table) -> Option<PublishingProjec
                 );
             }
         }
-        Some(ct) => {
-            let c = Obj::new(e, ct, obj.p("costs"), &["upload", "thumbnail", "lookup"]);
-            let bucket_names: Vec<&str> = p.buckets.iter().map(|b| b.name.as_str()).collect();
-            let upload = c
-                .get_req(e, "upload")
-                .and_then(|v| parse_cost(e, &c.p("upload"), v, &bucket_names));
-            let thumbnail =
-                c.t.get("thumbnail")
-                    .and_then(|v| parse_cost(e, &c.p("thumbnail"), v, &bucket_names));
-            let lookup = match c.t.get("lookup") {
-                Some(v) => parse_cost(e, &c.p("lookup"), v, &bucket_names),
-                None => Some(QuotaCost {
-                    bucket: 0,
-                    units: 1,
-                }),
-            };
-            if let (Some(u), Some(l)) = (upload, lookup) {
-                p.upload_cost = u;
-                p.thumbnail_cost = thumbnail;
-                p.lookup_cost = l;
-                check_capacity(e, &c.path, &p);
-            }
-        }
+        Some(ct) => parse_costs(e, obj.p("costs"), ct, &mut p),
     }
     name?;
     Some(p)
+}
+
+/// The project named `name` with the quota of its preset (YouTube's
+/// current default when none is given).
+fn project_from_preset(e: &mut Errs, obj: &Obj<'_>, name: &str) -> PublishingProject {
+    match obj.str_opt(e, "preset") {
+        None | Some("youtube-default") => PublishingProject::youtube_default(name),
+        Some("youtube-legacy") => PublishingProject::youtube_legacy(name),
+        Some(other) => {
+            e.push(
+                obj.p("preset"),
+                format!("unknown preset `{other}`; known: {PRESETS}"),
+            );
+            PublishingProject::youtube_default(name)
+        }
+    }
+}
+
+/// Explicit buckets, which replace those of any preset (and so may not
+/// come with one).
+fn parse_buckets(e: &mut Errs, obj: &Obj<'_>, bs: &[(String, &Table)]) -> Vec<QuotaBucket> {
+    if obj.has("preset") {
+        e.push(obj.p("buckets"), "not allowed together with `preset`");
+    }
+    if obj
+        .t
+        .get("buckets")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.is_empty())
+    {
+        e.push(obj.p("buckets"), "at least one bucket required");
+    }
+    let mut seen = HashMap::new();
+    let mut list = Vec::new();
+    for (bpath, bt) in bs {
+        let b = Obj::new(e, bt, bpath.clone(), &["name", "units_per_day"]);
+        let bname = b.name_req(e, "name");
+        let units = b.int_range_req(e, "units_per_day", 1, i64::MAX);
+        if let Some(bn) = bname {
+            unique(e, &mut seen, bn, &b.p("name"), "bucket");
+            list.push(QuotaBucket {
+                name: bn.to_string(),
+                units_per_day: units.and_then(|u| u64::try_from(u).ok()).unwrap_or(0),
+            });
+        }
+    }
+    list
+}
+
+/// Sets the costs of `p` from its `costs` table at `path`, naming the
+/// buckets already in `p`, and checks that one publish fits in a day.
+fn parse_costs(e: &mut Errs, path: String, ct: &Table, p: &mut PublishingProject) {
+    let c = Obj::new(e, ct, path, &["upload", "thumbnail", "lookup"]);
+    let bucket_names: Vec<&str> = p.buckets.iter().map(|b| b.name.as_str()).collect();
+    let upload = c
+        .get_req(e, "upload")
+        .and_then(|v| parse_cost(e, &c.p("upload"), v, &bucket_names));
+    let thumbnail =
+        c.t.get("thumbnail")
+            .and_then(|v| parse_cost(e, &c.p("thumbnail"), v, &bucket_names));
+    let lookup = match c.t.get("lookup") {
+        Some(v) => parse_cost(e, &c.p("lookup"), v, &bucket_names),
+        None => Some(QuotaCost {
+            bucket: 0,
+            units: 1,
+        }),
+    };
+    if let (Some(u), Some(l)) = (upload, lookup) {
+        p.upload_cost = u;
+        p.thumbnail_cost = thumbnail;
+        p.lookup_cost = l;
+        check_capacity(e, &c.path, p);
+    }
 }
 
 fn parse_cost(e: &mut Errs, path: &str, v: &Value, buckets: &[&str]) -> Option<QuotaCost> {
@@ -1080,28 +1202,7 @@ fn parse_channel(
     let home = obj
         .str_req(e, "home_region")
         .and_then(|r| resolve_region(e, &obj.p("home_region"), r, ctx.region_ix, ctx.region_names));
-    let mut failover = Vec::new();
-    if let Some(list) = obj.array_opt(e, "failover_regions") {
-        let base = obj.p("failover_regions");
-        let mut seen = HashSet::new();
-        for (i, v) in list.iter().enumerate() {
-            let p = idx_path(&base, i);
-            let Some(s) = v.as_str() else {
-                e.push(p, type_error("a string (region name)", v));
-                continue;
-            };
-            let Some(id) = resolve_region(e, &p, s, ctx.region_ix, ctx.region_names) else {
-                continue;
-            };
-            if Some(id) == home {
-                e.push(p, format!("`{s}` is the home region"));
-            } else if !seen.insert(id) {
-                e.push(p, format!("duplicate region `{s}`"));
-            } else {
-                failover.push(id);
-            }
-        }
-    }
+    let failover = parse_failover(e, &obj, ctx, home);
     let videos = obj
         .int_range_req(e, "videos_per_day", 1, MAX_VIDEOS_PER_DAY)
         .and_then(|v| u32::try_from(v).ok());
@@ -1116,76 +1217,17 @@ fn parse_channel(
         .int_range_opt(e, "priority", 0, 255)
         .and_then(|v| u8::try_from(v).ok())
         .unwrap_or(0);
-    let project = obj.str_req(e, "project").and_then(|p| {
-        let ix = topo.projects.iter().position(|x| x.name == p);
-        if ix.is_none() {
-            e.push(
-                obj.p("project"),
-                format!(
-                    "unknown project `{p}`; known: {}",
-                    known_list(topo.projects.iter().map(|x| x.name.as_str()))
-                ),
-            );
-        }
-        ix.and_then(|i| u16::try_from(i).ok()).map(ProjectId)
-    });
+    let project = resolve_project(e, &obj, &topo.projects);
     let budget = match obj.table_opt(e, "budget") {
         None => Budget::UNLIMITED,
         Some(bt) => parse_budget(e, &obj.p("budget"), bt),
     };
-    let pipeline = match obj.get_req(e, "pipeline") {
-        None => None,
-        Some(Value::String(pname)) => {
-            let id = ctx.named_pipelines.get(pname.as_str()).copied();
-            if id.is_none() {
-                let known: Vec<&str> = ctx
-                    .named_pipelines
-                    .iter()
-                    .map(|(k, v)| (v, k.as_str()))
-                    .collect::<std::collections::BTreeMap<_, _>>()
-                    .into_values()
-                    .collect();
-                e.push(
-                    obj.p("pipeline"),
-                    format!(
-                        "unknown pipeline `{pname}`; known: {}",
-                        known_list(known.into_iter())
-                    ),
-                );
-            }
-            id
-        }
-        Some(Value::Table(pt)) => {
-            let ppath = obj.p("pipeline");
-            let inline = Obj::new(e, pt, ppath.clone(), &["name", "stages"]);
-            let local = inline.name_opt(e, "name").unwrap_or("inline");
-            let stages = parse_stages(e, &inline);
-            match name {
-                Some(cname) => {
-                    let full = format!("{cname}/{local}");
-                    unique(e, ctx.pipeline_seen, &full, &ppath, "pipeline");
-                    push_pipeline(e, &ppath, topo, full, stages)
-                }
-                None => None,
-            }
-        }
-        Some(v) => {
-            e.push(
-                obj.p("pipeline"),
-                type_error("a string (pipeline name) or a table (inline pipeline)", v),
-            );
-            None
-        }
-    };
+    let pipeline = channel_pipeline(e, &obj, name, ctx, topo);
     let Some(name) = name else { return };
     let count = usize::try_from(count).unwrap_or(1);
     let name_path = obj.p("name");
     for k in 0..count {
-        let stamped = if count > 1 {
-            format!("{name}-{k}")
-        } else {
-            name.to_string()
-        };
+        let stamped = stamped_name(name, k, count);
         unique(e, &mut ctx.channel_seen, &stamped, &name_path, "channel");
         if u32::try_from(topo.channels.len()).is_err() {
             e.push(path, "too many channels");
@@ -1203,6 +1245,116 @@ fn parse_channel(
             project: project.unwrap_or_default(),
         });
     }
+}
+
+/// `failover_regions`: known regions, each once, other than `home`.
+fn parse_failover(
+    e: &mut Errs,
+    obj: &Obj<'_>,
+    ctx: &ChannelCtx<'_>,
+    home: Option<RegionId>,
+) -> Vec<RegionId> {
+    let mut failover = Vec::new();
+    let Some(list) = obj.array_opt(e, "failover_regions") else {
+        return failover;
+    };
+    let base = obj.p("failover_regions");
+    let mut seen = HashSet::new();
+    for (i, v) in list.iter().enumerate() {
+        let p = idx_path(&base, i);
+        let Some(s) = v.as_str() else {
+            e.push(p, type_error("a string (region name)", v));
+            continue;
+        };
+        let Some(id) = resolve_region(e, &p, s, ctx.region_ix, ctx.region_names) else {
+            continue;
+        };
+        if Some(id) == home {
+            e.push(p, format!("`{s}` is the home region"));
+        } else if !seen.insert(id) {
+            e.push(p, format!("duplicate region `{s}`"));
+        } else {
+            failover.push(id);
+        }
+    }
+    failover
+}
+
+fn resolve_project(
+    e: &mut Errs,
+    obj: &Obj<'_>,
+    projects: &[PublishingProject],
+) -> Option<ProjectId> {
+    let p = obj.str_req(e, "project")?;
+    let ix = projects.iter().position(|x| x.name == p);
+    if ix.is_none() {
+        e.push(
+            obj.p("project"),
+            format!(
+                "unknown project `{p}`; known: {}",
+                known_list(projects.iter().map(|x| x.name.as_str()))
+            ),
+        );
+    }
+    ix.and_then(|i| u16::try_from(i).ok()).map(ProjectId)
+}
+
+/// The channel's `pipeline`: the name of one of the `[[pipelines]]`, or an
+/// inline pipeline, registered here under the channel's name.
+fn channel_pipeline(
+    e: &mut Errs,
+    obj: &Obj<'_>,
+    channel: Option<&str>,
+    ctx: &mut ChannelCtx<'_>,
+    topo: &mut Topology,
+) -> Option<PipelineId> {
+    match obj.get_req(e, "pipeline")? {
+        Value::String(pname) => resolve_pipeline(e, &obj.p("pipeline"), pname, ctx.named_pipelines),
+        Value::Table(pt) => {
+            let ppath = obj.p("pipeline");
+            let inline = Obj::new(e, pt, ppath.clone(), &["name", "stages"]);
+            let local = inline.name_opt(e, "name").unwrap_or("inline");
+            let stages = parse_stages(e, &inline);
+            // Without the channel's name the pipeline has none either; its
+            // stages were still checked above.
+            let full = format!("{}/{local}", channel?);
+            unique(e, ctx.pipeline_seen, &full, &ppath, "pipeline");
+            push_pipeline(e, &ppath, topo, full, stages)
+        }
+        v => {
+            e.push(
+                obj.p("pipeline"),
+                type_error("a string (pipeline name) or a table (inline pipeline)", v),
+            );
+            None
+        }
+    }
+}
+
+fn resolve_pipeline(
+    e: &mut Errs,
+    path: &str,
+    pname: &str,
+    named: &HashMap<String, PipelineId>,
+) -> Option<PipelineId> {
+    let id = named.get(pname).copied();
+    if id.is_none() {
+        // Known names in id order, that is in file order.
+        let known: Vec<&str> = named
+            .iter()
+            .map(|(k, v)| (v, k.as_str()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_values()
+            .collect();
+        e.push(
+            path,
+            format!(
+                "unknown pipeline `{pname}`; known: {}",
+                known_list(known.into_iter())
+            ),
+        );
+    }
+    id
 }
 
 fn parse_budget(e: &mut Errs, path: &str, t: &Table) -> Budget {

@@ -136,9 +136,14 @@ pipeline = "p"
 project = "q"
 "#;
 
+/// The `VALID` example, parsed.
+fn valid() -> Topology {
+    parse_topology(VALID).unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[test]
 fn valid_example_parses() {
-    let t = parse_topology(VALID).unwrap_or_else(|e| panic!("{e}"));
+    let t = valid();
     assert_eq!(t.regions.len(), 2);
     assert_eq!(t.latency_ms, vec![vec![1, 40], vec![40, 1]]);
 
@@ -155,7 +160,11 @@ fn valid_example_parses() {
     assert_eq!(t.gpus[4].memory_bytes, 79 * GIB + GIB / 2);
     assert_eq!(t.gpus[4].cost_per_hour_micros, 3_000_000);
     assert_eq!(t.gpus[4].model, "A100");
+}
 
+#[test]
+fn valid_example_pipelines() {
+    let t = valid();
     assert_eq!(t.pipelines.len(), 2);
     let shorts = &t.pipelines[0];
     assert_eq!(shorts.name, "shorts");
@@ -186,7 +195,11 @@ fn valid_example_parses() {
     assert_eq!(shorts.stages[2].gpu_memory_bytes, 0);
     assert_eq!(t.pipelines[1].name, "news/inline");
     assert_eq!(t.pipelines[1].stages.len(), 2);
+}
 
+#[test]
+fn valid_example_projects() {
+    let t = valid();
     let main = &t.projects[0];
     assert_eq!(main.reset_utc_offset_minutes, -480);
     assert_eq!(main.buckets.len(), 1);
@@ -200,7 +213,11 @@ fn valid_example_parses() {
     let mut legacy = PublishingProject::youtube_legacy("yt-legacy");
     legacy.reset_utc_offset_minutes = 330;
     assert_eq!(t.projects[1], legacy);
+}
 
+#[test]
+fn valid_example_channels() {
+    let t = valid();
     let names: Vec<&str> = t.channels.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["cooking", "news-0", "news-1", "news-2"]);
     let cooking = &t.channels[0];
@@ -475,11 +492,8 @@ cost_per_hour = true
     );
 }
 
-#[test]
-fn stage_rules() {
-    let text = format!(
-        "{BASE}{}{CHANNEL}",
-        r#"
+/// Pipelines, after the valid one of `BASE`, that break the stage rules.
+const BAD_STAGES: &str = r#"
 [[pipelines]]
 name = "bad"
 [[pipelines.stages]]
@@ -529,8 +543,11 @@ duration_ms = 1
 name = "b"
 kind = "publish"
 duration_ms = 1
-"#
-    );
+"#;
+
+#[test]
+fn stage_rules() {
+    let text = format!("{BASE}{BAD_STAGES}{CHANNEL}");
     let errs = err_of(&text);
     assert_eq!(
         paths(&errs),
