@@ -62,6 +62,9 @@ fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
     Ok(a..b)
 }
 
+/// Builds the scenario for a seed.
+type MakeScenario = Box<dyn Fn(u64) -> Result<sim::Scenario, String> + Send + Sync>;
+
 pub fn run(args: SimArgs) -> i32 {
     if args.list {
         for name in scenarios::NAMES {
@@ -69,87 +72,96 @@ pub fn run(args: SimArgs) -> i32 {
         }
         return 0;
     }
-    let make: Box<dyn Fn(u64) -> Result<sim::Scenario, String> + Send + Sync> =
-        match &args.scenario_file {
-            Some(path) => {
-                let text = match std::fs::read_to_string(path) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        eprintln!("error: cannot read scenario file {}: {e}", path.display());
-                        return 2;
-                    }
-                };
-                match sim::scenario_file::load(&text) {
-                    Ok(s) => Box::new(move |_| Ok(s.clone())),
-                    Err(e) => {
-                        eprintln!("error: scenario file {}:\n{e}", path.display());
-                        return 2;
-                    }
-                }
-            }
-            None => {
-                let name = args.scenario.clone();
-                if scenarios::builtin(&name, 0).is_none() {
-                    eprintln!(
-                        "error: unknown scenario {name:?}; known: {}",
-                        scenarios::NAMES.join(", ")
-                    );
-                    return 2;
-                }
-                Box::new(move |seed| {
-                    scenarios::builtin(&name, seed).ok_or_else(|| "unknown scenario".to_string())
-                })
-            }
-        };
-    if args.swarm {
-        let seeds = match parse_seeds(&args.seeds) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 2;
-            }
-        };
-        let jobs = args.jobs.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
-        let started = std::time::Instant::now();
-        let result = sim::swarm::run_swarm(seeds.clone(), jobs, move |seed| {
-            // The scenario was validated above, so building it cannot fail.
-            make(seed)
-                .unwrap_or_else(|_| sim::scenarios::builtin("steady", seed).expect("steady exists"))
-        });
-        let secs = started.elapsed().as_secs_f64();
-        for f in &result.failures {
-            out(&f.to_text());
+    let make = match scenario_maker(&args) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
         }
-        out(&result.probe_report());
-        out(&format!(
-            "swarm {}: {} seeds {}..{}, {} failed{}; {} events in {:.1} s\n",
-            args.scenario,
-            result.runs,
-            seeds.start,
-            seeds.end,
-            result.failures.len(),
-            if result.failures.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " (seeds {})",
-                    result
-                        .failures
-                        .iter()
-                        .map(|f| f.seed.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            },
-            result.events,
-            secs
-        ));
-        return if result.failures.is_empty() { 0 } else { 1 };
+    };
+    if args.swarm {
+        run_many(&args, make)
+    } else {
+        run_one(&args, &make)
     }
+}
+
+/// The scenario file's scenario (the same for every seed), or the named
+/// built-in one; checked here, so that a swarm never starts on a bad one.
+fn scenario_maker(args: &SimArgs) -> Result<MakeScenario, String> {
+    if let Some(path) = &args.scenario_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read scenario file {}: {e}", path.display()))?;
+        let s = sim::scenario_file::load(&text)
+            .map_err(|e| format!("scenario file {}:\n{e}", path.display()))?;
+        return Ok(Box::new(move |_| Ok(s.clone())));
+    }
+    let name = args.scenario.clone();
+    if scenarios::builtin(&name, 0).is_none() {
+        return Err(format!(
+            "unknown scenario {name:?}; known: {}",
+            scenarios::NAMES.join(", ")
+        ));
+    }
+    Ok(Box::new(move |seed| {
+        scenarios::builtin(&name, seed).ok_or_else(|| "unknown scenario".to_string())
+    }))
+}
+
+/// `--swarm`: runs every seed in `--seeds` and names the failing ones.
+fn run_many(args: &SimArgs, make: MakeScenario) -> i32 {
+    let seeds = match parse_seeds(&args.seeds) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let started = std::time::Instant::now();
+    let result = sim::swarm::run_swarm(seeds.clone(), jobs, move |seed| {
+        // The scenario was validated above, so building it cannot fail.
+        make(seed)
+            .unwrap_or_else(|_| sim::scenarios::builtin("steady", seed).expect("steady exists"))
+    });
+    let secs = started.elapsed().as_secs_f64();
+    for f in &result.failures {
+        out(&f.to_text());
+    }
+    out(&result.probe_report());
+    out(&format!(
+        "swarm {}: {} seeds {}..{}, {} failed{}; {} events in {:.1} s\n",
+        args.scenario,
+        result.runs,
+        seeds.start,
+        seeds.end,
+        result.failures.len(),
+        failed_seeds(&result),
+        result.events,
+        secs
+    ));
+    if result.failures.is_empty() {
+        0
+    } else {
+        1
+    }
+}
+
+/// " (seeds 3, 17)" naming the failed seeds, or nothing when none failed.
+fn failed_seeds(result: &sim::swarm::SwarmResult) -> String {
+    if result.failures.is_empty() {
+        return String::new();
+    }
+    let seeds: Vec<String> = result.failures.iter().map(|f| f.seed.to_string()).collect();
+    format!(" (seeds {})", seeds.join(", "))
+}
+
+/// One run of `--seed`, with its summary as text or JSON.
+fn run_one(args: &SimArgs, make: &MakeScenario) -> i32 {
     let scenario = match make(args.seed) {
         Ok(s) => s,
         Err(e) => {

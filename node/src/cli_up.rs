@@ -21,6 +21,7 @@ use reelfleet::live::transport::TlsIdentity;
 use reelfleet::publish::directory::DirectoryPublisher;
 use reelfleet::store::any::AnyStore;
 use reelfleet::store::url::StoreUrl;
+use topology::Topology;
 
 use crate::cli_node::load_topology;
 
@@ -77,12 +78,7 @@ async fn bind_or_any(addr: SocketAddr) -> Result<tokio::net::TcpListener, String
 }
 
 fn run_inner(args: UpArgs) -> Result<(), String> {
-    let topo = match &args.config {
-        Some(p) => load_topology(p)?,
-        None => topology::config::parse_topology(DEMO)
-            .map_err(|e| format!("the built-in demo config: {e}"))?,
-    };
-    let topo = Arc::new(topo);
+    let topo = Arc::new(fleet_topology(args.config.as_deref())?);
     std::fs::create_dir_all(&args.data)
         .map_err(|e| format!("cannot create {}: {e}", args.data.display()))?;
     let data = args
@@ -98,52 +94,8 @@ fn run_inner(args: UpArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     rt.block_on(async move {
-        let url = StoreUrl::Redb(data.join("store.redb"));
-        let store =
-            Arc::new(AnyStore::open(&url).await.map_err(|e| {
-                format!("cannot open {}: {e:?}", data.join("store.redb").display())
-            })?);
-        let timing = Timing {
-            plan_lead_ms: 120_000,
-            publish_timeout_ms: 10_000,
-            dispatch_timeout_ms: 30_000,
-            job_grace_ms: 10_000,
-            ..Timing::default()
-        };
-        let mut nodes = Vec::new();
-        for n in &names {
-            let node = RunningNode::start(NodeSpec {
-                topo: Arc::clone(&topo),
-                name: n.clone(),
-                store: Arc::clone(&store),
-                listen: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
-                identity: TlsIdentity::load(&data.join("certs"), "nodes", n)?,
-                timing: timing.clone(),
-                executors: Default::default(),
-                artifacts: data.join("artifacts"),
-                publisher: Arc::clone(&publisher),
-                gpu: Default::default(),
-                metrics: None,
-            })
-            .await?;
-            nodes.push(Arc::new(node));
-        }
-        let metrics = bind_or_any(args.metrics).await?;
-        let metrics_addr = metrics.local_addr().map_err(|e| e.to_string())?;
-        drop(metrics);
-        let all = nodes.clone();
-        let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || {
-            all.iter()
-                .map(|n| {
-                    n.ctx.metrics.render(
-                        &n.ctx.name,
-                        &n.net.stats,
-                        &n.ctx.publish.publisher.quota_units_spent(),
-                    )
-                })
-                .collect()
-        });
-        let metrics_addr = reelfleet::live::metrics::serve(metrics_addr, render).await?;
+        let nodes = start_nodes(&topo, &names, &data, &publisher).await?;
+        let metrics_addr = serve_metrics(args.metrics, &nodes).await?;
         let console = bind_or_any(args.console).await?;
         let console_addr = console.local_addr().map_err(|e| e.to_string())?;
         tokio::spawn(console_loop(console, nodes.clone()));
@@ -161,56 +113,138 @@ fn run_inner(args: UpArgs) -> Result<(), String> {
             console_addr.port()
         );
         println!("Ctrl-C stops (drains every node); run again to resume.");
-        let tty = unsafe { libc::isatty(1) } == 1;
-        let stop_at = args
-            .run_s
-            .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut ticks = 0u64;
-        loop {
-            let deadline = async {
-                match stop_at {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = deadline => break,
-                _ = tick.tick() => {
-                    ticks += 1;
-                    let line = summary(&nodes);
-                    if tty {
-                        print!("\r\x1b[K{line}");
-                        let _ = std::io::Write::flush(&mut std::io::stdout());
-                    } else if ticks.is_multiple_of(5) {
-                        println!("{line}");
-                    }
-                }
-            }
-        }
-        println!();
-        println!(
-            "stopping: draining {} nodes (Ctrl-C again to stop at once)",
-            nodes.len()
-        );
-        let drains = nodes.iter().map(|n| {
-            let n = Arc::clone(n);
-            async move { n.drain(Duration::from_secs(15)).await }
-        });
-        let drained = tokio::select! {
-            r = futures_join_all(drains.collect()) => r.iter().filter(|d| **d).count(),
-            _ = tokio::signal::ctrl_c() => 0,
-        };
-        println!("{}", summary(&nodes));
-        println!("drained {drained} of {} nodes; stopped", nodes.len());
-        for n in nodes {
-            if let Ok(n) = Arc::try_unwrap(n) {
-                n.stop().await;
-            }
-        }
+        show_summary_until_stopped(&nodes, args.run_s).await;
+        drain_and_stop(nodes).await;
         Ok(())
     })
+}
+
+/// The cluster config given with `--config`, or the built-in demo fleet.
+fn fleet_topology(config: Option<&std::path::Path>) -> Result<Topology, String> {
+    match config {
+        Some(p) => load_topology(p),
+        None => topology::config::parse_topology(DEMO)
+            .map_err(|e| format!("the built-in demo config: {e}")),
+    }
+}
+
+/// Opens the redb store under `data` and starts one live node per name,
+/// all sharing the store and the publisher.
+async fn start_nodes(
+    topo: &Arc<Topology>,
+    names: &[String],
+    data: &std::path::Path,
+    publisher: &Arc<dyn reelfleet::publish::Publisher>,
+) -> Result<Vec<Arc<RunningNode>>, String> {
+    let url = StoreUrl::Redb(data.join("store.redb"));
+    let store = Arc::new(
+        AnyStore::open(&url)
+            .await
+            .map_err(|e| format!("cannot open {}: {e:?}", data.join("store.redb").display()))?,
+    );
+    let timing = Timing {
+        plan_lead_ms: 120_000,
+        publish_timeout_ms: 10_000,
+        dispatch_timeout_ms: 30_000,
+        job_grace_ms: 10_000,
+        ..Timing::default()
+    };
+    let mut nodes = Vec::new();
+    for n in names {
+        let node = RunningNode::start(NodeSpec {
+            topo: Arc::clone(topo),
+            name: n.clone(),
+            store: Arc::clone(&store),
+            listen: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
+            identity: TlsIdentity::load(&data.join("certs"), "nodes", n)?,
+            timing: timing.clone(),
+            executors: Default::default(),
+            artifacts: data.join("artifacts"),
+            publisher: Arc::clone(publisher),
+            gpu: Default::default(),
+            metrics: None,
+        })
+        .await?;
+        nodes.push(Arc::new(node));
+    }
+    Ok(nodes)
+}
+
+/// Serves every node's metrics on one endpoint (any port if `addr` is
+/// taken); returns the address it listens on.
+async fn serve_metrics(addr: SocketAddr, nodes: &[Arc<RunningNode>]) -> Result<SocketAddr, String> {
+    let metrics = bind_or_any(addr).await?;
+    let metrics_addr = metrics.local_addr().map_err(|e| e.to_string())?;
+    drop(metrics);
+    let all = nodes.to_vec();
+    let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || {
+        all.iter()
+            .map(|n| {
+                n.ctx.metrics.render(
+                    &n.ctx.name,
+                    &n.net.stats,
+                    &n.ctx.publish.publisher.quota_units_spent(),
+                )
+            })
+            .collect()
+    });
+    reelfleet::live::metrics::serve(metrics_addr, render).await
+}
+
+/// Shows the one-line summary every second (every five, into a pipe or a
+/// file, where it cannot be redrawn) until Ctrl-C or `run_s` seconds.
+async fn show_summary_until_stopped(nodes: &[Arc<RunningNode>], run_s: Option<u64>) {
+    let tty = unsafe { libc::isatty(1) } == 1;
+    let stop_at = run_s.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks = 0u64;
+    loop {
+        let deadline = async {
+            match stop_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = deadline => break,
+            _ = tick.tick() => {
+                ticks += 1;
+                let line = summary(nodes);
+                if tty {
+                    print!("\r\x1b[K{line}");
+                    let _ = std::io::Write::flush(&mut std::io::stdout());
+                } else if ticks.is_multiple_of(5) {
+                    println!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// Drains every node at once (a second Ctrl-C cuts that short), then stops
+/// them.
+async fn drain_and_stop(nodes: Vec<Arc<RunningNode>>) {
+    println!();
+    println!(
+        "stopping: draining {} nodes (Ctrl-C again to stop at once)",
+        nodes.len()
+    );
+    let drains = nodes.iter().map(|n| {
+        let n = Arc::clone(n);
+        async move { n.drain(Duration::from_secs(15)).await }
+    });
+    let drained = tokio::select! {
+        r = futures_join_all(drains.collect()) => r.iter().filter(|d| **d).count(),
+        _ = tokio::signal::ctrl_c() => 0,
+    };
+    println!("{}", summary(&nodes));
+    println!("drained {drained} of {} nodes; stopped", nodes.len());
+    for n in nodes {
+        if let Ok(n) = Arc::try_unwrap(n) {
+            n.stop().await;
+        }
+    }
 }
 
 /// Awaits every future (no extra dependency for one join).

@@ -97,20 +97,7 @@ fn expect_success(out: &ExecOutcome, j: &ExecJob) {
 
 #[tokio::test]
 async fn voice_and_render_make_a_real_mp4() {
-    let missing: Vec<_> = ["espeak-ng", "ffmpeg"]
-        .into_iter()
-        .filter(|t| on_path(t).is_none())
-        .collect();
-    if !missing.is_empty() {
-        let why = format!(
-            "{} not on PATH (apt-get install espeak-ng ffmpeg)",
-            missing.join(" and ")
-        );
-        // CI installs them: there a skip would hide a broken pipeline.
-        if std::env::var_os("CI").is_some() {
-            panic!("CI is set but {why}");
-        }
-        eprintln!("skipping the ffmpeg pipeline: {why}");
+    if skip_without_tools() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -126,7 +113,41 @@ async fn voice_and_render_make_a_real_mp4() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
 
-    let voice = job("voice", dir.path(), &vars);
+    let voice = run_voice(dir.path(), &vars).await;
+    let mp4 = run_render(dir.path(), &vars, &voice).await;
+
+    if on_path("ffprobe").is_none() {
+        eprintln!("ffprobe not on PATH: streams and duration not checked");
+        return;
+    }
+    assert_one_video_and_one_audio_stream(&mp4);
+}
+
+/// True when espeak-ng or ffmpeg is missing and the test should skip;
+/// panics instead under CI.
+fn skip_without_tools() -> bool {
+    let missing: Vec<_> = ["espeak-ng", "ffmpeg"]
+        .into_iter()
+        .filter(|t| on_path(t).is_none())
+        .collect();
+    if missing.is_empty() {
+        return false;
+    }
+    let why = format!(
+        "{} not on PATH (apt-get install espeak-ng ffmpeg)",
+        missing.join(" and ")
+    );
+    // CI installs them: there a skip would hide a broken pipeline.
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set but {why}");
+    }
+    eprintln!("skipping the ffmpeg pipeline: {why}");
+    true
+}
+
+/// Runs the voice stage; its job, whose artifact holds `voice.wav`.
+async fn run_voice(dir: &Path, vars: &BTreeMap<String, String>) -> ExecJob {
+    let voice = job("voice", dir, vars);
     let out = command::run(
         &script("voice.sh", &["{artifact_dir}", "{title}"]),
         &voice,
@@ -136,13 +157,17 @@ async fn voice_and_render_make_a_real_mp4() {
     expect_success(&out, &voice);
     let wav = std::fs::metadata(voice.artifact_dir.join("voice.wav")).expect("voice.wav");
     assert!(wav.len() > 1024, "voice.wav is {} bytes", wav.len());
+    voice
+}
 
+/// Runs the render stage on the voice stage's artifact; the MP4 it made.
+async fn run_render(dir: &Path, vars: &BTreeMap<String, String>, voice: &ExecJob) -> PathBuf {
     let mut render_vars = vars.clone();
     render_vars.insert(
         "input_dir".into(),
         voice.artifact_dir.to_string_lossy().into_owned(),
     );
-    let render = job("render", dir.path(), &render_vars);
+    let render = job("render", dir, &render_vars);
     let out = command::run(
         &script("render.sh", &["{input_dir}", "{artifact_dir}", "{title}"]),
         &render,
@@ -163,11 +188,12 @@ async fn voice_and_render_make_a_real_mp4() {
         !render.artifact_dir.join("video.partial.mp4").exists(),
         "the partial file was left behind"
     );
+    mp4
+}
 
-    if on_path("ffprobe").is_none() {
-        eprintln!("ffprobe not on PATH: streams and duration not checked");
-        return;
-    }
+/// Asks ffprobe what `mp4` holds: one video and one audio stream, and more
+/// than half a second of them.
+fn assert_one_video_and_one_audio_stream(mp4: &Path) {
     let probe = std::process::Command::new("ffprobe")
         .args([
             "-v",
@@ -177,7 +203,7 @@ async fn voice_and_render_make_a_real_mp4() {
             "-of",
             "json",
         ])
-        .arg(&mp4)
+        .arg(mp4)
         .output()
         .expect("ffprobe runs");
     assert!(

@@ -22,6 +22,7 @@ use actors::records::{idempotency_key, owner_key, OwnerRecord, VideoRecord, Vide
 use common::etcd_cluster::{etcd_available, EtcdCluster};
 use common::youtube_emulator::{EmulatorConfig, YoutubeEmulator};
 use reelfleet::certs::{self, Role};
+use reelfleet::publish::youtube::YoutubeConfig;
 use reelfleet::store::any::AnyStore;
 use reelfleet::store::url::StoreUrl;
 use reelfleet::store::Store;
@@ -167,11 +168,7 @@ fn start_fleet() -> Option<Fleet> {
     let etcd = EtcdCluster::start(3);
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path();
-    let certs_dir = root.join("certs");
-    certs::init(&certs_dir, "live-test").expect("CA");
-    for n in NODES {
-        certs::issue(&certs_dir, Role::Node, n).expect("node certificate");
-    }
+    issue_certs(&root.join("certs"));
     let cluster = cluster_toml();
     std::fs::write(root.join("cluster.toml"), &cluster).expect("cluster config");
     let topo = topology::config::parse_topology(&cluster).expect("the test's cluster config");
@@ -183,12 +180,54 @@ fn start_fleet() -> Option<Fleet> {
     });
     let ycfg = youtube.publisher_config();
     std::fs::write(root.join("refresh-token"), &ycfg.refresh_token).expect("token file");
-    let (client_id, client_secret) = (ycfg.client_id.clone(), ycfg.client_secret.clone());
-    let mut nodes = Vec::new();
+    let nodes = NODES
+        .iter()
+        .map(|n| {
+            let metrics_port = free_port();
+            let cfg = node_toml(n, &store_url, metrics_port, &yt, &ycfg);
+            spawn_node(root, n, &cfg, metrics_port)
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url: StoreUrl = store_url.parse().expect("store URL");
+    let store = rt
+        .block_on(AnyStore::open(&url))
+        .expect("the test's own store client");
+    Some(Fleet {
+        _dir: dir,
+        topo,
+        nodes,
+
+        rt,
+        store,
+        youtube,
+        _etcd: etcd,
+    })
+}
+
+/// A CA, and a certificate from it for every node.
+fn issue_certs(certs_dir: &Path) {
+    certs::init(certs_dir, "live-test").expect("CA");
     for n in NODES {
-        let metrics_port = free_port();
-        let cfg = format!(
-            r#"node = "{n}"
+        certs::issue(certs_dir, Role::Node, n).expect("node certificate");
+    }
+}
+
+/// Node `n`'s config: the shared store, short leases so that a takeover
+/// fits the test's bound, and the YouTube emulator at `yt` as publisher.
+fn node_toml(
+    n: &str,
+    store_url: &str,
+    metrics_port: u16,
+    yt: &str,
+    ycfg: &YoutubeConfig,
+) -> String {
+    let (client_id, client_secret) = (&ycfg.client_id, &ycfg.client_secret);
+    format!(
+        r#"node = "{n}"
 cluster = "cluster.toml"
 store = "{store_url}"
 listen = "127.0.0.1:0"
@@ -217,46 +256,32 @@ project = "p"
 [gpu]
 probe = false
 "#
-        );
-        let cfg_path = root.join(format!("{n}.toml"));
-        std::fs::write(&cfg_path, cfg).expect("node config");
-        let log = root.join(format!("{n}.log"));
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_reelfleet"))
-            .arg("node")
-            .arg("--config")
-            .arg(&cfg_path)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("start reelfleet node");
-        nodes.push(NodeProc {
-            name: n.to_string(),
-            child: Some(child),
-            log,
-            metrics_port,
-        });
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let url: StoreUrl = store_url.parse().expect("store URL");
-    let store = rt
-        .block_on(AnyStore::open(&url))
-        .expect("the test's own store client");
-    Some(Fleet {
-        _dir: dir,
-        topo,
-        nodes,
+    )
+}
 
-        rt,
-        store,
-        youtube,
-        _etcd: etcd,
-    })
+/// Starts `reelfleet node` with config `cfg`, its stdout and stderr both
+/// in `<root>/<n>.log`.
+fn spawn_node(root: &Path, n: &str, cfg: &str, metrics_port: u16) -> NodeProc {
+    let cfg_path = root.join(format!("{n}.toml"));
+    std::fs::write(&cfg_path, cfg).expect("node config");
+    let log = root.join(format!("{n}.log"));
+    let out = std::fs::File::create(&log).expect("log file");
+    let err = out.try_clone().expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_reelfleet"))
+        .arg("node")
+        .arg("--config")
+        .arg(&cfg_path)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start reelfleet node");
+    NodeProc {
+        name: n.to_string(),
+        child: Some(child),
+        log,
+        metrics_port,
+    }
 }
 
 impl Fleet {

@@ -3,12 +3,14 @@
 //! and goes on under the same epoch; failures beyond the restart budget
 //! escalate and stop the node.
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reelfleet::certs::{self, Role};
 use reelfleet::live::config::Timing;
+use reelfleet::live::ports::NodePorts;
 use reelfleet::live::runtime::{NodeSpec, RunningNode};
 use reelfleet::live::supervisor::RESTARTS_MAX;
 use reelfleet::live::transport::TlsIdentity;
@@ -64,12 +66,50 @@ async fn wait_for(what: &str, limit: Duration, f: impl Fn() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_channel_actor_is_restarted_and_repeated_failures_escalate() {
     let dir = tempfile::tempdir().expect("dir");
-    let certs_dir = dir.path().join("certs");
+    let node = start_solo_node(dir.path()).await;
+    let ctx = Arc::clone(&node.ctx);
+    let ch = ChannelId(0);
+    let published = || ctx.metrics.videos_published.load(Ordering::Relaxed);
+    wait_for("a first video", Duration::from_secs(30), || {
+        published() >= 1
+    })
+    .await;
+
+    fail_once_and_await_the_restart(&ctx, ch).await;
+    assert_eq!(ctx.metrics.actor_restarts.load(Ordering::Relaxed), 1);
+    // The new actor loaded the channel from the store and goes on.
+    let before = published();
+    wait_for(
+        "progress after the restart",
+        Duration::from_secs(30),
+        || published() > before,
+    )
+    .await;
+    assert!(!ctx.life.is_stopping());
+
+    // More failures than the budget within the window: escalation.
+    for _ in 0..RESTARTS_MAX {
+        fail_and_await_a_restart_or_the_escalation(&ctx, ch).await;
+    }
+    let why = tokio::time::timeout(Duration::from_secs(10), node.stop_requested())
+        .await
+        .expect("the node asks to stop");
+    assert!(
+        why.contains("escalated") && why.contains("actor failures"),
+        "{why}"
+    );
+    node.stop().await;
+}
+
+/// The one node of `CLUSTER`, on the in-memory store, with certificates
+/// and artifacts under `dir`.
+async fn start_solo_node(dir: &Path) -> RunningNode {
+    let certs_dir = dir.join("certs");
     certs::init(&certs_dir, "solo").expect("CA");
     certs::issue(&certs_dir, Role::Node, "solo").expect("cert");
     let topo = Arc::new(topology::config::parse_topology(CLUSTER).expect("config"));
     let store = Arc::new(AnyStore::open(&StoreUrl::Mem).await.expect("mem store"));
-    let node = RunningNode::start(NodeSpec {
+    RunningNode::start(NodeSpec {
         topo,
         name: "solo".into(),
         store,
@@ -81,21 +121,18 @@ async fn a_failed_channel_actor_is_restarted_and_repeated_failures_escalate() {
             ..Timing::default()
         },
         executors: Default::default(),
-        artifacts: dir.path().join("artifacts"),
-        publisher: Arc::new(DirectoryPublisher::new(dir.path().join("published")).expect("pub")),
+        artifacts: dir.join("artifacts"),
+        publisher: Arc::new(DirectoryPublisher::new(dir.join("published")).expect("pub")),
         gpu: Default::default(),
         metrics: None,
     })
     .await
-    .expect("node starts");
-    let ctx = Arc::clone(&node.ctx);
-    let ch = ChannelId(0);
-    let published = || ctx.metrics.videos_published.load(Ordering::Relaxed);
-    wait_for("a first video", Duration::from_secs(30), || {
-        published() >= 1
-    })
-    .await;
+    .expect("node starts")
+}
 
+/// Fails channel `ch`'s actor and waits for its replacement, which must
+/// go on under the same epoch.
+async fn fail_once_and_await_the_restart(ctx: &NodePorts, ch: ChannelId) {
     let (epoch, first) = ctx
         .router
         .locals()
@@ -112,48 +149,31 @@ async fn a_failed_channel_actor_is_restarted_and_repeated_failures_escalate() {
             .is_some_and(|(e, r)| r.id != first.id && *e == epoch)
     })
     .await;
-    assert_eq!(ctx.metrics.actor_restarts.load(Ordering::Relaxed), 1);
-    // The new actor loaded the channel from the store and goes on.
-    let before = published();
+}
+
+/// Fails channel `ch`'s actor again, and waits until it is replaced or
+/// the node starts stopping.
+async fn fail_and_await_a_restart_or_the_escalation(ctx: &NodePorts, ch: ChannelId) {
+    let (_, r) = ctx
+        .router
+        .locals()
+        .channels
+        .get(&ch)
+        .cloned()
+        .expect("hosted");
+    r.mailbox.fail("injected again");
     wait_for(
-        "progress after the restart",
-        Duration::from_secs(30),
-        || published() > before,
+        "a restart or the escalation",
+        Duration::from_secs(10),
+        || {
+            ctx.life.is_stopping()
+                || ctx
+                    .router
+                    .locals()
+                    .channels
+                    .get(&ch)
+                    .is_some_and(|(_, n)| n.id != r.id)
+        },
     )
     .await;
-    assert!(!ctx.life.is_stopping());
-
-    // More failures than the budget within the window: escalation.
-    for _ in 0..RESTARTS_MAX {
-        let (_, r) = ctx
-            .router
-            .locals()
-            .channels
-            .get(&ch)
-            .cloned()
-            .expect("hosted");
-        r.mailbox.fail("injected again");
-        wait_for(
-            "a restart or the escalation",
-            Duration::from_secs(10),
-            || {
-                ctx.life.is_stopping()
-                    || ctx
-                        .router
-                        .locals()
-                        .channels
-                        .get(&ch)
-                        .is_some_and(|(_, n)| n.id != r.id)
-            },
-        )
-        .await;
-    }
-    let why = tokio::time::timeout(Duration::from_secs(10), node.stop_requested())
-        .await
-        .expect("the node asks to stop");
-    assert!(
-        why.contains("escalated") && why.contains("actor failures"),
-        "{why}"
-    );
-    node.stop().await;
 }

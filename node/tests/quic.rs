@@ -5,6 +5,7 @@
 //! node.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -123,7 +124,32 @@ async fn only_nodes_of_the_cluster_get_through() {
     .await;
 
     // No client certificate at all: the handshake fails on both sides.
-    let ca = TlsIdentity::load(&ours, "nodes", "n2").expect("identity");
+    let anon = endpoint_without_a_certificate(&ours);
+    let refused_before = n1.stats.refused.load(Ordering::Relaxed);
+    let r = open_a_stream(&anon, n1_addr).await;
+    assert!(r.is_err());
+    wait_for("the anonymous peer to be refused", || {
+        n1.stats.refused.load(Ordering::Relaxed) > refused_before
+    })
+    .await;
+
+    // An admin certificate is ours, but it is not a node's: refused too.
+    let ep = endpoint_with_an_admin_certificate(&ours);
+    let refused_before = n1.stats.refused.load(Ordering::Relaxed);
+    send_a_frame_expecting_refusal(&ep, n1_addr).await;
+    wait_for("the admin certificate to be refused as a node", || {
+        n1.stats.refused.load(Ordering::Relaxed) > refused_before
+    })
+    .await;
+
+    // Nothing from the refused peers ever arrived.
+    let got = inbox1.lock().expect("inbox").clone();
+    assert_eq!(got, vec![("n2".to_string(), frame(1))], "{got:?}");
+}
+
+/// A client that trusts our CA but shows no certificate of its own.
+fn endpoint_without_a_certificate(ours: &Path) -> quinn::Endpoint {
+    let ca = TlsIdentity::load(ours, "nodes", "n2").expect("identity");
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.ca[0].clone()).expect("root");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -136,34 +162,38 @@ async fn only_nodes_of_the_cluster_get_through() {
     let q = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
     let mut anon = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
     anon.set_default_client_config(quinn::ClientConfig::new(Arc::new(q)));
-    let refused_before = n1.stats.refused.load(Ordering::Relaxed);
-    let r = async {
-        let c = anon
-            .connect(n1_addr, "n1")
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| e.to_string())?;
-        // TLS 1.3 may finish the client side before the server refuses:
-        // the first stream then fails.
-        let (mut s, _) = c.open_bi().await.map_err(|e| e.to_string())?;
-        s.write_all(&[0, 0, 0, 1, 0])
-            .await
-            .map_err(|e| e.to_string())?;
-        c.closed().await;
-        Err::<(), String>("closed".into())
-    }
-    .await;
-    assert!(r.is_err());
-    wait_for("the anonymous peer to be refused", || {
-        n1.stats.refused.load(Ordering::Relaxed) > refused_before
-    })
-    .await;
+    anon
+}
 
-    // An admin certificate is ours, but it is not a node's: refused too.
-    let admin = TlsIdentity::load(&ours, "admins", "alice").expect("admin identity");
+/// Connects to `n1` and writes on a stream until the connection closes;
+/// `Err` says where it failed (it always does).
+async fn open_a_stream(ep: &quinn::Endpoint, n1_addr: SocketAddr) -> Result<(), String> {
+    let c = ep
+        .connect(n1_addr, "n1")
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    // TLS 1.3 may finish the client side before the server refuses:
+    // the first stream then fails.
+    let (mut s, _) = c.open_bi().await.map_err(|e| e.to_string())?;
+    s.write_all(&[0, 0, 0, 1, 0])
+        .await
+        .map_err(|e| e.to_string())?;
+    c.closed().await;
+    Err("closed".into())
+}
+
+/// A client showing the admin certificate of our CA.
+fn endpoint_with_an_admin_certificate(ours: &Path) -> quinn::Endpoint {
+    let admin = TlsIdentity::load(ours, "admins", "alice").expect("admin identity");
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
     ep.set_default_client_config(client_config(&admin).expect("client config"));
-    let refused_before = n1.stats.refused.load(Ordering::Relaxed);
+    ep
+}
+
+/// Sends a frame to `n1`; should the connection get that far, it must be
+/// closed as "not a node certificate".
+async fn send_a_frame_expecting_refusal(ep: &quinn::Endpoint, n1_addr: SocketAddr) {
     if let Ok(connecting) = ep.connect(n1_addr, "n1") {
         if let Ok(c) = connecting.await {
             if let Ok((mut s, _)) = c.open_bi().await {
@@ -175,14 +205,6 @@ async fn only_nodes_of_the_cluster_get_through() {
             assert!(e.to_string().contains("not a node certificate"), "{e}");
         }
     }
-    wait_for("the admin certificate to be refused as a node", || {
-        n1.stats.refused.load(Ordering::Relaxed) > refused_before
-    })
-    .await;
-
-    // Nothing from the refused peers ever arrived.
-    let got = inbox1.lock().expect("inbox").clone();
-    assert_eq!(got, vec![("n2".to_string(), frame(1))], "{got:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -664,17 +664,8 @@ async fn the_emulator_holds_to_the_resumable_protocol() {
         .build()
         .expect("client");
     let cfg = emu.publisher_config();
-    let token: serde_json::Value = http
-        .post(&cfg.token_url)
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", cfg.client_id.as_str()),
-            ("client_secret", cfg.client_secret.as_str()),
-            ("refresh_token", cfg.refresh_token.as_str()),
-        ])
-        .send()
+    let token: serde_json::Value = token_request(&http, &cfg, &cfg.client_secret)
         .await
-        .expect("token")
         .json()
         .await
         .expect("token json");
@@ -682,6 +673,46 @@ async fn the_emulator_holds_to_the_resumable_protocol() {
         .as_str()
         .expect("access_token")
         .to_string();
+    let session = open_upload_session(&http, &url, &token).await;
+    send_twenty_bytes_in_two_chunks(&http, &session, &token, &emu).await;
+    // A session that does not exist is 404.
+    let r = http
+        .put(format!(
+            "{url}/upload/youtube/v3/videos?uploadType=resumable&upload_id=nope"
+        ))
+        .bearer_auth(&token)
+        .header("Content-Range", "bytes */20")
+        .body(Vec::new())
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(r.status().as_u16(), 404);
+    // Wrong client secret: invalid_client.
+    let r = token_request(&http, &cfg, "wrong").await;
+    assert_eq!(r.status().as_u16(), 401);
+}
+
+/// A refresh-token grant to the emulator's token endpoint.
+async fn token_request(
+    http: &reqwest::Client,
+    cfg: &YoutubeConfig,
+    client_secret: &str,
+) -> reqwest::Response {
+    http.post(&cfg.token_url)
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", cfg.client_id.as_str()),
+            ("client_secret", client_secret),
+            ("refresh_token", cfg.refresh_token.as_str()),
+        ])
+        .send()
+        .await
+        .expect("token")
+}
+
+/// Opens a resumable session for 20 bytes, after checking that one is
+/// refused without a token or with a bad title; the session's URL.
+async fn open_upload_session(http: &reqwest::Client, url: &str, token: &str) -> String {
     // No token, no session.
     let init_url =
         format!("{url}/upload/youtube/v3/videos?uploadType=resumable&part=snippet,status");
@@ -692,7 +723,7 @@ async fn the_emulator_holds_to_the_resumable_protocol() {
     let bad = serde_json::json!({"snippet": {"title": "a<b"}});
     let r = http
         .post(&init_url)
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .json(&bad)
         .send()
         .await
@@ -700,7 +731,7 @@ async fn the_emulator_holds_to_the_resumable_protocol() {
     assert_eq!(r.status().as_u16(), 400);
     let r = http
         .post(&init_url)
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .header("X-Upload-Content-Length", "20")
         .header("X-Upload-Content-Type", "video/*")
         .json(&meta)
@@ -714,10 +745,21 @@ async fn the_emulator_holds_to_the_resumable_protocol() {
         .and_then(|v| v.to_str().ok())
         .expect("Location")
         .to_string();
-    assert!(session.starts_with(&url), "{session}");
+    assert!(session.starts_with(url), "{session}");
+    session
+}
+
+/// Sends the session's 20 bytes as two chunks of 10, with a status query
+/// and refused chunks on the way; exactly one video must come of it.
+async fn send_twenty_bytes_in_two_chunks(
+    http: &reqwest::Client,
+    session: &str,
+    token: &str,
+    emu: &YoutubeEmulator,
+) {
     let put = |range: &str, body: Vec<u8>| {
-        http.put(&session)
-            .bearer_auth(&token)
+        http.put(session)
+            .bearer_auth(token)
             .header("Content-Range", range.to_string())
             .body(body)
             .send()
@@ -752,31 +794,6 @@ async fn the_emulator_holds_to_the_resumable_protocol() {
     let videos = emu.videos();
     assert_eq!(videos.len(), 1);
     assert_eq!(videos[0].bytes, [vec![1; 10], vec![2; 10]].concat());
-    // A session that does not exist is 404.
-    let r = http
-        .put(format!(
-            "{url}/upload/youtube/v3/videos?uploadType=resumable&upload_id=nope"
-        ))
-        .bearer_auth(&token)
-        .header("Content-Range", "bytes */20")
-        .body(Vec::new())
-        .send()
-        .await
-        .expect("status");
-    assert_eq!(r.status().as_u16(), 404);
-    // Wrong client secret: invalid_client.
-    let r = http
-        .post(&cfg.token_url)
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", cfg.client_id.as_str()),
-            ("client_secret", "wrong"),
-            ("refresh_token", cfg.refresh_token.as_str()),
-        ])
-        .send()
-        .await
-        .expect("token");
-    assert_eq!(r.status().as_u16(), 401);
 }
 
 #[test]

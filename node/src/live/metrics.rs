@@ -38,6 +38,7 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Every metric in the Prometheus text format, labelled with `node`.
     pub fn render(
         &self,
         node: &str,
@@ -45,16 +46,22 @@ impl Metrics {
         quota: &[(String, u64)],
     ) -> String {
         let mut s = String::new();
-        if !quota.is_empty() {
-            let _ = writeln!(s, "# TYPE reelfleet_publisher_quota_units_total counter");
-            for (bucket, units) in quota {
-                let _ = writeln!(
-                    s,
-                    "reelfleet_publisher_quota_units_total{{node=\"{node}\",bucket=\"{bucket}\"}} {units}"
-                );
-            }
+        render_quota(&mut s, node, quota);
+        for (name, kind, v) in self.counters() {
+            let _ = writeln!(s, "# TYPE {name} {kind}");
+            let _ = writeln!(s, "{name}{{node=\"{node}\"}} {}", v.load(Ordering::Relaxed));
         }
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        render_net(&mut s, node, net);
+        // A copy, so the lock is not held while the text is written.
+        let gpus = super::lock(&self.gpus).clone();
+        render_gpus(&mut s, node, &gpus);
+        s
+    }
+
+    /// The node's own counters and gauges: (metric name, Prometheus type,
+    /// value).
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 13] {
+        [
             (
                 "reelfleet_videos_published_total",
                 "counter",
@@ -100,39 +107,56 @@ impl Metrics {
                 "counter",
                 &self.actor_restarts,
             ),
-        ];
-        for (name, kind, v) in counters {
-            let _ = writeln!(s, "# TYPE {name} {kind}");
-            let _ = writeln!(s, "{name}{{node=\"{node}\"}} {}", v.load(Ordering::Relaxed));
-        }
-        let net_rows: [(&str, &AtomicU64); 5] = [
-            ("reelfleet_frames_in_total", &net.frames_in),
-            ("reelfleet_frames_out_total", &net.frames_out),
-            ("reelfleet_frames_dropped_total", &net.frames_dropped),
-            ("reelfleet_peers_refused_total", &net.refused),
-            ("reelfleet_bad_frames_total", &net.bad_frames),
-        ];
-        for (name, v) in net_rows {
-            let _ = writeln!(s, "# TYPE {name} counter");
-            let _ = writeln!(s, "{name}{{node=\"{node}\"}} {}", v.load(Ordering::Relaxed));
-        }
-        let gpus = super::lock(&self.gpus).clone();
-        if !gpus.is_empty() {
-            let _ = writeln!(s, "# TYPE reelfleet_gpu_memory_used_bytes gauge");
-            let _ = writeln!(s, "# TYPE reelfleet_gpu_memory_total_bytes gauge");
-            let _ = writeln!(s, "# TYPE reelfleet_gpu_utilization_percent gauge");
-            let _ = writeln!(s, "# TYPE reelfleet_gpu_temperature_celsius gauge");
-            let _ = writeln!(s, "# TYPE reelfleet_gpu_healthy gauge");
-            for (g, used, total, util, temp, ok) in gpus {
-                let l = format!("{{node=\"{node}\",gpu=\"{g}\"}}");
-                let _ = writeln!(s, "reelfleet_gpu_memory_used_bytes{l} {used}");
-                let _ = writeln!(s, "reelfleet_gpu_memory_total_bytes{l} {total}");
-                let _ = writeln!(s, "reelfleet_gpu_utilization_percent{l} {util}");
-                let _ = writeln!(s, "reelfleet_gpu_temperature_celsius{l} {temp}");
-                let _ = writeln!(s, "reelfleet_gpu_healthy{l} {}", u8::from(ok));
-            }
-        }
-        s
+        ]
+    }
+}
+
+/// The publisher's quota spent per bucket; nothing at all when it has none.
+fn render_quota(s: &mut String, node: &str, quota: &[(String, u64)]) {
+    if quota.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "# TYPE reelfleet_publisher_quota_units_total counter");
+    for (bucket, units) in quota {
+        let _ = writeln!(
+            s,
+            "reelfleet_publisher_quota_units_total{{node=\"{node}\",bucket=\"{bucket}\"}} {units}"
+        );
+    }
+}
+
+/// The transport's frame and peer counters.
+fn render_net(s: &mut String, node: &str, net: &super::transport::TransportStats) {
+    let net_rows: [(&str, &AtomicU64); 5] = [
+        ("reelfleet_frames_in_total", &net.frames_in),
+        ("reelfleet_frames_out_total", &net.frames_out),
+        ("reelfleet_frames_dropped_total", &net.frames_dropped),
+        ("reelfleet_peers_refused_total", &net.refused),
+        ("reelfleet_bad_frames_total", &net.bad_frames),
+    ];
+    for (name, v) in net_rows {
+        let _ = writeln!(s, "# TYPE {name} counter");
+        let _ = writeln!(s, "{name}{{node=\"{node}\"}} {}", v.load(Ordering::Relaxed));
+    }
+}
+
+/// One set of gauges per GPU; nothing at all on a node without GPUs.
+fn render_gpus(s: &mut String, node: &str, gpus: &[GpuRow]) {
+    if gpus.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "# TYPE reelfleet_gpu_memory_used_bytes gauge");
+    let _ = writeln!(s, "# TYPE reelfleet_gpu_memory_total_bytes gauge");
+    let _ = writeln!(s, "# TYPE reelfleet_gpu_utilization_percent gauge");
+    let _ = writeln!(s, "# TYPE reelfleet_gpu_temperature_celsius gauge");
+    let _ = writeln!(s, "# TYPE reelfleet_gpu_healthy gauge");
+    for (g, used, total, util, temp, ok) in gpus {
+        let l = format!("{{node=\"{node}\",gpu=\"{g}\"}}");
+        let _ = writeln!(s, "reelfleet_gpu_memory_used_bytes{l} {used}");
+        let _ = writeln!(s, "reelfleet_gpu_memory_total_bytes{l} {total}");
+        let _ = writeln!(s, "reelfleet_gpu_utilization_percent{l} {util}");
+        let _ = writeln!(s, "reelfleet_gpu_temperature_celsius{l} {temp}");
+        let _ = writeln!(s, "reelfleet_gpu_healthy{l} {}", u8::from(*ok));
     }
 }
 

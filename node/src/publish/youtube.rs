@@ -34,6 +34,7 @@
 //! There is no logging crate: every failure is printed to stderr and kept
 //! as [`YoutubePublisher::last_error`].
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -154,6 +155,29 @@ enum Failure {
     NotSent(String),
     /// The request may have reached the server; no answer came back.
     Lost(String),
+}
+
+/// Where an upload stands while its chunks go out.
+#[derive(Default)]
+struct Progress {
+    /// The first byte the server does not hold yet.
+    offset: u64,
+    /// Status queries made, and chunks that moved nothing.
+    resumes: u32,
+    /// True from the moment a request carrying the last byte went out
+    /// unanswered (or answered by a 5xx) until the server says that it
+    /// does not hold the whole file.
+    last_byte_maybe_in: bool,
+}
+
+/// What one chunk's PUT leaves the upload to do next.
+enum AfterChunk {
+    /// The upload is over, one way or the other.
+    Finished(Option<PublishOutcome>),
+    /// The server took bytes: send from its new offset.
+    Next,
+    /// Unanswered, or answered by a 5xx: ask the session what it holds.
+    Resume(String),
 }
 
 enum Status {
@@ -457,124 +481,174 @@ impl YoutubePublisher {
         total: u64,
         may_finish: &MayFinish,
     ) -> Option<PublishOutcome> {
-        let chunk = self.cfg.chunk_bytes as u64;
-        let mut offset = 0u64;
-        let mut resumes = 0u32;
-        // True from the moment a request carrying the last byte went out
-        // unanswered (or answered by a 5xx) until the server says that it
-        // does not hold the whole file.
-        let mut last_byte_maybe_in = false;
+        let mut progress = Progress::default();
         loop {
-            if offset >= total {
+            if progress.offset >= total {
                 // Every byte held, yet "incomplete": nothing sensible to
                 // send, and the server has said it is not a video.
                 return self.transient(format!(
                     "{key}: the server holds all {total} bytes but calls the upload incomplete"
                 ));
             }
-            let end = (offset + chunk).min(total);
-            let is_final = end == total;
-            let data = match read_range(video.to_path_buf(), offset, end).await {
-                Ok(d) => d,
-                Err(e) => {
-                    // Only reached with the last byte not in flight: every
-                    // unanswered final chunk is settled by a status query
-                    // before the loop comes back here.
-                    return self.transient(format!("{key}: {e}"));
-                }
-            };
-            let range = format!("bytes {}-{}/{}", offset, end - 1, total);
             let sent = self
-                .call(
-                    &|| {
-                        self.http
-                            .put(session)
-                            .header(CONTENT_RANGE, &range)
-                            .body(data.clone())
-                    },
-                    is_final.then_some(may_finish),
-                )
+                .send_chunk(key, video, session, total, &mut progress, may_finish)
                 .await;
             let trouble = match sent {
-                Err(Failure::Stopped) => {
-                    return self.transient(format!(
-                        "{key}: may_finish said no; the last chunk was not sent"
-                    ))
-                }
-                Err(Failure::NotSent(e)) => e,
-                Err(Failure::Lost(e)) => {
-                    last_byte_maybe_in |= is_final;
-                    e
-                }
-                Ok(r) => match r.status {
-                    200 | 201 => return self.completed(key, &r),
-                    308 => {
-                        let held = held_bytes(&r.headers);
-                        if held > total {
-                            return self.transient(format!(
-                                "{key}: the server claims {held} of {total} bytes"
-                            ));
-                        }
-                        if held <= offset {
-                            // No progress: counts against the same bound as
-                            // resumes, so that a stuck session ends.
-                            resumes += 1;
-                            if resumes > self.cfg.max_resumes {
-                                return self
-                                    .transient(format!("{key}: the upload makes no progress"));
-                            }
-                        }
-                        offset = held;
-                        continue;
-                    }
-                    404 | 410 => {
-                        return self.transient(format!("{key}: the upload session is gone"))
-                    }
-                    s if s >= 500 => {
-                        // A 5xx to the last byte does not prove that the
-                        // upload failed: only the session can say.
-                        last_byte_maybe_in |= is_final;
-                        format!("HTTP {s}")
-                    }
-                    _ => return self.refusal(&format!("{key}: sending {range}"), &r),
-                },
+                AfterChunk::Finished(outcome) => return outcome,
+                AfterChunk::Next => continue,
+                AfterChunk::Resume(trouble) => trouble,
             };
-            // Ask the session what it holds, and resume from there.
-            loop {
-                if resumes >= self.cfg.max_resumes {
-                    let message = format!("{key}: gave up after {resumes} resumes ({trouble})");
-                    return if last_byte_maybe_in {
-                        self.unknown(message)
-                    } else {
-                        self.transient(message)
-                    };
+            let resumed = self
+                .resume(key, session, total, &trouble, &mut progress)
+                .await;
+            if let ControlFlow::Break(outcome) = resumed {
+                return outcome;
+            }
+        }
+    }
+
+    /// Sends the chunk that starts at `progress.offset`.
+    async fn send_chunk(
+        &self,
+        key: &str,
+        video: &Path,
+        session: &str,
+        total: u64,
+        progress: &mut Progress,
+        may_finish: &MayFinish,
+    ) -> AfterChunk {
+        let offset = progress.offset;
+        let end = (offset + self.cfg.chunk_bytes as u64).min(total);
+        let is_final = end == total;
+        let data = match read_range(video.to_path_buf(), offset, end).await {
+            Ok(d) => d,
+            Err(e) => {
+                // Only reached with the last byte not in flight: every
+                // unanswered final chunk is settled by a status query
+                // before the loop comes back here.
+                return AfterChunk::Finished(self.transient(format!("{key}: {e}")));
+            }
+        };
+        let range = format!("bytes {}-{}/{}", offset, end - 1, total);
+        let sent = self
+            .call(
+                &|| {
+                    self.http
+                        .put(session)
+                        .header(CONTENT_RANGE, &range)
+                        .body(data.clone())
+                },
+                is_final.then_some(may_finish),
+            )
+            .await;
+        match sent {
+            Err(Failure::Stopped) => AfterChunk::Finished(self.transient(format!(
+                "{key}: may_finish said no; the last chunk was not sent"
+            ))),
+            Err(Failure::NotSent(e)) => AfterChunk::Resume(e),
+            Err(Failure::Lost(e)) => {
+                progress.last_byte_maybe_in |= is_final;
+                AfterChunk::Resume(e)
+            }
+            Ok(r) => self.chunk_answered(key, total, &range, is_final, &r, progress),
+        }
+    }
+
+    /// What the server's answer to the chunk `range` means for the upload.
+    fn chunk_answered(
+        &self,
+        key: &str,
+        total: u64,
+        range: &str,
+        is_final: bool,
+        reply: &Reply,
+        progress: &mut Progress,
+    ) -> AfterChunk {
+        match reply.status {
+            200 | 201 => AfterChunk::Finished(self.completed(key, reply)),
+            308 => {
+                let held = held_bytes(&reply.headers);
+                if held > total {
+                    return AfterChunk::Finished(
+                        self.transient(format!("{key}: the server claims {held} of {total} bytes")),
+                    );
                 }
-                resumes += 1;
-                let backoff = self.cfg.resume_backoff_ms << (resumes - 1).min(3);
-                tokio::time::sleep(Duration::from_millis(backoff)).await;
-                match self.status_query(session, total).await {
-                    Status::Complete(r) => return self.completed(key, &r),
-                    Status::Incomplete(held) => {
-                        offset = held;
-                        last_byte_maybe_in = false;
-                        break;
+                if held <= progress.offset {
+                    // No progress: counts against the same bound as
+                    // resumes, so that a stuck session ends.
+                    progress.resumes += 1;
+                    if progress.resumes > self.cfg.max_resumes {
+                        return AfterChunk::Finished(
+                            self.transient(format!("{key}: the upload makes no progress")),
+                        );
                     }
-                    Status::Gone => {
-                        let message = format!("{key}: the upload session is gone ({trouble})");
-                        // A session that may have completed and then expired
-                        // tells nothing; one that never had the last byte is
-                        // definitely not a video.
-                        return if last_byte_maybe_in {
-                            self.unknown(message)
-                        } else {
-                            self.transient(message)
-                        };
-                    }
-                    Status::Failed(e) => {
-                        self.note(format!("{key}: status query failed: {e}"));
-                    }
+                }
+                progress.offset = held;
+                AfterChunk::Next
+            }
+            404 | 410 => {
+                AfterChunk::Finished(self.transient(format!("{key}: the upload session is gone")))
+            }
+            s if s >= 500 => {
+                // A 5xx to the last byte does not prove that the
+                // upload failed: only the session can say.
+                progress.last_byte_maybe_in |= is_final;
+                AfterChunk::Resume(format!("HTTP {s}"))
+            }
+            _ => AfterChunk::Finished(self.refusal(&format!("{key}: sending {range}"), reply)),
+        }
+    }
+
+    /// Asks the session what it holds, and moves `progress` there so the
+    /// upload resumes from it; breaks with the outcome when the session
+    /// settles the upload or the resumes run out.
+    async fn resume(
+        &self,
+        key: &str,
+        session: &str,
+        total: u64,
+        trouble: &str,
+        progress: &mut Progress,
+    ) -> ControlFlow<Option<PublishOutcome>> {
+        loop {
+            if progress.resumes >= self.cfg.max_resumes {
+                let message = format!(
+                    "{key}: gave up after {} resumes ({trouble})",
+                    progress.resumes
+                );
+                return ControlFlow::Break(self.unsettled(message, progress));
+            }
+            progress.resumes += 1;
+            let backoff = self.cfg.resume_backoff_ms << (progress.resumes - 1).min(3);
+            tokio::time::sleep(Duration::from_millis(backoff)).await;
+            match self.status_query(session, total).await {
+                Status::Complete(r) => return ControlFlow::Break(self.completed(key, &r)),
+                Status::Incomplete(held) => {
+                    progress.offset = held;
+                    progress.last_byte_maybe_in = false;
+                    return ControlFlow::Continue(());
+                }
+                Status::Gone => {
+                    let message = format!("{key}: the upload session is gone ({trouble})");
+                    // A session that may have completed and then expired
+                    // tells nothing; one that never had the last byte is
+                    // definitely not a video.
+                    return ControlFlow::Break(self.unsettled(message, progress));
+                }
+                Status::Failed(e) => {
+                    self.note(format!("{key}: status query failed: {e}"));
                 }
             }
+        }
+    }
+
+    /// An upload abandoned part-way: unknown if the last byte may have
+    /// landed (the video may exist), otherwise a plain transient failure.
+    fn unsettled(&self, message: String, progress: &Progress) -> Option<PublishOutcome> {
+        if progress.last_byte_maybe_in {
+            self.unknown(message)
+        } else {
+            self.transient(message)
         }
     }
 

@@ -53,77 +53,16 @@ pub fn audit<S: Store>(
     let twice: Vec<_> = made.iter().filter(|(_, ids)| ids.len() > 1).collect();
     assert!(twice.is_empty(), "published twice: {twice:?}");
     let videos = videos(rt, store);
-    let mut recorded = BTreeSet::new();
-    let mut active = BTreeSet::new();
-    let mut cost_by_channel: BTreeMap<ChannelId, u64> = BTreeMap::new();
-    let mut quota_units = 0u64;
-    let mut slots: BTreeMap<ChannelId, BTreeSet<u64>> = BTreeMap::new();
-    for (ch, v) in &videos {
-        let key = idempotency_key(&topo.channel(*ch).name, v.slot);
-        *cost_by_channel.entry(*ch).or_default() += v.cost_micros;
-        quota_units += v.quota_units;
-        slots.entry(*ch).or_default().insert(v.slot);
-        match &v.status {
-            VideoStatus::Published { remote_id } => {
-                let ids = made.get(&key);
-                assert_eq!(
-                    ids.map(|i| i.as_slice()),
-                    Some(std::slice::from_ref(remote_id)),
-                    "video {key} is recorded as published as {remote_id} but the publisher has {ids:?}"
-                );
-                recorded.insert(key);
-            }
-            VideoStatus::Active => {
-                active.insert(key);
-            }
-            VideoStatus::Failed(_) => {}
-        }
-    }
+    let tally = Tally::of(topo, &videos, made);
     for (key, ids) in made {
         assert!(
-            recorded.contains(key) || (in_flight_ok && active.contains(key)),
+            tally.recorded.contains(key) || (in_flight_ok && tally.active.contains(key)),
             "video {key} ({ids:?}) is on the publisher but the store does not know it"
         );
     }
-    for (i, chan) in topo.channels.iter().enumerate() {
-        let ch = ChannelId(i as u32);
-        let rec = rt
-            .block_on(store.get(&[channel_key(ch)]))
-            .expect("read channel")
-            .into_iter()
-            .next()
-            .flatten()
-            .map(|e| ChannelRecord::decode(&e.value).expect("channel record"))
-            .unwrap_or_default();
-        let s = slots.get(&ch).cloned().unwrap_or_default();
-        if let Some(first) = s.iter().next().copied() {
-            let missing: Vec<u64> = (first..rec.next_slot).filter(|x| !s.contains(x)).collect();
-            assert!(
-                missing.is_empty(),
-                "channel {}: planned slots {missing:?} have no record",
-                chan.name
-            );
-        }
-        let videos_cost = cost_by_channel.get(&ch).copied().unwrap_or(0);
-        assert_eq!(
-            rec.spent_total_micros, videos_cost,
-            "channel {}: budget ledger {} micros, its videos {videos_cost}",
-            chan.name, rec.spent_total_micros
-        );
-    }
-    let q = b"q/".as_slice();
-    let ledger: u64 = rt
-        .block_on(store.range(q, &prefix_end(q), 10_000))
-        .expect("read quota")
-        .iter()
-        .map(|e| {
-            QuotaRecord::decode(&e.value)
-                .expect("quota record")
-                .used
-                .iter()
-                .sum::<u64>()
-        })
-        .sum();
+    assert_channel_ledgers(rt, store, topo, &tally);
+    let ledger = quota_ledger(rt, store);
+    let quota_units = tally.quota_units;
     assert_eq!(
         ledger, quota_units,
         "quota ledger {ledger} units, videos hold {quota_units}"
@@ -134,4 +73,103 @@ pub fn audit<S: Store>(
         published: made.len(),
         quota_units,
     }
+}
+
+/// What the store's video records add up to.
+#[derive(Default)]
+struct Tally {
+    /// Keys of the videos recorded as published.
+    recorded: BTreeSet<String>,
+    /// Keys of the videos still active.
+    active: BTreeSet<String>,
+    cost_by_channel: BTreeMap<ChannelId, u64>,
+    quota_units: u64,
+    /// The slots each channel has a record for.
+    slots: BTreeMap<ChannelId, BTreeSet<u64>>,
+}
+
+impl Tally {
+    /// Adds up `videos`, checking on the way that every one recorded as
+    /// published has the one id the publisher made for it.
+    fn of(
+        topo: &Topology,
+        videos: &[(ChannelId, VideoRecord)],
+        made: &BTreeMap<String, Vec<String>>,
+    ) -> Tally {
+        let mut t = Tally::default();
+        for (ch, v) in videos {
+            let key = idempotency_key(&topo.channel(*ch).name, v.slot);
+            *t.cost_by_channel.entry(*ch).or_default() += v.cost_micros;
+            t.quota_units += v.quota_units;
+            t.slots.entry(*ch).or_default().insert(v.slot);
+            match &v.status {
+                VideoStatus::Published { remote_id } => {
+                    let ids = made.get(&key);
+                    assert_eq!(
+                        ids.map(|i| i.as_slice()),
+                        Some(std::slice::from_ref(remote_id)),
+                        "video {key} is recorded as published as {remote_id} but the publisher has {ids:?}"
+                    );
+                    t.recorded.insert(key);
+                }
+                VideoStatus::Active => {
+                    t.active.insert(key);
+                }
+                VideoStatus::Failed(_) => {}
+            }
+        }
+        t
+    }
+}
+
+/// Every channel has a record for each slot it planned (from its first
+/// recorded one on), and a budget ledger equal to its videos' costs.
+fn assert_channel_ledgers<S: Store>(
+    rt: &tokio::runtime::Runtime,
+    store: &S,
+    topo: &Topology,
+    tally: &Tally,
+) {
+    for (i, chan) in topo.channels.iter().enumerate() {
+        let ch = ChannelId(i as u32);
+        let rec = rt
+            .block_on(store.get(&[channel_key(ch)]))
+            .expect("read channel")
+            .into_iter()
+            .next()
+            .flatten()
+            .map(|e| ChannelRecord::decode(&e.value).expect("channel record"))
+            .unwrap_or_default();
+        let s = tally.slots.get(&ch).cloned().unwrap_or_default();
+        if let Some(first) = s.iter().next().copied() {
+            let missing: Vec<u64> = (first..rec.next_slot).filter(|x| !s.contains(x)).collect();
+            assert!(
+                missing.is_empty(),
+                "channel {}: planned slots {missing:?} have no record",
+                chan.name
+            );
+        }
+        let videos_cost = tally.cost_by_channel.get(&ch).copied().unwrap_or(0);
+        assert_eq!(
+            rec.spent_total_micros, videos_cost,
+            "channel {}: budget ledger {} micros, its videos {videos_cost}",
+            chan.name, rec.spent_total_micros
+        );
+    }
+}
+
+/// The quota units the store's quota ledgers say were used, all buckets.
+fn quota_ledger<S: Store>(rt: &tokio::runtime::Runtime, store: &S) -> u64 {
+    let q = b"q/".as_slice();
+    rt.block_on(store.range(q, &prefix_end(q), 10_000))
+        .expect("read quota")
+        .iter()
+        .map(|e| {
+            QuotaRecord::decode(&e.value)
+                .expect("quota record")
+                .used
+                .iter()
+                .sum::<u64>()
+        })
+        .sum()
 }

@@ -1028,85 +1028,19 @@ impl State {
         if !self.authorised(req, now) {
             return Self::unauthorised();
         }
-        if req.query.get("uploadType").map(String::as_str) != Some("resumable") {
-            return api_error(
-                400,
-                "invalidUploadType",
-                "only resumable uploads are emulated",
-            );
-        }
-        let parts: Vec<&str> = req
-            .query
-            .get("part")
-            .map(|p| p.split(',').map(str::trim).collect())
-            .unwrap_or_default();
-        if !parts.contains(&"snippet") {
-            return api_error(400, "required", "part must include snippet");
+        if let Err(refused) = check_insert_query(req) {
+            return refused;
         }
         let Ok(resource) = serde_json::from_slice::<Value>(body) else {
             return api_error(400, "parseError", "Parse Error");
         };
-        let text = |p: &str| {
-            resource
-                .pointer(p)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
+        let mut session = match Session::for_resource(&resource) {
+            Ok(s) => s,
+            Err(refused) => return refused,
         };
-        let title = text("/snippet/title");
-        let description = text("/snippet/description");
-        let tags: Vec<String> = resource
-            .pointer("/snippet/tags")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let privacy = match text("/status/privacyStatus").as_str() {
-            "" => "public".to_string(),
-            p @ ("private" | "public" | "unlisted") => p.to_string(),
-            _ => return api_error(400, "invalidPrivacyStatus", "Invalid privacy status"),
-        };
-        let angle = |s: &str| s.contains('<') || s.contains('>');
-        if title.trim().is_empty() {
-            return api_error(
-                400,
-                "invalidTitle",
-                "The request metadata specifies an invalid or empty video title.",
-            );
-        }
-        if title.chars().count() > 100 || angle(&title) {
-            return api_error(
-                400,
-                "invalidTitle",
-                "The request metadata specifies an invalid video title.",
-            );
-        }
-        if description.len() > 5000 || angle(&description) {
-            return api_error(
-                400,
-                "invalidDescription",
-                "The request metadata specifies an invalid video description.",
-            );
-        }
-        let tag_chars: usize =
-            tags.iter().map(|t| t.chars().count()).sum::<usize>() + tags.len().saturating_sub(1);
-        if tag_chars > 500 || tags.iter().any(|t| angle(t)) {
-            return api_error(
-                400,
-                "invalidTags",
-                "The request metadata specifies invalid video keywords.",
-            );
-        }
-        let total = match req.header("x-upload-content-length") {
-            None => None,
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(n) => Some(n),
-                Err(_) => return api_error(400, "badRequest", "invalid X-Upload-Content-Length"),
-            },
+        session.total = match declared_length(req) {
+            Ok(total) => total,
+            Err(refused) => return refused,
         };
         if let Some(t) = req.header("x-upload-content-type") {
             if !(t.starts_with("video/") || t == "application/octet-stream") {
@@ -1116,24 +1050,18 @@ impl State {
         if let Err(refused) = self.spend(self.cfg.project.upload_cost) {
             return refused;
         }
+        self.open_session(session)
+    }
+
+    /// Registers a new upload session; its URL goes back in `Location`.
+    fn open_session(&mut self, session: Session) -> Reply {
         self.session_seq += 1;
         let id = format!(
             "AEnB2U{:06}{:012x}",
             self.session_seq,
-            fnv64(format!("{}{title}", self.session_seq).as_bytes()) & 0xFFFF_FFFF_FFFF
+            fnv64(format!("{}{}", self.session_seq, session.title).as_bytes()) & 0xFFFF_FFFF_FFFF
         );
-        self.sessions.insert(
-            id.clone(),
-            Session {
-                title,
-                description,
-                tags,
-                privacy_status: privacy,
-                total,
-                data: Vec::new(),
-                video: None,
-            },
-        );
+        self.sessions.insert(id.clone(), session);
         let location = format!(
             "{}{UPLOAD_PATH}?uploadType=resumable&part=snippet,status&upload_id={id}",
             self.base_url
@@ -1150,22 +1078,10 @@ impl State {
         if !self.sessions.contains_key(&id) {
             return api_error(404, "notFound", "No such upload session");
         }
+        // Status queries (no body) are never the chunk a fault aims at.
         if !body.is_empty() {
-            if let Some(skip) = self.faults.expire_tokens_at_chunk {
-                if skip == 0 {
-                    self.faults.expire_tokens_at_chunk = None;
-                    self.tokens.clear();
-                } else {
-                    self.faults.expire_tokens_at_chunk = Some(skip - 1);
-                }
-            }
-            if let Some((skip, status)) = self.faults.fail_chunk {
-                if skip == 0 {
-                    // Refused whole: none of its bytes are kept.
-                    self.faults.fail_chunk = None;
-                    return api_error(status, "backendError", "Backend Error");
-                }
-                self.faults.fail_chunk = Some((skip - 1, status));
+            if let Some(refused) = self.chunk_faults() {
+                return refused;
             }
         }
         if !self.authorised(req, now) {
@@ -1179,74 +1095,43 @@ impl State {
             // A finished session answers every PUT with the video.
             return self.video_reply(v);
         }
-        let held = s.data.len() as u64;
-        let range = req.header("content-range").map(parse_content_range);
-        let (first, last, total) = match range {
-            Some(None) => return api_error(400, "badRequest", "invalid Content-Range"),
-            Some(Some(ContentRange::Query { total })) => {
-                if !body.is_empty() {
-                    return api_error(400, "badRequest", "a status query has no body");
-                }
-                if let (Some(t), Some(declared)) = (total, s.total) {
-                    if t != declared {
-                        return api_error(400, "badRequest", "total does not match the upload");
-                    }
-                }
-                if s.total.is_none() {
-                    s.total = total;
-                }
-                return resume_incomplete(held);
-            }
-            Some(Some(ContentRange::Chunk { first, last, total })) => (first, last, total),
-            // No Content-Range: the whole file in one request.
-            None if held == 0 && !body.is_empty() => {
-                (0, body.len() as u64 - 1, Some(body.len() as u64))
-            }
-            None => return api_error(400, "badRequest", "Content-Range required"),
+        let range = match s.put_range(req, body) {
+            Ok(range) => range,
+            Err(reply) => return reply,
         };
-        let total = match (total, s.total) {
-            (Some(t), Some(declared)) if t != declared => {
-                return api_error(
-                    400,
-                    "badRequest",
-                    "total does not match X-Upload-Content-Length",
-                )
+        match s.append(range, body, granularity) {
+            Ok(false) => resume_incomplete(s.data.len() as u64),
+            Ok(true) => self.finish_upload(&id),
+            Err(refused) => refused,
+        }
+    }
+
+    /// The chunk faults armed for the next chunks: tokens that expire under
+    /// it, or a chunk refused whole; `Some` is the reply that refuses it.
+    fn chunk_faults(&mut self) -> Option<Reply> {
+        if let Some(skip) = self.faults.expire_tokens_at_chunk {
+            if skip == 0 {
+                self.faults.expire_tokens_at_chunk = None;
+                self.tokens.clear();
+            } else {
+                self.faults.expire_tokens_at_chunk = Some(skip - 1);
             }
-            (t, declared) => declared.or(t),
-        };
-        if last - first + 1 != body.len() as u64 {
-            return api_error(
-                400,
-                "badRequest",
-                "body length does not match Content-Range",
-            );
         }
-        if first != held {
-            return api_error(
-                400,
-                "badRequest",
-                &format!(
-                    "Invalid request. According to the Content-Range header, the upload offset is {first} byte(s), which does not match the already uploaded size of {held} byte(s)."
-                ),
-            );
+        if let Some((skip, status)) = self.faults.fail_chunk {
+            if skip == 0 {
+                // Refused whole: none of its bytes are kept.
+                self.faults.fail_chunk = None;
+                return Some(api_error(status, "backendError", "Backend Error"));
+            }
+            self.faults.fail_chunk = Some((skip - 1, status));
         }
-        if total.is_some_and(|t| last + 1 > t) {
-            return api_error(400, "badRequest", "Content-Range beyond the total");
-        }
-        let is_final = total == Some(last + 1);
-        if !is_final && !(body.len() as u64).is_multiple_of(granularity) {
-            return api_error(
-                400,
-                "badRequest",
-                &format!("chunks must be a multiple of {granularity} bytes"),
-            );
-        }
-        s.total = total;
-        s.data.extend_from_slice(body);
-        if !is_final {
-            return resume_incomplete(s.data.len() as u64);
-        }
-        let v = self.complete(&id);
+        None
+    }
+
+    /// The session `id` holds every byte: the video it makes, unless a
+    /// fault armed with `lose_final` loses that answer.
+    fn finish_upload(&mut self, id: &str) -> Reply {
+        let v = self.complete(id);
         let mut reply = self.video_reply(v);
         if let Some((how, then_fail)) = self.faults.lose_final.take() {
             self.faults.fail_next += then_fail;
@@ -1383,26 +1268,9 @@ impl State {
                 "The playlist identified with the request's playlistId parameter cannot be found.",
             );
         }
-        let per_page = match req.query.get("maxResults").map(|m| m.parse::<usize>()) {
-            None => 5,
-            Some(Ok(n)) if n <= 50 => n,
-            Some(_) => return api_error(400, "invalidValue", "Invalid value for maxResults"),
-        };
-        let start = match req.query.get("pageToken") {
-            None => 0,
-            Some(t) => match t
-                .strip_prefix("EMU")
-                .and_then(|h| usize::from_str_radix(h, 16).ok())
-            {
-                Some(n) => n,
-                None => {
-                    return api_error(
-                        400,
-                        "invalidPageToken",
-                        "The request specifies an invalid page token.",
-                    )
-                }
-            },
+        let (start, per_page) = match page_wanted(req) {
+            Ok(page) => page,
+            Err(refused) => return refused,
         };
         if let Err(refused) = self.spend(self.cfg.project.lookup_cost) {
             return refused;
@@ -1418,26 +1286,7 @@ impl State {
             .enumerate()
             .skip(start)
             .take(per_page)
-            .map(|(position, s)| {
-                json!({
-                    "kind": "youtube#playlistItem",
-                    "etag": format!("{:016x}", s.video.checksum),
-                    "id": format!("UExp{}", s.video.id),
-                    "snippet": {
-                        "publishedAt": s.published_at,
-                        "channelId": self.cfg.channel_id,
-                        "title": s.video.title,
-                        "description": s.video.description,
-                        "thumbnails": {},
-                        "channelTitle": "reelfleet emulator",
-                        "playlistId": playlist,
-                        "position": position,
-                        "resourceId": {"kind": "youtube#video", "videoId": s.video.id},
-                        "videoOwnerChannelTitle": "reelfleet emulator",
-                        "videoOwnerChannelId": self.cfg.channel_id,
-                    },
-                })
-            })
+            .map(|(position, s)| self.playlist_item(playlist, position, s))
             .collect();
         let mut page = json!({
             "kind": "youtube#playlistItemListResponse",
@@ -1453,6 +1302,269 @@ impl State {
         }
         Reply::json(200, page)
     }
+
+    /// One video as an item of the uploads playlist, at `position`.
+    fn playlist_item(&self, playlist: &str, position: usize, s: &Stored) -> Value {
+        json!({
+            "kind": "youtube#playlistItem",
+            "etag": format!("{:016x}", s.video.checksum),
+            "id": format!("UExp{}", s.video.id),
+            "snippet": {
+                "publishedAt": s.published_at,
+                "channelId": self.cfg.channel_id,
+                "title": s.video.title,
+                "description": s.video.description,
+                "thumbnails": {},
+                "channelTitle": "reelfleet emulator",
+                "playlistId": playlist,
+                "position": position,
+                "resourceId": {"kind": "youtube#video", "videoId": s.video.id},
+                "videoOwnerChannelTitle": "reelfleet emulator",
+                "videoOwnerChannelId": self.cfg.channel_id,
+            },
+        })
+    }
+}
+
+/// The page a playlistItems.list asks for: (first item, items per page).
+fn page_wanted(req: &Request) -> Result<(usize, usize), Reply> {
+    let per_page = match req.query.get("maxResults").map(|m| m.parse::<usize>()) {
+        None => 5,
+        Some(Ok(n)) if n <= 50 => n,
+        Some(_) => {
+            return Err(api_error(
+                400,
+                "invalidValue",
+                "Invalid value for maxResults",
+            ))
+        }
+    };
+    let start = match req.query.get("pageToken") {
+        None => 0,
+        Some(t) => t
+            .strip_prefix("EMU")
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+            .ok_or_else(|| {
+                api_error(
+                    400,
+                    "invalidPageToken",
+                    "The request specifies an invalid page token.",
+                )
+            })?,
+    };
+    Ok((start, per_page))
+}
+
+/// videos.insert takes only resumable uploads, and needs the snippet part.
+fn check_insert_query(req: &Request) -> Result<(), Reply> {
+    if req.query.get("uploadType").map(String::as_str) != Some("resumable") {
+        return Err(api_error(
+            400,
+            "invalidUploadType",
+            "only resumable uploads are emulated",
+        ));
+    }
+    let parts: Vec<&str> = req
+        .query
+        .get("part")
+        .map(|p| p.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    if !parts.contains(&"snippet") {
+        return Err(api_error(400, "required", "part must include snippet"));
+    }
+    Ok(())
+}
+
+/// The upload's size from `X-Upload-Content-Length`, if it was given.
+fn declared_length(req: &Request) -> Result<Option<u64>, Reply> {
+    match req.header("x-upload-content-length") {
+        None => Ok(None),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) => Ok(Some(n)),
+            Err(_) => Err(api_error(
+                400,
+                "badRequest",
+                "invalid X-Upload-Content-Length",
+            )),
+        },
+    }
+}
+
+/// A chunk's bytes and the upload's total, as its Content-Range gives them.
+struct PutRange {
+    first: u64,
+    last: u64,
+    total: Option<u64>,
+}
+
+impl Session {
+    /// A session for the video `resource` describes, refused as YouTube
+    /// refuses bad metadata; no bytes yet, and no declared size.
+    fn for_resource(resource: &Value) -> Result<Session, Reply> {
+        let text = |p: &str| {
+            resource
+                .pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let title = text("/snippet/title");
+        let description = text("/snippet/description");
+        let tags: Vec<String> = resource
+            .pointer("/snippet/tags")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let privacy = match text("/status/privacyStatus").as_str() {
+            "" => "public".to_string(),
+            p @ ("private" | "public" | "unlisted") => p.to_string(),
+            _ => {
+                return Err(api_error(
+                    400,
+                    "invalidPrivacyStatus",
+                    "Invalid privacy status",
+                ))
+            }
+        };
+        check_metadata(&title, &description, &tags)?;
+        Ok(Session {
+            title,
+            description,
+            tags,
+            privacy_status: privacy,
+            total: None,
+            data: Vec::new(),
+            video: None,
+        })
+    }
+
+    /// The range a PUT carries. A status query is answered here, as is a
+    /// range the session cannot take: `Err` is the reply to send.
+    fn put_range(&mut self, req: &Request, body: &[u8]) -> Result<PutRange, Reply> {
+        let held = self.data.len() as u64;
+        let range = req.header("content-range").map(parse_content_range);
+        let (first, last, total) = match range {
+            Some(None) => return Err(api_error(400, "badRequest", "invalid Content-Range")),
+            Some(Some(ContentRange::Query { total })) => {
+                if !body.is_empty() {
+                    return Err(api_error(400, "badRequest", "a status query has no body"));
+                }
+                if let (Some(t), Some(declared)) = (total, self.total) {
+                    if t != declared {
+                        return Err(api_error(
+                            400,
+                            "badRequest",
+                            "total does not match the upload",
+                        ));
+                    }
+                }
+                if self.total.is_none() {
+                    self.total = total;
+                }
+                return Err(resume_incomplete(held));
+            }
+            Some(Some(ContentRange::Chunk { first, last, total })) => (first, last, total),
+            // No Content-Range: the whole file in one request.
+            None if held == 0 && !body.is_empty() => {
+                (0, body.len() as u64 - 1, Some(body.len() as u64))
+            }
+            None => return Err(api_error(400, "badRequest", "Content-Range required")),
+        };
+        let total = match (total, self.total) {
+            (Some(t), Some(declared)) if t != declared => {
+                return Err(api_error(
+                    400,
+                    "badRequest",
+                    "total does not match X-Upload-Content-Length",
+                ))
+            }
+            (t, declared) => declared.or(t),
+        };
+        Ok(PutRange { first, last, total })
+    }
+
+    /// Appends a chunk that continues exactly where the session's bytes
+    /// end; `Ok(true)` when it completes the upload.
+    fn append(&mut self, range: PutRange, body: &[u8], granularity: u64) -> Result<bool, Reply> {
+        let PutRange { first, last, total } = range;
+        let held = self.data.len() as u64;
+        if last - first + 1 != body.len() as u64 {
+            return Err(api_error(
+                400,
+                "badRequest",
+                "body length does not match Content-Range",
+            ));
+        }
+        if first != held {
+            return Err(api_error(
+                400,
+                "badRequest",
+                &format!(
+                    "Invalid request. According to the Content-Range header, the upload offset is {first} byte(s), which does not match the already uploaded size of {held} byte(s)."
+                ),
+            ));
+        }
+        if total.is_some_and(|t| last + 1 > t) {
+            return Err(api_error(
+                400,
+                "badRequest",
+                "Content-Range beyond the total",
+            ));
+        }
+        let is_final = total == Some(last + 1);
+        if !is_final && !(body.len() as u64).is_multiple_of(granularity) {
+            return Err(api_error(
+                400,
+                "badRequest",
+                &format!("chunks must be a multiple of {granularity} bytes"),
+            ));
+        }
+        self.total = total;
+        self.data.extend_from_slice(body);
+        Ok(is_final)
+    }
+}
+
+/// YouTube's limits on a video's title, description and tags; angle
+/// brackets are refused in all three.
+fn check_metadata(title: &str, description: &str, tags: &[String]) -> Result<(), Reply> {
+    let angle = |s: &str| s.contains('<') || s.contains('>');
+    if title.trim().is_empty() {
+        return Err(api_error(
+            400,
+            "invalidTitle",
+            "The request metadata specifies an invalid or empty video title.",
+        ));
+    }
+    if title.chars().count() > 100 || angle(title) {
+        return Err(api_error(
+            400,
+            "invalidTitle",
+            "The request metadata specifies an invalid video title.",
+        ));
+    }
+    if description.len() > 5000 || angle(description) {
+        return Err(api_error(
+            400,
+            "invalidDescription",
+            "The request metadata specifies an invalid video description.",
+        ));
+    }
+    let tag_chars: usize =
+        tags.iter().map(|t| t.chars().count()).sum::<usize>() + tags.len().saturating_sub(1);
+    if tag_chars > 500 || tags.iter().any(|t| angle(t)) {
+        return Err(api_error(
+            400,
+            "invalidTags",
+            "The request metadata specifies invalid video keywords.",
+        ));
+    }
+    Ok(())
 }
 
 fn resume_incomplete(held: u64) -> Reply {
