@@ -1,0 +1,377 @@
+//! `MembershipMachine`: one node's lease, its view of the cluster, and the
+//! claiming and releasing of channels.
+//!
+//! How to drive it: feed `Start`, then store replies by `op_id`, `Tick` at
+//! `next_deadline()`, `ChannelStopped` when the shell has dropped a channel
+//! machine (released or fenced), and `Drain` to hand everything away. Effects:
+//! store ops, channels to start (with their new epoch) or release, the view
+//! of the members, the lease's validity for the channel machines, control
+//! records, and `Drained`.
+//!
+//! Failure detection is by lease only. Each node renews `l/<node>` every
+//! `renew_ms` and watches the leases of the next `monitors` members after it
+//! in id order; a lease whose version has not moved for `lease_ms` of the
+//! watcher's own clock is expired, and the watcher removes that node from the
+//! members record with a transaction checked against the lease version it
+//! saw. Only durations on one clock are compared, so clock offsets between
+//! nodes do no harm; `drift_margin_ms` covers clock rate differences.
+//!
+//! Architecture invariant: a channel is claimed only when its owner record is
+//! absent, released, or names a node that is no longer a member, and the
+//! claim is a transaction on the owner record's version that bumps the epoch.
+//! So at most one node owns a channel in any epoch.
+//!
+//! The files: `lease.rs` (joining and renewing), `view.rs` (adopting a
+//! members record: placement, wanted and released channels), `work.rs`
+//! (refreshing, removing expired peers, control records, claims, drain).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use topology::{placement, ChannelId, NodeId, Topology};
+
+use crate::machine::Monotonic;
+use crate::records::{ControlRecord, MembersRecord};
+use crate::rng::SeededRng;
+use crate::store::{StoreOp, StoreReply};
+
+mod lease;
+mod view;
+mod work;
+
+#[cfg(test)]
+mod hint_tests;
+
+#[derive(Clone, Copy, Debug)]
+pub struct MembershipParams {
+    pub lease_ms: u64,
+    pub renew_ms: u64,
+    /// How many successors each node watches.
+    pub monitors: usize,
+    /// Channels claimed per transaction.
+    pub claim_batch: usize,
+    /// Taken off the lease's validity for clock rate differences.
+    pub drift_margin_ms: u64,
+}
+
+impl Default for MembershipParams {
+    fn default() -> Self {
+        MembershipParams {
+            lease_ms: 2_000,
+            renew_ms: 500,
+            monitors: 2,
+            claim_batch: 64,
+            drift_margin_ms: 200,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipInput {
+    Start,
+    Tick,
+    StoreReply {
+        op_id: u64,
+        reply: StoreReply,
+    },
+    ChannelStopped(ChannelId),
+    Drain,
+    /// The connection to a peer was lost: a hint, never a verdict. If the
+    /// peer is watched, the next refresh is moved to the first moment its
+    /// lease could have lapsed (instead of the next refresh tick), so a dead
+    /// peer is removed up to `renew_ms` sooner when the lease is not a
+    /// multiple of the refresh period or refreshes were delayed by other
+    /// work; a live peer's lease keeps moving and nothing happens.
+    PeerUnreachable(NodeId),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipEffect {
+    Store {
+        op_id: u64,
+        op: StoreOp,
+    },
+    StartChannel {
+        channel: ChannelId,
+        epoch: u64,
+        incarnation: u64,
+    },
+    ReleaseChannel(ChannelId),
+    /// This node was declared dead: drop every channel machine now.
+    DropAllChannels,
+    View(MembersRecord),
+    LeaseValidUntil(u64),
+    Control {
+        channel: Option<ChannelId>,
+        record: ControlRecord,
+        version: u64,
+    },
+    /// A peer's lease expired and this node removed it.
+    NodeRemoved(NodeId),
+    Drained,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberPhase {
+    Joining,
+    Member,
+    Draining,
+    Drained,
+}
+
+#[derive(Clone, Debug)]
+pub(super) enum LeaseOp {
+    ReadSelf,
+    Join { sent_ms: u64 },
+    Renew { sent_ms: u64 },
+}
+
+#[derive(Clone, Debug)]
+pub(super) enum WorkOp {
+    Refresh { watched: Vec<NodeId> },
+    Remove(NodeId, MembersRecord),
+    ReadControl,
+    ReadOwners(Vec<ChannelId>),
+    Claim(Vec<(ChannelId, u64)>),
+    MarkDraining(MembersRecord),
+    Leave,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Hosted {
+    epoch: u64,
+    releasing: bool,
+}
+
+pub struct MembershipMachine {
+    topo: Arc<Topology>,
+    node: NodeId,
+    params: MembershipParams,
+    rng: SeededRng,
+    phase: MemberPhase,
+    started: bool,
+    incarnation: u64,
+    renewals: u64,
+    lease_valid_until_ms: u64,
+    members: MembersRecord,
+    members_version: u64,
+    control_gen_version: Option<u64>,
+    control_dirty: bool,
+    lease_op: Option<(u64, LeaseOp)>,
+    work_op: Option<(u64, WorkOp)>,
+    next_op_id: u64,
+    next_renew_ms: u64,
+    next_refresh_ms: u64,
+    next_join_ms: u64,
+    /// Watched leases: version and when this node first saw it.
+    watch: BTreeMap<NodeId, (u64, u64)>,
+    expired: BTreeSet<NodeId>,
+    /// When a refresh last succeeded: after a gap (this node could not see
+    /// the store) every watch starts over, since peers could not renew either.
+    last_refresh_ok_ms: u64,
+    hosted: BTreeMap<ChannelId, Hosted>,
+    want: BTreeSet<ChannelId>,
+    /// Placeable members by region, from the current view.
+    live_by_region: Vec<Vec<NodeId>>,
+    /// The view changed since hosted channels were last checked.
+    releases_due: bool,
+    /// A members write of this node's own (drain mark, leave) was refused:
+    /// the record changed under it, so it is read again before the next
+    /// try. Without this, nodes draining together retry with the version
+    /// they already know is stale, and none of them ever gets through.
+    members_stale: bool,
+    /// Claims go through `want` in batches once per refresh round.
+    claim_cursor: Option<ChannelId>,
+    claims_round_done: bool,
+    deadline: Option<u64>,
+    /// Time only moves forward.
+    clock: Monotonic,
+}
+
+impl MembershipMachine {
+    pub fn new(
+        topo: Arc<Topology>,
+        node: NodeId,
+        params: MembershipParams,
+        seed: u64,
+    ) -> MembershipMachine {
+        assert!(
+            params.renew_ms < params.lease_ms,
+            "renew_ms {} must be less than lease_ms {}",
+            params.renew_ms,
+            params.lease_ms
+        );
+        MembershipMachine {
+            topo,
+            node,
+            params,
+            rng: SeededRng::new(seed),
+            phase: MemberPhase::Joining,
+            started: false,
+            incarnation: 0,
+            renewals: 0,
+            lease_valid_until_ms: 0,
+            members: MembersRecord::default(),
+            members_version: 0,
+            control_gen_version: None,
+            control_dirty: false,
+            lease_op: None,
+            work_op: None,
+            next_op_id: 1,
+            next_renew_ms: 0,
+            next_refresh_ms: 0,
+            next_join_ms: 0,
+            watch: BTreeMap::new(),
+            expired: BTreeSet::new(),
+            last_refresh_ok_ms: 0,
+            hosted: BTreeMap::new(),
+            want: BTreeSet::new(),
+            live_by_region: Vec::new(),
+            releases_due: false,
+            claim_cursor: None,
+            claims_round_done: false,
+            members_stale: false,
+            deadline: None,
+            clock: Monotonic::default(),
+        }
+    }
+
+    pub fn phase(&self) -> MemberPhase {
+        self.phase
+    }
+
+    pub fn members(&self) -> &MembersRecord {
+        &self.members
+    }
+
+    pub fn hosted(&self) -> impl Iterator<Item = (ChannelId, u64)> + '_ {
+        self.hosted.iter().map(|(c, h)| (*c, h.epoch))
+    }
+
+    pub fn lease_valid_until_ms(&self) -> u64 {
+        self.lease_valid_until_ms
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.deadline
+    }
+
+    /// Takes one input at `now_ms` (never earlier than the last).
+    pub fn handle(&mut self, now_ms: u64, input: MembershipInput, out: &mut Vec<MembershipEffect>) {
+        self.clock.advance(now_ms, "membership machine");
+        match input {
+            MembershipInput::Start => self.started = true,
+            MembershipInput::Tick => {}
+            MembershipInput::StoreReply { op_id, reply } => {
+                self.on_reply(now_ms, op_id, reply, out)
+            }
+            MembershipInput::ChannelStopped(ch) => self.on_channel_stopped(ch),
+            MembershipInput::PeerUnreachable(n) => self.on_peer_unreachable(now_ms, n),
+            MembershipInput::Drain => self.on_drain(out),
+        }
+        self.step(now_ms, out);
+        assert!(
+            self.phase != MemberPhase::Drained || self.hosted.is_empty(),
+            "a drained node hosts nothing"
+        );
+    }
+
+    /// A channel machine of this node stopped (released or fenced): it may
+    /// be wanted again, under a new claim.
+    fn on_channel_stopped(&mut self, ch: ChannelId) {
+        self.hosted.remove(&ch);
+        if self.phase == MemberPhase::Member
+            && placement::owner_among(&self.topo, ch, &self.live_by_region) == Some(self.node)
+        {
+            self.want.insert(ch);
+        }
+        assert!(!self.hosted.contains_key(&ch));
+    }
+
+    /// A hint: refresh at the first moment a watched peer's lease could
+    /// have lapsed, never sooner.
+    fn on_peer_unreachable(&mut self, now_ms: u64, n: NodeId) {
+        if let Some((_, since)) = self.watch.get(&n) {
+            let due = (*since + self.params.lease_ms).max(now_ms);
+            assert!(due >= *since + self.params.lease_ms || due == now_ms);
+            self.next_refresh_ms = self.next_refresh_ms.min(due);
+        }
+    }
+
+    fn on_drain(&mut self, out: &mut Vec<MembershipEffect>) {
+        match self.phase {
+            MemberPhase::Member => self.phase = MemberPhase::Draining,
+            // Not (or no longer) a member and hosting nothing: already
+            // where a drain ends. Joining first would forget the drain.
+            MemberPhase::Joining => {
+                probe!(DrainWhileJoining);
+                self.hosted.clear();
+                self.phase = MemberPhase::Drained;
+                out.push(MembershipEffect::Drained);
+            }
+            MemberPhase::Draining | MemberPhase::Drained => {}
+        }
+        assert!(
+            self.phase != MemberPhase::Member,
+            "a drain is never forgotten"
+        );
+    }
+
+    /// A store reply, for the lease op or the work op in flight.
+    fn on_reply(
+        &mut self,
+        now_ms: u64,
+        op_id: u64,
+        reply: StoreReply,
+        out: &mut Vec<MembershipEffect>,
+    ) {
+        if self.lease_op.as_ref().is_some_and(|(id, _)| *id == op_id) {
+            if let Some((_, what)) = self.lease_op.take() {
+                self.on_lease_reply(now_ms, what, reply, out);
+            }
+        } else if self.work_op.as_ref().is_some_and(|(id, _)| *id == op_id) {
+            if let Some((_, what)) = self.work_op.take() {
+                self.on_work_reply(now_ms, what, reply, out);
+            }
+        }
+    }
+
+    fn next_op_id(&mut self) -> u64 {
+        let op_id = self.next_op_id;
+        self.next_op_id += 1;
+        assert!(self.next_op_id > op_id, "op ids only grow");
+        op_id
+    }
+
+    fn step(&mut self, now_ms: u64, out: &mut Vec<MembershipEffect>) {
+        if !self.started || self.phase == MemberPhase::Drained {
+            self.deadline = None;
+            return;
+        }
+        if self.phase == MemberPhase::Joining {
+            self.step_joining(now_ms, out);
+            return;
+        }
+        // Renew the lease on its own slot so claims never delay it.
+        if self.lease_op.is_none() && now_ms >= self.next_renew_ms {
+            self.issue_renew(now_ms, out);
+        }
+        if self.work_op.is_none() {
+            self.next_work(now_ms, out);
+        }
+        // An op in flight wakes the machine with its reply.
+        let renew = self
+            .lease_op
+            .is_none()
+            .then_some(self.next_renew_ms.max(now_ms + 1));
+        let refresh = self
+            .work_op
+            .is_none()
+            .then_some(self.next_refresh_ms.max(now_ms + 1));
+        self.deadline = match (renew, refresh) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        assert!(self.deadline.is_none_or(|d| d > now_ms));
+    }
+}

@@ -1,0 +1,454 @@
+//! The membership machine's work slot, one op at a time: refreshing the
+//! view (members, control generation, the watched peers' leases), removing
+//! a peer whose lease stopped moving, reading control records, claiming
+//! channels in batches, and the drain (mark draining, release everything,
+//! leave).
+
+use std::collections::BTreeSet;
+
+use topology::{ChannelId, NodeId};
+
+use crate::records::{
+    lease_key, owner_key, ControlRecord, MembersRecord, OwnerRecord, CONTROL_ALL_KEY,
+    CONTROL_GEN_KEY, MEMBERS_KEY,
+};
+use crate::store::{prefix_end, Check, Entry, StoreOp, StoreReply, Txn, Write, RANGE_LIMIT_MAX};
+
+use super::{Hosted, MemberPhase, MembershipEffect, MembershipMachine, WorkOp};
+
+/// What a refresh reads, by name.
+struct RefreshReply {
+    members: Option<Entry>,
+    control_gen: Option<Entry>,
+    /// The watched peers' leases, in the order asked.
+    leases: Vec<Option<Entry>>,
+}
+
+impl RefreshReply {
+    fn keys(watched: &[NodeId]) -> Vec<Vec<u8>> {
+        let mut keys = vec![MEMBERS_KEY.to_vec(), CONTROL_GEN_KEY.to_vec()];
+        keys.extend(watched.iter().map(|n| lease_key(*n)));
+        keys
+    }
+
+    fn read(entries: Vec<Option<Entry>>) -> RefreshReply {
+        let mut it = entries.into_iter();
+        RefreshReply {
+            members: it.next().flatten(),
+            control_gen: it.next().flatten(),
+            leases: it.collect(),
+        }
+    }
+}
+
+/// The channel of a per-channel control key (`k/c/<channel>`).
+fn channel_of_control_key(key: &[u8]) -> Option<ChannelId> {
+    let rest = key.strip_prefix(b"k/c/")?;
+    let bytes: [u8; 4] = rest.try_into().ok()?;
+    Some(ChannelId(u32::from_be_bytes(bytes)))
+}
+
+impl MembershipMachine {
+    pub(super) fn issue_work(
+        &mut self,
+        what: WorkOp,
+        op: StoreOp,
+        out: &mut Vec<MembershipEffect>,
+    ) {
+        assert!(self.work_op.is_none(), "one work op at a time");
+        let op_id = self.next_op_id();
+        self.work_op = Some((op_id, what));
+        out.push(MembershipEffect::Store { op_id, op });
+    }
+
+    /// The peers this node watches: the next `monitors` members after it,
+    /// in id order (wrapping around).
+    pub(super) fn watched(&self) -> Vec<NodeId> {
+        let others: Vec<NodeId> = self
+            .members
+            .nodes
+            .iter()
+            .copied()
+            .filter(|n| *n != self.node)
+            .collect();
+        if others.is_empty() {
+            return others;
+        }
+        let start = others.partition_point(|n| *n < self.node);
+        (0..self.params.monitors.min(others.len()))
+            .map(|i| others[(start + i) % others.len()])
+            .collect()
+    }
+
+    pub(super) fn on_work_reply(
+        &mut self,
+        now_ms: u64,
+        what: WorkOp,
+        reply: StoreReply,
+        out: &mut Vec<MembershipEffect>,
+    ) {
+        match (what, reply) {
+            (WorkOp::Refresh { watched }, StoreReply::Got(entries)) => {
+                self.refreshed(now_ms, watched, RefreshReply::read(entries), out)
+            }
+            (WorkOp::Remove(n, next), StoreReply::Committed(version)) => {
+                probe!(PeerRemoved);
+                self.expired.remove(&n);
+                self.watch.remove(&n);
+                out.push(MembershipEffect::NodeRemoved(n));
+                self.adopt_members(next, version, out);
+            }
+            (WorkOp::Remove(n, _), _) => {
+                // Someone else changed the members record (perhaps removed
+                // it first): look again before deciding.
+                probe!(RemoveRefused);
+                self.expired.remove(&n);
+                self.watch.remove(&n);
+                self.next_refresh_ms = now_ms;
+            }
+            (WorkOp::ReadControl, StoreReply::Range(entries)) => self.controls_read(entries, out),
+            (WorkOp::ReadOwners(channels), StoreReply::Got(entries)) => {
+                self.owners_read(channels, entries, out)
+            }
+            (WorkOp::Claim(claims), StoreReply::Committed(_)) => self.claimed(claims, out),
+            other => self.drain_reply(now_ms, other, out),
+        }
+    }
+
+    /// The drain's replies, and any op that failed.
+    fn drain_reply(
+        &mut self,
+        now_ms: u64,
+        r: (WorkOp, StoreReply),
+        out: &mut Vec<MembershipEffect>,
+    ) {
+        match r {
+            (WorkOp::MarkDraining(next), StoreReply::Committed(version)) => {
+                self.adopt_members(next, version, out);
+                self.releases(out);
+            }
+            (WorkOp::Leave, StoreReply::Committed(_)) => {
+                assert!(self.hosted.is_empty(), "a node leaves with nothing hosted");
+                self.phase = MemberPhase::Drained;
+                out.push(MembershipEffect::Drained);
+            }
+            (WorkOp::MarkDraining(_) | WorkOp::Leave, _) => {
+                // The members record changed under this write: read it
+                // again before the next try (nodes draining together would
+                // otherwise retry with a version they know is stale).
+                probe!(MembersStale);
+                self.members_stale = true;
+                self.next_refresh_ms = now_ms;
+            }
+            (_, _) => {
+                // Failed or conflicted: the next refresh shows what is true.
+                self.next_refresh_ms = self.next_refresh_ms.min(now_ms + self.params.renew_ms / 2);
+            }
+        }
+    }
+
+    fn refreshed(
+        &mut self,
+        now_ms: u64,
+        watched: Vec<NodeId>,
+        r: RefreshReply,
+        out: &mut Vec<MembershipEffect>,
+    ) {
+        let version = r.members.as_ref().map(|e| e.version).unwrap_or(0);
+        // Unchanged since last time: nothing to decode. A record that does
+        // not decode is not believed: the view stays as it was.
+        if version != self.members_version || version == 0 {
+            match r.members.as_ref().map(|e| MembersRecord::decode(&e.value)) {
+                Some(Ok(m)) => self.adopt_members(m, version, out),
+                None => self.adopt_members(MembersRecord::default(), 0, out),
+                Some(Err(_)) => {}
+            }
+        }
+        self.members_stale = false;
+        if now_ms.saturating_sub(self.last_refresh_ok_ms) > 2 * self.params.renew_ms {
+            // This node could not see the store for a while, so peers could
+            // not renew either: every watch starts over.
+            if !self.watch.is_empty() {
+                probe!(WatchReset);
+            }
+            self.watch.clear();
+        }
+        self.last_refresh_ok_ms = now_ms;
+        let gen_version = r.control_gen.map(|e| e.version).unwrap_or(0);
+        if self.control_gen_version != Some(gen_version) {
+            self.control_gen_version = Some(gen_version);
+            self.control_dirty = true;
+        }
+        self.watch_leases(now_ms, watched, r.leases);
+    }
+
+    /// A watched lease whose version has not moved for `lease_ms` on this
+    /// node's clock has expired.
+    fn watch_leases(&mut self, now_ms: u64, watched: Vec<NodeId>, leases: Vec<Option<Entry>>) {
+        assert!(leases.len() <= watched.len(), "one lease per watched peer");
+        for (n, e) in watched.iter().zip(leases) {
+            let version = e.map(|e| e.version).unwrap_or(0);
+            match self.watch.get(n) {
+                Some((seen, since)) if *seen == version => {
+                    if now_ms.saturating_sub(*since) >= self.params.lease_ms {
+                        self.expired.insert(*n);
+                    }
+                }
+                _ => {
+                    self.watch.insert(*n, (version, now_ms));
+                }
+            }
+        }
+        let current: BTreeSet<NodeId> = watched.into_iter().collect();
+        self.watch.retain(|n, _| current.contains(n));
+    }
+
+    /// Control records for the fleet and for this node's channels.
+    fn controls_read(&mut self, entries: Vec<Entry>, out: &mut Vec<MembershipEffect>) {
+        self.control_dirty = false;
+        for e in entries {
+            let Ok(record) = ControlRecord::decode(&e.value) else {
+                continue;
+            };
+            let version = e.version;
+            let channel = if e.key == CONTROL_ALL_KEY {
+                None
+            } else {
+                match channel_of_control_key(&e.key) {
+                    Some(ch) if self.hosted.contains_key(&ch) => Some(ch),
+                    _ => continue,
+                }
+            };
+            out.push(MembershipEffect::Control {
+                channel,
+                record,
+                version,
+            });
+        }
+    }
+
+    /// Owner records of wanted channels: claim those that are free, or
+    /// whose owner's process is gone.
+    fn owners_read(
+        &mut self,
+        channels: Vec<ChannelId>,
+        entries: Vec<Option<Entry>>,
+        out: &mut Vec<MembershipEffect>,
+    ) {
+        assert_eq!(
+            channels.len(),
+            entries.len(),
+            "one owner record per channel"
+        );
+        let mut claims = Vec::new();
+        for (ch, e) in channels.into_iter().zip(entries) {
+            if self.hosted.contains_key(&ch) || !self.want.contains(&ch) {
+                continue;
+            }
+            let (owner, version) = match &e {
+                Some(e) => match OwnerRecord::decode(&e.value) {
+                    Ok(o) => (Some(o), e.version),
+                    Err(_) => continue, // corrupt: leave it for an operator
+                },
+                None => (None, 0),
+            };
+            if self.claimable(owner) {
+                claims.push((ch, version, owner.map(|o| o.epoch).unwrap_or(0)));
+            } else {
+                probe!(ClaimOwnerBusy);
+            }
+        }
+        if !claims.is_empty() {
+            self.claim(claims, out);
+        }
+    }
+
+    /// Free, released, mine, or owned by a process that is gone (dead, or
+    /// alive again as a later incarnation).
+    fn claimable(&self, owner: Option<OwnerRecord>) -> bool {
+        match owner {
+            None | Some(OwnerRecord { node: None, .. }) => true,
+            Some(OwnerRecord {
+                node: Some(n),
+                incarnation,
+                ..
+            }) => {
+                let gone = self.members.incarnation_of(n) != Some(incarnation);
+                if gone && n != self.node {
+                    probe!(ClaimFromGoneOwner);
+                }
+                n == self.node || gone
+            }
+        }
+    }
+
+    /// One transaction on each owner record's version, bumping its epoch.
+    fn claim(&mut self, claims: Vec<(ChannelId, u64, u64)>, out: &mut Vec<MembershipEffect>) {
+        let mut txn = Txn::default();
+        let mut epochs = Vec::new();
+        for (ch, version, epoch) in claims {
+            txn.checks.push(Check::VersionIs(owner_key(ch), version));
+            let next = OwnerRecord {
+                node: Some(self.node),
+                epoch: epoch + 1,
+                incarnation: self.incarnation,
+            };
+            assert!(next.epoch > epoch, "a claim moves the epoch on");
+            txn.writes.push(Write::Put(owner_key(ch), next.encode()));
+            epochs.push((ch, epoch + 1));
+        }
+        self.issue_work(WorkOp::Claim(epochs), StoreOp::Commit(txn), out);
+    }
+
+    fn claimed(&mut self, claims: Vec<(ChannelId, u64)>, out: &mut Vec<MembershipEffect>) {
+        for (channel, epoch) in claims {
+            self.want.remove(&channel);
+            let hosted = Hosted {
+                epoch,
+                releasing: false,
+            };
+            assert!(
+                self.hosted.insert(channel, hosted).is_none(),
+                "claimed once"
+            );
+            out.push(MembershipEffect::StartChannel {
+                channel,
+                epoch,
+                incarnation: self.incarnation,
+            });
+        }
+        self.releases(out);
+    }
+
+    /// The next op of the work slot, in priority order: remove an expired
+    /// peer, the drain's next step, a refresh when due, control records,
+    /// claims.
+    pub(super) fn next_work(&mut self, now_ms: u64, out: &mut Vec<MembershipEffect>) {
+        assert!(self.work_op.is_none());
+        if self.remove_expired(out) {
+            return;
+        }
+        if self.phase == MemberPhase::Draining
+            && !self.members_stale
+            && self.drain_step(now_ms, out)
+        {
+            return;
+        }
+        if now_ms >= self.next_refresh_ms {
+            self.refresh(now_ms, out);
+            return;
+        }
+        if self.control_dirty {
+            let start = b"k/".to_vec();
+            let end = prefix_end(&start);
+            let range = StoreOp::Range {
+                start,
+                end,
+                limit: RANGE_LIMIT_MAX,
+            };
+            self.issue_work(WorkOp::ReadControl, range, out);
+            return;
+        }
+        if self.phase == MemberPhase::Member {
+            if self.releases_due {
+                self.releases(out);
+            }
+            if !self.claims_round_done {
+                self.next_claims(out);
+            }
+        }
+    }
+
+    /// Removes an expired peer, checked against the lease version seen (a
+    /// peer that renewed meanwhile is not removed); true if one went out.
+    fn remove_expired(&mut self, out: &mut Vec<MembershipEffect>) -> bool {
+        let Some(n) = self.expired.iter().next().copied() else {
+            return false;
+        };
+        assert_ne!(n, self.node, "a node never removes itself for a lease");
+        let lease_version = self.watch.get(&n).map(|(v, _)| *v).unwrap_or(0);
+        let mut next = self.members.clone();
+        next.remove(n);
+        next.generation += 1;
+        let txn = Txn {
+            checks: vec![
+                Check::VersionIs(MEMBERS_KEY.to_vec(), self.members_version),
+                Check::VersionIs(lease_key(n), lease_version),
+            ],
+            writes: vec![Write::Put(MEMBERS_KEY.to_vec(), next.encode())],
+        };
+        self.issue_work(WorkOp::Remove(n, next), StoreOp::Commit(txn), out);
+        true
+    }
+
+    /// Draining: mark this node draining, release every channel, and once
+    /// none is hosted, leave; true if an op went out.
+    fn drain_step(&mut self, now_ms: u64, out: &mut Vec<MembershipEffect>) -> bool {
+        if !self.members.is_draining(self.node) {
+            let mut next = self.members.clone();
+            let at = next.draining.partition_point(|n| *n < self.node);
+            next.draining.insert(at, self.node);
+            next.generation += 1;
+            let txn = Txn {
+                checks: vec![Check::VersionIs(MEMBERS_KEY.to_vec(), self.members_version)],
+                writes: vec![Write::Put(MEMBERS_KEY.to_vec(), next.encode())],
+            };
+            self.issue_work(WorkOp::MarkDraining(next), StoreOp::Commit(txn), out);
+            return true;
+        }
+        self.releases(out);
+        if !self.hosted.is_empty() || now_ms >= self.next_refresh_ms {
+            return false;
+        }
+        let mut next = self.members.clone();
+        next.remove(self.node);
+        next.generation += 1;
+        let txn = Txn {
+            checks: vec![Check::VersionIs(MEMBERS_KEY.to_vec(), self.members_version)],
+            writes: vec![
+                Write::Put(MEMBERS_KEY.to_vec(), next.encode()),
+                Write::Delete(lease_key(self.node)),
+            ],
+        };
+        self.issue_work(WorkOp::Leave, StoreOp::Commit(txn), out);
+        true
+    }
+
+    /// Reads the members, the control generation and the watched leases;
+    /// a new claims round starts with it.
+    fn refresh(&mut self, now_ms: u64, out: &mut Vec<MembershipEffect>) {
+        self.next_refresh_ms = now_ms + self.params.renew_ms;
+        let watched = self.watched();
+        let keys = RefreshReply::keys(&watched);
+        self.issue_work(WorkOp::Refresh { watched }, StoreOp::Get(keys), out);
+        self.claims_round_done = self.want.is_empty();
+        self.claim_cursor = None;
+    }
+
+    /// The next batch of wanted channels whose owners to read. Channels
+    /// whose owner has not released yet are asked again in the next round,
+    /// not in a tight loop.
+    fn next_claims(&mut self, out: &mut Vec<MembershipEffect>) {
+        let from = self
+            .claim_cursor
+            .map(|c| ChannelId(c.0 + 1))
+            .unwrap_or(ChannelId(0));
+        let batch: Vec<ChannelId> = self
+            .want
+            .range(from..)
+            .copied()
+            .take(self.params.claim_batch)
+            .collect();
+        match batch.last() {
+            None => {
+                self.claims_round_done = true;
+                self.claim_cursor = None;
+            }
+            Some(last) => {
+                self.claim_cursor = Some(*last);
+                let keys = batch.iter().map(|c| owner_key(*c)).collect();
+                self.issue_work(WorkOp::ReadOwners(batch), StoreOp::Get(keys), out);
+            }
+        }
+    }
+}
