@@ -62,10 +62,93 @@ pub fn done_key(ch: ChannelId, slot: u64) -> Vec<u8> {
 }
 /// The channel of an active or done video key (`va/…`, `vd/…`).
 pub fn channel_of_video_key(k: &[u8]) -> Option<ChannelId> {
-    let rest = k.strip_prefix(b"va/").or_else(|| k.strip_prefix(b"vd/"))?;
-    Some(ChannelId(u32::from_be_bytes(
-        rest.get(..4)?.try_into().ok()?,
-    )))
+    match Key::parse(k)? {
+        Key::ActiveVideo(ch, _) | Key::DoneVideo(ch, _) => Some(ch),
+        _ => None,
+    }
+}
+
+/// A key of the layout above, parsed: the one place keys are read back
+/// (everything else builds them with the functions above).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Key {
+    Members,
+    Lease(NodeId),
+    Owner(ChannelId),
+    Channel(ChannelId),
+    ActiveVideo(ChannelId, u64),
+    DoneVideo(ChannelId, u64),
+    Quota(ProjectId, u64),
+    ControlGen,
+    ControlAll,
+    Control(ChannelId),
+}
+
+impl Key {
+    /// The key `k` names, or `None` if it is not one of the layout's
+    /// (another prefix, a wrong length).
+    pub fn parse(k: &[u8]) -> Option<Key> {
+        fn exact(rest: &[u8], n: usize) -> Option<&[u8]> {
+            (rest.len() == n).then_some(rest)
+        }
+        let id32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let id64 = |b: &[u8]| u64::from_be_bytes(b[..8].try_into().unwrap_or([0; 8]));
+        let video = |rest: &[u8]| {
+            let r = exact(rest, 13).filter(|r| r[4] == b'/')?;
+            Some((ChannelId(id32(r)), id64(&r[5..])))
+        };
+        if k == MEMBERS_KEY {
+            return Some(Key::Members);
+        } else if k == CONTROL_GEN_KEY {
+            return Some(Key::ControlGen);
+        } else if k == CONTROL_ALL_KEY {
+            return Some(Key::ControlAll);
+        }
+        let (prefix, rest) = split_prefix(k)?;
+        Some(match prefix {
+            "l/" => Key::Lease(NodeId(id32(exact(rest, 4)?))),
+            "o/" => Key::Owner(ChannelId(id32(exact(rest, 4)?))),
+            "c/" => Key::Channel(ChannelId(id32(exact(rest, 4)?))),
+            "k/c/" => Key::Control(ChannelId(id32(exact(rest, 4)?))),
+            "va/" => {
+                let (ch, slot) = video(rest)?;
+                Key::ActiveVideo(ch, slot)
+            }
+            "vd/" => {
+                let (ch, slot) = video(rest)?;
+                Key::DoneVideo(ch, slot)
+            }
+            "q/" => {
+                let r = exact(rest, 11).filter(|r| r[2] == b'/')?;
+                Key::Quota(ProjectId(u16::from_be_bytes([r[0], r[1]])), id64(&r[3..]))
+            }
+            _ => return None,
+        })
+    }
+
+    /// The key's bytes (the inverse of [`Key::parse`]).
+    pub fn encode(self) -> Vec<u8> {
+        match self {
+            Key::Members => MEMBERS_KEY.to_vec(),
+            Key::Lease(n) => lease_key(n),
+            Key::Owner(ch) => owner_key(ch),
+            Key::Channel(ch) => channel_key(ch),
+            Key::ActiveVideo(ch, slot) => active_key(ch, slot),
+            Key::DoneVideo(ch, slot) => done_key(ch, slot),
+            Key::Quota(p, day) => quota_key(p, day),
+            Key::ControlGen => CONTROL_GEN_KEY.to_vec(),
+            Key::ControlAll => CONTROL_ALL_KEY.to_vec(),
+            Key::Control(ch) => control_key(ch),
+        }
+    }
+}
+
+/// The longest layout prefix `k` starts with, and the rest.
+fn split_prefix(k: &[u8]) -> Option<(&'static str, &[u8])> {
+    const PREFIXES: [&str; 7] = ["k/c/", "va/", "vd/", "l/", "o/", "c/", "q/"];
+    PREFIXES
+        .iter()
+        .find_map(|p| k.strip_prefix(p.as_bytes()).map(|rest| (*p, rest)))
 }
 pub fn quota_key(project: ProjectId, day: u64) -> Vec<u8> {
     let mut k = b"q/".to_vec();
@@ -578,6 +661,42 @@ mod tests {
             incarnation: 2,
         };
         assert_eq!(OwnerRecord::decode(&o.encode()), Ok(o));
+    }
+
+    #[test]
+    fn every_key_parses_back_to_itself_and_strangers_do_not() {
+        let keys = [
+            Key::Members,
+            Key::Lease(NodeId(7)),
+            Key::Owner(ChannelId(300)),
+            Key::Channel(ChannelId(0)),
+            Key::ActiveVideo(ChannelId(5), 1_998_665),
+            Key::DoneVideo(ChannelId(u32::MAX), u64::MAX),
+            Key::Quota(ProjectId(2), 20_819),
+            Key::ControlGen,
+            Key::ControlAll,
+            Key::Control(ChannelId(9)),
+        ];
+        for k in keys {
+            assert_eq!(Key::parse(&k.encode()), Some(k), "{k:?}");
+            let mut long = k.encode();
+            long.push(0);
+            assert_eq!(Key::parse(&long), None, "{k:?} with a byte more");
+        }
+        for stranger in [
+            &b"x/addr/n1"[..],
+            b"o/\x00",
+            b"va/\x00\x00\x00\x01",
+            b"",
+            b"q/",
+        ] {
+            assert_eq!(Key::parse(stranger), None, "{stranger:?}");
+        }
+        assert_eq!(
+            channel_of_video_key(&done_key(ChannelId(3), 9)),
+            Some(ChannelId(3))
+        );
+        assert_eq!(channel_of_video_key(&owner_key(ChannelId(3))), None);
     }
 
     #[test]

@@ -67,8 +67,8 @@ type MakeScenario = Box<dyn Fn(u64) -> Result<sim::Scenario, String> + Send + Sy
 
 pub fn run(args: SimArgs) -> i32 {
     if args.list {
-        for name in scenarios::NAMES {
-            out(&format!("{name:22} {}\n", scenarios::describe(name)));
+        for b in scenarios::BUILTINS {
+            out(&format!("{:22} {}\n", b.name, b.description));
         }
         return 0;
     }
@@ -100,7 +100,7 @@ fn scenario_maker(args: &SimArgs) -> Result<MakeScenario, String> {
     if scenarios::builtin(&name, 0).is_none() {
         return Err(format!(
             "unknown scenario {name:?}; known: {}",
-            scenarios::NAMES.join(", ")
+            scenarios::names().collect::<Vec<_>>().join(", ")
         ));
     }
     Ok(Box::new(move |seed| {
@@ -123,11 +123,18 @@ fn run_many(args: &SimArgs, make: MakeScenario) -> i32 {
             .unwrap_or(1)
     });
     let started = std::time::Instant::now();
-    let result = sim::swarm::run_swarm(seeds.clone(), jobs, move |seed| {
-        // The scenario was validated above, so building it cannot fail.
-        make(seed)
-            .unwrap_or_else(|_| sim::scenarios::builtin("steady", seed).expect("steady exists"))
-    });
+    let bar = progress_bar(seeds.end - seeds.start);
+    let progress: sim::swarm::Progress = {
+        let bar = bar.clone();
+        std::sync::Arc::new(move |done, _| bar.set_position(done))
+    };
+    let build = move |seed| {
+        // Validated above; if a seed's scenario still cannot be built, the
+        // panic makes that seed a failure the summary names.
+        make(seed).unwrap_or_else(|e| panic!("the scenario for seed {seed}: {e}"))
+    };
+    let result = sim::swarm::run_swarm_until(seeds.clone(), jobs, usize::MAX, build, progress);
+    bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     for f in &result.failures {
         out(&f.to_text());
@@ -149,6 +156,21 @@ fn run_many(args: &SimArgs, make: MakeScenario) -> i32 {
     } else {
         1
     }
+}
+
+/// A progress bar on a terminal (hidden otherwise: logs stay clean).
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "[{elapsed_precise}] {wide_bar} {pos}/{len} seeds ({eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar
 }
 
 /// " (seeds 3, 17)" naming the failed seeds, or nothing when none failed.

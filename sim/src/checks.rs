@@ -4,19 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use actors::records::{
-    ChannelRecord, FailReason, OwnerRecord, QuotaRecord, VideoRecord, VideoStatus,
+    owner_key, ChannelRecord, FailReason, Key, OwnerRecord, QuotaRecord, VideoRecord, VideoStatus,
 };
 use actors::store::{MemStore, Txn, Write};
 use topology::{ChannelId, NodeId, ProjectId, StageKind, Topology};
 
 pub use crate::invariant::{Invariant, Violation};
-
-fn be_u32(b: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?))
-}
-fn be_u64(b: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(b.get(..8)?.try_into().ok()?))
-}
 
 /// Watches every commit the store applies.
 #[derive(Default)]
@@ -83,114 +76,142 @@ fn check_failure_reason(
     Ok(())
 }
 
+/// A commit about to apply, as the checks see it.
+pub struct Seen<'a> {
+    pub topo: &'a Topology,
+    pub truth: &'a Truth,
+    /// The store as it is *before* the commit.
+    pub store: &'a MemStore,
+    /// For a channel's commit: (channel, writing node, epoch).
+    pub fence: Option<(ChannelId, NodeId, u64)>,
+    pub now_ms: u64,
+    pub rel_ms: u64,
+}
+
 impl StoreWatch {
-    /// Called with the store as it is *before* `txn` is applied.
-    #[allow(clippy::too_many_arguments)]
-    pub fn before_apply(
-        &mut self,
-        topo: &Topology,
-        truth: &Truth,
-        store: &MemStore,
-        txn: &Txn,
-        fence: Option<(ChannelId, NodeId, u64)>,
-        now_ms: u64,
-        rel_ms: u64,
-    ) -> Result<(), Violation> {
-        if let Some((ch, node, epoch)) = fence {
-            let owner = store
-                .value(&actors::records::owner_key(ch))
-                .and_then(|v| OwnerRecord::decode(v).ok());
-            let ok = owner.is_some_and(|o| o.node == Some(node) && o.epoch == epoch);
-            if !ok {
-                return Err(Violation::new(
-                    Invariant::OneOwnerPerEpoch,
-                    format!(
-                        "channel {ch} write by {node} at epoch {epoch} committed while the owner record is {owner:?}"
-                    ),
-                    rel_ms,
-                ));
-            }
-        }
+    /// Checks a commit that is about to apply, write by write.
+    pub fn before_apply(&mut self, seen: &Seen<'_>, txn: &Txn) -> Result<(), Violation> {
+        check_fence(seen)?;
         for w in &txn.writes {
             let Write::Put(key, value) = w else { continue };
-            if let Some(rest) = key.strip_prefix(b"o/") {
-                let (Some(ch), Ok(rec)) = (be_u32(rest), OwnerRecord::decode(value)) else {
-                    continue;
-                };
-                if let Some(node) = rec.node {
-                    let ch = ChannelId(ch);
-                    if let Some(prev) = self.epoch_owner.insert((ch, rec.epoch), node) {
-                        if prev != node {
-                            return Err(Violation::new(
-                                Invariant::OneOwnerPerEpoch,
-                                format!(
-                                    "channel {ch} epoch {} owned by both {prev} and {node}",
-                                    rec.epoch
-                                ),
-                                rel_ms,
-                            ));
-                        }
+            match Key::parse(key) {
+                Some(Key::Owner(ch)) => self.owner_written(seen, ch, value)?,
+                Some(Key::Quota(project, _)) => self.quota_written(seen, project, key, value)?,
+                Some(Key::Channel(ch)) => channel_written(seen, ch, value)?,
+                Some(Key::DoneVideo(ch, _)) => {
+                    if let Ok(rec) = VideoRecord::decode(value) {
+                        let limits = &self.retry_limits;
+                        check_failure_reason(seen.topo, seen.truth, limits, ch, &rec, seen.rel_ms)?;
                     }
                 }
-            } else if let Some(rest) = key.strip_prefix(b"q/") {
-                let Some(p) = rest.get(..2) else { continue };
-                let project = ProjectId(u16::from_be_bytes([p[0], p[1]]));
-                let Ok(new) = QuotaRecord::decode(value) else {
-                    continue;
-                };
-                let old: u64 = store
-                    .value(key)
-                    .and_then(|v| QuotaRecord::decode(v).ok())
-                    .map(|r| r.used.iter().sum())
-                    .unwrap_or(0);
-                let spec = topo.project(project);
-                for (used, bucket) in new.used.iter().zip(&spec.buckets) {
-                    if *used > bucket.units_per_day {
-                        return Err(Violation::new(
-                            Invariant::QuotaNeverExceeded,
-                            format!(
-                                "project {} ledger reserves {used} of bucket {} ({} a day)",
-                                spec.name, bucket.name, bucket.units_per_day
-                            ),
-                            rel_ms,
-                        ));
-                    }
+                Some(Key::ActiveVideo(ch, slot)) => {
+                    self.planned_at.entry((ch, slot)).or_insert(seen.now_ms);
                 }
-                let total = self.ledger_units.entry(project).or_default();
-                *total = (*total + new.used.iter().sum::<u64>()).saturating_sub(old);
-            } else if let Some(rest) = key.strip_prefix(b"c/") {
-                let (Some(ch), Ok(rec)) = (be_u32(rest), ChannelRecord::decode(value)) else {
-                    continue;
-                };
-                let spec = topo.channel(ChannelId(ch));
-                if rec.spent_day_micros > spec.budget.daily_hard_micros {
-                    return Err(Violation::new(
-                        Invariant::HardBudgetNeverExceeded,
-                        format!(
-                            "channel {} ledger spent {} micros on day {}, hard limit {}",
-                            spec.name,
-                            rec.spent_day_micros,
-                            rec.spend_day,
-                            spec.budget.daily_hard_micros
-                        ),
-                        rel_ms,
-                    ));
-                }
-            } else if let Some(rest) = key.strip_prefix(b"vd/") {
-                let (Some(ch), Ok(rec)) = (be_u32(rest), VideoRecord::decode(value)) else {
-                    continue;
-                };
-                check_failure_reason(topo, truth, &self.retry_limits, ChannelId(ch), &rec, rel_ms)?;
-            } else if let Some(rest) = key.strip_prefix(b"va/") {
-                if let (Some(ch), Some(slot)) = (be_u32(rest), rest.get(5..).and_then(be_u64)) {
-                    self.planned_at
-                        .entry((ChannelId(ch), slot))
-                        .or_insert(now_ms);
-                }
+                _ => {}
             }
         }
         Ok(())
     }
+
+    /// Invariant 5: no two nodes own a channel in one epoch.
+    fn owner_written(
+        &mut self,
+        seen: &Seen<'_>,
+        ch: ChannelId,
+        value: &[u8],
+    ) -> Result<(), Violation> {
+        let Ok(rec) = OwnerRecord::decode(value) else {
+            return Ok(());
+        };
+        let Some(node) = rec.node else {
+            return Ok(());
+        };
+        match self.epoch_owner.insert((ch, rec.epoch), node) {
+            Some(prev) if prev != node => Err(Violation::new(
+                Invariant::OneOwnerPerEpoch,
+                format!(
+                    "channel {ch} epoch {} owned by both {prev} and {node}",
+                    rec.epoch
+                ),
+                seen.rel_ms,
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Invariant 3 in the ledger; and the units reserved, for the API check.
+    fn quota_written(
+        &mut self,
+        seen: &Seen<'_>,
+        project: ProjectId,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), Violation> {
+        let Ok(new) = QuotaRecord::decode(value) else {
+            return Ok(());
+        };
+        let old: u64 = seen
+            .store
+            .value(key)
+            .and_then(|v| QuotaRecord::decode(v).ok())
+            .map(|r| r.used.iter().sum())
+            .unwrap_or(0);
+        let spec = seen.topo.project(project);
+        for (used, bucket) in new.used.iter().zip(&spec.buckets) {
+            if *used > bucket.units_per_day {
+                return Err(Violation::new(
+                    Invariant::QuotaNeverExceeded,
+                    format!(
+                        "project {} ledger reserves {used} of bucket {} ({} a day)",
+                        spec.name, bucket.name, bucket.units_per_day
+                    ),
+                    seen.rel_ms,
+                ));
+            }
+        }
+        let total = self.ledger_units.entry(project).or_default();
+        *total = (*total + new.used.iter().sum::<u64>()).saturating_sub(old);
+        Ok(())
+    }
+}
+
+/// Invariant 5: a channel's commit applies only while its owner record
+/// names the writer at the writer's epoch.
+fn check_fence(seen: &Seen<'_>) -> Result<(), Violation> {
+    let Some((ch, node, epoch)) = seen.fence else {
+        return Ok(());
+    };
+    let owner = seen
+        .store
+        .value(&owner_key(ch))
+        .and_then(|v| OwnerRecord::decode(v).ok());
+    if owner.is_some_and(|o| o.node == Some(node) && o.epoch == epoch) {
+        return Ok(());
+    }
+    Err(Violation::new(
+        Invariant::OneOwnerPerEpoch,
+        format!("channel {ch} write by {node} at epoch {epoch} committed while the owner record is {owner:?}"),
+        seen.rel_ms,
+    ))
+}
+
+/// Invariant 4 in the ledger: a day's spend within the hard limit.
+fn channel_written(seen: &Seen<'_>, ch: ChannelId, value: &[u8]) -> Result<(), Violation> {
+    let Ok(rec) = ChannelRecord::decode(value) else {
+        return Ok(());
+    };
+    let spec = seen.topo.channel(ch);
+    if rec.spent_day_micros > spec.budget.daily_hard_micros {
+        return Err(Violation::new(
+            Invariant::HardBudgetNeverExceeded,
+            format!(
+                "channel {} ledger spent {} micros on day {}, hard limit {}",
+                spec.name, rec.spent_day_micros, rec.spend_day, spec.budget.daily_hard_micros
+            ),
+            seen.rel_ms,
+        ));
+    }
+    Ok(())
 }
 
 /// What actually ran, as the executors billed it.

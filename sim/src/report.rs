@@ -80,48 +80,50 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-pub fn summarize(w: &World, seed: u64) -> Summary {
-    let mut planned = 0;
-    let mut published = 0;
-    let mut in_progress = 0;
-    let mut failed: BTreeMap<String, u64> = BTreeMap::new();
+/// How the run's videos ended, from the store.
+#[derive(Default)]
+struct VideoTally {
+    planned: u64,
+    published: u64,
+    in_progress: u64,
+    failed: BTreeMap<String, u64>,
+}
+
+fn tally_videos(w: &World) -> VideoTally {
+    let mut t = VideoTally::default();
     for prefix in [b"va/".as_slice(), b"vd/".as_slice()] {
         for (_, v, _) in w.store.scan(prefix, &prefix_end(prefix)) {
             let Ok(rec) = VideoRecord::decode(v) else {
                 continue;
             };
-            planned += 1;
+            t.planned += 1;
             match rec.status {
-                VideoStatus::Active => in_progress += 1,
-                VideoStatus::Published { .. } => published += 1,
-                VideoStatus::Failed(r) => *failed.entry(r.name().to_string()).or_default() += 1,
+                VideoStatus::Active => t.in_progress += 1,
+                VideoStatus::Published { .. } => t.published += 1,
+                VideoStatus::Failed(r) => *t.failed.entry(r.name().to_string()).or_default() += 1,
             }
         }
     }
-    let mut lat = w.stats.publish_latency_ms.clone();
-    lat.sort_unstable();
+    t
+}
+
+/// GPU-busy time over GPU time, the whole run.
+fn gpu_utilisation(w: &World) -> f64 {
     let elapsed = w.now - w.sc.start_utc_ms;
-    let gpu_ms: u64 = w.gpu_busy_ms();
     let gpus = w.topo.gpus.len() as f64;
-    let utilisation = if gpus > 0.0 && elapsed > 0 {
-        gpu_ms as f64 / (gpus * elapsed as f64)
+    if gpus > 0.0 && elapsed > 0 {
+        w.gpu_busy_ms() as f64 / (gpus * elapsed as f64)
     } else {
         0.0
-    };
-    let cost = w.truth.total_cost_micros as f64 / 1e6;
-    let quota: u64 = w.api.charged_total.values().sum();
-    let violation = w.violation.as_ref().map(|v: &Violation| ViolationReport {
-        invariant: v.invariant.number(),
-        name: v.invariant.name().to_string(),
-        detail: v.detail.clone(),
-        at_ms: v.at_ms,
-        last_events: w.trace.recent().map(format_item).collect(),
-    });
-    // Keeping up: nearly every video due by the end was published, and
-    // publishing is not lagging the plan by more than the lead.
-    let p99 = percentile(&lat, 0.99);
-    let keeps_up = in_progress as f64 <= 0.02 * planned.max(1) as f64
-        && p99 < w.sc.machines.channel.plan_lead_ms * 2;
+    }
+}
+
+/// For capacity runs: does the fleet keep up (nearly every video due by
+/// the end published, publishing not lagging the plan by more than the
+/// lead), and if not, what limits it.
+fn keeps_up(w: &World, t: &VideoTally, p99_ms: u64, utilisation: f64) -> (bool, String) {
+    let keeps_up = t.in_progress as f64 <= 0.02 * t.planned.max(1) as f64
+        && p99_ms < w.sc.machines.channel.plan_lead_ms * 2;
     let bottleneck = if utilisation > 0.85 {
         "GPUs (utilisation above 85%)".to_string()
     } else if w.api.quota_refusals > 0 {
@@ -134,44 +136,68 @@ pub fn summarize(w: &World, seed: u64) -> Summary {
             utilisation * 100.0
         )
     };
+    (keeps_up, bottleneck)
+}
+
+fn violation_report(w: &World) -> Option<ViolationReport> {
+    w.violation.as_ref().map(|v: &Violation| ViolationReport {
+        invariant: v.invariant.number(),
+        name: v.invariant.name().to_string(),
+        detail: v.detail.clone(),
+        at_ms: v.at_ms,
+        last_events: w.trace.recent().map(format_item).collect(),
+    })
+}
+
+fn failover_reports(w: &World) -> Vec<FailoverReport> {
+    w.stats
+        .failovers
+        .iter()
+        .map(|f| FailoverReport {
+            what: f.what.clone(),
+            at_ms: f.at_ms,
+            channels: f.channels.len(),
+            recovered_ms: f.recovered_ms,
+            disturbed: f.disturbed,
+        })
+        .collect()
+}
+
+pub fn summarize(w: &World, seed: u64) -> Summary {
+    let t = tally_videos(w);
+    let mut lat = w.stats.publish_latency_ms.clone();
+    lat.sort_unstable();
+    let utilisation = gpu_utilisation(w);
+    let cost = w.truth.total_cost_micros as f64 / 1e6;
+    let p99 = percentile(&lat, 0.99);
+    let (keeps_up, bottleneck) = keeps_up(w, &t, p99, utilisation);
     Summary {
         scenario: w.sc.name.clone(),
         seed,
         ok: w.violation.is_none(),
-        violation,
-        sim_duration_ms: elapsed,
+        violation: violation_report(w),
+        sim_duration_ms: w.now - w.sc.start_utc_ms,
         recovery_bound_ms: w.sc.bounds.recovery_ms,
         stop_bound_ms: w.sc.bounds.stop_ms,
         liveness_bound_ms: w.sc.bounds.liveness_ms,
-        videos_planned: planned,
-        videos_published: published,
-        videos_failed: failed,
-        videos_in_progress: in_progress,
+        videos_planned: t.planned,
+        videos_published: t.published,
+        videos_in_progress: t.in_progress,
         plan_to_publish_p50_ms: percentile(&lat, 0.5),
         plan_to_publish_p99_ms: p99,
         gpu_utilisation: (utilisation * 1000.0).round() / 1000.0,
         cost_total_usd: (cost * 100.0).round() / 100.0,
-        cost_per_video_usd: if published > 0 {
-            ((cost / published as f64) * 10_000.0).round() / 10_000.0
+        cost_per_video_usd: if t.published > 0 {
+            ((cost / t.published as f64) * 10_000.0).round() / 10_000.0
         } else {
             0.0
         },
-        quota_units_used: quota,
+        videos_failed: t.failed,
+        quota_units_used: w.api.charged_total.values().sum(),
         upload_calls: w.api.upload_calls,
         lookup_calls: w.api.lookup_calls,
         quota_refusals: w.api.quota_refusals,
-        failovers: w
-            .stats
-            .failovers
-            .iter()
-            .map(|f| FailoverReport {
-                what: f.what.clone(),
-                at_ms: f.at_ms,
-                channels: f.channels.len(),
-                recovered_ms: f.recovered_ms,
-                disturbed: f.disturbed,
-            })
-            .collect(),
+        failovers: failover_reports(w),
         jobs_started: w.stats.jobs_started,
         gpu_jobs: w.stats.gpu_jobs,
         store_ops: w.stats.store_ops,
@@ -212,25 +238,10 @@ impl Summary {
     }
 
     pub fn to_text(&self) -> String {
-        let mut s = String::new();
         let status = if self.ok { "ok" } else { "VIOLATION" };
-        s += &format!("scenario {} seed {}: {status}\n", self.scenario, self.seed);
+        let mut s = format!("scenario {} seed {}: {status}\n", self.scenario, self.seed);
         if let Some(v) = &self.violation {
-            s += &format!(
-                "  invariant {} ({}) violated at {} ms: {}\n  last events:\n",
-                v.invariant, v.name, v.at_ms, v.detail
-            );
-            for e in &v.last_events {
-                s += &format!("    {e}\n");
-            }
-            s += "  fault schedule:\n";
-            for f in &self.faults {
-                s += &format!("    {f}\n");
-            }
-            s += &format!(
-                "  reproduce: reelfleet sim --scenario {} --seed {}\n",
-                self.scenario, self.seed
-            );
+            s += &self.violation_text(v);
         }
         s += &format!(
             "  bounds: recovery {}, stop {} ms, liveness {} ms\n",
@@ -256,22 +267,7 @@ impl Summary {
             "  quota: {} units, {} uploads, {} lookups, {} refusals\n",
             self.quota_units_used, self.upload_calls, self.lookup_calls, self.quota_refusals
         );
-        for f in &self.failovers {
-            s += &format!(
-                "  failover: {} at {} ms, {} channels, recovered {}{}\n",
-                f.what,
-                f.at_ms,
-                f.channels,
-                f.recovered_ms
-                    .map(|r| format!("in {r} ms"))
-                    .unwrap_or_else(|| "never".into()),
-                if f.disturbed {
-                    " (disturbed by later faults)"
-                } else {
-                    ""
-                }
-            );
-        }
+        s += &self.failovers_text();
         s += &format!(
             "  events {}, store ops {}, commit unknowns {}, fenced machines {}, trace {}\n",
             self.events_processed,
@@ -284,6 +280,47 @@ impl Summary {
             s += &format!(
                 "  keeps up: {}; bottleneck: {}\n",
                 self.keeps_up, self.bottleneck
+            );
+        }
+        s
+    }
+
+    /// The violation, the events before it, the schedule, and how to run
+    /// it again.
+    fn violation_text(&self, v: &ViolationReport) -> String {
+        let mut s = format!(
+            "  invariant {} ({}) violated at {} ms: {}\n  last events:\n",
+            v.invariant, v.name, v.at_ms, v.detail
+        );
+        for e in &v.last_events {
+            s += &format!("    {e}\n");
+        }
+        s += "  fault schedule:\n";
+        for f in &self.faults {
+            s += &format!("    {f}\n");
+        }
+        s += &format!(
+            "  reproduce: reelfleet sim --scenario {} --seed {}\n",
+            self.scenario, self.seed
+        );
+        s
+    }
+
+    fn failovers_text(&self) -> String {
+        let mut s = String::new();
+        for f in &self.failovers {
+            let recovered = f
+                .recovered_ms
+                .map(|r| format!("in {r} ms"))
+                .unwrap_or_else(|| "never".into());
+            let disturbed = if f.disturbed {
+                " (disturbed by later faults)"
+            } else {
+                ""
+            };
+            s += &format!(
+                "  failover: {} at {} ms, {} channels, recovered {recovered}{disturbed}\n",
+                f.what, f.at_ms, f.channels
             );
         }
         s

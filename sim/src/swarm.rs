@@ -2,7 +2,6 @@
 //! its own thread-local world; results come back in seed order, so the
 //! outcome does not depend on scheduling.
 
-use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -50,123 +49,142 @@ impl SwarmResult {
     }
 }
 
-/// Runs `make(seed)` for every seed in `seeds` on `jobs` threads. A
-/// progress bar goes to stderr when it is a terminal.
+/// Told after each run: (runs done, runs in all). The CLI draws a
+/// progress bar with it; tests pass [`no_progress`].
+pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+pub fn no_progress() -> Progress {
+    Arc::new(|_, _| {})
+}
+
+/// Runs `make(seed)` for every seed in `seeds` on `jobs` threads.
 pub fn run_swarm<F>(seeds: std::ops::Range<u64>, jobs: usize, make: F) -> SwarmResult
 where
     F: Fn(u64) -> Scenario + Send + Sync + 'static,
 {
-    run_swarm_until(seeds, jobs, usize::MAX, make)
+    run_swarm_until(seeds, jobs, usize::MAX, make, no_progress())
+}
+
+/// What the workers share.
+struct Shared<F> {
+    make: F,
+    next: AtomicU64,
+    end: u64,
+    done: AtomicU64,
+    failures_max: usize,
+    failures: Mutex<Vec<Summary>>,
+    events: AtomicU64,
+    /// Per probe: total hits, and seeds that hit it.
+    probes: Mutex<(Vec<u64>, Vec<u64>)>,
+    progress: Progress,
 }
 
 /// As [`run_swarm`], but stops handing out seeds once `failures_max` runs
-/// have failed (the failures found are still real, in seed order).
+/// have failed (the failures found are still real, in seed order), and
+/// tells `progress` after each run.
 pub fn run_swarm_until<F>(
     seeds: std::ops::Range<u64>,
     jobs: usize,
     failures_max: usize,
     make: F,
+    progress: Progress,
 ) -> SwarmResult
 where
     F: Fn(u64) -> Scenario + Send + Sync + 'static,
 {
-    let make = Arc::new(make);
-    let next = Arc::new(AtomicU64::new(seeds.start));
-    let done = Arc::new(AtomicU64::new(0));
-    let results: Arc<Mutex<Vec<Summary>>> = Arc::new(Mutex::new(Vec::new()));
-    let events = Arc::new(AtomicU64::new(0));
-    let probes: Arc<Mutex<(Vec<u64>, Vec<u64>)>> = Arc::new(Mutex::new((
-        vec![0; Probe::ALL.len()],
-        vec![0; Probe::ALL.len()],
-    )));
-    let total = seeds.end.saturating_sub(seeds.start);
-    let tty = std::io::stderr().is_terminal();
-    let mut handles = Vec::new();
-    for _ in 0..jobs.max(1) {
-        let (make, next, done, results, events, probes) = (
-            Arc::clone(&make),
-            Arc::clone(&next),
-            Arc::clone(&done),
-            Arc::clone(&results),
-            Arc::clone(&events),
-            Arc::clone(&probes),
-        );
-        let end = seeds.end;
-        handles.push(std::thread::spawn(move || loop {
-            let failed = results.lock().map(|r| r.len()).unwrap_or(0);
-            if failed >= failures_max {
-                break;
-            }
-            let seed = next.fetch_add(1, Ordering::SeqCst);
-            if seed >= end {
-                break;
-            }
-            // A panic is a failing seed, never a lost one: the run itself
-            // catches panics in the world; this catches the scenario's.
-            let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| make(seed)));
-            let summary = match built {
-                Ok(scenario) => crate::run(scenario, seed, None),
-                Err(p) => Summary::panicked(
-                    "(building the scenario)",
-                    seed,
-                    &crate::panic_message(p.as_ref()),
-                ),
-            };
-            events.fetch_add(summary.events_processed, Ordering::Relaxed);
-            if let Ok(mut p) = probes.lock() {
-                let (hits, seeds) = &mut *p;
-                for (i, n) in summary.probes.iter().enumerate() {
-                    hits[i] += n;
-                    seeds[i] += u64::from(*n > 0);
-                }
-            }
-            if !summary.ok {
-                if let Ok(mut r) = results.lock() {
-                    r.push(summary);
-                }
-            }
-            let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-            if tty {
-                let width = 40u64;
-                let filled = n * width / total.max(1);
-                let bar: String = (0..width)
-                    .map(|i| if i < filled { '#' } else { '.' })
-                    .collect();
-                eprint!("\r[{bar}] {n}/{total}");
-            }
-        }));
-    }
-    // A worker cannot panic (every run is caught above); if one dies
-    // anyway, the swarm says so as a failure rather than report fewer runs
-    // as a pass.
+    let shared = Arc::new(Shared {
+        make,
+        next: AtomicU64::new(seeds.start),
+        end: seeds.end,
+        done: AtomicU64::new(0),
+        failures_max,
+        failures: Mutex::new(Vec::new()),
+        events: AtomicU64::new(0),
+        probes: Mutex::new((vec![0; Probe::ALL.len()], vec![0; Probe::ALL.len()])),
+        progress,
+    });
+    let handles: Vec<_> = (0..jobs.max(1))
+        .map(|_| {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || work(&shared))
+        })
+        .collect();
+    // A worker cannot panic (every run is caught); if one dies anyway, the
+    // swarm says so as a failure rather than report fewer runs as a pass.
     let mut died = Vec::new();
     for h in handles {
         if let Err(p) = h.join() {
-            died.push(Summary::panicked(
-                "(swarm worker)",
-                u64::MAX,
-                &crate::panic_message(p.as_ref()),
-            ));
+            let message = crate::panic_message(p.as_ref());
+            died.push(Summary::panicked("(swarm worker)", u64::MAX, &message));
         }
     }
-    if tty {
-        eprintln!();
-    }
-    let mut failures = match results.lock() {
-        Ok(r) => r.clone(),
-        Err(p) => p.into_inner().clone(),
-    };
+    let mut failures = locked(&shared.failures).clone();
     failures.extend(died);
     failures.sort_by_key(|s| s.seed);
-    let (probe_hits, probe_seeds) = match probes.lock() {
-        Ok(p) => p.clone(),
-        Err(p) => p.into_inner().clone(),
-    };
+    let (probe_hits, probe_seeds) = locked(&shared.probes).clone();
     SwarmResult {
-        runs: done.load(Ordering::SeqCst),
+        runs: shared.done.load(Ordering::SeqCst),
         failures,
-        events: events.load(Ordering::Relaxed),
+        events: shared.events.load(Ordering::Relaxed),
         probe_hits,
         probe_seeds,
+    }
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// One worker: takes seeds until they run out (or enough failed).
+fn work<F>(shared: &Shared<F>)
+where
+    F: Fn(u64) -> Scenario,
+{
+    let total = shared
+        .end
+        .saturating_sub(shared.next.load(Ordering::SeqCst));
+    loop {
+        if locked(&shared.failures).len() >= shared.failures_max {
+            break;
+        }
+        let seed = shared.next.fetch_add(1, Ordering::SeqCst);
+        if seed >= shared.end {
+            break;
+        }
+        let summary = run_seed(&shared.make, seed);
+        shared
+            .events
+            .fetch_add(summary.events_processed, Ordering::Relaxed);
+        tally_probes(&mut locked(&shared.probes), &summary.probes);
+        if !summary.ok {
+            locked(&shared.failures).push(summary);
+        }
+        let n = shared.done.fetch_add(1, Ordering::SeqCst) + 1;
+        (shared.progress)(n, total.max(n));
+    }
+}
+
+/// One seed's run. A panic is a failing seed, never a lost one: the run
+/// itself catches panics in the world; this catches the scenario's.
+fn run_seed<F: Fn(u64) -> Scenario>(make: &F, seed: u64) -> Summary {
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| make(seed)));
+    match built {
+        Ok(scenario) => crate::run(scenario, seed, None),
+        Err(p) => Summary::panicked(
+            "(building the scenario)",
+            seed,
+            &crate::panic_message(p.as_ref()),
+        ),
+    }
+}
+
+fn tally_probes(tally: &mut (Vec<u64>, Vec<u64>), counts: &[u64]) {
+    let (hits, seeds) = tally;
+    for (i, n) in counts.iter().enumerate() {
+        hits[i] += n;
+        seeds[i] += u64::from(*n > 0);
     }
 }

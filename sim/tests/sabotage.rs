@@ -4,7 +4,7 @@
 
 use actors::sabotage::Sabotage;
 use sim::scenarios::builtin;
-use sim::swarm::run_swarm_until;
+use sim::swarm::{no_progress, run_swarm_until};
 
 fn sabotaged(name: &str) -> Sabotage {
     Sabotage::by_name(name).expect("a known sabotage")
@@ -13,12 +13,13 @@ fn sabotaged(name: &str) -> Sabotage {
 /// The lowest failing seed the swarm finds with `sabotage`, and its
 /// violated invariant.
 fn hunt(sabotage: Sabotage) -> (u64, u8) {
-    let result = run_swarm_until(1..501, 2, 1, move |seed| {
+    let make = move |seed| {
         let mut s = builtin("swarm", seed).expect("swarm exists");
         s.machines.channel.sabotage = sabotage;
         s.machines.gpu.sabotage = sabotage;
         s
-    });
+    };
+    let result = run_swarm_until(1..501, 2, 1, make, no_progress());
     let first = result
         .failures
         .first()
@@ -79,11 +80,12 @@ fn without_vram_admission_a_gpu_is_overcommitted() {
 #[test]
 fn with_old_retry_accounting_takeovers_fail_videos_for_a_false_reason() {
     let sabotage = sabotaged("true-retry-accounting");
-    let result = run_swarm_until(1..21, 2, 1, move |seed| {
+    let make = move |seed| {
         let mut s = builtin("owner-flap", seed).expect("owner-flap exists");
         s.machines.channel.sabotage = sabotage;
         s
-    });
+    };
+    let result = run_swarm_until(1..21, 2, 1, make, no_progress());
     let first = result
         .failures
         .first()

@@ -2,7 +2,7 @@
 //! 1..100 of each pass, the swarm passes seeds 1..2000, and the same seed
 //! always gives the same trace hash.
 
-use sim::scenarios::{builtin, NAMES};
+use sim::scenarios::{builtin, names};
 use sim::swarm::run_swarm;
 
 fn jobs() -> usize {
@@ -14,10 +14,7 @@ fn jobs() -> usize {
 /// Scenarios cheap enough to run for many seeds (capacity-10m is the
 /// benchmark, run by `reelfleet sim --scenario capacity-10m`).
 fn fast_scenarios() -> impl Iterator<Item = &'static str> {
-    NAMES
-        .iter()
-        .copied()
-        .filter(|n| *n != "capacity-10m" && *n != "swarm")
+    names().filter(|n| *n != "capacity-10m" && *n != "swarm")
 }
 
 fn assert_passes(name: &'static str, seeds: std::ops::Range<u64>) {

@@ -321,6 +321,9 @@ impl ChannelMachine {
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
     pub fn phase(&self) -> Phase {
         self.phase
     }

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use topology::{ChannelId, NodeId};
 
 use crate::records::{
-    lease_key, owner_key, ControlRecord, MembersRecord, OwnerRecord, CONTROL_ALL_KEY,
-    CONTROL_GEN_KEY, MEMBERS_KEY,
+    lease_key, owner_key, ControlRecord, Key, MembersRecord, OwnerRecord, CONTROL_GEN_KEY,
+    MEMBERS_KEY,
 };
 use crate::store::{prefix_end, Check, Entry, StoreOp, StoreReply, Txn, Write, RANGE_LIMIT_MAX};
 
@@ -39,13 +39,6 @@ impl RefreshReply {
             leases: it.collect(),
         }
     }
-}
-
-/// The channel of a per-channel control key (`k/c/<channel>`).
-fn channel_of_control_key(key: &[u8]) -> Option<ChannelId> {
-    let rest = key.strip_prefix(b"k/c/")?;
-    let bytes: [u8; 4] = rest.try_into().ok()?;
-    Some(ChannelId(u32::from_be_bytes(bytes)))
 }
 
 impl MembershipMachine {
@@ -211,13 +204,10 @@ impl MembershipMachine {
                 continue;
             };
             let version = e.version;
-            let channel = if e.key == CONTROL_ALL_KEY {
-                None
-            } else {
-                match channel_of_control_key(&e.key) {
-                    Some(ch) if self.hosted.contains_key(&ch) => Some(ch),
-                    _ => continue,
-                }
+            let channel = match Key::parse(&e.key) {
+                Some(Key::ControlAll) => None,
+                Some(Key::Control(ch)) if self.hosted.contains_key(&ch) => Some(ch),
+                _ => continue,
             };
             out.push(MembershipEffect::Control {
                 channel,

@@ -11,10 +11,12 @@
 //! - [`supervisor`]: the supervision tree and its restart policy;
 //! - [`life`]: whether the node should stop, and why;
 //! - [`transport`], [`wire`]: QUIC with mutual TLS, and the frames;
+//! - [`assemble`]: one node's ports put together (QUIC, or a recorder);
 //! - [`runtime`]: starting and stopping a node;
 //! - [`config`]: the node config file; [`metrics`]: Prometheus text;
 //! - [`clock`]: Unix milliseconds that never run backwards.
 
+pub mod assemble;
 pub mod clock;
 pub mod config;
 pub mod jobs;

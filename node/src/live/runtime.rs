@@ -16,19 +16,15 @@ use ractor::{Actor, ActorRef};
 
 use actors::gpu::GpuInput;
 use actors::membership::MembershipInput;
-use actors::node::{Local, NodeView};
+use actors::node::Local;
 use actors::store::{Txn, Write};
 use topology::{NodeId, Topology};
 
-use super::clock::Clock;
+use super::assemble::{build_ports, PortsSpec};
 use super::config::{ExecutorConfig, GpuConfig, Timing};
-use super::jobs::JobPort;
-use super::life::Life;
-use super::metrics::{self, Metrics};
+use super::metrics;
 use super::ports::NodePorts;
-use super::publish_port::PublishPort;
-use super::router::{QuicOutbox, Router};
-use super::store_port::StorePort;
+use super::router::QuicOutbox;
 use super::supervisor::{NodeRoot, WorkArgs};
 use super::transport::{OnFrame, Resolve, TlsIdentity, Transport};
 use crate::gpu_probe::GpuProbe;
@@ -119,66 +115,6 @@ async fn advertise(store: &AnyStore, name: &str, quic: SocketAddr) -> Result<Soc
     Ok(advertised)
 }
 
-/// The ports of one node, around its transport.
-fn node_ports(spec: NodeSpec, me: NodeId, net: &Arc<Transport>) -> Result<Arc<NodePorts>, String> {
-    let clock = Clock::new();
-    let metrics = Arc::new(Metrics::default());
-    let outbox = Arc::new(QuicOutbox {
-        topo: Arc::clone(&spec.topo),
-        net: Arc::clone(net),
-    });
-    let router = Arc::new(Router::new(
-        NodeView::new(Arc::clone(&spec.topo), me),
-        outbox,
-    ));
-    let http = reqwest::Client::builder()
-        .build()
-        .map_err(|e| format!("HTTP client: {e}"))?;
-    let jobs = Arc::new(JobPort::new(
-        Arc::clone(&spec.topo),
-        spec.name.clone(),
-        clock,
-        spec.artifacts,
-        spec.executors,
-        http,
-        spec.timing.job_grace_ms,
-        Arc::clone(&metrics),
-    ));
-    let life = Arc::new(Life::default());
-    let publish = Arc::new(PublishPort {
-        topo: Arc::clone(&spec.topo),
-        name: spec.name.clone(),
-        clock,
-        publisher: spec.publisher,
-        metrics: Arc::clone(&metrics),
-        router: Arc::clone(&router),
-        jobs: Arc::clone(&jobs),
-        life: Arc::clone(&life),
-    });
-    let store = Arc::new(StorePort {
-        store: spec.store,
-        metrics: Arc::clone(&metrics),
-        topo: Arc::clone(&spec.topo),
-        me,
-        name: spec.name.clone(),
-    });
-    Ok(Arc::new(NodePorts {
-        topo: spec.topo,
-        me,
-        name: spec.name,
-        router,
-        store,
-        jobs,
-        publish,
-        life,
-        metrics,
-        clock,
-        timing: spec.timing,
-        work: OnceLock::new(),
-        tap: OnceLock::new(),
-    }))
-}
-
 impl RunningNode {
     pub async fn start(spec: NodeSpec) -> Result<RunningNode, String> {
         let me = node_id(&spec.topo, &spec.name)?;
@@ -196,7 +132,20 @@ impl RunningNode {
         let net = Transport::start(spec.listen, &spec.identity, &spec.name, on_frame, resolve)?;
         let quic_addr = advertise(&spec.store, &spec.name, net.local_addr()?).await?;
         let (gpu, metrics_at) = (spec.gpu.clone(), spec.metrics);
-        let node = node_ports(spec, me, &net)?;
+        let outbox = Arc::new(QuicOutbox {
+            topo: Arc::clone(&spec.topo),
+            net: Arc::clone(&net),
+        });
+        let parts = PortsSpec {
+            topo: spec.topo,
+            name: spec.name,
+            store: spec.store,
+            timing: spec.timing,
+            executors: spec.executors,
+            artifacts: spec.artifacts,
+            publisher: spec.publisher,
+        };
+        let node = build_ports(parts, me, outbox)?;
         let _ = cell.set(Arc::downgrade(&node));
         // A lost connection hints membership (it may watch that peer).
         let weak = Arc::downgrade(&node);

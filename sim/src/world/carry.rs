@@ -10,7 +10,7 @@ use actors::channel::{ChannelEffect, ChannelInput, ChannelMachine};
 use actors::dispatch::{DispatchEffect, DispatchInput, DispatchMachine};
 use actors::gpu::GpuEffect;
 use actors::membership::MembershipEffect;
-use actors::node::{route, Observation, Route};
+use actors::node::{route, NodeView, Observation, Route};
 use topology::{ChannelId, GpuId, NodeId};
 
 use super::events::Msg;
@@ -32,10 +32,76 @@ pub(super) enum Origin {
     Dispatcher,
 }
 
+/// An effect as a machine produced it, for the route log.
+#[derive(Clone, Debug)]
+pub enum AnyEffect {
+    Membership(MembershipEffect),
+    Channel {
+        channel: ChannelId,
+        epoch: u64,
+        incarnation: u64,
+        effect: ChannelEffect,
+    },
+    Gpu(GpuId, GpuEffect),
+    Dispatch(DispatchEffect),
+}
+
+/// One routing decision the simulator made: which node, its view before,
+/// the effect, and the routes the node layer gave it.
+#[derive(Clone, Debug)]
+pub struct RouteRecord {
+    pub node: NodeId,
+    pub view: NodeView,
+    pub effect: AnyEffect,
+    pub routes: Vec<Route>,
+}
+
 impl World {
+    /// Keeps the first `max` routing decisions from now on (for tests that
+    /// hand the same effects to the live node's ports).
+    pub fn record_routes(&mut self, max: usize) {
+        self.route_log = Some((Vec::new(), max));
+    }
+
+    pub fn route_log(&self) -> &[RouteRecord] {
+        self.route_log
+            .as_ref()
+            .map(|(l, _)| l.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// The view before routing, if decisions are being recorded.
+    fn view_to_record(&self, node: NodeId) -> Option<NodeView> {
+        let (log, max) = self.route_log.as_ref()?;
+        (log.len() < *max).then(|| self.nodes[node.index()].view.clone())
+    }
+
+    fn log_route(
+        &mut self,
+        node: NodeId,
+        view: Option<NodeView>,
+        effect: AnyEffect,
+        routes: &[Route],
+    ) {
+        if let (Some(view), Some((log, _))) = (view, self.route_log.as_mut()) {
+            let routes = routes.to_vec();
+            log.push(RouteRecord {
+                node,
+                view,
+                effect,
+                routes,
+            });
+        }
+    }
+
     pub(super) fn exec_membership(&mut self, node: NodeId, e: MembershipEffect) {
+        let view = self.view_to_record(node);
+        let logged = view.as_ref().map(|_| AnyEffect::Membership(e.clone()));
         let mut routes = std::mem::take(&mut self.route_buf);
         route::membership_effect(&mut self.nodes[node.index()].view, e, &mut routes);
+        if let Some(effect) = logged {
+            self.log_route(node, view, effect, &routes);
+        }
         self.carry_all(node, Origin::Membership, &mut routes);
         self.route_buf = routes;
     }
@@ -46,27 +112,47 @@ impl World {
                 return;
             }
         }
-        let epoch = self.nodes[node.index()]
+        let (epoch, incarnation) = self.nodes[node.index()]
             .channels
             .get(&ch)
-            .map(|h| h.m.epoch())
-            .unwrap_or(0);
+            .map(|h| (h.m.epoch(), h.m.incarnation()))
+            .unwrap_or((0, 0));
+        let view = self.view_to_record(node);
+        let logged = view.as_ref().map(|_| AnyEffect::Channel {
+            channel: ch,
+            epoch,
+            incarnation,
+            effect: e.clone(),
+        });
         let mut routes = std::mem::take(&mut self.route_buf);
         route::channel_effect(&self.nodes[node.index()].view, ch, e, &mut routes);
+        if let Some(effect) = logged {
+            self.log_route(node, view, effect, &routes);
+        }
         self.carry_all(node, Origin::Channel { ch, gen, epoch }, &mut routes);
         self.route_buf = routes;
     }
 
     pub(super) fn exec_gpu(&mut self, node: NodeId, gpu: GpuId, e: GpuEffect) {
+        let view = self.view_to_record(node);
+        let logged = view.as_ref().map(|_| AnyEffect::Gpu(gpu, e.clone()));
         let mut routes = std::mem::take(&mut self.route_buf);
         route::gpu_effect(&self.nodes[node.index()].view, gpu, e, &mut routes);
+        if let Some(effect) = logged {
+            self.log_route(node, view, effect, &routes);
+        }
         self.carry_all(node, Origin::Gpu, &mut routes);
         self.route_buf = routes;
     }
 
     pub(super) fn exec_dispatch(&mut self, node: NodeId, e: DispatchEffect) {
+        let view = self.view_to_record(node);
+        let logged = view.as_ref().map(|_| AnyEffect::Dispatch(e.clone()));
         let mut routes = std::mem::take(&mut self.route_buf);
         route::dispatch_effect(&self.nodes[node.index()].view, e, &mut routes);
+        if let Some(effect) = logged {
+            self.log_route(node, view, effect, &routes);
+        }
         self.carry_all(node, Origin::Dispatcher, &mut routes);
         self.route_buf = routes;
     }

@@ -1,203 +1,30 @@
-//! The run's life: faults as the schedule applies them, the heal, the
-//! recovery probe, and the checks at the end of the liveness phase.
+//! The run's life after its faults: the recovery probe, the heal, and the
+//! checks at the end of the liveness phase.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use actors::channel::Phase;
-use actors::membership::MembershipInput;
-use actors::records::*;
-use actors::store::{prefix_end, Txn, Write};
-use topology::{placement, ChannelId, NodeId};
+use actors::records::{
+    active_key, channel_key, channel_of_video_key, done_key, idempotency_key, ChannelRecord,
+    VideoRecord, VideoStatus,
+};
+use actors::store::prefix_end;
+use topology::{placement, ChannelId, NodeId, ProjectId};
 
-use actors::node::Local;
-
-use super::events::Msg;
 use super::World;
-use crate::checks::{Failover, Invariant, Violation};
+use crate::checks::{Invariant, Violation};
 use crate::scenario::Fault;
 
+/// One of the checks at the end of a run.
+type FinalCheck = fn(&World) -> Result<(), Violation>;
+
 impl World {
-    pub(crate) fn apply_fault(&mut self, f: Fault) {
-        for i in self.pending_failovers.clone() {
-            self.stats.failovers[i].disturbed = true;
-        }
-        match f {
-            Fault::CrashNode(n) => {
-                self.begin_failover(format!("crash {}", self.topo.node(n).name), &[n]);
-                self.crash_node(n);
-            }
-            Fault::StartNode(n) => {
-                self.thaw(n);
-                self.start_node(n);
-            }
-            Fault::FreezeNode(n) => {
-                if self.nodes[n.index()].alive && !self.faults.frozen[n.index()] {
-                    self.begin_failover(format!("freeze {}", self.topo.node(n).name), &[n]);
-                    self.faults.frozen[n.index()] = true;
-                }
-            }
-            Fault::ThawNode(n) => self.thaw(n),
-            Fault::DrainNode(n) => {
-                let inc = self.nodes[n.index()].inc;
-                if self.nodes[n.index()].alive {
-                    let now = self.now;
-                    self.drains_pending.entry(n).or_insert((inc, now));
-                }
-                let drain = Local::Membership(MembershipInput::Drain);
-                self.deliver_now(n, Some(inc), Msg::Local(drain));
-            }
-            Fault::PartitionRegion(r) => {
-                let nodes: Vec<NodeId> = self.topo.nodes_in(r).collect();
-                self.begin_failover(format!("partition {}", self.topo.region(r).name), &nodes);
-                self.faults.partitioned[r.index()] = true;
-            }
-            Fault::HealRegion(r) => self.faults.partitioned[r.index()] = false,
-            Fault::OneWay { from, to } => {
-                self.faults.one_way.insert((from, to));
-            }
-            Fault::HealOneWay { from, to } => {
-                self.faults.one_way.remove(&(from, to));
-            }
-            Fault::StoreOutage(on) => {
-                self.faults.store_outage = on;
-                if !on {
-                    for f in std::mem::take(&mut self.faults.deferred_controls) {
-                        self.apply_fault(f);
-                    }
-                }
-            }
-            Fault::CommitUnknown(ppm) => self.faults.unknown_ppm = ppm,
-            Fault::GpuFailures(ppm) => self.faults.gpu_fail_ppm = ppm,
-            Fault::Stragglers(ppm) => self.faults.straggler_ppm = ppm,
-            Fault::ProviderOutage { provider, down } => {
-                if down {
-                    self.faults.providers_down.insert(provider);
-                } else {
-                    self.faults.providers_down.remove(&provider);
-                }
-            }
-            Fault::ApiFaults {
-                error_5xx,
-                rate_limited,
-                lost_response,
-            } => {
-                self.api.faults.error_5xx_ppm = error_5xx;
-                self.api.faults.rate_limited_ppm = rate_limited;
-                self.api.faults.lost_response_ppm = lost_response;
-            }
-            // The operator's console cannot write while the store is down:
-            // the command takes effect (and its stop bound starts) once it can.
-            f @ (Fault::KillSwitch | Fault::Pause(_) | Fault::Resume(_))
-                if self.faults.store_outage =>
-            {
-                self.faults.deferred_controls.push(f);
-            }
-            Fault::KillSwitch => {
-                self.operator_control(
-                    None,
-                    ControlRecord {
-                        paused: false,
-                        killed: true,
-                    },
-                );
-                self.stopped_since.entry(None).or_insert(self.now);
-            }
-            Fault::Pause(ch) => {
-                self.operator_control(
-                    Some(ch),
-                    ControlRecord {
-                        paused: true,
-                        killed: false,
-                    },
-                );
-                self.stopped_since.entry(Some(ch)).or_insert(self.now);
-            }
-            Fault::Resume(ch) => {
-                self.operator_control(Some(ch), ControlRecord::default());
-                self.stopped_since.remove(&Some(ch));
-            }
-            Fault::ClockSkew {
-                node,
-                offset_ms,
-                drift_ppm,
-            } => {
-                let now = self.now;
-                let c = &mut self.nodes[node.index()].clock;
-                c.offset_ms = offset_ms;
-                c.drift_ppm = drift_ppm;
-                c.anchor_ms = now;
-            }
-            Fault::Network {
-                loss,
-                duplicate,
-                reorder,
-            } => {
-                self.faults.loss_ppm = loss;
-                self.faults.dup_ppm = duplicate;
-                self.faults.reorder_ppm = reorder;
-            }
-        }
-    }
-
-    /// What an operator's console does: write the control record and bump
-    /// the control generation, in one transaction.
-    fn operator_control(&mut self, ch: Option<ChannelId>, record: ControlRecord) {
-        let key = match ch {
-            Some(c) => control_key(c),
-            None => CONTROL_ALL_KEY.to_vec(),
-        };
-        let gen = self.store.version() + 1;
-        let txn = Txn {
-            checks: vec![],
-            writes: vec![
-                Write::Put(key, record.encode()),
-                Write::Put(CONTROL_GEN_KEY.to_vec(), gen.to_le_bytes().to_vec()),
-            ],
-        };
-        if let Err(e) = self.store.commit(&txn) {
-            self.fail(Violation::new(
-                Invariant::NoLostVideo,
-                format!("operator control write failed: {e}"),
-                self.rel(),
-            ));
-        }
-    }
-
     fn healthy(&self, n: NodeId) -> bool {
         let node = &self.nodes[n.index()];
         node.alive
             && !self.faults.frozen[n.index()]
             && self.store_reachable(n)
             && !self.faults.partitioned[node.region.index()]
-    }
-
-    /// Delivers everything that waited for a frozen node, in order.
-    fn thaw(&mut self, n: NodeId) {
-        if !self.faults.frozen[n.index()] {
-            return;
-        }
-        self.faults.frozen[n.index()] = false;
-        for ev in std::mem::take(&mut self.faults.frozen_events[n.index()]) {
-            self.push(self.now, ev);
-        }
-    }
-
-    fn begin_failover(&mut self, what: String, nodes: &[NodeId]) {
-        let mut channels = BTreeSet::new();
-        for n in nodes {
-            channels.extend(self.nodes[n.index()].channels.keys().copied());
-        }
-        if channels.is_empty() {
-            return;
-        }
-        self.stats.failovers.push(Failover {
-            what,
-            at_ms: self.rel(),
-            channels,
-            recovered_ms: None,
-            disturbed: false,
-        });
-        self.pending_failovers.push(self.stats.failovers.len() - 1);
     }
 
     pub(super) fn probe(&mut self) {
@@ -287,55 +114,72 @@ impl World {
             .collect();
     }
 
+    /// The checks at the end of the liveness phase; the first that fails
+    /// is the run's violation.
     pub(super) fn final_checks(&mut self) {
-        let rel = self.rel();
-        // A drain ends in Drained, unless the node died first (a crash
-        // starts a new incarnation, which owes nothing).
-        let stuck: Vec<(NodeId, u64)> = self
-            .drains_pending
-            .iter()
-            .filter(|(n, (inc, _))| {
-                let node = &self.nodes[n.index()];
-                node.alive && node.inc == *inc
-            })
-            .map(|(n, (_, at))| (*n, *at))
-            .collect();
-        if let Some((n, at)) = stuck.first() {
-            self.fail(Violation::new(
+        let checks: [FinalCheck; 5] = [
+            World::check_drains_finished,
+            World::check_planned_videos_finished,
+            World::check_api_matches_store,
+            World::check_cost_ledgers,
+            World::check_quota_ledgers,
+        ];
+        for check in checks {
+            if let Err(v) = check(self) {
+                self.fail(v);
+                return;
+            }
+        }
+    }
+
+    /// A drain ends in Drained, unless the node died first (a crash starts
+    /// a new incarnation, which owes nothing).
+    fn check_drains_finished(&self) -> Result<(), Violation> {
+        let stuck = self.drains_pending.iter().find(|(n, (inc, _))| {
+            let node = &self.nodes[n.index()];
+            node.alive && node.inc == *inc
+        });
+        match stuck {
+            Some((n, (_, at))) => Err(Violation::new(
                 Invariant::DrainsFinish,
                 format!(
                     "the drain of {} asked {} ms after the start never finished",
                     self.topo.node(*n).name,
                     at - self.sc.start_utc_ms
                 ),
-                rel,
+                self.rel(),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Every video planned before the heal ended within the liveness bound.
+    fn check_planned_videos_finished(&self) -> Result<(), Violation> {
+        for (ch, slot) in &self.must_finish {
+            let Some(v) = self.store.value(&active_key(*ch, *slot)) else {
+                continue;
+            };
+            let rec = VideoRecord::decode(v)
+                .map(|r| format!("{r:?}"))
+                .unwrap_or_default();
+            let hosted: Vec<String> = self.hosting(*ch).iter().map(|n| n.to_string()).collect();
+            return Err(Violation::new(
+                Invariant::NoLostVideo,
+                format!(
+                    "video {}/{slot} planned before the heal did not finish within {} ms after it: {rec}; hosted on {hosted:?}",
+                    self.topo.channel(*ch).name,
+                    self.sc.bounds.liveness_ms
+                ),
+                self.rel(),
             ));
-            return;
         }
-        for (ch, slot) in self.must_finish.clone() {
-            if let Some(v) = self.store.value(&active_key(ch, slot)) {
-                let rec = VideoRecord::decode(v)
-                    .map(|r| format!("{r:?}"))
-                    .unwrap_or_default();
-                let hosted: Vec<String> = self
-                    .nodes
-                    .iter()
-                    .filter(|n| n.channels.contains_key(&ch))
-                    .map(|n| format!("{}", n.id))
-                    .collect();
-                self.fail(Violation::new(
-                    Invariant::NoLostVideo,
-                    format!(
-                        "video {}/{slot} planned before the heal did not finish within {} ms after it: {rec}; hosted on {hosted:?}",
-                        self.topo.channel(ch).name,
-                        self.sc.bounds.liveness_ms
-                    ),
-                    rel,
-                ));
-                return;
-            }
-        }
-        // Everything on the API is recorded as published, and back.
+        Ok(())
+    }
+
+    /// Everything on the API is recorded as published, and everything
+    /// recorded as published is on the API.
+    fn check_api_matches_store(&self) -> Result<(), Violation> {
+        let rel = self.rel();
         for (key, up) in &self.api.uploads {
             let rec = self
                 .store
@@ -343,48 +187,41 @@ impl World {
                 .and_then(|v| VideoRecord::decode(v).ok());
             let ok = matches!(&rec, Some(VideoRecord { status: VideoStatus::Published { remote_id }, .. }) if *remote_id == up.remote_id);
             if !ok && self.store.value(&active_key(up.channel, up.slot)).is_none() {
-                self.fail(Violation::new(
-                    Invariant::NoLostVideo,
-                    format!("video {key} is on the API but the store says {rec:?}"),
-                    rel,
-                ));
-                return;
+                let detail = format!("video {key} is on the API but the store says {rec:?}");
+                return Err(Violation::new(Invariant::NoLostVideo, detail, rel));
             }
         }
-        let start = b"vd/".to_vec();
-        let end = prefix_end(&start);
-        let mut cost_by_channel = std::collections::BTreeMap::<ChannelId, u64>::new();
-        let mut quota_by_project = std::collections::BTreeMap::<topology::ProjectId, u64>::new();
-        let mut bad = None;
-        for prefix in [b"va/".to_vec(), start] {
-            let end = if prefix == b"va/" {
-                prefix_end(b"va/")
-            } else {
-                end.clone()
-            };
-            for (k, v, _) in self.store.scan(&prefix, &end) {
-                let (Some(ch), Ok(rec)) = (channel_of_video_key(k), VideoRecord::decode(v)) else {
-                    continue;
-                };
-                *cost_by_channel.entry(ch).or_default() += rec.cost_micros;
-                *quota_by_project
-                    .entry(self.topo.channel(ch).project)
-                    .or_default() += rec.quota_units;
-                if let VideoStatus::Published { .. } = rec.status {
-                    let key = idempotency_key(&self.topo.channel(ch).name, rec.slot);
-                    if !self.api.uploads.contains_key(&key) && bad.is_none() {
-                        bad = Some(Violation::new(
-                            Invariant::NoLostVideo,
-                            format!("video {key} recorded as published but not on the API"),
-                            rel,
-                        ));
-                    }
+        for (ch, rec) in self.video_records() {
+            if let VideoStatus::Published { .. } = rec.status {
+                let key = idempotency_key(&self.topo.channel(ch).name, rec.slot);
+                if !self.api.uploads.contains_key(&key) {
+                    let detail = format!("video {key} recorded as published but not on the API");
+                    return Err(Violation::new(Invariant::NoLostVideo, detail, rel));
                 }
             }
         }
-        if let Some(v) = bad {
-            self.fail(v);
-            return;
+        Ok(())
+    }
+
+    /// Every video record in the store, active and done.
+    fn video_records(&self) -> Vec<(ChannelId, VideoRecord)> {
+        let mut all = Vec::new();
+        for prefix in [b"va/".as_slice(), b"vd/".as_slice()] {
+            for (k, v, _) in self.store.scan(prefix, &prefix_end(prefix)) {
+                if let (Some(ch), Ok(rec)) = (channel_of_video_key(k), VideoRecord::decode(v)) {
+                    all.push((ch, rec));
+                }
+            }
+        }
+        all
+    }
+
+    /// Each channel's ledger equals the sum of its videos, and covers what
+    /// really ran.
+    fn check_cost_ledgers(&self) -> Result<(), Violation> {
+        let mut cost_by_channel = BTreeMap::<ChannelId, u64>::new();
+        for (ch, rec) in self.video_records() {
+            *cost_by_channel.entry(ch).or_default() += rec.cost_micros;
         }
         for ch in self.topo.channel_ids() {
             let rec = self
@@ -395,7 +232,7 @@ impl World {
             let videos = cost_by_channel.get(&ch).copied().unwrap_or(0);
             let truth = self.truth.cost_by_channel.get(&ch).copied().unwrap_or(0);
             if rec.spent_total_micros != videos || truth > rec.spent_total_micros {
-                self.fail(Violation::new(
+                return Err(Violation::new(
                     Invariant::LedgersMatchReality,
                     format!(
                         "channel {}: ledger {} micros, its videos {} micros, really spent {} micros",
@@ -404,27 +241,38 @@ impl World {
                         videos,
                         truth
                     ),
-                    rel,
+                    self.rel(),
                 ));
-                return;
             }
         }
+        Ok(())
+    }
+
+    /// Each project's quota ledger equals the units its videos hold, and
+    /// covers what the API charged.
+    fn check_quota_ledgers(&self) -> Result<(), Violation> {
+        let mut quota_by_project = BTreeMap::<ProjectId, u64>::new();
+        for (ch, rec) in self.video_records() {
+            *quota_by_project
+                .entry(self.topo.channel(ch).project)
+                .or_default() += rec.quota_units;
+        }
         for (p, spec) in self.topo.projects.iter().enumerate() {
-            let p = topology::ProjectId(p as u16);
+            let p = ProjectId(p as u16);
             let ledger = self.watch.ledger_units.get(&p).copied().unwrap_or(0);
             let videos = quota_by_project.get(&p).copied().unwrap_or(0);
             let charged = self.api.charged_total.get(&p).copied().unwrap_or(0);
             if ledger != videos || charged > ledger {
-                self.fail(Violation::new(
+                return Err(Violation::new(
                     Invariant::LedgersMatchReality,
                     format!(
                         "project {}: ledger {ledger} units, videos {videos}, API charged {charged}",
                         spec.name
                     ),
-                    rel,
+                    self.rel(),
                 ));
-                return;
             }
         }
+        Ok(())
     }
 }

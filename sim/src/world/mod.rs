@@ -32,9 +32,10 @@ use crate::checks::{Failover, Invariant, RetryLimits, StoreWatch, Truth, Violati
 use crate::scenario::{Fault, Scenario};
 use crate::trace::Trace;
 
-mod carry;
+pub mod carry;
 mod clock;
 mod events;
+mod faults;
 mod hardware;
 mod lifecycle;
 mod network;
@@ -119,6 +120,8 @@ pub struct World {
     dis_buf: Vec<DispatchEffect>,
     route_buf: Vec<Route>,
     events_this_ms: u64,
+    /// Routing decisions kept for tests, and how many to keep.
+    route_log: Option<(Vec<carry::RouteRecord>, usize)>,
 }
 
 /// How often the recovery probe looks (true ms).
@@ -180,6 +183,7 @@ impl World {
             dis_buf: Vec::new(),
             route_buf: Vec::new(),
             events_this_ms: 0,
+            route_log: None,
             sc,
         };
         w.schedule_start();

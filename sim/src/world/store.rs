@@ -12,6 +12,7 @@ use topology::{ChannelId, NodeId};
 use super::events::{Ev, Msg};
 use super::trace_codes::store_op_code;
 use super::World;
+use crate::checks::Seen;
 
 /// Where a store reply goes: the membership machine, or one channel
 /// machine instance.
@@ -118,17 +119,15 @@ impl World {
     fn apply_commit(&mut self, call: &StoreCall, txn: &Txn) -> Option<StoreReply> {
         let rel = self.rel();
         if self.store.evaluate(&txn.checks).is_ok() {
-            let fence = call.fence.map(|(ch, epoch)| (ch, call.node, epoch));
-            let seen = self.watch.before_apply(
-                &self.topo,
-                &self.truth,
-                &self.store,
-                txn,
-                fence,
-                self.now,
-                rel,
-            );
-            if let Err(v) = seen {
+            let seen = Seen {
+                topo: &self.topo,
+                truth: &self.truth,
+                store: &self.store,
+                fence: call.fence.map(|(ch, epoch)| (ch, call.node, epoch)),
+                now_ms: self.now,
+                rel_ms: rel,
+            };
+            if let Err(v) = self.watch.before_apply(&seen, txn) {
                 self.fail(v);
                 return None;
             }

@@ -1,0 +1,154 @@
+//! The swarm: a random mix of every fault, each healed later, on a fleet
+//! and with parameters drawn from the seed (see [`crate::variation`]); or,
+//! as `swarm-defaults`, the same faults on the default fleet.
+
+use actors::rng::SeededRng;
+use topology::{ChannelId, NodeId, RegionId};
+
+use super::fleet::{build_fleet, FleetShape};
+use super::{at, base};
+use crate::scenario::{Fault, Scenario};
+
+/// Where a drawn fault may strike.
+struct Targets {
+    node: NodeId,
+    region: RegionId,
+    /// Another region than `region` (for one-way cuts).
+    other: RegionId,
+    channels: u64,
+}
+
+pub(super) fn swarm(seed: u64, vary_params: bool) -> Scenario {
+    let mut rng = SeededRng::new(seed ^ 0x5A4B_3C2D);
+    let mut s = if vary_params {
+        let mut vary = SeededRng::new(seed ^ 0xB0_661F);
+        let (shape, tiny_quota) = crate::variation::fleet(&mut vary);
+        let mut s = base("swarm", build_fleet(&shape));
+        crate::variation::params(&mut s, &mut vary, tiny_quota);
+        s
+    } else {
+        base("swarm-defaults", build_fleet(&FleetShape::default()))
+    };
+    let nodes = s.topology.nodes.len() as u64;
+    let regions = s.topology.regions.len() as u64;
+    assert!(nodes > 0 && regions > 0, "a swarm needs a fleet");
+    let faults_count = 4 + rng.below(8);
+    for _ in 0..faults_count {
+        let start = 2.0 + rng.below(45) as f64 + rng.below(60) as f64 / 60.0;
+        let len = 0.5 + rng.below(8) as f64;
+        // The draws keep their order: a seed names the same schedule as
+        // it always did.
+        let node = NodeId(rng.below(nodes) as u32);
+        let region = RegionId(rng.below(regions) as u16);
+        let other = RegionId(((region.0 as u64 + 1 + rng.below(regions - 1)) % regions) as u16);
+        let t = Targets {
+            node,
+            region,
+            other,
+            channels: s.topology.channels.len() as u64,
+        };
+        let (on, off) = draw_fault(&mut rng, &t);
+        s.faults.push(at(start, on));
+        if let Some(off) = off {
+            s.faults.push(at(start + len, off));
+        }
+    }
+    if rng.below(5) == 0 {
+        let t = 5.0 + rng.below(50) as f64;
+        s.faults.push(at(t, Fault::KillSwitch));
+    }
+    s.faults.sort_by_key(|f| f.at_ms);
+    s
+}
+
+/// One fault and (for most) the fault that undoes it.
+fn draw_fault(rng: &mut SeededRng, t: &Targets) -> (Fault, Option<Fault>) {
+    let (node, region, other) = (t.node, t.region, t.other);
+    match rng.below(15) {
+        0 => (Fault::CrashNode(node), Some(Fault::StartNode(node))),
+        1 => (Fault::DrainNode(node), Some(Fault::StartNode(node))),
+        2 => (
+            Fault::PartitionRegion(region),
+            Some(Fault::HealRegion(region)),
+        ),
+        3 => (
+            Fault::OneWay {
+                from: region,
+                to: other,
+            },
+            Some(Fault::HealOneWay {
+                from: region,
+                to: other,
+            }),
+        ),
+        4 => (Fault::StoreOutage(true), Some(Fault::StoreOutage(false))),
+        5 => (
+            Fault::CommitUnknown(50_000 + rng.below(250_000) as u32),
+            Some(Fault::CommitUnknown(0)),
+        ),
+        6 => (
+            Fault::GpuFailures(50_000 + rng.below(150_000) as u32),
+            Some(Fault::GpuFailures(0)),
+        ),
+        7 => (
+            Fault::Stragglers(50_000 + rng.below(200_000) as u32),
+            Some(Fault::Stragglers(0)),
+        ),
+        k => draw_other_fault(rng, t, k),
+    }
+}
+
+fn draw_other_fault(rng: &mut SeededRng, t: &Targets, kind: u64) -> (Fault, Option<Fault>) {
+    match kind {
+        8 => {
+            let p = if rng.below(2) == 0 {
+                "tts-main"
+            } else {
+                "llm-main"
+            };
+            let down = |down| Fault::ProviderOutage {
+                provider: p.to_string(),
+                down,
+            };
+            (down(true), Some(down(false)))
+        }
+        9 => (
+            Fault::ApiFaults {
+                error_5xx: rng.below(200_000) as u32,
+                rate_limited: rng.below(100_000) as u32,
+                lost_response: rng.below(300_000) as u32,
+            },
+            Some(Fault::ApiFaults {
+                error_5xx: 0,
+                rate_limited: 0,
+                lost_response: 0,
+            }),
+        ),
+        10 => {
+            let ch = ChannelId(rng.below(t.channels) as u32);
+            (Fault::Pause(ch), Some(Fault::Resume(ch)))
+        }
+        11 => (
+            Fault::ClockSkew {
+                node: t.node,
+                offset_ms: rng.below(600_000) as i64 - 300_000,
+                drift_ppm: rng.below(1_000) as i32 - 500,
+            },
+            None,
+        ),
+        12 => (
+            Fault::Network {
+                loss: rng.below(100_000) as u32,
+                duplicate: rng.below(50_000) as u32,
+                reorder: rng.below(200_000) as u32,
+            },
+            Some(Fault::Network {
+                loss: 0,
+                duplicate: 0,
+                reorder: 0,
+            }),
+        ),
+        13 => (Fault::FreezeNode(t.node), Some(Fault::ThawNode(t.node))),
+        _ => (Fault::CrashNode(t.node), Some(Fault::StartNode(t.node))),
+    }
+}

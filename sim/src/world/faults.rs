@@ -1,0 +1,220 @@
+//! Faults as the schedule applies them: to nodes (crash, start, freeze,
+//! thaw, drain), to the network, to the store, GPUs, providers and API,
+//! and the operator's commands (the kill switch, pause, resume).
+
+use std::collections::BTreeSet;
+
+use actors::membership::MembershipInput;
+use actors::node::Local;
+use actors::records::{control_key, ControlRecord, CONTROL_ALL_KEY, CONTROL_GEN_KEY};
+use actors::store::{Txn, Write};
+use topology::{ChannelId, NodeId};
+
+use super::events::Msg;
+use super::World;
+use crate::checks::{Failover, Invariant, Violation};
+use crate::scenario::Fault;
+
+impl World {
+    pub(crate) fn apply_fault(&mut self, f: Fault) {
+        // A failover still pending when another fault strikes is no longer
+        // held to the recovery bound.
+        for i in self.pending_failovers.clone() {
+            self.stats.failovers[i].disturbed = true;
+        }
+        match f {
+            Fault::CrashNode(_)
+            | Fault::StartNode(_)
+            | Fault::FreezeNode(_)
+            | Fault::ThawNode(_)
+            | Fault::DrainNode(_)
+            | Fault::ClockSkew { .. } => self.node_fault(f),
+            Fault::KillSwitch | Fault::Pause(_) | Fault::Resume(_) => self.operator_command(f),
+            other => self.world_fault(other),
+        }
+    }
+
+    fn node_fault(&mut self, f: Fault) {
+        match f {
+            Fault::CrashNode(n) => {
+                self.begin_failover(format!("crash {}", self.topo.node(n).name), &[n]);
+                self.crash_node(n);
+            }
+            Fault::StartNode(n) => {
+                self.thaw(n);
+                self.start_node(n);
+            }
+            Fault::FreezeNode(n) => {
+                if self.nodes[n.index()].alive && !self.faults.frozen[n.index()] {
+                    self.begin_failover(format!("freeze {}", self.topo.node(n).name), &[n]);
+                    self.faults.frozen[n.index()] = true;
+                }
+            }
+            Fault::ThawNode(n) => self.thaw(n),
+            Fault::DrainNode(n) => {
+                let inc = self.nodes[n.index()].inc;
+                if self.nodes[n.index()].alive {
+                    let now = self.now;
+                    self.drains_pending.entry(n).or_insert((inc, now));
+                }
+                let drain = Local::Membership(MembershipInput::Drain);
+                self.deliver_now(n, Some(inc), Msg::Local(drain));
+            }
+            Fault::ClockSkew {
+                node,
+                offset_ms,
+                drift_ppm,
+            } => {
+                let now = self.now;
+                let c = &mut self.nodes[node.index()].clock;
+                c.offset_ms = offset_ms;
+                c.drift_ppm = drift_ppm;
+                c.anchor_ms = now;
+            }
+            other => unreachable!("not a node fault: {other:?}"),
+        }
+    }
+
+    /// Faults of the network, the store, GPUs, providers and the API.
+    fn world_fault(&mut self, f: Fault) {
+        let faults = &mut self.faults;
+        match f {
+            Fault::PartitionRegion(r) => {
+                let nodes: Vec<NodeId> = self.topo.nodes_in(r).collect();
+                self.begin_failover(format!("partition {}", self.topo.region(r).name), &nodes);
+                self.faults.partitioned[r.index()] = true;
+            }
+            Fault::HealRegion(r) => faults.partitioned[r.index()] = false,
+            Fault::OneWay { from, to } => {
+                faults.one_way.insert((from, to));
+            }
+            Fault::HealOneWay { from, to } => {
+                faults.one_way.remove(&(from, to));
+            }
+            Fault::StoreOutage(on) => {
+                faults.store_outage = on;
+                if !on {
+                    for f in std::mem::take(&mut self.faults.deferred_controls) {
+                        self.apply_fault(f);
+                    }
+                }
+            }
+            Fault::CommitUnknown(ppm) => faults.unknown_ppm = ppm,
+            Fault::GpuFailures(ppm) => faults.gpu_fail_ppm = ppm,
+            Fault::Stragglers(ppm) => faults.straggler_ppm = ppm,
+            Fault::ProviderOutage { provider, down } => {
+                if down {
+                    faults.providers_down.insert(provider);
+                } else {
+                    faults.providers_down.remove(&provider);
+                }
+            }
+            Fault::ApiFaults {
+                error_5xx,
+                rate_limited,
+                lost_response,
+            } => {
+                self.api.faults.error_5xx_ppm = error_5xx;
+                self.api.faults.rate_limited_ppm = rate_limited;
+                self.api.faults.lost_response_ppm = lost_response;
+            }
+            Fault::Network {
+                loss,
+                duplicate,
+                reorder,
+            } => {
+                faults.loss_ppm = loss;
+                faults.dup_ppm = duplicate;
+                faults.reorder_ppm = reorder;
+            }
+            other => unreachable!("not a world fault: {other:?}"),
+        }
+    }
+
+    /// The operator's console cannot write while the store is down: the
+    /// command takes effect (and its stop bound starts) once it can.
+    fn operator_command(&mut self, f: Fault) {
+        if self.faults.store_outage {
+            self.faults.deferred_controls.push(f);
+            return;
+        }
+        let (ch, record) = match f {
+            Fault::KillSwitch => (
+                None,
+                ControlRecord {
+                    paused: false,
+                    killed: true,
+                },
+            ),
+            Fault::Pause(ch) => (
+                Some(ch),
+                ControlRecord {
+                    paused: true,
+                    killed: false,
+                },
+            ),
+            Fault::Resume(ch) => (Some(ch), ControlRecord::default()),
+            other => unreachable!("not an operator command: {other:?}"),
+        };
+        self.operator_control(ch, record);
+        if record.paused || record.killed {
+            self.stopped_since.entry(ch).or_insert(self.now);
+        } else {
+            self.stopped_since.remove(&ch);
+        }
+    }
+
+    /// What an operator's console does: write the control record and bump
+    /// the control generation, in one transaction.
+    fn operator_control(&mut self, ch: Option<ChannelId>, record: ControlRecord) {
+        let key = match ch {
+            Some(c) => control_key(c),
+            None => CONTROL_ALL_KEY.to_vec(),
+        };
+        let gen = self.store.version() + 1;
+        let txn = Txn {
+            checks: vec![],
+            writes: vec![
+                Write::Put(key, record.encode()),
+                Write::Put(CONTROL_GEN_KEY.to_vec(), gen.to_le_bytes().to_vec()),
+            ],
+        };
+        if let Err(e) = self.store.commit(&txn) {
+            self.fail(Violation::new(
+                Invariant::NoLostVideo,
+                format!("operator control write failed: {e}"),
+                self.rel(),
+            ));
+        }
+    }
+
+    /// Delivers everything that waited for a frozen node, in order.
+    pub(super) fn thaw(&mut self, n: NodeId) {
+        if !self.faults.frozen[n.index()] {
+            return;
+        }
+        self.faults.frozen[n.index()] = false;
+        for ev in std::mem::take(&mut self.faults.frozen_events[n.index()]) {
+            self.push(self.now, ev);
+        }
+    }
+
+    /// Starts timing the recovery of the channels `nodes` host.
+    fn begin_failover(&mut self, what: String, nodes: &[NodeId]) {
+        let mut channels = BTreeSet::new();
+        for n in nodes {
+            channels.extend(self.nodes[n.index()].channels.keys().copied());
+        }
+        if channels.is_empty() {
+            return;
+        }
+        self.stats.failovers.push(Failover {
+            what,
+            at_ms: self.rel(),
+            channels,
+            recovered_ms: None,
+            disturbed: false,
+        });
+        self.pending_failovers.push(self.stats.failovers.len() - 1);
+    }
+}
