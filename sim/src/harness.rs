@@ -15,7 +15,7 @@ use crate::world::World;
 impl World {
     /// Milliseconds since the run's start.
     pub fn rel_ms(&self) -> u64 {
-        self.now - self.sc.start_utc_ms
+        self.now_ms - self.sc.start_utc_ms
     }
 
     /// Runs until `rel_ms` (events at that moment included), the end of the
@@ -27,7 +27,7 @@ impl World {
                 return false;
             }
         }
-        self.now = self.now.max(until);
+        self.now_ms = self.now_ms.max(until);
         self.violation.is_none()
     }
 

@@ -109,7 +109,7 @@ fn tally_videos(w: &World) -> VideoTally {
 
 /// GPU-busy time over GPU time, the whole run.
 fn gpu_utilisation(w: &World) -> f64 {
-    let elapsed = w.now - w.sc.start_utc_ms;
+    let elapsed = w.now_ms - w.sc.start_utc_ms;
     let gpus = w.topo.gpus.len() as f64;
     if gpus > 0.0 && elapsed > 0 {
         w.gpu_busy_ms() as f64 / (gpus * elapsed as f64)
@@ -176,7 +176,7 @@ pub fn summarize(w: &World, seed: u64) -> Summary {
         seed,
         ok: w.violation.is_none(),
         violation: violation_report(w),
-        sim_duration_ms: w.now - w.sc.start_utc_ms,
+        sim_duration_ms: w.now_ms - w.sc.start_utc_ms,
         recovery_bound_ms: w.sc.bounds.recovery_ms,
         stop_bound_ms: w.sc.bounds.stop_ms,
         liveness_bound_ms: w.sc.bounds.liveness_ms,

@@ -42,7 +42,7 @@ pub(super) enum Ev {
         actor: Actor,
         /// The moment it was scheduled for: a tick that waited (its node
         /// was frozen) arrives late, and is still the current one.
-        due: u64,
+        due_ms: u64,
     },
     Deliver {
         node: NodeId,
@@ -80,14 +80,14 @@ pub(super) enum Ev {
 /// A queue entry: the event itself waits in a slab, so that the heap
 /// moves 24 bytes per swap rather than a whole event.
 pub(super) struct Scheduled {
-    pub at: u64,
+    pub at_ms: u64,
     pub seq: u64,
     pub slot: u32,
 }
 
 impl PartialEq for Scheduled {
     fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
+        (self.at_ms, self.seq) == (o.at_ms, o.seq)
     }
 }
 impl Eq for Scheduled {}
@@ -99,7 +99,7 @@ impl PartialOrd for Scheduled {
 impl Ord for Scheduled {
     fn cmp(&self, o: &Self) -> Ordering {
         // BinaryHeap is a max-heap: earliest first.
-        (o.at, o.seq).cmp(&(self.at, self.seq))
+        (o.at_ms, o.seq).cmp(&(self.at_ms, self.seq))
     }
 }
 
@@ -117,7 +117,7 @@ impl World {
             }
         };
         self.queue.push(Scheduled {
-            at: at.max(self.now),
+            at_ms: at.max(self.now_ms),
             seq: self.seq,
             slot,
         });
@@ -126,7 +126,7 @@ impl World {
     /// Queues a delivery to `node` at the present moment (after whatever is
     /// already queued for now).
     pub(super) fn deliver_now(&mut self, node: NodeId, inc: Option<u32>, msg: Msg) {
-        self.push(self.now, Ev::Deliver { node, inc, msg });
+        self.push(self.now_ms, Ev::Deliver { node, inc, msg });
     }
 
     /// The node an event acts on, if it is one a frozen node must wait for.
@@ -152,8 +152,8 @@ impl World {
                 node,
                 inc,
                 actor,
-                due,
-            } => self.tick_due(node, inc, actor, due),
+                due_ms,
+            } => self.tick_due(node, inc, actor, due_ms),
             Ev::Deliver { node, inc, msg } => self.delivery_due(node, inc, msg),
             Ev::StoreArrive(call) => self.store_arrive(*call),
             Ev::LocalJobEnd {
@@ -177,7 +177,7 @@ impl World {
 
     /// The run's own events: faults, the heal, the probe, the end.
     fn run_event_due(&mut self, ev: Ev) {
-        let rel = self.rel();
+        let rel = self.rel_ms();
         match ev {
             Ev::Fault(f) => {
                 self.trace.event(rel, 0, "fault", fault_code(&f), 0);
@@ -189,8 +189,8 @@ impl World {
             }
             Ev::Probe => {
                 self.probe();
-                if self.now + PROBE_MS < self.end_at {
-                    self.push(self.now + PROBE_MS, Ev::Probe);
+                if self.now_ms + PROBE_MS < self.end_at_ms {
+                    self.push(self.now_ms + PROBE_MS, Ev::Probe);
                 }
             }
             Ev::End => {
@@ -205,7 +205,7 @@ impl World {
         if !self.is_current(node, inc) {
             return;
         }
-        let rel = self.rel();
+        let rel = self.rel_ms();
         self.trace.event(rel, node.0, "tick", actor_code(actor), 0);
         self.on_tick(node, actor, due);
     }
@@ -215,7 +215,7 @@ impl World {
         if !n.alive || inc.is_some_and(|i| i != n.inc) {
             return;
         }
-        let rel = self.rel();
+        let rel = self.rel_ms();
         self.trace
             .event(rel, node.0, msg_name(&msg), msg_code(&msg), 0);
         self.deliver(node, msg);

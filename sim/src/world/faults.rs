@@ -54,7 +54,7 @@ impl World {
             Fault::DrainNode(n) => {
                 let inc = self.nodes[n.index()].inc;
                 if self.nodes[n.index()].alive {
-                    let now = self.now;
+                    let now = self.now_ms;
                     self.drains_pending.entry(n).or_insert((inc, now));
                 }
                 let drain = Local::Membership(MembershipInput::Drain);
@@ -65,7 +65,7 @@ impl World {
                 offset_ms,
                 drift_ppm,
             } => {
-                let now = self.now;
+                let now = self.now_ms;
                 let c = &mut self.nodes[node.index()].clock;
                 c.offset_ms = offset_ms;
                 c.drift_ppm = drift_ppm;
@@ -158,9 +158,9 @@ impl World {
         };
         self.operator_control(ch, record);
         if record.paused || record.killed {
-            self.stopped_since.entry(ch).or_insert(self.now);
+            self.stopped_since_ms.entry(ch).or_insert(self.now_ms);
         } else {
-            self.stopped_since.remove(&ch);
+            self.stopped_since_ms.remove(&ch);
         }
     }
 
@@ -183,7 +183,7 @@ impl World {
             self.fail(Violation::new(
                 Invariant::NoLostVideo,
                 format!("operator control write failed: {e}"),
-                self.rel(),
+                self.rel_ms(),
             ));
         }
     }
@@ -195,7 +195,7 @@ impl World {
         }
         self.faults.frozen[n.index()] = false;
         for ev in std::mem::take(&mut self.faults.frozen_events[n.index()]) {
-            self.push(self.now, ev);
+            self.push(self.now_ms, ev);
         }
     }
 
@@ -210,7 +210,7 @@ impl World {
         }
         self.stats.failovers.push(Failover {
             what,
-            at_ms: self.rel(),
+            at_ms: self.rel_ms(),
             channels,
             recovered_ms: None,
             disturbed: false,

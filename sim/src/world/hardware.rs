@@ -21,7 +21,7 @@ pub(super) struct GpuHw {
     pub used_bytes: u64,
     /// Per job: the node's clock when it started, its lease, its spec.
     pub running: BTreeMap<JobId, (u64, u64, Box<JobSpec>)>,
-    pub busy_since: Option<u64>,
+    pub busy_since_ms: Option<u64>,
     pub busy_ms: u64,
 }
 
@@ -32,7 +32,7 @@ impl GpuHw {
             total_bytes,
             used_bytes: 0,
             running: BTreeMap::new(),
-            busy_since: None,
+            busy_since_ms: None,
             busy_ms: 0,
         }
     }
@@ -40,8 +40,8 @@ impl GpuHw {
 
 impl World {
     fn stop_in_force(&self, ch: topology::ChannelId) -> Option<u64> {
-        let all = self.stopped_since.get(&None).copied();
-        let own = self.stopped_since.get(&Some(ch)).copied();
+        let all = self.stopped_since_ms.get(&None).copied();
+        let own = self.stopped_since_ms.get(&Some(ch)).copied();
         match (all, own) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -51,9 +51,9 @@ impl World {
     /// Invariant 8, where a channel decides to start a job: not later than
     /// the stop bound after its channel was paused or killed.
     pub(super) fn job_may_start(&mut self, spec: &JobSpec) -> bool {
-        let rel = self.rel();
+        let rel = self.rel_ms();
         if let Some(since) = self.stop_in_force(spec.id.channel) {
-            if self.now > since + self.sc.bounds.stop_ms {
+            if self.now_ms > since + self.sc.bounds.stop_ms {
                 self.fail(Violation::new(
                     Invariant::KillSwitchWithinBound,
                     format!(
@@ -61,7 +61,7 @@ impl World {
                         self.topo.channel(spec.id.channel).name,
                         spec.id.stage,
                         spec.id.slot,
-                        self.now - since,
+                        self.now_ms - since,
                         self.sc.bounds.stop_ms
                     ),
                     rel,
@@ -98,14 +98,14 @@ impl World {
             spec: Box::new(spec),
             ok,
         };
-        self.push(self.now + dur, end);
+        self.push(self.now_ms + dur, end);
     }
 
     pub(super) fn local_job_end(&mut self, node: NodeId, inc: u32, spec: JobSpec, ok: bool) {
         if !self.is_current(node, inc) || self.cancelled_local.remove(&spec.id) {
             return;
         }
-        let rel = self.rel();
+        let rel = self.rel_ms();
         self.trace
             .event(rel, node.0, "local-job-end", spec.id.slot, u64::from(ok));
         let result = if ok {
@@ -125,7 +125,7 @@ impl World {
     /// A job on a GPU of `node`: it runs a sampled time (a straggler longer,
     /// a fault cuts it short), unless its machine kills it first.
     pub(super) fn run_gpu_job(&mut self, node: NodeId, gpu: GpuId, job: JobSpec, lease_until: u64) {
-        let rel = self.rel();
+        let rel = self.rel_ms();
         let hw = &self.gpu_hw[gpu.index()];
         if hw.used_bytes + job.gpu_memory_bytes > hw.total_bytes {
             let (used, total) = (hw.used_bytes, hw.total_bytes);
@@ -149,11 +149,11 @@ impl World {
             dur = self.rng.below(dur + 1);
         }
         let inc = self.nodes[node.index()].inc;
-        let now = self.now;
+        let now = self.now_ms;
         let hw = &mut self.gpu_hw[gpu.index()];
         hw.used_bytes += job.gpu_memory_bytes;
         if hw.running.is_empty() {
-            hw.busy_since = Some(now);
+            hw.busy_since_ms = Some(now);
         }
         let id = job.id;
         hw.running
@@ -175,7 +175,7 @@ impl World {
         if !ok {
             self.truth.stage_failed(id.channel, id.slot, id.stage);
         }
-        let rel = self.rel();
+        let rel = self.rel_ms();
         self.trace
             .event(rel, node.0, "gpu-job-end", id.slot, u64::from(ok));
         let finished = Local::Gpu(gpu, GpuInput::Finished { id, ok });
@@ -194,7 +194,7 @@ impl World {
 
     /// Bills what a job really cost to the truth ledgers (invariants 4, 9).
     fn bill(&mut self, spec: &JobSpec, cost_micros: u64) {
-        let rel = self.rel();
+        let rel = self.rel_ms();
         let billed = self.truth.bill(
             &self.topo,
             spec.id.channel,
@@ -217,11 +217,11 @@ impl World {
             return false;
         };
         let local_now = self.local_now(node);
-        let now = self.now;
+        let now = self.now_ms;
         let hw = &mut self.gpu_hw[gpu.index()];
         hw.used_bytes -= spec.gpu_memory_bytes;
         if hw.running.is_empty() {
-            if let Some(s) = hw.busy_since.take() {
+            if let Some(s) = hw.busy_since_ms.take() {
                 hw.busy_ms += now - s;
             }
         }

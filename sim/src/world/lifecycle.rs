@@ -43,7 +43,7 @@ impl World {
                 }
             }
         }
-        let rel = self.rel();
+        let rel = self.rel_ms();
         let mut still = Vec::new();
         for i in std::mem::take(&mut self.pending_failovers) {
             let f = &mut self.stats.failovers[i];
@@ -99,7 +99,7 @@ impl World {
         }
         // Paused channels resume so that their videos can finish; killed
         // channels stay killed (their videos end as failed: killed).
-        let paused: Vec<ChannelId> = self.stopped_since.keys().filter_map(|c| *c).collect();
+        let paused: Vec<ChannelId> = self.stopped_since_ms.keys().filter_map(|c| *c).collect();
         for ch in paused {
             self.apply_fault(Fault::Resume(ch));
         }
@@ -147,7 +147,7 @@ impl World {
                     self.topo.node(*n).name,
                     at - self.sc.start_utc_ms
                 ),
-                self.rel(),
+                self.rel_ms(),
             )),
             None => Ok(()),
         }
@@ -170,7 +170,7 @@ impl World {
                     self.topo.channel(*ch).name,
                     self.sc.bounds.liveness_ms
                 ),
-                self.rel(),
+                self.rel_ms(),
             ));
         }
         Ok(())
@@ -179,7 +179,7 @@ impl World {
     /// Everything on the API is recorded as published, and everything
     /// recorded as published is on the API.
     fn check_api_matches_store(&self) -> Result<(), Violation> {
-        let rel = self.rel();
+        let rel = self.rel_ms();
         for (key, up) in &self.api.uploads {
             let rec = self
                 .store
@@ -241,7 +241,7 @@ impl World {
                         videos,
                         truth
                     ),
-                    self.rel(),
+                    self.rel_ms(),
                 ));
             }
         }
@@ -269,7 +269,7 @@ impl World {
                         "project {}: ledger {ledger} units, videos {videos}, API charged {charged}",
                         spec.name
                     ),
-                    self.rel(),
+                    self.rel_ms(),
                 ));
             }
         }

@@ -85,7 +85,7 @@ struct Faults {
 pub struct World {
     pub sc: Scenario,
     pub topo: Arc<Topology>,
-    pub now: u64,
+    pub now_ms: u64,
     seq: u64,
     queue: BinaryHeap<Scheduled>,
     slab: Vec<Option<Ev>>,
@@ -105,10 +105,10 @@ pub struct World {
     pub violation: Option<Violation>,
     machine_gen: u64,
     /// Channels with a kill or pause in force, and since when (true ms).
-    stopped_since: BTreeMap<Option<ChannelId>, u64>,
-    pub heal_at: u64,
-    pub end_at: u64,
-    /// Active video records at the heal: each must end before `end_at`.
+    stopped_since_ms: BTreeMap<Option<ChannelId>, u64>,
+    pub heal_at_ms: u64,
+    pub end_at_ms: u64,
+    /// Active video records at the heal: each must end before `end_at_ms`.
     pub must_finish: Vec<(ChannelId, u64)>,
     pending_failovers: Vec<usize>,
     cancelled_local: BTreeSet<actors::protocol::JobId>,
@@ -136,15 +136,15 @@ impl World {
         let topo = Arc::clone(&sc.topology);
         let mut rng = SeededRng::new(seed);
         let (nodes, gpu_hw, gpu_local) = nodes::build(&sc);
-        let heal_at = sc.start_utc_ms + sc.duration_ms;
-        let end_at = heal_at + sc.bounds.liveness_ms;
+        let heal_at_ms = sc.start_utc_ms + sc.duration_ms;
+        let end_at_ms = heal_at_ms + sc.bounds.liveness_ms;
         let retry_limits = RetryLimits {
             stage_attempts_max: sc.machines.channel.stage_attempts_max,
             publish_attempts_max: sc.machines.channel.publish_attempts_max,
         };
         let mut w = World {
             topo: Arc::clone(&topo),
-            now: sc.start_utc_ms,
+            now_ms: sc.start_utc_ms,
             seq: 0,
             queue: BinaryHeap::new(),
             slab: Vec::new(),
@@ -170,9 +170,9 @@ impl World {
             trace,
             violation: None,
             machine_gen: 0,
-            stopped_since: BTreeMap::new(),
-            heal_at,
-            end_at,
+            stopped_since_ms: BTreeMap::new(),
+            heal_at_ms,
+            end_at_ms,
             must_finish: Vec::new(),
             pending_failovers: Vec::new(),
             cancelled_local: BTreeSet::new(),
@@ -215,13 +215,9 @@ impl World {
                 self.start_node(n);
             }
         }
-        self.push(self.heal_at, Ev::Heal);
-        self.push(self.end_at, Ev::End);
+        self.push(self.heal_at_ms, Ev::Heal);
+        self.push(self.end_at_ms, Ev::End);
         self.push(start + PROBE_MS, Ev::Probe);
-    }
-
-    fn rel(&self) -> u64 {
-        self.now - self.sc.start_utc_ms
     }
 
     fn fail(&mut self, v: Violation) {
@@ -232,7 +228,7 @@ impl World {
 
     /// A panic stopped the run: the seed fails with its message.
     pub fn fail_with_panic(&mut self, message: String) {
-        let rel = self.rel();
+        let rel = self.rel_ms();
         self.trace.flush();
         self.fail(Violation::new(
             Invariant::Assertion,
@@ -253,18 +249,18 @@ impl World {
         let Some(s) = self.queue.pop() else {
             return false;
         };
-        assert!(s.at >= self.now, "time only moves forward");
-        if s.at == self.now {
+        assert!(s.at_ms >= self.now_ms, "time only moves forward");
+        if s.at_ms == self.now_ms {
             self.events_this_ms += 1;
             assert!(
                 self.events_this_ms < EVENTS_PER_MS_MAX,
                 "livelock: {EVENTS_PER_MS_MAX} events at one moment ({} ms into the run) and time does not move",
-                self.rel()
+                self.rel_ms()
             );
         } else {
             self.events_this_ms = 0;
         }
-        self.now = s.at;
+        self.now_ms = s.at_ms;
         let Some(ev) = self.slab[s.slot as usize].take() else {
             return true;
         };
@@ -276,7 +272,7 @@ impl World {
 
     /// When the next event is due (true ms), if any.
     pub(crate) fn next_event_at(&self) -> Option<u64> {
-        self.queue.peek().map(|s| s.at)
+        self.queue.peek().map(|s| s.at_ms)
     }
 
     /// The nodes hosting a machine for `ch`.
@@ -303,7 +299,7 @@ impl World {
 
     /// `node`'s clock now.
     fn local_now(&mut self, node: NodeId) -> u64 {
-        let now = self.now;
+        let now = self.now_ms;
         self.nodes[node.index()].clock.local(now)
     }
 
@@ -320,7 +316,7 @@ impl World {
     pub fn gpu_busy_ms(&self) -> u64 {
         self.gpu_hw
             .iter()
-            .map(|h| h.busy_ms + h.busy_since.map(|s| self.now - s).unwrap_or(0))
+            .map(|h| h.busy_ms + h.busy_since_ms.map(|s| self.now_ms - s).unwrap_or(0))
             .sum()
     }
 }

@@ -38,13 +38,13 @@ impl World {
                 inc: None,
                 msg: Msg::Net(msg.clone()),
             };
-            self.push(self.now + extra, copy);
+            self.push(self.now_ms + extra, copy);
         }
         let deliver = Ev::Deliver {
             node: to,
             inc: None,
             msg: Msg::Net(msg),
         };
-        self.push(self.now + delay, deliver);
+        self.push(self.now_ms + delay, deliver);
     }
 }

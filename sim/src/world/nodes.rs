@@ -125,7 +125,7 @@ impl World {
     pub(super) fn crash_node(&mut self, node: NodeId) {
         self.faults.frozen[node.index()] = false;
         self.faults.frozen_events[node.index()].clear();
-        let now = self.now;
+        let now = self.now_ms;
         let n = &mut self.nodes[node.index()];
         if !n.alive {
             return;
@@ -140,7 +140,7 @@ impl World {
             for id in ids {
                 self.gpu_hw_stop(g, id);
             }
-            if let Some(s) = self.gpu_hw[g.index()].busy_since.take() {
+            if let Some(s) = self.gpu_hw[g.index()].busy_since_ms.take() {
                 self.gpu_hw[g.index()].busy_ms += now - s;
             }
         }
@@ -180,7 +180,7 @@ impl World {
     /// earlier one is pending.
     fn schedule_tick(&mut self, node: NodeId, actor: Actor, deadline: Option<u64>) {
         let Some(d) = deadline else { return };
-        let now = self.now;
+        let now = self.now_ms;
         let n = &mut self.nodes[node.index()];
         let at = n.clock.true_at(d, now);
         let inc = n.inc;
@@ -202,7 +202,7 @@ impl World {
                 node,
                 inc,
                 actor,
-                due,
+                due_ms: due,
             },
         );
     }

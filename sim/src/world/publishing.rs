@@ -47,7 +47,7 @@ impl World {
         key: String,
         timeout_ms: u64,
     ) {
-        let at = self.now + self.sc.world.api_latency_ms;
+        let at = self.now_ms + self.sc.world.api_latency_ms;
         let sent_ms = self.local_now(node);
         let up = Upload {
             node,
@@ -62,7 +62,7 @@ impl World {
     }
 
     pub(super) fn send_lookup(&mut self, node: NodeId, ch: ChannelId, slot: u64, key: String) {
-        let at = self.now + self.sc.world.api_latency_ms;
+        let at = self.now_ms + self.sc.world.api_latency_ms;
         self.push(
             at,
             Ev::LookupArrive {
@@ -76,7 +76,7 @@ impl World {
 
     /// Answers `node`'s channel `ch` after the API's latency.
     fn answer(&mut self, node: NodeId, ch: ChannelId, input: ChannelInput) {
-        let at = self.now + self.sc.world.api_latency_ms;
+        let at = self.now_ms + self.sc.world.api_latency_ms;
         let msg = Msg::Local(Local::Channel(ch, input));
         self.push(
             at,
@@ -89,7 +89,7 @@ impl World {
     }
 
     pub(super) fn upload_arrive(&mut self, up: Upload) {
-        let rel = self.rel();
+        let rel = self.rel_ms();
         self.trace
             .event(rel, up.node.0, "upload-arrive", u64::from(up.ch.0), up.slot);
         self.api.upload_calls += 1;
@@ -107,7 +107,7 @@ impl World {
         } else {
             None
         };
-        let day = spec.quota_day(self.now);
+        let day = spec.quota_day(self.now_ms);
         let charged = spec.publish_units();
         let refused = refused.or_else(|| {
             (!self.api.try_take(project, &spec, day, &charged))
@@ -124,7 +124,7 @@ impl World {
             return;
         }
         let lost = self.rng.chance(self.api.faults.lost_response_ppm);
-        let done_at = self.now + self.sc.world.upload_ms;
+        let done_at = self.now_ms + self.sc.world.upload_ms;
         let done = UploadDone {
             node: up.node,
             up,
@@ -136,7 +136,7 @@ impl World {
     }
 
     pub(super) fn upload_done(&mut self, d: UploadDone) {
-        let rel = self.rel();
+        let rel = self.rel_ms();
         let up = &d.up;
         self.trace
             .event(rel, d.node.0, "upload-done", u64::from(up.ch.0), up.slot);
@@ -151,7 +151,7 @@ impl World {
         let duplicates_before = self.api.duplicates.len();
         let remote_id = self
             .api
-            .complete(up.key.clone(), up.ch, up.slot, project, self.now);
+            .complete(up.key.clone(), up.ch, up.slot, project, self.now_ms);
         if self.api.duplicates.len() > duplicates_before {
             let detail = format!("video {} uploaded twice", up.key);
             self.fail(Violation::new(Invariant::NoDoublePublish, detail, rel));
@@ -159,7 +159,7 @@ impl World {
         }
         self.stats.published += 1;
         if let Some(planned) = self.watch.planned_at.get(&(up.ch, up.slot)) {
-            self.stats.publish_latency_ms.push(self.now - planned);
+            self.stats.publish_latency_ms.push(self.now_ms - planned);
         }
         if !self.quota_within_ledger(project, "upload") {
             return;
@@ -183,7 +183,7 @@ impl World {
                 "project {} charged {charged} units by the API but only {reserved} reserved in the ledger ({what})",
                 self.topo.project(project).name
             );
-            let rel = self.rel();
+            let rel = self.rel_ms();
             self.fail(Violation::new(Invariant::QuotaNeverExceeded, detail, rel));
             return false;
         }
@@ -191,7 +191,7 @@ impl World {
     }
 
     pub(super) fn lookup_arrive(&mut self, node: NodeId, ch: ChannelId, slot: u64, key: String) {
-        let rel = self.rel();
+        let rel = self.rel_ms();
         self.trace
             .event(rel, node.0, "lookup-arrive", u64::from(ch.0), slot);
         self.api.lookup_calls += 1;
@@ -202,7 +202,7 @@ impl World {
         } else {
             let mut units = vec![0; spec.buckets.len()];
             units[spec.lookup_cost.bucket] += spec.lookup_cost.units;
-            let day = spec.quota_day(self.now);
+            let day = spec.quota_day(self.now_ms);
             if !self.api.try_take(project, &spec, day, &units) {
                 LookupOutcome::Failed
             } else {

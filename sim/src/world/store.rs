@@ -66,11 +66,11 @@ impl World {
             op,
             fence,
         };
-        self.push(self.now + lat, Ev::StoreArrive(Box::new(call)));
+        self.push(self.now_ms + lat, Ev::StoreArrive(Box::new(call)));
     }
 
     pub(super) fn store_arrive(&mut self, call: StoreCall) {
-        let rel = self.rel();
+        let rel = self.rel_ms();
         self.trace.event(
             rel,
             call.node.0,
@@ -81,7 +81,7 @@ impl World {
         if !self.store_reachable(call.node) {
             // The client hears nothing and gives up after its timeout.
             let reply = StoreReply::Failed(StoreError::Unavailable("store unreachable".into()));
-            self.push_reply(&call, reply, self.now + 1_000);
+            self.push_reply(&call, reply, self.now_ms + 1_000);
             return;
         }
         let reply = match &call.op {
@@ -91,7 +91,7 @@ impl World {
             },
             other => self.store.apply(other),
         };
-        let at = self.now + self.store_latency(call.node);
+        let at = self.now_ms + self.store_latency(call.node);
         self.push_reply(&call, reply, at);
     }
 
@@ -117,14 +117,14 @@ impl World {
     /// Applies `txn` if its checks hold, after the invariant checks saw it;
     /// `None` if they found a violation.
     fn apply_commit(&mut self, call: &StoreCall, txn: &Txn) -> Option<StoreReply> {
-        let rel = self.rel();
+        let rel = self.rel_ms();
         if self.store.evaluate(&txn.checks).is_ok() {
             let seen = Seen {
                 topo: &self.topo,
                 truth: &self.truth,
                 store: &self.store,
                 fence: call.fence.map(|(ch, epoch)| (ch, call.node, epoch)),
-                now_ms: self.now,
+                now_ms: self.now_ms,
                 rel_ms: rel,
             };
             if let Err(v) = self.watch.before_apply(&seen, txn) {
