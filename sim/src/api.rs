@@ -90,6 +90,25 @@ impl PublishApi {
         }
     }
 
+    /// Another client of the project (a manual upload, another tool) uses
+    /// `units` of each bucket today: room reelfleet's ledger does not know
+    /// is gone. Not part of `charged_total`, which only counts reelfleet.
+    pub fn used_elsewhere(
+        &mut self,
+        project: ProjectId,
+        spec: &PublishingProject,
+        day: u64,
+        units: u64,
+    ) {
+        let used = self
+            .charged
+            .entry((project, day))
+            .or_insert_with(|| vec![0; spec.buckets.len()]);
+        for (u, b) in used.iter_mut().zip(&spec.buckets) {
+            *u = (*u + units).min(b.units_per_day);
+        }
+    }
+
     /// Records a completed upload; a second upload of the same key is the
     /// double publish invariant 1 forbids.
     pub fn complete(

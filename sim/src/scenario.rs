@@ -68,6 +68,12 @@ pub enum Fault {
         offset_ms: i64,
         drift_ppm: i32,
     },
+    /// Another client of every publishing project uses this many units of
+    /// each of its buckets today (a manual upload, another tool): the API
+    /// refuses what reelfleet's ledger thought it had room for.
+    QuotaUsedElsewhere {
+        units: u32,
+    },
     /// Per-million loss, duplication and reordering of node messages.
     Network {
         loss: u32,

@@ -189,6 +189,7 @@
 //! | `resume`           | `channel`                                         |
 //! | `clock-skew`       | `node`, `offset_ms` (integer, may be negative, within ±604800000), `drift_ppm` (optional, default 0, within ±10000) |
 //! | `network`          | `loss`, `duplicate`, `reorder`: ppm, each optional, default 0 |
+//! | `quota-used-elsewhere` | `units` (1..=1000000000): another client of every project uses them today |
 //!
 //! The kinds and their keys are defined once, in [`FAULT_KINDS`]; a test
 //! checks that this table and the README's list the same, in the same order.
@@ -932,6 +933,17 @@ pub const FAULT_KINDS: &[FaultKind] = &[
             })
         },
     },
+    FaultKind {
+        name: "quota-used-elsewhere",
+        keys: &["units"],
+        about: "another client of every project uses this many units of each bucket today",
+        read: |e, r| {
+            let units = r.o.int_range_req(e, "units", 1, 1_000_000_000)?;
+            Some(Fault::QuotaUsedElsewhere {
+                units: u32::try_from(units).ok()?,
+            })
+        },
+    },
 ];
 
 impl Refs<'_, '_> {
@@ -1396,6 +1408,7 @@ channel = "ch-0007"
             "provider" => "\"llm-main\"",
             "channel" => "\"ch-0000\"",
             "offset_ms" => "-5",
+            "units" => "40",
             "drift_ppm" => "7",
             "ppm" | "error_5xx" | "rate_limited" | "lost_response" | "loss" | "duplicate"
             | "reorder" => "1000",

@@ -52,6 +52,7 @@ impl ChannelMachine {
         let (base, max) = (self.params.retry_base_ms, self.params.retry_max_ms);
         let reset = self.next_quota_reset_ms(now_ms);
         let failures_max = self.params.publish_attempts_max;
+        let late_at = self.slot_publish_at(slot) + self.params.publish_grace_ms;
         self.quota_changes.push(QuotaChange::Refund { slot });
         let Some(v) = self.videos.get_mut(&slot) else {
             return;
@@ -63,8 +64,15 @@ impl ChannelMachine {
                 v.wake_ms = now_ms + retry_after_ms.max(backoff_ms(1, base, max, jitter));
             }
             PublishOutcome::QuotaExceeded => {
+                // Someone else used the project's quota: wait for the
+                // reset, or give up once the slot is too late to matter
+                // (as when the ledger itself is full).
                 probe!(UploadQuotaRefused);
-                v.wake_ms = reset;
+                if now_ms > late_at {
+                    self.fail_video(slot, FailReason::QuotaExhausted);
+                } else {
+                    v.wake_ms = reset.min(late_at + 1);
+                }
             }
             _ => {
                 // A real failure of the publish stage (5xx, a dropped

@@ -183,6 +183,8 @@ pub struct MembershipMachine {
     /// Claims go through `want` in batches once per refresh round.
     claim_cursor: Option<ChannelId>,
     claims_round_done: bool,
+    /// A refresh answered and no other op has had its turn since.
+    just_refreshed: bool,
     deadline: Option<u64>,
     /// Time only moves forward.
     clock: Monotonic,
@@ -231,6 +233,7 @@ impl MembershipMachine {
             claim_cursor: None,
             claims_round_done: false,
             members_stale: false,
+            just_refreshed: false,
             deadline: None,
             clock: Monotonic::default(),
         }
@@ -246,6 +249,23 @@ impl MembershipMachine {
 
     pub fn hosted(&self) -> impl Iterator<Item = (ChannelId, u64)> + '_ {
         self.hosted.iter().map(|(c, h)| (*c, h.epoch))
+    }
+
+    /// What the machine is doing, for people debugging a seed.
+    pub fn describe(&self) -> String {
+        format!(
+            "membership of {} {:?} inc {}: hosted {:?}, want {:?}, lease op {:?}, work op {:?}, stale {}, refresh at {}, expired {:?}",
+            self.node,
+            self.phase,
+            self.incarnation,
+            self.hosted,
+            self.want,
+            self.lease_op,
+            self.work_op,
+            self.members_stale,
+            self.next_refresh_ms,
+            self.expired
+        )
     }
 
     pub fn lease_valid_until_ms(&self) -> u64 {

@@ -158,6 +158,7 @@ impl MembershipMachine {
             }
         }
         self.members_stale = false;
+        self.just_refreshed = true;
         if now_ms.saturating_sub(self.last_refresh_ok_ms) > 2 * self.params.renew_ms {
             // This node could not see the store for a while, so peers could
             // not renew either: every watch starts over.
@@ -318,13 +319,13 @@ impl MembershipMachine {
         if self.remove_expired(out) {
             return;
         }
-        if self.phase == MemberPhase::Draining
-            && !self.members_stale
-            && self.drain_step(now_ms, out)
-        {
+        if self.phase == MemberPhase::Draining && !self.members_stale && self.drain_step(out) {
             return;
         }
-        if now_ms >= self.next_refresh_ms {
+        // Another op gets a turn after each refresh, or a store further
+        // away than the refresh period would leave no room for any.
+        let refreshed_last = std::mem::take(&mut self.just_refreshed);
+        if now_ms >= self.next_refresh_ms && !refreshed_last {
             self.refresh(now_ms, out);
             return;
         }
@@ -373,7 +374,7 @@ impl MembershipMachine {
 
     /// Draining: mark this node draining, release every channel, and once
     /// none is hosted, leave; true if an op went out.
-    fn drain_step(&mut self, now_ms: u64, out: &mut Vec<MembershipEffect>) -> bool {
+    fn drain_step(&mut self, out: &mut Vec<MembershipEffect>) -> bool {
         if !self.members.is_draining(self.node) {
             let mut next = self.members.clone();
             let at = next.draining.partition_point(|n| *n < self.node);
@@ -387,9 +388,13 @@ impl MembershipMachine {
             return true;
         }
         self.releases(out);
-        if !self.hosted.is_empty() || now_ms >= self.next_refresh_ms {
+        if !self.hosted.is_empty() {
             return false;
         }
+        // (The leave is checked against the members version: if it moved,
+        // the leave is refused and the record read again first. It does
+        // not wait for a refresh to be due, which a store further away
+        // than a refresh period would never allow: swarm seed 185.)
         let mut next = self.members.clone();
         next.remove(self.node);
         next.generation += 1;

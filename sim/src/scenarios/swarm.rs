@@ -32,6 +32,9 @@ pub(super) fn swarm(seed: u64, vary_params: bool) -> Scenario {
     let nodes = s.topology.nodes.len() as u64;
     let regions = s.topology.regions.len() as u64;
     assert!(nodes > 0 && regions > 0, "a swarm needs a fleet");
+    // The varied swarm has kinds of its own (the defaults keep the old
+    // seeds' schedules).
+    let kinds = if vary_params { 17 } else { 15 };
     let faults_count = 4 + rng.below(8);
     for _ in 0..faults_count {
         let start = 2.0 + rng.below(45) as f64 + rng.below(60) as f64 / 60.0;
@@ -47,10 +50,24 @@ pub(super) fn swarm(seed: u64, vary_params: bool) -> Scenario {
             other,
             channels: s.topology.channels.len() as u64,
         };
-        let (on, off) = draw_fault(&mut rng, &t);
+        let (on, off, off_after) = match rng.below(kinds) {
+            15 => {
+                // Another tool uses a few units of every project's quota
+                // today: enough to exhaust a tiny quota (whose videos then
+                // fail late as quota-exhausted), not a full day's.
+                let units = 1 + rng.below(10) as u32;
+                (Fault::QuotaUsedElsewhere { units }, None, len)
+            }
+            // A node asked to drain while it is still (re)joining.
+            16 => (Fault::StartNode(node), Some(Fault::DrainNode(node)), 0.001),
+            kind => {
+                let (on, off) = draw_fault(&mut rng, &t, kind);
+                (on, off, len)
+            }
+        };
         s.faults.push(at(start, on));
         if let Some(off) = off {
-            s.faults.push(at(start + len, off));
+            s.faults.push(at(start + off_after, off));
         }
     }
     if rng.below(5) == 0 {
@@ -61,10 +78,10 @@ pub(super) fn swarm(seed: u64, vary_params: bool) -> Scenario {
     s
 }
 
-/// One fault and (for most) the fault that undoes it.
-fn draw_fault(rng: &mut SeededRng, t: &Targets) -> (Fault, Option<Fault>) {
+/// One fault of `kind` and (for most) the fault that undoes it.
+fn draw_fault(rng: &mut SeededRng, t: &Targets, kind: u64) -> (Fault, Option<Fault>) {
     let (node, region, other) = (t.node, t.region, t.other);
-    match rng.below(15) {
+    match kind {
         0 => (Fault::CrashNode(node), Some(Fault::StartNode(node))),
         1 => (Fault::DrainNode(node), Some(Fault::StartNode(node))),
         2 => (

@@ -118,6 +118,13 @@ impl World {
                 self.api.faults.rate_limited_ppm = rate_limited;
                 self.api.faults.lost_response_ppm = lost_response;
             }
+            Fault::QuotaUsedElsewhere { units } => {
+                for (p, spec) in self.topo.projects.iter().enumerate() {
+                    let p = topology::ProjectId(p as u16);
+                    let day = spec.quota_day(self.now_ms);
+                    self.api.used_elsewhere(p, spec, day, u64::from(units));
+                }
+            }
             Fault::Network {
                 loss,
                 duplicate,

@@ -321,7 +321,7 @@ impl World {
             n.view.lease_valid_until_ms
         );
         if let Some((m, _)) = &n.membership {
-            s += &format!("  membership {:?} members {:?}\n", m.phase(), m.members());
+            s += &format!("  {}\n  members {:?}\n", m.describe(), m.members());
         }
         if let Some((d, _)) = &n.dispatcher {
             s += &d.describe(local);
