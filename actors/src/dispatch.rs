@@ -101,6 +101,8 @@ pub struct DispatchMachine {
     /// Jobs dispatched lately: a duplicated submit must not run twice.
     recent: BTreeSet<crate::protocol::JobId>,
     recent_order: VecDeque<crate::protocol::JobId>,
+    /// Time only moves forward.
+    clock: crate::machine::Monotonic,
 }
 
 /// How many recent job ids a dispatcher remembers to drop duplicates.
@@ -108,6 +110,8 @@ pub const RECENT_JOBS_MAX: usize = 8192;
 
 impl DispatchMachine {
     pub fn new(topo: Arc<Topology>, region: RegionId, params: DispatchParams) -> DispatchMachine {
+        assert!(region.index() < topo.regions.len(), "{region} is not in the topology");
+        assert!(params.summary_interval_ms > 0);
         DispatchMachine {
             topo,
             region,
@@ -119,6 +123,7 @@ impl DispatchMachine {
             spilled: 0,
             recent: BTreeSet::new(),
             recent_order: VecDeque::new(),
+            clock: crate::machine::Monotonic::default(),
         }
     }
 
@@ -159,6 +164,7 @@ impl DispatchMachine {
     }
 
     pub fn handle(&mut self, now_ms: u64, input: DispatchInput, out: &mut Vec<DispatchEffect>) {
+        self.clock.advance(now_ms, "dispatch machine");
         match input {
             DispatchInput::Submit(job) => self.dispatch(now_ms, job, out),
             DispatchInput::Load(report) => {
@@ -238,6 +244,7 @@ impl DispatchMachine {
     }
 
     fn dispatch(&mut self, now_ms: u64, mut job: JobSpec, out: &mut Vec<DispatchEffect>) {
+        let effects_before = out.len();
         if !self.recent.insert(job.id) {
             probe!(DispatchDuplicate);
             return; // a duplicate delivery
@@ -248,38 +255,21 @@ impl DispatchMachine {
                 self.recent.remove(&old);
             }
         }
-        let n = self.gpus.len();
-        let take = n.min(self.params.candidates_max.max(1));
-        let start = if n > take {
-            (topology::placement::mix64(job.id.slot ^ (u64::from(job.id.channel.0) << 32))
-                % n as u64) as usize
-        } else {
-            0
-        };
-        let stride = if n > take { (n / take).max(1) } else { 1 };
+        // The sampled candidates first; if none of them can take the job,
+        // every GPU (a sample of stale or small GPUs must not turn away a
+        // job another GPU could run).
         let best = self
-            .gpus
-            .iter()
-            .cycle()
-            .skip(start)
-            .step_by(stride)
-            .take(take)
-            .filter(|(_, v)| self.fresh(v, now_ms) && v.report.total_bytes >= job.gpu_memory_bytes)
-            .map(|(g, v)| {
-                (
-                    self.score(v, &job),
-                    Self::wait_of(v, job.gpu_memory_bytes),
-                    *g,
-                )
-            })
-            .min();
+            .best_gpu(now_ms, &job, true)
+            .or_else(|| self.best_gpu(now_ms, &job, false));
         let local_wait = best.map(|(_, w, _)| w).unwrap_or(u64::MAX);
         if local_wait > self.params.spill_wait_ms && job.hops == 0 {
             if let Some(region) = self.spill_target(now_ms, local_wait) {
                 probe!(DispatchSpilled);
+                assert_ne!(region, self.region, "a job is never spilled to its own region");
                 job.hops += 1;
                 self.spilled += 1;
                 out.push(DispatchEffect::ToRegion { region, job });
+                Self::assert_one_placement(out, effects_before);
                 return;
             }
         }
@@ -300,6 +290,48 @@ impl DispatchMachine {
                 })
             }
         }
+        Self::assert_one_placement(out, effects_before);
+    }
+
+    /// The best (score, wait, GPU) for `job` among the sampled candidates
+    /// (the power of many choices: a stride from the job's id and attempt)
+    /// or among all GPUs.
+    fn best_gpu(&self, now_ms: u64, job: &JobSpec, sampled: bool) -> Option<(u64, u64, GpuId)> {
+        let n = self.gpus.len();
+        let take = if sampled {
+            n.min(self.params.candidates_max.max(1))
+        } else {
+            n
+        };
+        let id = job.id.slot ^ (u64::from(job.id.channel.0) << 32) ^ (u64::from(job.id.attempt) << 48);
+        let start = if n > take {
+            (topology::placement::mix64(id) % n as u64) as usize
+        } else {
+            0
+        };
+        let stride = if n > take { (n / take).max(1) } else { 1 };
+        let best = self
+            .gpus
+            .iter()
+            .cycle()
+            .skip(start)
+            .step_by(stride)
+            .take(take)
+            .filter(|(_, v)| self.fresh(v, now_ms) && v.report.total_bytes >= job.gpu_memory_bytes)
+            .map(|(g, v)| (self.score(v, job), Self::wait_of(v, job.gpu_memory_bytes), *g))
+            .min();
+        assert!(best.is_none_or(|(_, _, g)| self.gpus.contains_key(&g)));
+        best
+    }
+
+    /// Every dispatch ends in exactly one placement: a GPU, a region, or a
+    /// refusal (a duplicate in none).
+    fn assert_one_placement(out: &[DispatchEffect], before: usize) {
+        let placed = out[before..]
+            .iter()
+            .filter(|e| !matches!(e, DispatchEffect::Summary { .. }))
+            .count();
+        assert!(placed <= 1, "a job placed {placed} times");
     }
 
     /// The nearest region whose wait plus the extra latency beats ours.

@@ -101,6 +101,8 @@ pub struct GpuMachine {
     report_due: bool,
     last_report_ms: Option<u64>,
     deadline: Option<u64>,
+    /// Time only moves forward.
+    clock: crate::machine::Monotonic,
 }
 
 impl GpuMachine {
@@ -110,6 +112,8 @@ impl GpuMachine {
         cost_per_hour_micros: Micros,
         params: GpuParams,
     ) -> GpuMachine {
+        assert!(memory_bytes > 0, "{id} has no memory");
+        assert!(params.queue_jobs_max > 0 && params.report_interval_ms > 0);
         GpuMachine {
             id,
             memory_bytes,
@@ -125,6 +129,7 @@ impl GpuMachine {
             report_due: true,
             last_report_ms: None,
             deadline: None,
+            clock: crate::machine::Monotonic::default(),
         }
     }
 
@@ -158,6 +163,7 @@ impl GpuMachine {
     }
 
     pub fn handle(&mut self, now_ms: u64, input: GpuInput, out: &mut Vec<GpuEffect>) {
+        self.clock.advance(now_ms, "GPU machine");
         match input {
             GpuInput::Submit(job) => self.submit(now_ms, job, out),
             GpuInput::Cancel(id) => {
@@ -218,11 +224,28 @@ impl GpuMachine {
         self.admit(now_ms, out);
         self.report(now_ms, out);
         self.deadline = self.compute_deadline();
+        self.assert_memory_accounting();
+    }
+
+    /// The free memory is the memory less what the running jobs hold.
+    fn assert_memory_accounting(&self) {
+        if self.params.sabotage.no_vram_admission {
+            return;
+        }
+        let held: u64 = self.running.values().map(|r| r.spec.gpu_memory_bytes).sum();
+        assert_eq!(
+            self.free_bytes + held,
+            self.memory_bytes,
+            "{}: free memory and the running jobs disagree",
+            self.id
+        );
+        assert!(self.queue.len() <= self.params.queue_jobs_max, "{}: queue over its limit", self.id);
     }
 
     /// What the job cost: the tier's fixed price plus GPU time, counted at
     /// most to the lease (a job is never billed past its lease).
     fn cost_of(&self, r: &Running, now_ms: u64) -> u64 {
+        assert!(r.lease_until_ms >= r.started_ms, "a lease ends after its start");
         let held_ms = now_ms
             .saturating_sub(r.started_ms)
             .min(r.lease_until_ms - r.started_ms);
@@ -297,6 +320,12 @@ impl GpuMachine {
                 self.free_bytes = 0;
             }
             let lease_until_ms = now_ms + job.duration.max_ms();
+            assert!(
+                !self.running.contains_key(&job.id),
+                "{}: {:?} admitted twice",
+                self.id,
+                job.id
+            );
             out.push(GpuEffect::Notify {
                 to: job.owner,
                 notice: GpuNotice::Started {
@@ -321,6 +350,7 @@ impl GpuMachine {
     }
 
     fn expire_leases(&mut self, now_ms: u64, out: &mut Vec<GpuEffect>) {
+        let before = self.running.len();
         let expired: Vec<JobId> = self
             .running
             .iter()
@@ -347,6 +377,8 @@ impl GpuMachine {
                 self.report_due = true;
             }
         }
+        assert!(self.running.len() <= before);
+        assert!(self.running.values().all(|r| r.lease_until_ms > now_ms));
     }
 
     fn est_wait_ms(&self, now_ms: u64) -> u64 {
