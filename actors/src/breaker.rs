@@ -44,7 +44,10 @@ pub struct Breaker {
 
 impl Breaker {
     pub fn new(params: BreakerParams) -> Breaker {
-        assert!(params.failures_to_open > 0, "a breaker opens after at least one failure");
+        assert!(
+            params.failures_to_open > 0,
+            "a breaker opens after at least one failure"
+        );
         assert!(params.open_ms > 0 && params.open_ms <= params.open_ms_max);
         Breaker {
             state: BreakerState::Closed {
@@ -111,7 +114,10 @@ impl Breaker {
                 }
             }
             BreakerState::HalfOpen { period_ms, .. } | BreakerState::Open { period_ms, .. } => {
-                assert!(period_ms <= self.params.open_ms_max, "an open period past its cap");
+                assert!(
+                    period_ms <= self.params.open_ms_max,
+                    "an open period past its cap"
+                );
                 let next = (period_ms * 2).min(self.params.open_ms_max);
                 BreakerState::Open {
                     until_ms: now_ms + next,

@@ -110,7 +110,10 @@ pub const RECENT_JOBS_MAX: usize = 8192;
 
 impl DispatchMachine {
     pub fn new(topo: Arc<Topology>, region: RegionId, params: DispatchParams) -> DispatchMachine {
-        assert!(region.index() < topo.regions.len(), "{region} is not in the topology");
+        assert!(
+            region.index() < topo.regions.len(),
+            "{region} is not in the topology"
+        );
         assert!(params.summary_interval_ms > 0);
         DispatchMachine {
             topo,
@@ -265,7 +268,10 @@ impl DispatchMachine {
         if local_wait > self.params.spill_wait_ms && job.hops == 0 {
             if let Some(region) = self.spill_target(now_ms, local_wait) {
                 probe!(DispatchSpilled);
-                assert_ne!(region, self.region, "a job is never spilled to its own region");
+                assert_ne!(
+                    region, self.region,
+                    "a job is never spilled to its own region"
+                );
                 job.hops += 1;
                 self.spilled += 1;
                 out.push(DispatchEffect::ToRegion { region, job });
@@ -303,7 +309,8 @@ impl DispatchMachine {
         } else {
             n
         };
-        let id = job.id.slot ^ (u64::from(job.id.channel.0) << 32) ^ (u64::from(job.id.attempt) << 48);
+        let id =
+            job.id.slot ^ (u64::from(job.id.channel.0) << 32) ^ (u64::from(job.id.attempt) << 48);
         let start = if n > take {
             (topology::placement::mix64(id) % n as u64) as usize
         } else {
@@ -318,7 +325,13 @@ impl DispatchMachine {
             .step_by(stride)
             .take(take)
             .filter(|(_, v)| self.fresh(v, now_ms) && v.report.total_bytes >= job.gpu_memory_bytes)
-            .map(|(g, v)| (self.score(v, job), Self::wait_of(v, job.gpu_memory_bytes), *g))
+            .map(|(g, v)| {
+                (
+                    self.score(v, job),
+                    Self::wait_of(v, job.gpu_memory_bytes),
+                    *g,
+                )
+            })
             .min();
         assert!(best.is_none_or(|(_, _, g)| self.gpus.contains_key(&g)));
         best

@@ -239,13 +239,20 @@ impl GpuMachine {
             "{}: free memory and the running jobs disagree",
             self.id
         );
-        assert!(self.queue.len() <= self.params.queue_jobs_max, "{}: queue over its limit", self.id);
+        assert!(
+            self.queue.len() <= self.params.queue_jobs_max,
+            "{}: queue over its limit",
+            self.id
+        );
     }
 
     /// What the job cost: the tier's fixed price plus GPU time, counted at
     /// most to the lease (a job is never billed past its lease).
     fn cost_of(&self, r: &Running, now_ms: u64) -> u64 {
-        assert!(r.lease_until_ms >= r.started_ms, "a lease ends after its start");
+        assert!(
+            r.lease_until_ms >= r.started_ms,
+            "a lease ends after its start"
+        );
         let held_ms = now_ms
             .saturating_sub(r.started_ms)
             .min(r.lease_until_ms - r.started_ms);

@@ -170,3 +170,32 @@ fn a_panicking_seed_is_counted_as_a_failure() {
     assert_eq!(v.name, "assertion");
     assert!(v.detail.contains("renew_ms"), "{}", v.detail);
 }
+
+/// Every rare branch the machines mark (`probe!`) is taken by a swarm of
+/// 400 seeds together with one seed of every built-in scenario: a branch
+/// the simulator never takes is a branch it does not prove.
+#[test]
+fn no_probe_is_left_unhit() {
+    use actors::probe::Probe;
+    let swarm = run_swarm(1..401, jobs(), |seed| {
+        builtin("swarm", seed).expect("built-in")
+    });
+    let mut hit = vec![false; Probe::ALL.len()];
+    for (i, n) in swarm.probe_seeds.iter().enumerate() {
+        hit[i] |= *n > 0;
+    }
+    for name in fast_scenarios() {
+        let s = sim::run(builtin(name, 1).expect("built-in"), 1, None);
+        for (i, n) in s.probes.iter().enumerate() {
+            hit[i] |= *n > 0;
+        }
+    }
+    let never: Vec<&str> = Probe::ALL
+        .iter()
+        .zip(&hit)
+        .filter(|(_, h)| !**h)
+        .map(|(p, _)| p.name())
+        .collect();
+    eprintln!("{}", swarm.probe_report());
+    assert!(never.is_empty(), "probes never hit: {never:?}");
+}

@@ -126,6 +126,11 @@ pub const BUILTINS: &[Builtin] = &[
         build: scale_out,
     },
     Builtin {
+        name: "flicker",
+        description: "for 20 min a region drops off every 9 s, the store every 13 s, commits are unknown, a node restarts every 30 s",
+        build: flicker,
+    },
+    Builtin {
         name: "swarm",
         description: "a random mix of every fault on a fleet and parameters drawn from the seed",
         build: swarm,
@@ -452,6 +457,35 @@ fn scale_out(_seed: u64) -> Scenario {
         at(15.0, Fault::StartNode(NodeId(5))),
         at(15.0, Fault::StartNode(NodeId(8))),
     ];
+    s
+}
+
+fn flicker(_seed: u64) -> Scenario {
+    let mut s = base("flicker", fleet());
+    let (eu_west, eu_west_1) = (RegionId(1), NodeId(3));
+    s.faults.push(at(8.0, Fault::CommitUnknown(200_000)));
+    for i in 0..133 {
+        // eu-west is cut off for 5 s (longer than a lease) every 9 s.
+        let t = 8.0 + f64::from(i) * 9.0 / 60.0;
+        s.faults.push(at(t, Fault::PartitionRegion(eu_west)));
+        s.faults
+            .push(at(t + 5.0 / 60.0, Fault::HealRegion(eu_west)));
+    }
+    for i in 0..92 {
+        // The store drops out for a second every 13 s.
+        let t = 8.1 + f64::from(i) * 13.0 / 60.0;
+        s.faults.push(at(t, Fault::StoreOutage(true)));
+        s.faults.push(at(t + 1.0 / 60.0, Fault::StoreOutage(false)));
+    }
+    for i in 0..40 {
+        // eu-west-1 restarts every 30 s: its claims meet the cuts.
+        let t = 8.2 + f64::from(i) * 0.5;
+        s.faults.push(at(t, Fault::CrashNode(eu_west_1)));
+        s.faults
+            .push(at(t + 2.0 / 60.0, Fault::StartNode(eu_west_1)));
+    }
+    s.faults.push(at(28.0, Fault::CommitUnknown(0)));
+    s.faults.sort_by_key(|f| f.at_ms);
     s
 }
 
