@@ -87,6 +87,17 @@ impl World {
         None
     }
 
+    /// Store operations `node`'s membership machine has in flight (`None`
+    /// if the node is down).
+    pub fn membership_ops_in_flight(&self, node: NodeId) -> Option<usize> {
+        self.membership(node).map(|m| m.ops_in_flight())
+    }
+
+    /// Until when `node`'s lease is valid, as its node layer last heard.
+    pub fn lease_valid_until_ms(&self, node: NodeId) -> u64 {
+        self.node_view(node).lease_valid_until_ms
+    }
+
     /// The stored record of a video, active or done.
     pub fn video_record(&self, ch: ChannelId, slot: u64) -> Option<VideoRecord> {
         let v = self

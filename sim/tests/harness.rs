@@ -36,3 +36,77 @@ fn a_reservation_answered_after_a_freeze_does_not_publish_again() {
     w.run();
     assert!(w.violation.is_none(), "{:?}", w.violation);
 }
+
+/// Found by swarm seed 360: ticks that came due while a node was frozen
+/// were delivered at the thaw, and taken as superseded because they were
+/// late; a machine waiting only for its tick (here membership, between
+/// renewals) slept until something else woke it, and in that seed nothing
+/// did: the thawed node stayed a zombie. A late tick is still the current
+/// one, so the thawed membership renews at once.
+#[test]
+fn a_tick_that_waited_for_a_frozen_node_still_fires() {
+    let mut w = World::new(builtin("steady", 1).expect("steady"), 1, Trace::new(None));
+    let node = topology::NodeId(2);
+    assert!(w.run_until(60_000));
+    // Frozen while its membership waits for nothing but its tick, for less
+    // than a lease, past its next renewal.
+    while w.membership_ops_in_flight(node) != Some(0) {
+        assert!(w.step());
+    }
+    w.inject(Fault::FreezeNode(node));
+    let frozen_at = w.rel_ms();
+    assert!(w.run_until(frozen_at + 1_500));
+    assert_eq!(
+        w.membership_ops_in_flight(node),
+        Some(0),
+        "frozen: nothing moved"
+    );
+    w.inject(Fault::ThawNode(node));
+    let thawed_at = w.rel_ms();
+    assert!(w.run_until(thawed_at + 1), "{:?}", w.violation);
+    assert!(
+        w.membership_ops_in_flight(node) > Some(0),
+        "the late tick ran the membership machine at the thaw: it renews"
+    );
+}
+
+/// Found by swarm seed 303 (a 1 s lease): a video that waited for the
+/// lease asked for it, got an answer, and looked again only 250 ms later,
+/// by when a 1 s lease renewed every 250 ms was too short again; it asked,
+/// waited, and never published. The answer now wakes it at once.
+#[test]
+fn a_one_second_lease_publishes_everything() {
+    let mut s = builtin("steady", 1).expect("steady");
+    s.machines.membership.lease_ms = 1_000;
+    s.machines.membership.renew_ms = 250;
+    s.machines.membership.drift_margin_ms = 100;
+    let summary = sim::run(s, 1, None);
+    assert!(summary.ok, "{:?}", summary.violation);
+    assert_eq!(summary.videos_published, summary.videos_planned);
+}
+
+/// Found by swarm seed 185: a node draining in a region further from the
+/// store than its refresh period never left, because its leave waited for
+/// a refresh not yet due, and by the time a refresh answered the next was
+/// due. Claims starved the same way.
+#[test]
+fn a_drain_far_from_the_store_finishes() {
+    let shape = sim::scenarios::FleetShape {
+        regions: 4,
+        ..sim::scenarios::FleetShape::default()
+    };
+    let mut s = builtin("steady", 1).expect("steady");
+    s.topology = std::sync::Arc::new(sim::scenarios::build_fleet(&shape));
+    s.machines.membership.lease_ms = 1_000;
+    s.machines.membership.renew_ms = 200;
+    s.machines.membership.drift_margin_ms = 100;
+    // ap-south-0 is 110 ms from the store: a round trip outlasts a refresh.
+    let far = topology::NodeId(6);
+    assert_eq!(s.topology.node(far).name, "ap-south-0");
+    s.faults = vec![sim::scenario::TimedFault {
+        at_ms: 10 * 60_000,
+        fault: Fault::DrainNode(far),
+    }];
+    let summary = sim::run(s, 1, None);
+    assert!(summary.ok, "{:?}", summary.violation);
+}

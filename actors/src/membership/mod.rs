@@ -268,6 +268,11 @@ impl MembershipMachine {
         )
     }
 
+    /// Store operations in flight (its lease slot and its work slot).
+    pub fn ops_in_flight(&self) -> usize {
+        usize::from(self.lease_op.is_some()) + usize::from(self.work_op.is_some())
+    }
+
     pub fn lease_valid_until_ms(&self) -> u64 {
         self.lease_valid_until_ms
     }

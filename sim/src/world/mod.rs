@@ -284,6 +284,17 @@ impl World {
             .collect()
     }
 
+    pub(crate) fn membership(
+        &self,
+        node: NodeId,
+    ) -> Option<&actors::membership::MembershipMachine> {
+        self.nodes[node.index()].membership.as_ref().map(|(m, _)| m)
+    }
+
+    pub(crate) fn node_view(&self, node: NodeId) -> &actors::node::NodeView {
+        &self.nodes[node.index()].view
+    }
+
     pub(crate) fn channel_machine(&self, node: NodeId, ch: ChannelId) -> Option<&ChannelMachine> {
         self.nodes
             .get(node.index())?
