@@ -1,10 +1,13 @@
 //! reelfleet's functional core: the decisions of every actor as pure state
-//! machines, and the store interface with its in-memory reference model.
+//! machines, the node layer that decides where their effects go, and the
+//! store interface with its in-memory reference model.
 //!
-//! Each machine is driven the same way: `handle(now_ms, input, &mut effects)`
-//! and `next_deadline()`. A machine never reads a clock, draws entropy or
-//! does I/O: time arrives as `now_ms`, randomness from a [`rng::SeededRng`]
-//! handed in at construction, and the world through inputs.
+//! Each machine is driven the same way ([`machine::Machine`]):
+//! `handle(now_ms, input, &mut effects)` and `next_deadline()`. A machine
+//! never reads a clock, draws entropy or does I/O: time arrives as
+//! `now_ms`, randomness from a [`rng::SeededRng`] handed in at
+//! construction, and the world through inputs. Its effects go through
+//! [`node::route`], which the simulator and the live node both call.
 //!
 //! Architecture invariant: no `std::time`, no `HashMap` iteration, no thread
 //! RNG anywhere in this crate; `BTreeMap`/`Vec` keep every iteration order a

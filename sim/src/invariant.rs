@@ -1,6 +1,6 @@
 //! The invariants every run is held to, by name. This list is the
 //! repository's statement of what reelfleet promises; ARCHITECTURE.md
-//! repeats it, and `checks.rs` and `lifecycle.rs` enforce it (each check
+//! repeats it, and `checks.rs` and `world/lifecycle.rs` enforce it (each check
 //! names the invariant it enforces). The numbers are stable: reports, JSON
 //! summaries and regression notes use them.
 
