@@ -121,6 +121,10 @@ probes! {
         "a drain mark or leave was refused: the members record is read again first",
     ClaimFromGoneOwner => "membership.claim-from-gone-owner":
         "a channel was claimed from an owner whose process is gone",
+    ClaimAppliedAfterAll => "membership.claim-applied-after-all":
+        "a claim whose commit result was unknown had applied: the channels start here",
+    ClaimNotApplied => "membership.claim-not-applied":
+        "a claim whose commit result was unknown had not applied",
     ClaimOwnerBusy => "membership.claim-owner-busy":
         "a wanted channel was still owned by a live member and left for later",
     // --- GPU ------------------------------------------------------------

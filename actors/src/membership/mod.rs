@@ -128,11 +128,15 @@ pub(super) enum LeaseOp {
 
 #[derive(Clone, Debug)]
 pub(super) enum WorkOp {
-    Refresh { watched: Vec<NodeId> },
+    Refresh {
+        watched: Vec<NodeId>,
+    },
     Remove(NodeId, MembersRecord),
     ReadControl,
     ReadOwners(Vec<ChannelId>),
     Claim(Vec<(ChannelId, u64)>),
+    /// Reading back claims whose commit result was unknown.
+    ResolveClaims(Vec<(ChannelId, u64)>),
     MarkDraining(MembersRecord),
     Leave,
 }
@@ -185,6 +189,10 @@ pub struct MembershipMachine {
     claims_round_done: bool,
     /// A refresh answered and no other op has had its turn since.
     just_refreshed: bool,
+    /// Claims whose commit result was unknown, to read back before any
+    /// other work: an owner record naming this node that it does not know
+    /// it holds would be held by nobody.
+    unresolved_claims: Vec<(ChannelId, u64)>,
     deadline: Option<u64>,
     /// Time only moves forward.
     clock: Monotonic,
@@ -234,6 +242,7 @@ impl MembershipMachine {
             claims_round_done: false,
             members_stale: false,
             just_refreshed: false,
+            unresolved_claims: Vec::new(),
             deadline: None,
             clock: Monotonic::default(),
         }

@@ -12,7 +12,9 @@ use crate::records::{
     lease_key, owner_key, ControlRecord, Key, MembersRecord, OwnerRecord, CONTROL_GEN_KEY,
     MEMBERS_KEY,
 };
-use crate::store::{prefix_end, Check, Entry, StoreOp, StoreReply, Txn, Write, RANGE_LIMIT_MAX};
+use crate::store::{
+    prefix_end, Check, Entry, StoreError, StoreOp, StoreReply, Txn, Write, RANGE_LIMIT_MAX,
+};
 
 use super::{Hosted, MemberPhase, MembershipEffect, MembershipMachine, WorkOp};
 
@@ -104,6 +106,17 @@ impl MembershipMachine {
                 self.owners_read(channels, entries, out)
             }
             (WorkOp::Claim(claims), StoreReply::Committed(_)) => self.claimed(claims, out),
+            (WorkOp::Claim(claims), StoreReply::Failed(StoreError::CommitUnknown)) => {
+                // It may have applied: read the owner records back first.
+                self.unresolved_claims = claims;
+            }
+            (WorkOp::ResolveClaims(claims), StoreReply::Got(entries)) => {
+                self.claims_resolved(claims, entries, out)
+            }
+            (WorkOp::ResolveClaims(claims), _) => {
+                // Could not read back: try again before anything else.
+                self.unresolved_claims = claims;
+            }
             other => self.drain_reply(now_ms, other, out),
         }
     }
@@ -293,6 +306,9 @@ impl MembershipMachine {
 
     fn claimed(&mut self, claims: Vec<(ChannelId, u64)>, out: &mut Vec<MembershipEffect>) {
         for (channel, epoch) in claims {
+            if self.hosted.contains_key(&channel) {
+                continue; // claimed meanwhile (an unknown result read back late)
+            }
             self.want.remove(&channel);
             let hosted = Hosted {
                 epoch,
@@ -311,11 +327,49 @@ impl MembershipMachine {
         self.releases(out);
     }
 
-    /// The next op of the work slot, in priority order: remove an expired
-    /// peer, the drain's next step, a refresh when due, control records,
-    /// claims.
+    /// The owner records of claims whose result was unknown: those that
+    /// name this node at the claimed epoch and this incarnation applied.
+    fn claims_resolved(
+        &mut self,
+        claims: Vec<(ChannelId, u64)>,
+        entries: Vec<Option<Entry>>,
+        out: &mut Vec<MembershipEffect>,
+    ) {
+        assert_eq!(claims.len(), entries.len(), "one owner record per claim");
+        let mine = |e: &Option<Entry>, epoch: u64| {
+            e.as_ref()
+                .and_then(|e| OwnerRecord::decode(&e.value).ok())
+                .is_some_and(|o| {
+                    o.node == Some(self.node)
+                        && o.epoch == epoch
+                        && o.incarnation == self.incarnation
+                })
+        };
+        let applied: Vec<(ChannelId, u64)> = claims
+            .into_iter()
+            .zip(&entries)
+            .filter(|((_, epoch), e)| mine(e, *epoch))
+            .map(|(c, _)| c)
+            .collect();
+        if applied.is_empty() {
+            probe!(ClaimNotApplied);
+        } else {
+            probe!(ClaimAppliedAfterAll);
+            self.claimed(applied, out);
+        }
+    }
+
+    /// The next op of the work slot, in priority order: read back claims
+    /// of unknown result, remove an expired peer, the drain's next step, a
+    /// refresh when due, control records, claims.
     pub(super) fn next_work(&mut self, now_ms: u64, out: &mut Vec<MembershipEffect>) {
         assert!(self.work_op.is_none());
+        if !self.unresolved_claims.is_empty() {
+            let claims = std::mem::take(&mut self.unresolved_claims);
+            let keys = claims.iter().map(|(c, _)| owner_key(*c)).collect();
+            self.issue_work(WorkOp::ResolveClaims(claims), StoreOp::Get(keys), out);
+            return;
+        }
         if self.remove_expired(out) {
             return;
         }
