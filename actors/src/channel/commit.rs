@@ -360,8 +360,15 @@ impl ChannelMachine {
         out: &mut Vec<ChannelEffect>,
     ) {
         let slot = spec.id.slot;
-        if self.control().killed {
+        let control = self.control();
+        if control.killed {
             self.fail_video(slot, FailReason::Killed);
+            return;
+        }
+        if control.paused {
+            // The charge is durable but the job must not start: it is
+            // taken back with the next commit.
+            self.take_back_start(&spec);
             return;
         }
         let Some(v) = self.videos.get_mut(&slot) else {

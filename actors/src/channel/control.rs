@@ -8,8 +8,9 @@ use crate::records::{
 };
 use crate::store::{Check, Entry};
 
-use super::video::Run;
+use super::video::{Action, Run};
 use super::{ChannelEffect, ChannelMachine, Phase};
+use crate::protocol::JobSpec;
 
 impl ChannelMachine {
     pub(super) fn owner_record(&self) -> OwnerRecord {
@@ -99,16 +100,46 @@ impl ChannelMachine {
         }
     }
 
-    /// The effective control changed: a kill cancels what runs and fails
-    /// what has not started uploading.
+    /// The effective control changed: a stop takes back every job start
+    /// not yet committed; a kill also cancels what runs and fails what has
+    /// not started uploading.
     pub(super) fn on_control(&mut self, now_ms: u64, effective: ControlRecord) {
         assert_eq!(effective, self.control.merge(self.control_all));
+        if effective.paused || effective.killed {
+            let starts: Vec<Action> = self
+                .actions
+                .iter()
+                .filter(|a| matches!(a, Action::StartJob(_)))
+                .cloned()
+                .collect();
+            self.actions.retain(|a| !matches!(a, Action::StartJob(_)));
+            for a in starts {
+                if let Action::StartJob(spec) = a {
+                    self.take_back_start(&spec);
+                }
+            }
+        }
         if effective.killed {
             let slots: Vec<u64> = self.videos.keys().copied().collect();
             for slot in slots {
                 self.kill_video(now_ms, slot);
             }
         }
+    }
+
+    /// A job start that must not happen now (a stop arrived before it was
+    /// committed, or before it was sent): its charge is taken back exactly
+    /// and the video waits, as if the step had never been taken.
+    pub(super) fn take_back_start(&mut self, spec: &JobSpec) {
+        probe!(StartDroppedAfterStop);
+        let slot = spec.id.slot;
+        self.settle_held(slot, 0);
+        if let Some(v) = self.videos.get_mut(&slot) {
+            assert_eq!(v.rec.held_micros, 0, "the charge is taken back");
+            v.run = Run::Idle;
+            v.rec.attempt = v.rec.attempt.saturating_sub(1);
+        }
+        self.dirty.insert(slot);
     }
 
     /// Fails a video for the kill switch unless an upload may be in flight,

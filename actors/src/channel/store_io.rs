@@ -396,14 +396,7 @@ impl ChannelMachine {
         for a in commit.actions {
             let Action::StartJob(spec) = a else { continue };
             if stopped {
-                // Not started, and now it must not: the charge was never
-                // durable, so it is taken back exactly.
-                probe!(StartDroppedAfterStop);
-                self.settle_held(spec.id.slot, 0);
-                if let Some(v) = self.videos.get_mut(&spec.id.slot) {
-                    v.run = super::Run::Idle;
-                    v.rec.attempt = v.rec.attempt.saturating_sub(1);
-                }
+                self.take_back_start(&spec);
             } else {
                 kept.push(Action::StartJob(spec));
             }
