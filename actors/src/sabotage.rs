@@ -19,6 +19,10 @@ pub struct Sabotage {
     /// job started at a stage (by any owner) spends its retry budget, and a
     /// lost job counts as a failure.
     pub no_true_retry_accounting: bool,
+    /// Any answer about the lease wakes the videos waiting for it and
+    /// allows another ask at once, good enough or not: with the lease
+    /// lapsed, asking and waking spin without time moving.
+    pub no_lease_ask_throttle: bool,
 }
 
 impl Sabotage {
@@ -33,17 +37,19 @@ impl Sabotage {
             "reconciliation" => s.no_reconciliation = true,
             "vram-admission" => s.no_vram_admission = true,
             "true-retry-accounting" => s.no_true_retry_accounting = true,
+            "lease-ask-throttle" => s.no_lease_ask_throttle = true,
             _ => return None,
         }
         Some(s)
     }
 
-    pub const NAMES: [&'static str; 5] = [
+    pub const NAMES: [&'static str; 6] = [
         "epoch-fencing",
         "quota-reservation",
         "reconciliation",
         "vram-admission",
         "true-retry-accounting",
+        "lease-ask-throttle",
     ];
 
     pub fn any(&self) -> bool {
@@ -52,5 +58,6 @@ impl Sabotage {
             || self.no_reconciliation
             || self.no_vram_admission
             || self.no_true_retry_accounting
+            || self.no_lease_ask_throttle
     }
 }

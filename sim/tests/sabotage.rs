@@ -103,3 +103,29 @@ fn with_old_retry_accounting_takeovers_fail_videos_for_a_false_reason() {
     );
     assert!(intact.ok, "{:?}", intact.violation);
 }
+
+/// The livelock guard: with lease asks unthrottled, a video whose lease is
+/// too short to reserve an upload asks, is answered, wakes and asks again
+/// without time moving; the run fails as an assertion naming the livelock
+/// instead of hanging. (A 1 s lease renewed only every 900 ms is too short
+/// for part of each cycle.) Intact, the same run passes.
+#[test]
+fn a_livelock_is_caught_not_waited_out() {
+    let short_lease = |s: &mut sim::Scenario| {
+        let m = &mut s.machines.membership;
+        m.lease_ms = 1_000;
+        m.renew_ms = 900;
+        m.drift_margin_ms = 100;
+    };
+    let mut s = builtin("steady", 1).expect("steady");
+    short_lease(&mut s);
+    s.machines.channel.sabotage = sabotaged("lease-ask-throttle");
+    let broken = sim::run(s, 1, None);
+    let v = broken.violation.expect("the livelock is caught");
+    assert_eq!(v.invariant, 0, "{}", v.detail);
+    assert!(v.detail.contains("livelock"), "{}", v.detail);
+    let mut s = builtin("steady", 1).expect("steady");
+    short_lease(&mut s);
+    let intact = sim::run(s, 1, None);
+    assert!(intact.ok, "{:?}", intact.violation);
+}
