@@ -81,6 +81,9 @@ struct Harness {
     log: Vec<ChannelEffect>,
     /// Store ops to leave unanswered (a lost reply).
     answer_store: bool,
+    /// Commits are applied but their replies held back (a slow reply).
+    hold_commit_replies: bool,
+    held_replies: Vec<(u64, actors::store::StoreReply)>,
 }
 
 const CH: ChannelId = ChannelId(0);
@@ -106,6 +109,8 @@ impl Harness {
             now: T0,
             log: Vec::new(),
             answer_store: true,
+            hold_commit_replies: false,
+            held_replies: Vec::new(),
         }
     }
 
@@ -124,6 +129,13 @@ impl Harness {
             let mut next = Vec::new();
             for e in pending {
                 match e {
+                    ChannelEffect::Store {
+                        op_id,
+                        op: op @ actors::store::StoreOp::Commit(_),
+                    } if self.answer_store && self.hold_commit_replies => {
+                        let reply = self.store.apply(&op);
+                        self.held_replies.push((op_id, reply));
+                    }
                     ChannelEffect::Store { op_id, op } if self.answer_store => {
                         let reply = self.store.apply(&op);
                         self.m.handle(
@@ -430,4 +442,91 @@ fn a_commit_written_before_a_pause_it_did_not_know_about_is_refused() {
         .collect();
     assert_eq!(planned.len(), 1);
     assert_eq!(planned[0].attempt, 0);
+}
+
+#[test]
+fn a_stored_video_past_the_stored_next_slot_is_not_planned_twice() {
+    let mut h = Harness::new();
+    h.start();
+    h.advance_to(T0 + 1);
+    let stored = h.store.value(&channel_key(CH)).expect("channel record");
+    let mut chan = ChannelRecord::decode(stored).expect("decodes");
+    let slot = chan.next_slot - 1;
+    assert!(h.video(slot).is_some(), "the 09:00 video is stored");
+    // The channel record says the 09:00 slot was never planned (a restore
+    // from a backup taken between two writes, say), yet its video exists.
+    chan.next_slot = slot;
+    let owner = OwnerRecord {
+        node: Some(NodeId(0)),
+        epoch: 2,
+        incarnation: 1,
+    };
+    h.store
+        .commit(&Txn {
+            checks: vec![],
+            writes: vec![
+                Write::Put(channel_key(CH), chan.encode()),
+                Write::Put(owner_key(CH), owner.encode()),
+            ],
+        })
+        .expect("rewind the channel record");
+    // A new owner loads both: it plans past the stored video, not over it.
+    h.m = ChannelMachine::new(topology(), CH, NodeId(0), 2, 1, ChannelParams::default(), 7);
+    h.take_log();
+    h.start();
+    h.advance_to(T0 + 2);
+    let after =
+        ChannelRecord::decode(h.store.value(&channel_key(CH)).expect("record")).expect("decodes");
+    assert_eq!(
+        after.next_slot,
+        slot + 1,
+        "next_slot moves past the stored video"
+    );
+    assert_eq!(h.video(slot).map(|v| v.slot), Some(slot));
+}
+
+#[test]
+fn a_start_committed_as_the_kill_arrives_gives_its_charge_back() {
+    let mut h = Harness::new();
+    // The start's commit is durable, but its reply is slow.
+    h.hold_commit_replies = true;
+    h.start();
+    h.advance_to(T0 + 1);
+    assert_eq!(h.held_replies.len(), 1, "the plan-and-start commit");
+    let spent = |h: &Harness| {
+        let v = h.store.value(&channel_key(CH)).expect("channel record");
+        ChannelRecord::decode(v).expect("decodes").spent_day_micros
+    };
+    assert!(spent(&h) > 0, "the start's charge is durable");
+    let killed = ControlRecord {
+        paused: false,
+        killed: true,
+    };
+    let version = h
+        .store
+        .commit(&Txn {
+            checks: vec![],
+            writes: vec![Write::Put(CONTROL_ALL_KEY.to_vec(), killed.encode())],
+        })
+        .expect("switch");
+    h.input(ChannelInput::ControlAll {
+        record: killed,
+        version,
+    });
+    // The reply arrives after the kill: the job never starts, its charge
+    // goes back, and the video fails as killed.
+    h.hold_commit_replies = false;
+    for (op_id, reply) in std::mem::take(&mut h.held_replies) {
+        h.input(ChannelInput::StoreReply { op_id, reply });
+    }
+    h.advance_to(h.now + 60_000);
+    assert!(started_jobs(&h.take_log()).is_empty());
+    let slot = ChannelRecord::decode(h.store.value(&channel_key(CH)).expect("record"))
+        .expect("decodes")
+        .next_slot
+        - 1;
+    let video = h.video(slot).expect("the video");
+    assert_eq!(video.status, VideoStatus::Failed(FailReason::Killed));
+    assert_eq!(video.held_micros, 0);
+    assert_eq!(spent(&h), 0, "nothing ran, so nothing is spent");
 }

@@ -362,6 +362,8 @@ impl ChannelMachine {
         let slot = spec.id.slot;
         let control = self.control();
         if control.killed {
+            // The job never ran: its charge goes back before the video fails.
+            self.take_back_start(&spec);
             self.fail_video(slot, FailReason::Killed);
             return;
         }

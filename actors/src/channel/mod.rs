@@ -488,23 +488,15 @@ impl ChannelMachine {
     }
 
     /// Releasing: the next owner reconciles whatever is not settled here,
-    /// so work that has not been committed is dropped (refunds stay).
+    /// so work that has not been committed is dropped (refunds stay), and
+    /// a dropped start gives its charge and its attempt back.
     fn drop_unsent_work(&mut self) {
         assert_eq!(self.phase, Phase::Releasing);
         self.quota_changes
             .retain(|q| matches!(q, QuotaChange::Refund { .. }));
-        let dropped: Vec<u64> = self
-            .actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::StartJob(s) => Some(s.id.slot),
-                _ => None,
-            })
-            .collect();
-        self.actions.clear();
-        for slot in dropped {
-            if let Some(v) = self.videos.get_mut(&slot) {
-                v.run = Run::Idle;
+        for action in std::mem::take(&mut self.actions) {
+            if let Action::StartJob(spec) = action {
+                self.take_back_start(&spec);
             }
         }
         for v in self.videos.values_mut() {

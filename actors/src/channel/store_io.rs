@@ -235,8 +235,9 @@ impl ChannelMachine {
             Some(e) => match ChannelRecord::decode(&e.value) {
                 Ok(r) => {
                     self.chan = r;
+                    // Not asserted non-zero: a backend may number a first
+                    // write 0 (FoundationDB's versions are its own).
                     self.chan_version = e.version;
-                    assert!(self.chan_version > 0, "a stored record has a version");
                     true
                 }
                 Err(_) => false,
@@ -281,6 +282,12 @@ impl ChannelMachine {
             let slot = rec.slot;
             let v = self.taken_over(Video::new(rec, now_ms), now_ms);
             self.videos.insert(slot, v);
+            // A video stored past the stored `next_slot` (the channel
+            // record's write did not land) is never planned again.
+            if slot >= self.chan.next_slot {
+                self.chan.next_slot = slot + 1;
+                self.chan_dirty = true;
+            }
         }
         self.phase = if self.release_requested {
             Phase::Releasing

@@ -193,6 +193,9 @@ pub struct MembershipMachine {
     /// other work: an owner record naming this node that it does not know
     /// it holds would be held by nobody.
     unresolved_claims: Vec<(ChannelId, u64)>,
+    /// A read-back that failed is retried no sooner than this, so a store
+    /// that is down is not asked again at once, over and over.
+    resolve_at_ms: u64,
     deadline: Option<u64>,
     /// Time only moves forward.
     clock: Monotonic,
@@ -243,6 +246,7 @@ impl MembershipMachine {
             members_stale: false,
             just_refreshed: false,
             unresolved_claims: Vec::new(),
+            resolve_at_ms: 0,
             deadline: None,
             clock: Monotonic::default(),
         }
@@ -398,10 +402,15 @@ impl MembershipMachine {
             .lease_op
             .is_none()
             .then_some(self.next_renew_ms.max(now_ms + 1));
+        let work_due_ms = if self.unresolved_claims.is_empty() {
+            self.next_refresh_ms
+        } else {
+            self.resolve_at_ms
+        };
         let refresh = self
             .work_op
             .is_none()
-            .then_some(self.next_refresh_ms.max(now_ms + 1));
+            .then_some(work_due_ms.max(now_ms + 1));
         self.deadline = match (renew, refresh) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -114,8 +114,10 @@ impl MembershipMachine {
                 self.claims_resolved(claims, entries, out)
             }
             (WorkOp::ResolveClaims(claims), _) => {
-                // Could not read back: try again before anything else.
+                // Could not read back: try again, after a pause, before
+                // anything else.
                 self.unresolved_claims = claims;
+                self.resolve_at_ms = now_ms + self.params.renew_ms / 4;
             }
             other => self.drain_reply(now_ms, other, out),
         }
@@ -365,6 +367,9 @@ impl MembershipMachine {
     pub(super) fn next_work(&mut self, now_ms: u64, out: &mut Vec<MembershipEffect>) {
         assert!(self.work_op.is_none());
         if !self.unresolved_claims.is_empty() {
+            if now_ms < self.resolve_at_ms {
+                return; // the step wakes the machine at `resolve_at_ms`
+            }
             let claims = std::mem::take(&mut self.unresolved_claims);
             let keys = claims.iter().map(|(c, _)| owner_key(*c)).collect();
             self.issue_work(WorkOp::ResolveClaims(claims), StoreOp::Get(keys), out);
