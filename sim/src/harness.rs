@@ -87,6 +87,11 @@ impl World {
         None
     }
 
+    /// `node`'s membership machine, described (`None` if the node is down).
+    pub fn describe_membership(&self, node: NodeId) -> Option<String> {
+        self.membership(node).map(|m| m.describe())
+    }
+
     /// Store operations `node`'s membership machine has in flight (`None`
     /// if the node is down).
     pub fn membership_ops_in_flight(&self, node: NodeId) -> Option<usize> {

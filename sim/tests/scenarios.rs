@@ -123,11 +123,29 @@ fn swarm_regressions() {
             360,
             "a thawed node's membership never ran again (under earlier parameters)",
         ),
+        (
+            2426,
+            "a start requeued before a pause was heard ran 2.3 s after the pause",
+        ),
+    ];
+    // Found by the 2,000-seed campaigns of the other scenarios.
+    let others = [
+        (
+            "flicker",
+            25,
+            "a claim whose commit result was unknown had applied: nobody ran the channels",
+        ),
+        (
+            "region-partition",
+            253,
+            "a refused removal restarted the lease watch: the region's second node went out a lease late",
+        ),
     ];
     let runs = defaults
         .iter()
         .map(|(seed, why)| ("swarm-defaults", *seed, *why))
-        .chain(varied.iter().map(|(seed, why)| ("swarm", *seed, *why)));
+        .chain(varied.iter().map(|(seed, why)| ("swarm", *seed, *why)))
+        .chain(others.iter().copied());
     for (name, seed, why) in runs {
         let s = sim::run(builtin(name, seed).expect("built-in"), seed, None);
         assert!(s.ok, "{name} seed {seed} ({why}): {:?}", s.violation);

@@ -95,10 +95,13 @@ impl MembershipMachine {
             }
             (WorkOp::Remove(n, _), _) => {
                 // Someone else changed the members record (perhaps removed
-                // it first): look again before deciding.
+                // it, or another peer, first): look again before deciding.
+                // The watch stays: if the lease moved, the refresh starts
+                // it over; if not, the peer is still expired and goes out
+                // at once (restarting it cost a whole lease when two peers
+                // of one region died together: region-partition seed 253).
                 probe!(RemoveRefused);
                 self.expired.remove(&n);
-                self.watch.remove(&n);
                 self.next_refresh_ms = now_ms;
             }
             (WorkOp::ReadControl, StoreReply::Range(entries)) => self.controls_read(entries, out),
