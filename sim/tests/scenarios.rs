@@ -65,71 +65,73 @@ fn same_seed_same_trace_hash_for_every_scenario() {
     assert_ne!(a.trace_hash, c.trace_hash);
 }
 
-/// Seeds that once found a bug, kept as literals, each with what it found.
-/// The first were found before the swarm varied its fleet and parameters:
-/// `swarm-defaults` draws the same schedules for them as the swarm did
-/// then. (Targeted tests in `harness.rs` pin the same bugs down exactly.)
-#[test]
-fn swarm_regressions() {
-    let defaults = [
-        (1, "a rejoined node's stale owner records blocked placement"),
-        (11, "a duplicated submit ran one job on two GPUs"),
-        (36, "a pause written during a store outage"),
-        (
-            118,
-            "a clock jump timed an upload out while it was still running",
-        ),
-        (
-            309,
-            "a lookup refunded an upload the API had not yet settled",
-        ),
-        (500, "the kill switch met a commit that was built before it"),
-        (850, "an unknown upload never settled after the kill switch"),
-        (
-            75,
-            "a node declared dead while draining rejoined and forgot the drain",
-        ),
-        (
-            588,
-            "a drain asked while the node was rejoining was dropped",
-        ),
-        (
-            4405,
-            "a thawed node's late ticks were dropped: its machines stalled",
-        ),
-        (
-            5898,
-            "a thawed node's late ticks were dropped: its machines stalled",
-        ),
-        (
-            5964,
-            "a thawed node's late ticks were dropped: its machines stalled",
-        ),
-        (
-            9195,
-            "a thawed node's late ticks were dropped: its machines stalled",
-        ),
-        (
-            11150,
-            "a reservation answered after a freeze uploaded a video twice",
-        ),
-    ];
-    let varied = [
-        (
-            185,
-            "a drain far from the store waited for a refresh that was never due",
-        ),
-        (
-            360,
-            "a thawed node's membership never ran again (under earlier parameters)",
-        ),
-        (
-            2426,
-            "a start requeued before a pause was heard ran 2.3 s after the pause",
-        ),
-    ];
-    // Found by the 2,000-seed campaigns of the other scenarios.
-    let others = [
+/// Seeds that once found a bug, kept as literals, each with what it found
+/// (`swarm_regressions` runs them all). These were found before the swarm
+/// varied its fleet and parameters: `swarm-defaults` draws the same
+/// schedules for them as the swarm did then. (Targeted tests in
+/// `harness.rs` pin the same bugs down exactly.)
+const DEFAULTS_FOUND: &[(u64, &str)] = &[
+    (1, "a rejoined node's stale owner records blocked placement"),
+    (11, "a duplicated submit ran one job on two GPUs"),
+    (36, "a pause written during a store outage"),
+    (
+        118,
+        "a clock jump timed an upload out while it was still running",
+    ),
+    (
+        309,
+        "a lookup refunded an upload the API had not yet settled",
+    ),
+    (500, "the kill switch met a commit that was built before it"),
+    (850, "an unknown upload never settled after the kill switch"),
+    (
+        75,
+        "a node declared dead while draining rejoined and forgot the drain",
+    ),
+    (
+        588,
+        "a drain asked while the node was rejoining was dropped",
+    ),
+    (
+        4405,
+        "a thawed node's late ticks were dropped: its machines stalled",
+    ),
+    (
+        5898,
+        "a thawed node's late ticks were dropped: its machines stalled",
+    ),
+    (
+        5964,
+        "a thawed node's late ticks were dropped: its machines stalled",
+    ),
+    (
+        9195,
+        "a thawed node's late ticks were dropped: its machines stalled",
+    ),
+    (
+        11150,
+        "a reservation answered after a freeze uploaded a video twice",
+    ),
+];
+
+/// `swarm` seeds (with varied parameters).
+const VARIED_FOUND: &[(u64, &str)] = &[
+    (
+        185,
+        "a drain far from the store waited for a refresh that was never due",
+    ),
+    (
+        360,
+        "a thawed node's membership never ran again (under earlier parameters)",
+    ),
+    (
+        2426,
+        "a start requeued before a pause was heard ran 2.3 s after the pause",
+    ),
+];
+
+/// Found by the 2,000-seed campaigns of the other scenarios.
+const OTHERS_FOUND: &[(&str, u64, &str)] = &[
         (
             "flicker",
             25,
@@ -140,12 +142,19 @@ fn swarm_regressions() {
             253,
             "a refused removal restarted the lease watch: the region's second node went out a lease late",
         ),
-    ];
-    let runs = defaults
+];
+
+#[test]
+fn swarm_regressions() {
+    let runs = DEFAULTS_FOUND
         .iter()
         .map(|(seed, why)| ("swarm-defaults", *seed, *why))
-        .chain(varied.iter().map(|(seed, why)| ("swarm", *seed, *why)))
-        .chain(others.iter().copied());
+        .chain(
+            VARIED_FOUND
+                .iter()
+                .map(|(seed, why)| ("swarm", *seed, *why)),
+        )
+        .chain(OTHERS_FOUND.iter().copied());
     for (name, seed, why) in runs {
         let s = sim::run(builtin(name, seed).expect("built-in"), seed, None);
         assert!(s.ok, "{name} seed {seed} ({why}): {:?}", s.violation);
