@@ -138,14 +138,14 @@ fn run_inner(args: NodeArgs) -> Result<(), String> {
         };
         let result = match why {
             None => {
-                eprintln!("{}: draining", cfg.node);
+                tracing::info!(node = %cfg.node, "draining (signal)");
                 let drained = node
                     .drain(Duration::from_millis(lease_ms * 5 + 10_000))
                     .await;
                 if !drained {
-                    eprintln!(
-                        "{}: drain did not finish; stopping anyway (the lease will lapse)",
-                        cfg.node
+                    tracing::warn!(
+                        node = %cfg.node,
+                        "drain did not finish; stopping anyway (the lease will lapse)"
                     );
                 }
                 Ok(())

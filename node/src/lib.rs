@@ -6,5 +6,6 @@ pub mod certs;
 pub mod exec;
 pub mod gpu_probe;
 pub mod live;
+pub mod logs;
 pub mod publish;
 pub mod store;

@@ -9,6 +9,8 @@ mod cli_sim;
 mod cli_store;
 mod cli_up;
 
+use reelfleet::logs;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -18,6 +20,9 @@ use clap::{Parser, Subcommand};
     about = "Fault-tolerant control plane for video fleets"
 )]
 struct Cli {
+    /// Log lines as readable text or as JSON objects (RUST_LOG filters).
+    #[arg(long, global = true, value_enum, default_value_t = logs::LogFormat::Text)]
+    log_format: logs::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,6 +47,10 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    if let Err(e) = logs::init(cli.log_format) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     let code = match cli.command {
         Command::Sim(args) => cli_sim::run(args),
         Command::Backup(args) => cli_store::backup(args),

@@ -34,6 +34,8 @@ type Running = Mutex<BTreeMap<JobId, tokio::sync::oneshot::Sender<()>>>;
 pub struct JobPort {
     pub topo: Arc<Topology>,
     pub name: String,
+    /// This node's region, for logs.
+    region: String,
     pub clock: Clock,
     pub artifacts: PathBuf,
     pub executors: BTreeMap<String, ExecutorConfig>,
@@ -56,9 +58,16 @@ impl JobPort {
         job_grace_ms: u64,
         metrics: Arc<Metrics>,
     ) -> JobPort {
+        let region = topo
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| topo.region(n.region).name.clone())
+            .unwrap_or_default();
         JobPort {
             topo,
             name,
+            region,
             clock,
             artifacts,
             executors,
@@ -107,14 +116,16 @@ impl JobPort {
             return;
         };
         let port = Arc::clone(self);
-        tokio::spawn(async move {
+        let span = self.span(&spec);
+        let run = async move {
             let timeout_ms = spec.duration.max_ms() + port.job_grace_ms;
             let result = port.run_stage(&spec, timeout_ms, cancel).await;
             port.end(spec.id);
             if let Some(input) = route::local_job_outcome(&spec, result) {
                 to.post(input);
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(run, span));
     }
 
     /// A job on a GPU of this node, stopped at its lease; its end goes to
@@ -124,7 +135,8 @@ impl JobPort {
             return;
         };
         let port = Arc::clone(self);
-        tokio::spawn(async move {
+        let span = self.span(&job);
+        let run = async move {
             let timeout_ms = lease_until_ms.saturating_sub(port.clock.now_ms());
             let result = port.run_stage(&job, timeout_ms, cancel).await;
             port.end(job.id);
@@ -134,7 +146,23 @@ impl JobPort {
                 LocalJobResult::Cancelled => return,
             };
             to.post(GpuInput::Finished { id: job.id, ok });
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(run, span));
+    }
+
+    /// The span a job's events run in: its video, and its stage.
+    fn span(&self, spec: &JobSpec) -> tracing::Span {
+        let chan = self.topo.channel(spec.id.channel);
+        let stage = self
+            .topo
+            .pipeline(chan.pipeline)
+            .stages
+            .get(usize::from(spec.id.stage))
+            .map(|s| s.name.as_str())
+            .unwrap_or("?");
+        let span = crate::logs::video_span(&self.name, &self.region, &chan.name, spec.id.slot);
+        span.record("stage", stage);
+        span
     }
 
     fn slot_dir(&self, channel: ChannelId, slot: u64) -> PathBuf {
@@ -169,12 +197,18 @@ impl JobPort {
             },
         };
         match out {
-            ExecOutcome::Succeeded { .. } => LocalJobResult::Succeeded,
+            ExecOutcome::Succeeded { .. } => {
+                tracing::info!(attempt = spec.id.attempt, "stage done");
+                LocalJobResult::Succeeded
+            }
             ExecOutcome::Failed { reason, retryable } => {
-                eprintln!("{}: {} failed: {reason}", self.name, job.name);
+                tracing::warn!(attempt = spec.id.attempt, %reason, retryable, "stage failed");
                 LocalJobResult::Failed { retryable }
             }
-            ExecOutcome::Cancelled => LocalJobResult::Cancelled,
+            ExecOutcome::Cancelled => {
+                tracing::info!(attempt = spec.id.attempt, "stage cancelled");
+                LocalJobResult::Cancelled
+            }
         }
     }
 
@@ -184,9 +218,9 @@ impl JobPort {
         let chan = self.topo.channel(spec.id.channel);
         let pipeline = self.topo.pipeline(chan.pipeline);
         let Some(stage) = pipeline.stages.get(usize::from(spec.id.stage)) else {
-            eprintln!(
-                "{}: {} has no stage {}",
-                self.name, chan.name, spec.id.stage
+            tracing::error!(
+                stage_index = spec.id.stage,
+                "the pipeline has no such stage"
             );
             return None;
         };
@@ -287,11 +321,13 @@ impl JobPort {
                 }
             }
         }
-        eprintln!(
-            "{}: no stage output for {} slot {slot} under {}; publishing a stand-in (is the artifacts folder shared?)",
-            self.name,
-            chan.name,
-            dir.display()
+        tracing::warn!(
+            node = %self.name,
+            region = %self.region,
+            channel = %chan.name,
+            slot,
+            dir = %dir.display(),
+            "no stage output for the video here; publishing a stand-in (is the artifacts folder shared?)"
         );
         let stand_in = dir.join("missing-artifact.json");
         let _ = std::fs::create_dir_all(&dir);

@@ -81,6 +81,11 @@ pub enum Origin<'a> {
 }
 
 impl NodePorts {
+    /// This node's region, for logs.
+    pub fn region(&self) -> &str {
+        &self.topo.region(self.topo.node(self.me).region).name
+    }
+
     fn to_work(&self, msg: WorkMsg) {
         if let Some(w) = self.work.get() {
             w.post(msg);
@@ -174,10 +179,12 @@ impl NodePorts {
     fn channel_stopped(&self, channel: ChannelId, epoch: u64, fenced: bool) {
         if fenced {
             Metrics::inc(&self.metrics.fenced);
-            eprintln!(
-                "{}: channel {} fenced at epoch {epoch}: another node owns it now",
-                self.name,
-                self.topo.channel(channel).name,
+            tracing::warn!(
+                node = %self.name,
+                region = %self.region(),
+                channel = %self.topo.channel(channel).name,
+                epoch,
+                "channel fenced: another node owns it now"
             );
         }
         self.to_work(WorkMsg::ChannelStopped { channel, epoch });
@@ -195,16 +202,21 @@ impl NodePorts {
                 incarnation,
             }),
             Route::DropAllChannels => {
-                eprintln!(
-                    "{}: this node was declared dead: dropping every channel",
-                    self.name
+                tracing::error!(
+                    node = %self.name,
+                    region = %self.region(),
+                    "this node was declared dead (its lease lapsed): dropping every channel"
                 );
                 self.to_work(WorkMsg::StopAllChannels);
             }
             Route::HostDispatcher(host) => self.to_work(WorkMsg::HostDispatcher(host)),
             Route::Drained => self.life.request_stop("drained"),
             Route::Observe(o) => self.observe(o),
-            other => eprintln!("{}: a route with no port here: {other:?}", self.name),
+            other => tracing::error!(
+                node = %self.name,
+                route = ?other,
+                "a route with no port here"
+            ),
         }
     }
 
@@ -216,14 +228,16 @@ impl NodePorts {
                 status,
             } => {
                 let name = &self.topo.channel(channel).name;
+                let span = crate::logs::video_span(&self.name, self.region(), name, slot);
+                let _in_video = span.enter();
                 match status {
                     VideoStatus::Published { remote_id } => {
                         Metrics::inc(&self.metrics.videos_published);
-                        eprintln!("{}: published {name} slot {slot} as {remote_id}", self.name);
+                        tracing::info!(%remote_id, "published");
                     }
                     VideoStatus::Failed(why) => {
                         Metrics::inc(&self.metrics.videos_failed);
-                        eprintln!("{}: {name} slot {slot} failed: {why:?}", self.name);
+                        tracing::warn!(reason = ?why, "video failed");
                     }
                     VideoStatus::Active => {}
                 }
@@ -236,9 +250,11 @@ impl NodePorts {
                     .get(n.index())
                     .map(|x| x.name.clone())
                     .unwrap_or_else(|| n.to_string());
-                eprintln!(
-                    "{}: removed {who} (lease expired); claiming its channels",
-                    self.name
+                tracing::warn!(
+                    node = %self.name,
+                    region = %self.region(),
+                    removed = %who,
+                    "removed a peer whose lease expired; claiming its channels"
                 );
             }
         }

@@ -231,8 +231,8 @@ async fn telemetry_loop(ctx: Arc<NodePorts>, cfg: GpuConfig) {
         None
     };
     match &probe {
-        Some(p) => eprintln!("{}: {}", ctx.name, p.describe()),
-        None => eprintln!("{}: gpus: declared in the config (probe off)", ctx.name),
+        Some(p) => tracing::info!(node = %ctx.name, probe = %p.describe(), "GPU probe"),
+        None => tracing::info!(node = %ctx.name, "GPUs as declared in the config (probe off)"),
     }
     let gpus = ctx.topo.node(ctx.me).gpus.clone();
     let mut drained = vec![false; gpus.len()];
@@ -244,7 +244,7 @@ async fn telemetry_loop(ctx: Arc<NodePorts>, cfg: GpuConfig) {
         };
         if !warned {
             for w in &warnings {
-                eprintln!("{}: {w}", ctx.name);
+                tracing::warn!(node = %ctx.name, "{w}");
             }
             warned = true;
         }
@@ -265,11 +265,11 @@ async fn telemetry_loop(ctx: Arc<NodePorts>, cfg: GpuConfig) {
             let i = t.index as usize;
             if !t.healthy && i < gpus.len() && !drained[i] {
                 drained[i] = true;
-                eprintln!(
-                    "{}: GPU {} unhealthy ({}): draining it",
-                    ctx.name,
-                    i,
-                    t.reason.clone().unwrap_or_default()
+                tracing::error!(
+                    node = %ctx.name,
+                    gpu = i,
+                    reason = %t.reason.clone().unwrap_or_default(),
+                    "GPU unhealthy: draining it"
                 );
                 ctx.router.deliver(Local::Gpu(gpus[i], GpuInput::Drain));
             }

@@ -87,12 +87,13 @@ impl StorePort {
                 .and_then(|n| self.topo.nodes.get(n.index()))
                 .map(|n| n.name.clone())
                 .unwrap_or_else(|| "nobody".into());
-            eprintln!(
-                "{}: the store refused a write of channel {} at epoch {}: the fence (owner now {now} at epoch {})",
-                self.name,
-                self.topo.channel(f.channel).name,
-                f.epoch,
-                o.epoch
+            tracing::warn!(
+                node = %self.name,
+                channel = %self.topo.channel(f.channel).name,
+                epoch = f.epoch,
+                owner = %now,
+                owner_epoch = o.epoch,
+                "the store refused a channel write: the epoch fence"
             );
         }
     }

@@ -331,7 +331,7 @@ impl WorkState {
         {
             self.failures_ms.pop_front();
         }
-        eprintln!("{}: {child:?} failed: {err}", self.node().name);
+        tracing::error!(node = %self.node().name, child = ?child, error = %err, "actor failed; restarting it");
         if self.failures_ms.len() > RESTARTS_MAX {
             return Err(format!(
                 "{} actor failures within {} s; last: {child:?}: {err}",

@@ -290,7 +290,7 @@ async fn dial_loop(
             Err(e) => {
                 hint(&peer);
                 if backoff_ms >= BACKOFF_MAX_MS {
-                    eprintln!("{me}: cannot reach {peer}: {e}");
+                    tracing::warn!(node = %me, %peer, error = %e, "cannot reach peer");
                 }
                 tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
                 backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
@@ -339,7 +339,7 @@ async fn accept_loop(
                 Ok(c) => c,
                 Err(e) => {
                     stats.refused.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("{me}: refused a peer from {remote}: {e}");
+                    tracing::warn!(node = %me, %remote, error = %e, "refused a peer");
                     return;
                 }
             };
@@ -347,7 +347,7 @@ async fn accept_loop(
                 Ok(p) => p,
                 Err(e) => {
                     stats.refused.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("{me}: refused a peer from {remote}: {e}");
+                    tracing::warn!(node = %me, %remote, error = %e, "refused a peer");
                     conn.close(quinn::VarInt::from_u32(1), e.as_bytes());
                     return;
                 }
@@ -361,7 +361,7 @@ async fn accept_loop(
                 tokio::spawn(async move {
                     if let Err(e) = read_frames(recv, &peer, &on_frame, &stats).await {
                         stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("{me}: closing the connection from {peer}: {e}");
+                        tracing::warn!(node = %me, %peer, error = %e, "closing the connection: bad frame");
                         conn.close(quinn::VarInt::from_u32(2), e.as_bytes());
                     }
                 });

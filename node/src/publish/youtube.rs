@@ -263,7 +263,7 @@ impl YoutubePublisher {
     }
 
     fn note(&self, message: String) {
-        eprintln!("youtube publisher: {message}");
+        tracing::warn!(publisher = "youtube", "{message}");
         *lock(&self.last_error) = Some(message);
     }
 

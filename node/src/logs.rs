@@ -1,0 +1,68 @@
+//! Structured logs on `tracing`: human-readable lines on a terminal, or one
+//! JSON object per line (`--log-format json`) for log stacks; `RUST_LOG`
+//! filters (default: `info` for reelfleet, `warn` for the libraries). The
+//! `log` records of rustls and others come through the same subscriber.
+//!
+//! Every event about a video carries `node`, `region`, `channel` and
+//! `slot`: events of a stage run inside a `video` span with those fields
+//! (and `stage`), on whichever node runs it, so a log stack follows one
+//! video across its stages and nodes by `channel` and `slot`.
+
+use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event (colours on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per event, with its span's fields.
+    Json,
+}
+
+/// What is logged when `RUST_LOG` is not set.
+pub const DEFAULT_FILTER: &str = "info,quinn=warn,quinn_proto=warn,rustls=warn,ractor=warn,h2=warn,hyper=warn,tonic=warn,tower=warn,reqwest=warn";
+
+/// Installs the process's subscriber (once; later calls do nothing, so
+/// tests that start several nodes may each call it). A `RUST_LOG` that does
+/// not parse is an error naming it.
+pub fn init(format: LogFormat) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec)
+            .map_err(|e| format!("RUST_LOG={spec:?} is not a log filter: {e}"))?,
+        _ => EnvFilter::new(DEFAULT_FILTER),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_span_events(FmtSpan::NONE)
+        .with_target(true);
+    let result = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
+    // Already installed (a second node in one process): keep the first.
+    let _ = result;
+    Ok(())
+}
+
+/// The span that events about one video run in (`stage` is recorded by
+/// stage jobs).
+pub fn video_span(node: &str, region: &str, channel: &str, slot: u64) -> tracing::Span {
+    tracing::info_span!(
+        "video",
+        node,
+        region,
+        channel,
+        slot,
+        stage = tracing::field::Empty
+    )
+}
