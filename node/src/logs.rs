@@ -55,9 +55,13 @@ pub fn init(format: LogFormat) -> Result<(), String> {
 }
 
 /// The span that events about one video run in (`stage` is recorded by
-/// stage jobs).
+/// stage jobs). At level ERROR so that it is enabled whenever any event
+/// inside it is: a filter such as `warn,reelfleet::live::ports=info` would
+/// otherwise drop the span (its target is this module) and with it the
+/// video's fields from every event.
 pub fn video_span(node: &str, region: &str, channel: &str, slot: u64) -> tracing::Span {
-    tracing::info_span!(
+    tracing::span!(
+        tracing::Level::ERROR,
         "video",
         node,
         region,
