@@ -35,12 +35,15 @@ pub struct UpArgs {
     /// Where the store, certificates, artifacts and published videos live.
     #[arg(long, default_value = "data")]
     data: PathBuf,
-    /// Prometheus text for every node on GET /metrics (port 0: any).
-    #[arg(long, default_value = "127.0.0.1:9464")]
-    metrics: SocketAddr,
-    /// The admin console (line commands: status, drain NODE, help).
-    #[arg(long, default_value = "127.0.0.1:9465")]
-    console: SocketAddr,
+    /// HTTP for every node: /metrics, /health, /ready, /status [default:
+    /// 127.0.0.1:9464, or any free port when that one is taken; an address
+    /// given here must be free].
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// The admin console (line commands: status, drain NODE, help) [default:
+    /// 127.0.0.1:9465, or any free port when taken; a given one must be free].
+    #[arg(long)]
+    console: Option<SocketAddr>,
     /// Stop by itself after this many seconds, as Ctrl-C would.
     #[arg(long)]
     run_s: Option<u64>,
@@ -68,17 +71,40 @@ fn ensure_certs(dir: &std::path::Path, nodes: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-async fn bind_or_any(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
-    match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => Ok(l),
-        Err(_) => tokio::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0))
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}")),
-    }
+const DEFAULT_METRICS: &str = "127.0.0.1:9464";
+const DEFAULT_CONSOLE: &str = "127.0.0.1:9465";
+
+/// Binds the address asked for with `--flag` (which must be free), or the
+/// default, falling back to any free port only for the default. Bound
+/// before anything is written, so that a busy port leaves no trace.
+fn bind_listener(
+    flag: &str,
+    asked: Option<SocketAddr>,
+    default: &str,
+) -> Result<std::net::TcpListener, String> {
+    let l = match asked {
+        Some(addr) => std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("--{flag} {addr}: cannot listen there: {e}"))?,
+        None => {
+            let addr: SocketAddr = default
+                .parse()
+                .map_err(|e| format!("default --{flag} {default}: {e}"))?;
+            match std::net::TcpListener::bind(addr) {
+                Ok(l) => l,
+                Err(_) => std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0))
+                    .map_err(|e| format!("--{flag}: cannot listen on {addr} or any port: {e}"))?,
+            }
+        }
+    };
+    l.set_nonblocking(true)
+        .map_err(|e| format!("--{flag}: {e}"))?;
+    Ok(l)
 }
 
 fn run_inner(args: UpArgs) -> Result<(), String> {
     let topo = Arc::new(fleet_topology(args.config.as_deref())?);
+    let metrics = bind_listener("metrics", args.metrics, DEFAULT_METRICS)?;
+    let console = bind_listener("console", args.console, DEFAULT_CONSOLE)?;
     std::fs::create_dir_all(&args.data)
         .map_err(|e| format!("cannot create {}: {e}", args.data.display()))?;
     let data = args
@@ -95,8 +121,9 @@ fn run_inner(args: UpArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     rt.block_on(async move {
         let nodes = start_nodes(&topo, &names, &data, &publisher).await?;
-        let metrics_addr = serve_metrics(args.metrics, &nodes).await?;
-        let console = bind_or_any(args.console).await?;
+        let metrics_addr = serve_http(metrics, &nodes)?;
+        let console =
+            tokio::net::TcpListener::from_std(console).map_err(|e| format!("--console: {e}"))?;
         let console_addr = console.local_addr().map_err(|e| e.to_string())?;
         tokio::spawn(console_loop(console, nodes.clone()));
         println!(
@@ -170,25 +197,21 @@ async fn start_nodes(
     Ok(nodes)
 }
 
-/// Serves every node's metrics on one endpoint (any port if `addr` is
-/// taken); returns the address it listens on.
-async fn serve_metrics(addr: SocketAddr, nodes: &[Arc<RunningNode>]) -> Result<SocketAddr, String> {
-    let metrics = bind_or_any(addr).await?;
-    let metrics_addr = metrics.local_addr().map_err(|e| e.to_string())?;
-    drop(metrics);
-    let all = nodes.to_vec();
-    let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || {
-        all.iter()
-            .map(|n| {
-                n.ctx.metrics.render(
-                    &n.ctx.name,
-                    &n.net.stats,
-                    &n.ctx.publish.publisher.quota_units_spent(),
-                )
-            })
-            .collect()
-    });
-    reelfleet::live::metrics::serve(metrics_addr, render).await
+/// Serves every node's metrics, readiness and status on one listener.
+fn serve_http(
+    listener: std::net::TcpListener,
+    nodes: &[Arc<RunningNode>],
+) -> Result<SocketAddr, String> {
+    let listener =
+        tokio::net::TcpListener::from_std(listener).map_err(|e| format!("--metrics: {e}"))?;
+    let shown = nodes
+        .iter()
+        .map(|n| reelfleet::live::pages::Shown {
+            ports: Arc::clone(&n.ctx),
+            net: Arc::clone(&n.net),
+        })
+        .collect();
+    reelfleet::http::serve_on(listener, reelfleet::live::pages::pages(shown))
 }
 
 /// Shows the one-line summary every second (every five, into a pipe or a

@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod exec;
 pub mod gpu_probe;
+pub mod http;
 pub mod live;
 pub mod logs;
 pub mod publish;

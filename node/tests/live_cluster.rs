@@ -120,17 +120,23 @@ impl NodeProc {
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-    fn metric(&self, name: &str) -> Option<u64> {
+    /// The node's whole `/metrics` text (with the HTTP head).
+    fn metrics_text(&self) -> Option<String> {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
             .ok()?;
         let mut body = String::new();
         s.read_to_string(&mut body).ok()?;
+        Some(body)
+    }
+    fn metric(&self, name: &str) -> Option<u64> {
+        let body = self.metrics_text()?;
         body.lines()
             .find(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
             .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as u64)
     }
 }
 
@@ -625,13 +631,26 @@ fn a_drained_node_hands_its_channels_over_and_exits_cleanly() {
     let spent: Vec<Option<u64>> = fleet
         .nodes
         .iter()
-        .map(|n| n.metric("reelfleet_publisher_quota_units_total"))
+        .map(|n| n.metric("reelfleet_quota_used_units"))
         .collect();
     assert!(spent.iter().all(|u| u.is_some()), "quota metric: {spent:?}");
     assert!(
         spent.iter().flatten().sum::<u64>() > 0,
         "quota metric: {spent:?}"
     );
+    // A node's exposition passes Prometheus's own checker.
+    let text = fleet.nodes[0].metrics_text().unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    assert!(body.contains("# HELP reelfleet_channels_owned "), "{text}");
+    if let Some(complaints) = common::promtool::promtool_complaints(body) {
+        assert!(
+            complaints.is_empty(),
+            "promtool check metrics:\n{complaints}"
+        );
+    }
     let Takeover {
         victim,
         chans,

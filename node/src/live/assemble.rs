@@ -40,7 +40,7 @@ pub fn build_ports(
     outbox: Arc<dyn Outbox>,
 ) -> Result<Arc<NodePorts>, String> {
     let clock = Clock::new();
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(&spec.name));
     let view = NodeView::new(Arc::clone(&spec.topo), me);
     let router = Arc::new(Router::new(view, outbox));
     let http = reqwest::Client::builder()

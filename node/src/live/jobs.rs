@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use actors::channel::ChannelInput;
@@ -86,13 +85,17 @@ impl JobPort {
             return None;
         }
         running.insert(id, tx);
-        self.metrics.jobs_running.fetch_add(1, Ordering::Relaxed);
+        self.metrics.job_started();
+        if id.stage == 0 && id.attempt <= 1 {
+            self.metrics
+                .video_planned(&self.topo.channel(id.channel).name);
+        }
         Some(rx)
     }
 
     fn end(&self, id: JobId) {
         if lock(&self.running).remove(&id).is_some() {
-            self.metrics.jobs_running.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.job_ended();
         }
     }
 
@@ -111,7 +114,6 @@ impl JobPort {
 
     /// A CPU or external stage of a channel here; its end goes to `to`.
     pub fn run_local(self: &Arc<Self>, spec: JobSpec, to: Mailbox<ChannelInput>) {
-        Metrics::inc(&self.metrics.jobs_started);
         let Some(cancel) = self.begin(spec.id) else {
             return;
         };
@@ -189,6 +191,7 @@ impl JobPort {
         let run = self.execute(&job, timeout_ms, cancel);
         // The hard limit holds whatever the executor does.
         let limit = std::time::Duration::from_millis(timeout_ms);
+        let started = std::time::Instant::now();
         let out = match tokio::time::timeout(limit, run).await {
             Ok(o) => o,
             Err(_) => ExecOutcome::Failed {
@@ -196,6 +199,18 @@ impl JobPort {
                 retryable: true,
             },
         };
+        let outcome = match &out {
+            ExecOutcome::Succeeded { .. } => "ok",
+            ExecOutcome::Failed { .. } => "failed",
+            ExecOutcome::Cancelled => "cancelled",
+        };
+        let kind = match self.executors.get(&job.stage) {
+            None | Some(ExecutorConfig::Synthetic) => "synthetic",
+            Some(ExecutorConfig::Command { .. }) => "command",
+            Some(ExecutorConfig::Http { .. }) => "http",
+        };
+        self.metrics
+            .stage_done(&job.stage, kind, outcome, started.elapsed());
         match out {
             ExecOutcome::Succeeded { .. } => {
                 tracing::info!(attempt = spec.id.attempt, "stage done");

@@ -1,207 +1,433 @@
-//! A node's metrics: counters and gauges the shells bump, rendered in the
-//! Prometheus text format on `GET /metrics` by a small HTTP/1.1 listener
-//! (one request per connection; anything but `GET /metrics` is a 404).
+//! A node's metrics, through the `metrics` facade into one
+//! `metrics-exporter-prometheus` recorder per process: `reelfleet up` runs
+//! six nodes in one process and serves one exposition, every series
+//! labelled with its `node`.
+//!
+//! Events (a video published, a stage done, a store call) are recorded
+//! where they happen. State that lives elsewhere (transport counters, GPU
+//! telemetry, quota, owned channels) is copied in by [`Metrics::collect`]
+//! just before each render. The few values the process reads back itself
+//! (`up`'s status line, `/status`) are kept in local atomics too.
 
-use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-/// One GPU's telemetry: (gpu name, used bytes, total bytes, utilisation %,
-/// temperature °C, healthy).
-pub type GpuRow = (String, u64, u64, u32, u32, bool);
+use crate::gpu_probe::GpuTelemetry;
 
-#[derive(Default)]
+/// Histogram bucket upper bounds in seconds: store calls (ms) to renders
+/// (minutes) to plan-to-publish (hours).
+const BUCKETS_SECONDS: [f64; 20] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 900.0, 3600.0, 14400.0,
+];
+
+static RECORDER: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+
+/// The process's recorder, installed on first use with every family
+/// described (HELP text). An error when another recorder was installed
+/// first (only possible in tests that install their own).
+pub fn recorder() -> Result<PrometheusHandle, String> {
+    RECORDER
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets(&BUCKETS_SECONDS)
+                .map_err(|e| format!("metrics buckets: {e}"))?
+                .install_recorder()
+                .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+            describe_all();
+            Ok(handle)
+        })
+        .clone()
+}
+
+/// Renders the process's exposition after each node's `collect`.
+pub fn render(nodes: &[&Metrics]) -> String {
+    let Ok(handle) = recorder() else {
+        return String::new();
+    };
+    for n in nodes {
+        n.collect();
+    }
+    handle.run_upkeep();
+    handle.render()
+}
+
+/// Every family this process may export, with its HELP text. A family
+/// shows only once it has a series.
+pub const FAMILIES: [(&str, &str, &str); 34] = [
+    (
+        "reelfleet_build_info",
+        "gauge",
+        "Always 1; the version and the node in labels.",
+    ),
+    (
+        "reelfleet_videos_planned_total",
+        "counter",
+        "Videos whose first stage started on this node, by channel.",
+    ),
+    (
+        "reelfleet_videos_published_total",
+        "counter",
+        "Videos published, by channel.",
+    ),
+    (
+        "reelfleet_videos_failed_total",
+        "counter",
+        "Videos that failed for good, by channel and reason.",
+    ),
+    (
+        "reelfleet_stage_duration_seconds",
+        "histogram",
+        "Wall time of stage jobs run on this node, by stage, kind and outcome.",
+    ),
+    (
+        "reelfleet_jobs_started_total",
+        "counter",
+        "Stage jobs started on this node.",
+    ),
+    (
+        "reelfleet_jobs_running",
+        "gauge",
+        "Stage jobs running on this node now.",
+    ),
+    (
+        "reelfleet_publish_attempts_total",
+        "counter",
+        "Uploads started.",
+    ),
+    (
+        "reelfleet_publish_unknown_total",
+        "counter",
+        "Uploads whose outcome was unknown (looked up later).",
+    ),
+    (
+        "reelfleet_publish_lookups_total",
+        "counter",
+        "Lookups of an upload whose outcome was unknown.",
+    ),
+    (
+        "reelfleet_channels_owned",
+        "gauge",
+        "Channels this node runs now.",
+    ),
+    (
+        "reelfleet_takeovers_total",
+        "counter",
+        "Peers this node removed after their lease lapsed (their channels were claimed).",
+    ),
+    (
+        "reelfleet_fenced_total",
+        "counter",
+        "Channels this node stopped because another node owns them now.",
+    ),
+    (
+        "reelfleet_fence_rejections_total",
+        "counter",
+        "Channel commits the store refused because of the epoch fence.",
+    ),
+    (
+        "reelfleet_actor_restarts_total",
+        "counter",
+        "Actors restarted by their supervisor.",
+    ),
+    (
+        "reelfleet_store_call_duration_seconds",
+        "histogram",
+        "Store calls, by backend, operation and outcome.",
+    ),
+    (
+        "reelfleet_store_conflicts_total",
+        "counter",
+        "Store commits refused by a failed check, by backend.",
+    ),
+    (
+        "reelfleet_store_errors_total",
+        "counter",
+        "Store calls that failed (unavailable, unknown outcome, ...), by backend.",
+    ),
+    (
+        "reelfleet_quic_peers",
+        "gauge",
+        "Peers with an open outgoing QUIC connection.",
+    ),
+    (
+        "reelfleet_quic_rtt_seconds",
+        "gauge",
+        "Round-trip time of the QUIC connection to each peer.",
+    ),
+    (
+        "reelfleet_quic_frames_in_total",
+        "counter",
+        "Frames received from peers.",
+    ),
+    (
+        "reelfleet_quic_frames_out_total",
+        "counter",
+        "Frames sent to peers.",
+    ),
+    (
+        "reelfleet_quic_frames_dropped_total",
+        "counter",
+        "Frames dropped because a peer's queue was full.",
+    ),
+    (
+        "reelfleet_quic_bad_frames_total",
+        "counter",
+        "Malformed frames received (the connection was closed).",
+    ),
+    (
+        "reelfleet_quic_refused_peers_total",
+        "counter",
+        "Handshakes refused: no certificate, a foreign CA or a non-node certificate.",
+    ),
+    (
+        "reelfleet_quic_connects_total",
+        "counter",
+        "Outgoing QUIC connections established.",
+    ),
+    (
+        "reelfleet_gpu_memory_total_bytes",
+        "gauge",
+        "GPU memory, as reported by NVML or else as declared in the config.",
+    ),
+    (
+        "reelfleet_gpu_memory_used_bytes",
+        "gauge",
+        "GPU memory in use (NVML only).",
+    ),
+    (
+        "reelfleet_gpu_utilization_ratio",
+        "gauge",
+        "GPU utilisation, 0 to 1 (NVML only).",
+    ),
+    (
+        "reelfleet_gpu_temperature_celsius",
+        "gauge",
+        "GPU temperature (NVML only).",
+    ),
+    (
+        "reelfleet_gpu_healthy",
+        "gauge",
+        "1 when the GPU answers and is not overheating (probed GPUs only).",
+    ),
+    (
+        "reelfleet_quota_used_units",
+        "gauge",
+        "Publishing API quota units spent today, by bucket (this node's publisher).",
+    ),
+    (
+        "reelfleet_ready",
+        "gauge",
+        "1 when the node's store answers and its lease is held (as /ready).",
+    ),
+    (
+        "reelfleet_http_requests_total",
+        "counter",
+        "Requests to the metrics and health listener, by path and status.",
+    ),
+];
+
+fn describe_all() {
+    for (name, kind, help) in FAMILIES {
+        match kind {
+            "counter" => describe_counter!(name, help),
+            "gauge" => describe_gauge!(name, help),
+            _ => describe_histogram!(name, help),
+        }
+    }
+}
+
+/// Copies values kept elsewhere into a node's metrics at each render.
+pub type Collector = Box<dyn Fn(&Metrics) + Send + Sync>;
+
+/// One GPU's telemetry as last sampled.
+pub type GpuRow = GpuTelemetry;
+
+/// A node's metrics handle: its label and the values it reads back.
 pub struct Metrics {
+    node: String,
     pub videos_published: AtomicU64,
     pub videos_failed: AtomicU64,
-    pub jobs_started: AtomicU64,
     pub jobs_running: AtomicU64,
-    pub uploads_started: AtomicU64,
-    pub uploads_unknown: AtomicU64,
-    pub lookups: AtomicU64,
-    pub store_ops: AtomicU64,
-    pub store_errors: AtomicU64,
-    pub fenced: AtomicU64,
-    /// Channel commits the store refused (the epoch fence).
-    pub fence_rejections: AtomicU64,
     pub channels_owned: AtomicU64,
-    pub node_removals: AtomicU64,
     pub actor_restarts: AtomicU64,
     pub gpus: Mutex<Vec<GpuRow>>,
+    /// Called by `collect` for values kept elsewhere (transport, quota).
+    pub collectors: Mutex<Vec<Collector>>,
 }
 
 impl Metrics {
-    pub fn inc(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
+    pub fn new(node: &str) -> Metrics {
+        // Installing here means every node process has its recorder
+        // before the first event; a failure only loses metrics.
+        if let Err(e) = recorder() {
+            tracing::warn!(node, error = %e, "metrics are off");
+        }
+        gauge!("reelfleet_build_info", "node" => node.to_string(), "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        Metrics {
+            node: node.to_string(),
+            videos_published: AtomicU64::new(0),
+            videos_failed: AtomicU64::new(0),
+            jobs_running: AtomicU64::new(0),
+            channels_owned: AtomicU64::new(0),
+            actor_restarts: AtomicU64::new(0),
+            gpus: Mutex::new(Vec::new()),
+            collectors: Mutex::new(Vec::new()),
+        }
     }
 
-    /// Every metric in the Prometheus text format, labelled with `node`.
-    pub fn render(
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn count(&self, name: &'static str) {
+        counter!(name, "node" => self.node.clone()).increment(1);
+    }
+
+    pub fn video_planned(&self, channel: &str) {
+        counter!("reelfleet_videos_planned_total", "node" => self.node.clone(), "channel" => channel.to_string()).increment(1);
+    }
+
+    pub fn video_published(&self, channel: &str) {
+        self.videos_published.fetch_add(1, Ordering::Relaxed);
+        counter!("reelfleet_videos_published_total", "node" => self.node.clone(), "channel" => channel.to_string()).increment(1);
+    }
+
+    pub fn video_failed(&self, channel: &str, reason: &str) {
+        self.videos_failed.fetch_add(1, Ordering::Relaxed);
+        counter!(
+            "reelfleet_videos_failed_total",
+            "node" => self.node.clone(),
+            "channel" => channel.to_string(),
+            "reason" => reason.to_string()
+        )
+        .increment(1);
+    }
+
+    pub fn job_started(&self) {
+        self.count("reelfleet_jobs_started_total");
+        let n = self.jobs_running.fetch_add(1, Ordering::Relaxed) + 1;
+        gauge!("reelfleet_jobs_running", "node" => self.node.clone()).set(n as f64);
+    }
+
+    pub fn job_ended(&self) {
+        let n = self
+            .jobs_running
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
+        gauge!("reelfleet_jobs_running", "node" => self.node.clone()).set(n as f64);
+    }
+
+    /// A stage job ended: `kind` is its executor (synthetic, command, http).
+    pub fn stage_done(
         &self,
-        node: &str,
-        net: &super::transport::TransportStats,
-        quota: &[(String, u64)],
-    ) -> String {
-        let mut s = String::new();
-        render_quota(&mut s, node, quota);
-        for (name, kind, v) in self.counters() {
-            let _ = writeln!(s, "# TYPE {name} {kind}");
-            let _ = writeln!(s, "{name}{{node=\"{node}\"}} {}", v.load(Ordering::Relaxed));
+        stage: &str,
+        kind: &'static str,
+        outcome: &'static str,
+        took: Duration,
+    ) {
+        histogram!(
+            "reelfleet_stage_duration_seconds",
+            "node" => self.node.clone(),
+            "stage" => stage.to_string(),
+            "kind" => kind,
+            "outcome" => outcome
+        )
+        .record(took.as_secs_f64());
+    }
+
+    pub fn publish_attempt(&self) {
+        self.count("reelfleet_publish_attempts_total");
+    }
+    pub fn publish_unknown(&self) {
+        self.count("reelfleet_publish_unknown_total");
+    }
+    pub fn publish_lookup(&self) {
+        self.count("reelfleet_publish_lookups_total");
+    }
+    pub fn fenced(&self) {
+        self.count("reelfleet_fenced_total");
+    }
+    pub fn fence_rejection(&self) {
+        self.count("reelfleet_fence_rejections_total");
+    }
+    pub fn takeover(&self) {
+        self.count("reelfleet_takeovers_total");
+    }
+    pub fn actor_restart(&self) {
+        self.actor_restarts.fetch_add(1, Ordering::Relaxed);
+        self.count("reelfleet_actor_restarts_total");
+    }
+
+    pub fn set_channels_owned(&self, n: usize) {
+        self.channels_owned.store(n as u64, Ordering::Relaxed);
+        gauge!("reelfleet_channels_owned", "node" => self.node.clone()).set(n as f64);
+    }
+
+    /// A store call ended; `outcome` is ok, conflict or error.
+    pub fn store_call(
+        &self,
+        backend: &'static str,
+        op: &'static str,
+        outcome: &'static str,
+        took: Duration,
+    ) {
+        histogram!(
+            "reelfleet_store_call_duration_seconds",
+            "node" => self.node.clone(),
+            "backend" => backend,
+            "op" => op,
+            "outcome" => outcome
+        )
+        .record(took.as_secs_f64());
+        match outcome {
+            "conflict" => counter!("reelfleet_store_conflicts_total", "node" => self.node.clone(), "backend" => backend).increment(1),
+            "error" => counter!("reelfleet_store_errors_total", "node" => self.node.clone(), "backend" => backend).increment(1),
+            _ => {}
         }
-        render_net(&mut s, node, net);
-        // A copy, so the lock is not held while the text is written.
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        gauge!("reelfleet_ready", "node" => self.node.clone()).set(if ready { 1.0 } else { 0.0 });
+    }
+
+    /// Copies in what is kept elsewhere: GPU telemetry and the collectors'.
+    pub fn collect(&self) {
         let gpus = super::lock(&self.gpus).clone();
-        render_gpus(&mut s, node, &gpus);
-        s
-    }
-
-    /// The node's own counters and gauges: (metric name, Prometheus type,
-    /// value).
-    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 13] {
-        [
-            (
-                "reelfleet_videos_published_total",
-                "counter",
-                &self.videos_published,
-            ),
-            (
-                "reelfleet_videos_failed_total",
-                "counter",
-                &self.videos_failed,
-            ),
-            (
-                "reelfleet_jobs_started_total",
-                "counter",
-                &self.jobs_started,
-            ),
-            ("reelfleet_jobs_running", "gauge", &self.jobs_running),
-            (
-                "reelfleet_uploads_started_total",
-                "counter",
-                &self.uploads_started,
-            ),
-            (
-                "reelfleet_uploads_unknown_total",
-                "counter",
-                &self.uploads_unknown,
-            ),
-            ("reelfleet_lookups_total", "counter", &self.lookups),
-            ("reelfleet_store_ops_total", "counter", &self.store_ops),
-            (
-                "reelfleet_store_errors_total",
-                "counter",
-                &self.store_errors,
-            ),
-            ("reelfleet_fenced_total", "counter", &self.fenced),
-            (
-                "reelfleet_fence_rejections_total",
-                "counter",
-                &self.fence_rejections,
-            ),
-            ("reelfleet_channels_owned", "gauge", &self.channels_owned),
-            (
-                "reelfleet_actor_restarts_total",
-                "counter",
-                &self.actor_restarts,
-            ),
-        ]
-    }
-}
-
-/// The publisher's quota spent per bucket; nothing at all when it has none.
-fn render_quota(s: &mut String, node: &str, quota: &[(String, u64)]) {
-    if quota.is_empty() {
-        return;
-    }
-    let _ = writeln!(s, "# TYPE reelfleet_publisher_quota_units_total counter");
-    for (bucket, units) in quota {
-        let _ = writeln!(
-            s,
-            "reelfleet_publisher_quota_units_total{{node=\"{node}\",bucket=\"{bucket}\"}} {units}"
-        );
-    }
-}
-
-/// The transport's frame and peer counters.
-fn render_net(s: &mut String, node: &str, net: &super::transport::TransportStats) {
-    let net_rows: [(&str, &AtomicU64); 5] = [
-        ("reelfleet_frames_in_total", &net.frames_in),
-        ("reelfleet_frames_out_total", &net.frames_out),
-        ("reelfleet_frames_dropped_total", &net.frames_dropped),
-        ("reelfleet_peers_refused_total", &net.refused),
-        ("reelfleet_bad_frames_total", &net.bad_frames),
-    ];
-    for (name, v) in net_rows {
-        let _ = writeln!(s, "# TYPE {name} counter");
-        let _ = writeln!(s, "{name}{{node=\"{node}\"}} {}", v.load(Ordering::Relaxed));
-    }
-}
-
-/// One set of gauges per GPU; nothing at all on a node without GPUs.
-fn render_gpus(s: &mut String, node: &str, gpus: &[GpuRow]) {
-    if gpus.is_empty() {
-        return;
-    }
-    let _ = writeln!(s, "# TYPE reelfleet_gpu_memory_used_bytes gauge");
-    let _ = writeln!(s, "# TYPE reelfleet_gpu_memory_total_bytes gauge");
-    let _ = writeln!(s, "# TYPE reelfleet_gpu_utilization_percent gauge");
-    let _ = writeln!(s, "# TYPE reelfleet_gpu_temperature_celsius gauge");
-    let _ = writeln!(s, "# TYPE reelfleet_gpu_healthy gauge");
-    for (g, used, total, util, temp, ok) in gpus {
-        let l = format!("{{node=\"{node}\",gpu=\"{g}\"}}");
-        let _ = writeln!(s, "reelfleet_gpu_memory_used_bytes{l} {used}");
-        let _ = writeln!(s, "reelfleet_gpu_memory_total_bytes{l} {total}");
-        let _ = writeln!(s, "reelfleet_gpu_utilization_percent{l} {util}");
-        let _ = writeln!(s, "reelfleet_gpu_temperature_celsius{l} {temp}");
-        let _ = writeln!(s, "reelfleet_gpu_healthy{l} {}", u8::from(*ok));
-    }
-}
-
-/// Serves `render()` on `addr`; returns the bound address.
-pub async fn serve(
-    addr: SocketAddr,
-    render: Arc<dyn Fn() -> String + Send + Sync>,
-) -> Result<SocketAddr, String> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("metrics: cannot listen on {addr}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| format!("metrics: {e}"))?;
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let render = Arc::clone(&render);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut n = 0;
-                // Read the request head (bounded); the body is ignored.
-                while n < buf.len() {
-                    match sock.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => n += k,
-                    }
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf[..n]);
-                let (status, body) = if head.starts_with("GET /metrics ") {
-                    ("200 OK", render())
-                } else {
-                    (
-                        "404 Not Found",
-                        "only GET /metrics is served here\n".to_string(),
-                    )
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            });
+        for g in &gpus {
+            let gpu = format!("{}:{}", g.index, g.name);
+            let l = [("node", self.node.clone()), ("gpu", gpu)];
+            gauge!("reelfleet_gpu_memory_total_bytes", &l).set(g.memory_total_bytes as f64);
+            // A GPU known only from the config has no telemetry: no
+            // made-up zeros for it, and health only when a probe said so.
+            if !g.uuid.is_empty() {
+                gauge!("reelfleet_gpu_memory_used_bytes", &l).set(g.memory_used_bytes as f64);
+                gauge!("reelfleet_gpu_utilization_ratio", &l)
+                    .set(f64::from(g.utilization_percent) / 100.0);
+                gauge!("reelfleet_gpu_temperature_celsius", &l).set(f64::from(g.temperature_c));
+            }
+            if !g.uuid.is_empty() || g.reason.is_some() {
+                gauge!("reelfleet_gpu_healthy", &l).set(if g.healthy { 1.0 } else { 0.0 });
+            }
         }
-    });
-    Ok(bound)
+        for c in super::lock(&self.collectors).iter() {
+            c(self);
+        }
+    }
+
+    /// Sets a counter kept elsewhere to its absolute value.
+    pub fn absolute(&self, name: &'static str, value: u64) {
+        counter!(name, "node" => self.node.clone()).absolute(value);
+    }
+
+    /// Sets a gauge, with extra labels.
+    pub fn level(&self, name: &'static str, labels: &[(&'static str, String)], value: f64) {
+        let mut l: Vec<(&'static str, String)> = vec![("node", self.node.clone())];
+        l.extend(labels.iter().cloned());
+        gauge!(name, &l).set(value);
+    }
 }

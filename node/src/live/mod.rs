@@ -22,6 +22,7 @@ pub mod config;
 pub mod jobs;
 pub mod life;
 pub mod metrics;
+pub mod pages;
 pub mod ports;
 pub mod publish_port;
 pub mod router;

@@ -178,7 +178,7 @@ impl NodePorts {
 
     fn channel_stopped(&self, channel: ChannelId, epoch: u64, fenced: bool) {
         if fenced {
-            Metrics::inc(&self.metrics.fenced);
+            self.metrics.fenced();
             tracing::warn!(
                 node = %self.name,
                 region = %self.region(),
@@ -232,18 +232,18 @@ impl NodePorts {
                 let _in_video = span.enter();
                 match status {
                     VideoStatus::Published { remote_id } => {
-                        Metrics::inc(&self.metrics.videos_published);
+                        self.metrics.video_published(name);
                         tracing::info!(%remote_id, "published");
                     }
                     VideoStatus::Failed(why) => {
-                        Metrics::inc(&self.metrics.videos_failed);
+                        self.metrics.video_failed(name, &reason_label(&why));
                         tracing::warn!(reason = ?why, "video failed");
                     }
                     VideoStatus::Active => {}
                 }
             }
             Observation::NodeRemoved(n) => {
-                Metrics::inc(&self.metrics.node_removals);
+                self.metrics.takeover();
                 let who = self
                     .topo
                     .nodes
@@ -345,4 +345,14 @@ impl Ports<MembershipMachine> for MembershipPorts {
             .update_view(|view| route::membership_effect(view, effect, &mut routes));
         self.node.carry_all(routes, &Origin::Membership(me));
     }
+}
+
+/// A failure reason as a metric label: its variant's name, without data
+/// (bounded cardinality).
+fn reason_label(why: &impl std::fmt::Debug) -> String {
+    let s = format!("{why:?}");
+    s.split(|c: char| !c.is_alphanumeric() && c != '_')
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }

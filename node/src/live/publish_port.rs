@@ -45,7 +45,7 @@ impl PublishPort {
     /// Uploads in a task; the outcome goes to `to`, unless it is unknown
     /// (the machine's own timeout then makes it look the key up).
     pub fn publish(self: &Arc<Self>, order: UploadOrder, to: Mailbox<ChannelInput>) {
-        Metrics::inc(&self.metrics.uploads_started);
+        self.metrics.publish_attempt();
         let port = Arc::clone(self);
         tokio::spawn(async move {
             let deadline = port.clock.now_ms() + order.timeout_ms;
@@ -59,7 +59,7 @@ impl PublishPort {
                     attempt: order.attempt,
                     outcome,
                 }),
-                _ => Metrics::inc(&port.metrics.uploads_unknown),
+                _ => port.metrics.publish_unknown(),
             }
         });
     }
@@ -98,7 +98,7 @@ impl PublishPort {
 
     /// Looks an idempotency key up in a task; the outcome goes to `to`.
     pub fn lookup(self: &Arc<Self>, slot: u64, key: String, to: Mailbox<ChannelInput>) {
-        Metrics::inc(&self.metrics.lookups);
+        self.metrics.publish_lookup();
         let port = Arc::clone(self);
         tokio::spawn(async move {
             let outcome = port.publisher.lookup(&key).await;

@@ -22,7 +22,6 @@ use topology::{NodeId, Topology};
 
 use super::assemble::{build_ports, PortsSpec};
 use super::config::{ExecutorConfig, GpuConfig, Timing};
-use super::metrics;
 use super::ports::NodePorts;
 use super::router::QuicOutbox;
 use super::supervisor::{NodeRoot, WorkArgs};
@@ -157,8 +156,13 @@ impl RunningNode {
                 }
             }
         }));
+        let shown = super::pages::Shown {
+            ports: Arc::clone(&node),
+            net: Arc::clone(&net),
+        };
+        super::pages::register_collectors(&shown);
         let metrics_addr = match metrics_at {
-            Some(addr) => Some(serve_metrics(addr, &node, &net).await?),
+            Some(addr) => Some(crate::http::serve(addr, super::pages::pages(vec![shown])).await?),
             None => None,
         };
         let telemetry = tokio::spawn(telemetry_loop(Arc::clone(&node), gpu));
@@ -207,19 +211,6 @@ impl RunningNode {
     }
 }
 
-async fn serve_metrics(
-    addr: SocketAddr,
-    node: &Arc<NodePorts>,
-    net: &Arc<Transport>,
-) -> Result<SocketAddr, String> {
-    let (node, net) = (Arc::clone(node), Arc::clone(net));
-    let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || {
-        let quota = node.publish.publisher.quota_units_spent();
-        node.metrics.render(&node.name, &net.stats, &quota)
-    });
-    metrics::serve(addr, render).await
-}
-
 /// GPU telemetry: NVML when present, else the declared GPUs. Rows go to
 /// metrics; a GPU that turns unhealthy (not answering, overheating) is
 /// drained, so that its jobs finish and no new ones come.
@@ -248,19 +239,7 @@ async fn telemetry_loop(ctx: Arc<NodePorts>, cfg: GpuConfig) {
             }
             warned = true;
         }
-        *super::lock(&ctx.metrics.gpus) = rows
-            .iter()
-            .map(|t| {
-                (
-                    format!("{}:{}", t.index, t.name),
-                    t.memory_used_bytes,
-                    t.memory_total_bytes,
-                    t.utilization_percent,
-                    t.temperature_c,
-                    t.healthy,
-                )
-            })
-            .collect();
+        *super::lock(&ctx.metrics.gpus) = rows.clone();
         for t in &rows {
             let i = t.index as usize;
             if !t.healthy && i < gpus.len() && !drained[i] {

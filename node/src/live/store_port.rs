@@ -34,11 +34,21 @@ pub struct Fence {
 impl StorePort {
     /// Applies `op`, counting it and its failure.
     pub async fn apply(&self, op: &StoreOp) -> StoreReply {
-        Metrics::inc(&self.metrics.store_ops);
+        let started = std::time::Instant::now();
         let r = self.store.apply(op).await;
-        if matches!(r, StoreReply::Failed(_)) {
-            Metrics::inc(&self.metrics.store_errors);
-        }
+        let name = match op {
+            StoreOp::Get(_) => "get",
+            StoreOp::Range { .. } => "range",
+            StoreOp::Commit(t) if t.writes.is_empty() => "check",
+            StoreOp::Commit(_) => "commit",
+        };
+        let outcome = match &r {
+            StoreReply::Failed(StoreError::Conflict { .. }) => "conflict",
+            StoreReply::Failed(_) => "error",
+            _ => "ok",
+        };
+        self.metrics
+            .store_call(self.store.backend(), name, outcome, started.elapsed());
         r
     }
 
@@ -81,7 +91,7 @@ impl StorePort {
             incarnation: f.incarnation,
         };
         if let Some(o) = owner.filter(|o| *o != mine) {
-            Metrics::inc(&self.metrics.fence_rejections);
+            self.metrics.fence_rejection();
             let now = o
                 .node
                 .and_then(|n| self.topo.nodes.get(n.index()))

@@ -18,7 +18,6 @@
 //! lease lapses and survivors take over) than limping.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -31,7 +30,6 @@ use topology::{placement, ChannelId, GpuId};
 
 use super::clock::Clock;
 use super::config::Timing;
-use super::metrics::Metrics;
 use super::ports::{ChannelPorts, DispatchPorts, GpuPorts, MembershipPorts, NodePorts, WorkMsg};
 use super::router::Hosted;
 use super::shell::{spawn_linked, Mailbox, ShellMsg};
@@ -144,9 +142,7 @@ impl WorkState {
         let r = spawn_linked(machine, ports, clock, me).await?;
         let mut locals = node.router.locals();
         locals.channels.insert(channel, (epoch, hosted(&r)));
-        node.metrics
-            .channels_owned
-            .store(locals.channels.len() as u64, Ordering::Relaxed);
+        node.metrics.set_channels_owned(locals.channels.len());
         Ok(r.get_cell())
     }
 
@@ -200,10 +196,7 @@ impl WorkState {
 
     fn count_channels(&self) {
         let n = self.node().router.locals().channels.len();
-        self.node()
-            .metrics
-            .channels_owned
-            .store(n as u64, Ordering::Relaxed);
+        self.node().metrics.set_channels_owned(n);
     }
 }
 
@@ -340,7 +333,7 @@ impl WorkState {
             )
             .into());
         }
-        Metrics::inc(&self.node().metrics.actor_restarts);
+        self.node().metrics.actor_restart();
         Ok(())
     }
 

@@ -170,6 +170,19 @@ pub struct TransportStats {
     pub refused: AtomicU64,
     pub bad_frames: AtomicU64,
     pub connects: AtomicU64,
+    /// The connection this node dialled to each peer (for its RTT).
+    pub links: Mutex<BTreeMap<String, quinn::Connection>>,
+}
+
+impl TransportStats {
+    /// Each peer dialled, with the round-trip time of its connection while
+    /// it is open (`None` once it closed).
+    pub fn peer_rtts(&self) -> Vec<(String, Option<Duration>)> {
+        super::lock(&self.links)
+            .iter()
+            .map(|(p, c)| (p.clone(), c.close_reason().is_none().then(|| c.rtt())))
+            .collect()
+    }
 }
 
 /// Told when a peer cannot be reached or its connection broke: a hint
@@ -298,6 +311,7 @@ async fn dial_loop(
             }
         };
         stats.connects.fetch_add(1, Ordering::Relaxed);
+        super::lock(&stats.links).insert(peer.clone(), conn.clone());
         let Ok((mut send, _recv)) = conn.open_bi().await else {
             continue;
         };

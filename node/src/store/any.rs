@@ -23,6 +23,17 @@ pub enum AnyStore {
 }
 
 impl AnyStore {
+    /// The backend's name, as metrics label it.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            AnyStore::Mem(_) => "mem",
+            AnyStore::Redb(_) => "redb",
+            AnyStore::Etcd(_) => "etcd",
+            #[cfg(feature = "fdb")]
+            AnyStore::Fdb(_) => "fdb",
+        }
+    }
+
     pub async fn open(url: &StoreUrl) -> Result<AnyStore, StoreError> {
         Ok(match url {
             StoreUrl::Mem => AnyStore::Mem(MemBackend::new()),

@@ -1,4 +1,5 @@
 pub mod audit;
 pub mod conformance;
 pub mod etcd_cluster;
+pub mod promtool;
 pub mod youtube_emulator;
