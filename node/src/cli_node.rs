@@ -78,6 +78,49 @@ pub fn build_publisher(
     }
 }
 
+/// The node is in the cluster config, and every `[executors.NAME]` names
+/// a stage of one of its pipelines (a misspelt stage would otherwise run
+/// the synthetic stand-in and publish it).
+fn check_against_cluster(cfg: &NodeConfig, topo: &Topology) -> Result<(), String> {
+    if !topo.nodes.iter().any(|n| n.name == cfg.node) {
+        let known: Vec<&str> = topo.nodes.iter().map(|n| n.name.as_str()).collect();
+        return Err(format!(
+            "node = {:?} is not a node of the cluster config {} (nodes: {})",
+            cfg.node,
+            cfg.cluster.display(),
+            known.join(", ")
+        ));
+    }
+    let stages: std::collections::BTreeSet<&str> = topo
+        .pipelines
+        .iter()
+        .flat_map(|p| p.stages.iter().map(|s| s.name.as_str()))
+        .collect();
+    for name in cfg.executors.keys() {
+        if !stages.contains(name.as_str()) {
+            return Err(format!(
+                "[executors.{name}]: no pipeline of the cluster has a stage {name:?} (stages: {})",
+                stages.iter().copied().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The QUIC (UDP) and HTTP (TCP) ports are free. A check, then a release:
+/// another process could take one in between, and the real bind then
+/// fails with the same clear message; what this spares is a store and
+/// folders written for a node that could never start.
+fn check_ports_free(cfg: &NodeConfig) -> Result<(), String> {
+    std::net::UdpSocket::bind(cfg.listen)
+        .map_err(|e| format!("listen = {}: cannot listen there (UDP): {e}", cfg.listen))?;
+    if let Some(m) = cfg.metrics {
+        std::net::TcpListener::bind(m)
+            .map_err(|e| format!("metrics = {m}: cannot listen there: {e}"))?;
+    }
+    Ok(())
+}
+
 pub fn run(args: NodeArgs) -> i32 {
     match run_inner(args) {
         Ok(()) => 0,
@@ -91,8 +134,12 @@ pub fn run(args: NodeArgs) -> i32 {
 fn run_inner(args: NodeArgs) -> Result<(), String> {
     let cfg = NodeConfig::load(&args.config)?;
     let topo = Arc::new(load_topology(&cfg.cluster)?);
+    // Everything is checked before anything is written (the store, the
+    // data folder, published/): a bad config leaves no trace.
+    check_against_cluster(&cfg, &topo).map_err(|e| format!("{}: {e}", args.config.display()))?;
     let url: StoreUrl = cfg.store.parse()?;
     let identity = TlsIdentity::load(&cfg.certs, "nodes", &cfg.node)?;
+    check_ports_free(&cfg)?;
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", cfg.data_dir.display()))?;
     let publisher = build_publisher(cfg.publisher.as_ref(), &cfg.data_dir, &topo)?;
@@ -104,7 +151,7 @@ fn run_inner(args: NodeArgs) -> Result<(), String> {
         let store = Arc::new(
             AnyStore::open(&url)
                 .await
-                .map_err(|e| format!("cannot open the store {}: {e:?}", cfg.store))?,
+                .map_err(|e| format!("cannot open the store {}: {e}", cfg.store))?,
         );
         let lease_ms = cfg.timing.lease_ms;
         let node = RunningNode::start(NodeSpec {

@@ -58,14 +58,17 @@ pub fn backup(args: BackupArgs) -> i32 {
         };
         let url: StoreUrl = url.parse()?;
         let tmp = out.with_extension("partial");
-        let file = std::fs::File::create(&tmp)
-            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
         let rt = runtime()?;
         let (count, version) = rt
             .block_on(async {
-                let store = AnyStore::open(&url)
+                let store = AnyStore::open_existing(&url)
                     .await
                     .map_err(|e| backup::BackupError(format!("cannot open the store: {e}")))?;
+                // Created only once the store opened: a mistyped store
+                // leaves no file behind.
+                let file = std::fs::File::create(&tmp).map_err(|e| {
+                    backup::BackupError(format!("cannot create {}: {e}", tmp.display()))
+                })?;
                 backup::backup(&store, file).await
             })
             .map_err(|e| e.to_string())?;
@@ -83,6 +86,11 @@ pub fn backup(args: BackupArgs) -> i32 {
 pub fn restore(args: RestoreArgs) -> i32 {
     let result = (|| -> Result<String, String> {
         let url: StoreUrl = args.store.parse()?;
+        // The whole backup is checked before the target is opened (and,
+        // for redb, created): a corrupt or truncated file writes nothing.
+        let file = std::fs::File::open(&args.input)
+            .map_err(|e| format!("cannot open {}: {e}", args.input.display()))?;
+        backup::verify(file).map_err(|e| format!("{}: {e}", args.input.display()))?;
         let path = args.input.clone();
         let open = move || std::fs::File::open(&path);
         let rt = runtime()?;

@@ -71,6 +71,11 @@ fn ensure_certs(dir: &std::path::Path, nodes: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The most nodes `up` runs in one process: each is a full node (QUIC
+/// endpoint, actors, store sessions), meant for trying a fleet on one
+/// machine.
+pub const MAX_UP_NODES: usize = 64;
+
 const DEFAULT_METRICS: &str = "127.0.0.1:9464";
 const DEFAULT_CONSOLE: &str = "127.0.0.1:9465";
 
@@ -103,6 +108,13 @@ fn bind_listener(
 
 fn run_inner(args: UpArgs) -> Result<(), String> {
     let topo = Arc::new(fleet_topology(args.config.as_deref())?);
+    if topo.nodes.len() > MAX_UP_NODES {
+        return Err(format!(
+            "reelfleet up runs every node in this one process: at most {MAX_UP_NODES} nodes, \
+             and the config has {} (run `reelfleet node` on each machine for more)",
+            topo.nodes.len()
+        ));
+    }
     let metrics = bind_listener("metrics", args.metrics, DEFAULT_METRICS)?;
     let console = bind_listener("console", args.console, DEFAULT_CONSOLE)?;
     std::fs::create_dir_all(&args.data)
@@ -221,6 +233,8 @@ async fn show_summary_until_stopped(nodes: &[Arc<RunningNode>], run_s: Option<u6
     let stop_at = run_s.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks = 0u64;
+    let stop = stop_signal();
+    tokio::pin!(stop);
     loop {
         let deadline = async {
             match stop_at {
@@ -229,7 +243,7 @@ async fn show_summary_until_stopped(nodes: &[Arc<RunningNode>], run_s: Option<u6
             }
         };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut stop => break,
             _ = deadline => break,
             _ = tick.tick() => {
                 ticks += 1;
@@ -242,6 +256,24 @@ async fn show_summary_until_stopped(nodes: &[Arc<RunningNode>], run_s: Option<u6
                 }
             }
         }
+    }
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM (a service manager's stop): both stop `up`
+/// the same way, by draining.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }
 
@@ -259,7 +291,7 @@ async fn drain_and_stop(nodes: Vec<Arc<RunningNode>>) {
     });
     let drained = tokio::select! {
         r = futures_join_all(drains.collect()) => r.iter().filter(|d| **d).count(),
-        _ = tokio::signal::ctrl_c() => 0,
+        _ = stop_signal() => 0,
     };
     println!("{}", summary(&nodes));
     println!("drained {drained} of {} nodes; stopped", nodes.len());

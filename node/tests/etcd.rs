@@ -171,3 +171,36 @@ async fn backup_round_trip_redb_to_etcd_and_back() {
         |v: Vec<actors::store::Entry>| v.into_iter().map(|e| (e.key, e.value)).collect::<Vec<_>>();
     assert_eq!(strip(a), strip(b));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_cannot_connect_is_unavailable_not_unknown() {
+    if !etcd_available() {
+        return;
+    }
+    let mut cluster = EtcdCluster::start(1);
+    let s = cluster.store("/refused").await;
+    commit_retrying_unknown(&s, 1).await.expect("healthy");
+    cluster.kill_member(0);
+    // The member is gone: its port refuses connections, so a commit
+    // certainly applied nothing, and says so with the member and cause.
+    let mut last = None;
+    for _ in 0..5 {
+        let r = s
+            .commit(&Txn {
+                checks: vec![],
+                writes: vec![Write::Put(b"k".to_vec(), b"v".to_vec())],
+            })
+            .await;
+        match r {
+            Err(StoreError::Unavailable(m)) => {
+                assert!(m.contains("nothing was applied"), "{m}");
+                assert!(m.contains("127.0.0.1:"), "no member named: {m}");
+                assert!(!m.contains("Status {"), "Rust debug output: {m}");
+                return;
+            }
+            other => last = Some(other),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("a refused connection was not reported as unavailable: {last:?}");
+}

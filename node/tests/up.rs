@@ -1,6 +1,6 @@
 //! `reelfleet up` as a new user runs it: six nodes over QUIC in one
 //! process, redb under the data folder. Ctrl-C (a real SIGINT) stops it
-//! cleanly; run again, it resumes from the store, and across both runs no
+//! cleanly, and so does SIGTERM; run again, it resumes from the store, and across both runs no
 //! video is lost or published twice and the ledgers agree.
 
 mod common;
@@ -27,9 +27,10 @@ fn publish_log(data: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Runs `up` until `more` new videos are published, then SIGINTs it and
-/// expects a clean exit.
-fn run_until(data: &Path, more: usize) -> String {
+/// Runs `up` until `more` new videos are published, then sends it `signal`
+/// (SIGINT as Ctrl-C, or SIGTERM as a service manager) and expects a
+/// drain and a clean exit.
+fn run_until(data: &Path, more: usize, signal: i32) -> String {
     let before = publish_log(data).len();
     let mut child = Command::new(env!("CARGO_BIN_EXE_reelfleet"))
         .args([
@@ -60,7 +61,7 @@ fn run_until(data: &Path, more: usize) -> String {
     }
     // SAFETY: kill(2) on our own child.
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
+        libc::kill(child.id() as i32, signal);
     }
     let out = child.wait_with_output().expect("up output");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -77,13 +78,13 @@ fn run_until(data: &Path, more: usize) -> String {
 fn up_stops_on_ctrl_c_and_resumes_without_losing_or_repeating_a_video() {
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("data");
-    let first = run_until(&data, 8);
+    let first = run_until(&data, 8, libc::SIGINT);
     assert!(
         first.contains("metrics: http://") && first.contains("console: "),
         "{first}"
     );
     let after_first = publish_log(&data).len();
-    run_until(&data, 8);
+    run_until(&data, 8, libc::SIGTERM);
     let log = publish_log(&data);
     assert!(log.len() >= after_first + 8);
 

@@ -52,6 +52,7 @@ impl DirectoryPublisher {
         let root = root.into();
         std::fs::create_dir_all(&root)
             .map_err(|e| err(format!("cannot create {}: {e}", root.display())))?;
+        remove_leftovers(&root);
         Ok(DirectoryPublisher { root })
     }
 
@@ -206,4 +207,43 @@ impl super::Publisher for DirectoryPublisher {
             }
         })
     }
+}
+
+/// Removes `.incoming-<key>-<pid>` folders whose process is gone (a
+/// publisher killed mid-copy): nothing in them was made visible, and
+/// nothing else would ever remove them. Another live process's are kept.
+fn remove_leftovers(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(".incoming-") else {
+            continue;
+        };
+        let Some(pid) = rest.rsplit('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid > 0 && !process_alive(pid) {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => tracing::info!(
+                    folder = %e.path().display(),
+                    pid,
+                    "removed an unfinished publish of a process that is gone"
+                ),
+                Err(err) => tracing::warn!(
+                    folder = %e.path().display(),
+                    error = %err,
+                    "cannot remove an unfinished publish"
+                ),
+            }
+        }
+    }
+}
+
+/// Whether process `pid` exists (signal 0 probes without sending).
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }

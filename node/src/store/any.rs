@@ -23,6 +23,20 @@ pub enum AnyStore {
 }
 
 impl AnyStore {
+    /// Opens a store that must already exist (for reading it, as a backup
+    /// does): a redb path with no file is an error, never a new store.
+    pub async fn open_existing(url: &StoreUrl) -> Result<AnyStore, StoreError> {
+        if let StoreUrl::Redb(path) = url {
+            if !path.is_file() {
+                return Err(StoreError::Unavailable(format!(
+                    "no redb store at {} (a store opened for reading is never created)",
+                    path.display()
+                )));
+            }
+        }
+        AnyStore::open(url).await
+    }
+
     /// The backend's name, as metrics label it.
     pub fn backend(&self) -> &'static str {
         match self {

@@ -30,10 +30,37 @@ pub struct EtcdStore {
     client: Client,
     prefix: Vec<u8>,
     call_timeout: Duration,
+    /// The members dialled, for error messages.
+    endpoints: String,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("etcd: {e}"))
+}
+
+/// Whether a failed call certainly never reached a member: the connection
+/// itself could not be made (refused, unreachable, no address). Such a
+/// commit applied nothing; any other failure of a commit may have applied.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::InvalidUri(_) => true,
+        etcd_client::Error::GRpcStatus(s) => {
+            let m = s.message().to_ascii_lowercase();
+            s.code() == tonic::Code::Unavailable
+                && (m.contains("error trying to connect")
+                    || m.contains("tcp connect error")
+                    || m.contains("connection refused"))
+        }
+        _ => false,
+    }
+}
+
+/// A gRPC error as one line: its code and message, not Rust debug output.
+fn cause(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
+        other => other.to_string(),
+    }
 }
 
 impl EtcdStore {
@@ -64,6 +91,7 @@ impl EtcdStore {
             client,
             prefix,
             call_timeout,
+            endpoints: endpoints.join(","),
         })
     }
 
@@ -257,8 +285,21 @@ impl Store for EtcdStore {
             // A failed call that writes may still have been applied (a
             // leader change mid-call, a proposal that commits once a quorum
             // returns): only a read can tell.
-            Ok(Err(_)) if writes => return Err(StoreError::CommitUnknown),
-            Ok(Err(e)) => return Err(unavailable(e)),
+            Ok(Err(e)) if writes && !never_sent(&e) => {
+                tracing::warn!(
+                    endpoints = %self.endpoints,
+                    cause = %cause(&e),
+                    "etcd commit failed after it may have been sent: outcome unknown"
+                );
+                return Err(StoreError::CommitUnknown);
+            }
+            Ok(Err(e)) => {
+                return Err(unavailable(format!(
+                    "{} (members {}): nothing was applied",
+                    cause(&e),
+                    self.endpoints
+                )))
+            }
             Ok(Ok(r)) => r,
         };
         if !resp.succeeded() {
