@@ -631,7 +631,7 @@ fn a_drained_node_hands_its_channels_over_and_exits_cleanly() {
     let spent: Vec<Option<u64>> = fleet
         .nodes
         .iter()
-        .map(|n| n.metric("reelfleet_quota_used_units"))
+        .map(|n| n.metric("reelfleet_publisher_quota_units"))
         .collect();
     assert!(spent.iter().all(|u| u.is_some()), "quota metric: {spent:?}");
     assert!(

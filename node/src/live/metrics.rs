@@ -25,6 +25,10 @@ const BUCKETS_SECONDS: [f64; 20] = [
     120.0, 300.0, 900.0, 3600.0, 14400.0,
 ];
 
+/// How long a gauge not set again stays in the exposition (several
+/// ledger samples, `LEDGER_SAMPLE_MS`).
+const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
 static RECORDER: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
 /// The process's recorder, installed on first use with every family
@@ -36,6 +40,14 @@ pub fn recorder() -> Result<PrometheusHandle, String> {
             let handle = PrometheusBuilder::new()
                 .set_buckets(&BUCKETS_SECONDS)
                 .map_err(|e| format!("metrics buckets: {e}"))?
+                // A gauge nobody sets any more (a channel that moved to
+                // another node, a peer gone) leaves the exposition instead
+                // of showing its last value forever; live gauges are set
+                // at every render or sample.
+                .idle_timeout(
+                    metrics_util::MetricKindMask::GAUGE,
+                    Some(GAUGE_IDLE_TIMEOUT),
+                )
                 .install_recorder()
                 .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
             describe_all();
@@ -58,7 +70,7 @@ pub fn render(nodes: &[&Metrics]) -> String {
 
 /// Every family this process may export, with its HELP text. A family
 /// shows only once it has a series.
-pub const FAMILIES: [(&str, &str, &str); 34] = [
+pub const FAMILIES: [(&str, &str, &str); 40] = [
     (
         "reelfleet_build_info",
         "gauge",
@@ -215,9 +227,39 @@ pub const FAMILIES: [(&str, &str, &str); 34] = [
         "1 when the GPU answers and is not overheating (probed GPUs only).",
     ),
     (
+        "reelfleet_publisher_quota_units",
+        "gauge",
+        "Quota units this node's publisher spent on API calls since it started, by bucket.",
+    ),
+    (
         "reelfleet_quota_used_units",
         "gauge",
-        "Publishing API quota units spent today, by bucket (this node's publisher).",
+        "Quota units reserved today in the store's ledger, by project and bucket (sampled by nodes owning a channel of the project).",
+    ),
+    (
+        "reelfleet_quota_limit_units",
+        "gauge",
+        "Quota units a bucket allows per day, by project and bucket.",
+    ),
+    (
+        "reelfleet_channel_spend_today_usd",
+        "gauge",
+        "A channel's spend today (UTC day) from the store's ledger, sampled by its owner.",
+    ),
+    (
+        "reelfleet_channel_spend_usd",
+        "gauge",
+        "A channel's spend over all days from the store's ledger, sampled by its owner.",
+    ),
+    (
+        "reelfleet_channel_budget_daily_usd",
+        "gauge",
+        "A channel's daily budget, by limit (soft, hard); absent when unlimited.",
+    ),
+    (
+        "reelfleet_channel_target_videos_per_day",
+        "gauge",
+        "Videos a channel is to publish per day.",
     ),
     (
         "reelfleet_ready",
@@ -396,7 +438,15 @@ impl Metrics {
     }
 
     /// Copies in what is kept elsewhere: GPU telemetry and the collectors'.
+    /// The node's own gauges are set again too (they change rarely, and a
+    /// gauge not set within `GAUGE_IDLE_TIMEOUT` leaves the exposition).
     pub fn collect(&self) {
+        let node = self.node.clone();
+        gauge!("reelfleet_build_info", "node" => node.clone(), "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        gauge!("reelfleet_channels_owned", "node" => node.clone())
+            .set(self.channels_owned.load(Ordering::Relaxed) as f64);
+        gauge!("reelfleet_jobs_running", "node" => node)
+            .set(self.jobs_running.load(Ordering::Relaxed) as f64);
         let gpus = super::lock(&self.gpus).clone();
         for g in &gpus {
             let gpu = format!("{}:{}", g.index, g.name);

@@ -20,6 +20,7 @@ pub mod assemble;
 pub mod clock;
 pub mod config;
 pub mod jobs;
+pub mod ledger_metrics;
 pub mod life;
 pub mod metrics;
 pub mod pages;

@@ -66,7 +66,7 @@ pub fn register_collectors(node: &Shown) {
         if let Some(ports) = weak_ports.upgrade() {
             for (bucket, units) in ports.publish.publisher.quota_units_spent() {
                 m.level(
-                    "reelfleet_quota_used_units",
+                    "reelfleet_publisher_quota_units",
                     &[("bucket", bucket)],
                     units as f64,
                 );

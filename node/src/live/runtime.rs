@@ -61,6 +61,7 @@ pub struct RunningNode {
     root: ActorRef<()>,
     root_join: tokio::task::JoinHandle<()>,
     telemetry: tokio::task::JoinHandle<()>,
+    ledgers: tokio::task::JoinHandle<()>,
 }
 
 fn node_id(topo: &Topology, name: &str) -> Result<NodeId, String> {
@@ -166,6 +167,7 @@ impl RunningNode {
             None => None,
         };
         let telemetry = tokio::spawn(telemetry_loop(Arc::clone(&node), gpu));
+        let ledgers = tokio::spawn(super::ledger_metrics::ledger_loop(Arc::clone(&node)));
         let args = Arc::new(WorkArgs {
             ports: Arc::clone(&node),
             clock: node.clock,
@@ -182,6 +184,7 @@ impl RunningNode {
             root,
             root_join,
             telemetry,
+            ledgers,
         })
     }
 
@@ -206,6 +209,7 @@ impl RunningNode {
         self.root.stop(Some("node stopping".into()));
         let _ = tokio::time::timeout(Duration::from_secs(5), self.root_join).await;
         self.telemetry.abort();
+        self.ledgers.abort();
         self.ctx.jobs.cancel_all();
         self.net.close();
     }
