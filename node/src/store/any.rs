@@ -52,8 +52,12 @@ impl AnyStore {
         Ok(match url {
             StoreUrl::Mem => AnyStore::Mem(MemBackend::new()),
             StoreUrl::Redb(path) => AnyStore::Redb(RedbStore::open(path)?),
-            StoreUrl::Etcd { endpoints, prefix } => AnyStore::Etcd(Box::new(
-                EtcdStore::connect(endpoints, prefix, ETCD_CALL_TIMEOUT).await?,
+            StoreUrl::Etcd {
+                endpoints,
+                prefix,
+                options,
+            } => AnyStore::Etcd(Box::new(
+                EtcdStore::connect_with(endpoints, prefix, options, ETCD_CALL_TIMEOUT).await?,
             )),
             #[cfg(feature = "fdb")]
             StoreUrl::Fdb {

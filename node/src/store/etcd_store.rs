@@ -20,6 +20,7 @@ use actors::store::{
 };
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn as EtcdTxn, TxnOp};
 
+use super::url::{EtcdOptions, Password};
 use super::{BoxFuture, Snapshot, Store};
 
 /// Most keys one etcd range call returns.
@@ -55,6 +56,42 @@ fn never_sent(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// TLS settings from the URL's files, read now (a missing file is named).
+fn tls_options(how: &EtcdOptions) -> Result<Option<etcd_client::TlsOptions>, StoreError> {
+    let Some(ca) = &how.ca else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path, what: &str| {
+        std::fs::read(p).map_err(|e| unavailable(format!("{what} {}: {e}", p.display())))
+    };
+    let mut tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read(ca, "ca")?));
+    if let (Some(cert), Some(key)) = (&how.cert, &how.key) {
+        tls = tls.identity(etcd_client::Identity::from_pem(
+            read(cert, "cert")?,
+            read(key, "key")?,
+        ));
+    }
+    Ok(Some(tls))
+}
+
+/// What to check when a first call over TLS fails.
+fn tls_hint(how: &EtcdOptions, e: &etcd_client::Error) -> &'static str {
+    let m = cause(e).to_ascii_lowercase();
+    if how.ca.is_none() {
+        return "";
+    }
+    if m.contains("certificate")
+        || m.contains("unknownissuer")
+        || m.contains("tls")
+        || m.contains("transport error")
+    {
+        " (TLS: is ca= the CA that signed the members' certificates, and is cert= one they trust?)"
+    } else {
+        ""
+    }
+}
+
 /// A gRPC error as one line: its code and message, not Rust debug output.
 fn cause(e: &etcd_client::Error) -> String {
     match e {
@@ -64,25 +101,70 @@ fn cause(e: &etcd_client::Error) -> String {
 }
 
 impl EtcdStore {
-    /// Connects to `endpoints` (host:port); keys live under `prefix`.
+    /// Connects to `endpoints` (host:port) in plain text, without auth;
+    /// keys live under `prefix`.
     pub async fn connect(
         endpoints: &[String],
         prefix: &str,
         call_timeout: Duration,
     ) -> Result<EtcdStore, StoreError> {
-        let options = ConnectOptions::new()
+        Self::connect_with(endpoints, prefix, &EtcdOptions::default(), call_timeout).await
+    }
+
+    /// Connects with TLS and auth as `how` says. A call is made before
+    /// this returns, so that a wrong CA, a refused client certificate or
+    /// bad credentials fail here, with the cause named.
+    pub async fn connect_with(
+        endpoints: &[String],
+        prefix: &str,
+        how: &EtcdOptions,
+        call_timeout: Duration,
+    ) -> Result<EtcdStore, StoreError> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(call_timeout)
             .with_timeout(call_timeout)
             .with_keep_alive(Duration::from_secs(2), call_timeout);
+        if let Some(tls) = tls_options(how)? {
+            options = options.with_tls(tls);
+        }
+        if let Some(user) = &how.user {
+            let password = match &how.password {
+                Some(Password::Inline(p)) => p.clone(),
+                Some(Password::File(f)) => std::fs::read_to_string(f)
+                    .map_err(|e| unavailable(format!("password_file {}: {e}", f.display())))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+                None => String::new(),
+            };
+            options = options.with_user(user.clone(), password);
+        }
+        let shown = endpoints.join(",");
         let client =
             tokio::time::timeout(call_timeout * 2, Client::connect(endpoints, Some(options)))
                 .await
                 .map_err(|_| {
                     unavailable(format!(
-                        "no member of {endpoints:?} answered within {call_timeout:?}"
+                        "no member of {shown} answered within {call_timeout:?}"
                     ))
                 })?
-                .map_err(unavailable)?;
+                .map_err(|e| unavailable(format!("cannot connect to {shown}: {}", cause(&e))))?;
+        // tonic connects lazily: one read proves the TLS handshake and the
+        // credentials now, not at the first commit.
+        let mut kv = client.kv_client();
+        let probe = tokio::time::timeout(call_timeout, kv.get(prefix.as_bytes().to_vec(), None))
+            .await
+            .map_err(|_| {
+                unavailable(format!(
+                    "no member of {shown} answered within {call_timeout:?}"
+                ))
+            })?;
+        if let Err(e) = probe {
+            return Err(unavailable(format!(
+                "{shown}: {}{}",
+                cause(&e),
+                tls_hint(how, &e)
+            )));
+        }
         let mut prefix = prefix.as_bytes().to_vec();
         if !prefix.ends_with(b"/") {
             prefix.push(b'/');
@@ -91,7 +173,7 @@ impl EtcdStore {
             client,
             prefix,
             call_timeout,
-            endpoints: endpoints.join(","),
+            endpoints: shown,
         })
     }
 

@@ -5,7 +5,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-fn promtool() -> Option<&'static str> {
+/// `promtool`, or `None` outside CI where it is not installed.
+pub fn promtool_path() -> Option<&'static str> {
     let found = Command::new("promtool")
         .arg("--version")
         .stdout(Stdio::null())
@@ -25,7 +26,7 @@ fn promtool() -> Option<&'static str> {
 
 /// `promtool check metrics` on `text`: its complaints, if any.
 pub fn promtool_complaints(text: &str) -> Option<String> {
-    let tool = promtool()?;
+    let tool = promtool_path()?;
     let mut c = Command::new(tool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
