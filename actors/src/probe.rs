@@ -76,6 +76,8 @@ probes! {
         "a reservation did not fit today's quota: the video waits for the reset",
     QuotaExhaustedLate => "channel.quota-exhausted-late":
         "a video that could not get quota before its grace ran out failed",
+    JobHeldForLease => "channel.job-held-for-lease":
+        "a job start committed while the lease held was answered after it ran out: taken back, not run",
     PublishHeldForLease => "channel.publish-held-for-lease":
         "a publish reservation committed after the lease ran out: refunded, not uploaded",
     UploadTimedOut => "channel.upload-timed-out":

@@ -84,6 +84,8 @@ struct Harness {
     /// Commits are applied but their replies held back (a slow reply).
     hold_commit_replies: bool,
     held_replies: Vec<(u64, actors::store::StoreReply)>,
+    /// What the node layer answers a lease ask with.
+    lease_valid_until_ms: u64,
 }
 
 const CH: ChannelId = ChannelId(0);
@@ -111,6 +113,7 @@ impl Harness {
             answer_store: true,
             hold_commit_replies: false,
             held_replies: Vec::new(),
+            lease_valid_until_ms: u64::MAX / 2,
         }
     }
 
@@ -145,11 +148,11 @@ impl Harness {
                         );
                     }
                     ChannelEffect::Store { .. } => {}
-                    // As the node layer answers: the lease is good.
+                    // As the node layer answers (by default: the lease is good).
                     ChannelEffect::AskLease => self.m.handle(
                         self.now,
                         ChannelInput::Lease {
-                            valid_until_ms: u64::MAX / 2,
+                            valid_until_ms: self.lease_valid_until_ms,
                         },
                         &mut next,
                     ),
@@ -529,4 +532,36 @@ fn a_start_committed_as_the_kill_arrives_gives_its_charge_back() {
     assert_eq!(video.status, VideoStatus::Failed(FailReason::Killed));
     assert_eq!(video.held_micros, 0);
     assert_eq!(spent(&h), 0, "nothing ran, so nothing is spent");
+}
+
+#[test]
+fn a_start_answered_after_the_lease_ran_out_is_taken_back_not_run() {
+    let mut h = Harness::new();
+    h.lease_valid_until_ms = T0 + 500;
+    // The start's commit is durable, but its reply comes after the lease
+    // ran out (a frozen or cut-off process; swarm seed 17376).
+    h.hold_commit_replies = true;
+    h.start();
+    h.advance_to(T0 + 1);
+    assert_eq!(h.held_replies.len(), 1, "the plan-and-start commit");
+    h.advance_to(T0 + 60_000);
+    h.hold_commit_replies = false;
+    for (op_id, reply) in std::mem::take(&mut h.held_replies) {
+        h.input(ChannelInput::StoreReply { op_id, reply });
+    }
+    h.advance_to(h.now + 1_000);
+    assert!(
+        started_jobs(&h.take_log()).is_empty(),
+        "a job started on a lapsed lease"
+    );
+    // The lease comes back (the node was not removed): the stage runs, as
+    // its first attempt still.
+    h.lease_valid_until_ms = u64::MAX / 2;
+    h.advance_to(h.now + 60_000);
+    let started = started_jobs(&h.take_log());
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(
+        started[0].id.attempt, 1,
+        "the held start gave its attempt back"
+    );
 }

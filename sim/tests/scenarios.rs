@@ -128,6 +128,14 @@ const VARIED_FOUND: &[(u64, &str)] = &[
         2426,
         "a start requeued before a pause was heard ran 2.3 s after the pause",
     ),
+    (
+        1208,
+        "a start given back as the breaker's half-open probe kept the probe: its provider was never called again",
+    ),
+    (
+        17376,
+        "a start committed before a freeze was answered after the lease ran out and ran 75 s after the kill switch",
+    ),
 ];
 
 /// Found by the 2,000-seed campaigns of the other scenarios.

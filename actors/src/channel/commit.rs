@@ -18,7 +18,7 @@ use crate::store::{Check, StoreOp, Txn, Write};
 
 use super::store_io::{InFlight, PendingCommit};
 use super::video::{Action, QuotaChange, Run};
-use super::{ChannelEffect, ChannelMachine, Phase, LEASE_MARGIN_MS};
+use super::{ChannelEffect, ChannelMachine, Phase, LATE_REPLY_MS, LEASE_MARGIN_MS};
 
 /// Quota changes applied to the cached ledgers while a commit is built.
 #[derive(Default)]
@@ -71,6 +71,7 @@ impl ChannelMachine {
             undo: plan.undo,
             quota_after: plan.ledgers.into_iter().collect(),
             release,
+            sent_ms: now_ms,
         };
         assert!(
             !txn.writes.is_empty(),
@@ -343,7 +344,9 @@ impl ChannelMachine {
         }
         for action in commit.actions {
             match action {
-                Action::StartJob(spec) => self.start_committed_job(now_ms, spec, out),
+                Action::StartJob(spec) => {
+                    self.start_committed_job(now_ms, commit.sent_ms, spec, out)
+                }
                 Action::Publish { slot } => self.start_upload(now_ms, slot, out),
                 Action::Lookup { slot } => self.start_lookup(now_ms, slot, out),
             }
@@ -356,6 +359,7 @@ impl ChannelMachine {
     fn start_committed_job(
         &mut self,
         now_ms: u64,
+        sent_ms: u64,
         spec: crate::protocol::JobSpec,
         out: &mut Vec<ChannelEffect>,
     ) {
@@ -371,6 +375,24 @@ impl ChannelMachine {
             // The charge is durable but the job must not start: it is
             // taken back with the next commit.
             self.take_back_start(&spec);
+            return;
+        }
+        let late = now_ms > sent_ms + LATE_REPLY_MS;
+        if late && self.lease_valid_until_ms <= now_ms + LEASE_MARGIN_MS {
+            // The start applied while the lease held, but its answer came
+            // so late (a frozen or cut-off process) that the lease may
+            // have run out: another node may own the channel and run this
+            // stage, and a stop written meanwhile is unknown here (swarm
+            // seed 17376: a stage started 75 s after the kill switch).
+            // Nothing runs; the lease is asked for, and only a good answer
+            // retries the stage, whose charge goes back with the next
+            // commit (refused by the fence if the channel moved).
+            probe!(JobHeldForLease);
+            self.give_back_start(&spec);
+            if let Some(v) = self.videos.get_mut(&slot) {
+                v.held_for_lease = true;
+            }
+            self.wait_for_lease(slot);
             return;
         }
         let Some(v) = self.videos.get_mut(&slot) else {

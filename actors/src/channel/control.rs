@@ -10,7 +10,7 @@ use crate::store::{Check, Entry};
 
 use super::video::{Action, Run};
 use super::{ChannelEffect, ChannelMachine, Phase};
-use crate::protocol::JobSpec;
+use crate::protocol::{JobKind, JobSpec};
 
 impl ChannelMachine {
     pub(super) fn owner_record(&self) -> OwnerRecord {
@@ -132,6 +132,18 @@ impl ChannelMachine {
     /// and the video waits, as if the step had never been taken.
     pub(super) fn take_back_start(&mut self, spec: &JobSpec) {
         probe!(StartDroppedAfterStop);
+        self.give_back_start(spec);
+    }
+
+    /// The charge and the attempt of a start that did not run go back.
+    pub(super) fn give_back_start(&mut self, spec: &JobSpec) {
+        // A provider call granted as the breaker's half-open probe never
+        // happens: free the probe slot, or the breaker waits for its
+        // outcome forever and no call to that provider starts again
+        // (swarm seed 1208, once starts answered late were held).
+        if let JobKind::External { provider } = &spec.kind {
+            self.breaker(provider).on_abandoned();
+        }
         let slot = spec.id.slot;
         self.settle_held(slot, 0);
         if let Some(v) = self.videos.get_mut(&slot) {

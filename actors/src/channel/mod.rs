@@ -57,6 +57,10 @@ use store_io::{InFlight, PendingCommit};
 use video::{Action, QuotaChange, Run, Video};
 
 pub const LEASE_MARGIN_MS: u64 = 100;
+/// A commit answered later than this after it was sent is late: the lease
+/// known here must be checked before its job starts (a live store answers
+/// in milliseconds; the shortest lease allowed is 200 ms plus a margin).
+pub const LATE_REPLY_MS: u64 = 200;
 
 /// A publish reservation is built only while the lease is valid for this
 /// much longer than [`LEASE_MARGIN_MS`]: the reservation's commit must come

@@ -29,6 +29,9 @@ pub(super) struct PendingCommit {
     pub quota_after: Vec<(u64, QuotaRecord)>,
     /// It also releases the channel (hands ownership back).
     pub release: bool,
+    /// When it was sent (this node's clock): a reply much later than a
+    /// store answers may come after the lease ran out.
+    pub sent_ms: u64,
 }
 
 #[derive(Clone, Debug)]

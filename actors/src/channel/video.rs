@@ -39,6 +39,9 @@ pub(super) struct Video {
     pub needs_lookup: bool,
     /// Loaded with a publish intent of a previous owner.
     pub taken_over_intent: bool,
+    /// A start of it was answered late and held: its next step waits for
+    /// a lease known to be good.
+    pub held_for_lease: bool,
 }
 
 impl Video {
@@ -51,6 +54,7 @@ impl Video {
             upload_attempt: 0,
             needs_lookup: false,
             taken_over_intent: false,
+            held_for_lease: false,
         }
     }
 }
