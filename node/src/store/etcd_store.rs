@@ -177,6 +177,12 @@ impl EtcdStore {
         })
     }
 
+    /// A failed call as the machines see it: unavailable, with the members
+    /// and the gRPC code and message (not Rust debug output).
+    fn failed(&self, e: &etcd_client::Error) -> StoreError {
+        unavailable(format!("{} (members {})", cause(e), self.endpoints))
+    }
+
     fn data_key(&self, key: &[u8]) -> Vec<u8> {
         let mut k = self.prefix.clone();
         k.extend_from_slice(b"d/");
@@ -249,7 +255,7 @@ impl EtcdStore {
                         self.call_timeout
                     ))
                 })?
-                .map_err(unavailable)?;
+                .map_err(|e| self.failed(&e))?;
             let kvs = resp.kvs();
             for kv in kvs {
                 out.push(self.entry(kv)?);
@@ -278,7 +284,7 @@ impl Store for EtcdStore {
         let resp = tokio::time::timeout(self.call_timeout, kv.txn(EtcdTxn::new().and_then(ops)))
             .await
             .map_err(|_| unavailable(format!("read timed out after {:?}", self.call_timeout)))?
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(&e))?;
         let mut out = Vec::with_capacity(keys.len());
         for r in resp.op_responses() {
             match r {
@@ -397,7 +403,7 @@ impl Store for EtcdStore {
         let resp = tokio::time::timeout(self.call_timeout, kv.get(self.meta_key(), None))
             .await
             .map_err(|_| unavailable("snapshot timed out"))?
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(&e))?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         Ok(Box::new(EtcdSnapshot {
             store: self.clone(),
