@@ -340,37 +340,84 @@ fn summary(nodes: &[Arc<RunningNode>]) -> String {
     )
 }
 
+/// Most console connections at once, longest line, and how long a
+/// connection may stay silent: a stuck or hostile client costs a bounded
+/// amount (an unbounded line once grew `up` from 16 to 880 MB).
+const CONSOLE_CONNECTIONS_MAX: usize = 16;
+const CONSOLE_LINE_BYTES_MAX: usize = 4 * 1024;
+const CONSOLE_IDLE: Duration = Duration::from_secs(300);
+
 async fn console_loop(listener: tokio::net::TcpListener, nodes: Vec<Arc<RunningNode>>) {
-    while let Ok((sock, _)) = listener.accept().await {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONSOLE_CONNECTIONS_MAX));
+    loop {
+        let sock = match listener.accept().await {
+            Ok((sock, _)) => sock,
+            Err(e) => {
+                // EMFILE and friends pass; the console keeps listening.
+                tracing::warn!(error = %e, "console accept failed; still listening");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            let mut sock = sock;
+            let _ = sock
+                .write_all(b"error: too many console connections\n")
+                .await;
+            continue;
+        };
         let nodes = nodes.clone();
         tokio::spawn(async move {
-            let (r, mut w) = sock.into_split();
-            let mut lines = BufReader::new(r).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let words: Vec<&str> = line.split_whitespace().collect();
-                let reply = match words.as_slice() {
-                    ["status"] => {
-                        let mut s = summary(&nodes);
-                        s.push('\n');
-                        s
-                    }
-                    ["drain", name] => match nodes.iter().find(|n| n.ctx.name == *name) {
-                        Some(n) => {
-                            let ok = n.drain(Duration::from_secs(15)).await;
-                            format!(
-                                "{name}: {}\n",
-                                if ok { "drained" } else { "drain timed out" }
-                            )
-                        }
-                        None => format!("error: no node {name:?}\n"),
-                    },
-                    ["help"] | [] => "commands: status | drain NODE | help\n".to_string(),
-                    other => format!("error: unknown command {:?}; try help\n", other.join(" ")),
-                };
-                if w.write_all(reply.as_bytes()).await.is_err() {
-                    break;
-                }
-            }
+            serve_console(sock, &nodes).await;
+            drop(slot);
         });
+    }
+}
+
+/// One console connection: a line in, a reply out, until it closes, goes
+/// silent for `CONSOLE_IDLE` or sends a line over the limit.
+async fn serve_console(sock: tokio::net::TcpStream, nodes: &[Arc<RunningNode>]) {
+    use tokio::io::AsyncReadExt;
+    let (r, mut w) = sock.into_split();
+    let mut r = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let mut limited = (&mut r).take(CONSOLE_LINE_BYTES_MAX as u64 + 1);
+        let read = limited.read_until(b'\n', &mut buf);
+        match tokio::time::timeout(CONSOLE_IDLE, read).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(_)) => {}
+        }
+        if buf.len() > CONSOLE_LINE_BYTES_MAX {
+            let msg =
+                format!("error: a line longer than {CONSOLE_LINE_BYTES_MAX} bytes; closing\n");
+            let _ = w.write_all(msg.as_bytes()).await;
+            return;
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let reply = console_reply(line.trim(), nodes).await;
+        if w.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn console_reply(line: &str, nodes: &[Arc<RunningNode>]) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["status"] => format!("{}\n", summary(nodes)),
+        ["drain", name] => match nodes.iter().find(|n| n.ctx.name == *name) {
+            Some(n) => {
+                let ok = n.drain(Duration::from_secs(15)).await;
+                format!(
+                    "{name}: {}\n",
+                    if ok { "drained" } else { "drain timed out" }
+                )
+            }
+            None => format!("error: no node {name:?}\n"),
+        },
+        ["help"] | [] => "commands: status | drain NODE | help\n".to_string(),
+        other => format!("error: unknown command {:?}; try help\n", other.join(" ")),
     }
 }

@@ -39,8 +39,9 @@ impl Drop for Up {
     }
 }
 
-/// Starts `up` on any free ports; returns it and its HTTP address.
-fn start_up(data: &std::path::Path) -> (Up, SocketAddr) {
+/// Starts `up` on any free ports; returns it, its HTTP address and its
+/// console's.
+fn start_up(data: &std::path::Path) -> (Up, SocketAddr, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_reelfleet"))
         .args([
             "up",
@@ -59,27 +60,36 @@ fn start_up(data: &std::path::Path) -> (Up, SocketAddr) {
     let out = child.stdout.take().expect("stdout");
     let up = Up(child);
     let mut lines = BufReader::new(out).lines();
-    let addr = loop {
+    let mut addr = None;
+    let console = loop {
         let line = lines
             .next()
             .expect("up printed its addresses")
             .expect("line");
         if let Some(rest) = line.strip_prefix("metrics: http://") {
-            break rest
-                .trim_end_matches("/metrics")
-                .parse()
-                .expect("an address");
+            addr = Some(
+                rest.trim_end_matches("/metrics")
+                    .parse()
+                    .expect("an address"),
+            );
+        }
+        if let Some(rest) = line.strip_prefix("console: nc ") {
+            let mut w = rest.split_whitespace();
+            let ip = w.next().expect("ip");
+            let port = w.next().expect("port");
+            break format!("{ip}:{port}").parse().expect("console address");
         }
     };
+    let addr = addr.expect("the metrics line comes first");
     // Keep draining stdout so that `up` never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (up, addr)
+    (up, addr, console)
 }
 
 #[test]
 fn up_serves_metrics_health_ready_and_status_within_limits() {
     let dir = tempfile::tempdir().expect("dir");
-    let (_up, addr) = start_up(&dir.path().join("data"));
+    let (_up, addr, console) = start_up(&dir.path().join("data"));
     assert_eq!(get(addr, "/health").map(|r| r.0), Some(200));
     // Ready once every node holds its lease; something gets published.
     let t0 = Instant::now();
@@ -104,6 +114,24 @@ fn up_serves_metrics_health_ready_and_status_within_limits() {
     assert!(nodes.iter().all(|n| n["lease"]["held"] == true), "{v}");
     assert_eq!(get(addr, "/nope").map(|r| r.0), Some(404));
     check_limits(addr);
+    check_console(console);
+}
+
+/// The line console refuses a line over its limit (and closes), and keeps
+/// answering others.
+fn check_console(console: SocketAddr) {
+    let mut s = TcpStream::connect(console).expect("console");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let _ = s.write_all(&vec![b'x'; 1 << 20]);
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.contains("longer than"), "{answer}");
+    let mut s = TcpStream::connect(console).expect("console");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.write_all(b"status\n").expect("write");
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).expect("reply");
+    assert!(line.contains("published"), "{line}");
 }
 
 /// One exposition: each family typed and described once, every series of

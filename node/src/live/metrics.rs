@@ -149,7 +149,7 @@ pub const FAMILIES: [(&str, &str, &str); 40] = [
     (
         "reelfleet_store_call_duration_seconds",
         "histogram",
-        "Store calls, by backend, operation and outcome.",
+        "Store calls, by backend, operation (get, range, check, commit, lease: this node's lease renewal) and outcome.",
     ),
     (
         "reelfleet_store_conflicts_total",

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use actors::records::{owner_key, OwnerRecord};
+use actors::records::{lease_key, owner_key, OwnerRecord};
 use actors::store::{StoreError, StoreOp, StoreReply};
 use topology::{ChannelId, NodeId, Topology};
 
@@ -40,6 +40,9 @@ impl StorePort {
             StoreOp::Get(_) => "get",
             StoreOp::Range { .. } => "range",
             StoreOp::Commit(t) if t.writes.is_empty() => "check",
+            // The membership machine's renewal: its latency is the lease's
+            // margin against the store.
+            StoreOp::Commit(t) if t.writes.iter().any(|w| w.key() == lease_key(self.me)) => "lease",
             StoreOp::Commit(_) => "commit",
         };
         let outcome = match &r {
