@@ -2,6 +2,7 @@
 //! backends and backup/restore, stage executors, publishers, and the
 //! cluster's certificates, and the live node (`live`).
 
+pub mod admin;
 pub mod certs;
 pub mod exec;
 pub mod gpu_probe;

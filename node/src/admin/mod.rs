@@ -1,0 +1,6 @@
+//! The admin RPC: operators' commands to a running fleet over each node's
+//! QUIC endpoint, under their own ALPN. `proto.rs` is the versioned wire
+//! format and who may do what; the server and the console come next (see
+//! ARCHITECTURE.md, "Deliberately absent").
+
+pub mod proto;
