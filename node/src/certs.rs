@@ -34,15 +34,31 @@ fn err(s: impl Into<String>) -> CertError {
 pub enum Role {
     /// A `reelfleet node`: serves and dials QUIC, so both server and client.
     Node,
-    /// An operator's console: client only.
+    /// An operator's console with every right: client only.
     Admin,
+    /// A console that may also pause, resume, drain and set maintenance.
+    Operator,
+    /// A console that may only read.
+    Viewer,
 }
 
 impl Role {
-    fn folder(self) -> &'static str {
+    /// Where its certificate is written: `nodes/` or `admins/`.
+    pub fn folder(self) -> &'static str {
+        match self {
+            Role::Node => "nodes",
+            Role::Admin | Role::Operator | Role::Viewer => "admins",
+        }
+    }
+
+    /// The organisational unit its certificate carries: the admin RPC
+    /// reads the caller's role from it.
+    pub fn ou(self) -> &'static str {
         match self {
             Role::Node => "nodes",
             Role::Admin => "admins",
+            Role::Operator => "operators",
+            Role::Viewer => "viewers",
         }
     }
 }
@@ -127,12 +143,12 @@ pub fn issue(dir: &Path, role: Role, name: &str) -> Result<PathBuf, CertError> {
     let key = KeyPair::generate().map_err(|e| err(format!("cannot make a key: {e}")))?;
     let sans = match role {
         Role::Node => vec![name.to_string(), "localhost".to_string()],
-        Role::Admin => vec![name.to_string()],
+        _ => vec![name.to_string()],
     };
     let mut params = CertificateParams::new(sans).map_err(|e| err(e.to_string()))?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "reelfleet");
-    dn.push(DnType::OrganizationalUnitName, role.folder());
+    dn.push(DnType::OrganizationalUnitName, role.ou());
     dn.push(DnType::CommonName, name);
     params.distinguished_name = dn;
     params.is_ca = IsCa::ExplicitNoCa;
@@ -142,7 +158,7 @@ pub fn issue(dir: &Path, role: Role, name: &str) -> Result<PathBuf, CertError> {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ],
-        Role::Admin => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
     params.use_authority_key_identifier_extension = true;
     let cert = params

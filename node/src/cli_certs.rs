@@ -31,15 +31,31 @@ enum CertsCommand {
         node: Option<String>,
         #[arg(long)]
         admin: Option<String>,
+        /// What an admin certificate may do: viewer (read), operator (also
+        /// pause, resume, drain, maintenance) or admin (everything).
+        #[arg(long, default_value = "admin", requires = "admin")]
+        role: String,
     },
 }
 
 pub fn run(args: CertsArgs) -> i32 {
     let result = match args.command {
         CertsCommand::Init { out, cluster } => certs::init(&out, &cluster),
-        CertsCommand::Issue { dir, node, admin } => match (node, admin) {
+        CertsCommand::Issue {
+            dir,
+            node,
+            admin,
+            role,
+        } => match (node, admin) {
             (Some(n), _) => certs::issue(&dir, Role::Node, &n),
-            (None, Some(a)) => certs::issue(&dir, Role::Admin, &a),
+            (None, Some(a)) => match role.as_str() {
+                "admin" => certs::issue(&dir, Role::Admin, &a),
+                "operator" => certs::issue(&dir, Role::Operator, &a),
+                "viewer" => certs::issue(&dir, Role::Viewer, &a),
+                other => Err(certs::CertError(format!(
+                    "--role {other:?}: expected viewer, operator or admin"
+                ))),
+            },
             (None, None) => Err(certs::CertError("give --node NAME or --admin NAME".into())),
         },
     };

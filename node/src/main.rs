@@ -4,6 +4,7 @@
 
 mod cli_bench;
 mod cli_certs;
+mod cli_ctl;
 mod cli_node;
 mod cli_sim;
 mod cli_store;
@@ -39,6 +40,8 @@ enum Command {
     BenchStore(cli_bench::BenchArgs),
     /// Make the cluster CA and node and admin certificates.
     Certs(cli_certs::CertsArgs),
+    /// One admin command to a running fleet through any node.
+    Ctl(cli_ctl::CtlArgs),
     /// Run one live node (see README, "Running nodes").
     Node(cli_node::NodeArgs),
     /// The demo fleet in one process: six nodes over QUIC, redb under ./data.
@@ -57,6 +60,7 @@ fn main() {
         Command::Restore(args) => cli_store::restore(args),
         Command::BenchStore(args) => cli_bench::run(args),
         Command::Certs(args) => cli_certs::run(args),
+        Command::Ctl(args) => cli_ctl::run(args),
         Command::Node(args) => cli_node::run(args),
         Command::Up(args) => cli_up::run(args),
     };

@@ -3,4 +3,7 @@
 //! format and who may do what; the server and the console come next (see
 //! ARCHITECTURE.md, "Deliberately absent").
 
+pub mod client;
+pub mod exec;
 pub mod proto;
+pub mod server;

@@ -147,16 +147,7 @@ impl RunningNode {
         };
         let node = build_ports(parts, me, outbox)?;
         let _ = cell.set(Arc::downgrade(&node));
-        // A lost connection hints membership (it may watch that peer).
-        let weak = Arc::downgrade(&node);
-        net.on_unreachable(Arc::new(move |peer: &str| {
-            if let Some(node) = weak.upgrade() {
-                if let Some(i) = node.topo.nodes.iter().position(|n| n.name == peer) {
-                    let hint = MembershipInput::PeerUnreachable(NodeId(i as u32));
-                    node.router.deliver(Local::Membership(hint));
-                }
-            }
-        }));
+        wire_transport(&net, &node);
         let shown = super::pages::Shown {
             ports: Arc::clone(&node),
             net: Arc::clone(&net),
@@ -259,4 +250,26 @@ async fn telemetry_loop(ctx: Arc<NodePorts>, cfg: GpuConfig) {
         }
         tokio::time::sleep(Duration::from_millis(cfg.sample_interval_ms.max(100))).await;
     }
+}
+
+/// Hooks the node into its transport: operators' consoles reach it through
+/// the same endpoint, and a lost connection hints membership (it may watch
+/// that peer).
+fn wire_transport(net: &Arc<Transport>, node: &Arc<NodePorts>) {
+    // Operators' consoles reach the node through the same endpoint.
+    let for_admin = Arc::downgrade(node);
+    net.on_admin(Arc::new(move |conn| match for_admin.upgrade() {
+        Some(node) => crate::admin::server::serve(conn, node),
+        None => conn.close(quinn::VarInt::from_u32(3), b"node stopping"),
+    }));
+    // A lost connection hints membership (it may watch that peer).
+    let weak = Arc::downgrade(node);
+    net.on_unreachable(Arc::new(move |peer: &str| {
+        if let Some(node) = weak.upgrade() {
+            if let Some(i) = node.topo.nodes.iter().position(|n| n.name == peer) {
+                let hint = MembershipInput::PeerUnreachable(NodeId(i as u32));
+                node.router.deliver(Local::Membership(hint));
+            }
+        }
+    }));
 }

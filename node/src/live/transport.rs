@@ -101,7 +101,9 @@ pub fn server_config(id: &TlsIdentity) -> Result<quinn::ServerConfig, String> {
         .with_client_cert_verifier(verifier)
         .with_single_cert(id.chain.clone(), id.key.clone_key())
         .map_err(|e| format!("node certificate: {e}"))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    // Nodes and operators' consoles reach the same endpoint; the ALPN
+    // says which protocol a connection speaks.
+    tls.alpn_protocols = vec![ALPN.to_vec(), crate::admin::proto::ALPN.to_vec()];
     let q = QuicServerConfig::try_from(tls).map_err(|e| format!("QUIC TLS: {e}"))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(q));
     cfg.transport_config(transport_params());
@@ -109,13 +111,18 @@ pub fn server_config(id: &TlsIdentity) -> Result<quinn::ServerConfig, String> {
 }
 
 pub fn client_config(id: &TlsIdentity) -> Result<quinn::ClientConfig, String> {
+    client_config_for(id, ALPN)
+}
+
+/// A client of `alpn` (the node protocol, or the admin RPC's).
+pub fn client_config_for(id: &TlsIdentity, alpn: &[u8]) -> Result<quinn::ClientConfig, String> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| format!("TLS: {e}"))?
         .with_root_certificates(id.roots()?)
         .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
-        .map_err(|e| format!("node certificate: {e}"))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+        .map_err(|e| format!("client certificate: {e}"))?;
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let q = QuicClientConfig::try_from(tls).map_err(|e| format!("QUIC TLS: {e}"))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(q));
     cfg.transport_config(transport_params());
@@ -131,6 +138,32 @@ fn transport_params() -> Arc<quinn::TransportConfig> {
     ))));
     t.keep_alive_interval(Some(Duration::from_millis(1_000)));
     Arc::new(t)
+}
+
+/// A certificate's organisational unit and common name.
+pub fn ou_and_name(cert: &CertificateDer<'_>) -> Result<(Option<String>, Option<String>), String> {
+    let (_, x) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| format!("unreadable peer certificate: {e}"))?;
+    let subject = x.subject();
+    let ou = subject
+        .iter_organizational_unit()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .map(str::to_string);
+    let cn = subject
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .map(str::to_string);
+    Ok((ou, cn))
+}
+
+/// The first certificate a connection's peer presented.
+pub fn peer_cert(conn: &quinn::Connection) -> Result<CertificateDer<'static>, String> {
+    conn.peer_identity()
+        .and_then(|a| a.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|c| c.first().cloned())
+        .ok_or_else(|| "peer presented no certificate".to_string())
 }
 
 /// The node name a peer's certificate proves, if it is a node certificate.
@@ -195,8 +228,12 @@ pub struct Transport {
     peers: Mutex<BTreeMap<String, mpsc::Sender<Vec<u8>>>>,
     resolve: Resolve,
     unreachable: Arc<std::sync::OnceLock<OnUnreachable>>,
+    admin: Arc<std::sync::OnceLock<OnAdmin>>,
     pub stats: Arc<TransportStats>,
 }
+
+/// Handed every admin RPC connection (its certificate checked by TLS).
+pub type OnAdmin = Arc<dyn Fn(quinn::Connection) + Send + Sync>;
 
 impl Transport {
     /// Binds `bind` and starts accepting peers. Needs a tokio runtime.
@@ -211,16 +248,30 @@ impl Transport {
             .map_err(|e| format!("cannot listen on {bind} (UDP): {e}"))?;
         endpoint.set_default_client_config(client_config(id)?);
         let stats = Arc::new(TransportStats::default());
+        let admin = Arc::new(std::sync::OnceLock::new());
         let t = Arc::new(Transport {
             me: me.to_string(),
             endpoint: endpoint.clone(),
             peers: Mutex::new(BTreeMap::new()),
             resolve,
             unreachable: Arc::new(std::sync::OnceLock::new()),
+            admin: Arc::clone(&admin),
             stats: Arc::clone(&stats),
         });
-        tokio::spawn(accept_loop(endpoint, on_frame, stats, me.to_string()));
+        let accept = Accept {
+            on_frame,
+            admin,
+            stats,
+            me: me.to_string(),
+        };
+        tokio::spawn(accept_loop(endpoint, accept));
         Ok(t)
+    }
+
+    /// Sets who serves admin RPC connections (once); until then they are
+    /// closed.
+    pub fn on_admin(&self, f: OnAdmin) {
+        let _ = self.admin.set(f);
     }
 
     /// Sets who hears of unreachable peers (once; later calls are ignored).
@@ -337,62 +388,71 @@ async fn dial_loop(
     }
 }
 
-async fn accept_loop(
-    endpoint: quinn::Endpoint,
+/// What the accept loop hands each connection to.
+struct Accept {
     on_frame: OnFrame,
+    admin: Arc<std::sync::OnceLock<OnAdmin>>,
     stats: Arc<TransportStats>,
     me: String,
-) {
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, accept: Accept) {
+    let accept = Arc::new(accept);
     while let Some(incoming) = endpoint.accept().await {
-        let on_frame = Arc::clone(&on_frame);
-        let stats = Arc::clone(&stats);
-        let me = me.clone();
+        let a = Arc::clone(&accept);
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let conn = match incoming.await {
                 Ok(c) => c,
                 Err(e) => {
-                    stats.refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(node = %me, %remote, error = %e, "refused a peer");
+                    a.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(node = %a.me, %remote, error = %e, "refused a peer");
                     return;
                 }
             };
-            let peer = match peer_name(&conn) {
-                Ok(p) => p,
-                Err(e) => {
-                    stats.refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(node = %me, %remote, error = %e, "refused a peer");
-                    conn.close(quinn::VarInt::from_u32(1), e.as_bytes());
-                    return;
+            let alpn = conn
+                .handshake_data()
+                .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+                .and_then(|h| h.protocol);
+            if alpn.as_deref() == Some(crate::admin::proto::ALPN) {
+                match a.admin.get() {
+                    Some(serve) => serve(conn),
+                    None => conn.close(quinn::VarInt::from_u32(3), b"no admin RPC here"),
                 }
-            };
-            while let Ok((_send, recv)) = conn.accept_bi().await {
-                let on_frame = Arc::clone(&on_frame);
-                let stats = Arc::clone(&stats);
-                let conn = conn.clone();
-                let peer = peer.clone();
-                let me = me.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = read_frames(recv, &peer, &on_frame, &stats).await {
-                        stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(node = %me, %peer, error = %e, "closing the connection: bad frame");
-                        conn.close(quinn::VarInt::from_u32(2), e.as_bytes());
-                    }
-                });
+                return;
+            }
+            serve_peer(conn, &a, remote).await;
+        });
+    }
+}
+
+/// A node's connection: frames until it closes.
+async fn serve_peer(conn: quinn::Connection, a: &Arc<Accept>, remote: SocketAddr) {
+    let peer = match peer_name(&conn) {
+        Ok(p) => p,
+        Err(e) => {
+            a.stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(node = %a.me, %remote, error = %e, "refused a peer");
+            conn.close(quinn::VarInt::from_u32(1), e.as_bytes());
+            return;
+        }
+    };
+    while let Ok((_send, recv)) = conn.accept_bi().await {
+        let a = Arc::clone(a);
+        let conn = conn.clone();
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            if let Err(e) = read_frames(recv, &peer, &a.on_frame, &a.stats).await {
+                a.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %a.me, %peer, error = %e, "closing the connection: bad frame");
+                conn.close(quinn::VarInt::from_u32(2), e.as_bytes());
             }
         });
     }
 }
 
 fn peer_name(conn: &quinn::Connection) -> Result<String, String> {
-    let certs = conn
-        .peer_identity()
-        .and_then(|a| a.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .ok_or_else(|| "peer presented no certificate".to_string())?;
-    let first = certs
-        .first()
-        .ok_or_else(|| "peer presented no certificate".to_string())?;
-    node_name_of(first)
+    node_name_of(&peer_cert(conn)?)
 }
 
 /// Reads frames until the stream ends; a malformed frame is an error that

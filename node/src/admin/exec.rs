@@ -1,0 +1,319 @@
+//! What each admin command does, on the store any node reaches: reads for
+//! the cluster's state, and control writes that the machines pick up (the
+//! membership machine watches the control generation and tells the
+//! channels). Every change is written with its audit record in one
+//! transaction: no change without its record, no record without its change.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use actors::records::{
+    control_key, owner_key, ControlRecord, Key, MembersRecord, OwnerRecord, CONTROL_ALL_KEY,
+    CONTROL_GEN_KEY, MEMBERS_KEY,
+};
+use actors::store::{prefix_end, Check, StoreError, Txn, Write};
+use serde_json::{json, Value};
+use topology::ChannelId;
+
+use super::proto::{Command, Target};
+use super::server::Caller;
+use crate::live::ports::NodePorts;
+use crate::store::Store;
+
+/// Where audit records live: `x/audit/<ms><node><seq>` (big-endian, so a
+/// range reads them in time order).
+pub const AUDIT_PREFIX: &[u8] = b"x/audit/";
+/// Most audit records one `audit` answer carries.
+const AUDIT_LIMIT: usize = 1_000;
+/// Conflicts on the control generation retried before giving up.
+const CONTROL_RETRIES: usize = 5;
+
+static AUDIT_SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn audit_key(now_ms: u64, node: u32) -> Vec<u8> {
+    let mut k = AUDIT_PREFIX.to_vec();
+    k.extend_from_slice(&now_ms.to_be_bytes());
+    k.extend_from_slice(&node.to_be_bytes());
+    k.extend_from_slice(&AUDIT_SEQ.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    k
+}
+
+fn failed(e: StoreError) -> String {
+    format!("the store: {e}")
+}
+
+/// Runs `cmd` for `caller` (already allowed).
+pub async fn run(node: &NodePorts, caller: &Caller, cmd: &Command) -> Result<Value, String> {
+    match cmd {
+        Command::Status => status(node).await,
+        Command::Nodes => Ok(json!(nodes(node).await?)),
+        Command::Channels { region } => channels(node, region.as_deref()).await,
+        Command::Audit { since_ms } => audit(node, since_ms.unwrap_or(0)).await,
+        Command::Pause { target } | Command::Resume { target } => {
+            let paused = matches!(cmd, Command::Pause { .. });
+            let chans = resolve(node, target)?;
+            let record = ControlRecord {
+                paused,
+                killed: false,
+            };
+            let writes = chans
+                .iter()
+                .map(|c| Write::Put(control_key(*c), record.encode()))
+                .collect();
+            control_change(node, caller, cmd, writes).await?;
+            let names: Vec<&str> = chans
+                .iter()
+                .map(|c| node.topo.channel(*c).name.as_str())
+                .collect();
+            Ok(json!({ if paused { "paused" } else { "resumed" }: names }))
+        }
+        Command::Killswitch { on, reason } => {
+            if reason.trim().is_empty() {
+                return Err("killswitch needs --reason TEXT (it goes to the audit log)".into());
+            }
+            let record = ControlRecord {
+                paused: false,
+                killed: *on,
+            };
+            let writes = vec![Write::Put(CONTROL_ALL_KEY.to_vec(), record.encode())];
+            control_change(node, caller, cmd, writes).await?;
+            Ok(json!({ "killswitch": if *on { "on" } else { "off" }, "reason": reason }))
+        }
+        other => Err(format!(
+            "{} is not served by this version of the admin RPC yet",
+            serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v.get("cmd").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| "this command".into())
+        )),
+    }
+}
+
+/// The channels a target names.
+fn resolve(node: &NodePorts, target: &Target) -> Result<Vec<ChannelId>, String> {
+    let topo = &node.topo;
+    match target {
+        Target::Channel(name) => topo
+            .channel_ids()
+            .find(|c| &topo.channel(*c).name == name)
+            .map(|c| vec![c])
+            .ok_or_else(|| format!("no channel {name:?}")),
+        Target::Region(name) => {
+            let r = topo
+                .regions
+                .iter()
+                .position(|r| &r.name == name)
+                .ok_or_else(|| format!("no region {name:?}"))?;
+            Ok(topo
+                .channel_ids()
+                .filter(|c| topo.channel(*c).home_region.index() == r)
+                .collect())
+        }
+    }
+}
+
+/// Writes `writes`, a bump of the control generation (which makes every
+/// node's membership machine read the control records again) and the
+/// audit record, in one transaction.
+async fn control_change(
+    node: &NodePorts,
+    caller: &Caller,
+    cmd: &Command,
+    writes: Vec<Write>,
+) -> Result<(), String> {
+    let store = &node.store.store;
+    for _ in 0..CONTROL_RETRIES {
+        let got = store
+            .get(&[CONTROL_GEN_KEY.to_vec()])
+            .await
+            .map_err(failed)?;
+        let current = got.into_iter().next().flatten();
+        let (gen, version) = current
+            .map(|e| {
+                let bytes: [u8; 8] = e.value.as_slice().try_into().unwrap_or([0; 8]);
+                (u64::from_le_bytes(bytes), e.version)
+            })
+            .unwrap_or((0, 0));
+        let now_ms = node.clock.now_ms();
+        let record = json!({
+            "at_ms": now_ms,
+            "who": caller.name,
+            "role": caller.role.name(),
+            "via": node.name,
+            "command": cmd,
+            "result": "ok",
+        });
+        let mut all = writes.clone();
+        all.push(Write::Put(
+            CONTROL_GEN_KEY.to_vec(),
+            (gen + 1).to_le_bytes().to_vec(),
+        ));
+        all.push(Write::Put(
+            audit_key(now_ms, node.me.0),
+            record.to_string().into_bytes(),
+        ));
+        let txn = Txn {
+            checks: vec![Check::VersionIs(CONTROL_GEN_KEY.to_vec(), version)],
+            writes: all,
+        };
+        match store.commit(&txn).await {
+            Ok(_) => {
+                tracing::info!(node = %node.name, who = %caller.name, role = caller.role.name(), command = ?cmd, "admin change");
+                return Ok(());
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    Err("the control generation kept changing under this command; try again".into())
+}
+
+async fn members(node: &NodePorts) -> Result<Option<MembersRecord>, String> {
+    let got = node
+        .store
+        .store
+        .get(&[MEMBERS_KEY.to_vec()])
+        .await
+        .map_err(failed)?;
+    Ok(got
+        .into_iter()
+        .next()
+        .flatten()
+        .and_then(|e| MembersRecord::decode(&e.value).ok()))
+}
+
+/// Every owner record, by channel.
+async fn owners(node: &NodePorts) -> Result<BTreeMap<ChannelId, OwnerRecord>, String> {
+    let start = owner_key(ChannelId(0));
+    let prefix = &start[..2];
+    let es = node
+        .store
+        .store
+        .range(prefix, &prefix_end(prefix), node.topo.channels.len() + 1)
+        .await
+        .map_err(failed)?;
+    Ok(es
+        .into_iter()
+        .filter_map(|e| match Key::parse(&e.key) {
+            Some(Key::Owner(c)) => OwnerRecord::decode(&e.value).ok().map(|o| (c, o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Control records: the fleet's, and each paused or killed channel's.
+async fn controls(
+    node: &NodePorts,
+) -> Result<(ControlRecord, BTreeMap<ChannelId, ControlRecord>), String> {
+    let store = &node.store.store;
+    let all = store
+        .get(&[CONTROL_ALL_KEY.to_vec()])
+        .await
+        .map_err(failed)?
+        .into_iter()
+        .next()
+        .flatten()
+        .and_then(|e| ControlRecord::decode(&e.value).ok())
+        .unwrap_or_default();
+    let start = control_key(ChannelId(0));
+    let prefix = &start[..4];
+    let es = store
+        .range(prefix, &prefix_end(prefix), node.topo.channels.len() + 1)
+        .await
+        .map_err(failed)?;
+    let each = es
+        .into_iter()
+        .filter_map(|e| match Key::parse(&e.key) {
+            Some(Key::Control(c)) => ControlRecord::decode(&e.value).ok().map(|r| (c, r)),
+            _ => None,
+        })
+        .filter(|(_, r)| r.paused || r.killed)
+        .collect();
+    Ok((all, each))
+}
+
+async fn nodes(node: &NodePorts) -> Result<Vec<Value>, String> {
+    let m = members(node).await?.unwrap_or_default();
+    let owners = owners(node).await?;
+    Ok(node
+        .topo
+        .node_ids()
+        .map(|n| {
+            let owned = owners.values().filter(|o| o.node == Some(n)).count();
+            let t = node.topo.node(n);
+            json!({
+                "node": t.name,
+                "region": node.topo.region(t.region).name,
+                "member": m.nodes.contains(&n),
+                "draining": m.draining.contains(&n),
+                "channels": owned,
+            })
+        })
+        .collect())
+}
+
+async fn status(node: &NodePorts) -> Result<Value, String> {
+    let nodes = nodes(node).await?;
+    let (all, each) = controls(node).await?;
+    let owners = owners(node).await?;
+    let unowned = node
+        .topo
+        .channel_ids()
+        .filter(|c| owners.get(c).and_then(|o| o.node).is_none())
+        .count();
+    let paused: Vec<&str> = each
+        .iter()
+        .filter(|(_, r)| r.paused)
+        .map(|(c, _)| node.topo.channel(*c).name.as_str())
+        .collect();
+    Ok(json!({
+        "answered_by": node.name,
+        "nodes": nodes,
+        "channels": node.topo.channels.len(),
+        "channels_unowned": unowned,
+        "killswitch": all.killed,
+        "paused": paused,
+    }))
+}
+
+async fn channels(node: &NodePorts, region: Option<&str>) -> Result<Value, String> {
+    let owners = owners(node).await?;
+    let (_, each) = controls(node).await?;
+    let topo = &node.topo;
+    if let Some(r) = region {
+        if !topo.regions.iter().any(|x| x.name == r) {
+            return Err(format!("no region {r:?}"));
+        }
+    }
+    let rows: Vec<Value> = topo
+        .channel_ids()
+        .filter(|c| region.is_none_or(|r| topo.region(topo.channel(*c).home_region).name == r))
+        .map(|c| {
+            let ch = topo.channel(c);
+            let o = owners.get(&c);
+            json!({
+                "channel": ch.name,
+                "region": topo.region(ch.home_region).name,
+                "owner": o.and_then(|o| o.node).map(|n| topo.node(n).name.clone()),
+                "epoch": o.map(|o| o.epoch),
+                "paused": each.get(&c).is_some_and(|r| r.paused),
+            })
+        })
+        .collect();
+    Ok(json!(rows))
+}
+
+async fn audit(node: &NodePorts, since_ms: u64) -> Result<Value, String> {
+    let mut start = AUDIT_PREFIX.to_vec();
+    start.extend_from_slice(&since_ms.to_be_bytes());
+    let es = node
+        .store
+        .store
+        .range(&start, &prefix_end(AUDIT_PREFIX), AUDIT_LIMIT)
+        .await
+        .map_err(failed)?;
+    Ok(json!(es
+        .into_iter()
+        .filter_map(|e| serde_json::from_slice::<Value>(&e.value).ok())
+        .collect::<Vec<_>>()))
+}

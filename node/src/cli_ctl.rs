@@ -1,0 +1,167 @@
+//! `reelfleet ctl`: one admin command to a running fleet, through any of
+//! its nodes, for scripts (`--json` prints the answer's result as JSON).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use reelfleet::admin::client::AdminClient;
+use reelfleet::admin::proto::{Command, Target};
+use reelfleet::live::transport::TlsIdentity;
+
+#[derive(Args)]
+pub struct CtlArgs {
+    /// A node's QUIC address (its `listen`), e.g. 10.0.1.11:7100.
+    #[arg(long)]
+    node: SocketAddr,
+    /// The folder `reelfleet certs` made (ca.pem, admins/NAME.pem|key).
+    #[arg(long, default_value = "certs")]
+    cert: PathBuf,
+    /// Whose certificate to use: admins/NAME (or nodes/NAME with --as-node).
+    #[arg(long = "as")]
+    name: String,
+    /// Use a node's certificate (it may only read).
+    #[arg(long)]
+    as_node: bool,
+    /// A name the node's certificate holds (every node's holds localhost).
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// The cluster: nodes, ownership, kill switch, paused channels.
+    Status,
+    /// Every node: region, member, draining, channels owned.
+    Nodes,
+    /// Every channel (or a region's): owner, epoch, paused.
+    Channels {
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// Stop starting work on a channel, or on every channel of a region.
+    Pause {
+        channel: Option<String>,
+        #[arg(long, conflicts_with = "channel")]
+        region: Option<String>,
+    },
+    /// Undo a pause.
+    Resume {
+        channel: Option<String>,
+        #[arg(long, conflicts_with = "channel")]
+        region: Option<String>,
+    },
+    /// The fleet-wide stop (admins only).
+    Killswitch {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// The audit log (every change: who, role, what, when).
+    Audit {
+        /// Only records at or after this Unix time in milliseconds.
+        #[arg(long)]
+        since: Option<u64>,
+    },
+}
+
+fn target(channel: Option<String>, region: Option<String>) -> Result<Target, String> {
+    match (channel, region) {
+        (Some(c), None) => Ok(Target::Channel(c)),
+        (None, Some(r)) => Ok(Target::Region(r)),
+        _ => Err("give a CHANNEL or --region REGION".into()),
+    }
+}
+
+fn command(c: CtlCommand) -> Result<Command, String> {
+    Ok(match c {
+        CtlCommand::Status => Command::Status,
+        CtlCommand::Nodes => Command::Nodes,
+        CtlCommand::Channels { region } => Command::Channels { region },
+        CtlCommand::Pause { channel, region } => Command::Pause {
+            target: target(channel, region)?,
+        },
+        CtlCommand::Resume { channel, region } => Command::Resume {
+            target: target(channel, region)?,
+        },
+        CtlCommand::Killswitch { state, reason } => Command::Killswitch {
+            on: state == "on",
+            reason,
+        },
+        CtlCommand::Audit { since } => Command::Audit { since_ms: since },
+    })
+}
+
+pub fn run(args: CtlArgs) -> i32 {
+    match run_inner(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn run_inner(args: CtlArgs) -> Result<(), String> {
+    let folder = if args.as_node { "nodes" } else { "admins" };
+    let id = TlsIdentity::load(&args.cert, folder, &args.name)?;
+    let cmd = command(args.command)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let answer = rt.block_on(async {
+        let mut c = AdminClient::connect(args.node, &args.server_name, &id).await?;
+        c.call(cmd).await
+    })?;
+    if !answer.ok {
+        return Err(answer.error.unwrap_or_else(|| "refused".into()));
+    }
+    let result = answer.result.unwrap_or_default();
+    if args.json {
+        println!("{result}");
+    } else {
+        print!("{}", render(&result));
+    }
+    Ok(())
+}
+
+/// A result as lines for a person: a list one row per item, an object one
+/// `key: value` per field.
+fn render(v: &serde_json::Value) -> String {
+    let flat = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match v {
+        serde_json::Value::Array(rows) => rows
+            .iter()
+            .map(|r| match r {
+                serde_json::Value::Object(m) => {
+                    let cells: Vec<String> =
+                        m.iter().map(|(k, x)| format!("{k}={}", flat(x))).collect();
+                    cells.join("  ") + "\n"
+                }
+                other => flat(other) + "\n",
+            })
+            .collect(),
+        serde_json::Value::Object(m) => m
+            .iter()
+            .map(|(k, x)| match x {
+                serde_json::Value::Array(_) => format!("{k}:\n{}", indent(&render(x))),
+                _ => format!("{k}: {}\n", flat(x)),
+            })
+            .collect(),
+        other => flat(other) + "\n",
+    }
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("  {l}\n")).collect()
+}
