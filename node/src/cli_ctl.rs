@@ -34,7 +34,7 @@ pub struct CtlArgs {
 }
 
 #[derive(Subcommand)]
-enum CtlCommand {
+pub enum CtlCommand {
     /// The cluster: nodes, ownership, kill switch, paused channels.
     Status,
     /// Every node: region, member, draining, channels owned.
@@ -79,7 +79,7 @@ fn target(channel: Option<String>, region: Option<String>) -> Result<Target, Str
     }
 }
 
-fn command(c: CtlCommand) -> Result<Command, String> {
+pub fn command(c: CtlCommand) -> Result<Command, String> {
     Ok(match c {
         CtlCommand::Status => Command::Status,
         CtlCommand::Nodes => Command::Nodes,
@@ -134,7 +134,7 @@ fn run_inner(args: CtlArgs) -> Result<(), String> {
 
 /// A result as lines for a person: a list one row per item, an object one
 /// `key: value` per field.
-fn render(v: &serde_json::Value) -> String {
+pub fn render(v: &serde_json::Value) -> String {
     let flat = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),

@@ -4,6 +4,7 @@
 
 mod cli_bench;
 mod cli_certs;
+mod cli_console;
 mod cli_ctl;
 mod cli_node;
 mod cli_sim;
@@ -40,6 +41,8 @@ enum Command {
     BenchStore(cli_bench::BenchArgs),
     /// Make the cluster CA and node and admin certificates.
     Certs(cli_certs::CertsArgs),
+    /// The admin console: line editing, history, completion.
+    Console(cli_console::ConsoleArgs),
     /// One admin command to a running fleet through any node.
     Ctl(cli_ctl::CtlArgs),
     /// Run one live node (see README, "Running nodes").
@@ -60,6 +63,7 @@ fn main() {
         Command::Restore(args) => cli_store::restore(args),
         Command::BenchStore(args) => cli_bench::run(args),
         Command::Certs(args) => cli_certs::run(args),
+        Command::Console(args) => cli_console::run(args),
         Command::Ctl(args) => cli_ctl::run(args),
         Command::Node(args) => cli_node::run(args),
         Command::Up(args) => cli_up::run(args),

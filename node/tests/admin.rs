@@ -277,3 +277,93 @@ fn check_audit(dir: &Path, port: u16) {
         .all(|r| r["at_ms"].as_u64().is_some_and(|t| t > 0)));
     assert_eq!(log[1]["command"]["reason"], "a runaway test");
 }
+
+/// tmux drives a terminal as a person would; CI installs it.
+fn tmux(args: &[&str]) -> String {
+    let o = Command::new("tmux").args(args).output().expect("tmux");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn wait_screen(session: &str, want: &str) -> String {
+    let t0 = Instant::now();
+    loop {
+        let screen = tmux(&["capture-pane", "-p", "-t", session, "-S", "-200"]);
+        if screen.contains(want) {
+            return screen;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{want:?} never showed; the screen:\n{screen}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_console_in_a_terminal_completes_remembers_and_runs_commands() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI installs tmux");
+        eprintln!("skipped: no tmux (apt-get install tmux)");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("dir");
+    let dir = tmp.path();
+    let (_node, port) = start(dir);
+    let session = format!("rf-console-{}", std::process::id());
+    let cmd = format!(
+        "cd {} && HOME={} {} console --node 127.0.0.1:{port} --cert certs --as otto",
+        dir.display(),
+        dir.display(),
+        env!("CARGO_BIN_EXE_reelfleet")
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "160",
+        "-y",
+        "50",
+        &cmd,
+    ]);
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["kill-session", "-t", &self.0])
+                .output();
+        }
+    }
+    let _kill = Kill(session.clone());
+    wait_screen(&session, "reelfleet>");
+    // Completion of a command, then of a channel name.
+    tmux(&["send-keys", "-t", &session, "sta", "Tab", "Enter"]);
+    wait_screen(&session, "answered_by: workstation");
+    tmux(&["send-keys", "-t", &session, "pause sp", "Tab", "Enter"]);
+    wait_screen(&session, "paused:");
+    tmux(&["send-keys", "-t", &session, "help", "Enter"]);
+    wait_screen(&session, "killswitch on|off");
+    // An operator is refused the kill switch, in the console too.
+    tmux(&[
+        "send-keys",
+        "-t",
+        &session,
+        "killswitch on --reason x",
+        "Enter",
+    ]);
+    wait_screen(&session, "needs the admin role");
+    // History: two steps up is the pause again.
+    tmux(&["send-keys", "-t", &session, "Up", "Up", "Up"]);
+    let screen = wait_screen(&session, "reelfleet> pause spoken");
+    assert!(screen.lines().last().is_some());
+    tmux(&["send-keys", "-t", &session, "C-u", "quit", "Enter"]);
+    let t0 = Instant::now();
+    let history = dir.join(".reelfleet_history");
+    while !history.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no history saved");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let h = std::fs::read_to_string(&history).expect("history");
+    assert!(h.contains("pause spoken") && h.contains("status"), "{h}");
+}
