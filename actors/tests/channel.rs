@@ -535,7 +535,7 @@ fn a_start_committed_as_the_kill_arrives_gives_its_charge_back() {
 }
 
 #[test]
-fn a_start_answered_after_the_lease_ran_out_is_taken_back_not_run() {
+fn a_start_answered_after_the_lease_ran_out_waits_for_a_good_lease() {
     let mut h = Harness::new();
     h.lease_valid_until_ms = T0 + 500;
     // The start's commit is durable, but its reply comes after the lease
@@ -554,8 +554,8 @@ fn a_start_answered_after_the_lease_ran_out_is_taken_back_not_run() {
         started_jobs(&h.take_log()).is_empty(),
         "a job started on a lapsed lease"
     );
-    // The lease comes back (the node was not removed): the stage runs, as
-    // its first attempt still.
+    // The lease comes back (the node was not removed): the committed start
+    // runs, as its first attempt, without being committed again.
     h.lease_valid_until_ms = u64::MAX / 2;
     h.advance_to(h.now + 60_000);
     let started = started_jobs(&h.take_log());

@@ -130,11 +130,23 @@ const VARIED_FOUND: &[(u64, &str)] = &[
     ),
     (
         1208,
-        "a start given back as the breaker's half-open probe kept the probe: its provider was never called again",
+        "a start given back kept the breaker's half-open probe: its provider was never called again (the pause path gives starts back the same way)",
     ),
     (
         17376,
         "a start committed before a freeze was answered after the lease ran out and ran 75 s after the kill switch",
+    ),
+    (
+        5635,
+        "late starts given back and committed again livelocked where every store answer was late (now they wait for the lease)",
+    ),
+    (
+        5113,
+        "late starts given back and committed again livelocked where every store answer was late",
+    ),
+    (
+        6041,
+        "late starts given back and committed again livelocked where every store answer was late",
     ),
 ];
 

@@ -18,7 +18,9 @@ use crate::store::{Check, StoreOp, Txn, Write};
 
 use super::store_io::{InFlight, PendingCommit};
 use super::video::{Action, QuotaChange, Run};
-use super::{ChannelEffect, ChannelMachine, Phase, LATE_REPLY_MS, LEASE_MARGIN_MS};
+use super::{
+    ChannelEffect, ChannelMachine, Phase, HELD_DEADLINE_MS, LATE_REPLY_MS, LEASE_MARGIN_MS,
+};
 
 /// Quota changes applied to the cached ledgers while a commit is built.
 #[derive(Default)]
@@ -363,6 +365,65 @@ impl ChannelMachine {
         spec: crate::protocol::JobSpec,
         out: &mut Vec<ChannelEffect>,
     ) {
+        let late = now_ms > sent_ms + LATE_REPLY_MS;
+        if late && self.lease_valid_until_ms <= now_ms + LEASE_MARGIN_MS {
+            // The start applied while the lease held, but its answer came
+            // so late (a frozen or cut-off process) that the lease may have
+            // run out: another node may own the channel and run this
+            // stage, and a stop written meanwhile is unknown here (swarm
+            // seed 17376: a stage started 75 s after the kill switch). The
+            // job waits, committed, for a lease known good now; a stop that
+            // arrives first takes it back. (Taking it back at once and
+            // committing the start again livelocked where every store
+            // answer is late: seeds 5113, 5635, 6041.)
+            probe!(JobHeldForLease);
+            if let Some(v) = self.videos.get_mut(&spec.id.slot) {
+                v.run = Run::Job {
+                    id: spec.id,
+                    gpu: None,
+                    started: false,
+                    deadline_ms: HELD_DEADLINE_MS,
+                };
+                self.held_starts.insert(spec.id.slot, spec);
+                self.lease_wanted = true;
+            }
+            return;
+        }
+        self.start_now(now_ms, spec, out);
+    }
+
+    /// Held starts go once the lease is known good now; until then the
+    /// lease is asked for again (at most once a second).
+    pub(super) fn release_held_starts(&mut self, now_ms: u64, out: &mut Vec<ChannelEffect>) {
+        if self.held_starts.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held_starts);
+        let lease_good = self.lease_valid_until_ms > now_ms + LEASE_MARGIN_MS;
+        for (slot, spec) in held {
+            let waiting = self
+                .videos
+                .get(&slot)
+                .is_some_and(|v| matches!(v.run, Run::Job { id, .. } if id == spec.id));
+            if !waiting {
+                continue; // stopped or killed meanwhile
+            }
+            if lease_good {
+                self.start_now(now_ms, spec, out);
+            } else {
+                self.held_starts.insert(slot, spec);
+                self.lease_wanted = true;
+            }
+        }
+    }
+
+    /// Starts a committed job, unless a stop says otherwise.
+    fn start_now(
+        &mut self,
+        now_ms: u64,
+        spec: crate::protocol::JobSpec,
+        out: &mut Vec<ChannelEffect>,
+    ) {
         let slot = spec.id.slot;
         let control = self.control();
         if control.killed {
@@ -375,24 +436,6 @@ impl ChannelMachine {
             // The charge is durable but the job must not start: it is
             // taken back with the next commit.
             self.take_back_start(&spec);
-            return;
-        }
-        let late = now_ms > sent_ms + LATE_REPLY_MS;
-        if late && self.lease_valid_until_ms <= now_ms + LEASE_MARGIN_MS {
-            // The start applied while the lease held, but its answer came
-            // so late (a frozen or cut-off process) that the lease may
-            // have run out: another node may own the channel and run this
-            // stage, and a stop written meanwhile is unknown here (swarm
-            // seed 17376: a stage started 75 s after the kill switch).
-            // Nothing runs; the lease is asked for, and only a good answer
-            // retries the stage, whose charge goes back with the next
-            // commit (refused by the fence if the channel moved).
-            probe!(JobHeldForLease);
-            self.give_back_start(&spec);
-            if let Some(v) = self.videos.get_mut(&slot) {
-                v.held_for_lease = true;
-            }
-            self.wait_for_lease(slot);
             return;
         }
         let Some(v) = self.videos.get_mut(&slot) else {

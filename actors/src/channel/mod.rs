@@ -61,6 +61,9 @@ pub const LEASE_MARGIN_MS: u64 = 100;
 /// known here must be checked before its job starts (a live store answers
 /// in milliseconds; the shortest lease allowed is 200 ms plus a margin).
 pub const LATE_REPLY_MS: u64 = 200;
+/// The deadline of a start held for the lease: none (a good lease, a stop
+/// or the channel's end decides), far enough never to come.
+pub const HELD_DEADLINE_MS: u64 = u64::MAX / 4;
 
 /// A publish reservation is built only while the lease is valid for this
 /// much longer than [`LEASE_MARGIN_MS`]: the reservation's commit must come
@@ -249,6 +252,9 @@ pub struct ChannelMachine {
     lease_asked_ms: Option<u64>,
     /// Videos that wait for the answer.
     lease_waiters: BTreeSet<u64>,
+    /// Committed starts answered late, waiting for a lease known good now
+    /// (by slot).
+    held_starts: BTreeMap<u64, crate::protocol::JobSpec>,
     release_requested: bool,
     gpu_cost_max: u64,
     deadline: Option<u64>,
@@ -309,6 +315,7 @@ impl ChannelMachine {
             lease_wanted: false,
             lease_asked_ms: None,
             lease_waiters: BTreeSet::new(),
+            held_starts: BTreeMap::new(),
             release_requested: false,
             gpu_cost_max,
             deadline: None,
@@ -450,6 +457,7 @@ impl ChannelMachine {
         } else if control.killed {
             self.settle_after_kill(now_ms, out);
         }
+        self.release_held_starts(now_ms, out);
         self.ask_lease(now_ms, out);
         if self.inflight.is_none() && now_ms >= self.store_wait_until_ms {
             match self.pending_resolve.take() {
@@ -569,6 +577,13 @@ impl ChannelMachine {
         }
         if self.inflight.is_none() && self.has_pending_writes() {
             consider(self.store_wait_until_ms);
+        }
+        // Held starts ask for the lease again until it is good.
+        if !self.held_starts.is_empty() {
+            consider(
+                self.lease_asked_ms
+                    .map_or(now_ms + 1, |t| t + LEASE_ASK_INTERVAL_MS),
+            );
         }
         // Spend resets at the next UTC day.
         consider((now_ms / DAY_MS + 1) * DAY_MS);

@@ -140,13 +140,6 @@ impl ChannelMachine {
         // Unless a step below starts, look again a little later.
         v.wake_ms = now_ms + 250;
         let stage_ix = usize::from(v.rec.stage);
-        if v.held_for_lease {
-            if !lease_ok {
-                self.wait_for_lease(slot);
-                return;
-            }
-            v.held_for_lease = false;
-        }
         if v.needs_lookup {
             self.advance_lookup(slot, lease_ok);
         } else if stage_ix < stages {

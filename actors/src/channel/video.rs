@@ -39,9 +39,6 @@ pub(super) struct Video {
     pub needs_lookup: bool,
     /// Loaded with a publish intent of a previous owner.
     pub taken_over_intent: bool,
-    /// A start of it was answered late and held: its next step waits for
-    /// a lease known to be good.
-    pub held_for_lease: bool,
 }
 
 impl Video {
@@ -54,7 +51,6 @@ impl Video {
             upload_attempt: 0,
             needs_lookup: false,
             taken_over_intent: false,
-            held_for_lease: false,
         }
     }
 }
