@@ -299,6 +299,25 @@ fn wait_screen(session: &str, want: &str) -> String {
     }
 }
 
+/// Waits until the console shows an empty prompt, ready for a line: keys
+/// typed before that may be dropped when the line editor takes the
+/// terminal back.
+fn wait_prompt(session: &str) {
+    let t0 = Instant::now();
+    loop {
+        let screen = tmux(&["capture-pane", "-p", "-t", session]);
+        let last = screen.lines().rev().find(|l| !l.trim().is_empty());
+        if last.map(str::trim_end) == Some("reelfleet>") {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "no prompt; the screen:\n{screen}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn the_console_in_a_terminal_completes_remembers_and_runs_commands() {
     if Command::new("tmux").arg("-V").output().is_err() {
