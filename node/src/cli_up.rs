@@ -68,8 +68,15 @@ fn ensure_certs(dir: &std::path::Path, nodes: &[String]) -> Result<(), String> {
             certs::issue(dir, Role::Node, n).map_err(|e| e.to_string())?;
         }
     }
+    // The admin RPC's certificate for whoever runs `up`.
+    if !dir.join("admins").join(format!("{UP_ADMIN}.pem")).exists() {
+        certs::issue(dir, Role::Admin, UP_ADMIN).map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
+
+/// The name of the admin certificate `up` makes for its operator.
+const UP_ADMIN: &str = "admin";
 
 /// The most nodes `up` runs in one process: each is a full node (QUIC
 /// endpoint, actors, store sessions), meant for trying a fleet on one
@@ -151,6 +158,13 @@ fn run_inner(args: UpArgs) -> Result<(), String> {
             console_addr.ip(),
             console_addr.port()
         );
+        if let Some(first) = nodes.first() {
+            println!(
+                "admin: reelfleet console --node {} --cert {} --as {UP_ADMIN}",
+                first.quic_addr,
+                data.join("certs").display()
+            );
+        }
         println!("Ctrl-C stops (drains every node); run again to resume.");
         show_summary_until_stopped(&nodes, args.run_s).await;
         drain_and_stop(nodes).await;

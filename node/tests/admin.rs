@@ -299,15 +299,29 @@ fn wait_screen(session: &str, want: &str) -> String {
     }
 }
 
+/// Types keys one at a time, as a person does (a burst can outrun the
+/// line editor's redraw under load).
+fn keys(session: &str, ks: &[&str]) {
+    for k in ks {
+        tmux(&["send-keys", "-t", session, k]);
+        std::thread::sleep(Duration::from_millis(60));
+    }
+}
+
 /// Waits until the console shows an empty prompt, ready for a line: keys
 /// typed before that may be dropped when the line editor takes the
 /// terminal back.
 fn wait_prompt(session: &str) {
+    wait_last_line(session, "reelfleet>");
+}
+
+/// Waits until the last line on the screen is `want`.
+fn wait_last_line(session: &str, want: &str) {
     let t0 = Instant::now();
     loop {
         let screen = tmux(&["capture-pane", "-p", "-t", session]);
         let last = screen.lines().rev().find(|l| !l.trim().is_empty());
-        if last.map(str::trim_end) == Some("reelfleet>") {
+        if last.map(str::trim_end) == Some(want) {
             return;
         }
         assert!(
@@ -355,28 +369,29 @@ fn the_console_in_a_terminal_completes_remembers_and_runs_commands() {
         }
     }
     let _kill = Kill(session.clone());
-    wait_screen(&session, "reelfleet>");
+    wait_prompt(&session);
     // Completion of a command, then of a channel name.
-    tmux(&["send-keys", "-t", &session, "sta", "Tab", "Enter"]);
+    keys(&session, &["sta", "Tab"]);
+    wait_screen(&session, "reelfleet> status");
+    keys(&session, &["Enter"]);
     wait_screen(&session, "answered_by: workstation");
-    tmux(&["send-keys", "-t", &session, "pause sp", "Tab", "Enter"]);
+    wait_prompt(&session);
+    keys(&session, &["pause sp", "Tab"]);
+    wait_screen(&session, "reelfleet> pause spoken");
+    keys(&session, &["Enter"]);
     wait_screen(&session, "paused:");
-    tmux(&["send-keys", "-t", &session, "help", "Enter"]);
+    wait_prompt(&session);
+    keys(&session, &["help", "Enter"]);
     wait_screen(&session, "killswitch on|off");
+    wait_prompt(&session);
     // An operator is refused the kill switch, in the console too.
-    tmux(&[
-        "send-keys",
-        "-t",
-        &session,
-        "killswitch on --reason x",
-        "Enter",
-    ]);
+    keys(&session, &["killswitch on --reason x", "Enter"]);
     wait_screen(&session, "needs the admin role");
+    wait_prompt(&session);
     // History: two steps up is the pause again.
-    tmux(&["send-keys", "-t", &session, "Up", "Up", "Up"]);
-    let screen = wait_screen(&session, "reelfleet> pause spoken");
-    assert!(screen.lines().last().is_some());
-    tmux(&["send-keys", "-t", &session, "C-u", "quit", "Enter"]);
+    keys(&session, &["Up", "Up", "Up"]);
+    wait_last_line(&session, "reelfleet> pause spoken");
+    keys(&session, &["C-u", "quit", "Enter"]);
     let t0 = Instant::now();
     let history = dir.join(".reelfleet_history");
     while !history.exists() {
