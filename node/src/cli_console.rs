@@ -45,12 +45,15 @@ struct Line {
     command: CtlCommand,
 }
 
-const COMMANDS: [&str; 10] = [
+const COMMANDS: [&str; 13] = [
     "status",
     "nodes",
+    "regions",
     "channels",
+    "channel",
     "pause",
     "resume",
+    "kill",
     "killswitch",
     "audit",
     "help",
@@ -61,7 +64,10 @@ const COMMANDS: [&str; 10] = [
 const HELP: &str = "commands:
   status                          the cluster: nodes, ownership, kill switch, paused channels
   nodes                           every node: region, member, draining, channels owned
+  regions                         every region: nodes, members, channels
   channels [--region R]           every channel: owner, epoch, paused
+  channel NAME                    one channel: owner, control, videos in progress
+  kill CHANNEL                    pause it and cancel its running jobs (operator)
   pause CHANNEL | --region R      stop starting work (operator)
   resume CHANNEL | --region R     undo a pause (operator)
   killswitch on|off --reason T    the fleet-wide stop (admin)
@@ -91,6 +97,7 @@ impl Completer for Names {
         let pool: Vec<&str> = match before.last().copied() {
             None => COMMANDS.to_vec(),
             Some("--region") => self.regions.iter().map(String::as_str).collect(),
+            Some("channel") | Some("kill") => self.channels.iter().map(String::as_str).collect(),
             Some("pause") | Some("resume") => self
                 .channels
                 .iter()

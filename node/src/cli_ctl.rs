@@ -63,6 +63,13 @@ pub enum CtlCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Every region: nodes, members, channels homed there.
+    Regions,
+    /// One channel: owner, control, videos in progress.
+    Channel { name: String },
+    /// Pause a channel and cancel its running jobs (its videos in progress
+    /// fail as killed).
+    Kill { channel: String },
     /// The audit log (every change: who, role, what, when).
     Audit {
         /// Only records at or after this Unix time in milliseconds.
@@ -95,6 +102,9 @@ pub fn command(c: CtlCommand) -> Result<Command, String> {
             reason,
         },
         CtlCommand::Audit { since } => Command::Audit { since_ms: since },
+        CtlCommand::Regions => Command::Regions,
+        CtlCommand::Channel { name } => Command::Channel { name },
+        CtlCommand::Kill { channel } => Command::Kill { channel },
     })
 }
 

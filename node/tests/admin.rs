@@ -167,6 +167,17 @@ fn roles_changes_and_the_audit_log_through_ctl() {
         &["killswitch", "off", "--reason", "done"],
     ));
     ok(&ctl(dir, port, &operator, &["resume", "spoken"]));
+    // Regions and one channel read; a kill is an operator's.
+    let r = ok(&ctl(dir, port, &viewer, &["--json", "regions"]));
+    let v: serde_json::Value = serde_json::from_str(&r).expect("JSON");
+    assert_eq!(v[0]["region"], "local", "{v}");
+    let e = refused(&ctl(dir, port, &viewer, &["kill", "spoken"]));
+    assert!(e.contains("needs the operator role"), "{e}");
+    ok(&ctl(dir, port, &operator, &["kill", "spoken"]));
+    let c = ok(&ctl(dir, port, &viewer, &["--json", "channel", "spoken"]));
+    let v: serde_json::Value = serde_json::from_str(&c).expect("JSON");
+    assert_eq!(v["killed"], true, "{v}");
+    assert!(v["videos"].is_array(), "{v}");
 
     check_audit(dir, port);
 }
@@ -266,6 +277,7 @@ fn check_audit(dir: &Path, port: u16) {
         ("ada", "admin", "killswitch"),
         ("ada", "admin", "killswitch"),
         ("otto", "operator", "resume"),
+        ("otto", "operator", "kill"),
     ];
     let expect: Vec<(String, String, String)> = expect
         .iter()

@@ -48,6 +48,23 @@ pub async fn run(node: &NodePorts, caller: &Caller, cmd: &Command) -> Result<Val
         Command::Status => status(node).await,
         Command::Nodes => Ok(json!(nodes(node).await?)),
         Command::Channels { region } => channels(node, region.as_deref()).await,
+        Command::Regions => regions(node).await,
+        Command::Channel { name } => channel(node, name).await,
+        Command::Kill { channel } => {
+            let chans = resolve(node, &Target::Channel(channel.clone()))?;
+            // Paused and killed: nothing new starts, running jobs are
+            // cancelled and its videos in progress fail as killed.
+            let record = ControlRecord {
+                paused: true,
+                killed: true,
+            };
+            let writes = chans
+                .iter()
+                .map(|c| Write::Put(control_key(*c), record.encode()))
+                .collect();
+            control_change(node, caller, cmd, writes).await?;
+            Ok(json!({ "killed": channel }))
+        }
         Command::Audit { since_ms } => audit(node, since_ms.unwrap_or(0)).await,
         Command::Pause { target } | Command::Resume { target } => {
             let paused = matches!(cmd, Command::Pause { .. });
@@ -316,4 +333,67 @@ async fn audit(node: &NodePorts, since_ms: u64) -> Result<Value, String> {
         .into_iter()
         .filter_map(|e| serde_json::from_slice::<Value>(&e.value).ok())
         .collect::<Vec<_>>()))
+}
+
+async fn regions(node: &NodePorts) -> Result<Value, String> {
+    let rows = nodes(node).await?;
+    let topo = &node.topo;
+    Ok(json!(topo
+        .regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let in_region = |x: &&Value| x["region"] == r.name.as_str();
+            json!({
+                "region": r.name,
+                "nodes": rows.iter().filter(in_region).count(),
+                "members": rows.iter().filter(in_region).filter(|x| x["member"] == true).count(),
+                "channels_home": topo.channel_ids().filter(|c| topo.channel(*c).home_region.index() == i).count(),
+            })
+        })
+        .collect::<Vec<_>>()))
+}
+
+/// One channel: its owner, control and videos in progress (stage,
+/// attempts, spend).
+async fn channel(node: &NodePorts, name: &str) -> Result<Value, String> {
+    let c = resolve(node, &Target::Channel(name.to_string()))?[0];
+    let owners = owners(node).await?;
+    let (all, each) = controls(node).await?;
+    let prefix = actors::records::active_prefix(c);
+    let es = node
+        .store
+        .store
+        .range(&prefix, &prefix_end(&prefix), AUDIT_LIMIT)
+        .await
+        .map_err(failed)?;
+    let stages: Vec<String> = node
+        .topo
+        .pipeline(node.topo.channel(c).pipeline)
+        .stages
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    let videos: Vec<Value> = es
+        .into_iter()
+        .filter_map(|e| actors::records::VideoRecord::decode(&e.value).ok())
+        .map(|v| {
+            json!({
+                "slot": v.slot,
+                "stage": stages.get(usize::from(v.stage)).cloned().unwrap_or_else(|| "done".into()),
+                "attempt": v.attempt,
+                "stage_failures": v.stage_failures,
+                "cost_usd": v.cost_micros as f64 / 1e6,
+            })
+        })
+        .collect();
+    let o = owners.get(&c);
+    Ok(json!({
+        "channel": name,
+        "owner": o.and_then(|o| o.node).map(|n| node.topo.node(n).name.clone()),
+        "epoch": o.map(|o| o.epoch),
+        "paused": each.get(&c).is_some_and(|r| r.paused) || all.paused,
+        "killed": each.get(&c).is_some_and(|r| r.killed) || all.killed,
+        "videos": videos,
+    }))
 }
