@@ -168,23 +168,12 @@ pub fn peer_cert(conn: &quinn::Connection) -> Result<CertificateDer<'static>, St
 
 /// The node name a peer's certificate proves, if it is a node certificate.
 pub fn node_name_of(cert: &CertificateDer<'_>) -> Result<String, String> {
-    let (_, x) = x509_parser::parse_x509_certificate(cert.as_ref())
-        .map_err(|e| format!("unreadable peer certificate: {e}"))?;
-    let subject = x.subject();
-    let ou = subject
-        .iter_organizational_unit()
-        .next()
-        .and_then(|a| a.as_str().ok());
-    if ou != Some("nodes") {
+    let (ou, cn) = ou_and_name(cert)?;
+    if ou.as_deref() != Some("nodes") {
         return Err(format!(
             "peer certificate is not a node certificate (OU {ou:?})"
         ));
     }
-    let cn = subject
-        .iter_common_name()
-        .next()
-        .and_then(|a| a.as_str().ok())
-        .map(str::to_string);
     cn.ok_or_else(|| "peer certificate has no common name".to_string())
 }
 
