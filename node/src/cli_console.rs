@@ -45,12 +45,17 @@ struct Line {
     command: CtlCommand,
 }
 
-const COMMANDS: [&str; 13] = [
+const COMMANDS: [&str; 18] = [
     "status",
     "nodes",
     "regions",
     "channels",
     "channel",
+    "gpus",
+    "jobs",
+    "drain",
+    "undrain",
+    "backup",
     "pause",
     "resume",
     "kill",
@@ -67,6 +72,11 @@ const HELP: &str = "commands:
   regions                         every region: nodes, members, channels
   channels [--region R]           every channel: owner, epoch, paused
   channel NAME                    one channel: owner, control, videos in progress
+  gpus                            every GPU: node, model, memory, utilisation, health, jobs
+  jobs                            every running job: node, channel, slot, stage, where, for how long
+  drain NODE                      hand its channels away and stop it until undrain (operator)
+  undrain NODE                    let a drained node run again (operator)
+  backup --out FILE               a consistent backup of the store, through this node
   kill CHANNEL                    pause it and cancel its running jobs (operator)
   pause CHANNEL | --region R      stop starting work (operator)
   resume CHANNEL | --region R     undo a pause (operator)
@@ -80,6 +90,7 @@ const HELP: &str = "commands:
 struct Names {
     channels: Vec<String>,
     regions: Vec<String>,
+    nodes: Vec<String>,
 }
 
 impl Completer for Names {
@@ -105,6 +116,8 @@ impl Completer for Names {
                 .chain(["--region"])
                 .collect(),
             Some("killswitch") => vec!["on", "off"],
+            Some("drain") | Some("undrain") => self.nodes.iter().map(String::as_str).collect(),
+            Some("backup") => vec!["--out"],
             Some("channels") => vec!["--region"],
             _ => Vec::new(),
         };
@@ -178,6 +191,13 @@ fn run_inner(args: ConsoleArgs) -> Result<(), String> {
         }
         match Line::try_parse_from(&words) {
             Err(e) => println!("{}", e.to_string().lines().next().unwrap_or("bad command")),
+            Ok(Line {
+                command: CtlCommand::Backup { out },
+                json,
+            }) => {
+                let a = rt.block_on(crate::cli_ctl::backup_to(&mut client, &out));
+                println!("{}", shown(a, json));
+            }
             Ok(l) => match command(l.command) {
                 Err(e) => println!("error: {e}"),
                 Ok(cmd) => println!("{}", one(&rt, &mut client, cmd, l.json)),
@@ -192,7 +212,12 @@ fn run_inner(args: ConsoleArgs) -> Result<(), String> {
 
 /// Runs one command; its answer as text.
 fn one(rt: &tokio::runtime::Runtime, c: &mut AdminClient, cmd: Command, json: bool) -> String {
-    match rt.block_on(c.call(cmd)) {
+    shown(rt.block_on(c.call(cmd)), json)
+}
+
+/// An answer as text.
+fn shown(answer: Result<reelfleet::admin::proto::Answer, String>, json: bool) -> String {
+    match answer {
         Err(e) => format!("error: {e}"),
         Ok(a) if !a.ok => format!("error: {}", a.error.unwrap_or_default()),
         Ok(a) => {
@@ -206,8 +231,15 @@ fn one(rt: &tokio::runtime::Runtime, c: &mut AdminClient, cmd: Command, json: bo
     }
 }
 
-/// Channel and region names for completion (none if the read fails).
+/// Channel, region and node names for completion (none if a read fails).
 async fn names(c: &mut AdminClient) -> Names {
+    let nodes = match c.call(Command::Nodes).await.ok().and_then(|a| a.result) {
+        Some(serde_json::Value::Array(rows)) => rows
+            .iter()
+            .filter_map(|r| r["node"].as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    };
     let rows = match c
         .call(Command::Channels { region: None })
         .await
@@ -229,5 +261,6 @@ async fn names(c: &mut AdminClient) -> Names {
     Names {
         channels: pick("channel"),
         regions: pick("region"),
+        nodes,
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use reelfleet::admin::client::AdminClient;
-use reelfleet::admin::proto::{Command, Target};
+use reelfleet::admin::proto::{Answer, Command, Target};
 use reelfleet::live::transport::TlsIdentity;
 
 #[derive(Args)]
@@ -76,6 +76,21 @@ pub enum CtlCommand {
         #[arg(long)]
         since: Option<u64>,
     },
+    /// Every GPU of every node: model, memory, utilisation, health, jobs.
+    Gpus,
+    /// Every job running on every node: channel, slot, stage, where, for how long.
+    Jobs,
+    /// Hand a node's channels to the others and stop it; it stays out until
+    /// undrain (operators).
+    Drain { node: String },
+    /// Let a drained node run again (operators).
+    Undrain { node: String },
+    /// A consistent backup of the whole store, taken through this node.
+    Backup {
+        /// Where to write it (checked, then renamed into place).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn target(channel: Option<String>, region: Option<String>) -> Result<Target, String> {
@@ -105,6 +120,11 @@ pub fn command(c: CtlCommand) -> Result<Command, String> {
         CtlCommand::Regions => Command::Regions,
         CtlCommand::Channel { name } => Command::Channel { name },
         CtlCommand::Kill { channel } => Command::Kill { channel },
+        CtlCommand::Gpus => Command::Gpus,
+        CtlCommand::Jobs => Command::Jobs,
+        CtlCommand::Drain { node } => Command::Drain { node },
+        CtlCommand::Undrain { node } => Command::Undrain { node },
+        CtlCommand::Backup { .. } => Command::Backup,
     })
 }
 
@@ -121,14 +141,16 @@ pub fn run(args: CtlArgs) -> i32 {
 fn run_inner(args: CtlArgs) -> Result<(), String> {
     let folder = if args.as_node { "nodes" } else { "admins" };
     let id = TlsIdentity::load(&args.cert, folder, &args.name)?;
-    let cmd = command(args.command)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let answer = rt.block_on(async {
         let mut c = AdminClient::connect(args.node, &args.server_name, &id).await?;
-        c.call(cmd).await
+        match args.command {
+            CtlCommand::Backup { out } => backup_to(&mut c, &out).await,
+            other => c.call(command(other)?).await,
+        }
     })?;
     if !answer.ok {
         return Err(answer.error.unwrap_or_else(|| "refused".into()));
@@ -174,4 +196,35 @@ pub fn render(v: &serde_json::Value) -> String {
 
 fn indent(s: &str) -> String {
     s.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// A backup through the admin RPC into `out`: written beside it, checked
+/// whole (count, checksum), then renamed into place, so `out` is never a
+/// partial backup.
+pub async fn backup_to(c: &mut AdminClient, out: &std::path::Path) -> Result<Answer, String> {
+    let tmp = out.with_extension("partial");
+    let result = async {
+        let mut file = std::fs::File::create(&tmp)
+            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        let answer = c.backup(&mut file).await?;
+        if !answer.ok {
+            return Ok(answer);
+        }
+        std::io::Write::flush(&mut file).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let check = std::fs::File::open(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        reelfleet::store::backup::verify(check)
+            .map_err(|e| format!("the backup that came is not whole: {e}"))?;
+        std::fs::rename(&tmp, out)
+            .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), out.display()))?;
+        let mut answer = answer;
+        if let Some(r) = answer.result.as_mut() {
+            r["out"] = serde_json::json!(out.display().to_string());
+        }
+        Ok(answer)
+    }
+    .await;
+    if !matches!(&result, Ok(a) if a.ok) {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }

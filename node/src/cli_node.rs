@@ -124,6 +124,11 @@ fn check_ports_free(cfg: &NodeConfig) -> Result<(), String> {
 pub fn run(args: NodeArgs) -> i32 {
     match run_inner(args) {
         Ok(()) => 0,
+        // Drained on purpose: not a failure to restart on.
+        Err(e) if e.starts_with(reelfleet::live::runtime::DRAINED_PREFIX) => {
+            eprintln!("{e}");
+            0
+        }
         Err(e) => {
             eprintln!("error: {e}");
             1

@@ -204,7 +204,7 @@ async fn start_nodes(
     };
     let mut nodes = Vec::new();
     for n in names {
-        let node = RunningNode::start(NodeSpec {
+        let started = RunningNode::start(NodeSpec {
             topo: Arc::clone(topo),
             name: n.clone(),
             store: Arc::clone(&store),
@@ -217,7 +217,15 @@ async fn start_nodes(
             gpu: Default::default(),
             metrics: None,
         })
-        .await?;
+        .await;
+        let node = match started {
+            // Drained through the admin RPC: it stays out until undrained.
+            Err(e) if e.starts_with(reelfleet::live::runtime::DRAINED_PREFIX) => {
+                println!("{e}");
+                continue;
+            }
+            other => other?,
+        };
         nodes.push(Arc::new(node));
     }
     Ok(nodes)

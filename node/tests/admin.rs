@@ -413,3 +413,49 @@ fn the_console_in_a_terminal_completes_remembers_and_runs_commands() {
     let h = std::fs::read_to_string(&history).expect("history");
     assert!(h.contains("pause spoken") && h.contains("status"), "{h}");
 }
+
+/// `drain NODE` through the RPC: the node hands its channels away and
+/// exits 0 (not a failure a service manager restarts); started again, it
+/// refuses, naming who drained it and how to undo it, and exits 0.
+#[test]
+fn a_drained_node_stops_and_stays_out() {
+    let tmp = tempfile::tempdir().expect("dir");
+    let dir = tmp.path();
+    let (mut node, port) = start(dir);
+    let e = refused(&ctl(
+        dir,
+        port,
+        &["--as", "vera"],
+        &["drain", "workstation"],
+    ));
+    assert!(e.contains("needs the operator role"), "{e}");
+    ok(&ctl(
+        dir,
+        port,
+        &["--as", "otto"],
+        &["drain", "workstation"],
+    ));
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = node.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the node did not stop within 30 s of drain"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "drained node exited with {status}");
+    let again = Command::new(env!("CARGO_BIN_EXE_reelfleet"))
+        .args(["node", "--config", "node.toml"])
+        .current_dir(dir)
+        .output()
+        .expect("start again");
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{err}");
+    assert!(
+        err.contains("drained by otto") && err.contains("ctl undrain workstation"),
+        "{err}"
+    );
+}

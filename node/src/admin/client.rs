@@ -53,9 +53,49 @@ impl AdminClient {
         self.call_raw(&proto::frame(&body)?).await
     }
 
-    /// Sends raw bytes as a request stream (tests send malformed ones).
-    pub async fn call_raw(&mut self, bytes: &[u8]) -> Result<Answer, String> {
-        let (mut send, mut recv) = self
+    /// Asks for a backup and writes its bytes to `out`; the answer says how
+    /// many records at which store version. Fails if fewer bytes come than
+    /// the answer announced.
+    pub async fn backup(&mut self, out: &mut impl std::io::Write) -> Result<Answer, String> {
+        let body = serde_json::to_vec(&Request {
+            v: VERSION,
+            id: self.next_id,
+            cmd: Command::Backup,
+        })
+        .map_err(|e| format!("cannot encode: {e}"))?;
+        self.next_id += 1;
+        let (mut send, mut recv) = self.send(&proto::frame(&body)?).await?;
+        let _ = send.finish();
+        let answer = read_answer(&mut recv).await?;
+        if !answer.ok {
+            return Ok(answer);
+        }
+        let want = answer
+            .result
+            .as_ref()
+            .and_then(|r| r["bytes"].as_u64())
+            .ok_or("the backup answer does not say how many bytes follow")?;
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        while got < want {
+            let n = recv
+                .read(&mut buf)
+                .await
+                .map_err(|e| format!("backup cut short after {got} of {want} bytes: {e}"))?
+                .ok_or_else(|| format!("backup cut short after {got} of {want} bytes"))?;
+            let n = n.min(usize::try_from(want - got).unwrap_or(usize::MAX));
+            out.write_all(&buf[..n])
+                .map_err(|e| format!("cannot write the backup: {e}"))?;
+            got += n as u64;
+        }
+        Ok(answer)
+    }
+
+    async fn send(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), String> {
+        let (mut send, recv) = self
             .conn
             .open_bi()
             .await
@@ -63,16 +103,27 @@ impl AdminClient {
         send.write_all(bytes)
             .await
             .map_err(|e| format!("cannot send: {e}"))?;
-        let _ = send.finish();
-        let mut header = [0u8; 4];
-        recv.read_exact(&mut header)
-            .await
-            .map_err(|e| format!("no answer: {e}"))?;
-        let n = proto::frame_len(header)?;
-        let mut body = vec![0u8; n];
-        recv.read_exact(&mut body)
-            .await
-            .map_err(|e| format!("answer cut short: {e}"))?;
-        proto::decode_answer(&body)
+        Ok((send, recv))
     }
+
+    /// Sends raw bytes as a request stream (tests send malformed ones).
+    pub async fn call_raw(&mut self, bytes: &[u8]) -> Result<Answer, String> {
+        let (mut send, mut recv) = self.send(bytes).await?;
+        let _ = send.finish();
+        read_answer(&mut recv).await
+    }
+}
+
+/// One answer frame.
+async fn read_answer(recv: &mut quinn::RecvStream) -> Result<Answer, String> {
+    let mut header = [0u8; 4];
+    recv.read_exact(&mut header)
+        .await
+        .map_err(|e| format!("no answer: {e}"))?;
+    let n = proto::frame_len(header)?;
+    let mut body = vec![0u8; n];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| format!("answer cut short: {e}"))?;
+    proto::decode_answer(&body)
 }

@@ -50,6 +50,16 @@ pub async fn run(node: &NodePorts, caller: &Caller, cmd: &Command) -> Result<Val
         Command::Channels { region } => channels(node, region.as_deref()).await,
         Command::Regions => regions(node).await,
         Command::Channel { name } => channel(node, name).await,
+        Command::Audit { since_ms } => audit(node, since_ms.unwrap_or(0)).await,
+        Command::Gpus => gpus(node).await,
+        Command::Jobs => jobs(node).await,
+        _ => change(node, caller, cmd).await,
+    }
+}
+
+/// The commands that change something (each with its audit record).
+async fn change(node: &NodePorts, caller: &Caller, cmd: &Command) -> Result<Value, String> {
+    match cmd {
         Command::Kill { channel } => {
             let chans = resolve(node, &Target::Channel(channel.clone()))?;
             // Paused and killed: nothing new starts, running jobs are
@@ -65,7 +75,9 @@ pub async fn run(node: &NodePorts, caller: &Caller, cmd: &Command) -> Result<Val
             control_change(node, caller, cmd, writes).await?;
             Ok(json!({ "killed": channel }))
         }
-        Command::Audit { since_ms } => audit(node, since_ms.unwrap_or(0)).await,
+        Command::Drain { node: name } | Command::Undrain { node: name } => {
+            drain(node, caller, cmd, name).await
+        }
         Command::Pause { target } | Command::Resume { target } => {
             let paused = matches!(cmd, Command::Pause { .. });
             let chans = resolve(node, target)?;
@@ -93,8 +105,13 @@ pub async fn run(node: &NodePorts, caller: &Caller, cmd: &Command) -> Result<Val
                 killed: *on,
             };
             let writes = vec![Write::Put(CONTROL_ALL_KEY.to_vec(), record.encode())];
-            control_change(node, caller, cmd, writes).await?;
-            Ok(json!({ "killswitch": if *on { "on" } else { "off" }, "reason": reason }))
+            let version = control_change(node, caller, cmd, writes).await?;
+            let held = super::reports::wait_applied(node, version).await?;
+            Ok(json!({
+                "killswitch": if *on { "on" } else { "off" },
+                "reason": reason,
+                "nodes": held,
+            }))
         }
         other => Err(format!(
             "{} is not served by this version of the admin RPC yet",
@@ -104,6 +121,41 @@ pub async fn run(node: &NodePorts, caller: &Caller, cmd: &Command) -> Result<Val
                 .unwrap_or_else(|| "this command".into())
         )),
     }
+}
+
+/// `drain NODE` / `undrain NODE`: the request the named node acts on.
+async fn drain(
+    node: &NodePorts,
+    caller: &Caller,
+    cmd: &Command,
+    name: &str,
+) -> Result<Value, String> {
+    if !node.topo.nodes.iter().any(|n| n.name == name) {
+        return Err(format!("no node {name:?}"));
+    }
+    let key = crate::live::requests::drain_key(name);
+    let drain = matches!(cmd, Command::Drain { .. });
+    let write = if drain {
+        let r = crate::live::requests::DrainRequest {
+            by: caller.name.clone(),
+            at_ms: node.clock.now_ms(),
+        };
+        Write::Put(key, serde_json::to_vec(&r).map_err(|e| e.to_string())?)
+    } else {
+        Write::Delete(key)
+    };
+    control_change(node, caller, cmd, vec![write]).await?;
+    Ok(if drain {
+        json!({
+            "draining": name,
+            "note": "the node hands its channels to the others within a second or two and stops; it stays out until undrain",
+        })
+    } else {
+        json!({
+            "undrained": name,
+            "note": "the node may start again (a drain it already began still ends with it stopped)",
+        })
+    })
 }
 
 /// The channels a target names.
@@ -137,7 +189,7 @@ async fn control_change(
     caller: &Caller,
     cmd: &Command,
     writes: Vec<Write>,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let store = &node.store.store;
     for _ in 0..CONTROL_RETRIES {
         let got = store
@@ -174,9 +226,9 @@ async fn control_change(
             writes: all,
         };
         match store.commit(&txn).await {
-            Ok(_) => {
+            Ok(version) => {
                 tracing::info!(node = %node.name, who = %caller.name, role = caller.role.name(), command = ?cmd, "admin change");
-                return Ok(());
+                return Ok(version);
             }
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(failed(e)),
@@ -252,6 +304,16 @@ async fn controls(
 async fn nodes(node: &NodePorts) -> Result<Vec<Value>, String> {
     let m = members(node).await?.unwrap_or_default();
     let owners = owners(node).await?;
+    let prefix = crate::live::requests::DRAIN_PREFIX;
+    let drains: Vec<Vec<u8>> = node
+        .store
+        .store
+        .range(prefix, &prefix_end(prefix), node.topo.nodes.len() + 1)
+        .await
+        .map_err(failed)?
+        .into_iter()
+        .map(|e| e.key[prefix.len()..].to_vec())
+        .collect();
     Ok(node
         .topo
         .node_ids()
@@ -263,6 +325,7 @@ async fn nodes(node: &NodePorts) -> Result<Vec<Value>, String> {
                 "region": node.topo.region(t.region).name,
                 "member": m.nodes.contains(&n),
                 "draining": m.draining.contains(&n),
+                "drain_requested": drains.iter().any(|d| d == t.name.as_bytes()),
                 "channels": owned,
             })
         })
@@ -270,7 +333,21 @@ async fn nodes(node: &NodePorts) -> Result<Vec<Value>, String> {
 }
 
 async fn status(node: &NodePorts) -> Result<Value, String> {
-    let nodes = nodes(node).await?;
+    let mut nodes = nodes(node).await?;
+    let reports = super::reports::read_all(node).await?;
+    let now_ms = node.clock.now_ms();
+    let (mut gpus, mut gpus_healthy, mut jobs) = (0, 0, 0);
+    for row in &mut nodes {
+        let Some(r) = row["node"].as_str().and_then(|n| reports.get(n)) else {
+            continue;
+        };
+        gpus += r.gpus.len();
+        gpus_healthy += r.gpus.iter().filter(|g| g.healthy).count();
+        jobs += r.jobs_running;
+        row["report_age_ms"] = json!(now_ms.saturating_sub(r.at_ms));
+        row["jobs_running"] = json!(r.jobs_running);
+        row["gpus"] = json!(r.gpus.len());
+    }
     let (all, each) = controls(node).await?;
     let owners = owners(node).await?;
     let unowned = node
@@ -288,6 +365,9 @@ async fn status(node: &NodePorts) -> Result<Value, String> {
         "nodes": nodes,
         "channels": node.topo.channels.len(),
         "channels_unowned": unowned,
+        "gpus": gpus,
+        "gpus_healthy": gpus_healthy,
+        "jobs_running": jobs,
         "killswitch": all.killed,
         "paused": paused,
     }))
@@ -396,4 +476,49 @@ async fn channel(node: &NodePorts, name: &str) -> Result<Value, String> {
         "killed": each.get(&c).is_some_and(|r| r.killed) || all.killed,
         "videos": videos,
     }))
+}
+
+/// Every GPU of every node, as the nodes last reported them.
+async fn gpus(node: &NodePorts) -> Result<Value, String> {
+    let reports = super::reports::read_all(node).await?;
+    let now_ms = node.clock.now_ms();
+    let mut rows = Vec::new();
+    for r in reports.values() {
+        for g in &r.gpus {
+            rows.push(json!({
+                "node": r.node,
+                "gpu": g.index,
+                "model": g.model,
+                "memory_used_gib": format!("{:.1}", g.memory_used_bytes as f64 / (1u64 << 30) as f64),
+                "memory_total_gib": format!("{:.1}", g.memory_total_bytes as f64 / (1u64 << 30) as f64),
+                "utilization_percent": g.utilization_percent,
+                "temperature_c": g.temperature_c,
+                "healthy": g.healthy,
+                "reason": g.reason,
+                "jobs": g.jobs_running,
+                "report_age_ms": now_ms.saturating_sub(r.at_ms),
+            }));
+        }
+    }
+    Ok(json!(rows))
+}
+
+/// Every job running on every node, as the nodes last reported them.
+async fn jobs(node: &NodePorts) -> Result<Value, String> {
+    let reports = super::reports::read_all(node).await?;
+    let mut rows = Vec::new();
+    for r in reports.values() {
+        for j in &r.jobs {
+            rows.push(json!({
+                "node": r.node,
+                "channel": j.channel,
+                "slot": j.slot,
+                "stage": j.stage,
+                "attempt": j.attempt,
+                "on": j.on,
+                "running_ms": j.running_ms,
+            }));
+        }
+    }
+    Ok(json!(rows))
 }

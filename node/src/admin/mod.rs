@@ -3,7 +3,9 @@
 //! format and who may do what; the server and the console come next (see
 //! ARCHITECTURE.md, "Deliberately absent").
 
+pub mod backup;
 pub mod client;
 pub mod exec;
 pub mod proto;
+pub mod reports;
 pub mod server;

@@ -77,6 +77,10 @@ async fn answer_stream(
                     tracing::warn!(node = %node.name, who = %caller.name, role = caller.role.name(), command = ?req.cmd, "admin command refused");
                     Answer::error(req.id, e)
                 }
+                // A backup streams its bytes after the answer.
+                Ok(()) if req.cmd == proto::Command::Backup => {
+                    return super::backup::serve(send, node, req.id).await;
+                }
                 Ok(()) => match exec::run(node, caller, &req.cmd).await {
                     Ok(v) => Answer::ok(req.id, v),
                     Err(e) => Answer::error(req.id, e),

@@ -42,7 +42,7 @@ pub fn build_ports(
     let clock = Clock::new();
     let metrics = Arc::new(Metrics::new(&spec.name));
     let view = NodeView::new(Arc::clone(&spec.topo), me);
-    let router = Arc::new(Router::new(view, outbox));
+    let router = Arc::new(Router::new(view, outbox, clock));
     let http = reqwest::Client::builder()
         .build()
         .map_err(|e| format!("HTTP client: {e}"))?;

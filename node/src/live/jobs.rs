@@ -16,7 +16,7 @@ use actors::channel::ChannelInput;
 use actors::gpu::GpuInput;
 use actors::node::{route, LocalJobResult};
 use actors::protocol::{JobId, JobSpec};
-use topology::{placement, ChannelId, StageKind, Topology};
+use topology::{placement, ChannelId, GpuId, StageKind, Topology};
 
 use super::clock::Clock;
 use super::config::ExecutorConfig;
@@ -28,7 +28,15 @@ use crate::exec::http::HttpSpec;
 use crate::exec::{ExecJob, ExecOutcome};
 
 /// Work running here, by job: dropping its sender cancels it.
-type Running = Mutex<BTreeMap<JobId, tokio::sync::oneshot::Sender<()>>>;
+type Running = Mutex<BTreeMap<JobId, (tokio::sync::oneshot::Sender<()>, RunningJob)>>;
+
+/// What the admin RPC's `jobs` shows of a job running here.
+#[derive(Clone, Copy, Debug)]
+pub struct RunningJob {
+    pub started_ms: u64,
+    /// The GPU it runs on; `None` for a local (CPU or provider) stage.
+    pub gpu: Option<GpuId>,
+}
 
 pub struct JobPort {
     pub topo: Arc<Topology>,
@@ -78,13 +86,17 @@ impl JobPort {
     }
 
     /// Starts `spec` and registers its cancel; `None` if already running.
-    fn begin(&self, id: JobId) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    fn begin(&self, id: JobId, gpu: Option<GpuId>) -> Option<tokio::sync::oneshot::Receiver<()>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mut running = lock(&self.running);
         if running.contains_key(&id) {
             return None;
         }
-        running.insert(id, tx);
+        let job = RunningJob {
+            started_ms: self.clock.now_ms(),
+            gpu,
+        };
+        running.insert(id, (tx, job));
         self.metrics.job_started();
         if id.stage == 0 && id.attempt <= 1 {
             self.metrics
@@ -97,6 +109,14 @@ impl JobPort {
         if lock(&self.running).remove(&id).is_some() {
             self.metrics.job_ended();
         }
+    }
+
+    /// Every job running here, in job order.
+    pub fn running(&self) -> Vec<(JobId, RunningJob)> {
+        lock(&self.running)
+            .iter()
+            .map(|(id, (_, job))| (*id, *job))
+            .collect()
     }
 
     /// Stops a job (its result, if any, is dropped).
@@ -114,7 +134,7 @@ impl JobPort {
 
     /// A CPU or external stage of a channel here; its end goes to `to`.
     pub fn run_local(self: &Arc<Self>, spec: JobSpec, to: Mailbox<ChannelInput>) {
-        let Some(cancel) = self.begin(spec.id) else {
+        let Some(cancel) = self.begin(spec.id, None) else {
             return;
         };
         let port = Arc::clone(self);
@@ -132,8 +152,14 @@ impl JobPort {
 
     /// A job on a GPU of this node, stopped at its lease; its end goes to
     /// the GPU's machine.
-    pub fn run_gpu(self: &Arc<Self>, job: JobSpec, lease_until_ms: u64, to: Mailbox<GpuInput>) {
-        let Some(cancel) = self.begin(job.id) else {
+    pub fn run_gpu(
+        self: &Arc<Self>,
+        gpu: GpuId,
+        job: JobSpec,
+        lease_until_ms: u64,
+        to: Mailbox<GpuInput>,
+    ) {
+        let Some(cancel) = self.begin(job.id, Some(gpu)) else {
             return;
         };
         let port = Arc::clone(self);

@@ -26,6 +26,8 @@ pub mod metrics;
 pub mod pages;
 pub mod ports;
 pub mod publish_port;
+pub mod report;
+pub mod requests;
 pub mod router;
 pub mod runtime;
 pub mod shell;

@@ -121,14 +121,14 @@ impl NodePorts {
             (Route::CancelLocal(id), _) => self.jobs.cancel(id),
             (
                 Route::RunGpu {
+                    gpu,
                     job,
                     lease_until_ms,
-                    ..
                 },
                 Origin::Gpu { me, jobs },
             ) => {
                 lock(jobs).insert(job.id);
-                self.jobs.run_gpu(job, lease_until_ms, (*me).clone());
+                self.jobs.run_gpu(gpu, job, lease_until_ms, (*me).clone());
             }
             (Route::KillGpu { id, .. }, Origin::Gpu { jobs, .. }) => {
                 lock(jobs).remove(&id);

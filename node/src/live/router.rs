@@ -18,7 +18,9 @@ use actors::membership::MembershipInput;
 use actors::node::{route, Local, NodeMsg, NodeView, Route};
 use topology::{ChannelId, GpuId, NodeId, Topology};
 
+use super::clock::Clock;
 use super::lock;
+use super::report::FleetControl;
 use super::shell::Mailbox;
 use super::transport::Transport;
 
@@ -70,14 +72,17 @@ pub struct Router {
     view: RwLock<NodeView>,
     locals: Mutex<Locals>,
     outbox: Arc<dyn Outbox>,
+    /// The fleet control last handed to every channel here (for reports).
+    pub fleet_control: FleetControl,
 }
 
 impl Router {
-    pub fn new(view: NodeView, outbox: Arc<dyn Outbox>) -> Router {
+    pub fn new(view: NodeView, outbox: Arc<dyn Outbox>, clock: Clock) -> Router {
         Router {
             view: RwLock::new(view),
             locals: Mutex::new(Locals::default()),
             outbox,
+            fleet_control: FleetControl::new(clock),
         }
     }
 
@@ -136,6 +141,10 @@ impl Router {
             Local::EachChannel(input) => {
                 for (_, c) in l.channels.values() {
                     c.mailbox.post(input.clone());
+                }
+                // Channels that start later read the record themselves.
+                if let ChannelInput::ControlAll { record, version } = input {
+                    self.fleet_control.applied(record, version);
                 }
             }
             Local::Gpu(g, input) => {

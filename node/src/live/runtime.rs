@@ -32,6 +32,10 @@ use crate::store::any::AnyStore;
 use crate::store::Store;
 
 pub const ADDR_PREFIX: &[u8] = b"x/addr/";
+/// How `start`'s error begins when the node was drained through the admin
+/// RPC (not a failure: `reelfleet node` exits 0 on it, so that a service
+/// manager does not restart it over and over).
+pub const DRAINED_PREFIX: &str = "drained: ";
 
 pub fn addr_key(node: &str) -> Vec<u8> {
     let mut k = ADDR_PREFIX.to_vec();
@@ -62,6 +66,8 @@ pub struct RunningNode {
     root_join: tokio::task::JoinHandle<()>,
     telemetry: tokio::task::JoinHandle<()>,
     ledgers: tokio::task::JoinHandle<()>,
+    reports: tokio::task::JoinHandle<()>,
+    requests: tokio::task::JoinHandle<()>,
 }
 
 fn node_id(topo: &Topology, name: &str) -> Result<NodeId, String> {
@@ -94,6 +100,18 @@ fn resolver(store: &Arc<AnyStore>) -> Resolve {
     })
 }
 
+/// A node drained through the admin RPC stays out until undrained.
+async fn refuse_if_drained(spec: &NodeSpec) -> Result<(), String> {
+    match super::requests::drain_requested(&spec.store, &spec.name).await? {
+        Some(r) => Err(format!(
+            "{DRAINED_PREFIX}node {:?} was drained by {} at {} (Unix ms); \
+             `reelfleet ctl undrain {}` lets it run again",
+            spec.name, r.by, r.at_ms, spec.name
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Writes this node's QUIC address where its peers look for it.
 async fn advertise(store: &AnyStore, name: &str, quic: SocketAddr) -> Result<SocketAddr, String> {
     let advertised = if quic.ip().is_unspecified() {
@@ -118,6 +136,7 @@ async fn advertise(store: &AnyStore, name: &str, quic: SocketAddr) -> Result<Soc
 impl RunningNode {
     pub async fn start(spec: NodeSpec) -> Result<RunningNode, String> {
         let me = node_id(&spec.topo, &spec.name)?;
+        refuse_if_drained(&spec).await?;
         // Frames may arrive before the ports exist: they find them here.
         let cell: Arc<OnceLock<Weak<NodePorts>>> = Arc::new(OnceLock::new());
         let on_frame: OnFrame = {
@@ -159,6 +178,8 @@ impl RunningNode {
         };
         let telemetry = tokio::spawn(telemetry_loop(Arc::clone(&node), gpu));
         let ledgers = tokio::spawn(super::ledger_metrics::ledger_loop(Arc::clone(&node)));
+        let reports = tokio::spawn(super::report::report_loop(Arc::clone(&node)));
+        let requests = tokio::spawn(super::requests::request_loop(Arc::clone(&node)));
         let args = Arc::new(WorkArgs {
             ports: Arc::clone(&node),
             clock: node.clock,
@@ -176,6 +197,8 @@ impl RunningNode {
             root_join,
             telemetry,
             ledgers,
+            reports,
+            requests,
         })
     }
 
@@ -201,6 +224,8 @@ impl RunningNode {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.root_join).await;
         self.telemetry.abort();
         self.ledgers.abort();
+        self.reports.abort();
+        self.requests.abort();
         self.ctx.jobs.cancel_all();
         self.net.close();
     }
