@@ -12,8 +12,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
 use reelfleet::certs::{self, Role};
 use reelfleet::live::config::Timing;
 use reelfleet::live::runtime::{NodeSpec, RunningNode};
@@ -40,10 +38,11 @@ pub struct UpArgs {
     /// given here must be free].
     #[arg(long)]
     metrics: Option<SocketAddr>,
-    /// The admin console (line commands: status, drain NODE, help) [default:
+    /// The admin RPC (QUIC, UDP): the first node's endpoint, which
+    /// `reelfleet console` and `reelfleet ctl` reach [default:
     /// 127.0.0.1:9465, or any free port when taken; a given one must be free].
     #[arg(long)]
-    console: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
     /// Stop by itself after this many seconds, as Ctrl-C would.
     #[arg(long)]
     run_s: Option<u64>,
@@ -84,7 +83,7 @@ const UP_ADMIN: &str = "admin";
 pub const MAX_UP_NODES: usize = 64;
 
 const DEFAULT_METRICS: &str = "127.0.0.1:9464";
-const DEFAULT_CONSOLE: &str = "127.0.0.1:9465";
+const DEFAULT_ADMIN: &str = "127.0.0.1:9465";
 
 /// Binds the address asked for with `--flag` (which must be free), or the
 /// default, falling back to any free port only for the default. Bound
@@ -113,6 +112,25 @@ fn bind_listener(
     Ok(l)
 }
 
+/// The address for the first node's QUIC endpoint (the admin RPC): the one
+/// asked for with `--admin` (which must be free), or the default, falling
+/// back to any free port only for the default. Checked before anything is
+/// written; the node binds it a moment later.
+fn admin_addr(asked: Option<SocketAddr>) -> Result<SocketAddr, String> {
+    let free = |a: SocketAddr| std::net::UdpSocket::bind(a).map(|_| a);
+    match asked {
+        Some(addr) => {
+            free(addr).map_err(|e| format!("--admin {addr}: cannot listen there (UDP): {e}"))
+        }
+        None => {
+            let addr: SocketAddr = DEFAULT_ADMIN
+                .parse()
+                .map_err(|e| format!("default --admin {DEFAULT_ADMIN}: {e}"))?;
+            Ok(free(addr).unwrap_or(SocketAddr::new(addr.ip(), 0)))
+        }
+    }
+}
+
 fn run_inner(args: UpArgs) -> Result<(), String> {
     let topo = Arc::new(fleet_topology(args.config.as_deref())?);
     if topo.nodes.len() > MAX_UP_NODES {
@@ -123,7 +141,7 @@ fn run_inner(args: UpArgs) -> Result<(), String> {
         ));
     }
     let metrics = bind_listener("metrics", args.metrics, DEFAULT_METRICS)?;
-    let console = bind_listener("console", args.console, DEFAULT_CONSOLE)?;
+    let admin = admin_addr(args.admin)?;
     std::fs::create_dir_all(&args.data)
         .map_err(|e| format!("cannot create {}: {e}", args.data.display()))?;
     let data = args
@@ -139,12 +157,8 @@ fn run_inner(args: UpArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     rt.block_on(async move {
-        let nodes = start_nodes(&topo, &names, &data, &publisher).await?;
+        let nodes = start_nodes(&topo, &names, &data, &publisher, admin).await?;
         let metrics_addr = serve_http(metrics, &nodes)?;
-        let console =
-            tokio::net::TcpListener::from_std(console).map_err(|e| format!("--console: {e}"))?;
-        let console_addr = console.local_addr().map_err(|e| e.to_string())?;
-        tokio::spawn(console_loop(console, nodes.clone()));
         println!(
             "reelfleet up: {} nodes in {} regions, store {}, videos in {}",
             nodes.len(),
@@ -153,11 +167,6 @@ fn run_inner(args: UpArgs) -> Result<(), String> {
             data.join("published").display()
         );
         println!("metrics: http://{metrics_addr}/metrics");
-        println!(
-            "console: nc {} {}  (status, drain NODE, help)",
-            console_addr.ip(),
-            console_addr.port()
-        );
         if let Some(first) = nodes.first() {
             println!(
                 "admin: reelfleet console --node {} --cert {} --as {UP_ADMIN}",
@@ -188,6 +197,7 @@ async fn start_nodes(
     names: &[String],
     data: &std::path::Path,
     publisher: &Arc<dyn reelfleet::publish::Publisher>,
+    admin: SocketAddr,
 ) -> Result<Vec<Arc<RunningNode>>, String> {
     let url = StoreUrl::Redb(data.join("store.redb"));
     let store = Arc::new(
@@ -203,12 +213,18 @@ async fn start_nodes(
         ..Timing::default()
     };
     let mut nodes = Vec::new();
-    for n in names {
+    for (i, n) in names.iter().enumerate() {
+        // The first node's endpoint is the admin address; the others any.
+        let listen = if i == 0 {
+            admin
+        } else {
+            SocketAddr::new(admin.ip(), 0)
+        };
         let started = RunningNode::start(NodeSpec {
             topo: Arc::clone(topo),
             name: n.clone(),
             store: Arc::clone(&store),
-            listen: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
+            listen,
             identity: TlsIdentity::load(&data.join("certs"), "nodes", n)?,
             timing: timing.clone(),
             executors: Default::default(),
@@ -360,86 +376,4 @@ fn summary(nodes: &[Arc<RunningNode>]) -> String {
         m(|x| &x.jobs_running),
         owners.join(" ")
     )
-}
-
-/// Most console connections at once, longest line, and how long a
-/// connection may stay silent: a stuck or hostile client costs a bounded
-/// amount (an unbounded line once grew `up` from 16 to 880 MB).
-const CONSOLE_CONNECTIONS_MAX: usize = 16;
-const CONSOLE_LINE_BYTES_MAX: usize = 4 * 1024;
-const CONSOLE_IDLE: Duration = Duration::from_secs(300);
-
-async fn console_loop(listener: tokio::net::TcpListener, nodes: Vec<Arc<RunningNode>>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(CONSOLE_CONNECTIONS_MAX));
-    loop {
-        let sock = match listener.accept().await {
-            Ok((sock, _)) => sock,
-            Err(e) => {
-                // EMFILE and friends pass; the console keeps listening.
-                tracing::warn!(error = %e, "console accept failed; still listening");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            let mut sock = sock;
-            let _ = sock
-                .write_all(b"error: too many console connections\n")
-                .await;
-            continue;
-        };
-        let nodes = nodes.clone();
-        tokio::spawn(async move {
-            serve_console(sock, &nodes).await;
-            drop(slot);
-        });
-    }
-}
-
-/// One console connection: a line in, a reply out, until it closes, goes
-/// silent for `CONSOLE_IDLE` or sends a line over the limit.
-async fn serve_console(sock: tokio::net::TcpStream, nodes: &[Arc<RunningNode>]) {
-    use tokio::io::AsyncReadExt;
-    let (r, mut w) = sock.into_split();
-    let mut r = BufReader::new(r);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let mut limited = (&mut r).take(CONSOLE_LINE_BYTES_MAX as u64 + 1);
-        let read = limited.read_until(b'\n', &mut buf);
-        match tokio::time::timeout(CONSOLE_IDLE, read).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-            Ok(Ok(_)) => {}
-        }
-        if buf.len() > CONSOLE_LINE_BYTES_MAX {
-            let msg =
-                format!("error: a line longer than {CONSOLE_LINE_BYTES_MAX} bytes; closing\n");
-            let _ = w.write_all(msg.as_bytes()).await;
-            return;
-        }
-        let line = String::from_utf8_lossy(&buf);
-        let reply = console_reply(line.trim(), nodes).await;
-        if w.write_all(reply.as_bytes()).await.is_err() {
-            return;
-        }
-    }
-}
-
-async fn console_reply(line: &str, nodes: &[Arc<RunningNode>]) -> String {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    match words.as_slice() {
-        ["status"] => format!("{}\n", summary(nodes)),
-        ["drain", name] => match nodes.iter().find(|n| n.ctx.name == *name) {
-            Some(n) => {
-                let ok = n.drain(Duration::from_secs(15)).await;
-                format!(
-                    "{name}: {}\n",
-                    if ok { "drained" } else { "drain timed out" }
-                )
-            }
-            None => format!("error: no node {name:?}\n"),
-        },
-        ["help"] | [] => "commands: status | drain NODE | help\n".to_string(),
-        other => format!("error: unknown command {:?}; try help\n", other.join(" ")),
-    }
 }

@@ -29,7 +29,7 @@ fn start_up(data: &Path) -> (Up, String, PathBuf) {
             "up",
             "--metrics",
             "127.0.0.1:0",
-            "--console",
+            "--admin",
             "127.0.0.1:0",
             "--data",
         ])

@@ -152,7 +152,7 @@ fn up_refuses_more_nodes_than_one_process_runs() {
             "data",
             "--metrics",
             "127.0.0.1:0",
-            "--console",
+            "--admin",
             "127.0.0.1:0",
         ],
         dir.path(),

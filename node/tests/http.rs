@@ -39,15 +39,14 @@ impl Drop for Up {
     }
 }
 
-/// Starts `up` on any free ports; returns it, its HTTP address and its
-/// console's.
-fn start_up(data: &std::path::Path) -> (Up, SocketAddr, SocketAddr) {
+/// Starts `up` on any free ports; returns it and its HTTP address.
+fn start_up(data: &std::path::Path) -> (Up, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_reelfleet"))
         .args([
             "up",
             "--metrics",
             "127.0.0.1:0",
-            "--console",
+            "--admin",
             "127.0.0.1:0",
             "--data",
         ])
@@ -61,7 +60,7 @@ fn start_up(data: &std::path::Path) -> (Up, SocketAddr, SocketAddr) {
     let up = Up(child);
     let mut lines = BufReader::new(out).lines();
     let mut addr = None;
-    let console = loop {
+    loop {
         let line = lines
             .next()
             .expect("up printed its addresses")
@@ -73,23 +72,20 @@ fn start_up(data: &std::path::Path) -> (Up, SocketAddr, SocketAddr) {
                     .expect("an address"),
             );
         }
-        if let Some(rest) = line.strip_prefix("console: nc ") {
-            let mut w = rest.split_whitespace();
-            let ip = w.next().expect("ip");
-            let port = w.next().expect("port");
-            break format!("{ip}:{port}").parse().expect("console address");
+        if line.starts_with("admin: reelfleet console ") {
+            break;
         }
-    };
+    }
     let addr = addr.expect("the metrics line comes first");
     // Keep draining stdout so that `up` never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (up, addr, console)
+    (up, addr)
 }
 
 #[test]
 fn up_serves_metrics_health_ready_and_status_within_limits() {
     let dir = tempfile::tempdir().expect("dir");
-    let (_up, addr, console) = start_up(&dir.path().join("data"));
+    let (_up, addr) = start_up(&dir.path().join("data"));
     assert_eq!(get(addr, "/health").map(|r| r.0), Some(200));
     // Ready once every node holds its lease; something gets published.
     let t0 = Instant::now();
@@ -114,24 +110,6 @@ fn up_serves_metrics_health_ready_and_status_within_limits() {
     assert!(nodes.iter().all(|n| n["lease"]["held"] == true), "{v}");
     assert_eq!(get(addr, "/nope").map(|r| r.0), Some(404));
     check_limits(addr);
-    check_console(console);
-}
-
-/// The line console refuses a line over its limit (and closes), and keeps
-/// answering others.
-fn check_console(console: SocketAddr) {
-    let mut s = TcpStream::connect(console).expect("console");
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    let _ = s.write_all(&vec![b'x'; 1 << 20]);
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    assert!(answer.contains("longer than"), "{answer}");
-    let mut s = TcpStream::connect(console).expect("console");
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    s.write_all(b"status\n").expect("write");
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).expect("reply");
-    assert!(line.contains("published"), "{line}");
 }
 
 /// One exposition: each family typed and described once, every series of
@@ -216,7 +194,9 @@ fn a_busy_port_given_explicitly_is_an_error_and_nothing_is_written() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = busy.local_addr().expect("addr");
     let data = dir.path().join("data");
-    for flag in ["--metrics", "--console"] {
+    // The admin RPC is QUIC: its port is busy when UDP is taken there.
+    let _busy_udp = std::net::UdpSocket::bind(port).expect("bind UDP on the same port");
+    for flag in ["--metrics", "--admin"] {
         let out = Command::new(env!("CARGO_BIN_EXE_reelfleet"))
             .args(["up", flag, &port.to_string(), "--data"])
             .arg(&data)

@@ -37,7 +37,7 @@ fn run_until(data: &Path, more: usize, signal: i32) -> String {
             "up",
             "--metrics",
             "127.0.0.1:0",
-            "--console",
+            "--admin",
             "127.0.0.1:0",
             "--data",
         ])
@@ -80,7 +80,7 @@ fn up_stops_on_ctrl_c_and_resumes_without_losing_or_repeating_a_video() {
     let data = dir.path().join("data");
     let first = run_until(&data, 8, libc::SIGINT);
     assert!(
-        first.contains("metrics: http://") && first.contains("console: "),
+        first.contains("metrics: http://") && first.contains("admin: reelfleet console --node"),
         "{first}"
     );
     let after_first = publish_log(&data).len();
