@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod certs;
+pub mod emulate;
 pub mod exec;
 pub mod gpu_probe;
 pub mod http;

@@ -6,6 +6,7 @@ mod cli_bench;
 mod cli_certs;
 mod cli_console;
 mod cli_ctl;
+mod cli_emulate;
 mod cli_node;
 mod cli_sim;
 mod cli_store;
@@ -45,6 +46,8 @@ enum Command {
     Console(cli_console::ConsoleArgs),
     /// One admin command to a running fleet through any node.
     Ctl(cli_ctl::CtlArgs),
+    /// A local emulator of an outside service (YouTube), for rehearsals.
+    Emulate(cli_emulate::EmulateArgs),
     /// Run one live node (see README, "Running nodes").
     Node(cli_node::NodeArgs),
     /// The demo fleet in one process: six nodes over QUIC, redb under ./data.
@@ -65,6 +68,7 @@ fn main() {
         Command::Certs(args) => cli_certs::run(args),
         Command::Console(args) => cli_console::run(args),
         Command::Ctl(args) => cli_ctl::run(args),
+        Command::Emulate(args) => cli_emulate::run(args),
         Command::Node(args) => cli_node::run(args),
         Command::Up(args) => cli_up::run(args),
     };

@@ -140,7 +140,8 @@ async fn a_plain_upload_lands_once_with_its_key_and_is_found_by_lookup() {
         project: project.clone(),
         ..EmulatorConfig::default()
     })
-    .await;
+    .await
+    .expect("emulator");
     let p = publisher(config(&emu), &project);
     let f = fixture(5 * CHUNK - 1234, 1);
     let (finish, asked) = may_finish(true);
@@ -201,7 +202,7 @@ async fn a_plain_upload_lands_once_with_its_key_and_is_found_by_lookup() {
 
 #[tokio::test]
 async fn a_token_that_expires_mid_upload_is_refreshed_and_the_upload_lands_once() {
-    let (emu, _url) = YoutubeEmulator::start().await;
+    let (emu, _url) = YoutubeEmulator::start().await.expect("emulator");
     let project = PublishingProject::youtube_legacy("legacy");
     let p = publisher(config(&emu), &project);
     let f = fixture(4 * CHUNK, 2);
@@ -227,7 +228,7 @@ async fn a_token_that_expires_mid_upload_is_refreshed_and_the_upload_lands_once(
 
 #[tokio::test]
 async fn a_token_endpoint_refusal_is_transient_and_said_clearly() {
-    let (emu, _url) = YoutubeEmulator::start().await;
+    let (emu, _url) = YoutubeEmulator::start().await.expect("emulator");
     emu.revoke_refresh_token();
     let project = PublishingProject::youtube_legacy("legacy");
     let p = publisher(config(&emu), &project);
@@ -245,7 +246,7 @@ async fn a_token_endpoint_refusal_is_transient_and_said_clearly() {
 
 #[tokio::test]
 async fn a_token_endpoint_outage_is_transient_and_passes() {
-    let (emu, _url) = YoutubeEmulator::start().await;
+    let (emu, _url) = YoutubeEmulator::start().await.expect("emulator");
     let project = PublishingProject::youtube_legacy("legacy");
     let p = publisher(config(&emu), &project);
     let f = fixture(1000, 18);
@@ -270,7 +271,7 @@ async fn a_token_endpoint_outage_is_transient_and_passes() {
 
 #[tokio::test]
 async fn an_upload_resumes_from_what_the_server_holds_after_a_cut_connection() {
-    let (emu, _url) = YoutubeEmulator::start().await;
+    let (emu, _url) = YoutubeEmulator::start().await.expect("emulator");
     let project = PublishingProject::youtube_legacy("legacy");
     let p = publisher(config(&emu), &project);
     let f = fixture(4 * CHUNK + 99, 4);
@@ -305,7 +306,7 @@ async fn an_upload_resumes_from_what_the_server_holds_after_a_cut_connection() {
 async fn a_lost_answer_to_the_last_chunk_is_settled_by_a_status_query() {
     // Closed without an answer, or a 503 although the upload completed.
     for how in [LostResponse::Close, LostResponse::ServerError] {
-        let (emu, _url) = YoutubeEmulator::start().await;
+        let (emu, _url) = YoutubeEmulator::start().await.expect("emulator");
         let project = PublishingProject::youtube_legacy("legacy");
         let p = publisher(config(&emu), &project);
         let f = fixture(3 * CHUNK, 5);
@@ -328,7 +329,7 @@ async fn a_lost_answer_to_the_last_chunk_is_settled_by_a_status_query() {
 
 #[tokio::test]
 async fn a_server_error_mid_upload_is_resumed() {
-    let (emu, _url) = YoutubeEmulator::start().await;
+    let (emu, _url) = YoutubeEmulator::start().await.expect("emulator");
     let project = PublishingProject::youtube_legacy("legacy");
     let p = publisher(config(&emu), &project);
     let f = fixture(4 * CHUNK, 17);
@@ -350,7 +351,7 @@ async fn a_server_error_mid_upload_is_resumed() {
 
 #[tokio::test]
 async fn a_hung_answer_to_the_last_chunk_times_out_and_is_settled_by_a_status_query() {
-    let (emu, _url) = YoutubeEmulator::start().await;
+    let (emu, _url) = YoutubeEmulator::start().await.expect("emulator");
     let project = PublishingProject::youtube_legacy("legacy");
     let cfg = YoutubeConfig {
         request_timeout_ms: 500,
@@ -371,7 +372,7 @@ async fn a_hung_answer_to_the_last_chunk_times_out_and_is_settled_by_a_status_qu
 
 #[tokio::test]
 async fn when_even_the_status_query_fails_the_outcome_is_unknown_and_lookup_finds_it() {
-    let (emu, _url) = YoutubeEmulator::start().await;
+    let (emu, _url) = YoutubeEmulator::start().await.expect("emulator");
     let project = PublishingProject::youtube_legacy("legacy");
     let cfg = YoutubeConfig {
         max_resumes: 3,
@@ -403,7 +404,7 @@ async fn when_even_the_status_query_fails_the_outcome_is_unknown_and_lookup_find
 
 #[tokio::test]
 async fn may_finish_saying_no_keeps_the_last_chunk_back_and_no_video_exists() {
-    let (emu, _url) = YoutubeEmulator::start().await;
+    let (emu, _url) = YoutubeEmulator::start().await.expect("emulator");
     let project = PublishingProject::youtube_legacy("legacy");
     let p = publisher(config(&emu), &project);
     let f = fixture(3 * CHUNK - 5, 8);
@@ -432,7 +433,8 @@ async fn an_exhausted_quota_is_quota_exceeded() {
         project: project.clone(),
         ..EmulatorConfig::default()
     })
-    .await;
+    .await
+    .expect("emulator");
     let p = publisher(config(&emu), &project);
     let f = fixture(1000, 9);
     let first = p
@@ -472,7 +474,7 @@ async fn an_exhausted_quota_is_quota_exceeded() {
 
 #[tokio::test]
 async fn rate_limits_are_rate_limited_with_the_servers_retry_after() {
-    let (emu, _url) = YoutubeEmulator::start().await;
+    let (emu, _url) = YoutubeEmulator::start().await.expect("emulator");
     let project = PublishingProject::youtube_legacy("legacy");
     let p = publisher(config(&emu), &project);
     let f = fixture(1000, 10);
@@ -510,7 +512,7 @@ async fn rate_limits_are_rate_limited_with_the_servers_retry_after() {
 
 #[tokio::test]
 async fn a_server_error_on_init_is_transient() {
-    let (emu, _url) = YoutubeEmulator::start().await;
+    let (emu, _url) = YoutubeEmulator::start().await.expect("emulator");
     let project = PublishingProject::youtube_legacy("legacy");
     let p = publisher(config(&emu), &project);
     let f = fixture(3 * CHUNK, 11);
@@ -530,7 +532,7 @@ async fn a_server_error_on_init_is_transient() {
 
 #[tokio::test]
 async fn a_forgotten_session_is_transient() {
-    let (emu, _url) = YoutubeEmulator::start().await;
+    let (emu, _url) = YoutubeEmulator::start().await.expect("emulator");
     let project = PublishingProject::youtube_legacy("legacy");
     let f = fixture(3 * CHUNK, 12);
     // Cut the second chunk; the session is then forgotten before the
@@ -561,7 +563,8 @@ async fn lookup_pages_newest_first_and_matches_only_the_exact_key() {
         project: project.clone(),
         ..EmulatorConfig::default()
     })
-    .await;
+    .await
+    .expect("emulator");
     let p = publisher(config(&emu), &project);
     let f = fixture(64, 13);
     // 60 uploads: the first lands on the second page of 50.
@@ -613,7 +616,7 @@ async fn lookup_pages_newest_first_and_matches_only_the_exact_key() {
 
 #[tokio::test]
 async fn lookup_of_an_unknown_key_is_not_found() {
-    let (emu, _url) = YoutubeEmulator::start().await;
+    let (emu, _url) = YoutubeEmulator::start().await.expect("emulator");
     let project = PublishingProject::youtube_legacy("legacy");
     let p = publisher(config(&emu), &project);
     let f = fixture(100, 14);
@@ -634,7 +637,7 @@ async fn lookup_of_an_unknown_key_is_not_found() {
 
 #[tokio::test]
 async fn lookup_against_a_stopped_emulator_fails() {
-    let (emu, _url) = YoutubeEmulator::start().await;
+    let (emu, _url) = YoutubeEmulator::start().await.expect("emulator");
     let project = PublishingProject::youtube_legacy("legacy");
     let p = publisher(config(&emu), &project);
     // Warm the token and the connection pool first, so that the failure
@@ -658,7 +661,7 @@ async fn lookup_against_a_stopped_emulator_fails() {
 
 #[tokio::test]
 async fn the_emulator_holds_to_the_resumable_protocol() {
-    let (emu, url) = YoutubeEmulator::start().await;
+    let (emu, url) = YoutubeEmulator::start().await.expect("emulator");
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -798,7 +801,7 @@ async fn send_twenty_bytes_in_two_chunks(
 
 #[test]
 fn the_emulator_runs_on_its_own_thread_for_sync_tests() {
-    let (emu, url) = YoutubeEmulator::start_on_thread();
+    let (emu, url) = YoutubeEmulator::start_on_thread().expect("emulator");
     let project = PublishingProject::youtube_legacy("legacy");
     let p = publisher(config(&emu), &project);
     let f = fixture(2 * CHUNK + 3, 16);

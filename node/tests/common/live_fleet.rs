@@ -178,7 +178,8 @@ pub fn start_fleet() -> Option<Fleet> {
     let (youtube, yt) = YoutubeEmulator::start_on_thread_with(EmulatorConfig {
         project,
         ..EmulatorConfig::default()
-    });
+    })
+    .expect("emulator");
     let ycfg = youtube.publisher_config();
     std::fs::write(root.join("refresh-token"), &ycfg.refresh_token).expect("token file");
     let nodes = NODES
