@@ -109,7 +109,7 @@ fn audit_catches_a_double_publish(fleet: &Fleet) {
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fleet.audit()));
     let msg = caught.expect_err("the audit missed a double publish");
     let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
-    assert!(msg.contains("published twice"), "{msg}");
+    assert!(msg.contains("published at most once"), "{msg}");
     assert!(msg.contains(&key), "{msg}");
 }
 

@@ -1,0 +1,279 @@
+//! The end-of-run audit of a live fleet, Jepsen-style: the store against
+//! what the publisher itself says it made visible, with the evidence for
+//! every violation. Used by `reelfleet chaos` and by the live tests.
+//!
+//! Checked: no video published twice (the publisher's own record); every
+//! video the publisher made is known to the store under the same id, and
+//! back; no planned slot without a record (nothing lost); each channel's
+//! budget ledger equals its videos' costs and its day's spend is within
+//! its hard limit; the quota ledgers equal the units the videos hold and
+//! no bucket's day is above its limit; and, when the caller names the
+//! videos that were in progress at the heal, each of them ended (published
+//! or failed for a stated reason).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use actors::records::{
+    channel_key, channel_of_video_key, idempotency_key, ChannelRecord, Key, QuotaRecord,
+    VideoRecord, VideoStatus,
+};
+use actors::store::prefix_end;
+use serde::Serialize;
+use topology::{ChannelId, Topology};
+
+use crate::store::Store;
+
+/// Most records one range read of the audit takes.
+const RANGE_MAX: usize = 1_000_000;
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: &'static str,
+    pub evidence: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AuditReport {
+    pub videos: usize,
+    pub published: usize,
+    pub active: usize,
+    pub failed_by_reason: BTreeMap<String, usize>,
+    pub quota_units: u64,
+    pub violations: Vec<Violation>,
+}
+
+impl AuditReport {
+    fn violated(&mut self, invariant: &'static str, evidence: String) {
+        self.violations.push(Violation {
+            invariant,
+            evidence,
+        });
+    }
+}
+
+/// What the caller knows besides the store.
+pub struct AuditInput<'a> {
+    pub topo: &'a Topology,
+    /// Every video the publisher made visible: key → the ids it made.
+    pub made: &'a BTreeMap<String, Vec<String>>,
+    /// A video the publisher made may still be active in the store (the
+    /// run ended with SIGKILL, before the owner recorded it).
+    pub in_flight_ok: bool,
+    /// Keys of videos in progress when the faults ended: each must have
+    /// ended by now (published, or failed for a stated reason).
+    pub must_have_ended: Option<&'a BTreeSet<String>>,
+}
+
+/// Every video record of the store, with its channel.
+pub async fn videos<S: Store>(store: &S) -> Result<Vec<(ChannelId, VideoRecord)>, String> {
+    let mut out = Vec::new();
+    for prefix in [b"va/".as_slice(), b"vd/".as_slice()] {
+        let rows = store
+            .range(prefix, &prefix_end(prefix), RANGE_MAX)
+            .await
+            .map_err(|e| format!("cannot read videos: {e}"))?;
+        for e in rows {
+            let ch = channel_of_video_key(&e.key)
+                .ok_or_else(|| format!("a video key that does not parse: {:?}", e.key))?;
+            let v = VideoRecord::decode(&e.value)
+                .map_err(|err| format!("video record {:?}: {err:?}", e.key))?;
+            out.push((ch, v));
+        }
+    }
+    Ok(out)
+}
+
+/// Keys of the videos active in the store now.
+pub async fn active_keys<S: Store>(store: &S, topo: &Topology) -> Result<BTreeSet<String>, String> {
+    Ok(videos(store)
+        .await?
+        .into_iter()
+        .filter(|(_, v)| v.status == VideoStatus::Active)
+        .map(|(c, v)| idempotency_key(&topo.channel(c).name, v.slot))
+        .collect())
+}
+
+/// Audits `store` against `input`; the store could not be read: `Err`.
+pub async fn audit<S: Store>(store: &S, input: &AuditInput<'_>) -> Result<AuditReport, String> {
+    let mut r = AuditReport::default();
+    for (key, ids) in input.made {
+        if ids.len() > 1 {
+            r.violated(
+                "published at most once",
+                format!("{key} was made visible {} times: {ids:?}", ids.len()),
+            );
+        }
+    }
+    let videos = videos(store).await?;
+    r.videos = videos.len();
+    let tally = Tally::of(input, &videos, &mut r);
+    for (key, ids) in input.made {
+        let known =
+            tally.recorded.contains(key) || (input.in_flight_ok && tally.active.contains(key));
+        if !known {
+            r.violated(
+                "the store knows every published video",
+                format!("{key} ({ids:?}) is on the publisher but not recorded as published"),
+            );
+        }
+    }
+    if let Some(keys) = input.must_have_ended {
+        for k in keys.intersection(&tally.active) {
+            r.violated(
+                "every video in progress at the heal ends",
+                format!("{k} is still in progress"),
+            );
+        }
+    }
+    channel_ledgers(store, input.topo, &tally, &mut r).await?;
+    quota_ledgers(store, input.topo, tally.quota_units, &mut r).await?;
+    r.published = tally.recorded.len();
+    r.active = tally.active.len();
+    r.quota_units = tally.quota_units;
+    Ok(r)
+}
+
+/// What the store's video records add up to.
+#[derive(Default)]
+struct Tally {
+    recorded: BTreeSet<String>,
+    active: BTreeSet<String>,
+    cost_by_channel: BTreeMap<ChannelId, u64>,
+    quota_units: u64,
+    slots: BTreeMap<ChannelId, BTreeSet<u64>>,
+}
+
+impl Tally {
+    fn of(
+        input: &AuditInput<'_>,
+        videos: &[(ChannelId, VideoRecord)],
+        r: &mut AuditReport,
+    ) -> Tally {
+        let mut t = Tally::default();
+        for (ch, v) in videos {
+            let key = idempotency_key(&input.topo.channel(*ch).name, v.slot);
+            *t.cost_by_channel.entry(*ch).or_default() += v.cost_micros;
+            t.quota_units += v.quota_units;
+            t.slots.entry(*ch).or_default().insert(v.slot);
+            match &v.status {
+                VideoStatus::Published { remote_id } => {
+                    let ids = input.made.get(&key);
+                    if ids.map(|i| i.as_slice()) != Some(std::slice::from_ref(remote_id)) {
+                        r.violated(
+                            "published records match the publisher",
+                            format!("{key} is recorded as published as {remote_id}; the publisher has {ids:?}"),
+                        );
+                    }
+                    t.recorded.insert(key);
+                }
+                VideoStatus::Active => {
+                    t.active.insert(key);
+                }
+                VideoStatus::Failed(why) => {
+                    *r.failed_by_reason.entry(format!("{why:?}")).or_default() += 1;
+                }
+            }
+        }
+        t
+    }
+}
+
+async fn channel_ledgers<S: Store>(
+    store: &S,
+    topo: &Topology,
+    tally: &Tally,
+    r: &mut AuditReport,
+) -> Result<(), String> {
+    for (i, chan) in topo.channels.iter().enumerate() {
+        let ch = ChannelId(i as u32);
+        let got = store
+            .get(&[channel_key(ch)])
+            .await
+            .map_err(|e| format!("cannot read channel {}: {e}", chan.name))?;
+        let rec = match got.into_iter().next().flatten() {
+            Some(e) => ChannelRecord::decode(&e.value)
+                .map_err(|err| format!("channel record of {}: {err:?}", chan.name))?,
+            None => ChannelRecord::default(),
+        };
+        let s = tally.slots.get(&ch).cloned().unwrap_or_default();
+        if let Some(first) = s.iter().next().copied() {
+            let missing: Vec<u64> = (first..rec.next_slot).filter(|x| !s.contains(x)).collect();
+            if !missing.is_empty() {
+                r.violated(
+                    "no planned video lost",
+                    format!(
+                        "channel {}: planned slots {missing:?} have no record",
+                        chan.name
+                    ),
+                );
+            }
+        }
+        let videos_cost = tally.cost_by_channel.get(&ch).copied().unwrap_or(0);
+        if rec.spent_total_micros != videos_cost {
+            r.violated(
+                "budget ledger equals the videos' costs",
+                format!(
+                    "channel {}: ledger {} micros, its videos {videos_cost}",
+                    chan.name, rec.spent_total_micros
+                ),
+            );
+        }
+        if rec.spent_day_micros > chan.budget.daily_hard_micros {
+            r.violated(
+                "daily hard budget never crossed",
+                format!(
+                    "channel {}: {} micros spent on day {}, limit {}",
+                    chan.name, rec.spent_day_micros, rec.spend_day, chan.budget.daily_hard_micros
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn quota_ledgers<S: Store>(
+    store: &S,
+    topo: &Topology,
+    held_by_videos: u64,
+    r: &mut AuditReport,
+) -> Result<(), String> {
+    let q = b"q/".as_slice();
+    let rows = store
+        .range(q, &prefix_end(q), RANGE_MAX)
+        .await
+        .map_err(|e| format!("cannot read quota ledgers: {e}"))?;
+    let mut total = 0;
+    for e in rows {
+        let rec = QuotaRecord::decode(&e.value)
+            .map_err(|err| format!("quota record {:?}: {err:?}", e.key))?;
+        total += rec.used.iter().sum::<u64>();
+        let Some(Key::Quota(p, day)) = Key::parse(&e.key) else {
+            continue;
+        };
+        let Some(project) = topo.projects.get(usize::from(p.0)) else {
+            r.violated(
+                "quota ledgers belong to known projects",
+                format!("a ledger for project #{} on day {day}", p.0),
+            );
+            continue;
+        };
+        for (b, used) in project.buckets.iter().zip(&rec.used) {
+            if *used > b.units_per_day {
+                r.violated(
+                    "quota never above a bucket's limit",
+                    format!(
+                        "project {} bucket {} day {day}: {used} units used, limit {}",
+                        project.name, b.name, b.units_per_day
+                    ),
+                );
+            }
+        }
+    }
+    if total != held_by_videos {
+        r.violated(
+            "quota ledgers equal the units the videos hold",
+            format!("ledgers {total} units, videos hold {held_by_videos}"),
+        );
+    }
+    Ok(())
+}
