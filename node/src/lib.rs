@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod audit;
 pub mod certs;
+pub mod chaos;
 pub mod emulate;
 pub mod exec;
 pub mod gpu_probe;
