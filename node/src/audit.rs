@@ -23,8 +23,30 @@ use topology::{ChannelId, Topology};
 
 use crate::store::Store;
 
-/// Most records one range read of the audit takes.
-const RANGE_MAX: usize = 1_000_000;
+/// Records per range read (the stores' limit); the audit pages through.
+const PAGE: usize = 10_000;
+
+/// Every entry under `prefix`, page by page.
+async fn range_all<S: Store>(
+    store: &S,
+    prefix: &[u8],
+) -> Result<Vec<actors::store::Entry>, actors::store::StoreError> {
+    let end = prefix_end(prefix);
+    let mut start = prefix.to_vec();
+    let mut out = Vec::new();
+    loop {
+        let page = store.range(&start, &end, PAGE).await?;
+        let full = page.len() == PAGE;
+        if let Some(last) = page.last() {
+            start = last.key.clone();
+            start.push(0);
+        }
+        out.extend(page);
+        if !full {
+            return Ok(out);
+        }
+    }
+}
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Violation {
@@ -68,8 +90,7 @@ pub struct AuditInput<'a> {
 pub async fn videos<S: Store>(store: &S) -> Result<Vec<(ChannelId, VideoRecord)>, String> {
     let mut out = Vec::new();
     for prefix in [b"va/".as_slice(), b"vd/".as_slice()] {
-        let rows = store
-            .range(prefix, &prefix_end(prefix), RANGE_MAX)
+        let rows = range_all(store, prefix)
             .await
             .map_err(|e| format!("cannot read videos: {e}"))?;
         for e in rows {
@@ -238,8 +259,7 @@ async fn quota_ledgers<S: Store>(
     r: &mut AuditReport,
 ) -> Result<(), String> {
     let q = b"q/".as_slice();
-    let rows = store
-        .range(q, &prefix_end(q), RANGE_MAX)
+    let rows = range_all(store, q)
         .await
         .map_err(|e| format!("cannot read quota ledgers: {e}"))?;
     let mut total = 0;

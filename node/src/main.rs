@@ -4,6 +4,7 @@
 
 mod cli_bench;
 mod cli_certs;
+mod cli_chaos;
 mod cli_console;
 mod cli_ctl;
 mod cli_emulate;
@@ -46,6 +47,8 @@ enum Command {
     Console(cli_console::ConsoleArgs),
     /// One admin command to a running fleet through any node.
     Ctl(cli_ctl::CtlArgs),
+    /// Break a real fleet of processes on this machine and audit it.
+    Chaos(cli_chaos::ChaosArgs),
     /// A local emulator of an outside service (YouTube), for rehearsals.
     Emulate(cli_emulate::EmulateArgs),
     /// Run one live node (see README, "Running nodes").
@@ -69,6 +72,7 @@ fn main() {
         Command::Console(args) => cli_console::run(args),
         Command::Ctl(args) => cli_ctl::run(args),
         Command::Emulate(args) => cli_emulate::run(args),
+        Command::Chaos(args) => cli_chaos::run(args),
         Command::Node(args) => cli_node::run(args),
         Command::Up(args) => cli_up::run(args),
     };

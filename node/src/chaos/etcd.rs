@@ -194,7 +194,9 @@ impl EtcdCluster {
                 }
             }
             if Instant::now() >= deadline {
-                return Err(format!("the etcd cluster does not answer within {within:?}"));
+                return Err(format!(
+                    "the etcd cluster does not answer within {within:?}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -1,0 +1,193 @@
+//! Causing each fault for real, and ending it: signals to node processes
+//! and etcd members, the admin RPC for the kill switch and pauses, the
+//! emulator's knobs for API faults.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::etcd::EtcdCluster;
+use super::fleet::{Fleet, ADMIN};
+use super::schedule::{Fault, FaultKind};
+use crate::admin::client::AdminClient;
+use crate::admin::proto::{Command, Target};
+use crate::emulate::youtube::{LostResponse, YoutubeEmulator};
+use crate::live::runtime::addr_key;
+use crate::live::transport::TlsIdentity;
+use crate::store::any::AnyStore;
+use crate::store::Store;
+
+/// What happened to one scheduled fault.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultRecord {
+    pub kind: &'static str,
+    /// The node, etcd member or region it hit.
+    pub target: String,
+    pub started_ms: u64,
+    pub ended_ms: Option<u64>,
+    /// For the kill switch: how long until every node held it, as the
+    /// admin RPC answered.
+    pub held_after_ms: Option<u64>,
+    /// A fault that could not be caused (with why): the run goes on.
+    pub error: Option<String>,
+}
+
+/// Everything the runner breaks.
+pub struct Rig<'a> {
+    pub rt: &'a tokio::runtime::Runtime,
+    pub fleet: &'a mut Fleet,
+    pub etcd: &'a mut EtcdCluster,
+    pub emu: &'a Arc<YoutubeEmulator>,
+    pub store: &'a Arc<AnyStore>,
+    pub admin: &'a TlsIdentity,
+}
+
+/// How long an admin command may take (the kill switch waits for every
+/// node to confirm, at most three leases plus 5 s).
+const ADMIN_DEADLINE: Duration = Duration::from_secs(30);
+
+impl Rig<'_> {
+    fn target_name(&self, f: &Fault) -> String {
+        match f.kind {
+            k if k.on_node() => self.fleet.nodes[f.target % self.fleet.nodes.len()]
+                .name
+                .clone(),
+            FaultKind::StoreMemberKill | FaultKind::StoreOutage => format!("etcd m{}", f.target),
+            FaultKind::RegionPause => format!("r{}", f.target),
+            FaultKind::KillSwitch => "fleet".into(),
+            _ => "youtube api".into(),
+        }
+    }
+
+    /// Causes `f`; what came of it.
+    pub fn begin(&mut self, f: &Fault, now_ms: u64) -> FaultRecord {
+        let mut rec = FaultRecord {
+            kind: f.kind.name(),
+            target: self.target_name(f),
+            started_ms: now_ms,
+            ended_ms: None,
+            held_after_ms: None,
+            error: None,
+        };
+        let nodes = self.fleet.nodes.len();
+        let members = self.etcd.members.len();
+        let result: Result<(), String> = match f.kind {
+            FaultKind::NodeKill => {
+                self.fleet.kill(f.target % nodes);
+                Ok(())
+            }
+            FaultKind::NodeFreeze => {
+                self.fleet.freeze(f.target % nodes);
+                Ok(())
+            }
+            FaultKind::NodeRestart => {
+                let i = f.target % nodes;
+                self.fleet.terminate(i, Duration::from_secs(20));
+                Ok(())
+            }
+            FaultKind::StoreMemberKill => {
+                self.etcd.kill_member(f.target % members);
+                Ok(())
+            }
+            FaultKind::StoreOutage => {
+                self.etcd.kill_member(f.target % members);
+                self.etcd.kill_member((f.target + 1) % members);
+                Ok(())
+            }
+            FaultKind::KillSwitch => self
+                .admin(Command::Killswitch {
+                    on: true,
+                    reason: "chaos".into(),
+                })
+                .map(|v| rec.held_after_ms = v["nodes"]["held_after_ms"].as_u64()),
+            FaultKind::RegionPause => self
+                .admin(Command::Pause {
+                    target: Target::Region(format!("r{}", f.target)),
+                })
+                .map(|_| ()),
+            FaultKind::ApiErrors => {
+                self.emu.fail_next(1_000_000, 503);
+                Ok(())
+            }
+            FaultKind::ApiLostResponse => {
+                self.emu.lose_final_response(LostResponse::Close, 3);
+                Ok(())
+            }
+            FaultKind::ApiQuota => {
+                self.emu.set_quota_exhausted(true);
+                Ok(())
+            }
+        };
+        rec.error = result.err();
+        rec
+    }
+
+    /// Ends `f`.
+    pub fn end(&mut self, f: &Fault) -> Result<(), String> {
+        let nodes = self.fleet.nodes.len();
+        let members = self.etcd.members.len();
+        match f.kind {
+            FaultKind::NodeKill | FaultKind::NodeRestart => self.fleet.start(f.target % nodes),
+            FaultKind::NodeFreeze => {
+                self.fleet.thaw(f.target % nodes);
+                Ok(())
+            }
+            FaultKind::StoreMemberKill => self.etcd.start_member(f.target % members),
+            FaultKind::StoreOutage => {
+                self.etcd.start_member(f.target % members)?;
+                self.etcd.start_member((f.target + 1) % members)
+            }
+            FaultKind::KillSwitch => self
+                .admin(Command::Killswitch {
+                    on: false,
+                    reason: "chaos: fault over".into(),
+                })
+                .map(|_| ()),
+            FaultKind::RegionPause => self
+                .admin(Command::Resume {
+                    target: Target::Region(format!("r{}", f.target)),
+                })
+                .map(|_| ()),
+            FaultKind::ApiErrors | FaultKind::ApiLostResponse | FaultKind::ApiQuota => {
+                self.emu.clear_faults();
+                self.emu.set_quota_exhausted(false);
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs an admin command through the first node that is up.
+    pub fn admin(&self, cmd: Command) -> Result<serde_json::Value, String> {
+        let mut last = "no node is running".to_string();
+        for n in self.fleet.nodes.iter().filter(|n| n.running() && !n.frozen) {
+            let got = self.rt.block_on(async {
+                let e = self
+                    .store
+                    .get(&[addr_key(&n.name)])
+                    .await
+                    .map_err(|e| format!("the store: {e}"))?;
+                let addr: std::net::SocketAddr = e
+                    .into_iter()
+                    .next()
+                    .flatten()
+                    .and_then(|e| String::from_utf8(e.value).ok())
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| format!("{} has no address in the store", n.name))?;
+                let call = async {
+                    let mut c = AdminClient::connect(addr, "localhost", self.admin).await?;
+                    c.call(cmd.clone()).await
+                };
+                tokio::time::timeout(ADMIN_DEADLINE, call)
+                    .await
+                    .map_err(|_| format!("{}: no answer within {ADMIN_DEADLINE:?}", n.name))?
+            });
+            match got {
+                Ok(a) if a.ok => return Ok(a.result.unwrap_or_default()),
+                Ok(a) => last = format!("{}: {}", n.name, a.error.unwrap_or_default()),
+                Err(e) => last = e,
+            }
+        }
+        Err(format!("admin {} failed: {last}", ADMIN))
+    }
+}

@@ -1,0 +1,314 @@
+//! The fleet the chaos runner breaks: a cluster config (regions, nodes
+//! with one GPU each, channels on a quick synthetic pipeline, one
+//! publishing project), certificates, one node config per node and the
+//! `reelfleet node` processes themselves, each logging to its own file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use topology::Topology;
+
+use crate::certs::{self, Role};
+use crate::publish::youtube::YoutubeConfig;
+
+/// The admin certificate the runner uses for the kill switch and pauses.
+pub const ADMIN: &str = "chaos";
+
+pub struct FleetShape {
+    pub nodes: usize,
+    pub regions: usize,
+    pub channels_per_node: usize,
+    pub lease_ms: u64,
+}
+
+pub struct NodeProc {
+    pub name: String,
+    pub region: usize,
+    pub cfg: PathBuf,
+    pub log: PathBuf,
+    pub metrics_port: u16,
+    child: Option<Child>,
+    pub frozen: bool,
+}
+
+impl NodeProc {
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on a child of this process.
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
+    }
+}
+
+pub struct Fleet {
+    pub dir: PathBuf,
+    pub topo: Topology,
+    pub nodes: Vec<NodeProc>,
+    exe: PathBuf,
+}
+
+/// The cluster config of a chaos fleet.
+pub fn cluster_toml(shape: &FleetShape) -> String {
+    let mut s = String::new();
+    for r in 0..shape.regions {
+        s.push_str(&format!("[[regions]]\nname = \"r{r}\"\n\n"));
+    }
+    // Every region on one machine: the latency is loopback's.
+    for a in 0..shape.regions {
+        for b in a + 1..shape.regions {
+            s.push_str(&format!(
+                "[[latency]]\nbetween = [\"r{a}\", \"r{b}\"]\nms = 1\n\n"
+            ));
+        }
+    }
+    s.push_str(
+        r#"[[pipelines]]
+name = "quick"
+[[pipelines.stages]]
+name = "script"
+kind = "cpu"
+duration_ms = 300
+jitter_ms = 100
+cost = 0.001
+[[pipelines.stages]]
+name = "render"
+kind = "gpu"
+duration_ms = 700
+jitter_ms = 200
+gpu_memory_gib = 2
+[[pipelines.stages]]
+name = "upload"
+kind = "publish"
+duration_ms = 200
+
+[[projects]]
+name = "p"
+[[projects.buckets]]
+name = "units"
+units_per_day = 10000000
+[projects.costs]
+upload = { bucket = "units", units = 16 }
+lookup = { bucket = "units", units = 1 }
+"#,
+    );
+    for r in 0..shape.regions {
+        let in_region = (0..shape.nodes).filter(|i| i % shape.regions == r).count();
+        let count = (in_region * shape.channels_per_node).max(1);
+        s.push_str(&format!(
+            "\n[[channels]]\nname = \"r{r}-ch\"\ncount = {count}\nhome_region = \"r{r}\"\n\
+             videos_per_day = 10000\npipeline = \"quick\"\nproject = \"p\"\n\
+             [channels.budget]\ndaily_hard = 1000.0\n"
+        ));
+    }
+    for i in 0..shape.nodes {
+        s.push_str(&format!(
+            "\n[[nodes]]\nname = \"n{i}\"\nregion = \"r{}\"\n[[nodes.gpus]]\nmodel = \"L4\"\nmemory_gib = 24\ncost_per_hour = 0.8\n",
+            i % shape.regions
+        ));
+    }
+    s
+}
+
+fn node_toml(
+    n: &str,
+    store_url: &str,
+    metrics_port: u16,
+    lease_ms: u64,
+    yt: &YoutubeConfig,
+) -> String {
+    format!(
+        r#"node = "{n}"
+cluster = "cluster.toml"
+store = "{store_url}"
+listen = "127.0.0.1:0"
+certs = "certs"
+data_dir = "data/{n}"
+artifacts = "artifacts"
+metrics = "127.0.0.1:{metrics_port}"
+[timing]
+lease_ms = {lease_ms}
+renew_ms = {renew_ms}
+plan_lead_ms = 20000
+publish_timeout_ms = 4000
+dispatch_timeout_ms = 8000
+job_grace_ms = 3000
+retry_base_ms = 300
+[publisher]
+kind = "youtube"
+api_base = "{api}"
+upload_base = "{upload}"
+token_url = "{token}"
+client_id = "{id}"
+client_secret = "{secret}"
+refresh_token_file = "refresh-token"
+chunk_bytes = 262144
+project = "p"
+[gpu]
+probe = false
+"#,
+        renew_ms = (lease_ms / 4).max(100),
+        api = yt.api_base,
+        upload = yt.upload_base,
+        token = yt.token_url,
+        id = yt.client_id,
+        secret = yt.client_secret,
+    )
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+impl Fleet {
+    /// Writes the fleet's configs and certificates under `dir`; starts
+    /// nothing.
+    pub fn prepare(
+        dir: &Path,
+        shape: &FleetShape,
+        store_url: &str,
+        yt: &YoutubeConfig,
+    ) -> Result<Fleet, String> {
+        let cluster = cluster_toml(shape);
+        write(&dir.join("cluster.toml"), &cluster)?;
+        let topo = topology::config::parse_topology(&cluster)
+            .map_err(|e| format!("the chaos fleet's cluster config: {e}"))?;
+        let certs_dir = dir.join("certs");
+        certs::init(&certs_dir, "reelfleet-chaos").map_err(|e| e.to_string())?;
+        certs::issue(&certs_dir, Role::Admin, ADMIN).map_err(|e| e.to_string())?;
+        write(&dir.join("refresh-token"), &yt.refresh_token)?;
+        std::fs::create_dir_all(dir.join("logs"))
+            .map_err(|e| format!("cannot create {}: {e}", dir.join("logs").display()))?;
+        let mut nodes = Vec::new();
+        for (i, n) in topo.nodes.iter().enumerate() {
+            certs::issue(&certs_dir, Role::Node, &n.name).map_err(|e| e.to_string())?;
+            let metrics_port = super::etcd::free_port()?;
+            let cfg = dir.join(format!("{}.toml", n.name));
+            write(
+                &cfg,
+                &node_toml(&n.name, store_url, metrics_port, shape.lease_ms, yt),
+            )?;
+            nodes.push(NodeProc {
+                name: n.name.clone(),
+                region: i % shape.regions,
+                cfg,
+                log: dir.join("logs").join(format!("{}.log", n.name)),
+                metrics_port,
+                child: None,
+                frozen: false,
+            });
+        }
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find the reelfleet binary to start nodes with: {e}"))?;
+        Ok(Fleet {
+            dir: dir.to_path_buf(),
+            topo,
+            nodes,
+            exe,
+        })
+    }
+
+    /// Starts node `i` (its log appended to).
+    pub fn start(&mut self, i: usize) -> Result<(), String> {
+        let n = &mut self.nodes[i];
+        if n.child.is_some() {
+            return Ok(());
+        }
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)
+            .map_err(|e| format!("cannot open {}: {e}", n.log.display()))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", n.log.display()))?;
+        let child = Command::new(&self.exe)
+            .args(["node", "--config"])
+            .arg(&n.cfg)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start node {}: {e}", n.name))?;
+        n.child = Some(child);
+        n.frozen = false;
+        Ok(())
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        n.signal(libc::SIGCONT);
+        if let Some(mut c) = n.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        n.frozen = false;
+    }
+
+    pub fn freeze(&mut self, i: usize) {
+        self.nodes[i].signal(libc::SIGSTOP);
+        self.nodes[i].frozen = true;
+    }
+
+    pub fn thaw(&mut self, i: usize) {
+        self.nodes[i].signal(libc::SIGCONT);
+        self.nodes[i].frozen = false;
+    }
+
+    /// SIGTERM (the node drains and exits); SIGKILL after `within`.
+    pub fn terminate(&mut self, i: usize, within: Duration) -> bool {
+        let n = &mut self.nodes[i];
+        n.signal(libc::SIGCONT);
+        n.signal(libc::SIGTERM);
+        let Some(mut c) = n.child.take() else {
+            return true;
+        };
+        let t0 = Instant::now();
+        while t0.elapsed() < within {
+            if let Ok(Some(_)) = c.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// Whether node `i` answers `/ready` with 200.
+    pub fn ready(&self, i: usize) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.nodes[i].metrics_port))
+        else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+    }
+
+    pub fn stop_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}

@@ -1,0 +1,432 @@
+//! One chaos run, in order: start the fleet, wait until every channel is
+//! owned, run the schedule (one fault at a time, a progress line as it
+//! goes), heal everything, wait until every video in progress at the heal
+//! has ended, audit, check, and write `report.json`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::etcd::{etcd_installed, EtcdCluster};
+use super::faults::{FaultRecord, Rig};
+use super::fleet::{cluster_toml, Fleet, FleetShape, ADMIN};
+use super::monitor::{ownership_changes, Monitor};
+use super::plant::Plant;
+use super::report::{self, Bounds, ChaosReport, Check};
+use super::schedule::{draw, Fault, Shape};
+use super::ChaosConfig;
+use crate::audit::AuditInput;
+use crate::emulate::youtube::{EmulatorConfig, YoutubeEmulator};
+use crate::live::transport::TlsIdentity;
+use crate::store::any::AnyStore;
+use crate::store::url::StoreUrl;
+
+/// The publish timeout the chaos fleet's nodes run with.
+const PUBLISH_TIMEOUT_MS: u64 = 4_000;
+/// How long the fleet may take to own every channel at start.
+const STEADY_WITHIN: Duration = Duration::from_secs(90);
+/// How long videos in progress at the heal may take to end.
+const SETTLE_WITHIN: Duration = Duration::from_secs(120);
+/// How long the runner watches after the heal at least: the last fault's
+/// recovery is measured in it.
+const SETTLE_AT_LEAST: Duration = Duration::from_secs(20);
+
+/// The running parts of a chaos fleet.
+struct Started {
+    rt: tokio::runtime::Runtime,
+    etcd: EtcdCluster,
+    store: Arc<AnyStore>,
+    emu: Arc<YoutubeEmulator>,
+    fleet: Fleet,
+    admin: TlsIdentity,
+    topo: Arc<topology::Topology>,
+}
+
+/// Starts etcd, the emulator and every node, all under `out`.
+fn start(cfg: &ChaosConfig, out: &Path) -> Result<Started, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let shape = FleetShape {
+        nodes: cfg.nodes,
+        regions: cfg.regions,
+        channels_per_node: cfg.channels_per_node,
+        lease_ms: cfg.lease_ms,
+    };
+    let topo = topology::config::parse_topology(&cluster_toml(&shape))
+        .map_err(|e| format!("the chaos fleet's cluster config: {e}"))?;
+    let etcd = EtcdCluster::start(3, &out.join("etcd"))?;
+    let url = format!("etcd://{}/chaos", etcd.endpoints().join(","));
+    let parsed: StoreUrl = url.parse()?;
+    let store = Arc::new(
+        rt.block_on(AnyStore::open(&parsed))
+            .map_err(|e| format!("the chaos store: {e}"))?,
+    );
+    let emu_cfg = EmulatorConfig {
+        project: topo.projects[0].clone(),
+        ..EmulatorConfig::default()
+    };
+    let (emu, _) = YoutubeEmulator::start_on_thread_with(emu_cfg)?;
+    let emu = Arc::new(emu);
+    let mut fleet = Fleet::prepare(out, &shape, &url, &emu.publisher_config())?;
+    for i in 0..fleet.nodes.len() {
+        fleet.start(i)?;
+    }
+    let admin = TlsIdentity::load(&out.join("certs"), "admins", ADMIN)?;
+    Ok(Started {
+        rt,
+        etcd,
+        store,
+        emu,
+        fleet,
+        admin,
+        topo: Arc::new(topo),
+    })
+}
+
+/// Runs `cfg` with everything under `out` (which must not exist yet or be
+/// empty), planting `plants` before the audit; the report, whatever its
+/// verdict.
+pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosReport, String> {
+    cfg.check()?;
+    if !etcd_installed() {
+        return Err("reelfleet chaos runs a real etcd cluster: no `etcd` on PATH (apt-get install etcd-server)".into());
+    }
+    prepare_out(out)?;
+    let Started {
+        rt,
+        mut etcd,
+        store,
+        emu,
+        mut fleet,
+        admin,
+        topo,
+    } = start(cfg, out)?;
+    let t0 = Instant::now();
+    let monitor = Monitor::start(Arc::clone(&store), Arc::clone(&topo), Arc::clone(&emu), t0)?;
+    wait_steady(&monitor, topo.channels.len())?;
+    let schedule = cfg.faults.clone().unwrap_or_else(|| {
+        draw(
+            cfg.seed,
+            &Shape {
+                nodes: cfg.nodes,
+                regions: cfg.regions,
+                store_members: 3,
+                lease_ms: cfg.lease_ms,
+                duration_ms: cfg.duration_s * 1000,
+            },
+        )
+    });
+    let mut rig = Rig {
+        rt: &rt,
+        fleet: &mut fleet,
+        etcd: &mut etcd,
+        emu: &emu,
+        store: &store,
+        admin: &admin,
+    };
+    let records = run_schedule(&mut rig, &schedule, &monitor, t0, cfg.duration_s * 1000);
+    heal(&mut rig)?;
+    let heal_keys = rt.block_on(active_at_heal(&store, &topo))?;
+    settle(&rt, &store, &topo, &heal_keys);
+    for p in plants {
+        let what = rt.block_on(super::plant::plant(*p, &store, &topo, &emu, out))?;
+        eprintln!("chaos: planted {p:?}: {what}");
+    }
+    let audit = rt.block_on(audit(&store, &topo, &emu, &heal_keys))?;
+    let ready = ready_checks(&fleet);
+    let samples = monitor.finish();
+    fleet.stop_all();
+    Ok(verdict(cfg, &topo, records, samples, audit, ready, t0))
+}
+
+fn prepare_out(out: &Path) -> Result<(), String> {
+    if out.exists()
+        && std::fs::read_dir(out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(format!(
+            "{} exists and is not empty: give another --out, or remove it",
+            out.display()
+        ));
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))
+}
+
+fn wait_steady(monitor: &Monitor, channels: usize) -> Result<(), String> {
+    let t = Instant::now();
+    loop {
+        let owned = monitor
+            .last()
+            .and_then(|s| s.owners)
+            .map(|o| o.iter().filter(|x| x.is_some()).count())
+            .unwrap_or(0);
+        if owned == channels {
+            return Ok(());
+        }
+        if t.elapsed() > STEADY_WITHIN {
+            return Err(format!(
+                "the fleet owned {owned} of {channels} channels after {STEADY_WITHIN:?}: see the node logs under logs/"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Runs the faults one at a time; what came of each.
+fn run_schedule(
+    rig: &mut Rig<'_>,
+    schedule: &[Fault],
+    monitor: &Monitor,
+    t0: Instant,
+    duration_ms: u64,
+) -> Vec<FaultRecord> {
+    let start_ms = t0.elapsed().as_millis() as u64;
+    let tty = std::io::stderr().is_terminal();
+    let mut records: Vec<FaultRecord> = Vec::new();
+    let mut next = 0;
+    let mut active: Option<(&Fault, usize)> = None;
+    let mut last_line = Instant::now();
+    loop {
+        let now_ms = t0.elapsed().as_millis() as u64;
+        let rel = now_ms - start_ms;
+        if let Some((f, i)) = active {
+            if rel >= f.at_ms + f.for_ms {
+                if let Err(e) = rig.end(f) {
+                    records[i].error.get_or_insert(format!("ending it: {e}"));
+                }
+                records[i].ended_ms = Some(t0.elapsed().as_millis() as u64);
+                active = None;
+            }
+        }
+        if active.is_none() {
+            if let Some(f) = schedule.get(next).filter(|f| rel >= f.at_ms) {
+                records.push(rig.begin(f, now_ms));
+                active = Some((f, records.len() - 1));
+                next += 1;
+            }
+        }
+        if active.is_none() && (next >= schedule.len() || rel >= duration_ms) {
+            break;
+        }
+        if last_line.elapsed() >= Duration::from_secs(if tty { 1 } else { 10 }) {
+            last_line = Instant::now();
+            progress(
+                tty,
+                rel,
+                duration_ms,
+                &records,
+                active.map(|(_, i)| &records[i]),
+                monitor,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if tty {
+        eprintln!();
+    }
+    records
+}
+
+fn progress(
+    tty: bool,
+    rel_ms: u64,
+    duration_ms: u64,
+    records: &[FaultRecord],
+    now: Option<&FaultRecord>,
+    monitor: &Monitor,
+) {
+    let published = monitor.last().map(|s| s.published()).unwrap_or(0);
+    let mmss = |ms: u64| format!("{}:{:02}", ms / 60_000, ms / 1000 % 60);
+    let line = format!(
+        "chaos {}/{} · faults {} · now: {} · published {published}",
+        mmss(rel_ms),
+        mmss(duration_ms),
+        records.len(),
+        now.map(|r| format!("{} {}", r.kind, r.target))
+            .unwrap_or_else(|| "—".into()),
+    );
+    if tty {
+        eprint!("\r{line:<100}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+/// Every node running and thawed, every etcd member up, the API clear.
+fn heal(rig: &mut Rig<'_>) -> Result<(), String> {
+    for i in 0..rig.fleet.nodes.len() {
+        rig.fleet.thaw(i);
+        rig.fleet.start(i)?;
+    }
+    for i in 0..rig.etcd.members.len() {
+        rig.etcd.start_member(i)?;
+    }
+    rig.etcd.wait_healthy(Duration::from_secs(30))?;
+    rig.emu.clear_faults();
+    rig.emu.set_quota_exhausted(false);
+    Ok(())
+}
+
+async fn active_at_heal(
+    store: &AnyStore,
+    topo: &topology::Topology,
+) -> Result<BTreeSet<String>, String> {
+    let t = Instant::now();
+    loop {
+        match crate::audit::active_keys(store, topo).await {
+            Ok(k) => return Ok(k),
+            Err(e) if t.elapsed() > Duration::from_secs(30) => {
+                return Err(format!("after the heal, the store: {e}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// Waits (at most `SETTLE_WITHIN`) until every video in progress at the
+/// heal has ended; the audit names any that did not.
+fn settle(
+    rt: &tokio::runtime::Runtime,
+    store: &AnyStore,
+    topo: &topology::Topology,
+    heal: &BTreeSet<String>,
+) {
+    let t = Instant::now();
+    while t.elapsed() < SETTLE_WITHIN {
+        if let Ok(now) = rt.block_on(crate::audit::active_keys(store, topo)) {
+            if now.intersection(heal).next().is_none() && t.elapsed() >= SETTLE_AT_LEAST {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+async fn audit(
+    store: &AnyStore,
+    topo: &topology::Topology,
+    emu: &YoutubeEmulator,
+    heal: &BTreeSet<String>,
+) -> Result<crate::audit::AuditReport, String> {
+    let mut made: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in emu.videos() {
+        let key = v
+            .description
+            .lines()
+            .find_map(|l| l.strip_prefix("reelfleet-key: "))
+            .map(|k| k.trim_end().to_string())
+            .unwrap_or_else(|| format!("(no key: video {})", v.id));
+        made.entry(key).or_default().push(v.id.clone());
+    }
+    let input = AuditInput {
+        topo,
+        made: &made,
+        in_flight_ok: true,
+        must_have_ended: Some(heal),
+    };
+    crate::audit::audit(store, &input).await
+}
+
+/// Every node answers `/ready` (within 30 s of the heal).
+fn ready_checks(fleet: &Fleet) -> Vec<Check> {
+    let t = Instant::now();
+    let mut out = Vec::new();
+    for (i, n) in fleet.nodes.iter().enumerate() {
+        while !fleet.ready(i) && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let ok = fleet.ready(i);
+        out.push(Check {
+            invariant: "every node is ready after the heal".into(),
+            ok,
+            evidence: format!("{}: /ready {}", n.name, if ok { "200" } else { "not 200" }),
+        });
+    }
+    out
+}
+
+fn verdict(
+    cfg: &ChaosConfig,
+    topo: &topology::Topology,
+    faults: Vec<FaultRecord>,
+    samples: Vec<super::monitor::Sample>,
+    audit: crate::audit::AuditReport,
+    ready: Vec<Check>,
+    t0: Instant,
+) -> ChaosReport {
+    let bounds = Bounds {
+        lease_ms: cfg.lease_ms,
+        publish_timeout_ms: PUBLISH_TIMEOUT_MS,
+        node_of: topo.nodes.iter().map(|n| n.name.clone()).collect(),
+    };
+    let recoveries = report::recoveries(&samples, &faults, &bounds);
+    let mut checks: Vec<Check> = audit
+        .violations
+        .iter()
+        .map(|v| Check {
+            invariant: v.invariant.to_string(),
+            ok: false,
+            evidence: v.evidence.clone(),
+        })
+        .collect();
+    for r in &recoveries {
+        checks.push(Check {
+            invariant: format!("{} recovers within its bound", r.kind),
+            ok: r.recovery_ms.is_some_and(|ms| ms <= r.bound_ms),
+            evidence: format!(
+                "{} at {} ms: recovered after {:?} ms (bound {} ms)",
+                r.target, r.started_ms, r.recovery_ms, r.bound_ms
+            ),
+        });
+    }
+    checks.extend(report::stop_checks(&samples, &faults, &bounds));
+    checks.extend(ready);
+    for f in faults.iter().filter(|f| f.error.is_some()) {
+        checks.push(Check {
+            invariant: "every scheduled fault was caused".into(),
+            ok: false,
+            evidence: format!(
+                "{} {}: {}",
+                f.kind,
+                f.target,
+                f.error.clone().unwrap_or_default()
+            ),
+        });
+    }
+    let mut faults_by_kind = BTreeMap::new();
+    for f in &faults {
+        *faults_by_kind.entry(f.kind).or_insert(0) += 1;
+    }
+    let mut by_kind: BTreeMap<&'static str, Vec<u64>> = BTreeMap::new();
+    for r in &recoveries {
+        if let Some(ms) = r.recovery_ms {
+            by_kind.entry(r.kind).or_default().push(ms);
+        }
+    }
+    ChaosReport {
+        seed: cfg.seed,
+        duration_ms: t0.elapsed().as_millis() as u64,
+        nodes: cfg.nodes,
+        regions: cfg.regions,
+        channels: topo.channels.len(),
+        lease_ms: cfg.lease_ms,
+        faults,
+        faults_by_kind,
+        recovery_by_kind: by_kind
+            .into_iter()
+            .map(|(k, v)| (k, report::distribution(v)))
+            .collect(),
+        recoveries,
+        published: samples.last().map(|s| s.published()).unwrap_or(0),
+        ownership_changes: ownership_changes(&samples),
+        audit,
+        checks,
+        samples,
+    }
+}

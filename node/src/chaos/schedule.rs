@@ -1,0 +1,199 @@
+//! The fault schedule: what breaks, where, when and for how long, drawn
+//! from a seed (or read from the chaos config's `[[faults]]`). Names match
+//! the simulator's scenario faults where the fault is the same
+//! (`node-kill`, `node-freeze`, `store-outage`, `kill-switch`).
+
+use serde::{Deserialize, Serialize};
+
+/// A fault the runner can cause for real.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// SIGKILL a node, start it again when the fault ends.
+    NodeKill,
+    /// SIGSTOP a node (longer than its lease), SIGCONT when it ends.
+    NodeFreeze,
+    /// SIGTERM a node: it drains; started again when the fault ends.
+    NodeRestart,
+    /// SIGKILL one etcd member; it rejoins when the fault ends.
+    StoreMemberKill,
+    /// SIGKILL two of three etcd members: no quorum until it ends.
+    StoreOutage,
+    /// The fleet's kill switch on through the admin RPC, off at the end.
+    KillSwitch,
+    /// Every channel of a region paused through the admin RPC.
+    RegionPause,
+    /// The YouTube API answers 503 to the next requests.
+    ApiErrors,
+    /// The answer to a completed upload is lost, then 503s.
+    ApiLostResponse,
+    /// The YouTube quota is exhausted until the fault ends.
+    ApiQuota,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 10] = [
+        FaultKind::NodeKill,
+        FaultKind::NodeFreeze,
+        FaultKind::StoreMemberKill,
+        FaultKind::ApiErrors,
+        FaultKind::KillSwitch,
+        FaultKind::NodeRestart,
+        FaultKind::ApiLostResponse,
+        FaultKind::StoreOutage,
+        FaultKind::RegionPause,
+        FaultKind::ApiQuota,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::NodeKill => "node-kill",
+            FaultKind::NodeFreeze => "node-freeze",
+            FaultKind::NodeRestart => "node-restart",
+            FaultKind::StoreMemberKill => "store-member-kill",
+            FaultKind::StoreOutage => "store-outage",
+            FaultKind::KillSwitch => "kill-switch",
+            FaultKind::RegionPause => "region-pause",
+            FaultKind::ApiErrors => "api-errors",
+            FaultKind::ApiLostResponse => "api-lost-response",
+            FaultKind::ApiQuota => "api-quota",
+        }
+    }
+
+    /// Whether it targets one node (the others act on the fleet, the store
+    /// or the API).
+    pub fn on_node(self) -> bool {
+        matches!(
+            self,
+            FaultKind::NodeKill | FaultKind::NodeFreeze | FaultKind::NodeRestart
+        )
+    }
+}
+
+/// One fault: from `at_ms` after the start, for `for_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub at_ms: u64,
+    pub for_ms: u64,
+    /// A node's index (node faults), an etcd member's, or a region's.
+    #[serde(default)]
+    pub target: usize,
+}
+
+/// splitmix64: a small, well-known generator; the schedule is a function
+/// of the seed alone.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// What the drawn schedule needs to know about the fleet.
+pub struct Shape {
+    pub nodes: usize,
+    pub regions: usize,
+    pub store_members: usize,
+    pub lease_ms: u64,
+    pub duration_ms: u64,
+}
+
+/// A schedule from `seed`: every kind at least once (in a seeded order),
+/// then more drawn at random, one fault at a time with a gap after each
+/// for the fleet to recover, all ending before `duration_ms`.
+pub fn draw(seed: u64, shape: &Shape) -> Vec<Fault> {
+    let mut rng = Rng(seed);
+    let mut kinds: Vec<FaultKind> = FaultKind::ALL.to_vec();
+    for i in (1..kinds.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        kinds.swap(i, j);
+    }
+    let mut out = Vec::new();
+    let mut at_ms = 5_000;
+    let mut i = 0;
+    loop {
+        let kind = if i < kinds.len() {
+            kinds[i]
+        } else {
+            FaultKind::ALL[rng.below(FaultKind::ALL.len() as u64) as usize]
+        };
+        let for_ms = match kind {
+            // A freeze outlasts the lease, or it is not a freeze.
+            FaultKind::NodeFreeze => shape.lease_ms * 2 + rng.below(shape.lease_ms * 2),
+            FaultKind::StoreOutage => 2_000 + rng.below(3_000),
+            // Long enough that the stop bound (held everywhere, plus an
+            // upload in flight) leaves a window to check.
+            FaultKind::KillSwitch | FaultKind::RegionPause => 12_000 + rng.below(4_000),
+            _ => 2_000 + rng.below(3_000),
+        };
+        let target = match kind {
+            k if k.on_node() => rng.below(shape.nodes as u64) as usize,
+            FaultKind::StoreMemberKill | FaultKind::StoreOutage => {
+                rng.below(shape.store_members as u64) as usize
+            }
+            FaultKind::RegionPause => rng.below(shape.regions as u64) as usize,
+            _ => 0,
+        };
+        // After each fault, room for a takeover and for publishing to
+        // pick up again before the next.
+        let gap_ms = shape.lease_ms + 2_000;
+        if at_ms + for_ms + gap_ms > shape.duration_ms && i >= kinds.len() {
+            break;
+        }
+        if at_ms + for_ms > shape.duration_ms {
+            break;
+        }
+        out.push(Fault {
+            kind,
+            at_ms,
+            for_ms,
+            target,
+        });
+        at_ms += for_ms + gap_ms;
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(duration_ms: u64) -> Shape {
+        Shape {
+            nodes: 6,
+            regions: 3,
+            store_members: 3,
+            lease_ms: 2_000,
+            duration_ms,
+        }
+    }
+
+    #[test]
+    fn a_seed_draws_the_same_schedule_and_two_minutes_hold_every_kind() {
+        let a = draw(7, &shape(120_000));
+        assert_eq!(a, draw(7, &shape(120_000)));
+        assert_ne!(a, draw(8, &shape(120_000)));
+        for k in FaultKind::ALL {
+            assert!(a.iter().any(|f| f.kind == k), "{k:?} missing: {a:?}");
+        }
+        assert!(a.iter().all(|f| f.at_ms + f.for_ms <= 120_000));
+        assert!(a.windows(2).all(|w| w[0].at_ms + w[0].for_ms < w[1].at_ms));
+        let freeze = a
+            .iter()
+            .find(|f| f.kind == FaultKind::NodeFreeze)
+            .map(|f| f.for_ms);
+        assert!(freeze.is_some_and(|ms| ms > 2_000), "{freeze:?}");
+    }
+}

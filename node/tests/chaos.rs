@@ -1,0 +1,152 @@
+//! `reelfleet chaos` for real: a 3-member etcd cluster, six `reelfleet
+//! node` processes in three regions and the YouTube emulator, broken for
+//! two minutes with every fault kind at least once, then audited (CI runs
+//! this; its report's path is printed). The audit is shown catching what
+//! it is for: a duplicate publish and a quota ledger over its limit,
+//! planted behind the fleet's back, are named. A bad chaos config names
+//! every mistake at once.
+//!
+//! Skips where etcd is not installed, except on CI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+use reelfleet::chaos::schedule::FaultKind;
+
+/// One chaos run at a time: each runs nine processes.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn etcd_here() -> bool {
+    if reelfleet::chaos::etcd::etcd_installed() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "etcd is not installed, and CI must run the chaos tests"
+    );
+    eprintln!("skipping: etcd is not installed (apt-get install etcd-server)");
+    false
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("chaos")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn chaos(args: &[&str], out: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_reelfleet"))
+        .arg("chaos")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run reelfleet chaos")
+}
+
+#[test]
+fn a_two_minute_run_with_every_fault_kind_passes_the_audit() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if !etcd_here() {
+        return;
+    }
+    let out = out_dir("two-minutes");
+    let o = chaos(&["--duration", "2m", "--seed", "7"], &out);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    eprintln!("chaos report: {}", out.join("report.json").display());
+    eprintln!("{stdout}");
+    assert!(o.status.success(), "chaos failed:\n{stdout}\n{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json"))
+            .expect("JSON");
+    for k in FaultKind::ALL {
+        assert!(
+            report["faults_by_kind"][k.name()]
+                .as_u64()
+                .is_some_and(|n| n >= 1),
+            "{} never caused: {}",
+            k.name(),
+            report["faults_by_kind"]
+        );
+    }
+    assert!(report["audit"]["published"].as_u64().is_some_and(|n| n > 0));
+    assert!(report["checks"].as_array().is_some_and(|c| c.len() > 10));
+}
+
+#[test]
+fn planted_violations_are_named_by_the_audit() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if !etcd_here() {
+        return;
+    }
+    let out = out_dir("planted");
+    let cfg = out.with_extension("toml");
+    std::fs::create_dir_all(cfg.parent().expect("parent")).expect("dir");
+    std::fs::write(
+        &cfg,
+        "duration_s = 10\nnodes = 3\nregions = 1\nfaults = []\n",
+    )
+    .expect("config");
+    let o = chaos(
+        &[
+            "--config",
+            cfg.to_str().expect("path"),
+            "--plant",
+            "duplicate-publish",
+            "--plant",
+            "quota-over-limit",
+        ],
+        &out,
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains("VIOLATED published at most once"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("made visible 2 times"), "{stdout}");
+    assert!(
+        stdout.contains("VIOLATED quota never above a bucket's limit"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_bad_chaos_config_names_every_mistake_at_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = dir.path().join("chaos.toml");
+    std::fs::write(&cfg, "nodes = 0\nlease_ms = 10\n").expect("config");
+    let o = chaos(
+        &["--config", cfg.to_str().expect("path")],
+        &dir.path().join("out"),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("nodes = 0") && err.contains("lease_ms = 10"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("out").exists(),
+        "a refused run wrote {err}"
+    );
+    std::fs::write(&cfg, "nodes = 3\nnodez = 4\n").expect("config");
+    let o = chaos(
+        &["--config", cfg.to_str().expect("path")],
+        &dir.path().join("out"),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("nodez"), "{err}");
+    let o = chaos(&["--duration", "2 weeks"], &dir.path().join("out"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--duration"), "{err}");
+}
