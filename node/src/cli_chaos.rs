@@ -95,8 +95,11 @@ fn run_inner(args: ChaosArgs) -> Result<ChaosReport, String> {
     let path = args.out.join("report.json");
     let text = serde_json::to_string_pretty(&report).map_err(|e| format!("report: {e}"))?;
     std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let html = args.out.join("report.html");
+    let page = reelfleet::chaos::html::render(&report)?;
+    std::fs::write(&html, page).map_err(|e| format!("cannot write {}: {e}", html.display()))?;
     print!("{}", summary(&report));
-    println!("report: {}", path.display());
+    println!("report: {} and {}", path.display(), html.display());
     Ok(report)
 }
 

@@ -75,6 +75,12 @@ fn a_two_minute_run_with_every_fault_kind_passes_the_audit() {
     }
     assert!(report["audit"]["published"].as_u64().is_some_and(|n| n > 0));
     assert!(report["checks"].as_array().is_some_and(|c| c.len() > 10));
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(
+        html.contains("PASS") && html.matches("<svg").count() == 3,
+        "report.html"
+    );
+    assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
 }
 
 #[test]

@@ -6,11 +6,14 @@
 //! - `etcd.rs` the etcd cluster, `fleet.rs` the node processes,
 //! - `schedule.rs` what breaks when, `faults.rs` breaking and mending it,
 //! - `monitor.rs` what the runner sees while it runs (owners, publishing),
-//! - `report.rs` the verdict, `run.rs` the whole run in order.
+//! - `report.rs` the verdict, `html.rs` it drawn on one page,
+//! - `plant.rs` violations planted to show the audit catching them,
+//! - `run.rs` the whole run in order.
 
 pub mod etcd;
 pub mod faults;
 pub mod fleet;
+pub mod html;
 pub mod monitor;
 pub mod plant;
 pub mod report;

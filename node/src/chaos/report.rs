@@ -43,6 +43,7 @@ pub struct ChaosReport {
     pub seed: u64,
     pub duration_ms: u64,
     pub nodes: usize,
+    pub node_names: Vec<String>,
     pub regions: usize,
     pub channels: usize,
     pub lease_ms: u64,

@@ -247,6 +247,13 @@ impl State {
             }
         }
         if let Err(refused) = self.spend(self.cfg.project.upload_cost) {
+            if let Some(k) = session
+                .description
+                .lines()
+                .find_map(|l| l.strip_prefix("reelfleet-key: "))
+            {
+                self.quota_refused.insert(k.trim_end().to_string());
+            }
             return refused;
         }
         self.open_session(session)

@@ -186,6 +186,8 @@ struct State {
     units_used: Vec<u64>,
     faults: Faults,
     log: Vec<LoggedRequest>,
+    /// Keys whose upload was refused for quota (`quotaExceeded`).
+    quota_refused: std::collections::BTreeSet<String>,
 }
 
 struct Shared {
@@ -291,6 +293,7 @@ impl YoutubeEmulator {
             units_used: vec![0; buckets],
             faults: Faults::default(),
             log: Vec::new(),
+            quota_refused: Default::default(),
         };
         let (stop, rx) = watch::channel(false);
         let emu = YoutubeEmulator {
@@ -447,6 +450,12 @@ impl YoutubeEmulator {
             .iter()
             .map(|s| s.video.clone())
             .collect()
+    }
+
+    /// Keys whose upload the API refused for quota: their videos wait for
+    /// the quota reset (a stated reason not to have ended yet).
+    pub fn quota_refused_keys(&self) -> std::collections::BTreeSet<String> {
+        self.shared.state().quota_refused.clone()
     }
 
     pub fn uploads_for_key(&self, key: &str) -> usize {
