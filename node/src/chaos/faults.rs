@@ -43,6 +43,13 @@ pub struct Rig<'a> {
     pub admin: &'a TlsIdentity,
 }
 
+/// How fast a drifting node's clock runs (the safe direction: a fast clock
+/// makes a node give up its lease early, never late).
+const CLOCK_RATE: f64 = 1.5;
+
+/// How far a jumping node's wall clock goes ahead.
+const CLOCK_JUMP_S: i64 = 3_600;
+
 /// How long an admin command may take (the kill switch waits for every
 /// node to confirm, at most three leases plus 5 s).
 const ADMIN_DEADLINE: Duration = Duration::from_secs(30);
@@ -58,6 +65,30 @@ impl Rig<'_> {
             FaultKind::KillSwitch => "fleet".into(),
             _ => "youtube api".into(),
         }
+    }
+
+    /// A clock fault on node `i` begins (`on`) or ends: the node runs on
+    /// its wrong clock, or is restarted on the true one.
+    fn clock_fault(&mut self, kind: FaultKind, i: usize, on: bool) -> Result<(), String> {
+        match (kind, on) {
+            (FaultKind::NodeClockJump, true) => {
+                // The running node sees the jump within a second; then it
+                // is restarted, to start with a calendar an hour ahead.
+                self.fleet.set_clock_offset(i, CLOCK_JUMP_S)?;
+                std::thread::sleep(Duration::from_millis(1_500));
+                self.fleet.kill(i);
+            }
+            (_, true) => {
+                self.fleet.kill(i);
+                self.fleet.nodes[i].drift = Some(CLOCK_RATE);
+            }
+            (_, false) => {
+                self.fleet.kill(i);
+                self.fleet.nodes[i].drift = None;
+                self.fleet.set_clock_offset(i, 0)?;
+            }
+        }
+        self.fleet.start(i)
     }
 
     /// Causes `f`; what came of it.
@@ -118,6 +149,9 @@ impl Rig<'_> {
                 self.emu.set_quota_exhausted(true);
                 Ok(())
             }
+            FaultKind::NodeClockJump | FaultKind::NodeClockDrift => {
+                self.clock_fault(f.kind, f.target % nodes, true)
+            }
         };
         rec.error = result.err();
         rec
@@ -149,6 +183,9 @@ impl Rig<'_> {
                     target: Target::Region(format!("r{}", f.target)),
                 })
                 .map(|_| ()),
+            FaultKind::NodeClockJump | FaultKind::NodeClockDrift => {
+                self.clock_fault(f.kind, f.target % nodes, false)
+            }
             FaultKind::ApiErrors | FaultKind::ApiLostResponse | FaultKind::ApiQuota => {
                 self.emu.clear_faults();
                 self.emu.set_quota_exhausted(false);

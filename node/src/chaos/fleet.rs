@@ -22,8 +22,22 @@ pub struct FleetShape {
     pub lease_ms: u64,
 }
 
+/// Where Debian's `faketime` package puts libfaketime (the MT build, for
+/// multi-threaded programs).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// libfaketime, if installed.
+pub fn libfaketime() -> Option<PathBuf> {
+    let p = PathBuf::from(LIBFAKETIME);
+    p.exists().then_some(p)
+}
+
 pub struct NodeProc {
     pub name: String,
+    /// The node's libfaketime timestamp file (`+0`: true time).
+    pub clock_file: PathBuf,
+    /// A clock rate the node runs with (restarted to take effect).
+    pub drift: Option<f64>,
     pub region: usize,
     pub cfg: PathBuf,
     pub log: PathBuf,
@@ -194,8 +208,12 @@ impl Fleet {
                 &cfg,
                 &node_toml(&n.name, store_url, metrics_port, shape.lease_ms, yt),
             )?;
+            let clock_file = dir.join("logs").join(format!("{}.clock", n.name));
+            write(&clock_file, "+0\n")?;
             nodes.push(NodeProc {
                 name: n.name.clone(),
+                clock_file,
+                drift: None,
                 region: i % shape.regions,
                 cfg,
                 log: dir.join("logs").join(format!("{}.log", n.name)),
@@ -228,10 +246,27 @@ impl Fleet {
         let err = out
             .try_clone()
             .map_err(|e| format!("{}: {e}", n.log.display()))?;
-        let child = Command::new(&self.exe)
-            .args(["node", "--config"])
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(["node", "--config"])
             .arg(&n.cfg)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info");
+        // Under libfaketime (when installed) every node's wall clock can be
+        // moved while it runs, through its timestamp file, re-read once a
+        // second; only a drifting node has its monotonic clock faked too.
+        if let Some(lib) = libfaketime() {
+            cmd.env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", &n.clock_file)
+                .env("FAKETIME_CACHE_DURATION", "1");
+            match n.drift {
+                Some(rate) => {
+                    write(&n.clock_file, &format!("+0 x{rate}\n"))?;
+                }
+                None => {
+                    cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+                }
+            }
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -298,6 +333,13 @@ impl Fleet {
         }
         let mut head = [0u8; 12];
         s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+    }
+
+    /// Sets node `i`'s wall clock `offset_s` seconds off true time (it
+    /// takes effect within a second, without a restart).
+    pub fn set_clock_offset(&mut self, i: usize, offset_s: i64) -> Result<(), String> {
+        let n = &self.nodes[i];
+        write(&n.clock_file, &format!("{offset_s:+}\n"))
     }
 
     pub fn stop_all(&mut self) {

@@ -84,8 +84,10 @@ fn owners_before(samples: &[Sample], t_ms: u64) -> Option<&Vec<Option<(u32, u64)
 }
 
 /// After a node fault: every channel the node owned is owned again under
-/// a newer epoch, by another node while the fault lasts.
-fn node_recovery(samples: &[Sample], f: &FaultRecord, node: u32) -> Option<u64> {
+/// a newer epoch: by another node while the fault lasts, unless the fault
+/// restarts the node at once (`comes_back`), which may then claim its
+/// channels again itself.
+fn node_recovery(samples: &[Sample], f: &FaultRecord, node: u32, comes_back: bool) -> Option<u64> {
     let before = owners_before(samples, f.started_ms)?;
     let affected: Vec<(usize, u64)> = before
         .iter()
@@ -104,7 +106,7 @@ fn node_recovery(samples: &[Sample], f: &FaultRecord, node: u32) -> Option<u64> 
                 .get(*c)
                 .copied()
                 .flatten()
-                .is_some_and(|(n, e)| e > *e0 && (n != node || ended))
+                .is_some_and(|(n, e)| e > *e0 && (n != node || ended || comes_back))
         });
         all.then(|| s.t_ms - f.started_ms)
     })
@@ -127,7 +129,8 @@ pub fn recoveries(samples: &[Sample], faults: &[FaultRecord], b: &Bounds) -> Vec
     let mut out = Vec::new();
     for f in faults.iter().filter(|f| f.error.is_none()) {
         let (recovery_ms, bound_ms) = match f.kind {
-            "node-kill" | "node-freeze" | "node-restart" => {
+            "node-kill" | "node-freeze" | "node-restart" | "node-clock-jump"
+            | "node-clock-drift" => {
                 let Some(node) = b.node_of.iter().position(|n| *n == f.target) else {
                     continue;
                 };
@@ -136,7 +139,11 @@ pub fn recoveries(samples: &[Sample], faults: &[FaultRecord], b: &Bounds) -> Vec
                 } else {
                     b.lease_ms + 3_000
                 };
-                (node_recovery(samples, f, node as u32), bound + SLACK_MS)
+                let comes_back = matches!(f.kind, "node-clock-jump" | "node-clock-drift");
+                (
+                    node_recovery(samples, f, node as u32, comes_back),
+                    bound + SLACK_MS,
+                )
             }
             "store-member-kill" | "store-outage" | "api-errors" | "api-lost-response"
             | "api-quota" => (progress_recovery(samples, f), 30_000),

@@ -113,6 +113,7 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
         draw(
             cfg.seed,
             &Shape {
+                clocks: super::fleet::libfaketime().is_some(),
                 nodes: cfg.nodes,
                 regions: cfg.regions,
                 store_members: 3,

@@ -29,10 +29,16 @@ pub enum FaultKind {
     ApiLostResponse,
     /// The YouTube quota is exhausted until the fault ends.
     ApiQuota,
+    /// A node's wall clock jumps an hour ahead while it runs (libfaketime),
+    /// and the node is restarted under it; restarted true at the end.
+    NodeClockJump,
+    /// A node restarted with a clock that runs 1.5 times too fast
+    /// (libfaketime, monotonic clock included); restarted true at the end.
+    NodeClockDrift,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::NodeKill,
         FaultKind::NodeFreeze,
         FaultKind::StoreMemberKill,
@@ -43,6 +49,8 @@ impl FaultKind {
         FaultKind::StoreOutage,
         FaultKind::RegionPause,
         FaultKind::ApiQuota,
+        FaultKind::NodeClockJump,
+        FaultKind::NodeClockDrift,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,7 +65,14 @@ impl FaultKind {
             FaultKind::ApiErrors => "api-errors",
             FaultKind::ApiLostResponse => "api-lost-response",
             FaultKind::ApiQuota => "api-quota",
+            FaultKind::NodeClockJump => "node-clock-jump",
+            FaultKind::NodeClockDrift => "node-clock-drift",
         }
+    }
+
+    /// Whether it needs libfaketime (Debian's `faketime`).
+    pub fn needs_faketime(self) -> bool {
+        matches!(self, FaultKind::NodeClockJump | FaultKind::NodeClockDrift)
     }
 
     /// Whether it targets one node (the others act on the fleet, the store
@@ -65,7 +80,11 @@ impl FaultKind {
     pub fn on_node(self) -> bool {
         matches!(
             self,
-            FaultKind::NodeKill | FaultKind::NodeFreeze | FaultKind::NodeRestart
+            FaultKind::NodeKill
+                | FaultKind::NodeFreeze
+                | FaultKind::NodeRestart
+                | FaultKind::NodeClockJump
+                | FaultKind::NodeClockDrift
         )
     }
 }
@@ -102,6 +121,8 @@ impl Rng {
 
 /// What the drawn schedule needs to know about the fleet.
 pub struct Shape {
+    /// Whether clock faults can be caused (libfaketime is installed).
+    pub clocks: bool,
     pub nodes: usize,
     pub regions: usize,
     pub store_members: usize,
@@ -114,7 +135,12 @@ pub struct Shape {
 /// for the fleet to recover, all ending before `duration_ms`.
 pub fn draw(seed: u64, shape: &Shape) -> Vec<Fault> {
     let mut rng = Rng(seed);
-    let mut kinds: Vec<FaultKind> = FaultKind::ALL.to_vec();
+    let all: Vec<FaultKind> = FaultKind::ALL
+        .iter()
+        .copied()
+        .filter(|k| shape.clocks || !k.needs_faketime())
+        .collect();
+    let mut kinds = all.clone();
     for i in (1..kinds.len()).rev() {
         let j = rng.below(i as u64 + 1) as usize;
         kinds.swap(i, j);
@@ -126,7 +152,7 @@ pub fn draw(seed: u64, shape: &Shape) -> Vec<Fault> {
         let kind = if i < kinds.len() {
             kinds[i]
         } else {
-            FaultKind::ALL[rng.below(FaultKind::ALL.len() as u64) as usize]
+            all[rng.below(all.len() as u64) as usize]
         };
         let for_ms = match kind {
             // A freeze outlasts the lease, or it is not a freeze.
@@ -134,8 +160,8 @@ pub fn draw(seed: u64, shape: &Shape) -> Vec<Fault> {
             FaultKind::StoreOutage => 2_000 + rng.below(3_000),
             // Long enough that the stop bound (held everywhere, plus an
             // upload in flight) leaves a window to check.
-            FaultKind::KillSwitch | FaultKind::RegionPause => 12_000 + rng.below(4_000),
-            _ => 2_000 + rng.below(3_000),
+            FaultKind::KillSwitch | FaultKind::RegionPause => 11_000 + rng.below(3_000),
+            _ => 2_000 + rng.below(2_000),
         };
         let target = match kind {
             k if k.on_node() => rng.below(shape.nodes as u64) as usize,
@@ -172,6 +198,7 @@ mod tests {
 
     fn shape(duration_ms: u64) -> Shape {
         Shape {
+            clocks: true,
             nodes: 6,
             regions: 3,
             store_members: 3,
