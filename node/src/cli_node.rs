@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reelfleet::live::config::{NodeConfig, PublisherConfig};
+use reelfleet::live::fault_points::FaultPoints;
 use reelfleet::live::runtime::{NodeSpec, RunningNode};
 use reelfleet::live::transport::TlsIdentity;
 use reelfleet::publish::directory::DirectoryPublisher;
@@ -20,6 +21,11 @@ pub struct NodeArgs {
     /// The node config (see README, "Running nodes").
     #[arg(long)]
     config: PathBuf,
+    /// Enable the fault points (testing only): a point armed by a file in
+    /// <data_dir>/faults/ stops this process there (SIGSTOP) once. Known
+    /// points: publish-after-guard.
+    #[arg(long)]
+    allow_faults: bool,
 }
 
 pub fn load_topology(path: &Path) -> Result<Topology, String> {
@@ -121,6 +127,20 @@ fn check_ports_free(cfg: &NodeConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// The node's fault points: off unless `--allow-faults` (tests only).
+fn fault_points(cfg: &NodeConfig, allow: bool) -> Result<FaultPoints, String> {
+    if !allow {
+        return Ok(FaultPoints::off());
+    }
+    let dir = cfg.data_dir.join("faults");
+    eprintln!(
+        "{}: fault points enabled (--allow-faults, armed through {}): for tests only",
+        cfg.node,
+        dir.display()
+    );
+    FaultPoints::allowed(&dir)
+}
+
 pub fn run(args: NodeArgs) -> i32 {
     match run_inner(args) {
         Ok(()) => 0,
@@ -148,6 +168,7 @@ fn run_inner(args: NodeArgs) -> Result<(), String> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", cfg.data_dir.display()))?;
     let publisher = build_publisher(cfg.publisher.as_ref(), &cfg.data_dir, &topo)?;
+    let fault_points = fault_points(&cfg, args.allow_faults)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -171,6 +192,7 @@ fn run_inner(args: NodeArgs) -> Result<(), String> {
             publisher,
             gpu: cfg.gpu.clone(),
             metrics: cfg.metrics,
+            fault_points,
         })
         .await?;
         println!(
@@ -181,31 +203,36 @@ fn run_inner(args: NodeArgs) -> Result<(), String> {
                 .map(|a| format!(", metrics on http://{a}/metrics"))
                 .unwrap_or_default()
         );
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-        let why = tokio::select! {
-            _ = tokio::signal::ctrl_c() => None,
-            _ = term.recv() => None,
-            r = node.stop_requested() => Some(r),
-        };
-        let result = match why {
-            None => {
-                tracing::info!(node = %cfg.node, "draining (signal)");
-                let drained = node
-                    .drain(Duration::from_millis(lease_ms * 5 + 10_000))
-                    .await;
-                if !drained {
-                    tracing::warn!(
-                        node = %cfg.node,
-                        "drain did not finish; stopping anyway (the lease will lapse)"
-                    );
-                }
-                Ok(())
-            }
-            Some(r) if r == "drained" => Ok(()),
-            Some(r) => Err(format!("node stopped: {r}")),
-        };
+        let result = until_stopped(&node, &cfg.node, lease_ms).await;
         node.stop().await;
         result
     })
+}
+
+/// Serves until SIGINT or SIGTERM (then drains) or the node stops itself.
+async fn until_stopped(node: &RunningNode, name: &str, lease_ms: u64) -> Result<(), String> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let why = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+        r = node.stop_requested() => Some(r),
+    };
+    match why {
+        None => {
+            tracing::info!(node = %name, "draining (signal)");
+            let drained = node
+                .drain(Duration::from_millis(lease_ms * 5 + 10_000))
+                .await;
+            if !drained {
+                tracing::warn!(
+                    node = %name,
+                    "drain did not finish; stopping anyway (the lease will lapse)"
+                );
+            }
+            Ok(())
+        }
+        Some(r) if r == "drained" => Ok(()),
+        Some(r) => Err(format!("node stopped: {r}")),
+    }
 }

@@ -232,6 +232,7 @@ async fn start_nodes(
             publisher: Arc::clone(publisher),
             gpu: Default::default(),
             metrics: None,
+            fault_points: Default::default(),
         })
         .await;
         let node = match started {

@@ -125,6 +125,7 @@ async fn start_solo_node(dir: &Path) -> RunningNode {
         publisher: Arc::new(DirectoryPublisher::new(dir.join("published")).expect("pub")),
         gpu: Default::default(),
         metrics: None,
+        fault_points: Default::default(),
     })
     .await
     .expect("node starts")

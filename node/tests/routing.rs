@@ -86,6 +86,7 @@ async fn live_node(
         executors: Default::default(),
         artifacts: dir.join("artifacts"),
         publisher: Arc::new(DirectoryPublisher::new(dir.join("published")).expect("publisher")),
+        fault_points: Default::default(),
     };
     let node = build_ports(spec, me, Arc::new(Recorder(Arc::clone(&seen)))).expect("ports");
     let tap: RouteTap = {

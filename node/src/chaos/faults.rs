@@ -47,6 +47,9 @@ pub struct Rig<'a> {
 /// makes a node give up its lease early, never late).
 const CLOCK_RATE: f64 = 1.5;
 
+/// How long a publish stall waits for an upload to reach its fault point.
+const STALL_WAIT_MAX: Duration = Duration::from_secs(30);
+
 /// How far a jumping node's wall clock goes ahead.
 const CLOCK_JUMP_S: i64 = 3_600;
 
@@ -91,8 +94,18 @@ impl Rig<'_> {
         self.fleet.start(i)
     }
 
+    /// An API fault through the emulator's knobs.
+    fn api_fault(&self, kind: FaultKind) {
+        match kind {
+            FaultKind::ApiErrors => self.emu.fail_next(1_000_000, 503),
+            FaultKind::ApiLostResponse => self.emu.lose_final_response(LostResponse::Close, 3),
+            _ => self.emu.set_quota_exhausted(true),
+        }
+    }
+
     /// Causes `f`; what came of it.
     pub fn begin(&mut self, f: &Fault, now_ms: u64) -> FaultRecord {
+        let began = std::time::Instant::now();
         let mut rec = FaultRecord {
             kind: f.kind.name(),
             target: self.target_name(f),
@@ -113,8 +126,8 @@ impl Rig<'_> {
                 Ok(())
             }
             FaultKind::NodeRestart => {
-                let i = f.target % nodes;
-                self.fleet.terminate(i, Duration::from_secs(20));
+                self.fleet
+                    .terminate(f.target % nodes, Duration::from_secs(20));
                 Ok(())
             }
             FaultKind::StoreMemberKill => {
@@ -137,22 +150,24 @@ impl Rig<'_> {
                     target: Target::Region(format!("r{}", f.target)),
                 })
                 .map(|_| ()),
-            FaultKind::ApiErrors => {
-                self.emu.fail_next(1_000_000, 503);
-                Ok(())
-            }
-            FaultKind::ApiLostResponse => {
-                self.emu.lose_final_response(LostResponse::Close, 3);
-                Ok(())
-            }
-            FaultKind::ApiQuota => {
-                self.emu.set_quota_exhausted(true);
+            FaultKind::ApiErrors | FaultKind::ApiLostResponse | FaultKind::ApiQuota => {
+                self.api_fault(f.kind);
                 Ok(())
             }
             FaultKind::NodeClockJump | FaultKind::NodeClockDrift => {
                 self.clock_fault(f.kind, f.target % nodes, true)
             }
+            FaultKind::PublishStall => self.fleet.stall_at(
+                f.target % nodes,
+                crate::live::fault_points::PUBLISH_AFTER_GUARD,
+                STALL_WAIT_MAX,
+            ),
         };
+        if f.kind == FaultKind::PublishStall && result.is_ok() {
+            // The fault began when an upload reached the point, not when
+            // the point was armed.
+            rec.started_ms = now_ms + began.elapsed().as_millis() as u64;
+        }
         rec.error = result.err();
         rec
     }
@@ -163,7 +178,7 @@ impl Rig<'_> {
         let members = self.etcd.members.len();
         match f.kind {
             FaultKind::NodeKill | FaultKind::NodeRestart => self.fleet.start(f.target % nodes),
-            FaultKind::NodeFreeze => {
+            FaultKind::NodeFreeze | FaultKind::PublishStall => {
                 self.fleet.thaw(f.target % nodes);
                 Ok(())
             }

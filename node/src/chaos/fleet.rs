@@ -247,7 +247,8 @@ impl Fleet {
             .try_clone()
             .map_err(|e| format!("{}: {e}", n.log.display()))?;
         let mut cmd = Command::new(&self.exe);
-        cmd.args(["node", "--config"])
+        // A chaos fleet is a test fleet: its fault points may be armed.
+        cmd.args(["node", "--allow-faults", "--config"])
             .arg(&n.cfg)
             .env("RUST_LOG", "info");
         // Under libfaketime (when installed) every node's wall clock can be
@@ -291,6 +292,36 @@ impl Fleet {
     pub fn freeze(&mut self, i: usize) {
         self.nodes[i].signal(libc::SIGSTOP);
         self.nodes[i].frozen = true;
+    }
+
+    /// Arms fault point `point` of node `i` and waits until the node has
+    /// stopped itself there (`--allow-faults`); it stays stopped until
+    /// [`Fleet::thaw`].
+    pub fn stall_at(&mut self, i: usize, point: &str, wait_max: Duration) -> Result<(), String> {
+        let dir = self
+            .dir
+            .join("data")
+            .join(&self.nodes[i].name)
+            .join("faults");
+        crate::live::fault_points::arm(&dir, point)?;
+        let Some(pid) = self.nodes[i].child.as_ref().map(|c| c.id()) else {
+            return Err(format!("{} is not running", self.nodes[i].name));
+        };
+        let deadline = std::time::Instant::now() + wait_max;
+        while std::time::Instant::now() < deadline {
+            if process_stopped(pid) {
+                self.nodes[i].frozen = true;
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Disarm, so that it cannot fire later, unasked.
+        let _ = std::fs::remove_file(dir.join(point));
+        Err(format!(
+            "{}: no upload reached {point} within {} s",
+            self.nodes[i].name,
+            wait_max.as_secs()
+        ))
     }
 
     pub fn thaw(&mut self, i: usize) {
@@ -353,4 +384,16 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// Whether process `pid` is stopped (state `T` in `/proc/<pid>/stat`).
+fn process_stopped(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may
+    // itself hold spaces or parentheses.
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        .is_some_and(|c| c == 'T')
 }

@@ -130,7 +130,7 @@ pub fn recoveries(samples: &[Sample], faults: &[FaultRecord], b: &Bounds) -> Vec
     for f in faults.iter().filter(|f| f.error.is_none()) {
         let (recovery_ms, bound_ms) = match f.kind {
             "node-kill" | "node-freeze" | "node-restart" | "node-clock-jump"
-            | "node-clock-drift" => {
+            | "node-clock-drift" | "publish-stall" => {
                 let Some(node) = b.node_of.iter().position(|n| *n == f.target) else {
                     continue;
                 };

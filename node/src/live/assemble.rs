@@ -31,6 +31,7 @@ pub struct PortsSpec {
     pub executors: BTreeMap<String, ExecutorConfig>,
     pub artifacts: PathBuf,
     pub publisher: Arc<dyn Publisher>,
+    pub fault_points: super::fault_points::FaultPoints,
 }
 
 /// The ports of node `me`, sending to other nodes through `outbox`.
@@ -66,6 +67,7 @@ pub fn build_ports(
         router: Arc::clone(&router),
         jobs: Arc::clone(&jobs),
         life: Arc::clone(&life),
+        faults: spec.fault_points.clone(),
     });
     let store = Arc::new(StorePort {
         store: spec.store,

@@ -19,6 +19,7 @@
 pub mod assemble;
 pub mod clock;
 pub mod config;
+pub mod fault_points;
 pub mod jobs;
 pub mod ledger_metrics;
 pub mod life;

@@ -8,6 +8,7 @@ use actors::channel::ChannelInput;
 use topology::{ChannelId, Topology};
 
 use super::clock::Clock;
+use super::fault_points::{FaultPoints, PUBLISH_AFTER_GUARD};
 use super::jobs::JobPort;
 use super::life::Life;
 use super::metrics::Metrics;
@@ -29,6 +30,7 @@ pub struct PublishPort {
     pub router: Arc<Router>,
     pub jobs: Arc<JobPort>,
     pub life: Arc<Life>,
+    pub faults: FaultPoints,
 }
 
 /// One upload a channel machine asked for.
@@ -89,10 +91,16 @@ impl PublishPort {
         let port = Arc::clone(self);
         Arc::new(move || {
             let now = port.clock.now_ms();
-            now + FINISH_MARGIN_MS < deadline_ms
+            let may = now + FINISH_MARGIN_MS < deadline_ms
                 && port.router.view().lease_valid_until_ms > now
                 && !port.life.is_stopping()
-                && port.router.hosts(channel, epoch)
+                && port.router.hosts(channel, epoch);
+            if may {
+                // The residual window of a time-based guard: everything held
+                // a moment ago; a freeze here outlasts all of it.
+                port.faults.hit(PUBLISH_AFTER_GUARD);
+            }
+            may
         })
     }
 

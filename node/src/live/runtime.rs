@@ -55,6 +55,8 @@ pub struct NodeSpec {
     pub publisher: Arc<dyn Publisher>,
     pub gpu: GpuConfig,
     pub metrics: Option<SocketAddr>,
+    /// Off except in a node started with `--allow-faults`.
+    pub fault_points: super::fault_points::FaultPoints,
 }
 
 pub struct RunningNode {
@@ -163,6 +165,7 @@ impl RunningNode {
             executors: spec.executors,
             artifacts: spec.artifacts,
             publisher: spec.publisher,
+            fault_points: spec.fault_points,
         };
         let node = build_ports(parts, me, outbox)?;
         let _ = cell.set(Arc::downgrade(&node));

@@ -13,9 +13,12 @@
 //!   a bounded number of times with a small backoff. Resuming one session
 //!   is not a new upload attempt: retrying a whole upload, and charging for
 //!   it, is the machine's decision, never the publisher's.
-//! - **Safety.** `may_finish` is asked right before every send of the chunk
-//!   that carries the last byte; false means that chunk is never sent, so
-//!   the video is definitely not published (`Transient`).
+//! - **Safety.** `may_finish` is asked as the connection is about to write
+//!   the body of the chunk that carries the last byte (the latest moment
+//!   this client controls); false means those bytes are never sent, so the
+//!   video is definitely not published (`Transient`). What remains is the
+//!   instant between that answer and the bytes leaving: README, "The
+//!   window a guard cannot close".
 //! - **Outcomes.** Definite answers map onto `PublishOutcome`; when the
 //!   last byte may have reached the server and neither its answer nor a
 //!   status query says what happened, the answer is `None` (unknown), and
@@ -36,11 +39,12 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actors::protocol::{LookupOutcome, PublishOutcome};
-use reqwest::header::{HeaderMap, CONTENT_RANGE, LOCATION, RANGE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_RANGE, LOCATION, RANGE, RETRY_AFTER};
 use topology::{PublishingProject, QuotaCost};
 
 use super::{BoxFuture, MayFinish, PublishError, Publisher, Upload};
@@ -148,7 +152,7 @@ struct Reply {
 }
 
 enum Failure {
-    /// `may_finish` said no: the request was not sent.
+    /// `may_finish` said no: the final bytes were not sent.
     Stopped,
     /// Nothing reached the server: the connection was never made, or no
     /// access token could be had.
@@ -344,21 +348,14 @@ impl YoutubePublisher {
     }
 
     /// One API request with a bearer token; on a 401 the token is renewed
-    /// and the request repeated once. `guard` is asked right before each
-    /// send (the final chunk's `may_finish`).
+    /// and the request repeated once.
     async fn call(
         &self,
         build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
-        guard: Option<&MayFinish>,
     ) -> Result<Reply, Failure> {
         let mut renewed = false;
         loop {
             let token = self.access_token().await.map_err(Failure::NotSent)?;
-            if let Some(may_finish) = guard {
-                if !may_finish() {
-                    return Err(Failure::Stopped);
-                }
-            }
             let resp = match build().bearer_auth(&token).send().await {
                 Ok(r) => r,
                 Err(e) if e.is_connect() => return Err(Failure::NotSent(e.to_string())),
@@ -438,16 +435,13 @@ impl YoutubePublisher {
             self.cfg.upload_base
         );
         let init = self
-            .call(
-                &|| {
-                    self.http
-                        .post(&url)
-                        .header("X-Upload-Content-Length", total)
-                        .header("X-Upload-Content-Type", "video/*")
-                        .json(&resource)
-                },
-                None,
-            )
+            .call(&|| {
+                self.http
+                    .post(&url)
+                    .header("X-Upload-Content-Length", total)
+                    .header("X-Upload-Content-Type", "video/*")
+                    .json(&resource)
+            })
             .await;
         let reply = match init {
             Ok(r) => r,
@@ -530,17 +524,28 @@ impl YoutubePublisher {
             }
         };
         let range = format!("bytes {}-{}/{}", offset, end - 1, total);
+        let refused = Arc::new(AtomicBool::new(false));
         let sent = self
-            .call(
-                &|| {
-                    self.http
-                        .put(session)
-                        .header(CONTENT_RANGE, &range)
-                        .body(data.clone())
-                },
-                is_final.then_some(may_finish),
-            )
+            .call(&|| {
+                let put = self.http.put(session).header(CONTENT_RANGE, &range);
+                if is_final {
+                    put.header(CONTENT_LENGTH, data.len()).body(guarded_body(
+                        data.clone(),
+                        may_finish,
+                        &refused,
+                    ))
+                } else {
+                    put.body(data.clone())
+                }
+            })
             .await;
+        // The guard said no as the body was about to go: the last byte
+        // never left, so the upload is definitely not complete.
+        let sent = if refused.load(Ordering::SeqCst) {
+            Err(Failure::Stopped)
+        } else {
+            sent
+        };
         match sent {
             Err(Failure::Stopped) => AfterChunk::Finished(self.transient(format!(
                 "{key}: may_finish said no; the last chunk was not sent"
@@ -655,15 +660,12 @@ impl YoutubePublisher {
     async fn status_query(&self, session: &str, total: u64) -> Status {
         let range = format!("bytes */{total}");
         let reply = self
-            .call(
-                &|| {
-                    self.http
-                        .put(session)
-                        .header(CONTENT_RANGE, &range)
-                        .body(Vec::new())
-                },
-                None,
-            )
+            .call(&|| {
+                self.http
+                    .put(session)
+                    .header(CONTENT_RANGE, &range)
+                    .body(Vec::new())
+            })
             .await;
         match reply {
             Ok(r) => match r.status {
@@ -695,14 +697,11 @@ impl YoutubePublisher {
         }
         let url = format!("{}/youtube/v3/channels", self.cfg.api_base);
         let reply = self
-            .call(
-                &|| {
-                    self.http
-                        .get(&url)
-                        .query(&[("part", "contentDetails"), ("mine", "true")])
-                },
-                None,
-            )
+            .call(&|| {
+                self.http
+                    .get(&url)
+                    .query(&[("part", "contentDetails"), ("mine", "true")])
+            })
             .await
             .map_err(failure_text)?;
         if reply.status != 200 {
@@ -732,20 +731,17 @@ impl YoutubePublisher {
         let mut page: Option<String> = None;
         for _ in 0..self.cfg.lookup_max_pages {
             let reply = self
-                .call(
-                    &|| {
-                        let mut q = vec![
-                            ("part", "snippet"),
-                            ("playlistId", playlist.as_str()),
-                            ("maxResults", "50"),
-                        ];
-                        if let Some(p) = &page {
-                            q.push(("pageToken", p.as_str()));
-                        }
-                        self.http.get(&url).query(&q)
-                    },
-                    None,
-                )
+                .call(&|| {
+                    let mut q = vec![
+                        ("part", "snippet"),
+                        ("playlistId", playlist.as_str()),
+                        ("maxResults", "50"),
+                    ];
+                    if let Some(p) = &page {
+                        q.push(("pageToken", p.as_str()));
+                    }
+                    self.http.get(&url).query(&q)
+                })
                 .await
                 .map_err(failure_text)?;
             if reply.status != 200 {
@@ -828,6 +824,24 @@ fn failure_text(f: Failure) -> String {
         Failure::Stopped => "stopped".into(),
         Failure::NotSent(e) | Failure::Lost(e) => e,
     }
+}
+
+/// The final chunk's body: `may_finish` is asked when the connection
+/// polls the body to write it, the latest moment this client controls
+/// (after the headers, with no await between the answer and the bytes
+/// going out). On a no, the body fails, the request is abandoned with the
+/// last byte unsent, and `refused` says so.
+fn guarded_body(data: Vec<u8>, may_finish: &MayFinish, refused: &Arc<AtomicBool>) -> reqwest::Body {
+    let (may_finish, refused) = (Arc::clone(may_finish), Arc::clone(refused));
+    let once = futures_util::stream::once(async move {
+        if may_finish() {
+            Ok(data)
+        } else {
+            refused.store(true, Ordering::SeqCst);
+            Err(std::io::Error::other("may_finish said no"))
+        }
+    });
+    reqwest::Body::wrap_stream(once)
 }
 
 async fn read_range(video: PathBuf, start: u64, end: u64) -> Result<Vec<u8>, String> {
