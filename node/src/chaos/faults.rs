@@ -12,6 +12,7 @@ use super::fleet::{Fleet, ADMIN};
 use super::schedule::{Fault, FaultKind};
 use crate::admin::client::AdminClient;
 use crate::admin::proto::{Command, Target};
+use crate::emulate::provider::ProviderEmulator;
 use crate::emulate::youtube::{LostResponse, YoutubeEmulator};
 use crate::live::runtime::addr_key;
 use crate::live::transport::TlsIdentity;
@@ -39,6 +40,7 @@ pub struct Rig<'a> {
     pub fleet: &'a mut Fleet,
     pub etcd: &'a mut EtcdCluster,
     pub emu: &'a Arc<YoutubeEmulator>,
+    pub provider: &'a ProviderEmulator,
     pub store: &'a Arc<AnyStore>,
     pub admin: &'a TlsIdentity,
 }
@@ -46,6 +48,10 @@ pub struct Rig<'a> {
 /// How fast a drifting node's clock runs (the safe direction: a fast clock
 /// makes a node give up its lease early, never late).
 const CLOCK_RATE: f64 = 1.5;
+
+/// How many times slower a slow GPU renders (0.7 s becomes 2.8 s: a
+/// straggler, inside the executor's 5 s timeout).
+const GPU_SLOW_FACTOR: u64 = 4;
 
 /// How long a publish stall waits for an upload to reach its fault point.
 const STALL_WAIT_MAX: Duration = Duration::from_secs(30);
@@ -154,6 +160,8 @@ impl Rig<'_> {
                 self.api_fault(f.kind);
                 Ok(())
             }
+            FaultKind::ProviderErrors => self.provider.set_failing("script", Some(503)),
+            FaultKind::GpuSlow => self.provider.set_slow("render", GPU_SLOW_FACTOR),
             FaultKind::NodeClockJump | FaultKind::NodeClockDrift => {
                 self.clock_fault(f.kind, f.target % nodes, true)
             }
@@ -200,6 +208,10 @@ impl Rig<'_> {
                 .map(|_| ()),
             FaultKind::NodeClockJump | FaultKind::NodeClockDrift => {
                 self.clock_fault(f.kind, f.target % nodes, false)
+            }
+            FaultKind::ProviderErrors | FaultKind::GpuSlow => {
+                self.provider.clear_faults();
+                Ok(())
             }
             FaultKind::ApiErrors | FaultKind::ApiLostResponse | FaultKind::ApiQuota => {
                 self.emu.clear_faults();

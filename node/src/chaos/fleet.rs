@@ -130,13 +130,19 @@ lookup = { bucket = "units", units = 1 }
     s
 }
 
-fn node_toml(
-    n: &str,
-    store_url: &str,
-    metrics_port: u16,
-    lease_ms: u64,
-    yt: &YoutubeConfig,
-) -> String {
+/// The stages the nodes run through the `http` executor against the
+/// provider emulator, with their healthy time (the pipeline's durations).
+pub const PROVIDER_STAGES: [(&str, u64); 2] = [("script", 300), ("render", 700)];
+
+/// What the nodes publish to and run their stages on.
+pub struct Services<'a> {
+    pub youtube: &'a YoutubeConfig,
+    /// The provider emulator's base URL.
+    pub provider: &'a str,
+}
+
+fn node_toml(n: &str, store_url: &str, metrics_port: u16, lease_ms: u64, svc: &Services) -> String {
+    let yt = svc.youtube;
     format!(
         r#"node = "{n}"
 cluster = "cluster.toml"
@@ -166,7 +172,16 @@ chunk_bytes = 262144
 project = "p"
 [gpu]
 probe = false
+[executors.script]
+kind = "http"
+url = "{provider}/script"
+timeout_ms = 5000
+[executors.render]
+kind = "http"
+url = "{provider}/render"
+timeout_ms = 5000
 "#,
+        provider = svc.provider,
         renew_ms = (lease_ms / 4).max(100),
         api = yt.api_base,
         upload = yt.upload_base,
@@ -187,8 +202,9 @@ impl Fleet {
         dir: &Path,
         shape: &FleetShape,
         store_url: &str,
-        yt: &YoutubeConfig,
+        svc: &Services,
     ) -> Result<Fleet, String> {
+        let yt = svc.youtube;
         let cluster = cluster_toml(shape);
         write(&dir.join("cluster.toml"), &cluster)?;
         let topo = topology::config::parse_topology(&cluster)
@@ -206,7 +222,7 @@ impl Fleet {
             let cfg = dir.join(format!("{}.toml", n.name));
             write(
                 &cfg,
-                &node_toml(&n.name, store_url, metrics_port, shape.lease_ms, yt),
+                &node_toml(&n.name, store_url, metrics_port, shape.lease_ms, svc),
             )?;
             let clock_file = dir.join("logs").join(format!("{}.clock", n.name));
             write(&clock_file, "+0\n")?;

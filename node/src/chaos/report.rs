@@ -146,7 +146,9 @@ pub fn recoveries(samples: &[Sample], faults: &[FaultRecord], b: &Bounds) -> Vec
                 )
             }
             "store-member-kill" | "store-outage" | "api-errors" | "api-lost-response"
-            | "api-quota" => (progress_recovery(samples, f), 30_000),
+            | "api-quota" | "provider-errors" | "gpu-slow" => {
+                (progress_recovery(samples, f), 30_000)
+            }
             _ => continue,
         };
         out.push(Recovery {

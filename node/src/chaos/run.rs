@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 
 use super::etcd::{etcd_installed, EtcdCluster};
 use super::faults::{FaultRecord, Rig};
-use super::fleet::{cluster_toml, Fleet, FleetShape, ADMIN};
+use super::fleet::{cluster_toml, Fleet, FleetShape, Services, ADMIN, PROVIDER_STAGES};
 use super::monitor::{ownership_changes, Monitor};
 use super::plant::Plant;
 use super::report::{self, Bounds, ChaosReport, Check};
 use super::schedule::{draw, Fault, Shape};
 use super::ChaosConfig;
 use crate::audit::AuditInput;
+use crate::emulate::provider::ProviderEmulator;
 use crate::emulate::youtube::{EmulatorConfig, YoutubeEmulator};
 use crate::live::transport::TlsIdentity;
 use crate::store::any::AnyStore;
@@ -39,6 +40,7 @@ struct Started {
     etcd: EtcdCluster,
     store: Arc<AnyStore>,
     emu: Arc<YoutubeEmulator>,
+    provider: ProviderEmulator,
     fleet: Fleet,
     admin: TlsIdentity,
     topo: Arc<topology::Topology>,
@@ -72,7 +74,12 @@ fn start(cfg: &ChaosConfig, out: &Path) -> Result<Started, String> {
     };
     let (emu, _) = YoutubeEmulator::start_on_thread_with(emu_cfg)?;
     let emu = Arc::new(emu);
-    let mut fleet = Fleet::prepare(out, &shape, &url, &emu.publisher_config())?;
+    let provider = ProviderEmulator::start_on_thread(&PROVIDER_STAGES)?;
+    let services = Services {
+        youtube: &emu.publisher_config(),
+        provider: &provider.base_url(),
+    };
+    let mut fleet = Fleet::prepare(out, &shape, &url, &services)?;
     for i in 0..fleet.nodes.len() {
         fleet.start(i)?;
     }
@@ -82,6 +89,7 @@ fn start(cfg: &ChaosConfig, out: &Path) -> Result<Started, String> {
         etcd,
         store,
         emu,
+        provider,
         fleet,
         admin,
         topo: Arc::new(topo),
@@ -102,6 +110,7 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
         mut etcd,
         store,
         emu,
+        provider,
         mut fleet,
         admin,
         topo,
@@ -127,6 +136,7 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
         fleet: &mut fleet,
         etcd: &mut etcd,
         emu: &emu,
+        provider: &provider,
         store: &store,
         admin: &admin,
     };
@@ -275,6 +285,7 @@ fn heal(rig: &mut Rig<'_>) -> Result<(), String> {
     rig.etcd.wait_healthy(Duration::from_secs(30))?;
     rig.emu.clear_faults();
     rig.emu.set_quota_exhausted(false);
+    rig.provider.clear_faults();
     Ok(())
 }
 
