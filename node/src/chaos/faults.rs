@@ -72,6 +72,8 @@ impl Rig<'_> {
             FaultKind::StoreMemberKill | FaultKind::StoreOutage => format!("etcd m{}", f.target),
             FaultKind::RegionPause => format!("r{}", f.target),
             FaultKind::KillSwitch => "fleet".into(),
+            FaultKind::ProviderErrors => "model server /script".into(),
+            FaultKind::GpuSlow => "model server /render".into(),
             _ => "youtube api".into(),
         }
     }

@@ -83,7 +83,7 @@ fn timeline(r: &ChaosReport) -> Result<String, String> {
         c.draw_series(LineSeries::new(pts, BLACK.stroke_width(2)))
             .map_err(err)?;
         c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(SeriesLabelPosition::LowerRight)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font(("sans-serif", 11))
@@ -164,7 +164,9 @@ fn recoveries(r: &ChaosReport) -> Result<String, String> {
         * 1.1;
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, 340)).into_drawing_area();
+        // Kinds down the side (their names fit there), seconds across.
+        let height = 80 + 28 * n as u32;
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let mut c = ChartBuilder::on(&root)
             .caption(
@@ -173,18 +175,18 @@ fn recoveries(r: &ChaosReport) -> Result<String, String> {
             )
             .margin(10)
             .x_label_area_size(30)
-            .y_label_area_size(40)
-            .build_cartesian_2d((0..n).into_segmented(), 0f64..top)
+            .y_label_area_size(150)
+            .build_cartesian_2d(0f64..top, (0..n).into_segmented())
             .map_err(err)?;
         let label = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) => kinds.get(*i).map(|k| k.to_string()).unwrap_or_default(),
             _ => String::new(),
         };
         c.configure_mesh()
-            .disable_x_mesh()
-            .x_labels(n)
-            .x_label_formatter(&label)
-            .y_desc("seconds")
+            .disable_y_mesh()
+            .y_labels(n)
+            .y_label_formatter(&label)
+            .x_desc("seconds")
             .draw()
             .map_err(err)?;
         for (i, k) in kinds.iter().enumerate() {
@@ -192,8 +194,8 @@ fn recoveries(r: &ChaosReport) -> Result<String, String> {
             let bound = of_kind.iter().map(|x| x.bound_ms).max().unwrap_or(0) as f64 / 1000.0;
             c.draw_series(std::iter::once(PathElement::new(
                 vec![
-                    (SegmentValue::Exact(i), bound),
-                    (SegmentValue::Exact(i + 1), bound),
+                    (bound, SegmentValue::Exact(i)),
+                    (bound, SegmentValue::Exact(i + 1)),
                 ],
                 BLACK.stroke_width(2),
             )))
@@ -206,7 +208,7 @@ fn recoveries(r: &ChaosReport) -> Result<String, String> {
                 } else {
                     RGBColor(220, 20, 20)
                 };
-                Circle::new((SegmentValue::CenterOf(i), v), 5, col.filled())
+                Circle::new((v, SegmentValue::CenterOf(i)), 5, col.filled())
             }))
             .map_err(err)?;
         }

@@ -237,7 +237,10 @@ pub fn stop_checks(samples: &[Sample], faults: &[FaultRecord], b: &Bounds) -> Ve
             out.push(Check {
                 invariant: "the kill switch holds on every node within two leases".into(),
                 ok: held.is_some_and(|ms| ms <= b.lease_ms * 2),
-                evidence: format!("held on every node after {held:?} ms"),
+                evidence: match held {
+                    Some(ms) => format!("held on every node after {ms} ms"),
+                    None => "the admin RPC did not say that every node held".into(),
+                },
             });
         }
     }

@@ -401,10 +401,16 @@ fn verdict(
         checks.push(Check {
             invariant: format!("{} recovers within its bound", r.kind),
             ok: r.recovery_ms.is_some_and(|ms| ms <= r.bound_ms),
-            evidence: format!(
-                "{} at {} ms: recovered after {:?} ms (bound {} ms)",
-                r.target, r.started_ms, r.recovery_ms, r.bound_ms
-            ),
+            evidence: match r.recovery_ms {
+                Some(ms) => format!(
+                    "{} at {} ms: recovered after {ms} ms (bound {} ms)",
+                    r.target, r.started_ms, r.bound_ms
+                ),
+                None => format!(
+                    "{} at {} ms: not recovered by the end of the run (bound {} ms)",
+                    r.target, r.started_ms, r.bound_ms
+                ),
+            },
         });
     }
     checks.extend(report::stop_checks(&samples, &faults, &bounds));
