@@ -373,6 +373,24 @@ fn ready_checks(fleet: &Fleet) -> Vec<Check> {
     out
 }
 
+/// A recovery against its bound, as a check.
+fn recovery_check(r: &report::Recovery) -> Check {
+    Check {
+        invariant: format!("{} recovers within its bound", r.kind),
+        ok: r.recovery_ms.is_some_and(|ms| ms <= r.bound_ms),
+        evidence: match r.recovery_ms {
+            Some(ms) => format!(
+                "{} at {} ms: recovered after {ms} ms (bound {} ms)",
+                r.target, r.started_ms, r.bound_ms
+            ),
+            None => format!(
+                "{} at {} ms: not recovered by the end of the run (bound {} ms)",
+                r.target, r.started_ms, r.bound_ms
+            ),
+        },
+    }
+}
+
 fn verdict(
     cfg: &ChaosConfig,
     topo: &topology::Topology,
@@ -397,22 +415,7 @@ fn verdict(
             evidence: v.evidence.clone(),
         })
         .collect();
-    for r in &recoveries {
-        checks.push(Check {
-            invariant: format!("{} recovers within its bound", r.kind),
-            ok: r.recovery_ms.is_some_and(|ms| ms <= r.bound_ms),
-            evidence: match r.recovery_ms {
-                Some(ms) => format!(
-                    "{} at {} ms: recovered after {ms} ms (bound {} ms)",
-                    r.target, r.started_ms, r.bound_ms
-                ),
-                None => format!(
-                    "{} at {} ms: not recovered by the end of the run (bound {} ms)",
-                    r.target, r.started_ms, r.bound_ms
-                ),
-            },
-        });
-    }
+    checks.extend(recoveries.iter().map(recovery_check));
     checks.extend(report::stop_checks(&samples, &faults, &bounds));
     checks.extend(ready);
     for f in faults.iter().filter(|f| f.error.is_some()) {
