@@ -31,6 +31,8 @@ pub struct EtcdCluster {
     /// Unique per cluster, so that members of two clusters never mistake
     /// each other for peers.
     token: String,
+    /// The address members listen on (loopback, or a chaos fleet's bridge).
+    pub host: std::net::IpAddr,
 }
 
 /// A free loopback port, never the same one twice in this process: two
@@ -66,6 +68,16 @@ impl EtcdCluster {
     /// Starts `size` members with their data under `dir` and waits until
     /// every one accepts connections.
     pub fn start(size: usize, dir: &Path) -> Result<EtcdCluster, String> {
+        Self::start_on(size, dir, std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// As [`EtcdCluster::start`], listening on `host` (its ports are found
+    /// free on loopback; a fresh bridge address has none in use).
+    pub fn start_on(
+        size: usize,
+        dir: &Path,
+        host: std::net::IpAddr,
+    ) -> Result<EtcdCluster, String> {
         let mut members = Vec::with_capacity(size);
         for i in 0..size {
             members.push(Member {
@@ -78,7 +90,7 @@ impl EtcdCluster {
         }
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}=http://{host}:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
         static CLUSTERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -91,6 +103,7 @@ impl EtcdCluster {
             members,
             initial_cluster,
             token,
+            host,
         };
         for i in 0..size {
             c.start_member(i)?;
@@ -102,7 +115,7 @@ impl EtcdCluster {
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}:{}", self.host, m.client_port))
             .collect()
     }
 
@@ -110,6 +123,7 @@ impl EtcdCluster {
     pub fn start_member(&mut self, i: usize) -> Result<(), String> {
         let initial = self.initial_cluster.clone();
         let token = self.token.clone();
+        let host = self.host;
         let m = self
             .members
             .get_mut(i)
@@ -129,13 +143,13 @@ impl EtcdCluster {
                 "--data-dir",
                 &m.data_dir.to_string_lossy(),
                 "--listen-client-urls",
-                &format!("http://127.0.0.1:{}", m.client_port),
+                &format!("http://{host}:{}", m.client_port),
                 "--advertise-client-urls",
-                &format!("http://127.0.0.1:{}", m.client_port),
+                &format!("http://{host}:{}", m.client_port),
                 "--listen-peer-urls",
-                &format!("http://127.0.0.1:{}", m.peer_port),
+                &format!("http://{host}:{}", m.peer_port),
                 "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{}", m.peer_port),
+                &format!("http://{host}:{}", m.peer_port),
                 "--initial-cluster",
                 &initial,
                 "--initial-cluster-state",
@@ -172,7 +186,7 @@ impl EtcdCluster {
     pub fn wait_healthy(&self, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
         for m in self.members.iter().filter(|m| m.running()) {
-            while std::net::TcpStream::connect(("127.0.0.1", m.client_port)).is_err() {
+            while std::net::TcpStream::connect((self.host, m.client_port)).is_err() {
                 if Instant::now() >= deadline {
                     return Err(format!("etcd member {} not up within {within:?}", m.name));
                 }

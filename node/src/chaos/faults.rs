@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::etcd::EtcdCluster;
 use super::fleet::{Fleet, ADMIN};
+use super::net::Net;
 use super::schedule::{Fault, FaultKind};
 use crate::admin::client::AdminClient;
 use crate::admin::proto::{Command, Target};
@@ -41,6 +42,8 @@ pub struct Rig<'a> {
     pub etcd: &'a mut EtcdCluster,
     pub emu: &'a Arc<YoutubeEmulator>,
     pub provider: &'a ProviderEmulator,
+    /// The fleet's namespaces and bridge (None: on loopback).
+    pub net: Option<&'a Net>,
     pub store: &'a Arc<AnyStore>,
     pub admin: &'a TlsIdentity,
 }
@@ -71,6 +74,19 @@ impl Rig<'_> {
                 .clone(),
             FaultKind::StoreMemberKill | FaultKind::StoreOutage => format!("etcd m{}", f.target),
             FaultKind::RegionPause => format!("r{}", f.target),
+            FaultKind::RegionPartition | FaultKind::OneWayPartition => {
+                let regions = self.fleet.topo.regions.len().max(1);
+                let arrow = if f.kind == FaultKind::RegionPartition {
+                    "<->"
+                } else {
+                    "->"
+                };
+                format!(
+                    "r{} {arrow} r{}",
+                    f.target % regions,
+                    (f.target + 1) % regions
+                )
+            }
             FaultKind::KillSwitch => "fleet".into(),
             FaultKind::ProviderErrors => "model server /script".into(),
             FaultKind::GpuSlow => "model server /render".into(),
@@ -100,6 +116,36 @@ impl Rig<'_> {
             }
         }
         self.fleet.start(i)
+    }
+
+    /// The nodes of region `r`.
+    fn region_nodes(&self, r: usize) -> Vec<usize> {
+        let regions = self.fleet.topo.regions.len().max(1);
+        (0..self.fleet.nodes.len())
+            .filter(|i| self.fleet.nodes[*i].region == r % regions)
+            .collect()
+    }
+
+    /// A cut link: between region `target` and the next (both ways, or
+    /// one way: from `target` to the next), or a node cut from the store.
+    fn net_fault(&self, f: &Fault) -> Result<(), String> {
+        let net = self
+            .net
+            .ok_or("no network namespaces here: the fleet runs on loopback")?;
+        match f.kind {
+            FaultKind::StoreCut => {
+                let ports: Vec<u16> = self.etcd.members.iter().map(|m| m.client_port).collect();
+                net.cut_from_store(f.target % self.fleet.nodes.len(), &ports)
+            }
+            kind => {
+                let (a, b) = (self.region_nodes(f.target), self.region_nodes(f.target + 1));
+                net.cut(&a, &b)?;
+                if kind == FaultKind::RegionPartition {
+                    net.cut(&b, &a)?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// An API fault through the emulator's knobs.
@@ -162,6 +208,9 @@ impl Rig<'_> {
                 self.api_fault(f.kind);
                 Ok(())
             }
+            FaultKind::RegionPartition | FaultKind::OneWayPartition | FaultKind::StoreCut => {
+                self.net_fault(f)
+            }
             FaultKind::ProviderErrors => self.provider.set_failing("script", Some(503)),
             FaultKind::GpuSlow => self.provider.set_slow("render", GPU_SLOW_FACTOR),
             FaultKind::NodeClockJump | FaultKind::NodeClockDrift => {
@@ -214,6 +263,9 @@ impl Rig<'_> {
             FaultKind::ProviderErrors | FaultKind::GpuSlow => {
                 self.provider.clear_faults();
                 Ok(())
+            }
+            FaultKind::RegionPartition | FaultKind::OneWayPartition | FaultKind::StoreCut => {
+                self.net.map(|n| n.heal()).unwrap_or(Ok(()))
             }
             FaultKind::ApiErrors | FaultKind::ApiLostResponse | FaultKind::ApiQuota => {
                 self.emu.clear_faults();

@@ -42,6 +42,10 @@ pub struct NodeProc {
     pub cfg: PathBuf,
     pub log: PathBuf,
     pub metrics_port: u16,
+    /// The network namespace it runs in (a namespaced fleet), and its
+    /// address there (or loopback).
+    pub netns: Option<String>,
+    pub ip: std::net::IpAddr,
     child: Option<Child>,
     pub frozen: bool,
 }
@@ -139,19 +143,29 @@ pub struct Services<'a> {
     pub youtube: &'a YoutubeConfig,
     /// The provider emulator's base URL.
     pub provider: &'a str,
+    /// Per node: its network namespace, if the fleet is namespaced, and
+    /// the address it listens on there.
+    pub hosts: Vec<(Option<String>, std::net::IpAddr)>,
 }
 
-fn node_toml(n: &str, store_url: &str, metrics_port: u16, lease_ms: u64, svc: &Services) -> String {
+fn node_toml(
+    n: &str,
+    ip: std::net::IpAddr,
+    store_url: &str,
+    metrics_port: u16,
+    lease_ms: u64,
+    svc: &Services,
+) -> String {
     let yt = svc.youtube;
     format!(
         r#"node = "{n}"
 cluster = "cluster.toml"
 store = "{store_url}"
-listen = "127.0.0.1:0"
+listen = "{ip}:0"
 certs = "certs"
 data_dir = "data/{n}"
 artifacts = "artifacts"
-metrics = "127.0.0.1:{metrics_port}"
+metrics = "{ip}:{metrics_port}"
 [timing]
 lease_ms = {lease_ms}
 renew_ms = {renew_ms}
@@ -220,9 +234,14 @@ impl Fleet {
             certs::issue(&certs_dir, Role::Node, &n.name).map_err(|e| e.to_string())?;
             let metrics_port = super::etcd::free_port()?;
             let cfg = dir.join(format!("{}.toml", n.name));
+            let (netns, ip) = svc
+                .hosts
+                .get(i)
+                .cloned()
+                .unwrap_or((None, std::net::Ipv4Addr::LOCALHOST.into()));
             write(
                 &cfg,
-                &node_toml(&n.name, store_url, metrics_port, shape.lease_ms, svc),
+                &node_toml(&n.name, ip, store_url, metrics_port, shape.lease_ms, svc),
             )?;
             let clock_file = dir.join("logs").join(format!("{}.clock", n.name));
             write(&clock_file, "+0\n")?;
@@ -234,6 +253,8 @@ impl Fleet {
                 cfg,
                 log: dir.join("logs").join(format!("{}.log", n.name)),
                 metrics_port,
+                netns,
+                ip,
                 child: None,
                 frozen: false,
             });
@@ -262,7 +283,16 @@ impl Fleet {
         let err = out
             .try_clone()
             .map_err(|e| format!("{}: {e}", n.log.display()))?;
-        let mut cmd = Command::new(&self.exe);
+        // In its namespace, `ip netns exec` becomes the node (exec, same
+        // pid): signals reach the node itself.
+        let mut cmd = match &n.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.exe);
+                c
+            }
+            None => Command::new(&self.exe),
+        };
         // A chaos fleet is a test fleet: its fault points may be armed.
         cmd.args(["node", "--allow-faults", "--config"])
             .arg(&n.cfg)
@@ -368,7 +398,8 @@ impl Fleet {
     /// Whether node `i` answers `/ready` with 200.
     pub fn ready(&self, i: usize) -> bool {
         use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.nodes[i].metrics_port))
+        let Ok(mut s) =
+            std::net::TcpStream::connect((self.nodes[i].ip, self.nodes[i].metrics_port))
         else {
             return false;
         };

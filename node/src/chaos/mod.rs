@@ -3,7 +3,8 @@
 //! and the YouTube emulator as the publisher's API — broken on a schedule
 //! drawn from a seed, then healed, left to settle, and audited.
 //!
-//! - `etcd.rs` the etcd cluster, `fleet.rs` the node processes,
+//! - `etcd.rs` the etcd cluster, `fleet.rs` the node processes, `net.rs`
+//!   their network namespaces and the nftables rules that cut links,
 //! - `schedule.rs` what breaks when, `faults.rs` breaking and mending it,
 //! - `monitor.rs` what the runner sees while it runs (owners, publishing),
 //! - `report.rs` the verdict, `html.rs` it drawn on one page,
@@ -15,6 +16,7 @@ pub mod faults;
 pub mod fleet;
 pub mod html;
 pub mod monitor;
+pub mod net;
 pub mod plant;
 pub mod report;
 pub mod run;

@@ -130,7 +130,7 @@ pub fn recoveries(samples: &[Sample], faults: &[FaultRecord], b: &Bounds) -> Vec
     for f in faults.iter().filter(|f| f.error.is_none()) {
         let (recovery_ms, bound_ms) = match f.kind {
             "node-kill" | "node-freeze" | "node-restart" | "node-clock-jump"
-            | "node-clock-drift" | "publish-stall" => {
+            | "node-clock-drift" | "publish-stall" | "store-cut" => {
                 let Some(node) = b.node_of.iter().position(|n| *n == f.target) else {
                     continue;
                 };
@@ -146,9 +146,8 @@ pub fn recoveries(samples: &[Sample], faults: &[FaultRecord], b: &Bounds) -> Vec
                 )
             }
             "store-member-kill" | "store-outage" | "api-errors" | "api-lost-response"
-            | "api-quota" | "provider-errors" | "gpu-slow" => {
-                (progress_recovery(samples, f), 30_000)
-            }
+            | "api-quota" | "provider-errors" | "gpu-slow" | "region-partition"
+            | "one-way-partition" => (progress_recovery(samples, f), 30_000),
             _ => continue,
         };
         out.push(Recovery {

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use super::etcd::{etcd_installed, EtcdCluster};
 use super::faults::{FaultRecord, Rig};
 use super::fleet::{cluster_toml, Fleet, FleetShape, Services, ADMIN, PROVIDER_STAGES};
 use super::monitor::{ownership_changes, Monitor};
+use super::net::Net;
 use super::plant::Plant;
 use super::report::{self, Bounds, ChaosReport, Check};
 use super::schedule::{draw, Fault, Shape};
@@ -36,6 +38,8 @@ const SETTLE_AT_LEAST: Duration = Duration::from_secs(20);
 
 /// The running parts of a chaos fleet.
 struct Started {
+    /// First, so that it is dropped last (after every process stopped).
+    net: Option<Net>,
     rt: tokio::runtime::Runtime,
     etcd: EtcdCluster,
     store: Arc<AnyStore>,
@@ -61,7 +65,26 @@ fn start(cfg: &ChaosConfig, out: &Path) -> Result<Started, String> {
     };
     let topo = topology::config::parse_topology(&cluster_toml(&shape))
         .map_err(|e| format!("the chaos fleet's cluster config: {e}"))?;
-    let etcd = EtcdCluster::start(3, &out.join("etcd"))?;
+    // Namespaced where this machine allows it (root, ip, nft), so that
+    // links can be cut; on loopback otherwise, without network faults.
+    let net = match super::net::unavailable() {
+        None => Some(Net::create(cfg.nodes)?),
+        Some(why) => {
+            eprintln!("chaos: the fleet runs on loopback, without network faults: {why}");
+            None
+        }
+    };
+    let host: IpAddr = net
+        .as_ref()
+        .map(|n| IpAddr::from(n.bridge_ip))
+        .unwrap_or(Ipv4Addr::LOCALHOST.into());
+    let hosts: Vec<(Option<String>, IpAddr)> = (0..cfg.nodes)
+        .map(|i| match &net {
+            Some(n) => (Some(n.namespaces[i].clone()), n.node_ips[i].into()),
+            None => (None, host),
+        })
+        .collect();
+    let etcd = EtcdCluster::start_on(3, &out.join("etcd"), host)?;
     let url = format!("etcd://{}/chaos", etcd.endpoints().join(","));
     let parsed: StoreUrl = url.parse()?;
     let store = Arc::new(
@@ -72,12 +95,13 @@ fn start(cfg: &ChaosConfig, out: &Path) -> Result<Started, String> {
         project: topo.projects[0].clone(),
         ..EmulatorConfig::default()
     };
-    let (emu, _) = YoutubeEmulator::start_on_thread_with(emu_cfg)?;
+    let (emu, _) = YoutubeEmulator::start_on_thread_at(emu_cfg, host)?;
     let emu = Arc::new(emu);
-    let provider = ProviderEmulator::start_on_thread(&PROVIDER_STAGES)?;
+    let provider = ProviderEmulator::start_on_thread_at(&PROVIDER_STAGES, host)?;
     let services = Services {
         youtube: &emu.publisher_config(),
         provider: &provider.base_url(),
+        hosts,
     };
     let mut fleet = Fleet::prepare(out, &shape, &url, &services)?;
     for i in 0..fleet.nodes.len() {
@@ -85,6 +109,7 @@ fn start(cfg: &ChaosConfig, out: &Path) -> Result<Started, String> {
     }
     let admin = TlsIdentity::load(&out.join("certs"), "admins", ADMIN)?;
     Ok(Started {
+        net,
         rt,
         etcd,
         store,
@@ -106,6 +131,7 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
     }
     prepare_out(out)?;
     let Started {
+        net,
         rt,
         mut etcd,
         store,
@@ -123,6 +149,7 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
             cfg.seed,
             &Shape {
                 clocks: super::fleet::libfaketime().is_some(),
+                net: net.is_some(),
                 nodes: cfg.nodes,
                 regions: cfg.regions,
                 store_members: 3,
@@ -137,6 +164,7 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
         etcd: &mut etcd,
         emu: &emu,
         provider: &provider,
+        net: net.as_ref(),
         store: &store,
         admin: &admin,
     };
@@ -286,6 +314,9 @@ fn heal(rig: &mut Rig<'_>) -> Result<(), String> {
     rig.emu.clear_faults();
     rig.emu.set_quota_exhausted(false);
     rig.provider.clear_faults();
+    if let Some(net) = rig.net {
+        net.heal()?;
+    }
     Ok(())
 }
 

@@ -56,8 +56,16 @@ impl ProviderEmulator {
     /// Serves `stages` (name, base time) on `127.0.0.1:0`, on a thread of
     /// its own with its own runtime.
     pub fn start_on_thread(stages: &[(&str, u64)]) -> Result<ProviderEmulator, String> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .map_err(|e| format!("provider emulator: cannot listen on 127.0.0.1:0: {e}"))?;
+        Self::start_on_thread_at(stages, std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// As [`ProviderEmulator::start_on_thread`], on `ip`.
+    pub fn start_on_thread_at(
+        stages: &[(&str, u64)],
+        ip: std::net::IpAddr,
+    ) -> Result<ProviderEmulator, String> {
+        let listener = std::net::TcpListener::bind((ip, 0))
+            .map_err(|e| format!("provider emulator: cannot listen on {ip}: {e}"))?;
         listener
             .set_nonblocking(true)
             .map_err(|e| format!("provider emulator: {e}"))?;

@@ -247,8 +247,17 @@ impl YoutubeEmulator {
     }
 
     pub fn start_on_thread_with(cfg: EmulatorConfig) -> Result<(YoutubeEmulator, String), String> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .map_err(|e| format!("emulator: cannot listen on 127.0.0.1:0: {e}"))?;
+        Self::start_on_thread_at(cfg, std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// As [`YoutubeEmulator::start_on_thread_with`], on `ip` (a chaos
+    /// fleet's bridge, reachable from its network namespaces).
+    pub fn start_on_thread_at(
+        cfg: EmulatorConfig,
+        ip: std::net::IpAddr,
+    ) -> Result<(YoutubeEmulator, String), String> {
+        let listener = std::net::TcpListener::bind((ip, 0))
+            .map_err(|e| format!("emulator: cannot listen on {ip}: {e}"))?;
         listener
             .set_nonblocking(true)
             .map_err(|e| format!("emulator: {e}"))?;
