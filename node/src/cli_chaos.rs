@@ -24,7 +24,7 @@ pub struct ChaosArgs {
     #[arg(long, default_value = "chaos-out")]
     out: PathBuf,
     /// Plant a violation right before the audit (to see the audit catch
-    /// it): duplicate-publish, quota-over-limit.
+    /// it): duplicate-publish, quota-over-limit, node-panic.
     #[arg(long, value_enum)]
     plant: Vec<reelfleet::chaos::plant::Plant>,
 }

@@ -125,6 +125,8 @@ fn planted_violations_are_named_by_the_audit() {
             "duplicate-publish",
             "--plant",
             "quota-over-limit",
+            "--plant",
+            "node-panic",
         ],
         &out,
     );
@@ -142,6 +144,10 @@ fn planted_violations_are_named_by_the_audit() {
     assert!(stdout.contains("made visible 2 times"), "{stdout}");
     assert!(
         stdout.contains("VIOLATED quota never above a bucket's limit"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("VIOLATED no process panicked") && stdout.contains("planted.rs"),
         "{stdout}"
     );
 }

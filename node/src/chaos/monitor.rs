@@ -111,6 +111,11 @@ impl Monitor {
         })
     }
 
+    /// Owner changes seen so far (takeovers and moves).
+    pub fn ownership_changes(&self) -> usize {
+        ownership_changes(&self.samples.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// The last sample taken, if any.
     pub fn last(&self) -> Option<Sample> {
         self.samples

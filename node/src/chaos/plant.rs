@@ -1,8 +1,8 @@
 //! Violations planted behind the fleet's back, right before the audit, to
 //! show that the audit catches what it is for (`reelfleet chaos --plant`):
 //! a second upload of a key already published, made through the real
-//! publisher client, and a quota ledger raised past its bucket's limit,
-//! written straight into the store.
+//! publisher client, a quota ledger raised past its bucket's limit,
+//! written straight into the store, and a panic's line in a node's log.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +24,9 @@ pub enum Plant {
     DuplicatePublish,
     /// Raise a quota ledger past its bucket's limit.
     QuotaOverLimit,
+    /// A panic's line in the first node's log, as the panic hook writes
+    /// it.
+    NodePanic,
 }
 
 /// Plants `what`; a description of what was planted, for the log.
@@ -37,7 +40,23 @@ pub async fn plant(
     match what {
         Plant::DuplicatePublish => duplicate(emu, dir).await,
         Plant::QuotaOverLimit => quota(store, topo).await,
+        Plant::NodePanic => panic_line(dir),
     }
+}
+
+fn panic_line(dir: &std::path::Path) -> Result<String, String> {
+    use std::io::Write as _;
+    let log = dir.join("logs").join("n0.log");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
+    writeln!(
+        f,
+        "thread 'tokio-runtime-worker' panicked at node/src/planted.rs:1:1:\nplanted by reelfleet chaos --plant node-panic"
+    )
+    .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
+    Ok(format!("a panic's line appended to {}", log.display()))
 }
 
 async fn duplicate(emu: &Arc<YoutubeEmulator>, dir: &std::path::Path) -> Result<String, String> {

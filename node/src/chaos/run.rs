@@ -181,7 +181,8 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
     let waiting: BTreeSet<String> = emu.quota_refused_keys();
     let must_end: BTreeSet<String> = heal_keys.difference(&waiting).cloned().collect();
     let audit = rt.block_on(audit(&store, &topo, &emu, &must_end))?;
-    let ready = ready_checks(&fleet);
+    let mut ready = ready_checks(&fleet);
+    ready.extend(log_checks(&fleet));
     let samples = monitor.finish();
     fleet.stop_all();
     Ok(verdict(cfg, &topo, records, samples, audit, ready, t0))
@@ -285,9 +286,10 @@ fn progress(
     monitor: &Monitor,
 ) {
     let published = monitor.last().map(|s| s.published()).unwrap_or(0);
+    let takeovers = monitor.ownership_changes();
     let mmss = |ms: u64| format!("{}:{:02}", ms / 60_000, ms / 1000 % 60);
     let line = format!(
-        "chaos {}/{} · faults {} · now: {} · published {published}",
+        "chaos {}/{} · faults {} · now: {} · published {published} · ownership changes {takeovers}",
         mmss(rel_ms),
         mmss(duration_ms),
         records.len(),
@@ -402,6 +404,44 @@ fn ready_checks(fleet: &Fleet) -> Vec<Check> {
         });
     }
     out
+}
+
+/// Every node's log, read for what must never be in one: a panic (a bug,
+/// whatever the fault), and the fence counted (refusals are the fence
+/// working, shown as evidence).
+fn log_checks(fleet: &Fleet) -> Vec<Check> {
+    let mut panics = Vec::new();
+    let mut fenced = 0usize;
+    for n in &fleet.nodes {
+        let Ok(text) = std::fs::read_to_string(&n.log) else {
+            panics.push(format!("{}: cannot read {}", n.name, n.log.display()));
+            continue;
+        };
+        for (no, line) in text.lines().enumerate() {
+            if line.contains("panicked at") {
+                panics.push(format!(
+                    "{} line {}: {}",
+                    n.log.display(),
+                    no + 1,
+                    line.trim()
+                ));
+            }
+            fenced +=
+                usize::from(line.contains("the store refused a channel write: the epoch fence"));
+        }
+    }
+    vec![Check {
+        invariant: "no process panicked".into(),
+        ok: panics.is_empty(),
+        evidence: if panics.is_empty() {
+            format!(
+                "{} node logs read; the store's epoch fence refused {fenced} writes of superseded owners",
+                fleet.nodes.len()
+            )
+        } else {
+            panics.join("; ")
+        },
+    }]
 }
 
 /// A recovery against its bound, as a check.
