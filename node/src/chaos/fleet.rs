@@ -127,7 +127,7 @@ lookup = { bucket = "units", units = 1 }
     }
     for i in 0..shape.nodes {
         s.push_str(&format!(
-            "\n[[nodes]]\nname = \"n{i}\"\nregion = \"r{}\"\n[[nodes.gpus]]\nmodel = \"L4\"\nmemory_gib = 24\ncost_per_hour = 0.8\n",
+            "\n[[nodes]]\nname = \"n{i}\"\nregion = \"r{}\"\n[[nodes.gpus]]\nmodel = \"L4\"\nmemory_gib = 6\ncost_per_hour = 0.8\n",
             i % shape.regions
         ));
     }

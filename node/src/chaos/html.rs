@@ -144,6 +144,58 @@ fn owners(r: &ChaosReport, node_names: &[String]) -> Result<String, String> {
     Ok(svg)
 }
 
+/// Jobs waiting in each node's GPU queues over time, from the nodes' own
+/// /metrics (a gap: the node did not answer, frozen or down).
+fn queues(r: &ChaosReport, node_names: &[String]) -> Result<String, String> {
+    let end_ms = r.samples.last().map(|s| s.t_ms).unwrap_or(0).max(1);
+    let top = r
+        .samples
+        .iter()
+        .flat_map(|s| s.queued_by_node.iter().flatten().copied())
+        .max()
+        .unwrap_or(0)
+        .max(4) as f64
+        * 1.1;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, 260)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut c = ChartBuilder::on(&root)
+            .caption("Jobs waiting in each node's GPU queues", ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(40)
+            .build_cartesian_2d(0f64..end_ms as f64 / 1000.0, 0f64..top)
+            .map_err(err)?;
+        c.configure_mesh().x_desc("seconds").draw().map_err(err)?;
+        for (i, name) in node_names.iter().enumerate() {
+            let col = Palette99::pick(i).to_rgba();
+            let pts: Vec<(f64, f64)> = r
+                .samples
+                .iter()
+                .filter_map(|s| {
+                    let q = (*s.queued_by_node.get(i)?)?;
+                    Some((s.t_ms as f64 / 1000.0, q as f64))
+                })
+                .collect();
+            c.draw_series(LineSeries::new(pts, col.stroke_width(2)))
+                .map_err(err)?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 12, y)], col.stroke_width(2))
+                });
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 11))
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
 /// Every recovery as a point over its fault kind (green within its bound,
 /// red past it or never), each kind's bound as a bar across it.
 fn recoveries(r: &ChaosReport) -> Result<String, String> {
@@ -285,6 +337,7 @@ tr.bad td {{ background: #fde0e0; }}
 {verdict}
 {timeline}
 {owners}
+{queues}
 {recoveries}
 <h2>Recovery by fault kind (ms)</h2>
 <table><tr><th>kind</th><th>count</th><th>p50</th><th>p99</th><th>max</th></tr>
@@ -309,6 +362,7 @@ tr.bad td {{ background: #fde0e0; }}
         changes = r.ownership_changes,
         timeline = timeline(r)?,
         owners = owners(r, &r.node_names)?,
+        queues = queues(r, &r.node_names)?,
         recoveries = recoveries(r)?,
     ))
 }

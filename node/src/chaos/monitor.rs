@@ -4,6 +4,7 @@
 //! has made visible (from the publisher's own record). Recovery times and
 //! the stop checks are read off these samples afterwards.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,6 +26,10 @@ pub struct Sample {
     /// when the store did not answer.
     pub owners: Option<Vec<Option<(u32, u64)>>>,
     pub published_by_region: Vec<usize>,
+    /// Per node: jobs waiting in its GPUs' queues (`None`: its /metrics
+    /// did not answer); taken every fourth sample, empty in between.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queued_by_node: Vec<Option<u64>>,
 }
 
 impl Sample {
@@ -64,11 +69,36 @@ async fn owners(store: &AnyStore, topo: &Topology) -> Option<Vec<Option<(u32, u6
     )
 }
 
+/// The sum of `reelfleet_gpu_queued_jobs` in a node's /metrics; `None` if
+/// it does not answer within a short while (a frozen or dead node).
+fn queued_jobs(addr: SocketAddr) -> Option<u64> {
+    use std::io::{Read, Write};
+    let limit = Duration::from_millis(300);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
+    s.set_write_timeout(Some(limit)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.take(4 << 20).read_to_string(&mut text).ok()?;
+    if !text.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with("reelfleet_gpu_queued_jobs{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum(),
+    )
+}
+
 impl Monitor {
     pub fn start(
         store: Arc<AnyStore>,
         topo: Arc<Topology>,
         emu: Arc<YoutubeEmulator>,
+        metrics: Vec<SocketAddr>,
         t0: Instant,
     ) -> Result<Monitor, String> {
         let samples = Arc::new(Mutex::new(Vec::new()));
@@ -81,8 +111,15 @@ impl Monitor {
         let thread = std::thread::Builder::new()
             .name("chaos-monitor".into())
             .spawn(move || {
+                let mut n = 0u64;
                 while !st.load(Ordering::Relaxed) {
+                    n += 1;
                     let owners = rt.block_on(owners(&store, &topo));
+                    let queued_by_node = if n.is_multiple_of(4) {
+                        metrics.iter().map(|a| queued_jobs(*a)).collect()
+                    } else {
+                        Vec::new()
+                    };
                     let mut published_by_region = vec![0; topo.regions.len()];
                     for v in emu.videos() {
                         let key = v
@@ -98,6 +135,7 @@ impl Monitor {
                         t_ms: t0.elapsed().as_millis() as u64,
                         owners,
                         published_by_region,
+                        queued_by_node,
                     };
                     s.lock().unwrap_or_else(|p| p.into_inner()).push(sample);
                     std::thread::sleep(Duration::from_millis(SAMPLE_MS));

@@ -142,7 +142,18 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
         topo,
     } = start(cfg, out)?;
     let t0 = Instant::now();
-    let monitor = Monitor::start(Arc::clone(&store), Arc::clone(&topo), Arc::clone(&emu), t0)?;
+    let metrics = fleet
+        .nodes
+        .iter()
+        .map(|n| std::net::SocketAddr::new(n.ip, n.metrics_port))
+        .collect();
+    let monitor = Monitor::start(
+        Arc::clone(&store),
+        Arc::clone(&topo),
+        Arc::clone(&emu),
+        metrics,
+        t0,
+    )?;
     wait_steady(&monitor, topo.channels.len())?;
     let schedule = cfg.faults.clone().unwrap_or_else(|| {
         draw(

@@ -70,7 +70,7 @@ pub fn render(nodes: &[&Metrics]) -> String {
 
 /// Every family this process may export, with its HELP text. A family
 /// shows only once it has a series.
-pub const FAMILIES: [(&str, &str, &str); 40] = [
+pub const FAMILIES: [(&str, &str, &str); 41] = [
     (
         "reelfleet_build_info",
         "gauge",
@@ -105,6 +105,11 @@ pub const FAMILIES: [(&str, &str, &str); 40] = [
         "reelfleet_jobs_running",
         "gauge",
         "Stage jobs running on this node now.",
+    ),
+    (
+        "reelfleet_gpu_queued_jobs",
+        "gauge",
+        "Stage jobs waiting in a GPU's queue (admitted as its memory frees), by the cluster's GPU id.",
     ),
     (
         "reelfleet_publish_attempts_total",
@@ -298,6 +303,8 @@ pub struct Metrics {
     pub channels_owned: AtomicU64,
     pub actor_restarts: AtomicU64,
     pub gpus: Mutex<Vec<GpuRow>>,
+    /// Jobs waiting in each hosted GPU's queue, by GPU id.
+    gpu_queues: Mutex<std::collections::BTreeMap<u32, u64>>,
     /// Called by `collect` for values kept elsewhere (transport, quota).
     pub collectors: Mutex<Vec<Collector>>,
 }
@@ -318,6 +325,7 @@ impl Metrics {
             channels_owned: AtomicU64::new(0),
             actor_restarts: AtomicU64::new(0),
             gpus: Mutex::new(Vec::new()),
+            gpu_queues: Mutex::new(Default::default()),
             collectors: Mutex::new(Vec::new()),
         }
     }
@@ -464,9 +472,21 @@ impl Metrics {
                 gauge!("reelfleet_gpu_healthy", &l).set(if g.healthy { 1.0 } else { 0.0 });
             }
         }
+        let queues = super::lock(&self.gpu_queues).clone();
+        for (gpu, queued) in queues {
+            let l = [("node", self.node.clone()), ("gpu_id", gpu.to_string())];
+            gauge!("reelfleet_gpu_queued_jobs", &l).set(queued as f64);
+        }
         for c in super::lock(&self.collectors).iter() {
             c(self);
         }
+    }
+
+    /// How many jobs wait in GPU `gpu`'s queue now.
+    pub fn gpu_queue(&self, gpu: u32, queued: u64) {
+        super::lock(&self.gpu_queues).insert(gpu, queued);
+        let l = [("node", self.node.clone()), ("gpu_id", gpu.to_string())];
+        gauge!("reelfleet_gpu_queued_jobs", &l).set(queued as f64);
     }
 
     /// Sets a counter kept elsewhere to its absolute value.

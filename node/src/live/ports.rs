@@ -316,6 +316,13 @@ impl Ports<GpuMachine> for GpuPorts {
         for id in ids {
             self.node.jobs.cancel(id);
         }
+        self.node.metrics.gpu_queue(self.gpu.0, 0);
+    }
+
+    fn observe(&self, machine: &GpuMachine) {
+        self.node
+            .metrics
+            .gpu_queue(self.gpu.0, machine.queued_jobs() as u64);
     }
 }
 

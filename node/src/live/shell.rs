@@ -24,6 +24,9 @@ pub trait Ports<M: Machine>: Send + Sync + 'static {
     fn execute(&self, me: &Mailbox<M::Input>, effect: M::Effect);
     /// The actor is stopping (fenced, released, failed): drop its work.
     fn stopped(&self) {}
+    /// After each input: a look at the machine's state for metrics (read
+    /// only; nothing is decided here).
+    fn observe(&self, _machine: &M) {}
 }
 
 /// Where a machine's later inputs go: its own actor, or in tests whatever
@@ -107,6 +110,7 @@ where
     fn feed(&mut self, me: &ActorRef<ShellMsg<M::Input>>, input: M::Input) {
         let now = self.clock.now_ms();
         self.machine.handle(now, input, &mut self.out);
+        self.ports.observe(&self.machine);
         let effects = std::mem::take(&mut self.out);
         for e in effects {
             self.ports.execute(&self.mailbox, e);
