@@ -58,9 +58,12 @@ pub fn init(format: LogFormat) -> Result<(), String> {
 /// stage jobs). At level ERROR so that it is enabled whenever any event
 /// inside it is: a filter such as `warn,reelfleet::live::ports=info` would
 /// otherwise drop the span (its target is this module) and with it the
-/// video's fields from every event.
+/// video's fields from every event. A root span: one video's work never
+/// nests in another's (a job a GPU admits as another finishes starts
+/// inside the finished job's task, and would otherwise carry both videos).
 pub fn video_span(node: &str, region: &str, channel: &str, slot: u64) -> tracing::Span {
     tracing::span!(
+        parent: None,
         tracing::Level::ERROR,
         "video",
         node,
@@ -69,4 +72,55 @@ pub fn video_span(node: &str, region: &str, channel: &str, slot: u64) -> tracing
         slot,
         stage = tracing::field::Empty
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_video_span_started_inside_another_carries_only_its_own_video() {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let first = super::video_span("n0", "r0", "ch-1", 7);
+            let _in_first = first.enter();
+            // As when a GPU admits the next job inside the finished one's task.
+            let second = super::video_span("n0", "r0", "ch-2", 8);
+            let _in_second = second.enter();
+            tracing::info!("stage done");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .expect("utf-8");
+        assert!(
+            text.contains("channel=\"ch-2\"") && text.contains("slot=8"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("ch-1"),
+            "the finished video leaked in: {text}"
+        );
+    }
 }
