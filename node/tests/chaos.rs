@@ -91,7 +91,7 @@ fn a_two_minute_run_with_every_fault_kind_passes_the_audit() {
     assert!(report["checks"].as_array().is_some_and(|c| c.len() > 10));
     let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
     assert!(
-        html.contains("PASS") && html.matches("<svg").count() == 4,
+        html.contains("PASS") && html.matches("<svg").count() == 5,
         "report.html"
     );
     // Self-contained: no scripts and nothing fetched (an SVG's xmlns is a

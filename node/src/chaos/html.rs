@@ -144,6 +144,72 @@ fn owners(r: &ChaosReport, node_names: &[String]) -> Result<String, String> {
     Ok(svg)
 }
 
+/// Videos made visible in each minute of the run (the rate behind the
+/// timeline's curve), with the faults shaded behind the bars.
+fn per_minute(r: &ChaosReport) -> Result<String, String> {
+    let end_ms = r.samples.last().map(|s| s.t_ms).unwrap_or(0).max(1);
+    // Minutes for a long run; ten seconds for a short one (one bar would
+    // say nothing).
+    let (bin_ms, unit) = if end_ms >= 5 * 60_000 {
+        (60_000, "minute")
+    } else {
+        (10_000, "10 s")
+    };
+    let bins = end_ms.div_ceil(bin_ms).max(1);
+    let mut before = 0usize;
+    let counts: Vec<usize> = (0..bins)
+        .map(|m| {
+            let upto = r
+                .samples
+                .iter()
+                .take_while(|s| s.t_ms < (m + 1) * bin_ms)
+                .last()
+                .map(|s| s.published())
+                .unwrap_or(before);
+            let n = upto.saturating_sub(before);
+            before = upto;
+            n
+        })
+        .collect();
+    let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.1;
+    let secs = |ms: u64| ms as f64 / 1000.0;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, 240)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut c = ChartBuilder::on(&root)
+            .caption(
+                format!("Videos published per {unit}; faults shaded"),
+                ("sans-serif", 16),
+            )
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..secs(bins * bin_ms), 0f64..top)
+            .map_err(err)?;
+        c.configure_mesh().x_desc("seconds").draw().map_err(err)?;
+        for f in &r.faults {
+            let (a, b) = (secs(f.started_ms), secs(f.ended_ms.unwrap_or(end_ms)));
+            c.draw_series(std::iter::once(Rectangle::new(
+                [(a, 0.0), (b, top)],
+                kind_colour(f.kind).mix(0.2).filled(),
+            )))
+            .map_err(err)?;
+        }
+        let pad = secs(bin_ms) * 0.1;
+        c.draw_series(counts.iter().enumerate().map(|(m, n)| {
+            let x = secs(m as u64 * bin_ms);
+            Rectangle::new(
+                [(x + pad, 0.0), (x + secs(bin_ms) - pad, *n as f64)],
+                RGBColor(60, 60, 60).filled(),
+            )
+        }))
+        .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
 /// Jobs waiting in each node's GPU queues over time, from the nodes' own
 /// /metrics (a gap: the node did not answer, frozen or down).
 fn queues(r: &ChaosReport, node_names: &[String]) -> Result<String, String> {
@@ -336,6 +402,7 @@ tr.bad td {{ background: #fde0e0; }}
 {nf} faults; {published} videos published, {failed} failed; {changes} ownership changes.</p>
 {verdict}
 {timeline}
+{per_minute}
 {owners}
 {queues}
 {recoveries}
@@ -361,6 +428,7 @@ tr.bad td {{ background: #fde0e0; }}
         failed = r.audit.failed_by_reason.values().sum::<usize>(),
         changes = r.ownership_changes,
         timeline = timeline(r)?,
+        per_minute = per_minute(r)?,
         owners = owners(r, &r.node_names)?,
         queues = queues(r, &r.node_names)?,
         recoveries = recoveries(r)?,

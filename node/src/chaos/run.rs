@@ -266,7 +266,9 @@ fn run_schedule(
                 next += 1;
             }
         }
-        if active.is_none() && (next >= schedule.len() || rel >= duration_ms) {
+        // The whole duration asked for, even after the last fault (a
+        // config's schedule may end early): the fleet is watched throughout.
+        if active.is_none() && rel >= duration_ms {
             break;
         }
         if last_line.elapsed() >= Duration::from_secs(if tty { 1 } else { 10 }) {
