@@ -94,22 +94,26 @@ fn timeline(r: &ChaosReport) -> Result<String, String> {
     Ok(svg)
 }
 
-/// Channels owned by each node over time (gaps: the store did not answer).
-fn owners(r: &ChaosReport, node_names: &[String]) -> Result<String, String> {
+/// One line per node over the run: `value` of a sample for node `i`
+/// (`None`: no point there, a gap).
+fn per_node_lines(
+    r: &ChaosReport,
+    node_names: &[String],
+    caption: &str,
+    top: f64,
+    value: impl Fn(&super::monitor::Sample, usize) -> Option<f64>,
+) -> Result<String, String> {
     let end_ms = r.samples.last().map(|s| s.t_ms).unwrap_or(0).max(1);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, 300)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, 280)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let mut c = ChartBuilder::on(&root)
-            .caption("Channels owned per node", ("sans-serif", 16))
+            .caption(caption, ("sans-serif", 16))
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(40)
-            .build_cartesian_2d(
-                0f64..end_ms as f64 / 1000.0,
-                0f64..(r.channels as f64 * 0.6).max(4.0),
-            )
+            .build_cartesian_2d(0f64..end_ms as f64 / 1000.0, 0f64..top)
             .map_err(err)?;
         c.configure_mesh().x_desc("seconds").draw().map_err(err)?;
         for (i, name) in node_names.iter().enumerate() {
@@ -117,14 +121,7 @@ fn owners(r: &ChaosReport, node_names: &[String]) -> Result<String, String> {
             let pts: Vec<(f64, f64)> = r
                 .samples
                 .iter()
-                .filter_map(|s| {
-                    let o = s.owners.as_ref()?;
-                    let n = o
-                        .iter()
-                        .filter(|x| x.is_some_and(|(n, _)| n as usize == i))
-                        .count();
-                    Some((s.t_ms as f64 / 1000.0, n as f64))
-                })
+                .filter_map(|s| Some((s.t_ms as f64 / 1000.0, value(s, i)?)))
                 .collect();
             c.draw_series(LineSeries::new(pts, col.stroke_width(2)))
                 .map_err(err)?
@@ -142,6 +139,19 @@ fn owners(r: &ChaosReport, node_names: &[String]) -> Result<String, String> {
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+/// Channels owned by each node over time (gaps: the store did not answer).
+fn owners(r: &ChaosReport, node_names: &[String]) -> Result<String, String> {
+    let top = (r.channels as f64 * 0.6).max(4.0);
+    per_node_lines(r, node_names, "Channels owned per node", top, |s, i| {
+        let o = s.owners.as_ref()?;
+        let n = o
+            .iter()
+            .filter(|x| x.is_some_and(|(n, _)| n as usize == i))
+            .count();
+        Some(n as f64)
+    })
 }
 
 /// Videos made visible in each minute of the run (the rate behind the
@@ -213,7 +223,6 @@ fn per_minute(r: &ChaosReport) -> Result<String, String> {
 /// Jobs waiting in each node's GPU queues over time, from the nodes' own
 /// /metrics (a gap: the node did not answer, frozen or down).
 fn queues(r: &ChaosReport, node_names: &[String]) -> Result<String, String> {
-    let end_ms = r.samples.last().map(|s| s.t_ms).unwrap_or(0).max(1);
     let top = r
         .samples
         .iter()
@@ -222,44 +231,13 @@ fn queues(r: &ChaosReport, node_names: &[String]) -> Result<String, String> {
         .unwrap_or(0)
         .max(4) as f64
         * 1.1;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, 260)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let mut c = ChartBuilder::on(&root)
-            .caption("Jobs waiting in each node's GPU queues", ("sans-serif", 16))
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(40)
-            .build_cartesian_2d(0f64..end_ms as f64 / 1000.0, 0f64..top)
-            .map_err(err)?;
-        c.configure_mesh().x_desc("seconds").draw().map_err(err)?;
-        for (i, name) in node_names.iter().enumerate() {
-            let col = Palette99::pick(i).to_rgba();
-            let pts: Vec<(f64, f64)> = r
-                .samples
-                .iter()
-                .filter_map(|s| {
-                    let q = (*s.queued_by_node.get(i)?)?;
-                    Some((s.t_ms as f64 / 1000.0, q as f64))
-                })
-                .collect();
-            c.draw_series(LineSeries::new(pts, col.stroke_width(2)))
-                .map_err(err)?
-                .label(name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 12, y)], col.stroke_width(2))
-                });
-        }
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 11))
-            .draw()
-            .map_err(err)?;
-        root.present().map_err(err)?;
-    }
-    Ok(svg)
+    per_node_lines(
+        r,
+        node_names,
+        "Jobs waiting in each node's GPU queues",
+        top,
+        |s, i| Some((*s.queued_by_node.get(i)?)? as f64),
+    )
 }
 
 /// Every recovery as a point over its fault kind (green within its bound,
