@@ -183,6 +183,11 @@ fn a_stall_inside_the_guards_window_publishes_twice_and_the_audit_names_it() {
             && stdout.contains("made visible 2 times"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("VIOLATED no video made visible by a superseded owner")
+            && stdout.contains("by n0 at epoch"),
+        "{stdout}"
+    );
     let log = std::fs::read_to_string(out.join("logs").join("n0.log")).expect("n0.log");
     assert!(log.contains("fault point fired"), "{log}");
 }

@@ -155,20 +155,7 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
         t0,
     )?;
     wait_steady(&monitor, topo.channels.len())?;
-    let schedule = cfg.faults.clone().unwrap_or_else(|| {
-        draw(
-            cfg.seed,
-            &Shape {
-                clocks: super::fleet::libfaketime().is_some(),
-                net: net.is_some(),
-                nodes: cfg.nodes,
-                regions: cfg.regions,
-                store_members: 3,
-                lease_ms: cfg.lease_ms,
-                duration_ms: cfg.duration_s * 1000,
-            },
-        )
-    });
+    let schedule = schedule_of(cfg, net.is_some());
     let mut rig = Rig {
         rt: &rt,
         fleet: &mut fleet,
@@ -195,8 +182,33 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
     let mut ready = ready_checks(&fleet);
     ready.extend(log_checks(&fleet));
     let samples = monitor.finish();
+    ready.push(made_visible_by_owner(
+        &samples,
+        &emu.completions(),
+        &topo,
+        t0,
+    ));
     fleet.stop_all();
     Ok(verdict(cfg, &topo, records, samples, audit, ready, t0))
+}
+
+/// The config's schedule, or one drawn from its seed for what this machine
+/// can break.
+fn schedule_of(cfg: &ChaosConfig, namespaced: bool) -> Vec<Fault> {
+    cfg.faults.clone().unwrap_or_else(|| {
+        draw(
+            cfg.seed,
+            &Shape {
+                clocks: super::fleet::libfaketime().is_some(),
+                net: namespaced,
+                nodes: cfg.nodes,
+                regions: cfg.regions,
+                store_members: 3,
+                lease_ms: cfg.lease_ms,
+                duration_ms: cfg.duration_s * 1000,
+            },
+        )
+    })
 }
 
 fn prepare_out(out: &Path) -> Result<(), String> {
@@ -455,6 +467,61 @@ fn log_checks(fleet: &Fleet) -> Vec<Check> {
             panics.join("; ")
         },
     }]
+}
+
+/// Every video was made visible by its channel's owner of the time: each
+/// completing request names its writer (`<node>/<epoch>` in the
+/// publisher's `X-Reelfleet-Writer` header, recorded by the emulator as an
+/// API's access log would), and no owner record the store showed before
+/// that moment may carry a newer epoch. A sample is taken after its read,
+/// so one stamped before the completion shows the store as it was before
+/// it: a newer epoch there means the writer had been superseded.
+fn made_visible_by_owner(
+    samples: &[super::monitor::Sample],
+    completions: &[crate::emulate::youtube::Completion],
+    topo: &topology::Topology,
+    t0: Instant,
+) -> Check {
+    let mut bad = Vec::new();
+    let mut checked = 0usize;
+    for c in completions {
+        let key = c
+            .description
+            .lines()
+            .find_map(|l| l.strip_prefix("reelfleet-key: "))
+            .map(str::trim_end);
+        let channel = key.and_then(|k| k.rsplit_once('/')).map(|(ch, _)| ch);
+        let ch = channel.and_then(|name| topo.channels.iter().position(|x| x.name == name));
+        let writer = c.writer.as_deref().and_then(|w| w.rsplit_once('/'));
+        let epoch = writer.and_then(|(_, e)| e.parse::<u64>().ok());
+        let (Some(key), Some(ch), Some((node, _)), Some(epoch)) = (key, ch, writer, epoch) else {
+            continue; // planted, or from a client that does not say
+        };
+        let t_ms = c.at.saturating_duration_since(t0).as_millis() as u64;
+        let before = samples.partition_point(|s| s.t_ms <= t_ms);
+        let known = samples[..before]
+            .iter()
+            .rev()
+            .find_map(|s| Some((s.t_ms, (*s.owners.as_ref()?.get(ch)?)?)));
+        checked += 1;
+        if let Some((seen_ms, (owner, newer))) = known.filter(|(_, (_, e))| *e > epoch) {
+            let owner = topo.nodes.get(owner as usize).map(|n| n.name.as_str());
+            bad.push(format!(
+                "{key} ({}) made visible at {t_ms} ms by {node} at epoch {epoch}; the store named {} at epoch {newer} by {seen_ms} ms",
+                c.video_id,
+                owner.unwrap_or("?")
+            ));
+        }
+    }
+    Check {
+        invariant: "no video made visible by a superseded owner".into(),
+        ok: bad.is_empty(),
+        evidence: if bad.is_empty() {
+            format!("{checked} uploads: each writer's epoch was current when it completed")
+        } else {
+            bad.join("; ")
+        },
+    }
 }
 
 /// A recovery against its bound, as a check.

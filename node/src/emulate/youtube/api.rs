@@ -31,6 +31,7 @@ impl State {
     /// cut, when they are where the session expects them and the request
     /// was authorised: what a real server would have persisted.
     pub(super) fn keep_cut_chunk(&mut self, req: &Request, got: &[u8], declared: usize) {
+        self.writer = req.header(WRITER_HEADER).map(str::to_string);
         self.log.push(LoggedRequest {
             method: req.method.clone(),
             path: req.path.clone(),
@@ -69,6 +70,7 @@ impl State {
     }
 
     pub(super) fn handle(&mut self, req: &Request, body: &[u8], now: Instant) -> Reply {
+        self.writer = req.header(WRITER_HEADER).map(str::to_string);
         if req.path.starts_with("/emulator/") {
             return self.control(req, body);
         }
@@ -379,6 +381,8 @@ impl State {
             video,
             visible_at: Instant::now() + self.faults.listing_delay,
             published_at: rfc3339_now(),
+            completed_by: self.writer.clone(),
+            completed_at: Instant::now(),
         });
         index
     }

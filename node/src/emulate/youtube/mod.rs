@@ -168,7 +168,24 @@ struct Stored {
     video: EmulatedVideo,
     visible_at: Instant,
     published_at: String,
+    /// The writer the completing request named, and when it came.
+    completed_by: Option<String>,
+    completed_at: Instant,
 }
+
+/// Which writer made a video visible, and when: the `X-Reelfleet-Writer`
+/// header (`<node>/<epoch>`) of the request that completed the upload,
+/// which reelfleet's publisher sends and YouTube ignores.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub video_id: String,
+    pub description: String,
+    pub writer: Option<String>,
+    pub at: Instant,
+}
+
+/// The header the publisher names itself in (lowercase, as parsed).
+pub const WRITER_HEADER: &str = "x-reelfleet-writer";
 
 struct State {
     cfg: EmulatorConfig,
@@ -188,6 +205,8 @@ struct State {
     log: Vec<LoggedRequest>,
     /// Keys whose upload was refused for quota (`quotaExceeded`).
     quota_refused: std::collections::BTreeSet<String>,
+    /// The writer the request being handled names.
+    writer: Option<String>,
 }
 
 struct Shared {
@@ -303,6 +322,7 @@ impl YoutubeEmulator {
             faults: Faults::default(),
             log: Vec::new(),
             quota_refused: Default::default(),
+            writer: None,
         };
         let (stop, rx) = watch::channel(false);
         let emu = YoutubeEmulator {
@@ -451,6 +471,21 @@ impl YoutubeEmulator {
     }
 
     // ---- observers ----
+
+    /// Every completed upload with the client address that completed it.
+    pub fn completions(&self) -> Vec<Completion> {
+        self.shared
+            .state()
+            .videos
+            .iter()
+            .map(|s| Completion {
+                video_id: s.video.id.clone(),
+                description: s.video.description.clone(),
+                writer: s.completed_by.clone(),
+                at: s.completed_at,
+            })
+            .collect()
+    }
 
     pub fn videos(&self) -> Vec<EmulatedVideo> {
         self.shared
