@@ -136,6 +136,18 @@ impl EtcdCluster {
         } else {
             "new"
         };
+        // etcd logs to stderr: kept beside its data (`<member>.log`, appended
+        // across restarts), so that a stalled store can be read about.
+        let log_path = m.data_dir.with_extension("log");
+        if let Some(parent) = log_path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
         let child = Command::new("etcd")
             .args([
                 "--name",
@@ -167,7 +179,7 @@ impl EtcdCluster {
                 "11000000",
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start etcd (apt-get install etcd-server): {e}"))?;
         m.child = Some(child);
