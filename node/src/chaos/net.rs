@@ -67,6 +67,15 @@ pub fn unavailable() -> Option<String> {
             return Some(format!("no `{tool}` (apt-get install {pkg})"));
         }
     }
+    // Root is not always enough (a container without CAP_NET_ADMIN): try.
+    let probe = format!("reelfleet-probe-{}", std::process::id());
+    if let Err(e) = run("ip", &["netns", "add", &probe]) {
+        return Some(format!("cannot create a network namespace: {e}"));
+    }
+    let _ = run("ip", &["netns", "del", &probe]);
+    if let Err(e) = run("nft", &["list", "tables"]) {
+        return Some(format!("nftables does not answer: {e}"));
+    }
     None
 }
 
