@@ -72,22 +72,10 @@ pub struct Fleet {
     exe: PathBuf,
 }
 
-/// The cluster config of a chaos fleet.
-pub fn cluster_toml(shape: &FleetShape) -> String {
-    let mut s = String::new();
-    for r in 0..shape.regions {
-        s.push_str(&format!("[[regions]]\nname = \"r{r}\"\n\n"));
-    }
-    // Every region on one machine: the latency is loopback's.
-    for a in 0..shape.regions {
-        for b in a + 1..shape.regions {
-            s.push_str(&format!(
-                "[[latency]]\nbetween = [\"r{a}\", \"r{b}\"]\nms = 1\n\n"
-            ));
-        }
-    }
-    s.push_str(
-        r#"[[pipelines]]
+/// The synthetic "quick" pipeline (script, render on a GPU, upload) and
+/// the project `p` its channels publish under: the chaos fleet's, and the
+/// live tests' fleets'.
+pub const QUICK_PIPELINE: &str = r#"[[pipelines]]
 name = "quick"
 [[pipelines.stages]]
 name = "script"
@@ -114,8 +102,23 @@ units_per_day = 10000000
 [projects.costs]
 upload = { bucket = "units", units = 16 }
 lookup = { bucket = "units", units = 1 }
-"#,
-    );
+"#;
+
+/// The cluster config of a chaos fleet.
+pub fn cluster_toml(shape: &FleetShape) -> String {
+    let mut s = String::new();
+    for r in 0..shape.regions {
+        s.push_str(&format!("[[regions]]\nname = \"r{r}\"\n\n"));
+    }
+    // Every region on one machine: the latency is loopback's.
+    for a in 0..shape.regions {
+        for b in a + 1..shape.regions {
+            s.push_str(&format!(
+                "[[latency]]\nbetween = [\"r{a}\", \"r{b}\"]\nms = 1\n\n"
+            ));
+        }
+    }
+    s.push_str(QUICK_PIPELINE);
     for r in 0..shape.regions {
         let in_region = (0..shape.nodes).filter(|i| i % shape.regions == r).count();
         let count = (in_region * shape.channels_per_node).max(1);

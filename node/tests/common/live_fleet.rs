@@ -31,42 +31,9 @@ pub const CHANNELS: usize = 9;
 pub const TAKEOVER_BOUND: Duration = Duration::from_secs(5);
 
 pub fn cluster_toml() -> String {
-    let mut s = String::from(
-        r#"
-[[regions]]
-name = "local"
-
-[[pipelines]]
-name = "quick"
-[[pipelines.stages]]
-name = "script"
-kind = "cpu"
-duration_ms = 300
-jitter_ms = 100
-cost = 0.001
-[[pipelines.stages]]
-name = "render"
-kind = "gpu"
-duration_ms = 700
-jitter_ms = 200
-gpu_memory_gib = 2
-[[pipelines.stages]]
-name = "upload"
-kind = "publish"
-duration_ms = 200
-
-[[projects]]
-name = "p"
-[[projects.buckets]]
-name = "units"
-units_per_day = 10000000
-[projects.costs]
-upload = { bucket = "units", units = 16 }
-lookup = { bucket = "units", units = 1 }
-
-[[channels]]
-name = "ch"
-"#,
+    let mut s = format!(
+        "\n[[regions]]\nname = \"local\"\n\n{}\n[[channels]]\nname = \"ch\"\n",
+        reelfleet::chaos::fleet::QUICK_PIPELINE
     );
     s.push_str(&format!("count = {CHANNELS}\n"));
     s.push_str(
