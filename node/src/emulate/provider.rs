@@ -145,10 +145,6 @@ impl ProviderEmulator {
         }
     }
 
-    pub fn behaviour(&self, stage: &str) -> Option<Behaviour> {
-        lock(&self.state).stages.get(stage).copied()
-    }
-
     /// Requests served, and refused by a failing knob.
     pub fn counts(&self) -> (u64, u64) {
         let s = lock(&self.state);

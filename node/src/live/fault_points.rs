@@ -42,10 +42,6 @@ impl FaultPoints {
         })
     }
 
-    pub fn enabled(&self) -> bool {
-        self.dir.is_some()
-    }
-
     /// Passes the point `name`: if it is armed, disarms it and stops this
     /// process until someone sends SIGCONT.
     pub fn hit(&self, name: &str) {
