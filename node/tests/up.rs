@@ -111,3 +111,56 @@ fn up_stops_on_ctrl_c_and_resumes_without_losing_or_repeating_a_video() {
         a.published, a.quota_units
     );
 }
+
+/// Every `reelfleet` command that `.ci/run` runs (the demo `up`, the
+/// simulated day) is run here with the same arguments, shortened: a flag
+/// renamed in the CLI but not in CI fails this test rather than CI's last
+/// step after 25 minutes (as `up --console` once did).
+#[test]
+fn the_commands_ci_runs_are_accepted() {
+    let ci = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/run"))
+        .expect(".ci/run");
+    let joined = ci.replace("\\\n", " ");
+    let marker = "cargo run --release -p reelfleet -- ";
+    let commands: Vec<Vec<String>> = joined
+        .lines()
+        .filter_map(|l| l.split_once(marker).map(|(_, rest)| rest))
+        .map(|rest| {
+            // The command ends where the shell's redirections and pipes begin.
+            let end = rest.find(['|', '>', '<']).unwrap_or(rest.len());
+            let end = rest[..end]
+                .rfind(char::is_whitespace)
+                .filter(|_| end < rest.len())
+                .unwrap_or(end);
+            rest[..end].split_whitespace().map(str::to_string).collect()
+        })
+        .collect();
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.first().map(String::as_str) == Some("up")),
+        "no `up` in .ci/run: {commands:?}"
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    for mut args in commands {
+        for i in 1..args.len() {
+            match args[i - 1].as_str() {
+                "--data" => args[i] = dir.path().join("data").display().to_string(),
+                "--run-s" => args[i] = "2".into(),
+                _ => {}
+            }
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_reelfleet"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run reelfleet");
+        assert!(
+            out.status.success(),
+            "`reelfleet {}` as .ci/run runs it failed ({:?}):\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
