@@ -149,6 +149,12 @@ pub fn run(args: NodeArgs) -> i32 {
             eprintln!("{e}");
             0
         }
+        // Too far from the peers' clocks: a service manager may be told
+        // not to restart on this status (it would be refused again).
+        Err(e) if e.contains(reelfleet::live::runtime::CLOCK_PREFIX) => {
+            eprintln!("error: {e}");
+            3
+        }
         Err(e) => {
             eprintln!("error: {e}");
             1

@@ -210,6 +210,8 @@ async fn start_nodes(
         publish_timeout_ms: 10_000,
         dispatch_timeout_ms: 30_000,
         job_grace_ms: 10_000,
+        // The nodes of one process share its clock: nothing to compare.
+        clock_offset_max_ms: 0,
         ..Timing::default()
     };
     let mut nodes = Vec::new();

@@ -87,6 +87,7 @@ async fn live_node(
         artifacts: dir.join("artifacts"),
         publisher: Arc::new(DirectoryPublisher::new(dir.join("published")).expect("publisher")),
         fault_points: Default::default(),
+        clock: reelfleet::live::clock::Clock::new(),
     };
     let node = build_ports(spec, me, Arc::new(Recorder(Arc::clone(&seen)))).expect("ports");
     let tap: RouteTap = {

@@ -32,6 +32,8 @@ pub struct PortsSpec {
     pub artifacts: PathBuf,
     pub publisher: Arc<dyn Publisher>,
     pub fault_points: super::fault_points::FaultPoints,
+    /// The node's clock (the one its transport answers clock probes with).
+    pub clock: Clock,
 }
 
 /// The ports of node `me`, sending to other nodes through `outbox`.
@@ -40,7 +42,7 @@ pub fn build_ports(
     me: NodeId,
     outbox: Arc<dyn Outbox>,
 ) -> Result<Arc<NodePorts>, String> {
-    let clock = Clock::new();
+    let clock = spec.clock;
     let metrics = Arc::new(Metrics::new(&spec.name));
     let view = NodeView::new(Arc::clone(&spec.topo), me);
     let router = Arc::new(Router::new(view, outbox, clock));

@@ -25,6 +25,7 @@
 //! job_grace_ms = 30000
 //! retry_base_ms = 1000
 //! active_videos_max = 64
+//! clock_offset_max_ms = 2000           # 0: no clock check against peers
 //!
 //! [publisher]                          # optional, default directory <data_dir>/published
 //! kind = "directory"
@@ -78,6 +79,9 @@ pub struct Timing {
     pub job_grace_ms: u64,
     pub retry_base_ms: u64,
     pub active_videos_max: usize,
+    /// How far this node's clock may be from most of its peers' before it
+    /// refuses to start, or stops (0: never checked). See `clock_check`.
+    pub clock_offset_max_ms: u64,
 }
 
 impl Default for Timing {
@@ -91,6 +95,7 @@ impl Default for Timing {
             job_grace_ms: 30_000,
             retry_base_ms: 1_000,
             active_videos_max: 64,
+            clock_offset_max_ms: 2_000,
         }
     }
 }
@@ -244,6 +249,13 @@ impl NodeConfig {
             return Err(
                 "timing.publish_timeout_ms and timing.active_videos_max must be > 0".into(),
             );
+        }
+        if t.clock_offset_max_ms != 0 && t.clock_offset_max_ms < 100 {
+            return Err(format!(
+                "timing.clock_offset_max_ms ({}) must be 0 (no check) or at least 100: \
+                 a probe's round trip alone can take that long",
+                t.clock_offset_max_ms
+            ));
         }
         Ok(())
     }

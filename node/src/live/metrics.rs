@@ -70,7 +70,7 @@ pub fn render(nodes: &[&Metrics]) -> String {
 
 /// Every family this process may export, with its HELP text. A family
 /// shows only once it has a series.
-pub const FAMILIES: [(&str, &str, &str); 41] = [
+pub const FAMILIES: [(&str, &str, &str); 42] = [
     (
         "reelfleet_build_info",
         "gauge",
@@ -270,6 +270,11 @@ pub const FAMILIES: [(&str, &str, &str); 41] = [
         "reelfleet_ready",
         "gauge",
         "1 when the node's store answers and its lease is held (as /ready).",
+    ),
+    (
+        "reelfleet_peer_clock_offset_seconds",
+        "gauge",
+        "A peer's clock minus this node's, as last probed (a node further than timing.clock_offset_max_ms from most peers stops).",
     ),
     (
         "reelfleet_http_requests_total",

@@ -14,10 +14,12 @@
 //! - [`assemble`]: one node's ports put together (QUIC, or a recorder);
 //! - [`runtime`]: starting and stopping a node;
 //! - [`config`]: the node config file; [`metrics`]: Prometheus text;
-//! - [`clock`]: Unix milliseconds that never run backwards.
+//! - [`clock`]: Unix milliseconds that never run backwards; [`clock_check`]:
+//!   whether they agree with the peers' (a node far off refuses to run).
 
 pub mod assemble;
 pub mod clock;
+pub mod clock_check;
 pub mod config;
 pub mod fault_points;
 pub mod jobs;

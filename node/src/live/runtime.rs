@@ -21,6 +21,8 @@ use actors::store::{Txn, Write};
 use topology::{NodeId, Topology};
 
 use super::assemble::{build_ports, PortsSpec};
+use super::clock::Clock;
+use super::clock_check::{self, Verdict};
 use super::config::{ExecutorConfig, GpuConfig, Timing};
 use super::ports::NodePorts;
 use super::router::QuicOutbox;
@@ -70,6 +72,7 @@ pub struct RunningNode {
     ledgers: tokio::task::JoinHandle<()>,
     reports: tokio::task::JoinHandle<()>,
     requests: tokio::task::JoinHandle<()>,
+    clocks: tokio::task::JoinHandle<()>,
 }
 
 fn node_id(topo: &Topology, name: &str) -> Result<NodeId, String> {
@@ -150,8 +153,27 @@ impl RunningNode {
             })
         };
         let resolve = resolver(&spec.store);
-        let net = Transport::start(spec.listen, &spec.identity, &spec.name, on_frame, resolve)?;
+        let clock = Clock::new();
+        let net = Transport::start(
+            spec.listen,
+            &spec.identity,
+            &spec.name,
+            on_frame,
+            Arc::clone(&resolve),
+        )?;
+        net.serve_clock(clock);
         let quic_addr = advertise(&spec.store, &spec.name, net.local_addr()?).await?;
+        // Before a channel is claimed: a node far off its peers' calendar
+        // would publish its channels' slots early (clock_check).
+        let clock_max_ms = spec.timing.clock_offset_max_ms;
+        let peers: Vec<String> = spec
+            .topo
+            .nodes
+            .iter()
+            .filter(|n| n.name != spec.name)
+            .map(|n| n.name.clone())
+            .collect();
+        check_clock_at_start(&net, &resolve, &spec.name, &peers, clock, clock_max_ms).await?;
         let (gpu, metrics_at) = (spec.gpu.clone(), spec.metrics);
         let outbox = Arc::new(QuicOutbox {
             topo: Arc::clone(&spec.topo),
@@ -166,6 +188,7 @@ impl RunningNode {
             artifacts: spec.artifacts,
             publisher: spec.publisher,
             fault_points: spec.fault_points,
+            clock,
         };
         let node = build_ports(parts, me, outbox)?;
         let _ = cell.set(Arc::downgrade(&node));
@@ -183,6 +206,13 @@ impl RunningNode {
         let ledgers = tokio::spawn(super::ledger_metrics::ledger_loop(Arc::clone(&node)));
         let reports = tokio::spawn(super::report::report_loop(Arc::clone(&node)));
         let requests = tokio::spawn(super::requests::request_loop(Arc::clone(&node)));
+        let clocks = tokio::spawn(clock_loop(
+            Arc::clone(&node),
+            Arc::clone(&net),
+            resolve,
+            peers,
+            clock_max_ms,
+        ));
         let args = Arc::new(WorkArgs {
             ports: Arc::clone(&node),
             clock: node.clock,
@@ -202,6 +232,7 @@ impl RunningNode {
             ledgers,
             reports,
             requests,
+            clocks,
         })
     }
 
@@ -229,8 +260,95 @@ impl RunningNode {
         self.ledgers.abort();
         self.reports.abort();
         self.requests.abort();
+        self.clocks.abort();
         self.ctx.jobs.cancel_all();
         self.net.close();
+    }
+}
+
+/// How a node's error begins when its clock is too far from its peers'
+/// (`reelfleet node` exits with status 3 on it).
+pub const CLOCK_PREFIX: &str = "clock: ";
+
+/// Each answer as a metric: this node's view of each peer's offset.
+fn record_offsets(node: &str, samples: &[clock_check::Sample]) {
+    for s in samples {
+        metrics::gauge!(
+            "reelfleet_peer_clock_offset_seconds",
+            "node" => node.to_string(),
+            "peer" => s.peer.clone()
+        )
+        .set(s.offset_ms as f64 / 1000.0);
+    }
+}
+
+/// Refuses to start a node whose clock is more than `max_ms` from most of
+/// the peers that answer (at least one). Where no peer answers (the first
+/// node of a fleet, or one cut off), it starts unchecked and says so; the
+/// running check takes over.
+async fn check_clock_at_start(
+    net: &Arc<Transport>,
+    resolve: &Resolve,
+    name: &str,
+    peers: &[String],
+    clock: Clock,
+    max_ms: u64,
+) -> Result<(), String> {
+    if max_ms == 0 || peers.is_empty() {
+        return Ok(());
+    }
+    for round in 0..clock_check::START_ROUNDS {
+        let asked = clock_check::peers_for_round(peers, round);
+        let samples = clock_check::round(net, resolve, asked, clock).await;
+        record_offsets(name, &samples);
+        match clock_check::judge(&samples, max_ms, 1) {
+            v @ Verdict::Off { .. } => {
+                let why = clock_check::explain(&v, &samples, max_ms);
+                tracing::error!(node = %name, "refusing to start: {why}");
+                return Err(format!("{CLOCK_PREFIX}{why}"));
+            }
+            Verdict::Agrees { answered } => {
+                tracing::info!(node = %name, answered, "clock agrees with the peers'");
+                return Ok(());
+            }
+            Verdict::Unchecked { .. } => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    tracing::warn!(
+        node = %name,
+        "no peer answered a clock probe: starting on this machine's clock, unchecked \
+         (the running node checks again every {} s)",
+        clock_check::CHECK_INTERVAL.as_secs()
+    );
+    Ok(())
+}
+
+/// While the node runs: when most of at least two answering peers say its
+/// clock is too far off (a drifting clock), it stops as a crash would.
+async fn clock_loop(
+    node: Arc<NodePorts>,
+    net: Arc<Transport>,
+    resolve: Resolve,
+    peers: Vec<String>,
+    max_ms: u64,
+) {
+    if max_ms == 0 || peers.is_empty() {
+        return;
+    }
+    for round in 1usize.. {
+        tokio::time::sleep(clock_check::CHECK_INTERVAL).await;
+        let asked = clock_check::peers_for_round(&peers, round);
+        let samples = clock_check::round(&net, &resolve, asked, node.clock).await;
+        record_offsets(&node.name, &samples);
+        let v = clock_check::judge(&samples, max_ms, clock_check::RUNNING_QUORUM);
+        if let Verdict::Off { .. } = v {
+            let why = clock_check::explain(&v, &samples, max_ms);
+            tracing::error!(node = %node.name, "stopping: {why}");
+            node.life.request_stop(&format!("{CLOCK_PREFIX}{why}"));
+            return;
+        }
     }
 }
 

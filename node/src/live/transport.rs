@@ -29,6 +29,8 @@ use tokio::sync::mpsc;
 
 use actors::node::NodeMsg;
 
+use super::clock::Clock;
+use super::clock_check;
 use super::wire::{self, FRAME_BYTES_MAX};
 use crate::publish::BoxFuture;
 
@@ -103,7 +105,11 @@ pub fn server_config(id: &TlsIdentity) -> Result<quinn::ServerConfig, String> {
         .map_err(|e| format!("node certificate: {e}"))?;
     // Nodes and operators' consoles reach the same endpoint; the ALPN
     // says which protocol a connection speaks.
-    tls.alpn_protocols = vec![ALPN.to_vec(), crate::admin::proto::ALPN.to_vec()];
+    tls.alpn_protocols = vec![
+        ALPN.to_vec(),
+        crate::admin::proto::ALPN.to_vec(),
+        clock_check::ALPN.to_vec(),
+    ];
     let q = QuicServerConfig::try_from(tls).map_err(|e| format!("QUIC TLS: {e}"))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(q));
     cfg.transport_config(transport_params());
@@ -218,6 +224,10 @@ pub struct Transport {
     resolve: Resolve,
     unreachable: Arc<std::sync::OnceLock<OnUnreachable>>,
     admin: Arc<std::sync::OnceLock<OnAdmin>>,
+    /// The clock that answers peers' clock probes (until set, they are
+    /// closed unanswered), and the client config this node probes with.
+    clock: Arc<std::sync::OnceLock<Clock>>,
+    clock_client: quinn::ClientConfig,
     pub stats: Arc<TransportStats>,
 }
 
@@ -238,6 +248,7 @@ impl Transport {
         endpoint.set_default_client_config(client_config(id)?);
         let stats = Arc::new(TransportStats::default());
         let admin = Arc::new(std::sync::OnceLock::new());
+        let clock = Arc::new(std::sync::OnceLock::new());
         let t = Arc::new(Transport {
             me: me.to_string(),
             endpoint: endpoint.clone(),
@@ -245,11 +256,14 @@ impl Transport {
             resolve,
             unreachable: Arc::new(std::sync::OnceLock::new()),
             admin: Arc::clone(&admin),
+            clock: Arc::clone(&clock),
+            clock_client: client_config_for(id, clock_check::ALPN)?,
             stats: Arc::clone(&stats),
         });
         let accept = Accept {
             on_frame,
             admin,
+            clock,
             stats,
             me: me.to_string(),
         };
@@ -261,6 +275,21 @@ impl Transport {
     /// closed.
     pub fn on_admin(&self, f: OnAdmin) {
         let _ = self.admin.set(f);
+    }
+
+    /// Answers peers' clock probes with `clock` from now on (once).
+    pub fn serve_clock(&self, clock: Clock) {
+        let _ = self.clock.set(clock);
+    }
+
+    /// Asks `peer` at `addr` for its time ([`clock_check`]).
+    pub async fn probe_clock(
+        &self,
+        peer: &str,
+        addr: SocketAddr,
+        clock: &Clock,
+    ) -> Result<clock_check::Sample, String> {
+        clock_check::probe(&self.endpoint, self.clock_client.clone(), peer, addr, clock).await
     }
 
     /// Sets who hears of unreachable peers (once; later calls are ignored).
@@ -381,6 +410,7 @@ async fn dial_loop(
 struct Accept {
     on_frame: OnFrame,
     admin: Arc<std::sync::OnceLock<OnAdmin>>,
+    clock: Arc<std::sync::OnceLock<Clock>>,
     stats: Arc<TransportStats>,
     me: String,
 }
@@ -407,6 +437,13 @@ async fn accept_loop(endpoint: quinn::Endpoint, accept: Accept) {
                 match a.admin.get() {
                     Some(serve) => serve(conn),
                     None => conn.close(quinn::VarInt::from_u32(3), b"no admin RPC here"),
+                }
+                return;
+            }
+            if alpn.as_deref() == Some(clock_check::ALPN) {
+                match a.clock.get() {
+                    Some(clock) => clock_check::answer(conn, *clock).await,
+                    None => conn.close(quinn::VarInt::from_u32(3), b"not started"),
                 }
                 return;
             }
