@@ -91,6 +91,19 @@ fn a_two_minute_run_with_every_fault_kind_passes_the_audit() {
             report["faults_by_kind"]
         );
     }
+    // A node restarted an hour ahead must have refused to start.
+    if clocks {
+        let refused = report["checks"].as_array().is_some_and(|c| {
+            c.iter().any(|c| {
+                c["invariant"] == "node-clock-jump: the fleet answers as it must"
+                    && c["ok"] == true
+                    && c["evidence"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("refused to start (exit 3)"))
+            })
+        });
+        assert!(refused, "no clock refusal in {}", report["checks"]);
+    }
     assert!(report["audit"]["published"].as_u64().is_some_and(|n| n > 0));
     assert!(report["checks"].as_array().is_some_and(|c| c.len() > 10));
     let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");

@@ -68,28 +68,13 @@ fn exit_within(node: &mut NodeProc, within: Duration) -> Option<ExitStatus> {
     None
 }
 
-#[test]
-fn a_node_far_from_its_peers_clocks_refuses_to_run() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    if !Path::new(LIBFAKETIME).exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "libfaketime is not installed, and CI must run this test (.ci/run installs faketime)"
-        );
-        eprintln!("skipping: libfaketime is not installed (apt install faketime)");
-        return;
-    }
-    let Some(mut fleet) = start_fleet() else {
-        return;
-    };
-    fleet.wait_steady(3);
-    let root = fleet.root().to_path_buf();
-    let n3 = 2;
+/// Node `n3` restarted an hour ahead refuses before it claims anything,
+/// and its channels stay with the others.
+fn an_hour_ahead_is_refused(fleet: &mut Fleet, root: &Path, n3: usize) {
     let n3_id = fleet.node_id("n3");
-
     // An hour ahead: refused before it claims anything.
     kill(&mut fleet.nodes[n3]);
-    respawn(&root, &mut fleet.nodes[n3], Some("+3600"));
+    respawn(root, &mut fleet.nodes[n3], Some("+3600"));
     let status = exit_within(&mut fleet.nodes[n3], Duration::from_secs(30));
     let log = fleet.nodes[n3].log_text();
     assert_eq!(
@@ -119,11 +104,13 @@ fn a_node_far_from_its_peers_clocks_refuses_to_run() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(owned_by_n3(), 0, "a refused node owns channels");
+}
 
-    // A clock 1.5 times too fast: it starts (true at first), then stops
-    // itself once it is more than 2 s off.
+/// Node `n3` on a clock 1.5 times too fast starts (true at first), then
+/// stops itself once it is more than 2 s off.
+fn a_fast_clock_stops_itself(fleet: &mut Fleet, root: &Path, n3: usize) {
     let t0 = Instant::now();
-    respawn(&root, &mut fleet.nodes[n3], Some("+0 x1.5"));
+    respawn(root, &mut fleet.nodes[n3], Some("+0 x1.5"));
     let status = exit_within(&mut fleet.nodes[n3], Duration::from_secs(60));
     let log = fleet.nodes[n3].log_text();
     assert_eq!(
@@ -139,6 +126,28 @@ fn a_node_far_from_its_peers_clocks_refuses_to_run() {
         "n3 on a 1.5x clock stopped itself after {:.1} s",
         t0.elapsed().as_secs_f64()
     );
+}
+
+#[test]
+fn a_node_far_from_its_peers_clocks_refuses_to_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if !Path::new(LIBFAKETIME).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "libfaketime is not installed, and CI must run this test (.ci/run installs faketime)"
+        );
+        eprintln!("skipping: libfaketime is not installed (apt install faketime)");
+        return;
+    }
+    let Some(mut fleet) = start_fleet() else {
+        return;
+    };
+    fleet.wait_steady(3);
+    let root = fleet.root().to_path_buf();
+    let n3 = 2;
+
+    an_hour_ahead_is_refused(&mut fleet, &root, n3);
+    a_fast_clock_stops_itself(&mut fleet, &root, n3);
 
     // On the true clock it runs again, and nothing was lost or repeated.
     respawn(&root, &mut fleet.nodes[n3], None);

@@ -33,6 +33,11 @@ pub struct FaultRecord {
     pub held_after_ms: Option<u64>,
     /// A fault that could not be caused (with why): the run goes on.
     pub error: Option<String>,
+    /// What the fleet did about it, where the fault expects an answer (a
+    /// node started an hour ahead must refuse to start), and whether that
+    /// was the answer expected (`None`: said, not checked).
+    pub outcome: Option<String>,
+    pub outcome_ok: Option<bool>,
 }
 
 /// Everything the runner breaks.
@@ -61,6 +66,13 @@ const STALL_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// How far a jumping node's wall clock goes ahead.
 const CLOCK_JUMP_S: i64 = 3_600;
+
+/// How long a node started an hour ahead may take to refuse (a start on
+/// a loaded machine, two rounds of clock probes).
+const CLOCK_REFUSAL_WITHIN: Duration = Duration::from_secs(20);
+
+/// `reelfleet node`'s exit status when its clock is too far off.
+const CLOCK_EXIT: i32 = 3;
 
 /// How long an admin command may take (the kill switch waits for every
 /// node to confirm, at most three leases plus 5 s).
@@ -95,21 +107,58 @@ impl Rig<'_> {
     }
 
     /// A clock fault on node `i` begins (`on`) or ends: the node runs on
-    /// its wrong clock, or is restarted on the true one.
-    fn clock_fault(&mut self, kind: FaultKind, i: usize, on: bool) -> Result<(), String> {
+    /// its wrong clock, or is restarted on the true one. A node restarted
+    /// an hour ahead must refuse to start (its peers' clocks disagree); one
+    /// on a fast clock stops itself once it is too far off (said, not
+    /// checked: the fault may end first).
+    fn clock_fault(
+        &mut self,
+        kind: FaultKind,
+        i: usize,
+        on: bool,
+        rec: &mut FaultRecord,
+    ) -> Result<(), String> {
         match (kind, on) {
             (FaultKind::NodeClockJump, true) => {
-                // The running node sees the jump within a second; then it
-                // is restarted, to start with a calendar an hour ahead.
+                // The running node's wall clock jumps (its calendar does
+                // not: it reads the wall clock once); then it is restarted,
+                // to start with a calendar an hour ahead.
                 self.fleet.set_clock_offset(i, CLOCK_JUMP_S)?;
                 std::thread::sleep(Duration::from_millis(1_500));
                 self.fleet.kill(i);
+                self.fleet.start(i)?;
+                let exit = self.fleet.wait_exit(i, CLOCK_REFUSAL_WITHIN);
+                let name = &self.fleet.nodes[i].name;
+                rec.outcome_ok = Some(exit == Some(CLOCK_EXIT));
+                rec.outcome = Some(match exit {
+                    Some(code) => format!(
+                        "{name} refused to start (exit {code}): {}",
+                        self.fleet.last_error(i).unwrap_or_default()
+                    ),
+                    None => format!(
+                        "{name} started an hour ahead and was still running after {} s",
+                        CLOCK_REFUSAL_WITHIN.as_secs()
+                    ),
+                });
+                return Ok(());
             }
             (_, true) => {
                 self.fleet.kill(i);
                 self.fleet.nodes[i].drift = Some(CLOCK_RATE);
             }
             (_, false) => {
+                if kind == FaultKind::NodeClockDrift {
+                    let name = self.fleet.nodes[i].name.clone();
+                    rec.outcome = Some(match self.fleet.exit_code(i) {
+                        Some(code) => format!(
+                            "{name} stopped itself (exit {code}): {}",
+                            self.fleet.last_error(i).unwrap_or_default()
+                        ),
+                        None => {
+                            format!("{name} ran on a {CLOCK_RATE}x clock until the fault ended")
+                        }
+                    });
+                }
                 self.fleet.kill(i);
                 self.fleet.nodes[i].drift = None;
                 self.fleet.set_clock_offset(i, 0)?;
@@ -167,6 +216,8 @@ impl Rig<'_> {
             ended_ms: None,
             held_after_ms: None,
             error: None,
+            outcome: None,
+            outcome_ok: None,
         };
         let nodes = self.fleet.nodes.len();
         let members = self.etcd.members.len();
@@ -214,7 +265,7 @@ impl Rig<'_> {
             FaultKind::ProviderErrors => self.provider.set_failing("script", Some(503)),
             FaultKind::GpuSlow => self.provider.set_slow("render", GPU_SLOW_FACTOR),
             FaultKind::NodeClockJump | FaultKind::NodeClockDrift => {
-                self.clock_fault(f.kind, f.target % nodes, true)
+                self.clock_fault(f.kind, f.target % nodes, true, &mut rec)
             }
             FaultKind::PublishStall => self.fleet.stall_at(
                 f.target % nodes,
@@ -231,8 +282,8 @@ impl Rig<'_> {
         rec
     }
 
-    /// Ends `f`.
-    pub fn end(&mut self, f: &Fault) -> Result<(), String> {
+    /// Ends `f` (`rec`: its record, for what the fleet did meanwhile).
+    pub fn end(&mut self, f: &Fault, rec: &mut FaultRecord) -> Result<(), String> {
         let nodes = self.fleet.nodes.len();
         let members = self.etcd.members.len();
         match f.kind {
@@ -258,7 +309,7 @@ impl Rig<'_> {
                 })
                 .map(|_| ()),
             FaultKind::NodeClockJump | FaultKind::NodeClockDrift => {
-                self.clock_fault(f.kind, f.target % nodes, false)
+                self.clock_fault(f.kind, f.target % nodes, false, rec)
             }
             FaultKind::ProviderErrors | FaultKind::GpuSlow => {
                 self.provider.clear_faults();

@@ -70,6 +70,8 @@ pub struct Fleet {
     pub topo: Topology,
     pub nodes: Vec<NodeProc>,
     exe: PathBuf,
+    /// Every time a node's process ended by itself: its name and status.
+    pub exits: Vec<(String, i32)>,
 }
 
 /// The synthetic "quick" pipeline (script, render on a GPU, upload) and
@@ -269,11 +271,14 @@ impl Fleet {
             topo,
             nodes,
             exe,
+            exits: Vec::new(),
         })
     }
 
     /// Starts node `i` (its log appended to).
     pub fn start(&mut self, i: usize) -> Result<(), String> {
+        // A node that exited by itself (a clock refusal) is started again.
+        let _ = self.exit_code(i);
         let n = &mut self.nodes[i];
         if n.child.is_some() {
             return Ok(());
@@ -325,6 +330,41 @@ impl Fleet {
         n.child = Some(child);
         n.frozen = false;
         Ok(())
+    }
+
+    /// Node `i`'s exit status if its process has ended by itself (it is
+    /// then forgotten: `start` starts it again).
+    pub fn exit_code(&mut self, i: usize) -> Option<i32> {
+        let n = &mut self.nodes[i];
+        let status = n.child.as_mut()?.try_wait().ok()??;
+        n.child = None;
+        n.frozen = false;
+        let code = status.code().unwrap_or(-1);
+        self.exits.push((n.name.clone(), code));
+        Some(code)
+    }
+
+    /// Waits (at most `within`) for node `i` to exit by itself.
+    pub fn wait_exit(&mut self, i: usize, within: Duration) -> Option<i32> {
+        let t0 = Instant::now();
+        loop {
+            if let Some(code) = self.exit_code(i) {
+                return Some(code);
+            }
+            if t0.elapsed() >= within {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last line of node `i`'s log that says `error:`.
+    pub fn last_error(&self, i: usize) -> Option<String> {
+        let log = std::fs::read_to_string(&self.nodes[i].log).ok()?;
+        log.lines()
+            .rev()
+            .find(|l| l.starts_with("error: "))
+            .map(|l| l.trim_start_matches("error: ").to_string())
     }
 
     /// SIGKILL, as a crash would.

@@ -335,7 +335,11 @@ fn tables(r: &ChaosReport) -> (String, String, String) {
             f.ended_ms
                 .map(|e| format!("{:.1}", (e - f.started_ms) as f64 / 1000.0))
                 .unwrap_or_default(),
-            esc(f.error.as_deref().unwrap_or(""))
+            esc(&match (&f.error, &f.outcome) {
+                (Some(e), _) => format!("not caused: {e}"),
+                (None, Some(o)) => o.clone(),
+                (None, None) => String::new(),
+            })
         ));
     }
     let mut dist = String::new();
@@ -391,7 +395,7 @@ tr.bad td {{ background: #fde0e0; }}
 <table><tr><th></th><th>invariant</th><th>evidence</th></tr>
 {rows}</table>
 <h2>Faults</h2>
-<table><tr><th>kind</th><th>target</th><th>at (s)</th><th>for (s)</th><th>error</th></tr>
+<table><tr><th>kind</th><th>target</th><th>at (s)</th><th>for (s)</th><th>what came of it</th></tr>
 {faults}</table>
 </body></html>
 "#,

@@ -181,6 +181,7 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
     let audit = rt.block_on(audit(&store, &topo, &emu, &must_end))?;
     let mut ready = ready_checks(&fleet);
     ready.extend(log_checks(&fleet));
+    ready.push(exit_check(&mut fleet));
     let samples = monitor.finish();
     ready.push(made_visible_by_owner(
         &samples,
@@ -264,7 +265,7 @@ fn run_schedule(
         let rel = now_ms - start_ms;
         if let Some((f, i)) = active {
             if rel >= f.at_ms + f.for_ms {
-                if let Err(e) = rig.end(f) {
+                if let Err(e) = rig.end(f, &mut records[i]) {
                     records[i].error.get_or_insert(format!("ending it: {e}"));
                 }
                 records[i].ended_ms = Some(t0.elapsed().as_millis() as u64);
@@ -431,6 +432,29 @@ fn ready_checks(fleet: &Fleet) -> Vec<Check> {
     out
 }
 
+/// No node's process ended by itself, except a node refusing to run on
+/// a clock too far from its peers' (status 3): any other exit is a crash
+/// the heal would otherwise hide by starting it again.
+fn exit_check(fleet: &mut Fleet) -> Check {
+    for i in 0..fleet.nodes.len() {
+        let _ = fleet.exit_code(i);
+    }
+    let (clock, other): (Vec<_>, Vec<_>) = fleet.exits.iter().partition(|(_, code)| *code == 3);
+    Check {
+        invariant: "no node exits by itself, except for its clock".into(),
+        ok: other.is_empty(),
+        evidence: if other.is_empty() {
+            format!("{} exits, each a clock refusal (status 3)", clock.len())
+        } else {
+            other
+                .iter()
+                .map(|(n, code)| format!("{n} exited with status {code}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        },
+    }
+}
+
 /// Every node's log, read for what must never be in one: a panic (a bug,
 /// whatever the fault), and the fence counted (refusals are the fence
 /// working, shown as evidence).
@@ -569,6 +593,13 @@ fn verdict(
     checks.extend(recoveries.iter().map(recovery_check));
     checks.extend(report::stop_checks(&samples, &faults, &bounds));
     checks.extend(ready);
+    for f in faults.iter().filter(|f| f.outcome_ok.is_some()) {
+        checks.push(Check {
+            invariant: format!("{}: the fleet answers as it must", f.kind),
+            ok: f.outcome_ok == Some(true),
+            evidence: f.outcome.clone().unwrap_or_default(),
+        });
+    }
     for f in faults.iter().filter(|f| f.error.is_some()) {
         checks.push(Check {
             invariant: "every scheduled fault was caused".into(),

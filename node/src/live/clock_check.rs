@@ -61,7 +61,10 @@ impl Sample {
     /// Whether this answer proves the clocks further apart than
     /// `max_offset_ms` (allowing for half the round trip).
     pub fn beyond(&self, max_offset_ms: u64) -> bool {
-        self.offset_ms.unsigned_abs().saturating_sub(self.rtt_ms / 2) > max_offset_ms
+        self.offset_ms
+            .unsigned_abs()
+            .saturating_sub(self.rtt_ms / 2)
+            > max_offset_ms
     }
 }
 
@@ -164,9 +167,7 @@ pub async fn probe(
             .await
             .map_err(|e| e.to_string())?;
         let mut ans = [0u8; 8];
-        recv.read_exact(&mut ans)
-            .await
-            .map_err(|e| e.to_string())?;
+        recv.read_exact(&mut ans).await.map_err(|e| e.to_string())?;
         let t1 = clock.now_ms();
         conn.close(quinn::VarInt::from_u32(0), b"thanks");
         let peer_ms = u64::from_le_bytes(ans) as i128;
@@ -236,7 +237,11 @@ mod tests {
     #[test]
     fn a_node_an_hour_ahead_of_every_peer_is_off() {
         let got = judge(
-            &[s("a", -3_600_000, 1), s("b", -3_600_010, 2), s("c", -3_599_990, 1)],
+            &[
+                s("a", -3_600_000, 1),
+                s("b", -3_600_010, 2),
+                s("c", -3_599_990, 1),
+            ],
             2_000,
             1,
         );
@@ -249,12 +254,19 @@ mod tests {
             }
         );
         let text = explain(&got, &[s("a", -3_600_000, 1)], 2_000);
-        assert!(text.contains("3600.000 s ahead of 3 of the 3 peers"), "{text}");
+        assert!(
+            text.contains("3600.000 s ahead of 3 of the 3 peers"),
+            "{text}"
+        );
     }
 
     #[test]
     fn one_odd_peer_does_not_make_this_node_off() {
-        let got = judge(&[s("a", 5, 1), s("b", 3_600_000, 1), s("c", -7, 1)], 2_000, 2);
+        let got = judge(
+            &[s("a", 5, 1), s("b", 3_600_000, 1), s("c", -7, 1)],
+            2_000,
+            2,
+        );
         assert_eq!(got, Verdict::Agrees { answered: 3 });
     }
 

@@ -68,11 +68,9 @@ pub struct RunningNode {
     pub metrics_addr: Option<SocketAddr>,
     root: ActorRef<()>,
     root_join: tokio::task::JoinHandle<()>,
-    telemetry: tokio::task::JoinHandle<()>,
-    ledgers: tokio::task::JoinHandle<()>,
-    reports: tokio::task::JoinHandle<()>,
-    requests: tokio::task::JoinHandle<()>,
-    clocks: tokio::task::JoinHandle<()>,
+    /// GPU telemetry, ledger metrics, reports, admin requests, clock
+    /// checks: stopped with the node.
+    loops: [tokio::task::JoinHandle<()>; 5],
 }
 
 fn node_id(topo: &Topology, name: &str) -> Result<NodeId, String> {
@@ -138,41 +136,59 @@ async fn advertise(store: &AnyStore, name: &str, quic: SocketAddr) -> Result<Soc
     Ok(advertised)
 }
 
+/// A node on the network: its transport, answering clock probes, its
+/// address in the store; the cell its frames find its ports in.
+struct Joined {
+    net: Arc<Transport>,
+    resolve: Resolve,
+    cell: Arc<OnceLock<Weak<NodePorts>>>,
+    quic_addr: SocketAddr,
+}
+
+async fn join(spec: &NodeSpec, clock: Clock) -> Result<Joined, String> {
+    // Frames may arrive before the ports exist: they find them here.
+    let cell: Arc<OnceLock<Weak<NodePorts>>> = Arc::new(OnceLock::new());
+    let on_frame: OnFrame = {
+        let cell = Arc::clone(&cell);
+        Arc::new(move |_peer: &str, msg| {
+            if let Some(node) = cell.get().and_then(Weak::upgrade) {
+                node.router.arrive(msg);
+            }
+        })
+    };
+    let resolve = resolver(&spec.store);
+    let net = Transport::start(
+        spec.listen,
+        &spec.identity,
+        &spec.name,
+        on_frame,
+        Arc::clone(&resolve),
+    )?;
+    net.serve_clock(clock);
+    let quic_addr = advertise(&spec.store, &spec.name, net.local_addr()?).await?;
+    Ok(Joined {
+        net,
+        resolve,
+        cell,
+        quic_addr,
+    })
+}
+
 impl RunningNode {
     pub async fn start(spec: NodeSpec) -> Result<RunningNode, String> {
         let me = node_id(&spec.topo, &spec.name)?;
         refuse_if_drained(&spec).await?;
-        // Frames may arrive before the ports exist: they find them here.
-        let cell: Arc<OnceLock<Weak<NodePorts>>> = Arc::new(OnceLock::new());
-        let on_frame: OnFrame = {
-            let cell = Arc::clone(&cell);
-            Arc::new(move |_peer: &str, msg| {
-                if let Some(node) = cell.get().and_then(Weak::upgrade) {
-                    node.router.arrive(msg);
-                }
-            })
-        };
-        let resolve = resolver(&spec.store);
         let clock = Clock::new();
-        let net = Transport::start(
-            spec.listen,
-            &spec.identity,
-            &spec.name,
-            on_frame,
-            Arc::clone(&resolve),
-        )?;
-        net.serve_clock(clock);
-        let quic_addr = advertise(&spec.store, &spec.name, net.local_addr()?).await?;
+        let Joined {
+            net,
+            resolve,
+            cell,
+            quic_addr,
+        } = join(&spec, clock).await?;
         // Before a channel is claimed: a node far off its peers' calendar
         // would publish its channels' slots early (clock_check).
         let clock_max_ms = spec.timing.clock_offset_max_ms;
-        let peers: Vec<String> = spec
-            .topo
-            .nodes
-            .iter()
-            .filter(|n| n.name != spec.name)
-            .map(|n| n.name.clone())
-            .collect();
+        let peers = peers_of(&spec.topo, &spec.name);
         check_clock_at_start(&net, &resolve, &spec.name, &peers, clock, clock_max_ms).await?;
         let (gpu, metrics_at) = (spec.gpu.clone(), spec.metrics);
         let outbox = Arc::new(QuicOutbox {
@@ -193,26 +209,20 @@ impl RunningNode {
         let node = build_ports(parts, me, outbox)?;
         let _ = cell.set(Arc::downgrade(&node));
         wire_transport(&net, &node);
-        let shown = super::pages::Shown {
-            ports: Arc::clone(&node),
-            net: Arc::clone(&net),
-        };
-        super::pages::register_collectors(&shown);
-        let metrics_addr = match metrics_at {
-            Some(addr) => Some(crate::http::serve(addr, super::pages::pages(vec![shown])).await?),
-            None => None,
-        };
-        let telemetry = tokio::spawn(telemetry_loop(Arc::clone(&node), gpu));
-        let ledgers = tokio::spawn(super::ledger_metrics::ledger_loop(Arc::clone(&node)));
-        let reports = tokio::spawn(super::report::report_loop(Arc::clone(&node)));
-        let requests = tokio::spawn(super::requests::request_loop(Arc::clone(&node)));
-        let clocks = tokio::spawn(clock_loop(
-            Arc::clone(&node),
-            Arc::clone(&net),
-            resolve,
-            peers,
-            clock_max_ms,
-        ));
+        let metrics_addr = serve_pages(&node, &net, metrics_at).await?;
+        let loops = [
+            tokio::spawn(telemetry_loop(Arc::clone(&node), gpu)),
+            tokio::spawn(super::ledger_metrics::ledger_loop(Arc::clone(&node))),
+            tokio::spawn(super::report::report_loop(Arc::clone(&node))),
+            tokio::spawn(super::requests::request_loop(Arc::clone(&node))),
+            tokio::spawn(clock_loop(
+                Arc::clone(&node),
+                Arc::clone(&net),
+                resolve,
+                peers,
+                clock_max_ms,
+            )),
+        ];
         let args = Arc::new(WorkArgs {
             ports: Arc::clone(&node),
             clock: node.clock,
@@ -228,11 +238,7 @@ impl RunningNode {
             metrics_addr,
             root,
             root_join,
-            telemetry,
-            ledgers,
-            reports,
-            requests,
-            clocks,
+            loops,
         })
     }
 
@@ -256,14 +262,40 @@ impl RunningNode {
         self.ctx.life.mark_stopping();
         self.root.stop(Some("node stopping".into()));
         let _ = tokio::time::timeout(Duration::from_secs(5), self.root_join).await;
-        self.telemetry.abort();
-        self.ledgers.abort();
-        self.reports.abort();
-        self.requests.abort();
-        self.clocks.abort();
+        for l in &self.loops {
+            l.abort();
+        }
         self.ctx.jobs.cancel_all();
         self.net.close();
     }
+}
+
+/// The node's metrics collectors, and its HTTP pages on `at` (if given).
+async fn serve_pages(
+    node: &Arc<NodePorts>,
+    net: &Arc<Transport>,
+    at: Option<SocketAddr>,
+) -> Result<Option<SocketAddr>, String> {
+    let shown = super::pages::Shown {
+        ports: Arc::clone(node),
+        net: Arc::clone(net),
+    };
+    super::pages::register_collectors(&shown);
+    match at {
+        Some(addr) => Ok(Some(
+            crate::http::serve(addr, super::pages::pages(vec![shown])).await?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Every node of the fleet but `me`.
+fn peers_of(topo: &Topology, me: &str) -> Vec<String> {
+    topo.nodes
+        .iter()
+        .filter(|n| n.name != me)
+        .map(|n| n.name.clone())
+        .collect()
 }
 
 /// How a node's error begins when its clock is too far from its peers'
