@@ -101,6 +101,11 @@ impl<'a> Reader<'a> {
         let n = self.u32(what)? as usize;
         self.take(n, what)
     }
+    /// Whether every byte has been read (a record that grew a field reads
+    /// it only when it is there).
+    pub fn at_end(&self) -> bool {
+        self.at == self.buf.len()
+    }
     /// Records end exactly where their fields do: trailing bytes mean the
     /// record was written by something else.
     pub fn end(self, what: &'static str) -> Result<(), DecodeError> {

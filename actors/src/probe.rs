@@ -117,6 +117,16 @@ probes! {
         "this node found itself removed while alive, dropped its channels and rejoins",
     DeclaredDeadWhileDraining => "membership.declared-dead-while-draining":
         "a draining node found itself removed and stopped there, drained",
+    QuotaWaitWoken => "channel.quota-wait-woken":
+        "a video asleep until the quota reset was woken by an operator's quota",
+    LimitsPushed => "channel.limits-pushed":
+        "an operator's budget or quota reached the channel through membership",
+    LimitsChanged => "channel.limits-changed":
+        "an operator's budget or quota for the channel was read (at load or after a refused write)",
+    MaintenanceRead => "membership.maintenance-read":
+        "an operator's maintenance window was read and started on this node's clock",
+    RemovalHeldForMaintenance => "membership.removal-held-for-maintenance":
+        "an expired peer was not removed: it is inside a maintenance window",
     DrainWhileJoining => "membership.drain-while-joining":
         "a drain asked while the node was (re)joining ended at once",
     MembersStale => "membership.members-stale":

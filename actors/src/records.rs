@@ -15,11 +15,16 @@
 //! Ids are big-endian so that keys sort by id.
 
 use crate::codec::{DecodeError, Reader, Writer};
-use topology::{ChannelId, NodeId, ProjectId};
+use topology::{Budget, ChannelId, NodeId, ProjectId};
 
 pub const MEMBERS_KEY: &[u8] = b"m";
+/// Most members (and draining or excluded nodes) a members record holds.
+const MEMBERS_MAX: u32 = 100_000;
 pub const CONTROL_GEN_KEY: &[u8] = b"k/gen";
 pub const CONTROL_ALL_KEY: &[u8] = b"k/all";
+/// The operator's maintenance window ([`MaintenanceRecord`]); under the
+/// control prefix, so that membership reads it with the control records.
+pub const MAINTENANCE_KEY: &[u8] = b"k/maint";
 
 fn key_u32(prefix: &[u8], id: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + 4);
@@ -82,6 +87,9 @@ pub enum Key {
     ControlGen,
     ControlAll,
     Control(ChannelId),
+    Maintenance,
+    Budget(ChannelId),
+    QuotaLimits(ProjectId),
 }
 
 impl Key {
@@ -103,6 +111,8 @@ impl Key {
             return Some(Key::ControlGen);
         } else if k == CONTROL_ALL_KEY {
             return Some(Key::ControlAll);
+        } else if k == MAINTENANCE_KEY {
+            return Some(Key::Maintenance);
         }
         let (prefix, rest) = split_prefix(k)?;
         Some(match prefix {
@@ -110,6 +120,11 @@ impl Key {
             "o/" => Key::Owner(ChannelId(id32(exact(rest, 4)?))),
             "c/" => Key::Channel(ChannelId(id32(exact(rest, 4)?))),
             "k/c/" => Key::Control(ChannelId(id32(exact(rest, 4)?))),
+            "k/b/" => Key::Budget(ChannelId(id32(exact(rest, 4)?))),
+            "k/q/" => {
+                let r = exact(rest, 2)?;
+                Key::QuotaLimits(ProjectId(u16::from_be_bytes([r[0], r[1]])))
+            }
             "va/" => {
                 let (ch, slot) = video(rest)?;
                 Key::ActiveVideo(ch, slot)
@@ -139,16 +154,33 @@ impl Key {
             Key::ControlGen => CONTROL_GEN_KEY.to_vec(),
             Key::ControlAll => CONTROL_ALL_KEY.to_vec(),
             Key::Control(ch) => control_key(ch),
+            Key::Maintenance => MAINTENANCE_KEY.to_vec(),
+            Key::Budget(ch) => budget_key(ch),
+            Key::QuotaLimits(p) => quota_limits_key(p),
         }
     }
 }
 
 /// The longest layout prefix `k` starts with, and the rest.
 fn split_prefix(k: &[u8]) -> Option<(&'static str, &[u8])> {
-    const PREFIXES: [&str; 7] = ["k/c/", "va/", "vd/", "l/", "o/", "c/", "q/"];
+    const PREFIXES: [&str; 9] = ["k/c/", "k/b/", "k/q/", "va/", "vd/", "l/", "o/", "c/", "q/"];
     PREFIXES
         .iter()
         .find_map(|p| k.strip_prefix(p.as_bytes()).map(|rest| (*p, rest)))
+}
+/// A channel's budget as an operator set it (`budget CHANNEL ...`), in
+/// place of the cluster config's.
+pub fn budget_key(ch: ChannelId) -> Vec<u8> {
+    let mut k = b"k/b/".to_vec();
+    k.extend_from_slice(&ch.0.to_be_bytes());
+    k
+}
+/// A project's daily quota per bucket as an operator set it (`quota
+/// PROJECT BUCKET ...`), in place of the cluster config's.
+pub fn quota_limits_key(project: ProjectId) -> Vec<u8> {
+    let mut k = b"k/q/".to_vec();
+    k.extend_from_slice(&project.0.to_be_bytes());
+    k
 }
 pub fn quota_key(project: ProjectId, day: u64) -> Vec<u8> {
     let mut k = b"q/".to_vec();
@@ -507,6 +539,11 @@ pub struct MembersRecord {
     /// Members handing their channels away: placement skips them, and their
     /// channels are claimed only once released.
     pub draining: Vec<NodeId>,
+    /// Nodes an operator excluded (`exclude NODE`): placement skips them
+    /// whether or not they are members, so an excluded node hosts no
+    /// channel and no dispatcher even while it holds its lease. Kept across
+    /// the node's deaths and rejoins until `include NODE`. Sorted.
+    pub excluded: Vec<NodeId>,
 }
 
 impl MembersRecord {
@@ -521,13 +558,17 @@ impl MembersRecord {
         for n in &self.draining {
             w.u32(n.0);
         }
+        w.u32(self.excluded.len() as u32);
+        for n in &self.excluded {
+            w.u32(n.0);
+        }
         w.finish()
     }
     pub fn decode(b: &[u8]) -> Result<MembersRecord, DecodeError> {
         let mut r = Reader::expect_tag(b, b'M', "members tag")?;
         let generation = r.u64("generation")?;
         let n = r.u32("member count")?;
-        if n > 100_000 {
+        if n > MEMBERS_MAX {
             return Err(DecodeError {
                 what: "member count over 100000",
                 offset: 9,
@@ -550,12 +591,28 @@ impl MembersRecord {
         for _ in 0..d {
             draining.push(NodeId(r.u32("draining id")?));
         }
+        // Written before exclusion existed: nobody is excluded.
+        let mut excluded = Vec::new();
+        if !r.at_end() {
+            let x = r.u32("excluded count")?;
+            if x > MEMBERS_MAX {
+                return Err(DecodeError {
+                    what: "excluded count over 100000",
+                    offset: 0,
+                });
+            }
+            excluded.reserve(x as usize);
+            for _ in 0..x {
+                excluded.push(NodeId(r.u32("excluded id")?));
+            }
+        }
         r.end("members record end")?;
         Ok(MembersRecord {
             generation,
             nodes,
             incarnations,
             draining,
+            excluded,
         })
     }
     pub fn incarnation_of(&self, n: NodeId) -> Option<u64> {
@@ -593,9 +650,134 @@ impl MembersRecord {
     pub fn is_draining(&self, n: NodeId) -> bool {
         self.draining.binary_search(&n).is_ok()
     }
-    /// Nodes placement may use: members that are not draining.
+    pub fn is_excluded(&self, n: NodeId) -> bool {
+        self.excluded.binary_search(&n).is_ok()
+    }
+    /// Excludes `n` (`on`) or includes it again; true if that changed
+    /// anything.
+    pub fn set_excluded(&mut self, n: NodeId, on: bool) -> bool {
+        match (self.excluded.binary_search(&n), on) {
+            (Err(i), true) => {
+                self.excluded.insert(i, n);
+                true
+            }
+            (Ok(i), false) => {
+                self.excluded.remove(i);
+                true
+            }
+            _ => false,
+        }
+    }
+    /// Nodes placement may use: members that are neither draining nor
+    /// excluded.
     pub fn placeable(&self, n: NodeId) -> bool {
-        self.contains(n) && !self.is_draining(n)
+        self.contains(n) && !self.is_draining(n) && !self.is_excluded(n)
+    }
+}
+
+/// An operator's maintenance window (`maintenance ZONE|NODE SECONDS`): the
+/// nodes in it may stop and restart without their channels moving away
+/// for `duration_ms`, counted by each node from when it reads the record
+/// (on its own clock: no two clocks are compared). A node still down when
+/// the window ends is removed as usual. Absent: no window.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MaintenanceRecord {
+    /// Sorted.
+    pub nodes: Vec<NodeId>,
+    pub duration_ms: u64,
+}
+
+/// The longest maintenance window: a day.
+pub const MAINTENANCE_MS_MAX: u64 = 86_400_000;
+
+impl MaintenanceRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_tag(b'N');
+        w.u64(self.duration_ms).u32(self.nodes.len() as u32);
+        for n in &self.nodes {
+            w.u32(n.0);
+        }
+        w.finish()
+    }
+    pub fn decode(b: &[u8]) -> Result<MaintenanceRecord, DecodeError> {
+        let mut r = Reader::expect_tag(b, b'N', "maintenance tag")?;
+        let duration_ms = r.u64("maintenance duration")?;
+        if duration_ms > MAINTENANCE_MS_MAX {
+            return Err(DecodeError {
+                what: "maintenance longer than a day",
+                offset: 1,
+            });
+        }
+        let n = r.u32("maintenance node count")?;
+        if n > MEMBERS_MAX {
+            return Err(DecodeError {
+                what: "maintenance node count over 100000",
+                offset: 9,
+            });
+        }
+        let mut nodes = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            nodes.push(NodeId(r.u32("maintenance node")?));
+        }
+        r.end("maintenance record end")?;
+        Ok(MaintenanceRecord { nodes, duration_ms })
+    }
+}
+
+/// A channel's budget set by an operator (key [`budget_key`]): it replaces
+/// the cluster config's from the moment it commits, since every write of
+/// the channel checks its version.
+pub fn encode_budget(b: &Budget) -> Vec<u8> {
+    let mut w = Writer::with_tag(b'B');
+    w.u64(b.daily_soft_micros)
+        .u64(b.daily_hard_micros)
+        .u64(b.per_video_soft_micros)
+        .u64(b.per_video_hard_micros);
+    w.finish()
+}
+pub fn decode_budget(b: &[u8]) -> Result<Budget, DecodeError> {
+    let mut r = Reader::expect_tag(b, b'B', "budget tag")?;
+    let budget = Budget {
+        daily_soft_micros: r.u64("daily soft")?,
+        daily_hard_micros: r.u64("daily hard")?,
+        per_video_soft_micros: r.u64("per-video soft")?,
+        per_video_hard_micros: r.u64("per-video hard")?,
+    };
+    r.end("budget record end")?;
+    Ok(budget)
+}
+
+/// A project's daily units per bucket, set by an operator (key
+/// [`quota_limits_key`]), in the order of the project's buckets.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct QuotaLimitsRecord {
+    pub units_per_day: Vec<u64>,
+}
+
+impl QuotaLimitsRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_tag(b'U');
+        w.u32(self.units_per_day.len() as u32);
+        for u in &self.units_per_day {
+            w.u64(*u);
+        }
+        w.finish()
+    }
+    pub fn decode(b: &[u8]) -> Result<QuotaLimitsRecord, DecodeError> {
+        let mut r = Reader::expect_tag(b, b'U', "quota limits tag")?;
+        let n = r.u32("bucket count")?;
+        if n > 64 {
+            return Err(DecodeError {
+                what: "more than 64 quota buckets",
+                offset: 1,
+            });
+        }
+        let mut units_per_day = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            units_per_day.push(r.u64("units per day")?);
+        }
+        r.end("quota limits record end")?;
+        Ok(QuotaLimitsRecord { units_per_day })
     }
 }
 
@@ -652,8 +834,34 @@ mod tests {
             nodes: vec![NodeId(1), NodeId(4)],
             incarnations: vec![1, 3],
             draining: vec![NodeId(4)],
+            excluded: vec![NodeId(2)],
         };
-        assert_eq!(MembersRecord::decode(&m.encode()), Ok(m));
+        assert_eq!(MembersRecord::decode(&m.encode()), Ok(m.clone()));
+        // A record written before exclusion existed reads as nobody
+        // excluded; one cut inside the excluded list is refused.
+        let mut old = m.encode();
+        old.truncate(old.len() - 8);
+        let read = MembersRecord::decode(&old).expect("an older record");
+        assert!(read.excluded.is_empty() && read.draining == m.draining);
+        assert!(MembersRecord::decode(&m.encode()[..m.encode().len() - 2]).is_err());
+        let mut x = m.clone();
+        assert!(x.placeable(NodeId(1)) && !x.placeable(NodeId(4)));
+        assert!(x.set_excluded(NodeId(1), true) && !x.placeable(NodeId(1)));
+        assert!(!x.set_excluded(NodeId(1), true));
+        x.remove(NodeId(1));
+        x.join(NodeId(1), 9);
+        assert!(x.is_excluded(NodeId(1)), "exclusion outlives a rejoin");
+        assert!(x.set_excluded(NodeId(1), false) && x.placeable(NodeId(1)));
+        let w = MaintenanceRecord {
+            nodes: vec![NodeId(0), NodeId(3)],
+            duration_ms: 600_000,
+        };
+        assert_eq!(MaintenanceRecord::decode(&w.encode()), Ok(w.clone()));
+        let long = MaintenanceRecord {
+            duration_ms: MAINTENANCE_MS_MAX + 1,
+            ..w
+        };
+        assert!(MaintenanceRecord::decode(&long.encode()).is_err());
         assert!(OwnerRecord::decode(b"Xjunk").is_err());
         let o = OwnerRecord {
             node: None,
@@ -675,6 +883,9 @@ mod tests {
             Key::Quota(ProjectId(2), 20_819),
             Key::ControlGen,
             Key::ControlAll,
+            Key::Maintenance,
+            Key::Budget(ChannelId(12)),
+            Key::QuotaLimits(ProjectId(3)),
             Key::Control(ChannelId(9)),
         ];
         for k in keys {

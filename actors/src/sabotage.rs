@@ -23,6 +23,10 @@ pub struct Sabotage {
     /// allows another ask at once, good enough or not: with the lease
     /// lapsed, asking and waking spin without time moving.
     pub no_lease_ask_throttle: bool,
+    /// Membership places channels on excluded nodes as on any member.
+    pub no_exclusion: bool,
+    /// Membership removes an expired peer inside a maintenance window.
+    pub no_maintenance: bool,
 }
 
 impl Sabotage {
@@ -38,18 +42,34 @@ impl Sabotage {
             "vram-admission" => s.no_vram_admission = true,
             "true-retry-accounting" => s.no_true_retry_accounting = true,
             "lease-ask-throttle" => s.no_lease_ask_throttle = true,
+            "exclusion" => s.no_exclusion = true,
+            "maintenance" => s.no_maintenance = true,
             _ => return None,
         }
         Some(s)
     }
 
-    pub const NAMES: [&'static str; 6] = [
+    /// Every switch off (what production builds).
+    pub const OFF: Sabotage = Sabotage {
+        no_epoch_fencing: false,
+        no_quota_reservation: false,
+        no_reconciliation: false,
+        no_vram_admission: false,
+        no_true_retry_accounting: false,
+        no_lease_ask_throttle: false,
+        no_exclusion: false,
+        no_maintenance: false,
+    };
+
+    pub const NAMES: [&'static str; 8] = [
         "epoch-fencing",
         "quota-reservation",
         "reconciliation",
         "vram-admission",
         "true-retry-accounting",
         "lease-ask-throttle",
+        "exclusion",
+        "maintenance",
     ];
 
     pub fn any(&self) -> bool {
@@ -59,5 +79,7 @@ impl Sabotage {
             || self.no_vram_admission
             || self.no_true_retry_accounting
             || self.no_lease_ask_throttle
+            || self.no_exclusion
+            || self.no_maintenance
     }
 }

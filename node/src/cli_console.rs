@@ -45,7 +45,7 @@ struct Line {
     command: CtlCommand,
 }
 
-const COMMANDS: [&str; 18] = [
+const COMMANDS: [&str; 23] = [
     "status",
     "nodes",
     "regions",
@@ -55,6 +55,11 @@ const COMMANDS: [&str; 18] = [
     "jobs",
     "drain",
     "undrain",
+    "exclude",
+    "include",
+    "maintenance",
+    "budget",
+    "quota",
     "backup",
     "pause",
     "resume",
@@ -76,6 +81,14 @@ const HELP: &str = "commands:
   jobs                            every running job: node, channel, slot, stage, where, for how long
   drain NODE                      hand its channels away and stop it until undrain (operator)
   undrain NODE                    let a drained node run again (operator)
+  exclude NODE                    give it no channels while it runs; they move away (admin)
+  include NODE                    undo an exclude (admin)
+  maintenance NODE|ZONE SECONDS   they may restart without their channels moving (operator)
+  maintenance off                 end the window now (operator)
+  budget CHANNEL --daily-hard USD [--daily-soft USD] [--per-video-hard USD] [--per-video-soft USD]
+                                  the channel's budget from now on (admin)
+  quota PROJECT BUCKET --units-per-day N
+                                  a project's daily units, as the API now grants them (admin)
   backup --out FILE               a consistent backup of the store, through this node
   kill CHANNEL                    pause it and cancel its running jobs (operator)
   pause CHANNEL | --region R      stop starting work (operator)
@@ -108,7 +121,9 @@ impl Completer for Names {
         let pool: Vec<&str> = match before.last().copied() {
             None => COMMANDS.to_vec(),
             Some("--region") => self.regions.iter().map(String::as_str).collect(),
-            Some("channel") | Some("kill") => self.channels.iter().map(String::as_str).collect(),
+            Some("channel") | Some("kill") | Some("budget") => {
+                self.channels.iter().map(String::as_str).collect()
+            }
             Some("pause") | Some("resume") => self
                 .channels
                 .iter()
@@ -116,7 +131,15 @@ impl Completer for Names {
                 .chain(["--region"])
                 .collect(),
             Some("killswitch") => vec!["on", "off"],
-            Some("drain") | Some("undrain") => self.nodes.iter().map(String::as_str).collect(),
+            Some("drain") | Some("undrain") | Some("exclude") | Some("include") => {
+                self.nodes.iter().map(String::as_str).collect()
+            }
+            Some("maintenance") => self
+                .nodes
+                .iter()
+                .map(String::as_str)
+                .chain(["off"])
+                .collect(),
             Some("backup") => vec!["--out"],
             Some("channels") => vec!["--region"],
             _ => Vec::new(),

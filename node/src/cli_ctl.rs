@@ -85,6 +85,40 @@ pub enum CtlCommand {
     Drain { node: String },
     /// Let a drained node run again (operators).
     Undrain { node: String },
+    /// Give a node no channels even while it runs and holds its lease;
+    /// its channels move to the others (admins).
+    Exclude { node: String },
+    /// Undo an exclude (admins).
+    Include { node: String },
+    /// A channel's budget from now on, in place of the config's (admins).
+    Budget {
+        channel: String,
+        #[arg(long = "daily-hard")]
+        daily_hard: f64,
+        #[arg(long = "daily-soft")]
+        daily_soft: Option<f64>,
+        #[arg(long = "per-video-hard")]
+        per_video_hard: Option<f64>,
+        #[arg(long = "per-video-soft")]
+        per_video_soft: Option<f64>,
+    },
+    /// A project's daily units of a quota bucket from now on, as the API
+    /// now grants them (admins).
+    Quota {
+        project: String,
+        bucket: String,
+        #[arg(long = "units-per-day")]
+        units_per_day: u64,
+    },
+    /// A maintenance window: a node (or every node of a zone) may restart
+    /// without its channels moving for SECONDS; `maintenance off` ends it
+    /// (operators).
+    Maintenance {
+        /// NODE or ZONE, or `off`.
+        target: String,
+        /// How long (1..=86400); not with `off`.
+        seconds: Option<u64>,
+    },
     /// A consistent backup of the whole store, taken through this node.
     Backup {
         /// Where to write it (checked, then renamed into place).
@@ -124,6 +158,36 @@ pub fn command(c: CtlCommand) -> Result<Command, String> {
         CtlCommand::Jobs => Command::Jobs,
         CtlCommand::Drain { node } => Command::Drain { node },
         CtlCommand::Undrain { node } => Command::Undrain { node },
+        CtlCommand::Exclude { node } => Command::Exclude { node },
+        CtlCommand::Include { node } => Command::Include { node },
+        CtlCommand::Budget {
+            channel,
+            daily_hard,
+            daily_soft,
+            per_video_hard,
+            per_video_soft,
+        } => Command::Budget {
+            channel,
+            daily_hard_usd: daily_hard,
+            daily_soft_usd: daily_soft,
+            per_video_hard_usd: per_video_hard,
+            per_video_soft_usd: per_video_soft,
+        },
+        CtlCommand::Quota {
+            project,
+            bucket,
+            units_per_day,
+        } => Command::Quota {
+            project,
+            bucket,
+            units_per_day,
+        },
+        CtlCommand::Maintenance { target, seconds } => match (target.as_str(), seconds) {
+            ("off", None) => Command::MaintenanceOff,
+            ("off", Some(_)) => return Err("maintenance off takes no SECONDS".into()),
+            (_, Some(seconds)) => Command::Maintenance { target, seconds },
+            (_, None) => return Err("maintenance NODE|ZONE SECONDS (or maintenance off)".into()),
+        },
         CtlCommand::Backup { .. } => Command::Backup,
     })
 }

@@ -45,9 +45,20 @@ pub struct PublishApi {
     pub upload_calls: u64,
     pub lookup_calls: u64,
     pub quota_refusals: u64,
+    /// Daily units per bucket granted since the config was written (the
+    /// operator's `quota` command tells reelfleet what the API allows).
+    pub limits: BTreeMap<ProjectId, Vec<u64>>,
 }
 
 impl PublishApi {
+    /// Daily units of bucket `i`: as granted later, else as configured.
+    fn limit(&self, project: ProjectId, spec: &PublishingProject, i: usize) -> u64 {
+        self.limits
+            .get(&project)
+            .and_then(|l| l.get(i).copied())
+            .unwrap_or(spec.buckets[i].units_per_day)
+    }
+
     /// Takes `units` (per bucket) if the project's day still has room; the
     /// caller charges them with [`PublishApi::settle`] or gives them back
     /// with [`PublishApi::refund`].
@@ -62,17 +73,20 @@ impl PublishApi {
             .charged
             .entry((project, day))
             .or_insert_with(|| vec![0; spec.buckets.len()]);
+        let used = used.clone();
         let fits = used
             .iter()
             .zip(units)
-            .zip(&spec.buckets)
-            .all(|((u, add), b)| u + add <= b.units_per_day);
+            .enumerate()
+            .all(|(i, (u, add))| u + add <= self.limit(project, spec, i));
         if !fits {
             self.quota_refusals += 1;
             return false;
         }
-        for (u, add) in used.iter_mut().zip(units) {
-            *u += add;
+        if let Some(used) = self.charged.get_mut(&(project, day)) {
+            for (u, add) in used.iter_mut().zip(units) {
+                *u += add;
+            }
         }
         true
     }
@@ -100,12 +114,15 @@ impl PublishApi {
         day: u64,
         units: u64,
     ) {
+        let limits: Vec<u64> = (0..spec.buckets.len())
+            .map(|i| self.limit(project, spec, i))
+            .collect();
         let used = self
             .charged
             .entry((project, day))
             .or_insert_with(|| vec![0; spec.buckets.len()]);
-        for (u, b) in used.iter_mut().zip(&spec.buckets) {
-            *u = (*u + units).min(b.units_per_day);
+        for (u, limit) in used.iter_mut().zip(&limits) {
+            *u = (*u + units).min(*limit);
         }
     }
 

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use actors::records::{
-    owner_key, ChannelRecord, FailReason, Key, OwnerRecord, QuotaRecord, VideoRecord, VideoStatus,
+    budget_key, channel_key, decode_budget, owner_key, quota_limits_key, ChannelRecord, FailReason,
+    Key, MembersRecord, OwnerRecord, QuotaLimitsRecord, QuotaRecord, VideoRecord, VideoStatus,
+    MEMBERS_KEY,
 };
 use actors::store::{MemStore, Txn, Write};
 use topology::{ChannelId, NodeId, ProjectId, StageKind, Topology};
@@ -21,6 +23,17 @@ pub struct StoreWatch {
     /// When each video record first appeared (true ms).
     pub planned_at: BTreeMap<(ChannelId, u64), u64>,
     pub retry_limits: RetryLimits,
+    /// The operator's maintenance window in force, if any.
+    pub maintenance: Option<MaintenanceWatch>,
+}
+
+/// A maintenance window as invariant 14 holds it: from when every node
+/// has surely read it to when the first could have ended it (true ms).
+#[derive(Clone, Debug, Default)]
+pub struct MaintenanceWatch {
+    pub nodes: BTreeSet<NodeId>,
+    pub from_ms: u64,
+    pub until_ms: u64,
 }
 
 /// The retry budgets the machines run with, for invariant 11.
@@ -135,8 +148,52 @@ impl StoreWatch {
                 ),
                 seen.rel_ms,
             )),
-            _ => Ok(()),
+            _ => self.maintenance_kept(seen, ch, node),
         }
+    }
+
+    /// Invariant 14: inside a maintenance window, a channel of a node in
+    /// it does not move to another node (unless an operator drained or
+    /// excluded that node).
+    fn maintenance_kept(
+        &self,
+        seen: &Seen<'_>,
+        ch: ChannelId,
+        to: NodeId,
+    ) -> Result<(), Violation> {
+        let Some(w) = &self.maintenance else {
+            return Ok(());
+        };
+        if seen.now_ms < w.from_ms || seen.now_ms >= w.until_ms {
+            return Ok(());
+        }
+        let from = seen
+            .store
+            .value(&owner_key(ch))
+            .and_then(|v| OwnerRecord::decode(v).ok())
+            .and_then(|o| o.node);
+        let Some(from) = from.filter(|f| *f != to && w.nodes.contains(f)) else {
+            return Ok(());
+        };
+        let members = seen
+            .store
+            .value(MEMBERS_KEY)
+            .and_then(|v| MembersRecord::decode(v).ok())
+            .unwrap_or_default();
+        if members.is_draining(from) || members.is_excluded(from) {
+            return Ok(());
+        }
+        Err(Violation::new(
+            Invariant::MaintenanceHolds,
+            format!(
+                "channel {} moved from {} to {} inside {}'s maintenance window",
+                seen.topo.channel(ch).name,
+                seen.topo.node(from).name,
+                seen.topo.node(to).name,
+                seen.topo.node(from).name
+            ),
+            seen.rel_ms,
+        ))
     }
 
     /// Invariant 3 in the ledger; and the units reserved, for the API check.
@@ -150,20 +207,33 @@ impl StoreWatch {
         let Ok(new) = QuotaRecord::decode(value) else {
             return Ok(());
         };
-        let old: u64 = seen
+        let before: Vec<u64> = seen
             .store
             .value(key)
             .and_then(|v| QuotaRecord::decode(v).ok())
-            .map(|r| r.used.iter().sum())
-            .unwrap_or(0);
+            .map(|r| r.used)
+            .unwrap_or_default();
+        let old: u64 = before.iter().sum();
         let spec = seen.topo.project(project);
-        for (used, bucket) in new.used.iter().zip(&spec.buckets) {
-            if *used > bucket.units_per_day {
+        // The limit in force when it commits: the operator's, else the
+        // config's. Units already above a limit lowered since are not
+        // raised.
+        let set = seen
+            .store
+            .value(&quota_limits_key(project))
+            .and_then(|v| QuotaLimitsRecord::decode(v).ok());
+        for (i, (used, bucket)) in new.used.iter().zip(&spec.buckets).enumerate() {
+            let limit = set
+                .as_ref()
+                .and_then(|q| q.units_per_day.get(i).copied())
+                .unwrap_or(bucket.units_per_day);
+            let was = before.get(i).copied().unwrap_or(0);
+            if *used > limit && *used > was {
                 return Err(Violation::new(
                     Invariant::QuotaNeverExceeded,
                     format!(
-                        "project {} ledger reserves {used} of bucket {} ({} a day)",
-                        spec.name, bucket.name, bucket.units_per_day
+                        "project {} ledger reserves {used} of bucket {} (was {was}; {limit} a day)",
+                        spec.name, bucket.name
                     ),
                     seen.rel_ms,
                 ));
@@ -195,18 +265,33 @@ fn check_fence(seen: &Seen<'_>) -> Result<(), Violation> {
     ))
 }
 
-/// Invariant 4 in the ledger: a day's spend within the hard limit.
+/// Invariant 4 in the ledger: no write raises a day's spend above the
+/// hard limit in force when it commits (the operator's, else the
+/// config's). Spend already above a limit lowered since is not raised.
 fn channel_written(seen: &Seen<'_>, ch: ChannelId, value: &[u8]) -> Result<(), Violation> {
     let Ok(rec) = ChannelRecord::decode(value) else {
         return Ok(());
     };
     let spec = seen.topo.channel(ch);
-    if rec.spent_day_micros > spec.budget.daily_hard_micros {
+    let limit = seen
+        .store
+        .value(&budget_key(ch))
+        .and_then(|v| decode_budget(v).ok())
+        .unwrap_or(spec.budget)
+        .daily_hard_micros;
+    let before = seen
+        .store
+        .value(&channel_key(ch))
+        .and_then(|v| ChannelRecord::decode(v).ok())
+        .filter(|c| c.spend_day == rec.spend_day)
+        .map(|c| c.spent_day_micros)
+        .unwrap_or(0);
+    if rec.spent_day_micros > limit && rec.spent_day_micros > before {
         return Err(Violation::new(
             Invariant::HardBudgetNeverExceeded,
             format!(
-                "channel {} ledger spent {} micros on day {}, hard limit {}",
-                spec.name, rec.spent_day_micros, rec.spend_day, spec.budget.daily_hard_micros
+                "channel {} ledger spent {} micros on day {} (was {before}), hard limit {limit}",
+                spec.name, rec.spent_day_micros, rec.spend_day
             ),
             seen.rel_ms,
         ));
@@ -225,6 +310,10 @@ pub struct Truth {
     /// said no, a GPU faulted or ran a job past its lease, the API answered
     /// an upload with a definite error.
     pub stage_failures: BTreeMap<(ChannelId, u64, u16), u32>,
+    /// The highest budget each channel had over the run, where an operator
+    /// changed it: what really ran is held to that (a charge made under a
+    /// higher limit may be billed after a lower one is set).
+    pub budget_ceiling: BTreeMap<ChannelId, topology::Budget>,
 }
 
 impl Truth {
@@ -257,7 +346,11 @@ impl Truth {
         *day += micros;
         let video = self.cost_by_video.entry((ch, slot)).or_default();
         *video += micros;
-        let budget = topo.channel(ch).budget;
+        let budget = self
+            .budget_ceiling
+            .get(&ch)
+            .copied()
+            .unwrap_or(topo.channel(ch).budget);
         if *day > budget.daily_hard_micros {
             return Err(Violation::new(
                 Invariant::HardBudgetNeverExceeded,

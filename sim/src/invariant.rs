@@ -53,10 +53,18 @@ pub enum Invariant {
     ///     and leaves, before the end of the liveness phase (unless the
     ///     node crashed first, which owes nothing).
     DrainsFinish,
+    /// 13. An excluded node hosts nothing: by the end of the liveness
+    ///     phase, a live node an operator excluded (and did not include
+    ///     again) hosts no channel.
+    ExclusionsHold,
+    /// 14. A maintenance window holds: while it is in force, a channel of a
+    ///     node in it does not move to another node, whether that node is
+    ///     down or restarting (unless an operator drains or excludes it).
+    MaintenanceHolds,
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 13] = [
+    pub const ALL: [Invariant; 15] = [
         Invariant::Assertion,
         Invariant::NoDoublePublish,
         Invariant::NoLostVideo,
@@ -70,6 +78,8 @@ impl Invariant {
         Invariant::Determinism,
         Invariant::FailureReasonsTrue,
         Invariant::DrainsFinish,
+        Invariant::ExclusionsHold,
+        Invariant::MaintenanceHolds,
     ];
 
     /// The number reports use (0 for a failed assertion).
@@ -92,6 +102,8 @@ impl Invariant {
             Invariant::Determinism => "determinism",
             Invariant::FailureReasonsTrue => "failure-reasons-true",
             Invariant::DrainsFinish => "drains-finish",
+            Invariant::ExclusionsHold => "exclusions-hold",
+            Invariant::MaintenanceHolds => "maintenance-holds",
         }
     }
 }

@@ -8,7 +8,7 @@ use actors::channel::ChannelParams;
 use actors::dispatch::DispatchParams;
 use actors::gpu::GpuParams;
 use actors::membership::MembershipParams;
-use topology::{ChannelId, NodeId, RegionId, Topology};
+use topology::{ChannelId, NodeId, ProjectId, RegionId, Topology};
 
 /// 2027-01-01T00:00:00Z: runs start on a real calendar so that quota days
 /// and budget days fall where an operator expects.
@@ -60,6 +60,30 @@ pub enum Fault {
     },
     /// The fleet-wide kill switch.
     KillSwitch,
+    /// An operator's `exclude NODE`: placement gives the node nothing
+    /// while it runs, until `Include`.
+    Exclude(NodeId),
+    Include(NodeId),
+    /// An operator's `maintenance ZONE|NODE SECONDS`: the nodes may stop
+    /// and restart without their channels moving for `duration_ms`.
+    Maintenance {
+        nodes: Vec<NodeId>,
+        duration_ms: u64,
+    },
+    MaintenanceOff,
+    /// An operator's `budget CHANNEL --daily-hard USD`: the channel's
+    /// daily hard limit (its soft limit no higher) from now on.
+    Budget {
+        channel: ChannelId,
+        daily_hard_micros: u64,
+    },
+    /// An operator's `quota PROJECT BUCKET --units-per-day N`: the API
+    /// grants that much, and reelfleet's ledger holds to it.
+    QuotaLimit {
+        project: ProjectId,
+        bucket: usize,
+        units_per_day: u64,
+    },
     Pause(ChannelId),
     Resume(ChannelId),
     /// Sets a node's clock offset from true time, and its rate error.

@@ -170,6 +170,12 @@
 //! | `crash-node`       | `node`                                            |
 //! | `start-node`       | `node` (starts a crashed or drained node)         |
 //! | `drain-node`       | `node` (hands its channels away, then stops)      |
+//! | `exclude-node`     | `node` (an operator's exclude: it runs and holds nothing) |
+//! | `include-node`     | `node` (the exclude undone)                       |
+//! | `maintenance`      | `node` or `zone`, `duration_s` (1..=86400): they may restart without their channels moving |
+//! | `maintenance-off`  | none (the window ends now)                        |
+//! | `budget`           | `channel`, `daily_hard_usd` (dollars): the operator's daily hard limit |
+//! | `quota`            | `project`, `bucket` (its name), `units_per_day` (0..=10^12): the operator's daily units |
 //! | `freeze-node`      | `node` (SIGSTOP: keeps its state, what is sent to it waits) |
 //! | `thaw-node`        | `node` (runs again, sees all that waited at once) |
 //! | `partition-region` | `region` (cut off from other regions and the store) |
@@ -217,7 +223,7 @@ use topology::toml_walk::{
     hh_mm_fields, idx_path, key_path, known_list_at_most, one_line, parse_table, type_error, Errs,
     Obj,
 };
-use topology::{ChannelId, NodeId, RegionId, StageKind, Topology};
+use topology::{ChannelId, NodeId, ProjectId, RegionId, StageKind, Topology};
 
 use crate::scenario::{
     Bounds, Fault, MachineParams, Scenario, TimedFault, WorldParams, EPOCH_2027_MS,
@@ -787,6 +793,54 @@ pub const FAULT_KINDS: &[FaultKind] = &[
         read: |e, r| Some(Fault::DrainNode(r.node(e, "node")?)),
     },
     FaultKind {
+        name: "exclude-node",
+        keys: &["node"],
+        about: "an operator excludes the node: it keeps running and holds nothing",
+        read: |e, r| Some(Fault::Exclude(r.node(e, "node")?)),
+    },
+    FaultKind {
+        name: "include-node",
+        keys: &["node"],
+        about: "the operator includes the excluded node again",
+        read: |e, r| Some(Fault::Include(r.node(e, "node")?)),
+    },
+    FaultKind {
+        name: "maintenance",
+        keys: &["node", "zone", "duration_s"],
+        about: "a maintenance window for a node or a zone (one of them)",
+        read: maintenance,
+    },
+    FaultKind {
+        name: "maintenance-off",
+        keys: &[],
+        about: "the maintenance window ends now",
+        read: |_, _| Some(Fault::MaintenanceOff),
+    },
+    FaultKind {
+        name: "budget",
+        keys: &["channel", "daily_hard_usd"],
+        about: "an operator sets a channel's daily hard budget (its soft limit no higher)",
+        read: |e, r| {
+            let channel = r.channel(e, "channel");
+            let usd = if r.o.missing(e, "daily_hard_usd") {
+                None
+            } else {
+                let v = r.o.t.get("daily_hard_usd")?;
+                topology::config::dollars(e, &r.o.p("daily_hard_usd"), v)
+            };
+            Some(Fault::Budget {
+                channel: channel?,
+                daily_hard_micros: usd?,
+            })
+        },
+    },
+    FaultKind {
+        name: "quota",
+        keys: &["project", "bucket", "units_per_day"],
+        about: "an operator sets a project's daily units of a bucket (the API grants them)",
+        read: quota_limit,
+    },
+    FaultKind {
         name: "freeze-node",
         keys: &["node"],
         about: "SIGSTOP: the node keeps its state, what is sent to it waits",
@@ -989,6 +1043,84 @@ fn clock_skew(e: &mut Errs, r: &Refs) -> Option<Fault> {
         node: node?,
         offset_ms: offset_ms?,
         drift_ppm: drift_ppm?,
+    })
+}
+
+/// `quota`: a `project`, one of its `bucket`s by name, `units_per_day`.
+fn quota_limit(e: &mut Errs, r: &Refs) -> Option<Fault> {
+    let o = r.o;
+    let units = o.int_range_req(e, "units_per_day", 0, 1_000_000_000_000);
+    let project = o.name_req(e, "project");
+    let bucket = o.name_req(e, "bucket");
+    let (project, bucket) = (project?, bucket?);
+    let Some(n) = r.names else {
+        return Some(Fault::QuotaLimit {
+            project: ProjectId(0),
+            bucket: 0,
+            units_per_day: u64::try_from(units?).ok()?,
+        });
+    };
+    let p = find(
+        e,
+        &o.p("project"),
+        "project",
+        project,
+        n.topo.projects.iter().map(|x| x.name.as_str()),
+    )?;
+    let b = find(
+        e,
+        &o.p("bucket"),
+        "bucket",
+        bucket,
+        n.topo.projects[p].buckets.iter().map(|x| x.name.as_str()),
+    )?;
+    Some(Fault::QuotaLimit {
+        project: ProjectId(u16::try_from(p).ok()?),
+        bucket: b,
+        units_per_day: u64::try_from(units?).ok()?,
+    })
+}
+
+/// `maintenance`: a `node` or a `zone` (every node with that zone name),
+/// for `duration_s` (1..=86400).
+fn maintenance(e: &mut Errs, r: &Refs) -> Option<Fault> {
+    let o = r.o;
+    let duration_s = o.int_range_req(e, "duration_s", 1, 86_400);
+    let nodes = match (o.has("node"), o.has("zone")) {
+        (true, false) => Some(vec![r.node(e, "node")?]),
+        (false, true) => {
+            let zone = o.name_req(e, "zone")?;
+            match r.names {
+                None => Some(vec![NodeId(0)]),
+                Some(n) => {
+                    let nodes: Vec<NodeId> = n
+                        .topo
+                        .node_ids()
+                        .filter(|x| n.topo.node(*x).zone == zone)
+                        .collect();
+                    if nodes.is_empty() {
+                        let mut zones: Vec<&str> =
+                            n.topo.nodes.iter().map(|x| x.zone.as_str()).collect();
+                        zones.sort_unstable();
+                        zones.dedup();
+                        e.push(
+                            o.p("zone"),
+                            format!("no node is in zone {zone:?}; zones: {}", zones.join(", ")),
+                        );
+                        return None;
+                    }
+                    Some(nodes)
+                }
+            }
+        }
+        _ => {
+            e.push(o.p("node"), "give exactly one of `node` and `zone`");
+            None
+        }
+    };
+    Some(Fault::Maintenance {
+        nodes: nodes?,
+        duration_ms: u64::try_from(duration_s?).ok()? * 1000,
     })
 }
 

@@ -129,3 +129,29 @@ fn a_livelock_is_caught_not_waited_out() {
     let intact = sim::run(s, 1, None);
     assert!(intact.ok, "{:?}", intact.violation);
 }
+
+#[test]
+fn without_exclusion_an_excluded_node_keeps_its_channels() {
+    let mut s = builtin("exclude", 1).expect("exclude exists");
+    s.machines.membership.sabotage = sabotaged("exclusion");
+    let summary = sim::run(s, 1, None);
+    let v = summary.violation.expect("the sabotaged run fails");
+    assert_eq!(v.invariant, 13, "exclusions-hold: {}", v.detail);
+    let intact = sim::run(builtin("exclude", 1).expect("exclude exists"), 1, None);
+    assert!(intact.ok, "{:?}", intact.violation);
+}
+
+#[test]
+fn without_maintenance_a_restarting_node_loses_its_channels() {
+    let mut s = builtin("maintenance", 1).expect("maintenance exists");
+    s.machines.membership.sabotage = sabotaged("maintenance");
+    let summary = sim::run(s, 1, None);
+    let v = summary.violation.expect("the sabotaged run fails");
+    assert_eq!(v.invariant, 14, "maintenance-holds: {}", v.detail);
+    let intact = sim::run(
+        builtin("maintenance", 1).expect("maintenance exists"),
+        1,
+        None,
+    );
+    assert!(intact.ok, "{:?}", intact.violation);
+}

@@ -259,7 +259,7 @@ fn scaled(
     }
 }
 
-fn dollars(e: &mut Errs, path: &str, v: &Value) -> Option<Micros> {
+pub fn dollars(e: &mut Errs, path: &str, v: &Value) -> Option<Micros> {
     scaled(e, path, v, "a number (dollars)", 1_000_000, false)
 }
 

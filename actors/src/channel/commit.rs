@@ -233,13 +233,16 @@ impl ChannelMachine {
         let Some(v) = self.videos.get(&slot) else {
             return false;
         };
+        let limits: Vec<u64> = (0..project.buckets.len())
+            .map(|i| self.units_per_day(i))
+            .collect();
         if reserve {
             let fits = ledger
                 .used
                 .iter()
                 .zip(&units)
-                .zip(&project.buckets)
-                .all(|((used, u), b)| used.checked_add(*u).is_some_and(|t| t <= b.units_per_day));
+                .zip(&limits)
+                .all(|((used, u), limit)| used.checked_add(*u).is_some_and(|t| t <= *limit));
             if !fits {
                 self.quota_does_not_fit(now_ms, change);
                 return false;
@@ -256,9 +259,9 @@ impl ChannelMachine {
                 used.saturating_sub(*u)
             };
         }
-        for (used, b) in ledger.used.iter().zip(&project.buckets) {
+        for ((used, b), limit) in ledger.used.iter().zip(&project.buckets).zip(&limits) {
             assert!(
-                !reserve || *used <= b.units_per_day,
+                !reserve || *used <= *limit,
                 "a reservation overfilled bucket {}",
                 b.name
             );
@@ -287,6 +290,7 @@ impl ChannelMachine {
             probe!(QuotaWaitForReset);
             // Back at the reset, or when the slot turns too late.
             v.wake_ms = reset.min(late_at + 1);
+            v.quota_wait = true;
             v.needs_lookup = matches!(change, QuotaChange::ReserveLookup { .. });
         }
     }

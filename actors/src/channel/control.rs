@@ -3,8 +3,8 @@
 //! record and the fleet's), and stopping the machine.
 
 use crate::records::{
-    channel_key, control_key, owner_key, ControlRecord, FailReason, OwnerRecord, VideoStatus,
-    CONTROL_ALL_KEY,
+    budget_key, channel_key, control_key, decode_budget, owner_key, quota_limits_key,
+    ControlRecord, FailReason, OwnerRecord, QuotaLimitsRecord, VideoStatus, CONTROL_ALL_KEY,
 };
 use crate::store::{Check, Entry};
 
@@ -29,6 +29,11 @@ impl ChannelMachine {
         let mut checks = vec![
             Check::VersionIs(CONTROL_ALL_KEY.to_vec(), self.control_all_version),
             Check::VersionIs(control_key(self.id), self.control_version),
+            // A budget or quota set by an operator holds from its commit:
+            // no charge or reservation decided under the old one commits
+            // after it.
+            Check::VersionIs(budget_key(self.id), self.budget_version),
+            Check::VersionIs(quota_limits_key(self.project()), self.quota_set_version),
         ];
         if !self.params.sabotage.no_epoch_fencing {
             let owner = self.owner_record().encode();
@@ -72,6 +77,98 @@ impl ChannelMachine {
             self.control_all = record;
             self.on_control(now_ms, self.control.merge(record));
         }
+    }
+
+    /// A limit record membership read: taken if newer than the one known
+    /// (writes check its version, so a record missed here is read back at
+    /// the next write anyway).
+    pub(super) fn on_limit_record(&mut self, e: Entry) {
+        let changed = match crate::records::Key::parse(&e.key) {
+            Some(crate::records::Key::Budget(ch)) if ch == self.id => {
+                e.version > self.budget_version && self.adopt_budget(Some(e))
+            }
+            Some(crate::records::Key::QuotaLimits(p)) if p == self.project() => {
+                e.version > self.quota_set_version && self.adopt_quota(Some(e))
+            }
+            _ => false,
+        };
+        if changed {
+            probe!(LimitsPushed);
+            // Starts charged under the old limits and not yet written are
+            // decided again; one in flight, when its write is refused.
+            self.limits_changed = true;
+            self.give_back_pending_starts();
+        }
+    }
+
+    /// Every job start not yet in a commit goes back (charge and attempt),
+    /// to be decided again.
+    pub(super) fn give_back_pending_starts(&mut self) {
+        let mut kept = Vec::new();
+        for a in std::mem::take(&mut self.actions) {
+            match a {
+                Action::StartJob(spec) => self.give_back_start(&spec),
+                other => kept.push(other),
+            }
+        }
+        self.actions = kept;
+    }
+
+    /// Takes the operator's budget and quota records as read (at load or
+    /// read-back); true if either changed.
+    pub(super) fn adopt_limits(&mut self, budget: Option<Entry>, quota: Option<Entry>) -> bool {
+        let b = self.adopt_budget(budget);
+        let q = self.adopt_quota(quota);
+        if b || q {
+            probe!(LimitsChanged);
+        }
+        b || q
+    }
+
+    /// The budget record, if its version changed. A record that does not
+    /// decode is not believed: the limit in force stays (its version is
+    /// taken, or every write would fail its check and read back, forever).
+    fn adopt_budget(&mut self, e: Option<Entry>) -> bool {
+        let version = e.as_ref().map(|e| e.version).unwrap_or(0);
+        if version == self.budget_version {
+            return false;
+        }
+        match &e {
+            Some(e) => {
+                if let Ok(b) = decode_budget(&e.value) {
+                    self.budget_set = Some(b);
+                }
+            }
+            None => self.budget_set = None,
+        }
+        self.budget_version = version;
+        true
+    }
+
+    /// The project's quota record, if its version changed (as the budget);
+    /// videos asleep until the quota resets try again now.
+    fn adopt_quota(&mut self, e: Option<Entry>) -> bool {
+        let version = e.as_ref().map(|e| e.version).unwrap_or(0);
+        if version == self.quota_set_version {
+            return false;
+        }
+        match &e {
+            Some(e) => {
+                if let Ok(q) = QuotaLimitsRecord::decode(&e.value) {
+                    self.quota_set = Some(q.units_per_day);
+                }
+            }
+            None => self.quota_set = None,
+        }
+        self.quota_set_version = version;
+        for v in self.videos.values_mut() {
+            if v.quota_wait && v.run == Run::Idle {
+                probe!(QuotaWaitWoken);
+                v.quota_wait = false;
+                v.wake_ms = 0;
+            }
+        }
+        true
     }
 
     /// Takes control records read back from the store, if they changed.

@@ -166,6 +166,10 @@ pub enum ChannelInput {
         record: ControlRecord,
         version: u64,
     },
+    /// A budget or quota record an operator set for this channel (or its
+    /// project), as membership read it with the control records; older
+    /// versions than the one known are ignored.
+    LimitRecord(crate::store::Entry),
     /// Hand the channel over: settle uploads, then release ownership.
     Release,
     /// The node's lease is certainly valid until then (this node's clock):
@@ -234,6 +238,17 @@ pub struct ChannelMachine {
     control_all: ControlRecord,
     control_version: u64,
     control_all_version: u64,
+    /// The operator's budget for this channel (None: the config's), and
+    /// the version of its record: every write checks it.
+    budget_set: Option<topology::Budget>,
+    budget_version: u64,
+    /// The operator's daily units per bucket of this channel's project
+    /// (None: the config's), and the version of its record.
+    quota_set: Option<Vec<u64>>,
+    quota_set_version: u64,
+    /// A read-back found the limits above changed: uncommitted job starts
+    /// go back and are decided again under them.
+    limits_changed: bool,
     videos: BTreeMap<u64, Video>,
     dirty: BTreeSet<u64>,
     chan_dirty: bool,
@@ -301,6 +316,11 @@ impl ChannelMachine {
             control_all: ControlRecord::default(),
             control_version: 0,
             control_all_version: 0,
+            budget_set: None,
+            budget_version: 0,
+            quota_set: None,
+            quota_set_version: 0,
+            limits_changed: false,
             videos: BTreeMap::new(),
             dirty: BTreeSet::new(),
             chan_dirty: false,
@@ -415,6 +435,7 @@ impl ChannelMachine {
                 self.on_fleet_control(now_ms, record, version)
             }
             ChannelInput::Lease { valid_until_ms } => self.on_lease(now_ms, valid_until_ms),
+            ChannelInput::LimitRecord(e) => self.on_limit_record(e),
             ChannelInput::Release => self.on_release(),
         }
         self.step(now_ms, out);
@@ -527,6 +548,9 @@ impl ChannelMachine {
             .map(|(s, _)| *s)
             .collect();
         for slot in ready {
+            if let Some(v) = self.videos.get_mut(&slot) {
+                v.quota_wait = false;
+            }
             self.advance(now_ms, slot);
         }
     }

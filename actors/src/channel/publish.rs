@@ -72,6 +72,7 @@ impl ChannelMachine {
                     self.fail_video(slot, FailReason::QuotaExhausted);
                 } else {
                     v.wake_ms = reset.min(late_at + 1);
+                    v.quota_wait = true;
                 }
             }
             _ => {

@@ -30,6 +30,22 @@ impl ChannelMachine {
         self.topo.channel(self.id).project
     }
 
+    /// The budget in force: the operator's, else the config's.
+    pub(super) fn budget(&self) -> topology::Budget {
+        self.budget_set
+            .unwrap_or_else(|| self.topo.channel(self.id).budget)
+    }
+
+    /// Daily units of bucket `i` of this channel's project in force: the
+    /// operator's, else the config's.
+    pub(super) fn units_per_day(&self, i: usize) -> u64 {
+        let config = self.topo.project(self.project()).buckets[i].units_per_day;
+        self.quota_set
+            .as_ref()
+            .and_then(|u| u.get(i).copied())
+            .unwrap_or(config)
+    }
+
     pub(super) fn stage_count(&self) -> usize {
         self.topo
             .pipeline(self.topo.channel(self.id).pipeline)
@@ -234,8 +250,7 @@ impl ChannelMachine {
     /// The stage's cost bound, on the cheap tier once a soft limit would be
     /// crossed; `None` (and the video failed) if a hard limit would be.
     fn charge_for(&mut self, slot: u64, stage_ix: usize) -> Option<Charge> {
-        let topo = Arc::clone(&self.topo);
-        let budget = topo.channel(self.id).budget;
+        let budget = self.budget();
         let stage = self.stage(stage_ix)?;
         let full = stage_cost_bound_micros(stage, self.gpu_cost_max, false);
         let has_cheap = matches!(

@@ -5,8 +5,8 @@
 //! what is true before anything is retried.
 
 use crate::records::{
-    active_prefix, channel_key, control_key, owner_key, quota_key, ChannelRecord, ControlRecord,
-    OwnerRecord, QuotaRecord, VideoRecord, CONTROL_ALL_KEY,
+    active_prefix, budget_key, channel_key, control_key, owner_key, quota_key, quota_limits_key,
+    ChannelRecord, ControlRecord, OwnerRecord, QuotaRecord, VideoRecord, CONTROL_ALL_KEY,
 };
 use crate::store::{prefix_end, Entry, StoreError, StoreOp, StoreReply, RANGE_LIMIT_MAX};
 
@@ -50,6 +50,8 @@ struct LoadReply {
     chan: Option<Entry>,
     control: Option<Entry>,
     control_all: Option<Entry>,
+    budget: Option<Entry>,
+    quota_set: Option<Entry>,
 }
 
 impl LoadReply {
@@ -59,6 +61,8 @@ impl LoadReply {
             channel_key(m.id),
             control_key(m.id),
             CONTROL_ALL_KEY.to_vec(),
+            budget_key(m.id),
+            quota_limits_key(m.project()),
         ]
     }
 
@@ -69,6 +73,8 @@ impl LoadReply {
             chan: it.next().flatten(),
             control: it.next().flatten(),
             control_all: it.next().flatten(),
+            budget: it.next().flatten(),
+            quota_set: it.next().flatten(),
         }
     }
 }
@@ -79,6 +85,8 @@ struct ResolveReply {
     chan: Option<Entry>,
     control_all: Option<Entry>,
     control: Option<Entry>,
+    budget: Option<Entry>,
+    quota_set: Option<Entry>,
     /// The ledgers of the commit's quota days, in its order.
     quotas: Vec<Option<Entry>>,
 }
@@ -90,6 +98,8 @@ impl ResolveReply {
             channel_key(m.id),
             CONTROL_ALL_KEY.to_vec(),
             control_key(m.id),
+            budget_key(m.id),
+            quota_limits_key(m.project()),
         ];
         for (day, _) in &commit.quota_after {
             keys.push(quota_key(m.project(), *day));
@@ -104,6 +114,8 @@ impl ResolveReply {
             chan: it.next().flatten(),
             control_all: it.next().flatten(),
             control: it.next().flatten(),
+            budget: it.next().flatten(),
+            quota_set: it.next().flatten(),
             quotas: it.collect(),
         }
     }
@@ -222,6 +234,7 @@ impl ChannelMachine {
             return;
         }
         self.adopt_newer_control(r.control, r.control_all);
+        self.adopt_limits(r.budget, r.quota_set);
         let prefix = active_prefix(self.id);
         let end = prefix_end(&prefix);
         let range = StoreOp::Range {
@@ -337,6 +350,9 @@ impl ChannelMachine {
     ) {
         let r = ResolveReply::read(entries);
         self.adopt_control(now_ms, r.control_all, r.control);
+        if self.adopt_limits(r.budget, r.quota_set) {
+            self.limits_changed = true;
+        }
         let owner_ok = r
             .owner
             .and_then(|e| OwnerRecord::decode(&e.value).ok())
@@ -360,6 +376,8 @@ impl ChannelMachine {
             None => (0, 0),
         };
         if applied_seq >= commit.seq && !self.params.sabotage.no_epoch_fencing {
+            // It applied before any change of limits: nothing to decide again.
+            self.limits_changed = false;
             self.applied_after_all(now_ms, commit, version, out);
         } else {
             probe!(CommitNotApplied);
@@ -402,14 +420,21 @@ impl ChannelMachine {
         }
         let c = self.control();
         let stopped = c.paused || c.killed;
+        // Starts charged under a budget that changed are decided again.
+        let limits_changed = std::mem::take(&mut self.limits_changed);
         let mut kept = Vec::new();
         for a in commit.actions {
             let Action::StartJob(spec) = a else { continue };
             if stopped {
                 self.take_back_start(&spec);
+            } else if limits_changed {
+                self.give_back_start(&spec);
             } else {
                 kept.push(Action::StartJob(spec));
             }
+        }
+        if limits_changed {
+            self.give_back_pending_starts();
         }
         kept.append(&mut self.actions);
         self.actions = kept;

@@ -39,6 +39,9 @@ pub(super) struct Video {
     pub needs_lookup: bool,
     /// Loaded with a publish intent of a previous owner.
     pub taken_over_intent: bool,
+    /// Asleep until the quota resets (the ledger or the API had no room):
+    /// woken at once when an operator sets the project's quota.
+    pub quota_wait: bool,
 }
 
 impl Video {
@@ -51,6 +54,7 @@ impl Video {
             upload_attempt: 0,
             needs_lookup: false,
             taken_over_intent: false,
+            quota_wait: false,
         }
     }
 }

@@ -42,6 +42,7 @@ const PARAMS: MembershipParams = MembershipParams {
     monitors: 2,
     claim_batch: 64,
     drift_margin_ms: 200,
+    sabotage: crate::sabotage::Sabotage::OFF,
 };
 
 fn removal(stop_ms: u64, hint: bool) -> (u64, u64) {

@@ -52,6 +52,8 @@ pub struct MembershipParams {
     pub claim_batch: usize,
     /// Taken off the lease's validity for clock rate differences.
     pub drift_margin_ms: u64,
+    /// Off except in tests (`crate::sabotage`).
+    pub sabotage: crate::sabotage::Sabotage,
 }
 
 impl Default for MembershipParams {
@@ -62,6 +64,7 @@ impl Default for MembershipParams {
             monitors: 2,
             claim_batch: 64,
             drift_margin_ms: 200,
+            sabotage: crate::sabotage::Sabotage::OFF,
         }
     }
 }
@@ -105,6 +108,12 @@ pub enum MembershipEffect {
         channel: Option<ChannelId>,
         record: ControlRecord,
         version: u64,
+    },
+    /// An operator's budget or quota record for a hosted channel (or its
+    /// project), read with the control records.
+    LimitRecord {
+        channel: ChannelId,
+        entry: crate::store::Entry,
     },
     /// A peer's lease expired and this node removed it.
     NodeRemoved(NodeId),
@@ -170,6 +179,12 @@ pub struct MembershipMachine {
     /// Watched leases: version and when this node first saw it.
     watch: BTreeMap<NodeId, (u64, u64)>,
     expired: BTreeSet<NodeId>,
+    /// Nodes in an operator's maintenance window, and until when on this
+    /// node's clock (counted from when it read the window): an expired
+    /// lease of theirs is not removed before then.
+    maintenance_until: BTreeMap<NodeId, u64>,
+    /// The version of the maintenance record read (0: none).
+    maintenance_version: u64,
     /// When a refresh last succeeded: after a gap (this node could not see
     /// the store) every watch starts over, since peers could not renew either.
     last_refresh_ok_ms: u64,
@@ -236,6 +251,8 @@ impl MembershipMachine {
             next_join_ms: 0,
             watch: BTreeMap::new(),
             expired: BTreeSet::new(),
+            maintenance_until: BTreeMap::new(),
+            maintenance_version: 0,
             last_refresh_ok_ms: 0,
             hosted: BTreeMap::new(),
             want: BTreeSet::new(),

@@ -24,7 +24,11 @@ impl MembershipMachine {
         let mut live = vec![false; self.topo.nodes.len()];
         for n in &self.members.nodes {
             if let Some(slot) = live.get_mut(n.index()) {
-                *slot = !self.members.is_draining(*n);
+                *slot = if self.params.sabotage.no_exclusion {
+                    !self.members.is_draining(*n)
+                } else {
+                    self.members.placeable(*n)
+                };
             }
         }
         self.live_by_region = placement::live_by_region(&self.topo, &live);

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use topology::{ChannelId, NodeId};
 
 use crate::records::{
-    lease_key, owner_key, ControlRecord, Key, MembersRecord, OwnerRecord, CONTROL_GEN_KEY,
-    MEMBERS_KEY,
+    lease_key, owner_key, ControlRecord, Key, MaintenanceRecord, MembersRecord, OwnerRecord,
+    CONTROL_GEN_KEY, MEMBERS_KEY,
 };
 use crate::store::{
     prefix_end, Check, Entry, StoreError, StoreOp, StoreReply, Txn, Write, RANGE_LIMIT_MAX,
@@ -104,7 +104,9 @@ impl MembershipMachine {
                 self.expired.remove(&n);
                 self.next_refresh_ms = now_ms;
             }
-            (WorkOp::ReadControl, StoreReply::Range(entries)) => self.controls_read(entries, out),
+            (WorkOp::ReadControl, StoreReply::Range(entries)) => {
+                self.controls_read(now_ms, entries, out)
+            }
             (WorkOp::ReadOwners(channels), StoreReply::Got(entries)) => {
                 self.owners_read(channels, entries, out)
             }
@@ -207,7 +209,11 @@ impl MembershipMachine {
                     }
                 }
                 _ => {
+                    // A lease that moved is alive: not to be removed on an
+                    // expiry seen before (one held for a maintenance
+                    // window, or not removed yet).
                     self.watch.insert(*n, (version, now_ms));
+                    self.expired.remove(n);
                 }
             }
         }
@@ -215,10 +221,42 @@ impl MembershipMachine {
         self.watch.retain(|n, _| current.contains(n));
     }
 
-    /// Control records for the fleet and for this node's channels.
-    fn controls_read(&mut self, entries: Vec<Entry>, out: &mut Vec<MembershipEffect>) {
+    /// Control records for the fleet and for this node's channels, and
+    /// the maintenance window.
+    fn controls_read(&mut self, now_ms: u64, entries: Vec<Entry>, out: &mut Vec<MembershipEffect>) {
         self.control_dirty = false;
+        // A range cut at its limit may have left the window out: absence
+        // then proves nothing.
+        let complete = entries.len() < RANGE_LIMIT_MAX;
+        let mut window = None;
         for e in entries {
+            match Key::parse(&e.key) {
+                Some(Key::Maintenance) => {
+                    window = Some(e);
+                    continue;
+                }
+                Some(Key::Budget(ch)) => {
+                    if self.hosted.contains_key(&ch) {
+                        out.push(MembershipEffect::LimitRecord {
+                            channel: ch,
+                            entry: e,
+                        });
+                    }
+                    continue;
+                }
+                Some(Key::QuotaLimits(p)) => {
+                    for ch in self.hosted.keys() {
+                        if self.topo.channel(*ch).project == p {
+                            out.push(MembershipEffect::LimitRecord {
+                                channel: *ch,
+                                entry: e.clone(),
+                            });
+                        }
+                    }
+                    continue;
+                }
+                _ => {}
+            }
             let Ok(record) = ControlRecord::decode(&e.value) else {
                 continue;
             };
@@ -234,6 +272,39 @@ impl MembershipMachine {
                 version,
             });
         }
+        match window {
+            Some(e) => self.maintenance_read(now_ms, &e),
+            None if complete => {
+                self.maintenance_until.clear();
+                self.maintenance_version = 0;
+            }
+            None => {}
+        }
+    }
+
+    /// A maintenance window, new since the last read, starts now on this
+    /// node's clock; one already known keeps its end (a record that does
+    /// not decode is not believed: the window stays as it was).
+    fn maintenance_read(&mut self, now_ms: u64, e: &Entry) {
+        if e.version == self.maintenance_version {
+            return;
+        }
+        let Ok(w) = MaintenanceRecord::decode(&e.value) else {
+            return;
+        };
+        probe!(MaintenanceRead);
+        self.maintenance_version = e.version;
+        let until = now_ms.saturating_add(w.duration_ms);
+        self.maintenance_until = w.nodes.into_iter().map(|n| (n, until)).collect();
+    }
+
+    /// Whether `n` is inside a maintenance window now.
+    fn in_maintenance(&self, n: NodeId, now_ms: u64) -> bool {
+        !self.params.sabotage.no_maintenance
+            && self
+                .maintenance_until
+                .get(&n)
+                .is_some_and(|until| now_ms < *until)
     }
 
     /// Owner records of wanted channels: claim those that are free, or
@@ -378,7 +449,7 @@ impl MembershipMachine {
             self.issue_work(WorkOp::ResolveClaims(claims), StoreOp::Get(keys), out);
             return;
         }
-        if self.remove_expired(out) {
+        if self.remove_expired(now_ms, out) {
             return;
         }
         if self.phase == MemberPhase::Draining && !self.members_stale && self.drain_step(out) {
@@ -413,9 +484,18 @@ impl MembershipMachine {
     }
 
     /// Removes an expired peer, checked against the lease version seen (a
-    /// peer that renewed meanwhile is not removed); true if one went out.
-    fn remove_expired(&mut self, out: &mut Vec<MembershipEffect>) -> bool {
-        let Some(n) = self.expired.iter().next().copied() else {
+    /// peer that renewed meanwhile is not removed), unless it is inside a
+    /// maintenance window; true if one went out.
+    fn remove_expired(&mut self, now_ms: u64, out: &mut Vec<MembershipEffect>) -> bool {
+        let Some(n) = self
+            .expired
+            .iter()
+            .copied()
+            .find(|n| !self.in_maintenance(*n, now_ms))
+        else {
+            if !self.expired.is_empty() {
+                probe!(RemovalHeldForMaintenance);
+            }
             return false;
         };
         assert_ne!(n, self.node, "a node never removes itself for a lease");

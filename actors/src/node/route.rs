@@ -348,6 +348,10 @@ pub fn membership_effect(view: &mut NodeView, e: MembershipEffect, out: &mut Vec
             Some(ch) => Local::Channel(ch, ChannelInput::Control { record, version }),
             None => Local::EachChannel(ChannelInput::ControlAll { record, version }),
         })),
+        MembershipEffect::LimitRecord { channel, entry } => out.push(Route::Local(Local::Channel(
+            channel,
+            ChannelInput::LimitRecord(entry),
+        ))),
         MembershipEffect::NodeRemoved(n) => out.push(Route::Observe(Observation::NodeRemoved(n))),
         MembershipEffect::Drained => out.push(Route::Drained),
     }

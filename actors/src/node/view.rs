@@ -14,7 +14,7 @@ pub struct NodeView {
     topo: Arc<Topology>,
     pub me: NodeId,
     pub region: RegionId,
-    /// `placeable[node]`: a member that is not draining.
+    /// `placeable[node]`: a member that is neither draining nor excluded.
     pub placeable: Vec<bool>,
     /// `dispatchers[region]`: the node hosting that region's dispatcher.
     pub dispatchers: Vec<Option<NodeId>>,
@@ -46,7 +46,7 @@ impl NodeView {
     pub fn set_members(&mut self, members: &MembersRecord) {
         self.placeable = vec![false; self.topo.nodes.len()];
         for n in &members.nodes {
-            if !members.is_draining(*n) {
+            if members.placeable(*n) {
                 if let Some(p) = self.placeable.get_mut(n.index()) {
                     *p = true;
                 }

@@ -8,12 +8,13 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use actors::records::{
-    control_key, owner_key, ControlRecord, Key, MembersRecord, OwnerRecord, CONTROL_ALL_KEY,
-    CONTROL_GEN_KEY, MEMBERS_KEY,
+    budget_key, control_key, decode_budget, encode_budget, owner_key, quota_limits_key,
+    ControlRecord, Key, MaintenanceRecord, MembersRecord, OwnerRecord, QuotaLimitsRecord,
+    CONTROL_ALL_KEY, CONTROL_GEN_KEY, MAINTENANCE_KEY, MAINTENANCE_MS_MAX, MEMBERS_KEY,
 };
 use actors::store::{prefix_end, Check, StoreError, Txn, Write};
 use serde_json::{json, Value};
-use topology::ChannelId;
+use topology::{ChannelId, NodeId};
 
 use super::proto::{Command, Target};
 use super::server::Caller;
@@ -60,24 +61,19 @@ pub async fn run(node: &NodePorts, caller: &Caller, cmd: &Command) -> Result<Val
 /// The commands that change something (each with its audit record).
 async fn change(node: &NodePorts, caller: &Caller, cmd: &Command) -> Result<Value, String> {
     match cmd {
-        Command::Kill { channel } => {
-            let chans = resolve(node, &Target::Channel(channel.clone()))?;
-            // Paused and killed: nothing new starts, running jobs are
-            // cancelled and its videos in progress fail as killed.
-            let record = ControlRecord {
-                paused: true,
-                killed: true,
-            };
-            let writes = chans
-                .iter()
-                .map(|c| Write::Put(control_key(*c), record.encode()))
-                .collect();
-            control_change(node, caller, cmd, writes).await?;
-            Ok(json!({ "killed": channel }))
-        }
+        Command::Kill { channel } => kill(node, caller, cmd, channel).await,
         Command::Drain { node: name } | Command::Undrain { node: name } => {
             drain(node, caller, cmd, name).await
         }
+        Command::Exclude { node: name } | Command::Include { node: name } => {
+            exclude(node, caller, cmd, name).await
+        }
+        Command::Budget { .. } => budget(node, caller, cmd).await,
+        Command::Quota {
+            project,
+            bucket,
+            units_per_day,
+        } => quota(node, caller, cmd, project, bucket, *units_per_day).await,
         Command::Pause { target } | Command::Resume { target } => {
             let paused = matches!(cmd, Command::Pause { .. });
             let chans = resolve(node, target)?;
@@ -113,6 +109,9 @@ async fn change(node: &NodePorts, caller: &Caller, cmd: &Command) -> Result<Valu
                 "nodes": held,
             }))
         }
+        Command::Maintenance { .. } | Command::MaintenanceOff => {
+            maintenance_change(node, caller, cmd).await
+        }
         other => Err(format!(
             "{} is not served by this version of the admin RPC yet",
             serde_json::to_value(other)
@@ -120,6 +119,72 @@ async fn change(node: &NodePorts, caller: &Caller, cmd: &Command) -> Result<Valu
                 .and_then(|v| v.get("cmd").and_then(Value::as_str).map(str::to_string))
                 .unwrap_or_else(|| "this command".into())
         )),
+    }
+}
+
+/// `kill CHANNEL`: paused and killed.
+async fn kill(
+    node: &NodePorts,
+    caller: &Caller,
+    cmd: &Command,
+    channel: &str,
+) -> Result<Value, String> {
+    let chans = resolve(node, &Target::Channel(channel.to_string()))?;
+    // Paused and killed: nothing new starts, running jobs are
+    // cancelled and its videos in progress fail as killed.
+    let record = ControlRecord {
+        paused: true,
+        killed: true,
+    };
+    let writes = chans
+        .iter()
+        .map(|c| Write::Put(control_key(*c), record.encode()))
+        .collect();
+    control_change(node, caller, cmd, writes).await?;
+    Ok(json!({ "killed": channel }))
+}
+
+/// `maintenance NODE|ZONE SECONDS` and `maintenance off`: the window
+/// record, read by every node with the control records.
+async fn maintenance_change(
+    node: &NodePorts,
+    caller: &Caller,
+    cmd: &Command,
+) -> Result<Value, String> {
+    match cmd {
+        Command::Maintenance { target, seconds } => {
+            let nodes = maintenance_nodes(node, target)?;
+            if *seconds == 0 || seconds.saturating_mul(1000) > MAINTENANCE_MS_MAX {
+                return Err(format!(
+                    "maintenance of {seconds} s: between 1 and {} s",
+                    MAINTENANCE_MS_MAX / 1000
+                ));
+            }
+            let record = MaintenanceRecord {
+                nodes: nodes.clone(),
+                duration_ms: seconds * 1000,
+            };
+            let writes = vec![Write::Put(MAINTENANCE_KEY.to_vec(), record.encode())];
+            control_change(node, caller, cmd, writes).await?;
+            let names: Vec<&str> = nodes
+                .iter()
+                .map(|n| node.topo.node(*n).name.as_str())
+                .collect();
+            Ok(json!({
+                "maintenance": names,
+                "seconds": seconds,
+                "note": "these nodes may stop and restart without their channels moving until the window ends (counted by each node from when it reads it, within a second or two); one still down then fails over as usual. It replaces any window set before.",
+            }))
+        }
+        Command::MaintenanceOff => {
+            let writes = vec![Write::Delete(MAINTENANCE_KEY.to_vec())];
+            control_change(node, caller, cmd, writes).await?;
+            Ok(json!({
+                "maintenance": "off",
+                "note": "a node of the window that is down now fails over as usual",
+            }))
+        }
+        _ => Err("not a maintenance command".into()),
     }
 }
 
@@ -156,6 +221,182 @@ async fn drain(
             "note": "the node may start again (a drain it already began still ends with it stopped)",
         })
     })
+}
+
+/// Dollars from the console as micros: finite, not negative, at most a
+/// billion dollars.
+fn usd_micros(what: &str, usd: f64) -> Result<u64, String> {
+    if !usd.is_finite() || !(0.0..=1e9).contains(&usd) {
+        return Err(format!("{what} = {usd}: a number of dollars from 0 to 1e9"));
+    }
+    Ok((usd * 1e6).round() as u64)
+}
+
+/// `budget CHANNEL --daily-hard USD [...]`: the channel's budget from now
+/// on, in place of the config's. Every write of the channel checks this
+/// record's version, so nothing charged under the old budget commits
+/// after it.
+async fn budget(node: &NodePorts, caller: &Caller, cmd: &Command) -> Result<Value, String> {
+    let Command::Budget {
+        channel,
+        daily_hard_usd,
+        daily_soft_usd,
+        per_video_hard_usd,
+        per_video_soft_usd,
+    } = cmd
+    else {
+        return Err("not a budget command".into());
+    };
+    let ch = resolve(node, &Target::Channel(channel.clone()))?[0];
+    let store = &node.store.store;
+    let current = store
+        .get(&[budget_key(ch)])
+        .await
+        .map_err(failed)?
+        .into_iter()
+        .next()
+        .flatten()
+        .and_then(|e| decode_budget(&e.value).ok())
+        .unwrap_or(node.topo.channel(ch).budget);
+    let mut b = current;
+    b.daily_hard_micros = usd_micros("daily-hard", *daily_hard_usd)?;
+    b.daily_soft_micros = match daily_soft_usd {
+        Some(s) => usd_micros("daily-soft", *s)?,
+        None => b.daily_soft_micros.min(b.daily_hard_micros),
+    };
+    if let Some(h) = per_video_hard_usd {
+        b.per_video_hard_micros = usd_micros("per-video-hard", *h)?;
+    }
+    b.per_video_soft_micros = match per_video_soft_usd {
+        Some(s) => usd_micros("per-video-soft", *s)?,
+        None => b.per_video_soft_micros.min(b.per_video_hard_micros),
+    };
+    if b.daily_soft_micros > b.daily_hard_micros
+        || b.per_video_soft_micros > b.per_video_hard_micros
+    {
+        return Err("a soft limit above its hard limit".into());
+    }
+    control_change(
+        node,
+        caller,
+        cmd,
+        vec![Write::Put(budget_key(ch), encode_budget(&b))],
+    )
+    .await?;
+    let usd = |m: u64| {
+        if m == u64::MAX {
+            json!("unlimited")
+        } else {
+            json!(m as f64 / 1e6)
+        }
+    };
+    Ok(json!({
+        "channel": channel,
+        "daily_soft_usd": usd(b.daily_soft_micros),
+        "daily_hard_usd": usd(b.daily_hard_micros),
+        "per_video_soft_usd": usd(b.per_video_soft_micros),
+        "per_video_hard_usd": usd(b.per_video_hard_micros),
+        "note": "in force for every charge from now on; what is already charged stays",
+    }))
+}
+
+/// `quota PROJECT BUCKET --units-per-day N`: what the API grants the
+/// project from now on (tell reelfleet after the API's quota changed), in
+/// place of the config's.
+async fn quota(
+    node: &NodePorts,
+    caller: &Caller,
+    cmd: &Command,
+    project: &str,
+    bucket: &str,
+    units_per_day: u64,
+) -> Result<Value, String> {
+    let topo = &node.topo;
+    let p = topo
+        .projects
+        .iter()
+        .position(|x| x.name == project)
+        .ok_or_else(|| {
+            let known: Vec<&str> = topo.projects.iter().map(|x| x.name.as_str()).collect();
+            format!("no project {project:?} (projects: {})", known.join(", "))
+        })?;
+    let spec = &topo.projects[p];
+    let b = spec
+        .buckets
+        .iter()
+        .position(|x| x.name == bucket)
+        .ok_or_else(|| {
+            let known: Vec<&str> = spec.buckets.iter().map(|x| x.name.as_str()).collect();
+            format!(
+                "project {project:?} has no bucket {bucket:?} (buckets: {})",
+                known.join(", ")
+            )
+        })?;
+    if units_per_day > 1_000_000_000_000 {
+        return Err(format!("units-per-day {units_per_day}: at most 10^12"));
+    }
+    let pid = topology::ProjectId(u16::try_from(p).map_err(|_| "too many projects")?);
+    let key = quota_limits_key(pid);
+    let mut q = node
+        .store
+        .store
+        .get(std::slice::from_ref(&key))
+        .await
+        .map_err(failed)?
+        .into_iter()
+        .next()
+        .flatten()
+        .and_then(|e| QuotaLimitsRecord::decode(&e.value).ok())
+        .unwrap_or_else(|| QuotaLimitsRecord {
+            units_per_day: spec.buckets.iter().map(|x| x.units_per_day).collect(),
+        });
+    q.units_per_day.resize(spec.buckets.len(), 0);
+    q.units_per_day[b] = units_per_day;
+    control_change(node, caller, cmd, vec![Write::Put(key, q.encode())]).await?;
+    Ok(json!({
+        "project": project,
+        "bucket": bucket,
+        "units_per_day": units_per_day,
+        "note": "in force for every reservation from now on; what is already reserved today stays",
+    }))
+}
+
+/// The nodes `maintenance TARGET` names: a node by name, or every node
+/// of a zone.
+fn maintenance_nodes(node: &NodePorts, target: &str) -> Result<Vec<NodeId>, String> {
+    let topo = &node.topo;
+    if let Some(n) = topo.node_ids().find(|n| topo.node(*n).name == target) {
+        return Ok(vec![n]);
+    }
+    let in_zone: Vec<NodeId> = topo
+        .node_ids()
+        .filter(|n| topo.node(*n).zone == target)
+        .collect();
+    if in_zone.is_empty() {
+        let mut zones: Vec<&str> = topo.nodes.iter().map(|n| n.zone.as_str()).collect();
+        zones.sort_unstable();
+        zones.dedup();
+        return Err(format!(
+            "{target:?} is neither a node nor a zone (zones: {})",
+            zones.join(", ")
+        ));
+    }
+    Ok(in_zone)
+}
+
+/// The maintenance window in the store, if any.
+async fn maintenance(node: &NodePorts) -> Result<Option<MaintenanceRecord>, String> {
+    let got = node
+        .store
+        .store
+        .get(&[MAINTENANCE_KEY.to_vec()])
+        .await
+        .map_err(failed)?;
+    Ok(got
+        .into_iter()
+        .next()
+        .flatten()
+        .and_then(|e| MaintenanceRecord::decode(&e.value).ok()))
 }
 
 /// The channels a target names.
@@ -203,24 +444,12 @@ async fn control_change(
                 (u64::from_le_bytes(bytes), e.version)
             })
             .unwrap_or((0, 0));
-        let now_ms = node.clock.now_ms();
-        let record = json!({
-            "at_ms": now_ms,
-            "who": caller.name,
-            "role": caller.role.name(),
-            "via": node.name,
-            "command": cmd,
-            "result": "ok",
-        });
         let mut all = writes.clone();
         all.push(Write::Put(
             CONTROL_GEN_KEY.to_vec(),
             (gen + 1).to_le_bytes().to_vec(),
         ));
-        all.push(Write::Put(
-            audit_key(now_ms, node.me.0),
-            record.to_string().into_bytes(),
-        ));
+        all.push(audit_write(node, caller, cmd));
         let txn = Txn {
             checks: vec![Check::VersionIs(CONTROL_GEN_KEY.to_vec(), version)],
             writes: all,
@@ -235,6 +464,84 @@ async fn control_change(
         }
     }
     Err("the control generation kept changing under this command; try again".into())
+}
+
+/// The audit record of `cmd`, as a write in the change's transaction.
+fn audit_write(node: &NodePorts, caller: &Caller, cmd: &Command) -> Write {
+    let now_ms = node.clock.now_ms();
+    let record = json!({
+        "at_ms": now_ms,
+        "who": caller.name,
+        "role": caller.role.name(),
+        "via": node.name,
+        "command": cmd,
+        "result": "ok",
+    });
+    Write::Put(
+        audit_key(now_ms, node.me.0),
+        record.to_string().into_bytes(),
+    )
+}
+
+/// `exclude NODE` / `include NODE`: the node's place in the members
+/// record's excluded list, written against the record's version (the
+/// nodes' membership machines write it too) with the audit record.
+async fn exclude(
+    node: &NodePorts,
+    caller: &Caller,
+    cmd: &Command,
+    name: &str,
+) -> Result<Value, String> {
+    let on = matches!(cmd, Command::Exclude { .. });
+    let n = node
+        .topo
+        .node_ids()
+        .find(|n| node.topo.node(*n).name == name)
+        .ok_or_else(|| format!("no node {name:?}"))?;
+    let store = &node.store.store;
+    for _ in 0..CONTROL_RETRIES {
+        let got = store.get(&[MEMBERS_KEY.to_vec()]).await.map_err(failed)?;
+        let current = got.into_iter().next().flatten();
+        let version = current.as_ref().map(|e| e.version).unwrap_or(0);
+        let mut m = match &current {
+            Some(e) => MembersRecord::decode(&e.value).map_err(|e| {
+                format!("the members record does not decode ({e:?}): not changing it")
+            })?,
+            None => MembersRecord::default(),
+        };
+        if !m.set_excluded(n, on) {
+            return Ok(json!({
+                if on { "excluded" } else { "included" }: name,
+                "note": "it already was",
+            }));
+        }
+        m.generation += 1;
+        let txn = Txn {
+            checks: vec![Check::VersionIs(MEMBERS_KEY.to_vec(), version)],
+            writes: vec![
+                Write::Put(MEMBERS_KEY.to_vec(), m.encode()),
+                audit_write(node, caller, cmd),
+            ],
+        };
+        match store.commit(&txn).await {
+            Ok(_) => {
+                tracing::info!(node = %node.name, who = %caller.name, role = caller.role.name(), command = ?cmd, "admin change");
+                let left = node.topo.node_ids().filter(|x| m.placeable(*x)).count();
+                return Ok(if on {
+                    json!({
+                        "excluded": name,
+                        "note": "its channels move to the other nodes within a refresh or two; it keeps running and holds nothing until `include`",
+                        "placeable_nodes_left": left,
+                    })
+                } else {
+                    json!({ "included": name, "placeable_nodes_left": left })
+                });
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    Err("the members record kept changing under this command; try again".into())
 }
 
 async fn members(node: &NodePorts) -> Result<Option<MembersRecord>, String> {
@@ -325,6 +632,7 @@ async fn nodes(node: &NodePorts) -> Result<Vec<Value>, String> {
                 "region": node.topo.region(t.region).name,
                 "member": m.nodes.contains(&n),
                 "draining": m.draining.contains(&n),
+                "excluded": m.excluded.contains(&n),
                 "drain_requested": drains.iter().any(|d| d == t.name.as_bytes()),
                 "channels": owned,
             })
@@ -360,9 +668,16 @@ async fn status(node: &NodePorts) -> Result<Value, String> {
         .filter(|(_, r)| r.paused)
         .map(|(c, _)| node.topo.channel(*c).name.as_str())
         .collect();
+    let window = maintenance(node).await?.map(|w| {
+        json!({
+            "nodes": w.nodes.iter().map(|n| node.topo.node(*n).name.clone()).collect::<Vec<_>>(),
+            "seconds": w.duration_ms / 1000,
+        })
+    });
     Ok(json!({
         "answered_by": node.name,
         "nodes": nodes,
+        "maintenance": window,
         "channels": node.topo.channels.len(),
         "channels_unowned": unowned,
         "gpus": gpus,

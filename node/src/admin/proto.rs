@@ -81,6 +81,12 @@ pub enum Command {
     Budget {
         channel: String,
         daily_hard_usd: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        daily_soft_usd: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        per_video_hard_usd: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        per_video_soft_usd: Option<f64>,
     },
     Quota {
         project: String,

@@ -121,6 +121,21 @@ pub const BUILTINS: &[Builtin] = &[
         build: fleet_drain,
     },
     Builtin {
+        name: "exclude",
+        description: "an operator excludes a node (it restarts and stays excluded) and excludes and includes another",
+        build: exclude,
+    },
+    Builtin {
+        name: "maintenance",
+        description: "a zone in a maintenance window: a node restarted inside it keeps its channels, one still down at its end fails over",
+        build: maintenance,
+    },
+    Builtin {
+        name: "live-limits",
+        description: "an operator lowers and raises budgets and a project's quota while the fleet runs",
+        build: live_limits,
+    },
+    Builtin {
         name: "scale-out",
         description: "three more nodes join at 15 min; channels rebalance by handover",
         build: scale_out,
@@ -441,6 +456,112 @@ fn fleet_drain(_seed: u64) -> Scenario {
         s.faults.push(at(5.0, Fault::DrainNode(NodeId(i))));
         s.faults.push(at(7.0, Fault::StartNode(NodeId(i))));
     }
+    s
+}
+
+fn exclude(_seed: u64) -> Scenario {
+    let mut s = base("exclude", fleet());
+    s.faults = vec![
+        // Excluded while running: its channels move to its region's other
+        // node; restarted, it rejoins still excluded and takes nothing.
+        at(5.0, Fault::Exclude(NodeId(1))),
+        at(8.0, Fault::CrashNode(NodeId(1))),
+        at(9.0, Fault::StartNode(NodeId(1))),
+        // Excluded and included again: its channels come back.
+        at(10.0, Fault::Exclude(NodeId(4))),
+        at(14.0, Fault::Include(NodeId(4))),
+        // Asked while the store is down: it waits for the store.
+        at(20.0, Fault::StoreOutage(true)),
+        at(20.5, Fault::Exclude(NodeId(2))),
+        at(21.0, Fault::StoreOutage(false)),
+        at(25.0, Fault::Include(NodeId(2))),
+    ];
+    s
+}
+
+fn maintenance(_seed: u64) -> Scenario {
+    let topo = fleet();
+    // Zone "a": the first node of every region.
+    let zone_a: Vec<NodeId> = topo
+        .node_ids()
+        .filter(|n| topo.node(*n).zone == "a")
+        .collect();
+    let (first, second) = (zone_a[0], zone_a[1]);
+    let other = topo
+        .node_ids()
+        .find(|n| topo.node(*n).zone != "a")
+        .expect("a node outside zone a");
+    let mut s = base("maintenance", topo);
+    s.faults = vec![
+        at(
+            5.0,
+            Fault::Maintenance {
+                nodes: zone_a,
+                duration_ms: 10 * MIN,
+            },
+        ),
+        // Restarted inside the window: it keeps its channels.
+        at(7.0, Fault::CrashNode(first)),
+        at(9.0, Fault::StartNode(first)),
+        // Still down when the window ends: its channels fail over then.
+        at(8.0, Fault::CrashNode(second)),
+        at(22.0, Fault::StartNode(second)),
+        // A window ended early: the frozen node is removed at once.
+        at(
+            25.0,
+            Fault::Maintenance {
+                nodes: vec![other],
+                duration_ms: 30 * MIN,
+            },
+        ),
+        at(26.0, Fault::FreezeNode(other)),
+        at(28.0, Fault::MaintenanceOff),
+        at(31.0, Fault::ThawNode(other)),
+    ];
+    s
+}
+
+fn live_limits(_seed: u64) -> Scenario {
+    // Budgets about ten videos a day; quotas of 8 uploads a day.
+    let shape = FleetShape {
+        budget: Budget {
+            daily_soft_micros: 400_000,
+            daily_hard_micros: 600_000,
+            per_video_soft_micros: 100_000,
+            per_video_hard_micros: 200_000,
+        },
+        project: |i| {
+            let mut p = PublishingProject::youtube_default(&format!("yt-live-{i}"));
+            p.buckets[0].units_per_day = 8;
+            p
+        },
+        channels_per_project: 4,
+        ..FleetShape::default()
+    };
+    let mut s = base("live-limits", build_fleet(&shape));
+    let budget = |ch: u32, usd_cents: u64| Fault::Budget {
+        channel: ChannelId(ch),
+        daily_hard_micros: usd_cents * 10_000,
+    };
+    let quota = |p: u16, units_per_day: u64| Fault::QuotaLimit {
+        project: ProjectId(p),
+        bucket: 0,
+        units_per_day,
+    };
+    s.faults = vec![
+        // Lowered under what is already spent: nothing more today.
+        at(6.0, budget(0, 5)),
+        // Raised: the channel goes on past the config's limit.
+        at(6.0, budget(1, 500)),
+        // A project's uploads raised, another's lowered to none.
+        at(8.0, quota(0, 40)),
+        at(8.0, quota(1, 0)),
+        // Set while the store is down: it takes effect when it is back.
+        at(20.0, Fault::StoreOutage(true)),
+        at(20.2, budget(2, 1)),
+        at(21.0, Fault::StoreOutage(false)),
+        at(30.0, quota(1, 8)),
+    ];
     s
 }
 

@@ -74,6 +74,8 @@ pub(super) fn swarm(seed: u64, vary_params: bool) -> Scenario {
         let t = 5.0 + rng.below(50) as f64;
         s.faults.push(at(t, Fault::KillSwitch));
     }
+    // Drawn last: the faults above stay what each seed always drew.
+    operator_draws(&mut rng, &mut s, nodes);
     s.faults.sort_by_key(|f| f.at_ms);
     s
 }
@@ -167,5 +169,65 @@ fn draw_other_fault(rng: &mut SeededRng, t: &Targets, kind: u64) -> (Fault, Opti
         ),
         13 => (Fault::FreezeNode(t.node), Some(Fault::ThawNode(t.node))),
         _ => (Fault::CrashNode(t.node), Some(Fault::StartNode(t.node))),
+    }
+}
+
+/// An operator's commands, each drawn with one chance in four: a node
+/// excluded for a while, a maintenance window (ended early or not), a
+/// channel's budget and a project's quota changed.
+fn operator_draws(rng: &mut SeededRng, s: &mut Scenario, nodes: u64) {
+    if rng.below(4) == 0 {
+        let node = NodeId(rng.below(nodes) as u32);
+        let t = 2.0 + rng.below(45) as f64;
+        let len = 0.5 + rng.below(8) as f64;
+        s.faults.push(at(t, Fault::Exclude(node)));
+        s.faults.push(at(t + len, Fault::Include(node)));
+    }
+    // A maintenance window on a node, ended early or not.
+    if rng.below(4) == 0 {
+        let node = NodeId(rng.below(nodes) as u32);
+        let t = 2.0 + rng.below(45) as f64;
+        let minutes = 1 + rng.below(10);
+        s.faults.push(at(
+            t,
+            Fault::Maintenance {
+                nodes: vec![node],
+                duration_ms: minutes * 60_000,
+            },
+        ));
+        if rng.below(2) == 0 {
+            s.faults.push(at(
+                t + rng.below(minutes * 60) as f64 / 60.0,
+                Fault::MaintenanceOff,
+            ));
+        }
+    }
+    // An operator changes a channel's budget or a project's quota.
+    if rng.below(4) == 0 {
+        let t = 2.0 + rng.below(45) as f64;
+        let channel = ChannelId(rng.below(s.topology.channels.len() as u64) as u32);
+        // From a cent to $20 a day.
+        let daily_hard_micros = 10_000 * (1 + rng.below(2_000));
+        s.faults.push(at(
+            t,
+            Fault::Budget {
+                channel,
+                daily_hard_micros,
+            },
+        ));
+    }
+    if rng.below(4) == 0 {
+        let t = 2.0 + rng.below(45) as f64;
+        let p = rng.below(s.topology.projects.len() as u64) as usize;
+        let bucket = rng.below(s.topology.projects[p].buckets.len() as u64) as usize;
+        let units_per_day = rng.below(200_000);
+        s.faults.push(at(
+            t,
+            Fault::QuotaLimit {
+                project: topology::ProjectId(p as u16),
+                bucket,
+                units_per_day,
+            },
+        ));
     }
 }

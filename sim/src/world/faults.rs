@@ -6,13 +6,17 @@ use std::collections::BTreeSet;
 
 use actors::membership::MembershipInput;
 use actors::node::Local;
-use actors::records::{control_key, ControlRecord, CONTROL_ALL_KEY, CONTROL_GEN_KEY};
-use actors::store::{Txn, Write};
+use actors::records::{
+    budget_key, control_key, decode_budget, encode_budget, quota_limits_key, ControlRecord,
+    MaintenanceRecord, MembersRecord, QuotaLimitsRecord, CONTROL_ALL_KEY, CONTROL_GEN_KEY,
+    MAINTENANCE_KEY, MEMBERS_KEY,
+};
+use actors::store::{Check, Txn, Write};
 use topology::{ChannelId, NodeId};
 
 use super::events::Msg;
 use super::World;
-use crate::checks::{Failover, Invariant, Violation};
+use crate::checks::{Failover, Invariant, MaintenanceWatch, Violation};
 use crate::scenario::Fault;
 
 impl World {
@@ -30,6 +34,11 @@ impl World {
             | Fault::DrainNode(_)
             | Fault::ClockSkew { .. } => self.node_fault(f),
             Fault::KillSwitch | Fault::Pause(_) | Fault::Resume(_) => self.operator_command(f),
+            Fault::Exclude(n) | Fault::Include(n) => {
+                self.operator_exclude(n, matches!(f, Fault::Exclude(_)))
+            }
+            Fault::Maintenance { .. } | Fault::MaintenanceOff => self.operator_maintenance(f),
+            Fault::Budget { .. } | Fault::QuotaLimit { .. } => self.operator_limits(f),
             other => self.world_fault(other),
         }
     }
@@ -171,6 +180,179 @@ impl World {
         }
     }
 
+    /// What `maintenance ...` / `maintenance off` do: the window record
+    /// and a bump of the control generation (the nodes read it with the
+    /// control records), in one transaction; the store down, it waits.
+    fn operator_maintenance(&mut self, f: Fault) {
+        if self.faults.store_outage {
+            self.faults.deferred_controls.push(f);
+            return;
+        }
+        let gen = self.store.version() + 1;
+        let gen_write = Write::Put(CONTROL_GEN_KEY.to_vec(), gen.to_le_bytes().to_vec());
+        let (write, watch, span) = match f {
+            Fault::Maintenance { nodes, duration_ms } => {
+                let mut nodes = nodes;
+                nodes.sort_unstable();
+                nodes.dedup();
+                let record = MaintenanceRecord {
+                    nodes: nodes.clone(),
+                    duration_ms,
+                };
+                // Every node has read it within a few refreshes and a
+                // store round trip; the first window can end a little
+                // early on a fast clock (drift up to 1 %: 2 % kept).
+                let m = &self.sc.machines.membership;
+                let read_ms = 4 * m.renew_ms + m.lease_ms + 2_000;
+                let watch = MaintenanceWatch {
+                    nodes: nodes.into_iter().collect(),
+                    from_ms: self.now_ms + read_ms,
+                    until_ms: self.now_ms + duration_ms - duration_ms / 50,
+                };
+                // Nodes may hold it that long after the command.
+                let span = (watch.nodes.clone(), self.now_ms + duration_ms + read_ms);
+                let put = Write::Put(MAINTENANCE_KEY.to_vec(), record.encode());
+                (put, Some(watch), Some(span))
+            }
+            _ => (Write::Delete(MAINTENANCE_KEY.to_vec()), None, None),
+        };
+        let txn = Txn {
+            checks: vec![],
+            writes: vec![write, gen_write],
+        };
+        if let Err(e) = self.store.commit(&txn) {
+            self.fail(Violation::new(
+                Invariant::NoLostVideo,
+                format!("operator maintenance write failed: {e}"),
+                self.rel_ms(),
+            ));
+        }
+        self.maintenance = span;
+        self.watch.maintenance = watch;
+    }
+
+    /// What `budget ...` and `quota ...` do: the operator's record, in
+    /// place of the config's (the store down, it waits). The API grants
+    /// a quota set this way; the budget's ceiling over the run is kept for
+    /// the check of what really ran.
+    fn operator_limits(&mut self, f: Fault) {
+        if self.faults.store_outage {
+            self.faults.deferred_controls.push(f);
+            return;
+        }
+        let write = match f {
+            Fault::Budget {
+                channel,
+                daily_hard_micros,
+            } => {
+                let key = budget_key(channel);
+                let mut b = self
+                    .store
+                    .value(&key)
+                    .and_then(|v| decode_budget(v).ok())
+                    .unwrap_or(self.topo.channel(channel).budget);
+                b.daily_hard_micros = daily_hard_micros;
+                b.daily_soft_micros = b.daily_soft_micros.min(daily_hard_micros);
+                let ceiling = self
+                    .truth
+                    .budget_ceiling
+                    .entry(channel)
+                    .or_insert(self.topo.channel(channel).budget);
+                ceiling.daily_hard_micros = ceiling.daily_hard_micros.max(daily_hard_micros);
+                Write::Put(key, encode_budget(&b))
+            }
+            Fault::QuotaLimit {
+                project,
+                bucket,
+                units_per_day,
+            } => {
+                let key = quota_limits_key(project);
+                let spec = self.topo.project(project);
+                let mut q = self
+                    .store
+                    .value(&key)
+                    .and_then(|v| QuotaLimitsRecord::decode(v).ok())
+                    .unwrap_or_else(|| QuotaLimitsRecord {
+                        units_per_day: spec.buckets.iter().map(|b| b.units_per_day).collect(),
+                    });
+                q.units_per_day.resize(spec.buckets.len(), 0);
+                if let Some(u) = q.units_per_day.get_mut(bucket) {
+                    *u = units_per_day;
+                }
+                self.api.limits.insert(project, q.units_per_day.clone());
+                Write::Put(key, q.encode())
+            }
+            other => unreachable!("not a limit: {other:?}"),
+        };
+        // With a bump of the control generation: the nodes read it with
+        // the control records and tell their channels.
+        let gen = self.store.version() + 1;
+        let txn = Txn {
+            checks: vec![],
+            writes: vec![
+                write,
+                Write::Put(CONTROL_GEN_KEY.to_vec(), gen.to_le_bytes().to_vec()),
+            ],
+        };
+        if let Err(e) = self.store.commit(&txn) {
+            self.fail(Violation::new(
+                Invariant::NoLostVideo,
+                format!("operator limit write failed: {e}"),
+                self.rel_ms(),
+            ));
+        }
+    }
+
+    /// Whether node `n` is inside the operator's maintenance window now
+    /// (as the world knows it: from the command to its full length).
+    pub(super) fn in_maintenance(&self, n: NodeId) -> bool {
+        self.maintenance
+            .as_ref()
+            .is_some_and(|(nodes, until)| self.now_ms < *until && nodes.contains(&n))
+    }
+
+    /// What `exclude NODE` / `include NODE` do: the node's place in the
+    /// members record's excluded list, against the record's version (the
+    /// store is down: it waits, as the console's write would).
+    fn operator_exclude(&mut self, n: NodeId, on: bool) {
+        if self.faults.store_outage {
+            let f = if on {
+                Fault::Exclude(n)
+            } else {
+                Fault::Include(n)
+            };
+            self.faults.deferred_controls.push(f);
+            return;
+        }
+        let (mut members, version) = match self.store.get(MEMBERS_KEY) {
+            Some(e) => (
+                MembersRecord::decode(&e.value).unwrap_or_default(),
+                e.version,
+            ),
+            None => (MembersRecord::default(), 0),
+        };
+        if !members.set_excluded(n, on) {
+            return;
+        }
+        members.generation += 1;
+        let txn = Txn {
+            checks: vec![Check::VersionIs(MEMBERS_KEY.to_vec(), version)],
+            writes: vec![Write::Put(MEMBERS_KEY.to_vec(), members.encode())],
+        };
+        if let Err(e) = self.store.commit(&txn) {
+            self.fail(Violation::new(
+                Invariant::NoLostVideo,
+                format!("operator exclude write failed: {e}"),
+                self.rel_ms(),
+            ));
+        }
+        if on {
+            self.excluded.insert(n);
+        } else {
+            self.excluded.remove(&n);
+        }
+    }
+
     /// What an operator's console does: write the control record and bump
     /// the control generation, in one transaction.
     fn operator_control(&mut self, ch: Option<ChannelId>, record: ControlRecord) {
@@ -209,7 +391,8 @@ impl World {
     /// Starts timing the recovery of the channels `nodes` host.
     fn begin_failover(&mut self, what: String, nodes: &[NodeId]) {
         let mut channels = BTreeSet::new();
-        for n in nodes {
+        // Inside a maintenance window a node's channels wait for it.
+        for n in nodes.iter().filter(|n| !self.in_maintenance(**n)) {
             channels.extend(self.nodes[n.index()].channels.keys().copied());
         }
         if channels.is_empty() {

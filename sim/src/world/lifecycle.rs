@@ -117,8 +117,9 @@ impl World {
     /// The checks at the end of the liveness phase; the first that fails
     /// is the run's violation.
     pub(super) fn final_checks(&mut self) {
-        let checks: [FinalCheck; 5] = [
+        let checks: [FinalCheck; 6] = [
             World::check_drains_finished,
+            World::check_exclusions_hold,
             World::check_planned_videos_finished,
             World::check_api_matches_store,
             World::check_cost_ledgers,
@@ -151,6 +152,29 @@ impl World {
             )),
             None => Ok(()),
         }
+    }
+
+    /// A live excluded node hosts no channel.
+    fn check_exclusions_hold(&self) -> Result<(), Violation> {
+        for n in &self.excluded {
+            let node = &self.nodes[n.index()];
+            if node.alive && !node.channels.is_empty() {
+                let hosted: Vec<&str> = node
+                    .channels
+                    .keys()
+                    .map(|c| self.topo.channel(*c).name.as_str())
+                    .collect();
+                return Err(Violation::new(
+                    Invariant::ExclusionsHold,
+                    format!(
+                        "{} is excluded and still hosts {hosted:?}",
+                        self.topo.node(*n).name
+                    ),
+                    self.rel_ms(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Every video planned before the heal ended within the liveness bound.

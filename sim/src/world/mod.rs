@@ -114,6 +114,11 @@ pub struct World {
     cancelled_local: BTreeSet<actors::protocol::JobId>,
     /// Drains asked and not yet finished: (incarnation, asked at).
     pub(crate) drains_pending: BTreeMap<NodeId, (u32, u64)>,
+    /// Nodes an operator excluded (and did not include again).
+    pub(crate) excluded: BTreeSet<NodeId>,
+    /// The operator's maintenance window: its nodes, and until when (true
+    /// ms) a node may still be holding it.
+    pub(crate) maintenance: Option<(BTreeSet<NodeId>, u64)>,
     ch_buf: Vec<ChannelEffect>,
     mem_buf: Vec<MembershipEffect>,
     gpu_buf: Vec<GpuEffect>,
@@ -177,6 +182,8 @@ impl World {
             pending_failovers: Vec::new(),
             cancelled_local: BTreeSet::new(),
             drains_pending: BTreeMap::new(),
+            excluded: BTreeSet::new(),
+            maintenance: None,
             ch_buf: Vec::new(),
             mem_buf: Vec::new(),
             gpu_buf: Vec::new(),
