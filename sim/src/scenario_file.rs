@@ -172,7 +172,8 @@
 //! | `drain-node`       | `node` (hands its channels away, then stops)      |
 //! | `exclude-node`     | `node` (an operator's exclude: it runs and holds nothing) |
 //! | `include-node`     | `node` (the exclude undone)                       |
-//! | `maintenance`      | `node` or `zone`, `duration_s` (1..=86400): they may restart without their channels moving |
+//! | `maintenance-node` | `node`, `duration_s` (1..=86400): it may restart without its channels moving |
+//! | `maintenance-zone` | `zone`, `duration_s` (1..=86400): every node of the zone, as above |
 //! | `maintenance-off`  | none (the window ends now)                        |
 //! | `budget`           | `channel`, `daily_hard_usd` (dollars): the operator's daily hard limit |
 //! | `quota`            | `project`, `bucket` (its name), `units_per_day` (0..=10^12): the operator's daily units |
@@ -805,10 +806,23 @@ pub const FAULT_KINDS: &[FaultKind] = &[
         read: |e, r| Some(Fault::Include(r.node(e, "node")?)),
     },
     FaultKind {
-        name: "maintenance",
-        keys: &["node", "zone", "duration_s"],
-        about: "a maintenance window for a node or a zone (one of them)",
-        read: maintenance,
+        name: "maintenance-node",
+        keys: &["node", "duration_s"],
+        about: "a maintenance window for a node",
+        read: |e, r| {
+            let node = r.node(e, "node");
+            let duration_ms = window_ms(e, r);
+            Some(Fault::Maintenance {
+                nodes: vec![node?],
+                duration_ms: duration_ms?,
+            })
+        },
+    },
+    FaultKind {
+        name: "maintenance-zone",
+        keys: &["zone", "duration_s"],
+        about: "a maintenance window for every node of a zone",
+        read: maintenance_zone,
     },
     FaultKind {
         name: "maintenance-off",
@@ -1081,46 +1095,41 @@ fn quota_limit(e: &mut Errs, r: &Refs) -> Option<Fault> {
     })
 }
 
-/// `maintenance`: a `node` or a `zone` (every node with that zone name),
-/// for `duration_s` (1..=86400).
-fn maintenance(e: &mut Errs, r: &Refs) -> Option<Fault> {
+/// A maintenance window's `duration_s` (1..=86400), in milliseconds.
+fn window_ms(e: &mut Errs, r: &Refs) -> Option<u64> {
+    let s = r.o.int_range_req(e, "duration_s", 1, 86_400)?;
+    u64::try_from(s).ok().map(|s| s * 1000)
+}
+
+/// `maintenance-zone`: every node whose zone is `zone`.
+fn maintenance_zone(e: &mut Errs, r: &Refs) -> Option<Fault> {
     let o = r.o;
-    let duration_s = o.int_range_req(e, "duration_s", 1, 86_400);
-    let nodes = match (o.has("node"), o.has("zone")) {
-        (true, false) => Some(vec![r.node(e, "node")?]),
-        (false, true) => {
-            let zone = o.name_req(e, "zone")?;
-            match r.names {
-                None => Some(vec![NodeId(0)]),
-                Some(n) => {
-                    let nodes: Vec<NodeId> = n
-                        .topo
-                        .node_ids()
-                        .filter(|x| n.topo.node(*x).zone == zone)
-                        .collect();
-                    if nodes.is_empty() {
-                        let mut zones: Vec<&str> =
-                            n.topo.nodes.iter().map(|x| x.zone.as_str()).collect();
-                        zones.sort_unstable();
-                        zones.dedup();
-                        e.push(
-                            o.p("zone"),
-                            format!("no node is in zone {zone:?}; zones: {}", zones.join(", ")),
-                        );
-                        return None;
-                    }
-                    Some(nodes)
-                }
+    let duration_ms = window_ms(e, r);
+    let zone = o.name_req(e, "zone")?;
+    let nodes = match r.names {
+        None => vec![NodeId(0)],
+        Some(n) => {
+            let nodes: Vec<NodeId> = n
+                .topo
+                .node_ids()
+                .filter(|x| n.topo.node(*x).zone == zone)
+                .collect();
+            if nodes.is_empty() {
+                let mut zones: Vec<&str> = n.topo.nodes.iter().map(|x| x.zone.as_str()).collect();
+                zones.sort_unstable();
+                zones.dedup();
+                e.push(
+                    o.p("zone"),
+                    format!("no node is in zone {zone:?}; zones: {}", zones.join(", ")),
+                );
+                return None;
             }
-        }
-        _ => {
-            e.push(o.p("node"), "give exactly one of `node` and `zone`");
-            None
+            nodes
         }
     };
     Some(Fault::Maintenance {
-        nodes: nodes?,
-        duration_ms: u64::try_from(duration_s?).ok()? * 1000,
+        nodes,
+        duration_ms: duration_ms?,
     })
 }
 
@@ -1541,6 +1550,12 @@ channel = "ch-0007"
             "channel" => "\"ch-0000\"",
             "offset_ms" => "-5",
             "units" => "40",
+            "zone" => "\"a\"",
+            "duration_s" => "60",
+            "daily_hard_usd" => "2.5",
+            "project" => "\"yt-0\"",
+            "bucket" => "\"uploads\"",
+            "units_per_day" => "100",
             "drift_ppm" => "7",
             "ppm" | "error_5xx" | "rate_limited" | "lost_response" | "loss" | "duplicate"
             | "reorder" => "1000",
