@@ -125,6 +125,8 @@ probes! {
         "an operator's budget or quota for the channel was read (at load or after a refused write)",
     MaintenanceRead => "membership.maintenance-read":
         "an operator's maintenance window was read and started on this node's clock",
+    RemovalAfterControlRead => "membership.removal-after-control-read":
+        "an expired peer's removal waited for changed control records to be read",
     RemovalHeldForMaintenance => "membership.removal-held-for-maintenance":
         "an expired peer was not removed: it is inside a maintenance window",
     DrainWhileJoining => "membership.drain-while-joining":

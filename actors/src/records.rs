@@ -558,9 +558,16 @@ impl MembersRecord {
         for n in &self.draining {
             w.u32(n.0);
         }
-        w.u32(self.excluded.len() as u32);
-        for n in &self.excluded {
-            w.u32(n.0);
+        // Written only when someone is excluded: without exclusions the
+        // record is byte for byte what nodes of the previous version write
+        // and read, so that a rolling upgrade does not leave the old ones
+        // unable to read the members (their decoding is strict). Exclude
+        // nodes once the upgrade is done.
+        if !self.excluded.is_empty() {
+            w.u32(self.excluded.len() as u32);
+            for n in &self.excluded {
+                w.u32(n.0);
+            }
         }
         w.finish()
     }
@@ -837,10 +844,16 @@ mod tests {
             excluded: vec![NodeId(2)],
         };
         assert_eq!(MembersRecord::decode(&m.encode()), Ok(m.clone()));
-        // A record written before exclusion existed reads as nobody
-        // excluded; one cut inside the excluded list is refused.
-        let mut old = m.encode();
-        old.truncate(old.len() - 8);
+        // Without exclusions the record is the previous version's, byte
+        // for byte (it ends with the draining list), and reads back as
+        // nobody excluded; one cut inside the excluded list is refused.
+        let none = MembersRecord {
+            excluded: vec![],
+            ..m.clone()
+        };
+        let old = none.encode();
+        assert_eq!(old.len(), m.encode().len() - 8);
+        assert_eq!(&old[old.len() - 4..], &4u32.to_le_bytes());
         let read = MembersRecord::decode(&old).expect("an older record");
         assert!(read.excluded.is_empty() && read.draining == m.draining);
         assert!(MembersRecord::decode(&m.encode()[..m.encode().len() - 2]).is_err());

@@ -343,8 +343,12 @@ impl ChannelMachine {
             let done = self.videos.get(&slot).is_some_and(|v| v.rec.is_done());
             if done && !self.dirty.contains(&slot) {
                 if let Some(v) = self.videos.remove(&slot) {
-                    let status = v.rec.status;
-                    out.push(ChannelEffect::VideoDone { slot, status });
+                    out.push(ChannelEffect::VideoDone {
+                        slot,
+                        status: v.rec.status,
+                        cost_micros: v.rec.cost_micros,
+                        publish_at_ms: self.slot_publish_at(slot),
+                    });
                 }
             }
         }

@@ -204,10 +204,14 @@ pub enum ChannelEffect {
     Released,
     /// The owner record no longer names this (node, epoch): stop now.
     Fenced,
-    /// A video reached its end (for metrics and the simulator's checks).
+    /// A video reached its end (for metrics and the simulator's checks):
+    /// what it cost, and the instant its slot was to be published (Unix
+    /// ms), against which a node measures how late it went out.
     VideoDone {
         slot: u64,
         status: VideoStatus,
+        cost_micros: u64,
+        publish_at_ms: u64,
     },
     /// An upload or lookup waits for the node's lease: say until when it
     /// is valid ([`ChannelInput::Lease`]).

@@ -487,6 +487,12 @@ impl MembershipMachine {
     /// peer that renewed meanwhile is not removed), unless it is inside a
     /// maintenance window; true if one went out.
     fn remove_expired(&mut self, now_ms: u64, out: &mut Vec<MembershipEffect>) -> bool {
+        // Control records changed since they were read: the maintenance
+        // window among them may hold this removal back, so read them first.
+        if self.control_dirty && !self.expired.is_empty() {
+            probe!(RemovalAfterControlRead);
+            return false;
+        }
         let Some(n) = self
             .expired
             .iter()

@@ -42,6 +42,9 @@ pub enum Observation {
         channel: ChannelId,
         slot: u64,
         status: VideoStatus,
+        cost_micros: u64,
+        /// The slot's publishing instant (Unix ms).
+        publish_at_ms: u64,
     },
     /// A peer's lease expired and this node removed it.
     NodeRemoved(NodeId),
@@ -197,13 +200,18 @@ pub fn channel_effect(view: &NodeView, ch: ChannelId, e: ChannelEffect, out: &mu
                 MembershipInput::ChannelStopped(ch),
             )));
         }
-        ChannelEffect::VideoDone { slot, status } => {
-            out.push(Route::Observe(Observation::VideoDone {
-                channel: ch,
-                slot,
-                status,
-            }))
-        }
+        ChannelEffect::VideoDone {
+            slot,
+            status,
+            cost_micros,
+            publish_at_ms,
+        } => out.push(Route::Observe(Observation::VideoDone {
+            channel: ch,
+            slot,
+            status,
+            cost_micros,
+            publish_at_ms,
+        })),
         ChannelEffect::AskLease => out.push(Route::Local(Local::Channel(
             ch,
             ChannelInput::Lease {

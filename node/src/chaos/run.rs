@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -121,11 +122,42 @@ fn start(cfg: &ChaosConfig, out: &Path) -> Result<Started, String> {
     })
 }
 
+/// Set by SIGINT (Ctrl-C) or SIGTERM: the run stops where it is, and
+/// everything it started (nodes, etcd members, namespaces, the bridge, nft
+/// tables) is torn down as `run` returns.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn catch_stop_signals() {
+    let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+/// An error if a stop signal came.
+fn not_stopped() -> Result<(), String> {
+    if STOP.load(Ordering::SeqCst) {
+        Err(
+            "stopped by a signal (Ctrl-C or SIGTERM): what the run started was torn down; no audit"
+                .into(),
+        )
+    } else {
+        Ok(())
+    }
+}
+
 /// Runs `cfg` with everything under `out` (which must not exist yet or be
 /// empty), planting `plants` before the audit; the report, whatever its
 /// verdict.
 pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosReport, String> {
     cfg.check()?;
+    catch_stop_signals();
     if !etcd_installed() {
         return Err("reelfleet chaos runs a real etcd cluster: no `etcd` on PATH (apt-get install etcd-server)".into());
     }
@@ -167,9 +199,11 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
         admin: &admin,
     };
     let records = run_schedule(&mut rig, &schedule, &monitor, t0, cfg.duration_s * 1000);
+    not_stopped()?;
     heal(&mut rig)?;
     let heal_keys = rt.block_on(active_at_heal(&store, &topo))?;
     settle(&rt, &store, &topo, &heal_keys, &emu);
+    not_stopped()?;
     for p in plants {
         let what = rt.block_on(super::plant::plant(*p, &store, &topo, &emu, out))?;
         eprintln!("chaos: planted {p:?}: {what}");
@@ -237,6 +271,7 @@ fn wait_steady(monitor: &Monitor, channels: usize) -> Result<(), String> {
         if owned == channels {
             return Ok(());
         }
+        not_stopped()?;
         if t.elapsed() > STEADY_WITHIN {
             return Err(format!(
                 "the fleet owned {owned} of {channels} channels after {STEADY_WITHIN:?}: see the node logs under logs/"
@@ -261,6 +296,9 @@ fn run_schedule(
     let mut active: Option<(&Fault, usize)> = None;
     let mut last_line = Instant::now();
     loop {
+        if STOP.load(Ordering::SeqCst) {
+            break;
+        }
         let now_ms = t0.elapsed().as_millis() as u64;
         let rel = now_ms - start_ms;
         if let Some((f, i)) = active {
@@ -374,7 +412,7 @@ fn settle(
     emu: &YoutubeEmulator,
 ) {
     let t = Instant::now();
-    while t.elapsed() < SETTLE_WITHIN {
+    while t.elapsed() < SETTLE_WITHIN && !STOP.load(Ordering::SeqCst) {
         if let Ok(now) = rt.block_on(crate::audit::active_keys(store, topo)) {
             let waiting = emu.quota_refused_keys();
             let open = now

@@ -25,6 +25,11 @@ const BUCKETS_SECONDS: [f64; 20] = [
     120.0, 300.0, 900.0, 3600.0, 14400.0,
 ];
 
+/// Buckets of the money histograms (a video's cost), in dollars.
+const BUCKETS_USD: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// How long a gauge not set again stays in the exposition (several
 /// ledger samples, `LEDGER_SAMPLE_MS`).
 const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -39,6 +44,11 @@ pub fn recorder() -> Result<PrometheusHandle, String> {
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
                 .set_buckets(&BUCKETS_SECONDS)
+                .map_err(|e| format!("metrics buckets: {e}"))?
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_usd".into()),
+                    &BUCKETS_USD,
+                )
                 .map_err(|e| format!("metrics buckets: {e}"))?
                 // A gauge nobody sets any more (a channel that moved to
                 // another node, a peer gone) leaves the exposition instead
@@ -70,7 +80,7 @@ pub fn render(nodes: &[&Metrics]) -> String {
 
 /// Every family this process may export, with its HELP text. A family
 /// shows only once it has a series.
-pub const FAMILIES: [(&str, &str, &str); 42] = [
+pub const FAMILIES: [(&str, &str, &str); 44] = [
     (
         "reelfleet_build_info",
         "gauge",
@@ -272,6 +282,16 @@ pub const FAMILIES: [(&str, &str, &str); 42] = [
         "1 when the node's store answers and its lease is held (as /ready).",
     ),
     (
+        "reelfleet_video_cost_usd",
+        "histogram",
+        "What each video that ended on this node cost (every stage charged to it, on any node), by outcome.",
+    ),
+    (
+        "reelfleet_video_publish_delay_seconds",
+        "histogram",
+        "How long after its slot's publishing instant each video went out; plan-to-publish is timing.plan_lead_ms plus this.",
+    ),
+    (
         "reelfleet_peer_clock_offset_seconds",
         "gauge",
         "A peer's clock minus this node's, as last probed (a node further than timing.clock_offset_max_ms from most peers stops).",
@@ -350,6 +370,16 @@ impl Metrics {
     pub fn video_published(&self, channel: &str) {
         self.videos_published.fetch_add(1, Ordering::Relaxed);
         counter!("reelfleet_videos_published_total", "node" => self.node.clone(), "channel" => channel.to_string()).increment(1);
+    }
+
+    /// A video's cost and, published, how long after its slot's instant.
+    pub fn video_done(&self, outcome: &'static str, cost_usd: f64, late_ms: Option<u64>) {
+        histogram!("reelfleet_video_cost_usd", "node" => self.node.clone(), "outcome" => outcome)
+            .record(cost_usd);
+        if let Some(ms) = late_ms {
+            histogram!("reelfleet_video_publish_delay_seconds", "node" => self.node.clone())
+                .record(ms as f64 / 1000.0);
+        }
     }
 
     pub fn video_failed(&self, channel: &str, reason: &str) {

@@ -226,18 +226,25 @@ impl NodePorts {
                 channel,
                 slot,
                 status,
+                cost_micros,
+                publish_at_ms,
             } => {
                 let name = &self.topo.channel(channel).name;
                 let span = crate::logs::video_span(&self.name, self.region(), name, slot);
                 let _in_video = span.enter();
+                let cost_usd = cost_micros as f64 / 1e6;
                 match status {
                     VideoStatus::Published { remote_id } => {
+                        let late_ms = self.clock.now_ms().saturating_sub(publish_at_ms);
                         self.metrics.video_published(name);
-                        tracing::info!(%remote_id, "published");
+                        self.metrics
+                            .video_done("published", cost_usd, Some(late_ms));
+                        tracing::info!(%remote_id, cost_usd, late_ms, "published");
                     }
                     VideoStatus::Failed(why) => {
                         self.metrics.video_failed(name, &reason_label(&why));
-                        tracing::warn!(reason = ?why, "video failed");
+                        self.metrics.video_done("failed", cost_usd, None);
+                        tracing::warn!(reason = ?why, cost_usd, "video failed");
                     }
                     VideoStatus::Active => {}
                 }
