@@ -229,6 +229,18 @@ fn scenarios_do_what_their_names_say() {
         killed.videos_planned,
         steady.videos_planned
     );
+    // Budgets and quotas changed live: the lowered budget stops a channel,
+    // the quota cut to 0 fails videos late, and the raised quota lets one
+    // project publish more than the two configured 8 uploads a day allow.
+    let limits = run("live-limits");
+    assert!(limits.ok, "{:?}", limits.violation);
+    let failed = |why: &str| limits.videos_failed.get(why).copied().unwrap_or(0);
+    assert!(
+        failed("daily-budget") > 0 && failed("quota-exhausted") > 0,
+        "{:?}",
+        limits.videos_failed
+    );
+    assert!(limits.videos_published > 16, "{}", limits.videos_published);
     let storm = run("commit-unknown-storm");
     assert!(storm.commit_unknowns > 100);
     let lost = run("swarm");

@@ -539,6 +539,10 @@ fn live_limits(_seed: u64) -> Scenario {
         ..FleetShape::default()
     };
     let mut s = base("live-limits", build_fleet(&shape));
+    // A video that cannot get quota within 20 min of its slot fails
+    // (quota-exhausted) rather than wait for tomorrow's.
+    s.machines.channel.publish_grace_ms = 20 * MIN;
+    s.bounds.liveness_ms = 60 * MIN;
     let budget = |ch: u32, usd_cents: u64| Fault::Budget {
         channel: ChannelId(ch),
         daily_hard_micros: usd_cents * 10_000,
