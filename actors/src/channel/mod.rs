@@ -365,6 +365,14 @@ impl ChannelMachine {
     pub fn active_videos(&self) -> usize {
         self.videos.len()
     }
+    /// Whether each provider's circuit breaker is open (or half-open,
+    /// letting one probe call through), by provider, for metrics.
+    pub fn breakers_open(&self) -> impl Iterator<Item = (&str, bool)> + '_ {
+        self.breakers.iter().map(|(p, b)| {
+            let open = !matches!(b.state, crate::breaker::BreakerState::Closed { .. });
+            (p.as_str(), open)
+        })
+    }
     pub fn control(&self) -> ControlRecord {
         self.control.merge(self.control_all)
     }

@@ -80,7 +80,7 @@ pub fn render(nodes: &[&Metrics]) -> String {
 
 /// Every family this process may export, with its HELP text. A family
 /// shows only once it has a series.
-pub const FAMILIES: [(&str, &str, &str); 44] = [
+pub const FAMILIES: [(&str, &str, &str); 45] = [
     (
         "reelfleet_build_info",
         "gauge",
@@ -292,6 +292,11 @@ pub const FAMILIES: [(&str, &str, &str); 44] = [
         "How long after its slot's publishing instant each video went out; plan-to-publish is timing.plan_lead_ms plus this.",
     ),
     (
+        "reelfleet_breakers_open",
+        "gauge",
+        "Channels hosted here whose circuit breaker for a provider is open or half-open (calls held back after failures), by provider.",
+    ),
+    (
         "reelfleet_peer_clock_offset_seconds",
         "gauge",
         "A peer's clock minus this node's, as last probed (a node further than timing.clock_offset_max_ms from most peers stops).",
@@ -330,6 +335,9 @@ pub struct Metrics {
     pub gpus: Mutex<Vec<GpuRow>>,
     /// Jobs waiting in each hosted GPU's queue, by GPU id.
     gpu_queues: Mutex<std::collections::BTreeMap<u32, u64>>,
+    /// Each hosted channel's breakers: open (or half-open) or not, by
+    /// (channel, provider).
+    breakers: Mutex<std::collections::BTreeMap<(u32, String), bool>>,
     /// Called by `collect` for values kept elsewhere (transport, quota).
     pub collectors: Mutex<Vec<Collector>>,
 }
@@ -351,6 +359,7 @@ impl Metrics {
             actor_restarts: AtomicU64::new(0),
             gpus: Mutex::new(Vec::new()),
             gpu_queues: Mutex::new(Default::default()),
+            breakers: Mutex::new(Default::default()),
             collectors: Mutex::new(Vec::new()),
         }
     }
@@ -507,6 +516,15 @@ impl Metrics {
                 gauge!("reelfleet_gpu_healthy", &l).set(if g.healthy { 1.0 } else { 0.0 });
             }
         }
+        // Per provider: how many hosted channels have its breaker open.
+        let mut open: std::collections::BTreeMap<String, u64> = Default::default();
+        for ((_, provider), is_open) in super::lock(&self.breakers).iter() {
+            *open.entry(provider.clone()).or_default() += u64::from(*is_open);
+        }
+        for (provider, n) in open {
+            let l = [("node", self.node.clone()), ("provider", provider)];
+            gauge!("reelfleet_breakers_open", &l).set(n as f64);
+        }
         let queues = super::lock(&self.gpu_queues).clone();
         for (gpu, queued) in queues {
             let l = [("node", self.node.clone()), ("gpu_id", gpu.to_string())];
@@ -518,6 +536,19 @@ impl Metrics {
     }
 
     /// How many jobs wait in GPU `gpu`'s queue now.
+    /// A channel's breakers as its machine has them now.
+    pub fn breakers<'a>(&self, channel: u32, states: impl Iterator<Item = (&'a str, bool)>) {
+        let mut b = super::lock(&self.breakers);
+        for (provider, open) in states {
+            b.insert((channel, provider.to_string()), open);
+        }
+    }
+
+    /// A channel that left this node: its breakers are no longer here.
+    pub fn breakers_gone(&self, channel: u32) {
+        super::lock(&self.breakers).retain(|(c, _), _| *c != channel);
+    }
+
     pub fn gpu_queue(&self, gpu: u32, queued: u64) {
         super::lock(&self.gpu_queues).insert(gpu, queued);
         let l = [("node", self.node.clone()), ("gpu_id", gpu.to_string())];

@@ -285,6 +285,16 @@ impl Ports<ChannelMachine> for ChannelPorts {
         };
         self.node.carry_all(routes, &from);
     }
+
+    fn stopped(&self) {
+        self.node.metrics.breakers_gone(self.fence.channel.0);
+    }
+
+    fn observe(&self, machine: &ChannelMachine) {
+        self.node
+            .metrics
+            .breakers(self.fence.channel.0, machine.breakers_open());
+    }
 }
 
 /// A GPU machine's ports: it remembers the jobs it started, so that they
