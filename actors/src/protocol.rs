@@ -84,6 +84,17 @@ pub enum JobOutcome {
     },
 }
 
+impl JobOutcome {
+    /// What the job cost, whatever its outcome.
+    pub fn cost_micros(&self) -> u64 {
+        match self {
+            JobOutcome::Succeeded { cost_micros } | JobOutcome::Failed { cost_micros, .. } => {
+                *cost_micros
+            }
+        }
+    }
+}
+
 /// What a GPU tells its region dispatcher about itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadReport {

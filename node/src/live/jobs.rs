@@ -144,6 +144,13 @@ impl JobPort {
             let result = port.run_stage(&spec, timeout_ms, cancel).await;
             port.end(spec.id);
             if let Some(input) = route::local_job_outcome(&spec, result) {
+                if let ChannelInput::JobFinished { outcome, .. } = &input {
+                    let kind = match spec.kind {
+                        actors::protocol::JobKind::External { .. } => "external",
+                        _ => "cpu",
+                    };
+                    port.metrics.stage_cost(kind, outcome.cost_micros());
+                }
                 to.post(input);
             }
         };

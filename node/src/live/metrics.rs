@@ -80,7 +80,7 @@ pub fn render(nodes: &[&Metrics]) -> String {
 
 /// Every family this process may export, with its HELP text. A family
 /// shows only once it has a series.
-pub const FAMILIES: [(&str, &str, &str); 45] = [
+pub const FAMILIES: [(&str, &str, &str); 46] = [
     (
         "reelfleet_build_info",
         "gauge",
@@ -292,6 +292,11 @@ pub const FAMILIES: [(&str, &str, &str); 45] = [
         "How long after its slot's publishing instant each video went out; plan-to-publish is timing.plan_lead_ms plus this.",
     ),
     (
+        "reelfleet_stage_cost_micros_total",
+        "counter",
+        "Money the stage jobs that ran on this node cost, in micro-dollars, by stage kind (cpu, gpu, external); per channel: reelfleet_channel_spend_usd.",
+    ),
+    (
         "reelfleet_breakers_open",
         "gauge",
         "Channels hosted here whose circuit breaker for a provider is open or half-open (calls held back after failures), by provider.",
@@ -432,6 +437,13 @@ impl Metrics {
             "outcome" => outcome
         )
         .record(took.as_secs_f64());
+    }
+
+    /// What a stage job that ended on this node cost, by stage kind (cpu,
+    /// gpu, external): counted where it ran, once.
+    pub fn stage_cost(&self, kind: &'static str, micros: u64) {
+        counter!("reelfleet_stage_cost_micros_total", "node" => self.node.clone(), "kind" => kind)
+            .increment(micros);
     }
 
     pub fn publish_attempt(&self) {

@@ -317,6 +317,13 @@ impl GpuPorts {
 
 impl Ports<GpuMachine> for GpuPorts {
     fn execute(&self, me: &Mailbox<GpuInput>, effect: GpuEffect) {
+        if let GpuEffect::Notify {
+            notice: actors::gpu::GpuNotice::Finished { outcome, .. },
+            ..
+        } = &effect
+        {
+            self.node.metrics.stage_cost("gpu", outcome.cost_micros());
+        }
         let mut routes = Vec::new();
         route::gpu_effect(&self.node.router.view(), self.gpu, effect, &mut routes);
         let from = Origin::Gpu {
