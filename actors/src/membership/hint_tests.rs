@@ -79,7 +79,7 @@ fn removal(stop_ms: u64, hint: bool) -> (u64, u64) {
                         let reply = store.apply(&op);
                         inbox.push((i, MembershipInput::StoreReply { op_id, reply }));
                     }
-                    MembershipEffect::NodeRemoved(n) if i == 0 => {
+                    MembershipEffect::NodeRemoved { node: n, .. } if i == 0 => {
                         assert_eq!(n, NodeId(1));
                         return (now, since_b.expect("B was watched"));
                     }

@@ -115,8 +115,12 @@ pub enum MembershipEffect {
         channel: ChannelId,
         entry: crate::store::Entry,
     },
-    /// A peer's lease expired and this node removed it.
-    NodeRemoved(NodeId),
+    /// A peer's lease expired and this node removed it, after its lease
+    /// had not moved for `silent_ms` on this node's clock.
+    NodeRemoved {
+        node: NodeId,
+        silent_ms: u64,
+    },
     Drained,
 }
 

@@ -89,8 +89,11 @@ impl MembershipMachine {
             (WorkOp::Remove(n, next), StoreReply::Committed(version)) => {
                 probe!(PeerRemoved);
                 self.expired.remove(&n);
-                self.watch.remove(&n);
-                out.push(MembershipEffect::NodeRemoved(n));
+                let since = self.watch.remove(&n).map_or(now_ms, |(_, since)| since);
+                out.push(MembershipEffect::NodeRemoved {
+                    node: n,
+                    silent_ms: now_ms.saturating_sub(since),
+                });
                 self.adopt_members(next, version, out);
             }
             (WorkOp::Remove(n, _), _) => {

@@ -46,8 +46,9 @@ pub enum Observation {
         /// The slot's publishing instant (Unix ms).
         publish_at_ms: u64,
     },
-    /// A peer's lease expired and this node removed it.
-    NodeRemoved(NodeId),
+    /// A peer's lease expired and this node removed it, after its lease
+    /// had not moved for `silent_ms` (this node's clock).
+    NodeRemoved { node: NodeId, silent_ms: u64 },
 }
 
 /// One thing for an executor to do.
@@ -360,7 +361,9 @@ pub fn membership_effect(view: &mut NodeView, e: MembershipEffect, out: &mut Vec
             channel,
             ChannelInput::LimitRecord(entry),
         ))),
-        MembershipEffect::NodeRemoved(n) => out.push(Route::Observe(Observation::NodeRemoved(n))),
+        MembershipEffect::NodeRemoved { node, silent_ms } => {
+            out.push(Route::Observe(Observation::NodeRemoved { node, silent_ms }))
+        }
         MembershipEffect::Drained => out.push(Route::Drained),
     }
 }

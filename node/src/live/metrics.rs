@@ -80,7 +80,7 @@ pub fn render(nodes: &[&Metrics]) -> String {
 
 /// Every family this process may export, with its HELP text. A family
 /// shows only once it has a series.
-pub const FAMILIES: [(&str, &str, &str); 46] = [
+pub const FAMILIES: [(&str, &str, &str); 47] = [
     (
         "reelfleet_build_info",
         "gauge",
@@ -297,6 +297,11 @@ pub const FAMILIES: [(&str, &str, &str); 46] = [
         "Money the stage jobs that ran on this node cost, in micro-dollars, by stage kind (cpu, gpu, external); per channel: reelfleet_channel_spend_usd.",
     ),
     (
+        "reelfleet_takeover_detect_seconds",
+        "histogram",
+        "How long a dead peer's lease stood still before this node removed it (a takeover's detection; its channels are claimed within a refresh after).",
+    ),
+    (
         "reelfleet_breakers_open",
         "gauge",
         "Channels hosted here whose circuit breaker for a provider is open or half-open (calls held back after failures), by provider.",
@@ -461,8 +466,12 @@ impl Metrics {
     pub fn fence_rejection(&self) {
         self.count("reelfleet_fence_rejections_total");
     }
-    pub fn takeover(&self) {
+    /// This node removed a dead peer whose lease had stood still for
+    /// `silent_ms` (it claims the peer's channels within a refresh).
+    pub fn takeover(&self, silent_ms: u64) {
         self.count("reelfleet_takeovers_total");
+        histogram!("reelfleet_takeover_detect_seconds", "node" => self.node.clone())
+            .record(silent_ms as f64 / 1000.0);
     }
     pub fn actor_restart(&self) {
         self.actor_restarts.fetch_add(1, Ordering::Relaxed);

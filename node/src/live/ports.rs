@@ -249,8 +249,8 @@ impl NodePorts {
                     VideoStatus::Active => {}
                 }
             }
-            Observation::NodeRemoved(n) => {
-                self.metrics.takeover();
+            Observation::NodeRemoved { node: n, silent_ms } => {
+                self.metrics.takeover(silent_ms);
                 let who = self
                     .topo
                     .nodes
@@ -261,6 +261,7 @@ impl NodePorts {
                     node = %self.name,
                     region = %self.region(),
                     removed = %who,
+                    silent_ms,
                     "removed a peer whose lease expired; claiming its channels"
                 );
             }

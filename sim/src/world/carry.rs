@@ -236,7 +236,7 @@ impl World {
                 self.drains_pending.remove(&node);
                 self.crash_node(node);
             }
-            Route::Observe(Observation::NodeRemoved(_)) => self.stats.node_removals += 1,
+            Route::Observe(Observation::NodeRemoved { .. }) => self.stats.node_removals += 1,
             Route::Observe(Observation::VideoDone { .. }) => {}
             other => unreachable!("carried elsewhere: {other:?}"),
         }
