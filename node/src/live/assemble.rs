@@ -43,7 +43,8 @@ pub fn build_ports(
     outbox: Arc<dyn Outbox>,
 ) -> Result<Arc<NodePorts>, String> {
     let clock = spec.clock;
-    let metrics = Arc::new(Metrics::new(&spec.name));
+    let region = &spec.topo.region(spec.topo.node(me).region).name;
+    let metrics = Arc::new(Metrics::new(&spec.name, region));
     let view = NodeView::new(Arc::clone(&spec.topo), me);
     let router = Arc::new(Router::new(view, outbox, clock));
     let http = reqwest::Client::builder()

@@ -119,7 +119,7 @@ pub const FAMILIES: [(&str, &str, &str); 47] = [
     (
         "reelfleet_gpu_queued_jobs",
         "gauge",
-        "Stage jobs waiting in a GPU's queue (admitted as its memory frees), by the cluster's GPU id.",
+        "Stage jobs waiting in a GPU's queue (admitted as its memory frees), by region and the cluster's GPU id (sum by region: a region's queue depth).",
     ),
     (
         "reelfleet_publish_attempts_total",
@@ -337,6 +337,8 @@ pub type GpuRow = GpuTelemetry;
 /// A node's metrics handle: its label and the values it reads back.
 pub struct Metrics {
     node: String,
+    /// The node's region (a label of per-region series).
+    region: String,
     pub videos_published: AtomicU64,
     pub videos_failed: AtomicU64,
     pub jobs_running: AtomicU64,
@@ -353,7 +355,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(node: &str) -> Metrics {
+    pub fn new(node: &str, region: &str) -> Metrics {
         // Installing here means every node process has its recorder
         // before the first event; a failure only loses metrics.
         if let Err(e) = recorder() {
@@ -362,6 +364,7 @@ impl Metrics {
         gauge!("reelfleet_build_info", "node" => node.to_string(), "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         Metrics {
             node: node.to_string(),
+            region: region.to_string(),
             videos_published: AtomicU64::new(0),
             videos_failed: AtomicU64::new(0),
             jobs_running: AtomicU64::new(0),
@@ -548,7 +551,11 @@ impl Metrics {
         }
         let queues = super::lock(&self.gpu_queues).clone();
         for (gpu, queued) in queues {
-            let l = [("node", self.node.clone()), ("gpu_id", gpu.to_string())];
+            let l = [
+                ("node", self.node.clone()),
+                ("region", self.region.clone()),
+                ("gpu_id", gpu.to_string()),
+            ];
             gauge!("reelfleet_gpu_queued_jobs", &l).set(queued as f64);
         }
         for c in super::lock(&self.collectors).iter() {
@@ -572,7 +579,11 @@ impl Metrics {
 
     pub fn gpu_queue(&self, gpu: u32, queued: u64) {
         super::lock(&self.gpu_queues).insert(gpu, queued);
-        let l = [("node", self.node.clone()), ("gpu_id", gpu.to_string())];
+        let l = [
+            ("node", self.node.clone()),
+            ("region", self.region.clone()),
+            ("gpu_id", gpu.to_string()),
+        ];
         gauge!("reelfleet_gpu_queued_jobs", &l).set(queued as f64);
     }
 
