@@ -10,12 +10,16 @@ use reelfleet::chaos::ChaosConfig;
 #[derive(Args)]
 pub struct ChaosArgs {
     /// A chaos config (TOML: seed, duration_s, nodes, regions,
-    /// channels_per_node, lease_ms, [[faults]]).
+    /// channels_per_node, lease_ms, cluster, [[faults]]).
     #[arg(long)]
     config: Option<PathBuf>,
     /// The seed the fault schedule is drawn from.
     #[arg(long)]
     seed: Option<u64>,
+    /// Break this cluster config's fleet (its nodes, regions, pipelines
+    /// and channels) instead of the generated one.
+    #[arg(long)]
+    cluster: Option<PathBuf>,
     /// How long to break the fleet: 90s, 2m, 30m, 1h.
     #[arg(long)]
     duration: Option<String>,
@@ -68,10 +72,18 @@ fn load(args: &ChaosArgs) -> Result<ChaosConfig, String> {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+            let mut cfg: ChaosConfig =
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+            if let (Some(c), Some(dir)) = (&cfg.cluster, p.parent()) {
+                cfg.cluster = Some(dir.join(c));
+            }
+            cfg
         }
         None => ChaosConfig::default(),
     };
+    if let Some(c) = &args.cluster {
+        cfg.cluster = Some(c.clone());
+    }
     if let Some(s) = args.seed {
         cfg.seed = s;
     }

@@ -239,3 +239,132 @@ fn a_bad_chaos_config_names_every_mistake_at_once() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--duration"), "{err}");
 }
+
+/// An operator's cluster config: two regions, three nodes, a pipeline
+/// with a `voice` stage, a project of its own.
+const STUDIO_CLUSTER: &str = r#"
+[[regions]]
+name = "east"
+[[regions]]
+name = "west"
+[[latency]]
+between = ["east", "west"]
+ms = 1
+
+[[pipelines]]
+name = "explainer"
+[[pipelines.stages]]
+name = "script"
+kind = "cpu"
+duration_ms = 300
+jitter_ms = 100
+cost = 0.001
+[[pipelines.stages]]
+name = "voice"
+kind = "cpu"
+duration_ms = 200
+[[pipelines.stages]]
+name = "render"
+kind = "gpu"
+duration_ms = 600
+jitter_ms = 100
+gpu_memory_gib = 2
+[[pipelines.stages]]
+name = "upload"
+kind = "publish"
+duration_ms = 200
+
+[[projects]]
+name = "studio"
+[[projects.buckets]]
+name = "units"
+units_per_day = 10000000
+[projects.costs]
+upload = { bucket = "units", units = 16 }
+lookup = { bucket = "units", units = 1 }
+
+[[channels]]
+name = "east-ch"
+count = 3
+home_region = "east"
+videos_per_day = 10000
+pipeline = "explainer"
+project = "studio"
+
+[[channels]]
+name = "west-ch"
+count = 3
+home_region = "west"
+videos_per_day = 10000
+pipeline = "explainer"
+project = "studio"
+
+[[nodes]]
+name = "alpha"
+region = "east"
+[[nodes.gpus]]
+model = "L4"
+memory_gib = 6
+cost_per_hour = 0.8
+[[nodes]]
+name = "beta"
+region = "east"
+[[nodes.gpus]]
+model = "L4"
+memory_gib = 6
+cost_per_hour = 0.8
+[[nodes]]
+name = "gamma"
+region = "west"
+[[nodes.gpus]]
+model = "L4"
+memory_gib = 6
+cost_per_hour = 0.8
+"#;
+
+/// An operator's own cluster config (`cluster = ...` in the chaos config):
+/// its node and region names, a pipeline of its own with a stage the
+/// model-server emulator does not serve (run by the synthetic executor),
+/// its project; broken by a kill and a slow GPU, then audited.
+#[test]
+fn an_operator_s_own_cluster_config_is_broken_and_audited() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if !etcd_here() {
+        return;
+    }
+    let out = out_dir("own-cluster");
+    let dir = out.with_extension("config");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("studio.toml"), STUDIO_CLUSTER).expect("cluster");
+    std::fs::write(
+        dir.join("chaos.toml"),
+        "duration_s = 40\ncluster = \"studio.toml\"\n\
+         [[faults]]\nkind = \"node-kill\"\nat_ms = 5000\nfor_ms = 4000\ntarget = 1\n\
+         [[faults]]\nkind = \"gpu-slow\"\nat_ms = 16000\nfor_ms = 3000\n",
+    )
+    .expect("chaos config");
+    let cfg = dir.join("chaos.toml");
+    let o = chaos(&["--config", cfg.to_str().expect("path")], &out);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "chaos failed:\n{stdout}\n{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json"))
+            .expect("JSON");
+    assert_eq!(
+        report["node_names"],
+        serde_json::json!(["alpha", "beta", "gamma"]),
+        "{}",
+        report["node_names"]
+    );
+    assert_eq!(report["regions"], 2);
+    assert_eq!(report["faults_by_kind"]["node-kill"], 1);
+    assert!(report["audit"]["published"].as_u64().is_some_and(|n| n > 0));
+    // The stage the emulator does not serve ran on the synthetic executor.
+    let beta = std::fs::read_to_string(out.join("beta.toml")).expect("beta's config");
+    assert!(
+        beta.contains("[executors.script]") && !beta.contains("[executors.voice]"),
+        "{beta}"
+    );
+}

@@ -153,6 +153,20 @@ pub struct Services<'a> {
     pub hosts: Vec<(Option<String>, std::net::IpAddr)>,
 }
 
+/// The stages of [`PROVIDER_STAGES`] that `topo`'s pipelines have: they
+/// run on the model-server emulator (the others on the synthetic executor).
+pub fn provider_stages(topo: &Topology) -> Vec<&'static str> {
+    PROVIDER_STAGES
+        .iter()
+        .map(|(s, _)| *s)
+        .filter(|s| {
+            topo.pipelines
+                .iter()
+                .any(|p| p.stages.iter().any(|st| st.name == *s))
+        })
+        .collect()
+}
+
 fn node_toml(
     n: &str,
     ip: std::net::IpAddr,
@@ -160,8 +174,23 @@ fn node_toml(
     metrics_port: u16,
     lease_ms: u64,
     svc: &Services,
+    topo: &Topology,
 ) -> String {
     let yt = svc.youtube;
+    let executors: String = provider_stages(topo)
+        .iter()
+        .map(|s| {
+            format!(
+                "[executors.{s}]\nkind = \"http\"\nurl = \"{}/{s}\"\ntimeout_ms = 5000\n",
+                svc.provider
+            )
+        })
+        .collect();
+    let project = topo
+        .projects
+        .first()
+        .map(|p| p.name.as_str())
+        .unwrap_or("p");
     format!(
         r#"node = "{n}"
 cluster = "cluster.toml"
@@ -188,19 +217,10 @@ client_id = "{id}"
 client_secret = "{secret}"
 refresh_token_file = "refresh-token"
 chunk_bytes = 262144
-project = "p"
+project = "{project}"
 [gpu]
 probe = false
-[executors.script]
-kind = "http"
-url = "{provider}/script"
-timeout_ms = 5000
-[executors.render]
-kind = "http"
-url = "{provider}/render"
-timeout_ms = 5000
-"#,
-        provider = svc.provider,
+{executors}"#,
         renew_ms = (lease_ms / 4).max(100),
         api = yt.api_base,
         upload = yt.upload_base,
@@ -215,18 +235,18 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
 }
 
 impl Fleet {
-    /// Writes the fleet's configs and certificates under `dir`; starts
-    /// nothing.
+    /// Writes the fleet's configs (for the cluster config `cluster`) and
+    /// certificates under `dir`; starts nothing.
     pub fn prepare(
         dir: &Path,
-        shape: &FleetShape,
+        cluster: &str,
+        lease_ms: u64,
         store_url: &str,
         svc: &Services,
     ) -> Result<Fleet, String> {
         let yt = svc.youtube;
-        let cluster = cluster_toml(shape);
-        write(&dir.join("cluster.toml"), &cluster)?;
-        let topo = topology::config::parse_topology(&cluster)
+        write(&dir.join("cluster.toml"), cluster)?;
+        let topo = topology::config::parse_topology(cluster)
             .map_err(|e| format!("the chaos fleet's cluster config: {e}"))?;
         let certs_dir = dir.join("certs");
         certs::init(&certs_dir, "reelfleet-chaos").map_err(|e| e.to_string())?;
@@ -246,7 +266,7 @@ impl Fleet {
                 .unwrap_or((None, std::net::Ipv4Addr::LOCALHOST.into()));
             write(
                 &cfg,
-                &node_toml(&n.name, ip, store_url, metrics_port, shape.lease_ms, svc),
+                &node_toml(&n.name, ip, store_url, metrics_port, lease_ms, svc, &topo),
             )?;
             let clock_file = dir.join("logs").join(format!("{}.clock", n.name));
             write(&clock_file, "+0\n")?;
@@ -254,7 +274,7 @@ impl Fleet {
                 name: n.name.clone(),
                 clock_file,
                 drift: None,
-                region: i % shape.regions,
+                region: n.region.index(),
                 cfg,
                 log: dir.join("logs").join(format!("{}.log", n.name)),
                 metrics_port,

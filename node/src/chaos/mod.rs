@@ -36,6 +36,11 @@ pub struct ChaosConfig {
     pub regions: usize,
     pub channels_per_node: usize,
     pub lease_ms: u64,
+    /// An operator's cluster config to break instead of the generated
+    /// fleet (its nodes, regions, pipelines and channels; `nodes`,
+    /// `regions` and `channels_per_node` are then not used). Relative to
+    /// the chaos config's folder.
+    pub cluster: Option<std::path::PathBuf>,
     /// The schedule; drawn from the seed when absent.
     pub faults: Option<Vec<Fault>>,
 }
@@ -49,6 +54,7 @@ impl Default for ChaosConfig {
             regions: 3,
             channels_per_node: 3,
             lease_ms: 2_000,
+            cluster: None,
             faults: None,
         }
     }

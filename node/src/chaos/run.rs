@@ -51,20 +51,38 @@ struct Started {
     topo: Arc<topology::Topology>,
 }
 
+/// The cluster config to break: the operator's (`cfg.cluster`), with the
+/// config's node and region counts taken from it, or the generated fleet.
+fn resolve_cluster(cfg: &ChaosConfig) -> Result<(ChaosConfig, String), String> {
+    let mut cfg = cfg.clone();
+    let text = match &cfg.cluster {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cluster = {}: cannot read it: {e}", path.display()))?;
+            let topo = topology::config::parse_topology(&text)
+                .map_err(|e| format!("cluster = {}: {e}", path.display()))?;
+            cfg.nodes = topo.nodes.len();
+            cfg.regions = topo.regions.len();
+            text
+        }
+        None => cluster_toml(&FleetShape {
+            nodes: cfg.nodes,
+            regions: cfg.regions,
+            channels_per_node: cfg.channels_per_node,
+            lease_ms: cfg.lease_ms,
+        }),
+    };
+    Ok((cfg, text))
+}
+
 /// Starts etcd, the emulator and every node, all under `out`.
-fn start(cfg: &ChaosConfig, out: &Path) -> Result<Started, String> {
+fn start(cfg: &ChaosConfig, cluster: &str, out: &Path) -> Result<Started, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let shape = FleetShape {
-        nodes: cfg.nodes,
-        regions: cfg.regions,
-        channels_per_node: cfg.channels_per_node,
-        lease_ms: cfg.lease_ms,
-    };
-    let topo = topology::config::parse_topology(&cluster_toml(&shape))
+    let topo = topology::config::parse_topology(cluster)
         .map_err(|e| format!("the chaos fleet's cluster config: {e}"))?;
     // Namespaced where this machine allows it (root, ip, nft), so that
     // links can be cut; on loopback otherwise, without network faults.
@@ -104,7 +122,7 @@ fn start(cfg: &ChaosConfig, out: &Path) -> Result<Started, String> {
         provider: &provider.base_url(),
         hosts,
     };
-    let mut fleet = Fleet::prepare(out, &shape, &url, &services)?;
+    let mut fleet = Fleet::prepare(out, cluster, cfg.lease_ms, &url, &services)?;
     for i in 0..fleet.nodes.len() {
         fleet.start(i)?;
     }
@@ -156,6 +174,8 @@ fn not_stopped() -> Result<(), String> {
 /// empty), planting `plants` before the audit; the report, whatever its
 /// verdict.
 pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosReport, String> {
+    let (cfg, cluster) = resolve_cluster(cfg)?;
+    let cfg = &cfg;
     cfg.check()?;
     catch_stop_signals();
     if !etcd_installed() {
@@ -172,7 +192,7 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
         mut fleet,
         admin,
         topo,
-    } = start(cfg, out)?;
+    } = start(cfg, &cluster, out)?;
     let t0 = Instant::now();
     let metrics = fleet
         .nodes
@@ -187,7 +207,7 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
         t0,
     )?;
     wait_steady(&monitor, topo.channels.len())?;
-    let schedule = schedule_of(cfg, net.is_some());
+    let schedule = schedule_of(cfg, net.is_some(), &topo);
     let mut rig = Rig {
         rt: &rt,
         fleet: &mut fleet,
@@ -229,13 +249,15 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
 
 /// The config's schedule, or one drawn from its seed for what this machine
 /// can break.
-fn schedule_of(cfg: &ChaosConfig, namespaced: bool) -> Vec<Fault> {
+fn schedule_of(cfg: &ChaosConfig, namespaced: bool, topo: &topology::Topology) -> Vec<Fault> {
     cfg.faults.clone().unwrap_or_else(|| {
+        let stages = super::fleet::provider_stages(topo);
         draw(
             cfg.seed,
             &Shape {
                 clocks: super::fleet::libfaketime().is_some(),
                 net: namespaced,
+                provider_stages: stages,
                 nodes: cfg.nodes,
                 regions: cfg.regions,
                 store_members: 3,

@@ -177,6 +177,9 @@ pub struct Shape {
     pub clocks: bool,
     /// Whether network faults can be caused (the fleet is namespaced).
     pub net: bool,
+    /// The stages that run on the model-server emulator (`script` for
+    /// provider errors, `render` for slow GPUs).
+    pub provider_stages: Vec<&'static str>,
     pub nodes: usize,
     pub regions: usize,
     pub store_members: usize,
@@ -194,6 +197,11 @@ pub fn draw(seed: u64, shape: &Shape) -> Vec<Fault> {
         .copied()
         .filter(|k| k.drawn() && (shape.clocks || !k.needs_faketime()))
         .filter(|k| shape.net || !k.needs_net())
+        .filter(|k| match k {
+            FaultKind::ProviderErrors => shape.provider_stages.contains(&"script"),
+            FaultKind::GpuSlow => shape.provider_stages.contains(&"render"),
+            _ => true,
+        })
         .filter(|k| {
             shape.regions > 1
                 || !matches!(k, FaultKind::RegionPartition | FaultKind::OneWayPartition)
@@ -265,6 +273,7 @@ mod tests {
         Shape {
             clocks: true,
             net: true,
+            provider_stages: vec!["script", "render"],
             nodes: 6,
             regions: 3,
             store_members: 3,
