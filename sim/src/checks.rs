@@ -109,6 +109,7 @@ impl StoreWatch {
             let Write::Put(key, value) = w else { continue };
             match Key::parse(key) {
                 Some(Key::Owner(ch)) => self.owner_written(seen, ch, value)?,
+                Some(Key::Members) => self.members_written(seen, value)?,
                 Some(Key::Quota(project, _)) => self.quota_written(seen, project, key, value)?,
                 Some(Key::Channel(ch)) => channel_written(seen, ch, value)?,
                 Some(Key::DoneVideo(ch, _)) => {
@@ -148,52 +149,44 @@ impl StoreWatch {
                 ),
                 seen.rel_ms,
             )),
-            _ => self.maintenance_kept(seen, ch, node),
+            _ => Ok(()),
         }
     }
 
-    /// Invariant 14: inside a maintenance window, a channel of a node in
-    /// it does not move to another node (unless an operator drained or
-    /// excluded that node).
-    fn maintenance_kept(
-        &self,
-        seen: &Seen<'_>,
-        ch: ChannelId,
-        to: NodeId,
-    ) -> Result<(), Violation> {
+    /// Invariant 14: inside a maintenance window, no node in it is taken
+    /// out of the members for a lapsed lease (a drain may take it out);
+    /// its channels stay with it (they may still move where placement,
+    /// with it a member, sends them: a handover, not a failover).
+    fn members_written(&self, seen: &Seen<'_>, value: &[u8]) -> Result<(), Violation> {
         let Some(w) = &self.maintenance else {
             return Ok(());
         };
         if seen.now_ms < w.from_ms || seen.now_ms >= w.until_ms {
             return Ok(());
         }
-        let from = seen
-            .store
-            .value(&owner_key(ch))
-            .and_then(|v| OwnerRecord::decode(v).ok())
-            .and_then(|o| o.node);
-        let Some(from) = from.filter(|f| *f != to && w.nodes.contains(f)) else {
+        let Ok(next) = MembersRecord::decode(value) else {
             return Ok(());
         };
-        let members = seen
+        let before = seen
             .store
             .value(MEMBERS_KEY)
             .and_then(|v| MembersRecord::decode(v).ok())
             .unwrap_or_default();
-        if members.is_draining(from) || members.is_excluded(from) {
-            return Ok(());
+        let removed = w
+            .nodes
+            .iter()
+            .find(|n| before.contains(**n) && !before.is_draining(**n) && !next.contains(**n));
+        match removed {
+            Some(n) => Err(Violation::new(
+                Invariant::MaintenanceHolds,
+                format!(
+                    "{} was removed from the members inside its maintenance window",
+                    seen.topo.node(*n).name
+                ),
+                seen.rel_ms,
+            )),
+            None => Ok(()),
         }
-        Err(Violation::new(
-            Invariant::MaintenanceHolds,
-            format!(
-                "channel {} moved from {} to {} inside {}'s maintenance window",
-                seen.topo.channel(ch).name,
-                seen.topo.node(from).name,
-                seen.topo.node(to).name,
-                seen.topo.node(from).name
-            ),
-            seen.rel_ms,
-        ))
     }
 
     /// Invariant 3 in the ledger; and the units reserved, for the API check.

@@ -57,9 +57,10 @@ pub enum Invariant {
     ///     phase, a live node an operator excluded (and did not include
     ///     again) hosts no channel.
     ExclusionsHold,
-    /// 14. A maintenance window holds: while it is in force, a channel of a
-    ///     node in it does not move to another node, whether that node is
-    ///     down or restarting (unless an operator drains or excludes it).
+    /// 14. A maintenance window holds: while it is in force, no node in it
+    ///     is taken out of the members for a lapsed lease, whether it is
+    ///     down or restarting (a drain may take it out), so its channels
+    ///     wait for it instead of failing over.
     MaintenanceHolds,
 }
 

@@ -220,7 +220,11 @@ fn operator_draws(rng: &mut SeededRng, s: &mut Scenario, nodes: u64) {
         let t = 2.0 + rng.below(45) as f64;
         let p = rng.below(s.topology.projects.len() as u64) as usize;
         let bucket = rng.below(s.topology.projects[p].buckets.len() as u64) as usize;
-        let units_per_day = rng.below(200_000);
+        // Raised (the API granted more): a quota lowered under what the
+        // day's videos need makes them wait for tomorrow, past any
+        // liveness bound (`live-limits` lowers one, with its bounds).
+        let config = s.topology.projects[p].buckets[bucket].units_per_day;
+        let units_per_day = config.saturating_mul(1 + rng.below(4));
         s.faults.push(at(
             t,
             Fault::QuotaLimit {
