@@ -95,12 +95,14 @@ fn load(args: &ChaosArgs) -> Result<ChaosConfig, String> {
 
 fn run_inner(args: ChaosArgs) -> Result<ChaosReport, String> {
     let cfg = load(&args)?;
+    let fleet = match &cfg.cluster {
+        Some(c) => format!("the fleet of {}", c.display()),
+        None => format!("{} nodes in {} regions", cfg.nodes, cfg.regions),
+    };
     eprintln!(
-        "chaos: seed {}, {} s, {} nodes in {} regions, everything under {}",
+        "chaos: seed {}, {} s, {fleet}, everything under {}",
         cfg.seed,
         cfg.duration_s,
-        cfg.nodes,
-        cfg.regions,
         args.out.display()
     );
     let report = reelfleet::chaos::run::run(&cfg, &args.out, &args.plant)?;

@@ -267,7 +267,7 @@ duration_ms = 200
 name = "render"
 kind = "gpu"
 duration_ms = 600
-jitter_ms = 100
+jitter_ms = 200
 gpu_memory_gib = 2
 [[pipelines.stages]]
 name = "upload"

@@ -153,6 +153,22 @@ pub struct Services<'a> {
     pub hosts: Vec<(Option<String>, std::net::IpAddr)>,
 }
 
+/// Each stage of [`provider_stages`] with its healthy time on the
+/// model-server emulator: the stage's mean duration in `topo` (within the
+/// time a job of it is given).
+pub fn provider_stage_times(topo: &Topology) -> Vec<(&'static str, u64)> {
+    provider_stages(topo)
+        .into_iter()
+        .filter_map(|s| {
+            topo.pipelines
+                .iter()
+                .flat_map(|p| p.stages.iter())
+                .find(|st| st.name == s)
+                .map(|st| (s, st.duration.mean_ms))
+        })
+        .collect()
+}
+
 /// The stages of [`PROVIDER_STAGES`] that `topo`'s pipelines have: they
 /// run on the model-server emulator (the others on the synthetic executor).
 pub fn provider_stages(topo: &Topology) -> Vec<&'static str> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::etcd::{etcd_installed, EtcdCluster};
 use super::faults::{FaultRecord, Rig};
-use super::fleet::{cluster_toml, Fleet, FleetShape, Services, ADMIN, PROVIDER_STAGES};
+use super::fleet::{cluster_toml, Fleet, FleetShape, Services, ADMIN};
 use super::monitor::{ownership_changes, Monitor};
 use super::net::Net;
 use super::plant::Plant;
@@ -116,7 +116,8 @@ fn start(cfg: &ChaosConfig, cluster: &str, out: &Path) -> Result<Started, String
     };
     let (emu, _) = YoutubeEmulator::start_on_thread_at(emu_cfg, host)?;
     let emu = Arc::new(emu);
-    let provider = ProviderEmulator::start_on_thread_at(&PROVIDER_STAGES, host)?;
+    let provider =
+        ProviderEmulator::start_on_thread_at(&super::fleet::provider_stage_times(&topo), host)?;
     let services = Services {
         youtube: &emu.publisher_config(),
         provider: &provider.base_url(),
