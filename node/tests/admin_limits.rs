@@ -21,43 +21,15 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use actors::records::{FailReason, OwnerRecord, VideoStatus};
+use common::admin_ctl::Admin;
 use common::live_fleet::*;
 use reelfleet::certs::{self, Role};
 use reelfleet::live::runtime::addr_key;
 use reelfleet::store::Store;
-use serde_json::Value;
 use topology::ChannelId;
-
-struct Admin<'a> {
-    node: String,
-    certs: &'a Path,
-}
-
-impl Admin<'_> {
-    fn run(&self, who: &str, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_reelfleet"))
-            .args(["ctl", "--node", &self.node, "--cert"])
-            .arg(self.certs)
-            .args(["--as", who, "--json"])
-            .args(args)
-            .output()
-            .expect("run ctl")
-    }
-
-    fn ok(&self, who: &str, args: &[&str]) -> Value {
-        let o = self.run(who, args);
-        assert!(
-            o.status.success(),
-            "ctl {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).expect("JSON")
-    }
-}
 
 /// Waits (at most `within`) until `f` holds.
 fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
@@ -121,13 +93,7 @@ fn exclude_maintenance_budget_and_quota_take_effect_on_a_live_fleet() {
     budget(&fleet, &admin);
     quota(&fleet, &admin);
 
-    let log = admin.ok("otto", &["audit"]);
-    let cmds: Vec<&str> = log
-        .as_array()
-        .expect("rows")
-        .iter()
-        .filter_map(|r| r["command"]["cmd"].as_str())
-        .collect();
+    let (cmds, log) = admin.audited_commands("otto");
     assert_eq!(
         cmds,
         [

@@ -13,41 +13,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::admin_ctl::Admin;
 use common::live_fleet::*;
 use reelfleet::certs::{self, Role};
 use reelfleet::live::runtime::addr_key;
 use reelfleet::store::Store;
-use serde_json::Value;
-
-struct Admin<'a> {
-    node: String,
-    certs: &'a Path,
-}
-
-impl Admin<'_> {
-    fn run(&self, who: &str, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_reelfleet"))
-            .args(["ctl", "--node", &self.node, "--cert"])
-            .arg(self.certs)
-            .args(["--as", who, "--json"])
-            .args(args)
-            .output()
-            .expect("run ctl")
-    }
-
-    fn ok(&self, who: &str, args: &[&str]) -> Value {
-        let o = self.run(who, args);
-        assert!(
-            o.status.success(),
-            "ctl {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).expect("JSON")
-    }
-}
 
 fn total_published(fleet: &Fleet) -> usize {
     fleet.published_count().values().sum()

@@ -248,17 +248,9 @@ async fn budget(node: &NodePorts, caller: &Caller, cmd: &Command) -> Result<Valu
         return Err("not a budget command".into());
     };
     let ch = resolve(node, &Target::Channel(channel.clone()))?[0];
-    let store = &node.store.store;
-    let current = store
-        .get(&[budget_key(ch)])
-        .await
-        .map_err(failed)?
-        .into_iter()
-        .next()
-        .flatten()
-        .and_then(|e| decode_budget(&e.value).ok())
+    let mut b = read_record(node, budget_key(ch), decode_budget)
+        .await?
         .unwrap_or(node.topo.channel(ch).budget);
-    let mut b = current;
     b.daily_hard_micros = usd_micros("daily-hard", *daily_hard_usd)?;
     b.daily_soft_micros = match daily_soft_usd {
         Some(s) => usd_micros("daily-soft", *s)?,
@@ -337,16 +329,8 @@ async fn quota(
     }
     let pid = topology::ProjectId(u16::try_from(p).map_err(|_| "too many projects")?);
     let key = quota_limits_key(pid);
-    let mut q = node
-        .store
-        .store
-        .get(std::slice::from_ref(&key))
-        .await
-        .map_err(failed)?
-        .into_iter()
-        .next()
-        .flatten()
-        .and_then(|e| QuotaLimitsRecord::decode(&e.value).ok())
+    let mut q = read_record(node, key.clone(), QuotaLimitsRecord::decode)
+        .await?
         .unwrap_or_else(|| QuotaLimitsRecord {
             units_per_day: spec.buckets.iter().map(|x| x.units_per_day).collect(),
         });
@@ -384,19 +368,23 @@ fn maintenance_nodes(node: &NodePorts, target: &str) -> Result<Vec<NodeId>, Stri
     Ok(in_zone)
 }
 
-/// The maintenance window in the store, if any.
-async fn maintenance(node: &NodePorts) -> Result<Option<MaintenanceRecord>, String> {
-    let got = node
-        .store
-        .store
-        .get(&[MAINTENANCE_KEY.to_vec()])
-        .await
-        .map_err(failed)?;
+/// The record under `key`, if there is one that decodes.
+async fn read_record<T, E>(
+    node: &NodePorts,
+    key: Vec<u8>,
+    decode: fn(&[u8]) -> Result<T, E>,
+) -> Result<Option<T>, String> {
+    let got = node.store.store.get(&[key]).await.map_err(failed)?;
     Ok(got
         .into_iter()
         .next()
         .flatten()
-        .and_then(|e| MaintenanceRecord::decode(&e.value).ok()))
+        .and_then(|e| decode(&e.value).ok()))
+}
+
+/// The maintenance window in the store, if any.
+async fn maintenance(node: &NodePorts) -> Result<Option<MaintenanceRecord>, String> {
+    read_record(node, MAINTENANCE_KEY.to_vec(), MaintenanceRecord::decode).await
 }
 
 /// The channels a target names.
@@ -545,17 +533,7 @@ async fn exclude(
 }
 
 async fn members(node: &NodePorts) -> Result<Option<MembersRecord>, String> {
-    let got = node
-        .store
-        .store
-        .get(&[MEMBERS_KEY.to_vec()])
-        .await
-        .map_err(failed)?;
-    Ok(got
-        .into_iter()
-        .next()
-        .flatten()
-        .and_then(|e| MembersRecord::decode(&e.value).ok()))
+    read_record(node, MEMBERS_KEY.to_vec(), MembersRecord::decode).await
 }
 
 /// Every owner record, by channel.

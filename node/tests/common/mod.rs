@@ -1,3 +1,4 @@
+pub mod admin_ctl;
 pub mod audit;
 pub mod conformance;
 pub mod etcd_cluster;
