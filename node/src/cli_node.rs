@@ -162,6 +162,31 @@ pub fn run(args: NodeArgs) -> i32 {
     }
 }
 
+/// How long a starting node waits for an unavailable store (an etcd
+/// cluster restarting, a member electing a leader) before it gives up.
+const STORE_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Opens the store, waiting out unavailability for [`STORE_OPEN_WAIT`]
+/// (each failure logged): a node started while the store is briefly down
+/// starts once it is back instead of exiting. Other errors (a bad URL, a
+/// corrupt file) are final at once.
+async fn open_store(url: &StoreUrl) -> Result<AnyStore, actors::store::StoreError> {
+    let started = std::time::Instant::now();
+    let mut wait = std::time::Duration::from_millis(250);
+    loop {
+        match AnyStore::open(url).await {
+            Err(actors::store::StoreError::Unavailable(why))
+                if started.elapsed() + wait < STORE_OPEN_WAIT =>
+            {
+                tracing::warn!(retry_in_ms = wait.as_millis() as u64, %why, "the store is unavailable; waiting for it");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn run_inner(args: NodeArgs) -> Result<(), String> {
     let cfg = NodeConfig::load(&args.config)?;
     let topo = Arc::new(load_topology(&cfg.cluster)?);
@@ -181,7 +206,7 @@ fn run_inner(args: NodeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     rt.block_on(async move {
         let store = Arc::new(
-            AnyStore::open(&url)
+            open_store(&url)
                 .await
                 .map_err(|e| format!("cannot open the store {}: {e}", cfg.store))?,
         );

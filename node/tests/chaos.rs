@@ -144,6 +144,8 @@ fn planted_violations_are_named_by_the_audit() {
             "quota-over-limit",
             "--plant",
             "node-panic",
+            "--plant",
+            "superseded-write",
         ],
         &out,
     );
@@ -167,6 +169,11 @@ fn planted_violations_are_named_by_the_audit() {
         stdout.contains("VIOLATED no process panicked") && stdout.contains("planted.rs"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("VIOLATED no write accepted from a superseded owner")
+            && stdout.contains("but the owner record held"),
+        "{stdout}"
+    );
 }
 
 /// The window no time-based guard closes, shown for real: a node stops
@@ -187,7 +194,7 @@ fn a_stall_inside_the_guards_window_publishes_twice_and_the_audit_names_it() {
     std::fs::write(
         &cfg,
         "duration_s = 45\nnodes = 2\nregions = 1\n\
-         [[faults]]\nkind = \"publish-stall\"\nat_ms = 2000\nfor_ms = 30000\ntarget = 0\n",
+         [[faults]]\nkind = \"publish-stall\"\nat_s = 2\nfor_s = 30\nnode = \"n0\"\n",
     )
     .expect("config");
     let o = chaos(&["--config", cfg.to_str().expect("path")], &out);
@@ -228,6 +235,29 @@ fn a_bad_chaos_config_names_every_mistake_at_once() {
         !dir.path().join("out").exists(),
         "a refused run wrote {err}"
     );
+    // The schedule's mistakes come with the config's, each with its path.
+    std::fs::write(
+        &cfg,
+        "lease_ms = 10\n\
+         [[faults]]\nat_s = 5\nkind = \"crash-node\"\nnode = \"n9\"\n\
+         [[faults]]\nat_s = 6\nkind = \"network\"\nloss = 10\n\
+         [[faults]]\nat_s = 7\nkind = \"thaw-node\"\nnode = \"n1\"\n",
+    )
+    .expect("config");
+    let o = chaos(
+        &["--config", cfg.to_str().expect("path")],
+        &dir.path().join("out"),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for want in [
+        "lease_ms = 10",
+        "faults[0].node: unknown node \"n9\"",
+        "faults[1].kind: \"network\" is a simulator fault the chaos runner cannot cause",
+        "faults[2]: ends a fault on node \"n1\" that is not under way",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from {err}");
+    }
     std::fs::write(&cfg, "nodes = 3\nnodez = 4\n").expect("config");
     let o = chaos(
         &["--config", cfg.to_str().expect("path")],
@@ -337,13 +367,31 @@ fn an_operator_s_own_cluster_config_is_broken_and_audited() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("studio.toml"), STUDIO_CLUSTER).expect("cluster");
-    std::fs::write(
-        dir.join("chaos.toml"),
-        "duration_s = 40\ncluster = \"studio.toml\"\n\
-         [[faults]]\nkind = \"node-kill\"\nat_ms = 5000\nfor_ms = 4000\ntarget = 1\n\
-         [[faults]]\nkind = \"gpu-slow\"\nat_ms = 16000\nfor_ms = 3000\n",
-    )
-    .expect("chaos config");
+    // The schedule in the simulator's words where the fault is the
+    // simulator's (events by name: crash-node ... start-node), the
+    // runner's own kinds with `for_s`; faults may overlap.
+    let namespaced = reelfleet::chaos::net::unavailable().is_none();
+    let mut schedule = String::from(
+        "duration_s = 60\ncluster = \"studio.toml\"\n\
+         [[faults]]\nat_s = 5\nkind = \"crash-node\"\nnode = \"beta\"\n\
+         [[faults]]\nat_s = 9\nkind = \"start-node\"\nnode = \"beta\"\n\
+         [[faults]]\nat_s = 14\nkind = \"gpu-slow\"\nfor_s = 3\n\
+         [[faults]]\nat_s = 20\nkind = \"pause\"\nchannel = \"west-ch-1\"\n\
+         [[faults]]\nat_s = 20.5\nkind = \"api-faults\"\nerror_5xx = 200000\n\
+         [[faults]]\nat_s = 26\nkind = \"resume\"\nchannel = \"west-ch-1\"\n\
+         [[faults]]\nat_s = 28\nkind = \"api-faults\"\n\
+         [[faults]]\nat_s = 30\nkind = \"exclude-node\"\nnode = \"alpha\"\n\
+         [[faults]]\nat_s = 38\nkind = \"include-node\"\nnode = \"alpha\"\n",
+    );
+    if namespaced {
+        schedule.push_str(
+            "[[faults]]\nat_s = 41\nkind = \"one-way\"\nfrom = \"east\"\nto = \"west\"\n\
+             [[faults]]\nat_s = 45\nkind = \"heal-one-way\"\nfrom = \"east\"\nto = \"west\"\n\
+             [[faults]]\nat_s = 46\nkind = \"partition-region\"\nregion = \"west\"\n\
+             [[faults]]\nat_s = 50\nkind = \"heal-region\"\nregion = \"west\"\n",
+        );
+    }
+    std::fs::write(dir.join("chaos.toml"), schedule).expect("chaos config");
     let cfg = dir.join("chaos.toml");
     let o = chaos(&["--config", cfg.to_str().expect("path")], &out);
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -359,7 +407,23 @@ fn an_operator_s_own_cluster_config_is_broken_and_audited() {
         report["node_names"]
     );
     assert_eq!(report["regions"], 2);
-    assert_eq!(report["faults_by_kind"]["node-kill"], 1);
+    let mut kinds = vec![
+        "node-kill",
+        "gpu-slow",
+        "pause",
+        "api-faults",
+        "exclude-node",
+    ];
+    if namespaced {
+        kinds.extend(["one-way-partition", "partition-region"]);
+    }
+    for k in kinds {
+        assert_eq!(
+            report["faults_by_kind"][k], 1,
+            "{k}: {}",
+            report["faults_by_kind"]
+        );
+    }
     assert!(report["audit"]["published"].as_u64().is_some_and(|n| n > 0));
     // The stage the emulator does not serve ran on the synthetic executor.
     let beta = std::fs::read_to_string(out.join("beta.toml")).expect("beta's config");

@@ -709,8 +709,9 @@ impl Refs<'_, '_> {
     }
 }
 
-/// `at_s` in milliseconds, within the duration.
-fn at_ms(e: &mut Errs, o: &Obj, duration_s: Option<i64>) -> Option<u64> {
+/// `at_s` in milliseconds, within the duration (the chaos runner's
+/// schedule files read their times with it too).
+pub fn at_ms(e: &mut Errs, o: &Obj, duration_s: Option<i64>) -> Option<u64> {
     let path = o.p("at_s");
     if o.missing(e, "at_s") {
         return None;
@@ -1154,6 +1155,22 @@ fn fault_kind(e: &mut Errs, t: &Table, path: &str) -> Option<&'static FaultKind>
         );
     }
     found
+}
+
+/// One `[[faults]]` table read exactly as a scenario file's, against
+/// `topo` and within `duration_s`: the chaos runner reads the faults its
+/// schedule files share with the simulator through this, so that a fault
+/// written once means the same in both (same kinds, keys, names, checks
+/// and messages). Problems go to `e`, each with its path under `path`.
+pub fn read_fault(
+    e: &mut Errs,
+    t: &Table,
+    path: String,
+    topo: &Topology,
+    duration_s: i64,
+) -> Option<TimedFault> {
+    let names = Names::new(topo);
+    fault(e, t, path, Some(&names), Some(duration_s))
 }
 
 /// One `[[faults]]` table.

@@ -2,6 +2,7 @@
 //! and etcd members, the admin RPC for the kill switch and pauses, the
 //! emulator's knobs for API faults.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use super::schedule::{Fault, FaultKind};
 use crate::admin::client::AdminClient;
 use crate::admin::proto::{Command, Target};
 use crate::emulate::provider::ProviderEmulator;
-use crate::emulate::youtube::{LostResponse, YoutubeEmulator};
+use crate::emulate::youtube::{FaultRates, LostResponse, YoutubeEmulator};
 use crate::live::runtime::addr_key;
 use crate::live::transport::TlsIdentity;
 use crate::store::any::AnyStore;
@@ -38,6 +39,9 @@ pub struct FaultRecord {
     /// was the answer expected (`None`: said, not checked).
     pub outcome: Option<String>,
     pub outcome_ok: Option<bool>,
+    /// The region it paused (`region-pause`), by index: for the stop check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<usize>,
 }
 
 /// Everything the runner breaks.
@@ -51,6 +55,16 @@ pub struct Rig<'a> {
     pub net: Option<&'a Net>,
     pub store: &'a Arc<AnyStore>,
     pub admin: &'a TlsIdentity,
+    /// The nftables rules of each network fault under way, so that ending
+    /// one leaves the others' in place.
+    pub cuts: BTreeMap<CutKey, String>,
+}
+
+/// A network fault under way, by what it is.
+pub type CutKey = (u64, &'static str, usize, Option<usize>);
+
+fn cut_key(f: &Fault) -> CutKey {
+    (f.at_ms, f.kind.name(), f.target, f.to)
 }
 
 /// How fast a drifting node's clock runs (the safe direction: a fast clock
@@ -79,29 +93,39 @@ const CLOCK_EXIT: i32 = 3;
 const ADMIN_DEADLINE: Duration = Duration::from_secs(30);
 
 impl Rig<'_> {
+    fn region_name(&self, r: usize) -> String {
+        let regions = &self.fleet.topo.regions;
+        regions[r % regions.len().max(1)].name.clone()
+    }
+
     fn target_name(&self, f: &Fault) -> String {
+        let regions = self.fleet.topo.regions.len();
         match f.kind {
             k if k.on_node() => self.fleet.nodes[f.target % self.fleet.nodes.len()]
                 .name
                 .clone(),
             FaultKind::StoreMemberKill | FaultKind::StoreOutage => format!("etcd m{}", f.target),
-            FaultKind::RegionPause => format!("r{}", f.target),
+            FaultKind::RegionPause | FaultKind::PartitionRegion => self.region_name(f.target),
             FaultKind::RegionPartition | FaultKind::OneWayPartition => {
-                let regions = self.fleet.topo.regions.len().max(1);
                 let arrow = if f.kind == FaultKind::RegionPartition {
                     "<->"
                 } else {
                     "->"
                 };
                 format!(
-                    "r{} {arrow} r{}",
-                    f.target % regions,
-                    (f.target + 1) % regions
+                    "{} {arrow} {}",
+                    self.region_name(f.target),
+                    self.region_name(f.to_region(regions))
                 )
             }
             FaultKind::KillSwitch => "fleet".into(),
+            FaultKind::ChannelPause => f.channel.clone().unwrap_or_default(),
             FaultKind::ProviderErrors => "model server /script".into(),
             FaultKind::GpuSlow => "model server /render".into(),
+            FaultKind::ApiFaults => {
+                let [a, b, c] = f.rates_ppm.unwrap_or_default();
+                format!("youtube api (ppm: 5xx {a}, 429 {b}, lost {c})")
+            }
             _ => "youtube api".into(),
         }
     }
@@ -175,41 +199,71 @@ impl Rig<'_> {
             .collect()
     }
 
-    /// A cut link: between region `target` and the next (both ways, or
-    /// one way: from `target` to the next), or a node cut from the store.
-    fn net_fault(&self, f: &Fault) -> Result<(), String> {
+    /// A cut link, as nftables rules: between region `target` and `to`
+    /// (both ways, or one way), a node cut from the store, or a region cut
+    /// from every other region and the store.
+    fn net_fault(&mut self, f: &Fault) -> Result<(), String> {
         let net = self
             .net
             .ok_or("no network namespaces here: the fleet runs on loopback")?;
-        match f.kind {
-            FaultKind::StoreCut => {
-                let ports: Vec<u16> = self.etcd.members.iter().map(|m| m.client_port).collect();
-                net.cut_from_store(f.target % self.fleet.nodes.len(), &ports)
+        let ports: Vec<u16> = self.etcd.members.iter().map(|m| m.client_port).collect();
+        let nodes = self.fleet.nodes.len();
+        let script = match f.kind {
+            FaultKind::StoreCut => net.store_rules(f.target % nodes, &ports),
+            FaultKind::PartitionRegion => {
+                let inside = self.region_nodes(f.target);
+                let outside: Vec<usize> = (0..nodes).filter(|i| !inside.contains(i)).collect();
+                let mut s = net.cut_rules(&inside, &outside);
+                s.push_str(&net.cut_rules(&outside, &inside));
+                for i in &inside {
+                    s.push_str(&net.store_rules(*i, &ports));
+                }
+                s
             }
             kind => {
-                let (a, b) = (self.region_nodes(f.target), self.region_nodes(f.target + 1));
-                net.cut(&a, &b)?;
+                let to = f.to_region(self.fleet.topo.regions.len());
+                let (a, b) = (self.region_nodes(f.target), self.region_nodes(to));
+                let mut s = net.cut_rules(&a, &b);
                 if kind == FaultKind::RegionPartition {
-                    net.cut(&b, &a)?;
+                    s.push_str(&net.cut_rules(&b, &a));
                 }
-                Ok(())
+                s
             }
+        };
+        net.apply(&script)?;
+        self.cuts.insert(cut_key(f), script);
+        Ok(())
+    }
+
+    /// Ends one network fault: the rules of the others stay.
+    fn net_heal(&mut self, f: &Fault) -> Result<(), String> {
+        self.cuts.remove(&cut_key(f));
+        match self.net {
+            Some(net) => net.reset(self.cuts.values()),
+            None => Ok(()),
         }
     }
 
     /// An API fault through the emulator's knobs.
-    fn api_fault(&self, kind: FaultKind) {
-        match kind {
+    fn api_fault(&self, f: &Fault) {
+        match f.kind {
             FaultKind::ApiErrors => self.emu.fail_next(1_000_000, 503),
             FaultKind::ApiLostResponse => self.emu.lose_final_response(LostResponse::Close, 3),
+            FaultKind::ApiFaults => {
+                let [error_5xx, rate_limited, lost_response] = f.rates_ppm.unwrap_or_default();
+                self.emu.set_fault_rates(FaultRates {
+                    error_5xx,
+                    rate_limited,
+                    lost_response,
+                });
+            }
             _ => self.emu.set_quota_exhausted(true),
         }
     }
 
-    /// Causes `f`; what came of it.
-    pub fn begin(&mut self, f: &Fault, now_ms: u64) -> FaultRecord {
-        let began = std::time::Instant::now();
-        let mut rec = FaultRecord {
+    /// The record of `f`, begun at `now_ms`, before anything came of it.
+    fn record(&self, f: &Fault, now_ms: u64) -> FaultRecord {
+        FaultRecord {
             kind: f.kind.name(),
             target: self.target_name(f),
             started_ms: now_ms,
@@ -218,7 +272,15 @@ impl Rig<'_> {
             error: None,
             outcome: None,
             outcome_ok: None,
-        };
+            region: (f.kind == FaultKind::RegionPause)
+                .then(|| f.target % self.fleet.topo.regions.len().max(1)),
+        }
+    }
+
+    /// Causes `f`; what came of it.
+    pub fn begin(&mut self, f: &Fault, now_ms: u64) -> FaultRecord {
+        let began = std::time::Instant::now();
+        let mut rec = self.record(f, now_ms);
         let nodes = self.fleet.nodes.len();
         let members = self.etcd.members.len();
         let result: Result<(), String> = match f.kind {
@@ -245,23 +307,22 @@ impl Rig<'_> {
                 Ok(())
             }
             FaultKind::KillSwitch => self
-                .admin(Command::Killswitch {
-                    on: true,
-                    reason: "chaos".into(),
-                })
+                .admin_fault(f, true)
                 .map(|v| rec.held_after_ms = v["nodes"]["held_after_ms"].as_u64()),
-            FaultKind::RegionPause => self
-                .admin(Command::Pause {
-                    target: Target::Region(format!("r{}", f.target)),
-                })
-                .map(|_| ()),
-            FaultKind::ApiErrors | FaultKind::ApiLostResponse | FaultKind::ApiQuota => {
-                self.api_fault(f.kind);
+            FaultKind::RegionPause | FaultKind::ChannelPause | FaultKind::ExcludeNode => {
+                self.admin_fault(f, true).map(|_| ())
+            }
+            FaultKind::ApiErrors
+            | FaultKind::ApiLostResponse
+            | FaultKind::ApiQuota
+            | FaultKind::ApiFaults => {
+                self.api_fault(f);
                 Ok(())
             }
-            FaultKind::RegionPartition | FaultKind::OneWayPartition | FaultKind::StoreCut => {
-                self.net_fault(f)
-            }
+            FaultKind::RegionPartition
+            | FaultKind::OneWayPartition
+            | FaultKind::StoreCut
+            | FaultKind::PartitionRegion => self.net_fault(f),
             FaultKind::ProviderErrors => self.provider.set_failing("script", Some(503)),
             FaultKind::GpuSlow => self.provider.set_slow("render", GPU_SLOW_FACTOR),
             FaultKind::NodeClockJump | FaultKind::NodeClockDrift => {
@@ -297,17 +358,14 @@ impl Rig<'_> {
                 self.etcd.start_member(f.target % members)?;
                 self.etcd.start_member((f.target + 1) % members)
             }
-            FaultKind::KillSwitch => self
-                .admin(Command::Killswitch {
-                    on: false,
-                    reason: "chaos: fault over".into(),
-                })
-                .map(|_| ()),
-            FaultKind::RegionPause => self
-                .admin(Command::Resume {
-                    target: Target::Region(format!("r{}", f.target)),
-                })
-                .map(|_| ()),
+            FaultKind::KillSwitch
+            | FaultKind::RegionPause
+            | FaultKind::ChannelPause
+            | FaultKind::ExcludeNode => self.admin_fault(f, false).map(|_| ()),
+            FaultKind::ApiFaults => {
+                self.emu.set_fault_rates(FaultRates::default());
+                Ok(())
+            }
             FaultKind::NodeClockJump | FaultKind::NodeClockDrift => {
                 self.clock_fault(f.kind, f.target % nodes, false, rec)
             }
@@ -315,15 +373,41 @@ impl Rig<'_> {
                 self.provider.clear_faults();
                 Ok(())
             }
-            FaultKind::RegionPartition | FaultKind::OneWayPartition | FaultKind::StoreCut => {
-                self.net.map(|n| n.heal()).unwrap_or(Ok(()))
-            }
+            FaultKind::RegionPartition
+            | FaultKind::OneWayPartition
+            | FaultKind::StoreCut
+            | FaultKind::PartitionRegion => self.net_heal(f),
             FaultKind::ApiErrors | FaultKind::ApiLostResponse | FaultKind::ApiQuota => {
                 self.emu.clear_faults();
                 self.emu.set_quota_exhausted(false);
                 Ok(())
             }
         }
+    }
+
+    /// An operator's command that begins (`on`) or ends `f`, through the
+    /// admin RPC: the kill switch, a pause, an exclude.
+    fn admin_fault(&self, f: &Fault, on: bool) -> Result<serde_json::Value, String> {
+        let node = || {
+            self.fleet.nodes[f.target % self.fleet.nodes.len()]
+                .name
+                .clone()
+        };
+        let target = match f.kind {
+            FaultKind::RegionPause => Target::Region(self.region_name(f.target)),
+            _ => Target::Channel(f.channel.clone().unwrap_or_default()),
+        };
+        let cmd = match (f.kind, on) {
+            (FaultKind::KillSwitch, on) => Command::Killswitch {
+                on,
+                reason: if on { "chaos" } else { "chaos: fault over" }.into(),
+            },
+            (FaultKind::ExcludeNode, true) => Command::Exclude { node: node() },
+            (FaultKind::ExcludeNode, false) => Command::Include { node: node() },
+            (_, true) => Command::Pause { target },
+            (_, false) => Command::Resume { target },
+        };
+        self.admin(cmd)
     }
 
     /// Runs an admin command through the first node that is up.

@@ -5,14 +5,18 @@
 //!
 //! - `etcd.rs` the etcd cluster, `fleet.rs` the node processes, `net.rs`
 //!   their network namespaces and the nftables rules that cut links,
-//! - `schedule.rs` what breaks when, `faults.rs` breaking and mending it,
+//! - `schedule.rs` what breaks when (drawn from a seed), `schedule_file.rs`
+//!   the same read from a config's `[[faults]]`, `faults.rs` breaking and
+//!   mending it,
 //! - `monitor.rs` what the runner sees while it runs (owners, publishing),
+//! - `fence_audit.rs` the epoch fence checked against etcd's history,
 //! - `report.rs` the verdict, `html.rs` it drawn on one page,
 //! - `plant.rs` violations planted to show the audit catching them,
 //! - `run.rs` the whole run in order.
 
 pub mod etcd;
 pub mod faults;
+pub mod fence_audit;
 pub mod fleet;
 pub mod html;
 pub mod monitor;
@@ -21,10 +25,9 @@ pub mod plant;
 pub mod report;
 pub mod run;
 pub mod schedule;
+pub mod schedule_file;
 
 use serde::Deserialize;
-
-use schedule::Fault;
 
 /// The chaos config (`--config chaos.toml`); every field optional.
 #[derive(Clone, Debug, Deserialize)]
@@ -41,8 +44,9 @@ pub struct ChaosConfig {
     /// `regions` and `channels_per_node` are then not used). Relative to
     /// the chaos config's folder.
     pub cluster: Option<std::path::PathBuf>,
-    /// The schedule; drawn from the seed when absent.
-    pub faults: Option<Vec<Fault>>,
+    /// The schedule (`[[faults]]`, read by `schedule_file` once the fleet
+    /// is known); drawn from the seed when absent.
+    pub faults: Option<toml::Value>,
 }
 
 impl Default for ChaosConfig {
@@ -94,15 +98,6 @@ impl ChaosConfig {
                 "duration_s = {}: between 1 and 86400",
                 self.duration_s
             ));
-        }
-        for (i, f) in self.faults.iter().flatten().enumerate() {
-            if f.at_ms + f.for_ms > self.duration_s * 1000 {
-                bad.push(format!(
-                    "faults[{i}]: ends at {} ms, after the run's {} s",
-                    f.at_ms + f.for_ms,
-                    self.duration_s
-                ));
-            }
         }
         if bad.is_empty() {
             Ok(())

@@ -134,9 +134,9 @@ impl Net {
         ))
     }
 
-    /// Packets from every node of `from` to every node of `to` are dropped
-    /// (one way; call twice for both).
-    pub fn cut(&self, from: &[usize], to: &[usize]) -> Result<(), String> {
+    /// The rules that drop packets from every node of `from` to every node
+    /// of `to` (one way; both ways takes them twice).
+    pub fn cut_rules(&self, from: &[usize], to: &[usize]) -> String {
         let t = &self.table;
         let mut script = String::new();
         for a in from {
@@ -147,28 +147,42 @@ impl Net {
                 ));
             }
         }
-        nft(&script)
+        script
     }
 
-    /// Node `i` can no longer reach the store (its TCP to `ports` on the
-    /// bridge is dropped); its peers still reach it and it them.
-    pub fn cut_from_store(&self, i: usize, ports: &[u16]) -> Result<(), String> {
+    /// The rule that cuts node `i` from the store (the etcd members' client
+    /// `ports` on the bridge's address); its peers still reach it.
+    pub fn store_rules(&self, i: usize, ports: &[u16]) -> String {
         let t = &self.table;
         let ports: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
-        nft(&format!(
-            "add rule bridge {t} store ip saddr {} ip daddr {} tcp dport {{ {} }} drop",
+        format!(
+            "add rule bridge {t} store ip saddr {} ip daddr {} tcp dport {{ {} }} drop\n",
             self.node_ips[i],
             self.bridge_ip,
             ports.join(", ")
-        ))
+        )
     }
 
-    /// Every cut mended.
-    pub fn heal(&self) -> Result<(), String> {
+    /// Adds rules (from [`Net::cut_rules`], [`Net::store_rules`]).
+    pub fn apply(&self, script: &str) -> Result<(), String> {
+        if script.trim().is_empty() {
+            return Ok(());
+        }
+        nft(script)
+    }
+
+    /// Every link whole again, then `keep`'s rules back (the faults still
+    /// under way), in one nftables transaction.
+    pub fn reset<'a>(&self, keep: impl Iterator<Item = &'a String>) -> Result<(), String> {
         let t = &self.table;
-        nft(&format!(
-            "flush chain bridge {t} links\nflush chain bridge {t} store"
-        ))
+        let mut script = format!("flush chain bridge {t} links\nflush chain bridge {t} store\n");
+        keep.for_each(|k| script.push_str(k));
+        nft(&script)
+    }
+
+    /// Every link whole again.
+    pub fn heal(&self) -> Result<(), String> {
+        self.reset(std::iter::empty())
     }
 }
 

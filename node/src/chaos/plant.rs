@@ -2,16 +2,18 @@
 //! show that the audit catches what it is for (`reelfleet chaos --plant`):
 //! a second upload of a key already published, made through the real
 //! publisher client, a quota ledger raised past its bucket's limit,
-//! written straight into the store, and a panic's line in a node's log.
+//! written straight into the store, a panic's line in a node's log, and a
+//! channel write tagged with a superseded owner.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use actors::records::QuotaRecord;
+use actors::records::{Key as RecordKey, OwnerRecord, QuotaRecord};
 use actors::store::{prefix_end, Txn, Write};
 use serde::Deserialize;
 
 use crate::emulate::youtube::YoutubeEmulator;
+use crate::live::writer_tag::{writer_key, WriterTag};
 use crate::publish::youtube::YoutubePublisher;
 use crate::publish::{Publisher, Upload};
 use crate::store::any::AnyStore;
@@ -27,6 +29,10 @@ pub enum Plant {
     /// A panic's line in the first node's log, as the panic hook writes
     /// it.
     NodePanic,
+    /// A channel write accepted from a superseded owner: the writer tag of
+    /// a channel, written straight into the store, names another node at
+    /// an epoch before the owner's (what a broken epoch fence would leave).
+    SupersededWrite,
 }
 
 /// Plants `what`; a description of what was planted, for the log.
@@ -41,6 +47,7 @@ pub async fn plant(
         Plant::DuplicatePublish => duplicate(emu, dir).await,
         Plant::QuotaOverLimit => quota(store, topo).await,
         Plant::NodePanic => panic_line(dir),
+        Plant::SupersededWrite => superseded(store, topo).await,
     }
 }
 
@@ -118,5 +125,41 @@ async fn quota(store: &AnyStore, topo: &topology::Topology) -> Result<String, St
         "raised quota ledger {:?} to {} units",
         String::from_utf8_lossy(&e.key),
         limit + 1
+    ))
+}
+
+async fn superseded(store: &AnyStore, topo: &topology::Topology) -> Result<String, String> {
+    let o = b"o/".as_slice();
+    let rows = store
+        .range(o, &prefix_end(o), 1)
+        .await
+        .map_err(|e| format!("the store: {e}"))?;
+    let e = rows.into_iter().next().ok_or("no owner record")?;
+    let Some(RecordKey::Owner(ch)) = RecordKey::parse(&e.key) else {
+        return Err("an owner record under a key that is not an owner's".into());
+    };
+    let owner = OwnerRecord::decode(&e.value).map_err(|err| format!("owner record: {err:?}"))?;
+    let other = (0..topo.nodes.len())
+        .find(|i| owner.node.map(|n| n.index()) != Some(*i))
+        .map(|i| &topo.nodes[i])
+        .ok_or("one node only: no other owner to plant")?;
+    let tag = WriterTag {
+        node: other.name.clone(),
+        epoch: owner.epoch.saturating_sub(1),
+        incarnation: owner.incarnation,
+    };
+    let txn = Txn {
+        checks: vec![],
+        writes: vec![Write::Put(writer_key(ch), tag.encode())],
+    };
+    store
+        .commit(&txn)
+        .await
+        .map_err(|err| format!("the store: {err}"))?;
+    Ok(format!(
+        "a write to {} tagged {} at epoch {}",
+        topo.channel(ch).name,
+        tag.node,
+        tag.epoch
     ))
 }

@@ -130,7 +130,7 @@ pub fn recoveries(samples: &[Sample], faults: &[FaultRecord], b: &Bounds) -> Vec
     for f in faults.iter().filter(|f| f.error.is_none()) {
         let (recovery_ms, bound_ms) = match f.kind {
             "node-kill" | "node-freeze" | "node-restart" | "node-clock-jump"
-            | "node-clock-drift" | "publish-stall" | "store-cut" => {
+            | "node-clock-drift" | "publish-stall" | "store-cut" | "exclude-node" => {
                 let Some(node) = b.node_of.iter().position(|n| *n == f.target) else {
                     continue;
                 };
@@ -147,7 +147,9 @@ pub fn recoveries(samples: &[Sample], faults: &[FaultRecord], b: &Bounds) -> Vec
             }
             "store-member-kill" | "store-outage" | "api-errors" | "api-lost-response"
             | "api-quota" | "provider-errors" | "gpu-slow" | "region-partition"
-            | "one-way-partition" => (progress_recovery(samples, f), 30_000),
+            | "one-way-partition" | "partition-region" | "api-faults" => {
+                (progress_recovery(samples, f), 30_000)
+            }
             _ => continue,
         };
         out.push(Recovery {
@@ -211,10 +213,7 @@ pub fn stop_checks(samples: &[Sample], faults: &[FaultRecord], b: &Bounds) -> Ve
     for f in faults.iter().filter(|f| f.error.is_none()) {
         let (region, held_ms) = match f.kind {
             "kill-switch" => (None, f.held_after_ms.unwrap_or(b.lease_ms * 2)),
-            "region-pause" => (
-                f.target.strip_prefix('r').and_then(|r| r.parse().ok()),
-                b.lease_ms * 2,
-            ),
+            "region-pause" => (f.region, b.lease_ms * 2),
             _ => continue,
         };
         let Some(end) = f.ended_ms else { continue };

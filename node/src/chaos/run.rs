@@ -177,12 +177,8 @@ fn not_stopped() -> Result<(), String> {
 pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosReport, String> {
     let (cfg, cluster) = resolve_cluster(cfg)?;
     let cfg = &cfg;
-    cfg.check()?;
-    catch_stop_signals();
-    if !etcd_installed() {
-        return Err("reelfleet chaos runs a real etcd cluster: no `etcd` on PATH (apt-get install etcd-server)".into());
-    }
-    prepare_out(out)?;
+    let file_schedule = read_config(cfg, &cluster)?;
+    prepare(out)?;
     let Started {
         net,
         rt,
@@ -208,7 +204,7 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
         t0,
     )?;
     wait_steady(&monitor, topo.channels.len())?;
-    let schedule = schedule_of(cfg, net.is_some(), &topo);
+    let schedule = file_schedule.unwrap_or_else(|| drawn_schedule(cfg, net.is_some(), &topo));
     let mut rig = Rig {
         rt: &rt,
         fleet: &mut fleet,
@@ -218,6 +214,7 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
         net: net.as_ref(),
         store: &store,
         admin: &admin,
+        cuts: Default::default(),
     };
     let records = run_schedule(&mut rig, &schedule, &monitor, t0, cfg.duration_s * 1000);
     not_stopped()?;
@@ -235,6 +232,7 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
     let must_end: BTreeSet<String> = heal_keys.difference(&waiting).cloned().collect();
     let audit = rt.block_on(audit(&store, &topo, &emu, &must_end))?;
     let mut ready = ready_checks(&fleet);
+    ready.push(rt.block_on(super::fence_audit::check(&store, &topo)));
     ready.extend(log_checks(&fleet));
     ready.push(exit_check(&mut fleet));
     let samples = monitor.finish();
@@ -248,25 +246,51 @@ pub fn run(cfg: &ChaosConfig, out: &Path, plants: &[Plant]) -> Result<ChaosRepor
     Ok(verdict(cfg, &topo, records, samples, audit, ready, t0))
 }
 
-/// The config's schedule, or one drawn from its seed for what this machine
-/// can break.
-fn schedule_of(cfg: &ChaosConfig, namespaced: bool, topo: &topology::Topology) -> Vec<Fault> {
-    cfg.faults.clone().unwrap_or_else(|| {
-        let stages = super::fleet::provider_stages(topo);
-        draw(
-            cfg.seed,
-            &Shape {
-                clocks: super::fleet::libfaketime().is_some(),
-                net: namespaced,
-                provider_stages: stages,
-                nodes: cfg.nodes,
-                regions: cfg.regions,
-                store_members: 3,
-                lease_ms: cfg.lease_ms,
-                duration_ms: cfg.duration_s * 1000,
-            },
-        )
-    })
+/// Every mistake of the config and of its schedule at once, before
+/// anything starts; the schedule the config gives, if any.
+fn read_config(cfg: &ChaosConfig, cluster: &str) -> Result<Option<Vec<Fault>>, String> {
+    let checked = cfg.check();
+    let read = match (&cfg.faults, topology::config::parse_topology(cluster)) {
+        (None, _) => Ok(None),
+        (Some(f), Ok(topo)) => super::schedule_file::read(f, &topo, cfg.duration_s).map(Some),
+        // The config's own mistakes (no nodes) say why there is no fleet.
+        (Some(_), Err(_)) if checked.is_err() => Ok(None),
+        (Some(_), Err(e)) => Err(format!("the chaos fleet's cluster config: {e}")),
+    };
+    match (checked, read) {
+        (Ok(()), Ok(s)) => Ok(s),
+        (Err(a), Err(b)) => Err(format!("{a}\n{b}")),
+        (Err(a), _) | (_, Err(a)) => Err(a),
+    }
+}
+
+/// A schedule drawn from the config's seed for what this machine can
+/// break.
+fn drawn_schedule(cfg: &ChaosConfig, namespaced: bool, topo: &topology::Topology) -> Vec<Fault> {
+    let stages = super::fleet::provider_stages(topo);
+    draw(
+        cfg.seed,
+        &Shape {
+            clocks: super::fleet::libfaketime().is_some(),
+            net: namespaced,
+            provider_stages: stages,
+            nodes: cfg.nodes,
+            regions: cfg.regions,
+            store_members: 3,
+            lease_ms: cfg.lease_ms,
+            duration_ms: cfg.duration_s * 1000,
+        },
+    )
+}
+
+/// What must hold before anything starts: etcd installed, `out` empty;
+/// Ctrl-C and SIGTERM caught from here on.
+fn prepare(out: &Path) -> Result<(), String> {
+    catch_stop_signals();
+    if !etcd_installed() {
+        return Err("reelfleet chaos runs a real etcd cluster: no `etcd` on PATH (apt-get install etcd-server)".into());
+    }
+    prepare_out(out)
 }
 
 fn prepare_out(out: &Path) -> Result<(), String> {
@@ -304,7 +328,8 @@ fn wait_steady(monitor: &Monitor, channels: usize) -> Result<(), String> {
     }
 }
 
-/// Runs the faults one at a time; what came of each.
+/// Runs the faults, each from its time for its length (a drawn schedule
+/// has one at a time; a file's may overlap); what came of each.
 fn run_schedule(
     rig: &mut Rig<'_>,
     schedule: &[Fault],
@@ -316,7 +341,7 @@ fn run_schedule(
     let tty = std::io::stderr().is_terminal();
     let mut records: Vec<FaultRecord> = Vec::new();
     let mut next = 0;
-    let mut active: Option<(&Fault, usize)> = None;
+    let mut active: Vec<(&Fault, usize)> = Vec::new();
     let mut last_line = Instant::now();
     loop {
         if STOP.load(Ordering::SeqCst) {
@@ -324,25 +349,24 @@ fn run_schedule(
         }
         let now_ms = t0.elapsed().as_millis() as u64;
         let rel = now_ms - start_ms;
-        if let Some((f, i)) = active {
-            if rel >= f.at_ms + f.for_ms {
-                if let Err(e) = rig.end(f, &mut records[i]) {
-                    records[i].error.get_or_insert(format!("ending it: {e}"));
-                }
-                records[i].ended_ms = Some(t0.elapsed().as_millis() as u64);
-                active = None;
+        active.retain(|(f, i)| {
+            if rel < f.at_ms + f.for_ms {
+                return true;
             }
-        }
-        if active.is_none() {
-            if let Some(f) = schedule.get(next).filter(|f| rel >= f.at_ms) {
-                records.push(rig.begin(f, now_ms));
-                active = Some((f, records.len() - 1));
-                next += 1;
+            if let Err(e) = rig.end(f, &mut records[*i]) {
+                records[*i].error.get_or_insert(format!("ending it: {e}"));
             }
+            records[*i].ended_ms = Some(t0.elapsed().as_millis() as u64);
+            false
+        });
+        while let Some(f) = schedule.get(next).filter(|f| rel >= f.at_ms) {
+            records.push(rig.begin(f, now_ms));
+            active.push((f, records.len() - 1));
+            next += 1;
         }
         // The whole duration asked for, even after the last fault (a
         // config's schedule may end early): the fleet is watched throughout.
-        if active.is_none() && rel >= duration_ms {
+        if active.is_empty() && rel >= duration_ms {
             break;
         }
         if last_line.elapsed() >= Duration::from_secs(if tty { 1 } else { 10 }) {
@@ -352,7 +376,7 @@ fn run_schedule(
                 rel,
                 duration_ms,
                 &records,
-                active.map(|(_, i)| &records[i]),
+                active.last().map(|(_, i)| &records[*i]),
                 monitor,
             );
         }

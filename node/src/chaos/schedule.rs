@@ -53,10 +53,22 @@ pub enum FaultKind {
     OneWayPartition,
     /// A node cannot reach the store; its peers still reach it.
     StoreCut,
+    /// The simulator's `partition-region`: region `target` cut off from
+    /// every other region and from the store. From schedule files only.
+    PartitionRegion,
+    /// The simulator's `api-faults`: the API fails requests and loses
+    /// answers with the per-million chances in `rates`. Files only.
+    ApiFaults,
+    /// The simulator's `pause`: one channel (`channel`) paused through
+    /// the admin RPC, resumed when it ends. Files only.
+    ChannelPause,
+    /// The simulator's `exclude-node`: the operator's exclude through the
+    /// admin RPC; `include` when it ends. Files only.
+    ExcludeNode,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 18] = [
+    pub const ALL: [FaultKind; 22] = [
         FaultKind::NodeKill,
         FaultKind::NodeFreeze,
         FaultKind::StoreMemberKill,
@@ -75,6 +87,10 @@ impl FaultKind {
         FaultKind::RegionPartition,
         FaultKind::OneWayPartition,
         FaultKind::StoreCut,
+        FaultKind::PartitionRegion,
+        FaultKind::ApiFaults,
+        FaultKind::ChannelPause,
+        FaultKind::ExcludeNode,
     ];
 
     pub fn name(self) -> &'static str {
@@ -97,13 +113,25 @@ impl FaultKind {
             FaultKind::RegionPartition => "region-partition",
             FaultKind::OneWayPartition => "one-way-partition",
             FaultKind::StoreCut => "store-cut",
+            FaultKind::PartitionRegion => "partition-region",
+            FaultKind::ApiFaults => "api-faults",
+            FaultKind::ChannelPause => "pause",
+            FaultKind::ExcludeNode => "exclude-node",
         }
     }
 
     /// Whether a seed's schedule may draw it (one that is expected to
-    /// break an invariant is asked for by name only).
+    /// break an invariant is asked for by name only; the simulator's kinds
+    /// that the drawn kinds already cover come from schedule files).
     pub fn drawn(self) -> bool {
-        self != FaultKind::PublishStall
+        !matches!(
+            self,
+            FaultKind::PublishStall
+                | FaultKind::PartitionRegion
+                | FaultKind::ApiFaults
+                | FaultKind::ChannelPause
+                | FaultKind::ExcludeNode
+        )
     }
 
     /// Whether it can cost a node its lease (the next fault waits for the
@@ -116,7 +144,10 @@ impl FaultKind {
     pub fn needs_net(self) -> bool {
         matches!(
             self,
-            FaultKind::RegionPartition | FaultKind::OneWayPartition | FaultKind::StoreCut
+            FaultKind::RegionPartition
+                | FaultKind::OneWayPartition
+                | FaultKind::StoreCut
+                | FaultKind::PartitionRegion
         )
     }
 
@@ -137,6 +168,7 @@ impl FaultKind {
                 | FaultKind::NodeClockDrift
                 | FaultKind::PublishStall
                 | FaultKind::StoreCut
+                | FaultKind::ExcludeNode
         )
     }
 }
@@ -151,6 +183,36 @@ pub struct Fault {
     /// A node's index (node faults), an etcd member's, or a region's.
     #[serde(default)]
     pub target: usize,
+    /// The other region of a partition between two (`target` cannot reach
+    /// it; both ways for `region-partition`); drawn: the next region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<usize>,
+    /// The paused channel (`pause`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// `api-faults`: per-million chances of a 5xx, a 429, a lost answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rates_ppm: Option<[u32; 3]>,
+}
+
+impl Fault {
+    /// A fault on `target` with nothing else to say.
+    pub fn new(kind: FaultKind, at_ms: u64, for_ms: u64, target: usize) -> Fault {
+        Fault {
+            kind,
+            at_ms,
+            for_ms,
+            target,
+            to: None,
+            channel: None,
+            rates_ppm: None,
+        }
+    }
+
+    /// The region a region-to-region partition cuts `target` from.
+    pub fn to_region(&self, regions: usize) -> usize {
+        self.to.unwrap_or(self.target + 1) % regions.max(1)
+    }
 }
 
 /// splitmix64: a small, well-known generator; the schedule is a function
@@ -253,12 +315,7 @@ pub fn draw(seed: u64, shape: &Shape) -> Vec<Fault> {
         if at_ms + for_ms > shape.duration_ms {
             break;
         }
-        out.push(Fault {
-            kind,
-            at_ms,
-            for_ms,
-            target,
-        });
+        out.push(Fault::new(kind, at_ms, for_ms, target));
         at_ms += for_ms + gap_ms;
         i += 1;
     }

@@ -38,6 +38,7 @@ pub mod store_port;
 pub mod supervisor;
 pub mod transport;
 pub mod wire;
+pub mod writer_tag;
 
 /// Locks `m`, taking the data even if a panicking holder poisoned it: every
 /// lock here guards plain tables that a panic cannot leave half-written in

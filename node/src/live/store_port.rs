@@ -2,7 +2,8 @@
 //! a task and its reply comes back to the machine that issued it, counted
 //! in the metrics. A refused channel commit is diagnosed (the epoch fence,
 //! or a routine conflict) for logs and metrics only: the machine decides
-//! from its own read-back.
+//! from its own read-back. A fenced channel commit also writes its
+//! writer's tag (`writer_tag`).
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use topology::{ChannelId, NodeId, Topology};
 
 use super::metrics::Metrics;
 use super::shell::Mailbox;
+use super::writer_tag::{tagged, WriterTag};
 use crate::store::any::AnyStore;
 use crate::store::Store;
 
@@ -65,6 +67,18 @@ impl StorePort {
         reply: impl FnOnce(StoreReply) -> I + Send + 'static,
     ) {
         let port = Arc::clone(self);
+        // A fenced channel commit names its writer (evidence for audits).
+        let op = match (fence, op) {
+            (Some(f), StoreOp::Commit(t)) => {
+                let tag = WriterTag {
+                    node: self.name.clone(),
+                    epoch: f.epoch,
+                    incarnation: f.incarnation,
+                };
+                StoreOp::Commit(tagged(t, f.channel, &tag))
+            }
+            (_, op) => op,
+        };
         tokio::spawn(async move {
             let r = port.apply(&op).await;
             let refused = matches!(r, StoreReply::Failed(StoreError::Conflict { .. }));

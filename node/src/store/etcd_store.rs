@@ -23,6 +23,21 @@ use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn as
 use super::url::{EtcdOptions, Password};
 use super::{BoxFuture, Snapshot, Store};
 
+/// One change in the store's history (`EtcdStore::history`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The etcd revision that made it (a commit's version).
+    pub revision: u64,
+    /// The key, without the store's prefix.
+    pub key: Key,
+    /// The value written; `None`: deleted.
+    pub value: Option<Vec<u8>>,
+}
+
+/// How long the history's watch may be quiet before it is taken as
+/// caught up (historical events come at once; only new ones wait).
+const HISTORY_QUIET: Duration = Duration::from_secs(2);
+
 /// Most keys one etcd range call returns.
 const RANGE_CHUNK: i64 = 1_000;
 
@@ -175,6 +190,67 @@ impl EtcdStore {
             call_timeout,
             endpoints: shown,
         })
+    }
+
+    /// Every change to the keys in `[start, end)` from etcd's first
+    /// revision to now, in revision order: etcd keeps every revision until
+    /// it is compacted (reelfleet never compacts; an operator's compaction
+    /// makes this an error that says so). For audits, never for the
+    /// machines.
+    pub async fn history(&self, start: &[u8], end: &[u8]) -> Result<Vec<Change>, StoreError> {
+        let mut client = self.client.clone();
+        let now = client
+            .get(self.meta_key(), None)
+            .await
+            .map_err(|e| self.failed(&e))?
+            .header()
+            .map(|h| h.revision())
+            .unwrap_or(0);
+        let opts = etcd_client::WatchOptions::new()
+            .with_range(self.data_key(end))
+            .with_start_revision(1);
+        let (_watcher, mut stream) = client
+            .watch(self.data_key(start), Some(opts))
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let mut out = Vec::new();
+        loop {
+            let Ok(msg) = tokio::time::timeout(HISTORY_QUIET, stream.message()).await else {
+                break;
+            };
+            let Some(resp) = msg.map_err(|e| self.failed(&e))? else {
+                break;
+            };
+            if resp.compact_revision() > 0 || resp.canceled() {
+                return Err(unavailable(format!(
+                    "the history is gone: compacted up to revision {} ({})",
+                    resp.compact_revision(),
+                    resp.cancel_reason()
+                )));
+            }
+            let mut caught_up = false;
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                if kv.mod_revision() > now {
+                    caught_up = true;
+                    continue;
+                }
+                let e = self.entry(kv)?;
+                let value = match ev.event_type() {
+                    etcd_client::EventType::Put => Some(e.value),
+                    etcd_client::EventType::Delete => None,
+                };
+                out.push(Change {
+                    revision: e.version,
+                    key: e.key,
+                    value,
+                });
+            }
+            if caught_up || out.last().is_some_and(|c| c.revision >= now as u64) {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// A failed call as the machines see it: unavailable, with the members

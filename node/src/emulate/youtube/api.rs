@@ -172,6 +172,13 @@ impl State {
     }
 
     pub(super) fn api(&mut self, req: &Request, body: &[u8], now: Instant) -> Reply {
+        let rates = self.faults.rates_ppm;
+        if self.faults.draw(rates.error_5xx) {
+            return api_error(503, "backendError", "Backend Error");
+        }
+        if self.faults.draw(rates.rate_limited) {
+            return api_error(429, "rateLimitExceeded", "Too many requests");
+        }
         if self.faults.fail_next > 0 {
             self.faults.fail_next -= 1;
             let status = if self.faults.fail_status >= 500 {
@@ -341,6 +348,9 @@ impl State {
     pub(super) fn finish_upload(&mut self, id: &str) -> Reply {
         let v = self.complete(id);
         let mut reply = self.video_reply(v);
+        if self.faults.draw(self.faults.rates_ppm.lost_response) {
+            reply.after = After::Close;
+        }
         if let Some((how, then_fail)) = self.faults.lose_final.take() {
             self.faults.fail_next += then_fail;
             if self.faults.fail_status == 0 {

@@ -36,8 +36,26 @@ struct FaultsRequest {
     reset_quota_day: Option<bool>,
     expire_tokens: Option<bool>,
     listing_delay_ms: Option<u64>,
+    /// `[error_5xx, rate_limited, lost_response]`, per million (the
+    /// simulator's `api-faults`): drawn per request from now on.
+    rates_ppm: Option<(u32, u32, u32)>,
     /// Clears every fault first.
     clear: Option<bool>,
+}
+
+/// `rates_ppm: [error_5xx, rate_limited, lost_response]`, each a chance
+/// per million.
+fn rates((error_5xx, rate_limited, lost_response): (u32, u32, u32)) -> Result<FaultRates, String> {
+    if error_5xx.max(rate_limited).max(lost_response) > 1_000_000 {
+        return Err(format!(
+            "rates_ppm: [{error_5xx}, {rate_limited}, {lost_response}]: each 0..=1000000"
+        ));
+    }
+    Ok(FaultRates {
+        error_5xx,
+        rate_limited,
+        lost_response,
+    })
 }
 
 impl State {
@@ -118,8 +136,12 @@ impl State {
                 *n,
             )),
         };
+        let rates = f.rates_ppm.map(rates).transpose()?;
         if f.clear == Some(true) {
             self.faults = Faults::default();
+        }
+        if let Some(r) = rates {
+            self.faults.rates_ppm = r;
         }
         let faults = &mut self.faults;
         if let Some((k, status)) = f.fail_next {

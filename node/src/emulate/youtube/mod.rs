@@ -151,6 +151,34 @@ struct Faults {
     expire_tokens_at_chunk: Option<u32>,
     refresh_revoked: bool,
     listing_delay: Duration,
+    /// Per-million chances, drawn per request: a 5xx, a 429, and (per
+    /// completed upload) a lost answer; the simulator's `api-faults`.
+    rates_ppm: FaultRates,
+    /// How many draws so far (the draws are a function of this count).
+    draws: u64,
+}
+
+/// The simulator's `api-faults` as rates: per-million chances.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultRates {
+    pub error_5xx: u32,
+    pub rate_limited: u32,
+    pub lost_response: u32,
+}
+
+impl Faults {
+    /// Whether the next draw falls under `ppm` per million (splitmix64 of
+    /// the draw count: spread evenly, no shared RNG).
+    fn draw(&mut self, ppm: u32) -> bool {
+        if ppm == 0 {
+            return false;
+        }
+        self.draws += 1;
+        let mut z = self.draws.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % 1_000_000 < u64::from(ppm)
+    }
 }
 
 struct Session {
@@ -419,6 +447,13 @@ impl YoutubeEmulator {
         self.shared.state().faults.lose_final = Some((how, then_fail));
     }
 
+    /// From now on, each API request fails with 503 or 429, and each
+    /// completed upload loses its answer, with these per-million chances
+    /// (all zero: no more).
+    pub fn set_fault_rates(&self, rates: FaultRates) {
+        self.shared.state().faults.rates_ppm = rates;
+    }
+
     pub fn set_quota_exhausted(&self, exhausted: bool) {
         self.shared.state().faults.quota_exhausted = exhausted;
     }
@@ -556,3 +591,17 @@ mod control;
 mod http;
 
 use http::serve;
+
+#[cfg(test)]
+mod tests {
+    use super::Faults;
+
+    #[test]
+    fn fault_rates_are_drawn_at_their_per_million_chance() {
+        let mut f = Faults::default();
+        assert!((0..1_000).all(|_| !f.draw(0)));
+        assert!((0..1_000).all(|_| f.draw(1_000_000)));
+        let hits = (0..100_000).filter(|_| f.draw(50_000)).count();
+        assert!((4_500..5_500).contains(&hits), "{hits} of 100000 at 5%");
+    }
+}
