@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use actors::records::{idempotency_key, OwnerRecord, VideoStatus};
 use common::live_fleet::*;
+use reelfleet::store::Store;
 use topology::ChannelId;
 
 /// What one signal to the busiest node led to.
@@ -236,4 +237,58 @@ fn fence_hits(log: &str) -> usize {
         + log
             .matches("the store refused a channel write: the epoch fence")
             .count()
+}
+
+/// A node started while the store has lost its quorum waits for it
+/// (saying so) instead of exiting, and starts once the store is back.
+#[test]
+fn a_node_started_while_the_store_is_down_waits_for_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(mut fleet) = start_fleet() else {
+        return;
+    };
+    fleet.wait_steady(2);
+    let n = 2;
+    fleet.nodes[n].signal(libc::SIGKILL);
+    fleet._etcd.kill_member(0);
+    fleet._etcd.kill_member(1);
+    let cfg = std::fs::read_to_string(fleet.root().join(format!("{}.toml", NODES[n])))
+        .expect("the node's config");
+    let port = fleet.nodes[n].metrics_port;
+    fleet.nodes[n] = spawn_node(fleet.root(), NODES[n], &cfg, port);
+    std::thread::sleep(Duration::from_secs(4));
+    let child = fleet.nodes[n].child.as_mut().expect("child");
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the node exited while the store was down:\n{}",
+        fleet.nodes[n].log_text()
+    );
+    let log = fleet.nodes[n].log_text();
+    assert!(
+        log.contains("the store is unavailable; waiting for it"),
+        "{log}"
+    );
+    fleet._etcd.start_member(0);
+    fleet._etcd.start_member(1);
+    fleet._etcd.wait_healthy(Duration::from_secs(20));
+    let t = Instant::now();
+    while fleet.nodes[n].metric("reelfleet_channels_owned").is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the node did not start after the store came back:\n{}",
+            fleet.nodes[n].log_text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The test's own client reconnects to the restarted members too.
+    while fleet
+        .rt
+        .block_on(fleet.store.get(&[b"o/".to_vec()]))
+        .is_err()
+    {
+        assert!(t.elapsed() < Duration::from_secs(30), "the store");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    fleet.kill_all();
+    fleet.audit();
 }
