@@ -223,6 +223,7 @@ fn run_inner(args: NodeArgs) -> Result<(), String> {
             publisher,
             gpu: cfg.gpu.clone(),
             metrics: cfg.metrics,
+            metrics_channels_max: cfg.metrics_channels_max,
             fault_points,
         })
         .await?;

@@ -234,6 +234,7 @@ async fn start_nodes(
             publisher: Arc::clone(publisher),
             gpu: Default::default(),
             metrics: None,
+            metrics_channels_max: reelfleet::live::config::METRICS_CHANNELS_MAX,
             fault_points: Default::default(),
         })
         .await;

@@ -292,3 +292,54 @@ fn a_node_started_while_the_store_is_down_waits_for_it() {
     fleet.kill_all();
     fleet.audit();
 }
+
+/// Per-channel ledger series stop above `metrics_channels_max` owned
+/// channels (their memory: ~3.6 KiB a channel); the node's totals go on.
+#[test]
+fn per_channel_ledger_metrics_stop_above_the_cap_and_node_totals_go_on() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let capped = NODES[0];
+    let Some(mut fleet) = start_fleet_with(&|n, cfg| {
+        if n == capped {
+            cfg.replacen("[timing]", "metrics_channels_max = 0\n[timing]", 1)
+        } else {
+            cfg
+        }
+    }) else {
+        return;
+    };
+    fleet.wait_steady(2);
+    // The second sample (every 15 s) sees the channels the nodes own.
+    let t = Instant::now();
+    let owns = |i: usize| {
+        fleet.nodes[i]
+            .metric("reelfleet_channels_owned")
+            .unwrap_or(0)
+            > 0
+    };
+    loop {
+        let texts: Vec<String> = (0..2)
+            .map(|i| fleet.nodes[i].metrics_text().unwrap_or_default())
+            .collect();
+        let per_channel = |i: usize| texts[i].contains("reelfleet_channel_spend_usd{");
+        let totals = |i: usize| texts[i].contains("reelfleet_node_spend_usd{");
+        if owns(0) && owns(1) && per_channel(1) && totals(0) {
+            assert!(
+                !per_channel(0),
+                "a node over its cap exported per-channel series"
+            );
+            assert!(totals(1));
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "no ledger sample with both nodes owning channels:\n{}\n{}",
+            texts[0],
+            texts[1]
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = fleet.nodes[0].log_text();
+    assert!(log.contains("per-channel ledger metrics off"), "{log}");
+    fleet.kill_all();
+}

@@ -125,6 +125,7 @@ async fn start_solo_node(dir: &Path) -> RunningNode {
         publisher: Arc::new(DirectoryPublisher::new(dir.join("published")).expect("pub")),
         gpu: Default::default(),
         metrics: None,
+        metrics_channels_max: reelfleet::live::config::METRICS_CHANNELS_MAX,
         fault_points: Default::default(),
     })
     .await

@@ -15,6 +15,9 @@
 //!                                      # nodes that publish each other's
 //!                                      # renders must share it
 //! metrics = "127.0.0.1:9101"           # optional: Prometheus text on /metrics
+//! metrics_channels_max = 1000          # optional: per-channel ledger series
+//!                                      # while the node owns at most this
+//!                                      # many channels (node totals always)
 //!
 //! [timing]                             # optional; defaults shown
 //! lease_ms = 2000
@@ -45,6 +48,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// The default of `metrics_channels_max`.
+pub const METRICS_CHANNELS_MAX: usize = 1_000;
+
+fn default_metrics_channels_max() -> usize {
+    METRICS_CHANNELS_MAX
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
@@ -58,6 +68,10 @@ pub struct NodeConfig {
     pub artifacts: Option<PathBuf>,
     #[serde(default)]
     pub metrics: Option<SocketAddr>,
+    /// Per-channel ledger series only while the node owns at most this
+    /// many channels (memory and cardinality: `live::ledger_metrics`).
+    #[serde(default = "default_metrics_channels_max")]
+    pub metrics_channels_max: usize,
     #[serde(default)]
     pub timing: Timing,
     #[serde(default)]

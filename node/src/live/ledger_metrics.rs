@@ -2,6 +2,13 @@
 //! metrics: each node samples the channels it owns (so a channel's series
 //! comes from its owner) and the quota of their projects. Read-only; the
 //! machines' own reads decide, never these.
+//!
+//! Per-channel series cost memory in the exporter (about 3.6 KiB per
+//! channel for the four of them: 365 MB of a 100,000-channel node's 1.31
+//! GB, measured) and cardinality in Prometheus. So a node exports them
+//! only while it owns at most `metrics_channels_max` channels (and quota
+//! series for at most that many projects); the node's totals
+//! (`reelfleet_node_spend_*`) are exported always.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,17 +29,35 @@ const KEYS_PER_READ: usize = 64;
 const MICROS_PER_USD: f64 = 1_000_000.0;
 
 /// Samples forever (the task is aborted with the node).
-pub async fn ledger_loop(ctx: Arc<NodePorts>) {
+pub async fn ledger_loop(ctx: Arc<NodePorts>, channels_max: usize) {
+    let mut capped = false;
     loop {
-        sample(&ctx).await;
+        let owned = ctx.router.locals().channels.len();
+        if (owned > channels_max) != capped {
+            capped = owned > channels_max;
+            tracing::info!(
+                node = %ctx.name,
+                owned,
+                metrics_channels_max = channels_max,
+                "{}",
+                if capped {
+                    "per-channel ledger metrics off: more channels owned than metrics_channels_max (node totals go on)"
+                } else {
+                    "per-channel ledger metrics on again"
+                }
+            );
+        }
+        sample(&ctx, channels_max).await;
         tokio::time::sleep(Duration::from_millis(LEDGER_SAMPLE_MS)).await;
     }
 }
 
-async fn sample(ctx: &NodePorts) {
+async fn sample(ctx: &NodePorts, channels_max: usize) {
     let now_ms = ctx.clock.now_ms();
     let owned: Vec<topology::ChannelId> = ctx.router.locals().channels.keys().copied().collect();
+    let per_channel = owned.len() <= channels_max;
     let m = &ctx.metrics;
+    let (mut node_today, mut node_total) = (0u64, 0u64);
     for chunk in owned.chunks(KEYS_PER_READ) {
         let keys: Vec<Key> = chunk.iter().map(|c| channel_key(*c)).collect();
         let Ok(got) = ctx.store.store.get(&keys).await else {
@@ -56,6 +81,11 @@ async fn sample(ctx: &NodePorts) {
                     (today, r.spent_total_micros)
                 })
                 .unwrap_or((0, 0));
+            node_today = node_today.saturating_add(today);
+            node_total = node_total.saturating_add(total);
+            if !per_channel {
+                continue;
+            }
             m.level("reelfleet_channel_spend_today_usd", &l(None), usd(today));
             m.level("reelfleet_channel_spend_usd", &l(None), usd(total));
             m.level(
@@ -72,8 +102,25 @@ async fn sample(ctx: &NodePorts) {
             }
         }
     }
+    m.level("reelfleet_node_spend_today_usd", &[], usd(node_today));
+    m.level("reelfleet_node_spend_usd", &[], usd(node_total));
+    sample_quota(ctx, &owned, channels_max, now_ms).await;
+}
+
+/// The quota ledgers of the owned channels' projects (none above
+/// `projects_max` of them).
+async fn sample_quota(
+    ctx: &NodePorts,
+    owned: &[topology::ChannelId],
+    projects_max: usize,
+    now_ms: u64,
+) {
+    let m = &ctx.metrics;
     let projects: BTreeSet<topology::ProjectId> =
         owned.iter().map(|c| ctx.topo.channel(*c).project).collect();
+    if projects.len() > projects_max {
+        return;
+    }
     for p in projects {
         let project = &ctx.topo.projects[p.index()];
         let key = [quota_key(p, project.quota_day(now_ms))];

@@ -80,7 +80,7 @@ pub fn render(nodes: &[&Metrics]) -> String {
 
 /// Every family this process may export, with its HELP text. A family
 /// shows only once it has a series.
-pub const FAMILIES: [(&str, &str, &str); 47] = [
+pub const FAMILIES: [(&str, &str, &str); 49] = [
     (
         "reelfleet_build_info",
         "gauge",
@@ -265,6 +265,16 @@ pub const FAMILIES: [(&str, &str, &str); 47] = [
         "reelfleet_channel_spend_usd",
         "gauge",
         "A channel's spend over all days from the store's ledger, sampled by its owner.",
+    ),
+    (
+        "reelfleet_node_spend_today_usd",
+        "gauge",
+        "The spend today (UTC day) of the channels this node owns, from the store's ledgers (exported also above metrics_channels_max, where the per-channel series stop).",
+    ),
+    (
+        "reelfleet_node_spend_usd",
+        "gauge",
+        "The spend over all days of the channels this node owns, from the store's ledgers.",
     ),
     (
         "reelfleet_channel_budget_daily_usd",

@@ -57,6 +57,9 @@ pub struct NodeSpec {
     pub publisher: Arc<dyn Publisher>,
     pub gpu: GpuConfig,
     pub metrics: Option<SocketAddr>,
+    /// Per-channel ledger series while the node owns at most this many
+    /// channels (`NodeConfig::metrics_channels_max`).
+    pub metrics_channels_max: usize,
     /// Off except in a node started with `--allow-faults`.
     pub fault_points: super::fault_points::FaultPoints,
 }
@@ -191,6 +194,7 @@ impl RunningNode {
         let peers = peers_of(&spec.topo, &spec.name);
         check_clock_at_start(&net, &resolve, &spec.name, &peers, clock, clock_max_ms).await?;
         let (gpu, metrics_at) = (spec.gpu.clone(), spec.metrics);
+        let channels_max = spec.metrics_channels_max;
         let outbox = Arc::new(QuicOutbox {
             topo: Arc::clone(&spec.topo),
             net: Arc::clone(&net),
@@ -212,7 +216,10 @@ impl RunningNode {
         let metrics_addr = serve_pages(&node, &net, metrics_at).await?;
         let loops = [
             tokio::spawn(telemetry_loop(Arc::clone(&node), gpu)),
-            tokio::spawn(super::ledger_metrics::ledger_loop(Arc::clone(&node))),
+            tokio::spawn(super::ledger_metrics::ledger_loop(
+                Arc::clone(&node),
+                channels_max,
+            )),
             tokio::spawn(super::report::report_loop(Arc::clone(&node))),
             tokio::spawn(super::requests::request_loop(Arc::clone(&node))),
             tokio::spawn(clock_loop(

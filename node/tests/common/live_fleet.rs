@@ -125,6 +125,12 @@ pub struct Fleet {
 }
 
 pub fn start_fleet() -> Option<Fleet> {
+    start_fleet_with(&|_, cfg| cfg)
+}
+
+/// As [`start_fleet`], each node's config passed through `tweak` (the
+/// node's name, its config) first.
+pub fn start_fleet_with(tweak: &dyn Fn(&str, String) -> String) -> Option<Fleet> {
     if !etcd_available() {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -153,7 +159,7 @@ pub fn start_fleet() -> Option<Fleet> {
         .iter()
         .map(|n| {
             let metrics_port = free_port();
-            let cfg = node_toml(n, &store_url, metrics_port, &yt, &ycfg);
+            let cfg = tweak(n, node_toml(n, &store_url, metrics_port, &yt, &ycfg));
             spawn_node(root, n, &cfg, metrics_port)
         })
         .collect();
