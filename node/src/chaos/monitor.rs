@@ -9,7 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actors::records::{owner_key, OwnerRecord};
+use actors::records::{Key as RecordKey, OwnerRecord};
+use actors::store::{prefix_end, RANGE_LIMIT_MAX};
+
+/// The prefix of the owner records (`actors::records::owner_key`).
+const OWNER_PREFIX: &[u8] = b"o/";
 use serde::Serialize;
 use topology::Topology;
 
@@ -53,20 +57,38 @@ pub fn region_of_key(topo: &Topology, key: &str) -> Option<usize> {
         .map(|c| c.home_region.index())
 }
 
+/// Every channel's owner, read as ranges over the owner records (a fleet
+/// of any size: one point read of every key would pass the store's
+/// transaction limits at a few ten thousand channels); `None` if the
+/// store did not answer within a second per 10,000 channels.
 async fn owners(store: &AnyStore, topo: &Topology) -> Option<Vec<Option<(u32, u64)>>> {
-    let keys: Vec<Vec<u8>> = topo.channel_ids().map(owner_key).collect();
-    let got = tokio::time::timeout(Duration::from_secs(1), store.get(&keys))
-        .await
-        .ok()?
-        .ok()?;
-    Some(
-        got.into_iter()
-            .map(|e| {
-                let o = OwnerRecord::decode(&e?.value).ok()?;
-                Some((o.node?.0, o.epoch))
-            })
-            .collect(),
-    )
+    let within = Duration::from_secs(1 + topo.channels.len() as u64 / RANGE_LIMIT_MAX as u64);
+    let read = async {
+        let mut out: Vec<Option<(u32, u64)>> = vec![None; topo.channels.len()];
+        let end = prefix_end(OWNER_PREFIX);
+        let mut start = OWNER_PREFIX.to_vec();
+        loop {
+            let rows = store.range(&start, &end, RANGE_LIMIT_MAX).await.ok()?;
+            let full = rows.len() == RANGE_LIMIT_MAX;
+            for e in &rows {
+                let Some(RecordKey::Owner(ch)) = RecordKey::parse(&e.key) else {
+                    continue;
+                };
+                let o = OwnerRecord::decode(&e.value).ok();
+                if let (Some(slot), Some(o)) = (out.get_mut(ch.index()), o) {
+                    *slot = o.node.map(|n| (n.0, o.epoch));
+                }
+            }
+            match rows.last() {
+                Some(last) if full => {
+                    start = last.key.clone();
+                    start.push(0);
+                }
+                _ => return Some(out),
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.ok()?
 }
 
 /// The sum of `reelfleet_gpu_queued_jobs` in a node's /metrics; `None` if
