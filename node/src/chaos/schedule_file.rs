@@ -881,3 +881,27 @@ kind = "node-clock-jump"
         assert_eq!(events, from_chaos);
     }
 }
+
+#[cfg(test)]
+mod readme_tests {
+    use super::*;
+
+    /// README's section on schedule files names every kind a schedule
+    /// takes and every simulator kind it refuses.
+    #[test]
+    fn the_readme_names_every_kind() {
+        let readme = include_str!("../../../README.md");
+        let at = readme
+            .find("**The schedule file**")
+            .expect("README has the schedule file's section");
+        let section = &readme[at..at + 4_000.min(readme.len() - at)];
+        let mut missing: Vec<&str> = kinds_accepted()
+            .into_iter()
+            .chain(NOT_REAL.iter().map(|(k, _)| *k))
+            .filter(|k| !section.contains(&format!("`{k}`")))
+            .collect();
+        // The refused operator kinds are named as a family.
+        missing.retain(|k| !k.starts_with("maintenance-") && *k != "provider-back");
+        assert!(missing.is_empty(), "README does not name: {missing:?}");
+    }
+}
