@@ -26,6 +26,13 @@ pub struct GpuParams {
     pub heartbeat_ms: u64,
     /// Jobs waiting beyond this many are refused (bounded queue).
     pub queue_jobs_max: usize,
+    /// A job queued here longer than this (on this GPU's clock, from its
+    /// arrival) is dropped unrun: the channel that asked has given up on it
+    /// by then (its dispatch timeout, which this equals, started before the
+    /// job arrived) and asked again. Run, such a job would hold the GPU for
+    /// nobody while the jobs behind it time out in turn: under a backlog
+    /// the queue fills with the abandoned (swarm seed 72283).
+    pub queue_wait_max_ms: u64,
     pub sabotage: Sabotage,
 }
 
@@ -35,6 +42,7 @@ impl Default for GpuParams {
             report_interval_ms: 1_000,
             heartbeat_ms: 60_000,
             queue_jobs_max: 256,
+            queue_wait_max_ms: 120_000,
             sabotage: Sabotage::default(),
         }
     }
@@ -91,8 +99,9 @@ pub struct GpuMachine {
     params: GpuParams,
     free_bytes: u64,
     running: BTreeMap<JobId, Running>,
-    /// Waiting jobs in admission order: priority first, then arrival.
-    queue: Vec<(u8, u64, JobSpec)>,
+    /// Waiting jobs in admission order: priority first, then arrival;
+    /// with the time each arrived.
+    queue: Vec<(u8, u64, JobSpec, u64)>,
     arrivals: u64,
     draining: bool,
     /// Jobs that ended here lately: a duplicate delivery must not run twice.
@@ -114,6 +123,10 @@ impl GpuMachine {
     ) -> GpuMachine {
         assert!(memory_bytes > 0, "{id} has no memory");
         assert!(params.queue_jobs_max > 0 && params.report_interval_ms > 0);
+        assert!(
+            params.queue_wait_max_ms > 0,
+            "{id}: a queued job must be allowed to wait"
+        );
         GpuMachine {
             id,
             memory_bytes,
@@ -146,7 +159,10 @@ impl GpuMachine {
             self.memory_bytes,
             self.draining,
             self.running.keys().collect::<Vec<_>>(),
-            self.queue.iter().map(|(_, _, j)| j.id).collect::<Vec<_>>()
+            self.queue
+                .iter()
+                .map(|(_, _, j, _)| j.id)
+                .collect::<Vec<_>>()
         )
     }
     pub fn free_bytes(&self) -> u64 {
@@ -172,7 +188,7 @@ impl GpuMachine {
                     self.free_bytes += r.spec.gpu_memory_bytes;
                     out.push(GpuEffect::Kill { id });
                 }
-                self.queue.retain(|(_, _, j)| j.id != id);
+                self.queue.retain(|(_, _, j, _)| j.id != id);
                 self.remember(id);
                 self.report_due = true;
             }
@@ -199,7 +215,7 @@ impl GpuMachine {
             GpuInput::Drain => {
                 self.draining = true;
                 // Queued work goes back to its owners to be placed elsewhere.
-                for (_, _, job) in std::mem::take(&mut self.queue) {
+                for (_, _, job, _) in std::mem::take(&mut self.queue) {
                     out.push(GpuEffect::Notify {
                         to: job.owner,
                         notice: GpuNotice::Finished {
@@ -220,6 +236,7 @@ impl GpuMachine {
             }
             GpuInput::Tick => {}
         }
+        self.expire_queued(now_ms);
         self.expire_leases(now_ms, out);
         self.admit(now_ms, out);
         self.report(now_ms, out);
@@ -273,7 +290,7 @@ impl GpuMachine {
         };
         if self.running.contains_key(&job.id)
             || self.recent.contains(&job.id)
-            || self.queue.iter().any(|(_, _, j)| j.id == job.id)
+            || self.queue.iter().any(|(_, _, j, _)| j.id == job.id)
         {
             probe!(GpuDuplicateSubmit);
             return; // a duplicate delivery
@@ -287,11 +304,10 @@ impl GpuMachine {
             out.push(refuse(JobFailure::Cancelled, true));
             return;
         }
-        let _ = now_ms;
         self.arrivals += 1;
         let key = (u8::MAX - job.priority, self.arrivals);
-        let at = self.queue.partition_point(|(p, a, _)| (*p, *a) <= key);
-        self.queue.insert(at, (key.0, key.1, job));
+        let at = self.queue.partition_point(|(p, a, _, _)| (*p, *a) <= key);
+        self.queue.insert(at, (key.0, key.1, job, now_ms));
         self.report_due = true;
     }
 
@@ -313,12 +329,12 @@ impl GpuMachine {
         }
         // Strict order: the head waits for room rather than be overtaken,
         // so large jobs never starve.
-        while let Some((_, _, head)) = self.queue.first() {
+        while let Some((_, _, head, _)) = self.queue.first() {
             let fits = head.gpu_memory_bytes <= self.free_bytes;
             if !fits && !self.params.sabotage.no_vram_admission {
                 break;
             }
-            let (_, _, job) = self.queue.remove(0);
+            let (_, _, job, _) = self.queue.remove(0);
             self.remember(job.id);
             self.free_bytes = self.free_bytes.wrapping_sub(job.gpu_memory_bytes);
             if !self.params.sabotage.no_vram_admission {
@@ -354,6 +370,32 @@ impl GpuMachine {
             );
             self.report_due = true;
         }
+    }
+
+    /// Drops the queued jobs whose owners have given up on them (see
+    /// `GpuParams::queue_wait_max_ms`); each is remembered, so that a late
+    /// duplicate of its submit is not queued again.
+    fn expire_queued(&mut self, now_ms: u64) {
+        let max = self.params.queue_wait_max_ms;
+        let before = self.queue.len();
+        let mut expired = Vec::new();
+        self.queue.retain(|(_, _, j, at)| {
+            let keep = now_ms.saturating_sub(*at) <= max;
+            if !keep {
+                expired.push(j.id);
+            }
+            keep
+        });
+        for id in expired {
+            probe!(GpuQueuedJobExpired);
+            self.remember(id);
+            self.report_due = true;
+        }
+        assert!(self.queue.len() <= before);
+        assert!(self
+            .queue
+            .iter()
+            .all(|(_, _, _, at)| now_ms.saturating_sub(*at) <= max));
     }
 
     fn expire_leases(&mut self, now_ms: u64, out: &mut Vec<GpuEffect>) {
@@ -399,7 +441,11 @@ impl GpuMachine {
             .min()
             .map(|t| t.saturating_sub(now_ms))
             .unwrap_or(0);
-        let queued: u64 = self.queue.iter().map(|(_, _, j)| j.duration.mean_ms).sum();
+        let queued: u64 = self
+            .queue
+            .iter()
+            .map(|(_, _, j, _)| j.duration.mean_ms)
+            .sum();
         let parallel = (self.running.len() as u64).max(1);
         soonest_free + queued / parallel
     }
@@ -431,7 +477,18 @@ impl GpuMachine {
     }
 
     fn compute_deadline(&self) -> Option<u64> {
-        let lease = self.running.values().map(|r| r.lease_until_ms).min();
+        // The earliest of: a running job's lease, a queued job's expiry.
+        let expiry = self
+            .queue
+            .iter()
+            .map(|(_, _, _, at)| at + self.params.queue_wait_max_ms + 1)
+            .min();
+        let lease = self
+            .running
+            .values()
+            .map(|r| r.lease_until_ms)
+            .chain(expiry)
+            .min();
         let last = self.last_report_ms.unwrap_or(0);
         let report = if self.report_due {
             last + self.params.report_interval_ms
@@ -528,6 +585,43 @@ mod tests {
             }
         )));
         assert_eq!(g.free_bytes(), 24 * GIB);
+    }
+
+    #[test]
+    fn a_job_queued_past_the_dispatch_timeout_is_dropped_unrun() {
+        let params = GpuParams {
+            queue_wait_max_ms: 10_000,
+            ..GpuParams::default()
+        };
+        // Jobs long enough that no lease runs out in the test.
+        let long = |slot| {
+            let mut j = job(slot, 20);
+            j.duration.mean_ms = 100_000;
+            j
+        };
+        let mut g = GpuMachine::new(GpuId(0), 24 * GIB, 800_000, params);
+        let mut out = Vec::new();
+        g.handle(0, GpuInput::Submit(long(1)), &mut out);
+        g.handle(1_000, GpuInput::Submit(long(2)), &mut out);
+        g.handle(9_000, GpuInput::Submit(long(3)), &mut out);
+        assert_eq!(g.queued_jobs(), 2);
+        // Job 2 waited 10 s: still wanted. At 11.001 s it is not.
+        g.handle(11_000, GpuInput::Tick, &mut out);
+        assert_eq!(g.queued_jobs(), 2);
+        assert!(g.next_deadline().is_some_and(|d| d <= 11_001));
+        g.handle(11_001, GpuInput::Tick, &mut out);
+        assert_eq!(g.queued_jobs(), 1);
+        out.clear();
+        // Job 1 ends: job 3 (waited 2 s) runs, job 2 never does, and a late
+        // duplicate of job 2's submit is not queued again.
+        let done = GpuInput::Finished {
+            id: long(1).id,
+            ok: true,
+        };
+        g.handle(11_002, done, &mut out);
+        assert_eq!(runs(&out), vec![3]);
+        g.handle(11_003, GpuInput::Submit(long(2)), &mut out);
+        assert_eq!(g.queued_jobs(), 0);
     }
 
     #[test]

@@ -150,6 +150,8 @@ probes! {
         "a submit met a full queue (or a draining GPU) and went back to its owner",
     GpuCancelRunning => "gpu.cancel-running":
         "a running job was cancelled by its owner",
+    GpuQueuedJobExpired => "gpu.queued-job-expired":
+        "a queued job outwaited its owner's dispatch timeout and was dropped unrun",
     // --- dispatcher -----------------------------------------------------
     DispatchSpilled => "dispatch.spilled":
         "a job was spilled to a faster region",

@@ -25,6 +25,8 @@ pub struct StoreWatch {
     pub retry_limits: RetryLimits,
     /// The operator's maintenance window in force, if any.
     pub maintenance: Option<MaintenanceWatch>,
+    /// When each node's clock last jumped ahead while it ran (true ms).
+    pub jumped_ahead_ms: BTreeMap<NodeId, u64>,
 }
 
 /// A maintenance window as invariant 14 holds it: from when every node
@@ -32,6 +34,8 @@ pub struct StoreWatch {
 #[derive(Clone, Debug, Default)]
 pub struct MaintenanceWatch {
     pub nodes: BTreeSet<NodeId>,
+    /// When the operator set it: no node read it before.
+    pub set_ms: u64,
     pub from_ms: u64,
     pub until_ms: u64,
 }
@@ -97,6 +101,8 @@ pub struct Seen<'a> {
     pub store: &'a MemStore,
     /// For a channel's commit: (channel, writing node, epoch).
     pub fence: Option<(ChannelId, NodeId, u64)>,
+    /// The node whose commit it is.
+    pub writer: NodeId,
     pub now_ms: u64,
     pub rel_ms: u64,
 }
@@ -162,6 +168,19 @@ impl StoreWatch {
             return Ok(());
         };
         if seen.now_ms < w.from_ms || seen.now_ms >= w.until_ms {
+            return Ok(());
+        }
+        // A window is measured on each node's clock from when it read it. A
+        // clock that jumped ahead after that ends it early on that node:
+        // the simulator's clock-skew fault can do that to a running node; a
+        // live node cannot (it reads the wall clock once, at start, and
+        // counts on its monotonic clock after), so its removals are not
+        // held to the window.
+        if self
+            .jumped_ahead_ms
+            .get(&seen.writer)
+            .is_some_and(|t| *t >= w.set_ms)
+        {
             return Ok(());
         }
         let Ok(next) = MembersRecord::decode(value) else {

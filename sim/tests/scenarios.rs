@@ -148,6 +148,14 @@ const VARIED_FOUND: &[(u64, &str)] = &[
         6041,
         "late starts given back and committed again livelocked where every store answer was late",
     ),
+    (
+        68736,
+        "a node whose clock the simulator jumped 220 s ahead while it ran ended a maintenance window early and removed the node in it: invariant 14 now measures the window as the design does, on each node's clock (a live node's clock cannot jump while it runs), and holds only removers whose clock did not jump ahead",
+    ),
+    (
+        72283,
+        "after a long outage of one of two GPUs, jobs queued past their owners' dispatch timeout stayed queued and ran for nobody while the retries behind them timed out in turn: a video still at its render 1,500 s after the heal (GPUs now drop what waited longer than the dispatch timeout)",
+    ),
 ];
 
 /// Found by the 2,000-seed campaigns of the other scenarios.

@@ -153,12 +153,13 @@ impl WorkState {
     ) -> Result<ActorCell, ActorProcessingErr> {
         let node = Arc::clone(self.node());
         let g = node.topo.gpu(gpu);
-        let machine = GpuMachine::new(
-            gpu,
-            g.memory_bytes,
-            g.cost_per_hour_micros,
-            GpuParams::default(),
-        );
+        // A queued job is dropped once its owner's dispatch timeout has
+        // passed (the fleet shares its timing).
+        let params = GpuParams {
+            queue_wait_max_ms: self.args.timing.dispatch_timeout_ms,
+            ..GpuParams::default()
+        };
+        let machine = GpuMachine::new(gpu, g.memory_bytes, g.cost_per_hour_micros, params);
         let ports = Arc::new(GpuPorts::new(Arc::clone(&node), gpu));
         let r = spawn_linked(machine, ports, self.args.clock, me).await?;
         node.router.locals().gpus.insert(gpu, hosted(&r));

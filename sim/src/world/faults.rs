@@ -76,6 +76,10 @@ impl World {
             } => {
                 let now = self.now_ms;
                 let c = &mut self.nodes[node.index()].clock;
+                if offset_ms > c.offset_ms {
+                    self.watch.jumped_ahead_ms.insert(node, now);
+                }
+                let c = &mut self.nodes[node.index()].clock;
                 c.offset_ms = offset_ms;
                 c.drift_ppm = drift_ppm;
                 c.anchor_ms = now;
@@ -206,6 +210,7 @@ impl World {
                 let read_ms = 4 * m.renew_ms + m.lease_ms + 2_000;
                 let watch = MaintenanceWatch {
                     nodes: nodes.into_iter().collect(),
+                    set_ms: self.now_ms,
                     from_ms: self.now_ms + read_ms,
                     until_ms: self.now_ms + duration_ms - duration_ms / 50,
                 };

@@ -77,12 +77,13 @@ pub(super) fn build(sc: &Scenario) -> (Vec<SimNode>, Vec<GpuHw>, Vec<(NodeId, us
 
 fn new_gpu(sc: &Scenario, g: GpuId) -> GpuMachine {
     let spec = sc.topology.gpu(g);
-    GpuMachine::new(
-        g,
-        spec.memory_bytes,
-        spec.cost_per_hour_micros,
-        sc.machines.gpu,
-    )
+    // A queued job is dropped once its owner's dispatch timeout has passed
+    // (as the live node sets it from the same timing).
+    let params = actors::gpu::GpuParams {
+        queue_wait_max_ms: sc.machines.channel.dispatch_timeout_ms,
+        ..sc.machines.gpu
+    };
+    GpuMachine::new(g, spec.memory_bytes, spec.cost_per_hour_micros, params)
 }
 
 impl World {

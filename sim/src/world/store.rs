@@ -124,6 +124,7 @@ impl World {
                 truth: &self.truth,
                 store: &self.store,
                 fence: call.fence.map(|(ch, epoch)| (ch, call.node, epoch)),
+                writer: call.node,
                 now_ms: self.now_ms,
                 rel_ms: rel,
             };
