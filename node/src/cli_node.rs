@@ -14,6 +14,7 @@ use reelfleet::publish::youtube::{YoutubeConfig, YoutubePublisher};
 use reelfleet::publish::Publisher;
 use reelfleet::store::any::AnyStore;
 use reelfleet::store::url::StoreUrl;
+use reelfleet::store::Store;
 use topology::Topology;
 
 #[derive(clap::Args)]
@@ -174,7 +175,15 @@ async fn open_store(url: &StoreUrl) -> Result<AnyStore, actors::store::StoreErro
     let started = std::time::Instant::now();
     let mut wait = std::time::Duration::from_millis(250);
     loop {
-        match AnyStore::open(url).await {
+        // Opened, and answering a read (etcd: one that needs a quorum).
+        let opened = match AnyStore::open(url).await {
+            Ok(store) => match store.get(&[b"x/probe".to_vec()]).await {
+                Ok(_) => Ok(store),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match opened {
             Err(actors::store::StoreError::Unavailable(why))
                 if started.elapsed() + wait < STORE_OPEN_WAIT =>
             {

@@ -266,7 +266,7 @@ async fn same_routes_as_the_simulator(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_node_routes_every_effect_as_the_simulator_does() {
     let mut kinds = BTreeSet::new();
-    for (scenario, seed) in [("node-freeze", 1), ("rolling-restart", 1), ("swarm", 5)] {
+    for (scenario, seed) in [("node-freeze", 1), ("rolling-restart", 1), ("swarm", 14)] {
         same_routes_as_the_simulator(scenario, seed, &mut kinds).await;
     }
     let all = [
