@@ -24,7 +24,9 @@
 //! renew_ms = 500
 //! plan_lead_ms = 1800000
 //! publish_timeout_ms = 30000
-//! dispatch_timeout_ms = 120000
+//! dispatch_timeout_ms = 120000          # a job not started by then is asked
+//!                                      # for again; a GPU drops a job queued
+//!                                      # longer (it would run for nobody)
 //! job_grace_ms = 30000
 //! retry_base_ms = 1000
 //! active_videos_max = 64
