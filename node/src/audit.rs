@@ -27,7 +27,7 @@ use crate::store::Store;
 const PAGE: usize = 10_000;
 
 /// Every entry under `prefix`, page by page.
-async fn range_all<S: Store>(
+pub async fn range_all<S: Store>(
     store: &S,
     prefix: &[u8],
 ) -> Result<Vec<actors::store::Entry>, actors::store::StoreError> {

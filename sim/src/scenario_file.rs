@@ -621,8 +621,9 @@ impl<'a> Names<'a> {
     }
 }
 
-/// The index of `name` in `list`, or an error listing the known names.
-fn find<'a>(
+/// The index of `name` in `list`, or an error listing the known names
+/// (the chaos runner's schedule files name their own targets with it).
+pub fn find<'a>(
     e: &mut Errs,
     path: &str,
     what: &str,

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actors::records::{Key as RecordKey, OwnerRecord};
-use actors::store::{prefix_end, RANGE_LIMIT_MAX};
 
 /// The prefix of the owner records (`actors::records::owner_key`).
 const OWNER_PREFIX: &[u8] = b"o/";
@@ -19,7 +18,6 @@ use topology::Topology;
 
 use crate::emulate::youtube::YoutubeEmulator;
 use crate::store::any::AnyStore;
-use crate::store::Store;
 
 pub const SAMPLE_MS: u64 = 250;
 
@@ -62,33 +60,22 @@ pub fn region_of_key(topo: &Topology, key: &str) -> Option<usize> {
 /// transaction limits at a few ten thousand channels); `None` if the
 /// store did not answer within a second per 10,000 channels.
 async fn owners(store: &AnyStore, topo: &Topology) -> Option<Vec<Option<(u32, u64)>>> {
-    let within = Duration::from_secs(1 + topo.channels.len() as u64 / RANGE_LIMIT_MAX as u64);
-    let read = async {
-        let mut out: Vec<Option<(u32, u64)>> = vec![None; topo.channels.len()];
-        let end = prefix_end(OWNER_PREFIX);
-        let mut start = OWNER_PREFIX.to_vec();
-        loop {
-            let rows = store.range(&start, &end, RANGE_LIMIT_MAX).await.ok()?;
-            let full = rows.len() == RANGE_LIMIT_MAX;
-            for e in &rows {
-                let Some(RecordKey::Owner(ch)) = RecordKey::parse(&e.key) else {
-                    continue;
-                };
-                let o = OwnerRecord::decode(&e.value).ok();
-                if let (Some(slot), Some(o)) = (out.get_mut(ch.index()), o) {
-                    *slot = o.node.map(|n| (n.0, o.epoch));
-                }
-            }
-            match rows.last() {
-                Some(last) if full => {
-                    start = last.key.clone();
-                    start.push(0);
-                }
-                _ => return Some(out),
-            }
+    let within = Duration::from_secs(1 + topo.channels.len() as u64 / 10_000);
+    let rows = tokio::time::timeout(within, crate::audit::range_all(store, OWNER_PREFIX))
+        .await
+        .ok()?
+        .ok()?;
+    let mut out: Vec<Option<(u32, u64)>> = vec![None; topo.channels.len()];
+    for e in &rows {
+        let Some(RecordKey::Owner(ch)) = RecordKey::parse(&e.key) else {
+            continue;
+        };
+        let o = OwnerRecord::decode(&e.value).ok();
+        if let (Some(slot), Some(o)) = (out.get_mut(ch.index()), o) {
+            *slot = o.node.map(|n| (n.0, o.epoch));
         }
-    };
-    tokio::time::timeout(within, read).await.ok()?
+    }
+    Some(out)
 }
 
 /// The sum of `reelfleet_gpu_queued_jobs` in a node's /metrics; `None` if

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 
 use sim::scenario::Fault as SimFault;
-use sim::scenario_file::{at_ms, read_fault, FAULT_KINDS};
+use sim::scenario_file::{at_ms, find, read_fault, FAULT_KINDS};
 use toml::{Table, Value};
 use topology::config::ConfigErrors;
 use topology::toml_walk::{idx_path, key_path, type_error, Errs, Obj};
@@ -403,24 +403,6 @@ fn between<'a>(e: &mut Errs, o: &Obj<'a>) -> Option<[&'a str; 2]> {
     }
 }
 
-fn find<'a>(
-    e: &mut Errs,
-    path: &str,
-    what: &str,
-    name: &str,
-    mut list: impl Iterator<Item = &'a str> + Clone,
-) -> Option<usize> {
-    let found = list.clone().position(|n| n == name);
-    if found.is_none() {
-        let known: Vec<&str> = list.by_ref().collect();
-        e.push(
-            path,
-            format!("unknown {what} {name:?}; known: {}", known.join(", ")),
-        );
-    }
-    found
-}
-
 /// Pairs the simulator's events into faults with a duration (what is
 /// still open ends at the heal), merged with the runner's own faults;
 /// overlapping faults on one node are refused.
@@ -488,27 +470,13 @@ fn pair(
 #[allow(clippy::type_complexity)]
 fn effect(sim: SimFault, at: u64, topo: &Topology) -> Result<(Slot, Option<Fault>, bool), String> {
     let begin = |kind, target| Some(Fault::new(kind, at, 0, target));
+    let on_node =
+        |kind, n: topology::NodeId| (Slot::Node(n.index()), begin(kind, n.index()), false);
     Ok(match sim {
-        SimFault::CrashNode(n) => (
-            Slot::Node(n.index()),
-            begin(FaultKind::NodeKill, n.index()),
-            false,
-        ),
-        SimFault::DrainNode(n) => (
-            Slot::Node(n.index()),
-            begin(FaultKind::NodeRestart, n.index()),
-            false,
-        ),
-        SimFault::FreezeNode(n) => (
-            Slot::Node(n.index()),
-            begin(FaultKind::NodeFreeze, n.index()),
-            false,
-        ),
-        SimFault::Exclude(n) => (
-            Slot::Node(n.index()),
-            begin(FaultKind::ExcludeNode, n.index()),
-            false,
-        ),
+        SimFault::CrashNode(n) => on_node(FaultKind::NodeKill, n),
+        SimFault::DrainNode(n) => on_node(FaultKind::NodeRestart, n),
+        SimFault::FreezeNode(n) => on_node(FaultKind::NodeFreeze, n),
+        SimFault::Exclude(n) => on_node(FaultKind::ExcludeNode, n),
         SimFault::StartNode(n) | SimFault::ThawNode(n) | SimFault::Include(n) => {
             (Slot::Node(n.index()), None, true)
         }

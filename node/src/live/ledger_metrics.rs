@@ -4,8 +4,9 @@
 //! machines' own reads decide, never these.
 //!
 //! Per-channel series cost memory in the exporter (about 3.6 KiB per
-//! channel for the four of them: 365 MB of a 100,000-channel node's 1.31
-//! GB, measured) and cardinality in Prometheus. So a node exports them
+//! channel for the three of a channel without a budget: 365 MB of a
+//! 100,000-channel node's 1.31 GB, measured) and cardinality in
+//! Prometheus. So a node exports them
 //! only while it owns at most `metrics_channels_max` channels (and quota
 //! series for at most that many projects); the node's totals
 //! (`reelfleet_node_spend_*`) are exported always.
