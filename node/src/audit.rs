@@ -21,6 +21,7 @@ use actors::store::prefix_end;
 use serde::Serialize;
 use topology::{ChannelId, Topology};
 
+use crate::store::mem::MemBackend;
 use crate::store::Store;
 
 /// Records per range read (the stores' limit); the audit pages through.
@@ -115,7 +116,28 @@ pub async fn active_keys<S: Store>(store: &S, topo: &Topology) -> Result<BTreeSe
 }
 
 /// Audits `store` against `input`; the store could not be read: `Err`.
+///
+/// The fleet may still be running: a channel's ledger and its videos, the
+/// quota ledgers and the videos' reservations, are compared, so every
+/// record is read at one version (a snapshot) — read one after the other,
+/// a job settled in between (its hold given back to ledger and video in
+/// one commit) showed as a ledger short of its videos (CI, stop 17).
 pub async fn audit<S: Store>(store: &S, input: &AuditInput<'_>) -> Result<AuditReport, String> {
+    let mut snap = store
+        .snapshot()
+        .await
+        .map_err(|e| format!("cannot take a snapshot of the store: {e}"))?;
+    let at_once = MemBackend::copy_of(snap.as_mut())
+        .await
+        .map_err(|e| format!("cannot read the store's snapshot: {e}"))?;
+    audit_consistent(&at_once, input).await
+}
+
+/// [`audit`] of a store that does not change while it is read.
+async fn audit_consistent<S: Store>(
+    store: &S,
+    input: &AuditInput<'_>,
+) -> Result<AuditReport, String> {
     let mut r = AuditReport::default();
     for (key, ids) in input.made {
         if ids.len() > 1 {
@@ -327,4 +349,104 @@ async fn quota_ledgers<S: Store>(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actors::records::active_key;
+    use actors::store::{Entry, StoreError, Txn, Version, Write};
+
+    use crate::store::Snapshot;
+
+    /// A store in which a job settles (its hold given back to the video
+    /// and the ledger in one commit) right after every read of videos, as
+    /// a running fleet may.
+    struct Settling {
+        inner: MemBackend,
+    }
+
+    const CH: ChannelId = ChannelId(0);
+    const HELD: u64 = 500;
+    const ACTUAL: u64 = 457;
+
+    fn records(held: u64, spent: u64) -> Txn {
+        let mut v = VideoRecord::new(0);
+        v.cost_micros = held;
+        v.held_micros = held;
+        let c = ChannelRecord {
+            spent_total_micros: spent,
+            next_slot: 1,
+            ..ChannelRecord::default()
+        };
+        Txn {
+            checks: Vec::new(),
+            writes: vec![
+                Write::Put(active_key(CH, 0), v.encode()),
+                Write::Put(channel_key(CH), c.encode()),
+            ],
+        }
+    }
+
+    impl Store for Settling {
+        async fn get(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Entry>>, StoreError> {
+            self.inner.get(keys).await
+        }
+        async fn range(
+            &self,
+            start: &[u8],
+            end: &[u8],
+            limit: usize,
+        ) -> Result<Vec<Entry>, StoreError> {
+            let page = self.inner.range(start, end, limit).await?;
+            if start.starts_with(b"va/") {
+                self.inner.commit(&records(ACTUAL, ACTUAL)).await?;
+            }
+            Ok(page)
+        }
+        async fn commit(&self, txn: &Txn) -> Result<Version, StoreError> {
+            self.inner.commit(txn).await
+        }
+        async fn snapshot(&self) -> Result<Box<dyn Snapshot>, StoreError> {
+            self.inner.snapshot().await
+        }
+    }
+
+    #[tokio::test]
+    async fn the_ledgers_and_the_videos_are_read_at_one_version() {
+        let text = crate::chaos::fleet::cluster_toml(&crate::chaos::fleet::FleetShape {
+            nodes: 1,
+            regions: 1,
+            channels_per_node: 1,
+            lease_ms: 2_000,
+        });
+        let topo = topology::config::parse_topology(&text).expect("fleet");
+        let made = BTreeMap::new();
+        let input = AuditInput {
+            topo: &topo,
+            made: &made,
+            in_flight_ok: true,
+            must_have_ended: None,
+        };
+        let ledger_rule = |r: &AuditReport| {
+            r.violations
+                .iter()
+                .filter(|v| v.invariant == "budget ledger equals the videos' costs")
+                .count()
+        };
+        let fresh = || async {
+            let inner = MemBackend::new();
+            inner.commit(&records(HELD, HELD)).await.expect("seed");
+            Settling { inner }
+        };
+        // Read one after the other, the settle falls between the videos
+        // and the ledger: a ledger short of its videos that never was.
+        let racy = audit_consistent(&fresh().await, &input)
+            .await
+            .expect("audit");
+        assert_eq!(ledger_rule(&racy), 1, "{:?}", racy.violations);
+        let r = audit(&fresh().await, &input).await.expect("audit");
+        assert_eq!(ledger_rule(&r), 0, "{:?}", r.violations);
+        assert_eq!(r.videos, 1);
+    }
 }

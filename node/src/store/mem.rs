@@ -3,7 +3,9 @@
 
 use std::sync::Mutex;
 
-use actors::store::{check_get, check_range, Entry, Key, MemStore, StoreError, Txn, Version};
+use actors::store::{
+    check_get, check_range, Entry, Key, MemStore, StoreError, Txn, Version, Write,
+};
 
 use super::{BoxFuture, Snapshot, Store};
 
@@ -15,6 +17,33 @@ pub struct MemBackend {
 impl MemBackend {
     pub fn new() -> MemBackend {
         MemBackend::default()
+    }
+
+    /// A copy of everything `snap` sees, read page by page at its one
+    /// version: for checks that compare records written by different
+    /// transactions of a fleet that is still running (the audit).
+    pub async fn copy_of(snap: &mut dyn Snapshot) -> Result<MemBackend, StoreError> {
+        const PAGE: usize = 10_000;
+        let mut store = MemStore::new();
+        let mut start: Vec<u8> = Vec::new();
+        loop {
+            let page = snap.page(&start, PAGE).await?;
+            let full = page.len() == PAGE;
+            if let Some(last) = page.last() {
+                start = last.key.clone();
+                start.push(0);
+            }
+            let writes = page.into_iter().map(|e| Write::Put(e.key, e.value));
+            store.commit_checked(&Txn {
+                checks: Vec::new(),
+                writes: writes.collect(),
+            })?;
+            if !full {
+                return Ok(MemBackend {
+                    inner: Mutex::new(store),
+                });
+            }
+        }
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, MemStore>, StoreError> {
