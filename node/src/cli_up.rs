@@ -58,7 +58,7 @@ pub fn run(args: UpArgs) -> i32 {
     }
 }
 
-fn ensure_certs(dir: &std::path::Path, nodes: &[String]) -> Result<(), String> {
+pub(crate) fn ensure_certs(dir: &std::path::Path, nodes: &[String]) -> Result<(), String> {
     if !dir.join("ca.pem").exists() {
         certs::init(dir, "reelfleet-up").map_err(|e| e.to_string())?;
     }

@@ -3,6 +3,7 @@
 //! cluster's certificates.
 
 mod cli_bench;
+mod cli_bench_dispatch;
 mod cli_certs;
 mod cli_chaos;
 mod cli_console;
@@ -41,6 +42,8 @@ enum Command {
     Restore(cli_store::RestoreArgs),
     /// Benchmark a store backend: commits per second and latency.
     BenchStore(cli_bench::BenchArgs),
+    /// Benchmark one live node: durable job transitions per second.
+    BenchDispatch(cli_bench_dispatch::DispatchArgs),
     /// Make the cluster CA and node and admin certificates.
     Certs(cli_certs::CertsArgs),
     /// The admin console: line editing, history, completion.
@@ -68,6 +71,7 @@ fn main() {
         Command::Backup(args) => cli_store::backup(args),
         Command::Restore(args) => cli_store::restore(args),
         Command::BenchStore(args) => cli_bench::run(args),
+        Command::BenchDispatch(args) => cli_bench_dispatch::run(args),
         Command::Certs(args) => cli_certs::run(args),
         Command::Console(args) => cli_console::run(args),
         Command::Ctl(args) => cli_ctl::run(args),

@@ -2,7 +2,8 @@
 //! `node` with a misspelt executor stage, a node name not in the cluster
 //! or a busy port; `backup` of a mistyped store; `restore` of a corrupt
 //! backup; `up` with more nodes than one process runs; and the directory
-//! publisher cleaning up after a process killed mid-publish.
+//! publisher cleaning up after a process killed mid-publish; `bench-dispatch`
+//! with impossible arguments.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -183,4 +184,45 @@ fn unfinished_publishes_of_dead_processes_are_removed_at_start() {
     let _p = reelfleet::publish::directory::DirectoryPublisher::new(&root).expect("publisher");
     assert!(!leftover.exists(), "a dead process's folder was kept");
     assert!(mine.exists(), "a live process's folder was removed");
+}
+
+/// `bench-dispatch` refuses impossible arguments and a used directory
+/// before it writes anything, and a short real run reports jobs done.
+#[test]
+fn bench_dispatch_refuses_bad_arguments_and_measures_a_real_node() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = reelfleet(
+        &["bench-dispatch", "--data", "bd", "--channels", "0"],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--channels 0"), "{}", stderr(&out));
+    assert!(!dir.path().join("bd").exists());
+    std::fs::create_dir_all(dir.path().join("used")).expect("dir");
+    std::fs::write(dir.path().join("used").join("keep"), b"mine").expect("write");
+    let out = reelfleet(&["bench-dispatch", "--data", "used"], dir.path());
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("used"))
+            .expect("dir")
+            .count(),
+        1
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_reelfleet"))
+        // Two channels, one second: each job leaves artifact files, and
+        // deleting tens of thousands takes minutes on some disks.
+        .args(["bench-dispatch", "--data", "bd", "--channels", "2"])
+        .args(["--seconds", "1"])
+        .env("RUST_LOG", "warn")
+        .current_dir(dir.path())
+        .output()
+        .expect("run reelfleet");
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{line}{}", stderr(&out));
+    let jobs: f64 = line
+        .split_once(" s: ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no jobs/s in {line}"));
+    assert!(jobs > 0.0, "{line}");
 }

@@ -352,6 +352,8 @@ pub struct Metrics {
     pub videos_published: AtomicU64,
     pub videos_failed: AtomicU64,
     pub jobs_running: AtomicU64,
+    /// Stage jobs that ended on this node, however (`bench-dispatch`).
+    pub jobs_ended: AtomicU64,
     pub channels_owned: AtomicU64,
     pub actor_restarts: AtomicU64,
     pub gpus: Mutex<Vec<GpuRow>>,
@@ -378,6 +380,7 @@ impl Metrics {
             videos_published: AtomicU64::new(0),
             videos_failed: AtomicU64::new(0),
             jobs_running: AtomicU64::new(0),
+            jobs_ended: AtomicU64::new(0),
             channels_owned: AtomicU64::new(0),
             actor_restarts: AtomicU64::new(0),
             gpus: Mutex::new(Vec::new()),
@@ -432,6 +435,7 @@ impl Metrics {
     }
 
     pub fn job_ended(&self) {
+        self.jobs_ended.fetch_add(1, Ordering::Relaxed);
         let n = self
             .jobs_running
             .fetch_sub(1, Ordering::Relaxed)
