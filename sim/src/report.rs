@@ -276,7 +276,7 @@ impl Summary {
             self.fenced_machines,
             self.trace_hash
         );
-        if self.scenario == "capacity-10m" {
+        if self.scenario.starts_with("capacity-10m") {
             s += &format!(
                 "  keeps up: {}; bottleneck: {}\n",
                 self.keeps_up, self.bottleneck

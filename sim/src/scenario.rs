@@ -40,6 +40,9 @@ pub enum Fault {
         to: RegionId,
     },
     StoreOutage(bool),
+    /// Every store call takes this many milliseconds longer (a latency
+    /// spike: a busy or compacting store, a slow disk); 0 ends it.
+    StoreSlow(u32),
     /// Per-million chance that a commit answers "result unknown" (it is
     /// applied or not with equal odds); 0 ends the storm.
     CommitUnknown(u32),

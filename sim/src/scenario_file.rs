@@ -185,6 +185,7 @@
 //! | `heal-one-way`     | `from`, `to`                                      |
 //! | `store-outage`     | none                                              |
 //! | `store-back`       | none                                              |
+//! | `store-slow`       | `ms` (0..=600000): every store call takes this much longer; 0 ends it |
 //! | `commit-unknown`   | `ppm` (0 ends the storm)                          |
 //! | `gpu-failures`     | `ppm`                                             |
 //! | `stragglers`       | `ppm`                                             |
@@ -909,6 +910,15 @@ pub const FAULT_KINDS: &[FaultKind] = &[
         keys: &[],
         about: "the store answers again",
         read: |_, _| Some(Fault::StoreOutage(false)),
+    },
+    FaultKind {
+        name: "store-slow",
+        keys: &["ms"],
+        about: "every store call takes this much longer; 0 ends it",
+        read: |e, r| {
+            let ms = r.o.int_range_req(e, "ms", 0, 600_000)?;
+            Some(Fault::StoreSlow(u32::try_from(ms).ok()?))
+        },
     },
     FaultKind {
         name: "commit-unknown",

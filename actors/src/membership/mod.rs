@@ -10,7 +10,8 @@
 //!
 //! Failure detection is by lease only. Each node renews `l/<node>` every
 //! `renew_ms` and watches the leases of the next `monitors` members after it
-//! in id order; a lease whose version has not moved for `lease_ms` of the
+//! in the watch ring (regions taken in turn, so that a region's nodes are
+//! watched from other regions: `work::watched`); a lease whose version has not moved for `lease_ms` of the
 //! watcher's own clock is expired, and the watcher removes that node from the
 //! members record with a transaction checked against the lease version it
 //! saw. Only durations on one clock are compared, so clock offsets between
@@ -41,6 +42,8 @@ mod work;
 
 #[cfg(test)]
 mod hint_tests;
+#[cfg(test)]
+mod ring_tests;
 
 #[derive(Clone, Copy, Debug)]
 pub struct MembershipParams {

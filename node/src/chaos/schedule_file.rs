@@ -113,6 +113,10 @@ const NOT_REAL: &[(&str, &str)] = &[
         "loss, duplication and reordering need tc netem, which this kernel does not have",
     ),
     (
+        "store-slow",
+        "delaying etcd's answers needs tc netem, which this kernel does not have (store-outage and store-member-kill stop them instead)",
+    ),
+    (
         "clock-skew",
         "libfaketime sets a clock as a process starts, so the runner restarts a node on a wrong clock instead (node-clock-jump, node-clock-drift)",
     ),

@@ -160,6 +160,11 @@ pub const BUILTINS: &[Builtin] = &[
         description: "10M videos a month: 1,600 GPUs, 200 nodes, 4 regions, 5,000 channels, one day",
         build: capacity_10m,
     },
+    Builtin {
+        name: "capacity-10m-chaos",
+        description: "capacity-10m's fleet and day with a region cut off for 30 min, 16 node crashes across regions, store latency spikes and API faults",
+        build: capacity_10m_chaos,
+    },
 ];
 
 /// The names of the built-in scenarios.
@@ -622,12 +627,16 @@ fn swarm_defaults(seed: u64) -> Scenario {
     swarm::swarm(seed, false)
 }
 
+/// capacity-10m's nodes per region: node `i` of region `r` is
+/// `NodeId(r * 50 + i)` (the fleet is built region by region).
+const CAPACITY_NODES_PER_REGION: usize = 50;
+
 /// 10 million videos a month: 333,334 a day on 1,600 GPUs in 4 regions,
 /// 5,000 channels, one simulated day.
 fn capacity_10m(_seed: u64) -> Scenario {
     let shape = FleetShape {
         regions: 4,
-        nodes_per_region: 50,
+        nodes_per_region: CAPACITY_NODES_PER_REGION,
         gpus_per_node: 8,
         channels: 5_000,
         // 5,000 x 67 = 335,000 videos a day.
@@ -645,5 +654,61 @@ fn capacity_10m(_seed: u64) -> Scenario {
     s.machines.membership.renew_ms = 10_000;
     s.machines.membership.drift_margin_ms = 3_000;
     s.world.provider_error_ppm = 0;
+    s
+}
+
+/// capacity-10m under the faults a day of a large fleet meets: region 2
+/// cut off from the others and the store for 30 minutes, 16 node crashes
+/// (four per region, each back after 10 minutes), store latency spikes
+/// (2 minutes at +500 ms, one at +2 s), and an hour of API errors,
+/// throttling and lost responses. Every video planned before the last
+/// fault ends must end, and each failover is held to its bound.
+fn capacity_10m_chaos(seed: u64) -> Scenario {
+    let mut s = capacity_10m(seed);
+    s.name = "capacity-10m-chaos".into();
+    let node = |r: usize, i: usize| NodeId((r * CAPACITY_NODES_PER_REGION + i) as u32);
+    let h = 60.0;
+    // Region 2: its channels may fail over (the fleet gives failover
+    // regions to even channels, and region 2's are all even), and the
+    // store is elsewhere (region 0: cutting that off cuts every node off).
+    s.faults
+        .push(at(6.0 * h, Fault::PartitionRegion(RegionId(2))));
+    s.faults.push(at(6.5 * h, Fault::HealRegion(RegionId(2))));
+    for k in 0..16_usize {
+        let (r, i) = (k % 4, (7 + 3 * k) % CAPACITY_NODES_PER_REGION);
+        let t = 2.0 * h + 45.0 * k as f64;
+        s.faults.push(at(t, Fault::CrashNode(node(r, i))));
+        s.faults.push(at(t + 10.0, Fault::StartNode(node(r, i))));
+    }
+    for (t, ms) in [
+        (3.0 * h, 500),
+        (9.0 * h, 500),
+        (12.0 * h, 2_000),
+        (15.0 * h, 500),
+    ] {
+        s.faults.push(at(t, Fault::StoreSlow(ms)));
+        s.faults.push(at(t + 2.0, Fault::StoreSlow(0)));
+    }
+    s.faults.push(at(
+        10.0 * h,
+        Fault::ApiFaults {
+            error_5xx: 20_000,
+            rate_limited: 20_000,
+            lost_response: 5_000,
+        },
+    ));
+    s.faults.push(at(
+        11.0 * h,
+        Fault::ApiFaults {
+            error_5xx: 0,
+            rate_limited: 0,
+            lost_response: 0,
+        },
+    ));
+    s.faults.sort_by_key(|f| f.at_ms);
+    // A takeover waits out the 30 s lease, up to two refreshes (10 s
+    // each) and the drift margin (3 s), then claims: 63 s, and the claims
+    // and first commits of a few hundred channels on top.
+    s.bounds.recovery_ms = Some(75_000);
     s
 }

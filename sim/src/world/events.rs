@@ -207,7 +207,9 @@ impl World {
         }
         let rel = self.rel_ms();
         self.trace.event(rel, node.0, "tick", actor_code(actor), 0);
-        self.on_tick(node, actor, due);
+        if !self.on_tick(node, actor, due) {
+            self.events_this_ms = self.events_this_ms.saturating_sub(1);
+        }
     }
 
     fn delivery_due(&mut self, node: NodeId, inc: Option<u32>, msg: Msg) {

@@ -112,6 +112,7 @@ impl World {
                     }
                 }
             }
+            Fault::StoreSlow(ms) => faults.store_slow_ms = u64::from(ms),
             Fault::CommitUnknown(ppm) => faults.unknown_ppm = ppm,
             Fault::GpuFailures(ppm) => faults.gpu_fail_ppm = ppm,
             Fault::Stragglers(ppm) => faults.straggler_ppm = ppm,

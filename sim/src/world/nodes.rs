@@ -148,7 +148,9 @@ impl World {
     }
 
     /// A tick came due: deliver it unless a later schedule superseded it.
-    pub(super) fn on_tick(&mut self, node: NodeId, actor: Actor, due: u64) {
+    /// Feeds `actor` its tick due at `due`; false if that tick was
+    /// superseded (nothing happened).
+    pub(super) fn on_tick(&mut self, node: NodeId, actor: Actor, due: u64) -> bool {
         let n = &mut self.nodes[node.index()];
         let slot = match actor {
             Actor::Membership => n.membership.as_mut().map(|(_, t)| t),
@@ -160,9 +162,9 @@ impl World {
             Actor::Gpu(i) => n.gpus.get_mut(i).map(|(_, t)| t),
             Actor::Dispatcher => n.dispatcher.as_mut().map(|(_, t)| t),
         };
-        let Some(slot) = slot else { return };
+        let Some(slot) = slot else { return false };
         if *slot != Some(due) {
-            return; // superseded by an earlier tick
+            return false; // superseded by an earlier tick
         }
         *slot = None;
         let msg = match actor {
@@ -175,6 +177,7 @@ impl World {
             Actor::Dispatcher => Msg::Local(Local::Dispatcher(DispatchInput::Tick)),
         };
         self.deliver(node, msg);
+        true
     }
 
     /// Schedules a tick for `actor` at its local `deadline` unless an

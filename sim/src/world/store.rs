@@ -39,6 +39,7 @@ impl World {
         let r = self.nodes[node.index()].region;
         u64::from(self.topo.latency(r, self.sc.world.store_region))
             + self.sc.world.store_service_ms
+            + self.faults.store_slow_ms
             + self.rng.below(self.sc.world.jitter_ms + 1)
     }
 

@@ -1,0 +1,76 @@
+//! The watch ring: a region's nodes are watched from other regions, and a
+//! node's place in the ring does not move when others leave.
+
+use super::work::watch_ring;
+use topology::{NodeId, Topology};
+
+/// Three regions of three nodes, declared region by region (ids 0-2 in
+/// r0, 3-5 in r1, 6-8 in r2), as fleets usually are.
+fn topo() -> Topology {
+    let mut t = String::new();
+    for r in 0..3 {
+        t.push_str(&format!("[[regions]]\nname = \"r{r}\"\n"));
+    }
+    for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+        t.push_str(&format!(
+            "[[latency]]\nbetween = [\"r{a}\", \"r{b}\"]\nms = 10\n"
+        ));
+    }
+    for r in 0..3 {
+        for i in 0..3 {
+            t.push_str(&format!(
+                "[[nodes]]\nname = \"r{r}n{i}\"\nregion = \"r{r}\"\n"
+            ));
+        }
+    }
+    t.push_str(
+        "[[pipelines]]\nname = \"p\"\n[[pipelines.stages]]\nname = \"upload\"\n\
+         kind = \"publish\"\nduration_ms = 10\n[[projects]]\nname = \"q\"\n\
+         [[channels]]\nname = \"c\"\nhome_region = \"r0\"\nvideos_per_day = 1\n\
+         pipeline = \"p\"\nproject = \"q\"\n",
+    );
+    topology::config::parse_topology(&t).expect("topology")
+}
+
+fn ids(v: &[u32]) -> Vec<NodeId> {
+    v.iter().map(|n| NodeId(*n)).collect()
+}
+
+#[test]
+fn the_ring_takes_the_regions_in_turn() {
+    let t = topo();
+    let all: Vec<NodeId> = (0..9).map(NodeId).collect();
+    assert_eq!(watch_ring(&t, &all), ids(&[0, 3, 6, 1, 4, 7, 2, 5, 8]));
+    // Whatever order the members record lists them in.
+    let shuffled = ids(&[8, 1, 5, 0, 7, 3, 2, 6, 4]);
+    assert_eq!(watch_ring(&t, &shuffled), ids(&[0, 3, 6, 1, 4, 7, 2, 5, 8]));
+    // With two monitors, each node of r1 is watched by the two nodes just
+    // before it in the ring: never by a node of r1.
+    let ring = watch_ring(&t, &all);
+    for (i, n) in ring.iter().enumerate() {
+        let region = |n: NodeId| n.0 / 3;
+        for back in 1..=2 {
+            let w = ring[(i + ring.len() - back) % ring.len()];
+            assert_ne!(
+                region(w),
+                region(*n),
+                "{w:?} watches {n:?} in its own region"
+            );
+        }
+    }
+}
+
+#[test]
+fn removing_nodes_moves_no_other_node() {
+    let t = topo();
+    // r1's nodes removed one by one: the others keep their order, so
+    // each keeps its watchers (no fresh lease to wait out).
+    let mut members: Vec<NodeId> = (0..9).map(NodeId).collect();
+    for gone in [3, 4, 5] {
+        members.retain(|n| n.0 != gone);
+        let ring = watch_ring(&t, &members);
+        let full = watch_ring(&t, &(0..9).map(NodeId).collect::<Vec<_>>());
+        let kept: Vec<NodeId> = full.into_iter().filter(|n| members.contains(n)).collect();
+        assert_eq!(ring, kept);
+    }
+}
