@@ -1577,6 +1577,7 @@ channel = "ch-0007"
             "provider" => "\"llm-main\"",
             "channel" => "\"ch-0000\"",
             "offset_ms" => "-5",
+            "ms" => "250",
             "units" => "40",
             "zone" => "\"a\"",
             "duration_s" => "60",

@@ -288,8 +288,11 @@ fn a_panicking_seed_is_counted_as_a_failure() {
 }
 
 /// Every rare branch the machines mark (`probe!`) is taken by a swarm of
-/// 400 seeds together with one seed of every built-in scenario: a branch
-/// the simulator never takes is a branch it does not prove.
+/// 400 seeds together with one seed of every built-in scenario (and flicker
+/// seed 2: a read-back of an unknown commit that fails, which 90 of 100
+/// flicker seeds take, seed 1 not since the watch ring changed failovers'
+/// timing): a branch the simulator never takes is a branch it does not
+/// prove.
 #[test]
 fn no_probe_is_left_unhit() {
     use actors::probe::Probe;
@@ -300,8 +303,9 @@ fn no_probe_is_left_unhit() {
     for (i, n) in swarm.probe_seeds.iter().enumerate() {
         hit[i] |= *n > 0;
     }
-    for name in fast_scenarios() {
-        let s = sim::run(builtin(name, 1).expect("built-in"), 1, None);
+    let runs = fast_scenarios().map(|n| (n, 1)).chain([("flicker", 2)]);
+    for (name, seed) in runs {
+        let s = sim::run(builtin(name, seed).expect("built-in"), seed, None);
         for (i, n) in s.probes.iter().enumerate() {
             hit[i] |= *n > 0;
         }
