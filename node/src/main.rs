@@ -4,6 +4,7 @@
 
 mod cli_bench;
 mod cli_bench_dispatch;
+mod cli_bench_quic;
 mod cli_certs;
 mod cli_chaos;
 mod cli_console;
@@ -44,6 +45,8 @@ enum Command {
     BenchStore(cli_bench::BenchArgs),
     /// Benchmark one live node: durable job transitions per second.
     BenchDispatch(cli_bench_dispatch::DispatchArgs),
+    /// Benchmark node-to-node messaging over QUIC: messages/s, round trip.
+    BenchQuic(cli_bench_quic::QuicArgs),
     /// Make the cluster CA and node and admin certificates.
     Certs(cli_certs::CertsArgs),
     /// The admin console: line editing, history, completion.
@@ -72,6 +75,7 @@ fn main() {
         Command::Restore(args) => cli_store::restore(args),
         Command::BenchStore(args) => cli_bench::run(args),
         Command::BenchDispatch(args) => cli_bench_dispatch::run(args),
+        Command::BenchQuic(args) => cli_bench_quic::run(args),
         Command::Certs(args) => cli_certs::run(args),
         Command::Console(args) => cli_console::run(args),
         Command::Ctl(args) => cli_ctl::run(args),

@@ -3,7 +3,7 @@
 //! or a busy port; `backup` of a mistyped store; `restore` of a corrupt
 //! backup; `up` with more nodes than one process runs; and the directory
 //! publisher cleaning up after a process killed mid-publish; `bench-dispatch`
-//! with impossible arguments.
+//! and `bench-quic` with impossible arguments.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -225,4 +225,39 @@ fn bench_dispatch_refuses_bad_arguments_and_measures_a_real_node() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no jobs/s in {line}"));
     assert!(jobs > 0.0, "{line}");
+}
+
+/// `bench-quic` refuses impossible counts before it writes anything, and a
+/// short real run through two transports reports messages per second.
+#[test]
+fn bench_quic_refuses_bad_counts_and_measures_real_transports() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = reelfleet(
+        &["bench-quic", "--data", "bq", "--messages", "0"],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--messages"), "{}", stderr(&out));
+    assert!(!dir.path().join("bq").exists());
+    let out = reelfleet(
+        &[
+            "bench-quic",
+            "--data",
+            "bq",
+            "--messages",
+            "5000",
+            "--round-trips",
+            "50",
+        ],
+        dir.path(),
+    );
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{line}{}", stderr(&out));
+    let per_s: f64 = line
+        .split_once("frames: ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no messages/s in {line}"));
+    assert!(per_s > 0.0, "{line}");
+    assert!(line.contains("0 dropped"), "{line}");
 }
