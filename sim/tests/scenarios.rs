@@ -347,3 +347,62 @@ fn a_large_region_cut_off_fails_over_within_the_bound() {
     assert!(failing.is_empty(), "{}", failing.join("\n"));
     assert_eq!(result.runs, 4);
 }
+
+/// capacity-10m-chaos breaks what it says it breaks: the region it cuts off
+/// is not the store's (that would cut every node off) and its channels may
+/// fail over (a region whose channels may not would "recover" at once, by
+/// waiting), every crashed node exists and comes back, and the day and
+/// fleet are capacity-10m's.
+#[test]
+fn capacity_chaos_breaks_a_region_that_can_fail_over() {
+    use sim::scenario::Fault;
+    let s = builtin("capacity-10m-chaos", 0).expect("built-in");
+    let base = builtin("capacity-10m", 0).expect("built-in");
+    assert_eq!(s.topology.nodes.len(), base.topology.nodes.len());
+    assert_eq!(s.duration_ms, base.duration_ms);
+    let cut: Vec<_> = s
+        .faults
+        .iter()
+        .filter_map(|f| match f.fault {
+            Fault::PartitionRegion(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cut.len(), 1);
+    assert_ne!(cut[0], s.world.store_region, "the store's region");
+    let t = &s.topology;
+    let homed: Vec<_> = t
+        .channels
+        .iter()
+        .filter(|c| c.home_region == cut[0])
+        .collect();
+    assert!(!homed.is_empty());
+    assert!(
+        homed.iter().all(|c| !c.failover_regions.is_empty()),
+        "every channel of the cut region may fail over"
+    );
+    let crashes: Vec<_> = s
+        .faults
+        .iter()
+        .filter_map(|f| match f.fault {
+            Fault::CrashNode(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let starts = s
+        .faults
+        .iter()
+        .filter(|f| matches!(f.fault, Fault::StartNode(_)))
+        .count();
+    assert_eq!(crashes.len(), 16);
+    assert_eq!(starts, 16);
+    assert!(crashes.iter().all(|n| n.index() < t.nodes.len()));
+    let regions: std::collections::BTreeSet<_> =
+        crashes.iter().map(|n| t.node(*n).region).collect();
+    assert_eq!(regions.len(), 4, "crashes in every region");
+    assert!(s
+        .faults
+        .iter()
+        .any(|f| matches!(f.fault, Fault::StoreSlow(ms) if ms > 0)));
+    assert!(s.bounds.recovery_ms.is_some());
+}
