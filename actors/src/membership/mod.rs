@@ -11,10 +11,10 @@
 //! Failure detection is by lease only. Each node renews `l/<node>` every
 //! `renew_ms` and watches the leases of the next `monitors` members after it
 //! in the watch ring (regions taken in turn, so that a region's nodes are
-//! watched from other regions: `work::watched`); a lease whose version has not moved for `lease_ms` of the
-//! watcher's own clock is expired, and the watcher removes that node from the
-//! members record with a transaction checked against the lease version it
-//! saw. Only durations on one clock are compared, so clock offsets between
+//! watched from other regions: `work::watched`); a lease whose version has
+//! not moved for `lease_ms` of the watcher's own clock is expired, and the
+//! watcher removes that node from the members record with a transaction
+//! checked against the lease version it saw. Only durations on one clock are compared, so clock offsets between
 //! nodes do no harm; `drift_margin_ms` covers clock rate differences.
 //!
 //! Architecture invariant: a channel is claimed only when its owner record is

@@ -74,3 +74,34 @@ fn removing_nodes_moves_no_other_node() {
         assert_eq!(ring, kept);
     }
 }
+
+/// A region of four nodes and one of two: the large region's nodes are
+/// spread among the small one's, so every node has a watcher in the other
+/// region (in rank order the large region's last two would watch each
+/// other alone).
+#[test]
+fn a_large_region_is_spread_among_the_small_ones() {
+    let t = topology::config::parse_topology(
+        "[[regions]]\nname = \"big\"\n[[regions]]\nname = \"small\"\n\
+         [[latency]]\nbetween = [\"big\", \"small\"]\nms = 10\n\
+         [[nodes]]\nname = \"b\"\nregion = \"big\"\ncount = 4\n\
+         [[nodes]]\nname = \"s\"\nregion = \"small\"\ncount = 2\n\
+         [[pipelines]]\nname = \"p\"\n[[pipelines.stages]]\nname = \"upload\"\n\
+         kind = \"publish\"\nduration_ms = 10\n[[projects]]\nname = \"q\"\n\
+         [[channels]]\nname = \"c\"\nhome_region = \"big\"\nvideos_per_day = 1\n\
+         pipeline = \"p\"\nproject = \"q\"\n",
+    )
+    .expect("topology");
+    let all: Vec<NodeId> = (0..6).map(NodeId).collect();
+    let ring = watch_ring(&t, &all);
+    // big at 1/8, 3/8, 5/8, 7/8; small at 1/4, 3/4.
+    assert_eq!(ring, ids(&[0, 4, 1, 2, 5, 3]));
+    let region = |n: NodeId| usize::from(n.0 >= 4);
+    for (i, n) in ring.iter().enumerate() {
+        let watchers = [1, 2].map(|back| ring[(i + ring.len() - back) % ring.len()]);
+        assert!(
+            watchers.iter().any(|w| region(*w) != region(*n)),
+            "{n:?} is watched only from its own region: {watchers:?}"
+        );
+    }
+}

@@ -607,31 +607,43 @@ impl MembershipMachine {
     }
 }
 
-/// `members` in watch-ring order: by the node's rank within its region
-/// in the cluster config (fixed: removing a node moves no other node in
-/// the ring, so no other node gets new watchers and a fresh lease to wait
-/// out), then by region; see `watched`.
+/// `members` in watch-ring order. Each node's place is fixed by the
+/// cluster config: its rank within its region, spread evenly over the
+/// ring (rank `r` of a region of `n` nodes at `(2r + 1) / 2n`; regions
+/// of equal size then simply take turns), then region, then id. Fixed:
+/// removing a node moves no other node, so no other node gets new
+/// watchers and a fresh lease to wait out; spread: a large region's nodes
+/// are interleaved with the small regions' instead of left in one run at
+/// the end. See `watched`.
 pub(super) fn watch_ring(topo: &Topology, members: &[NodeId]) -> Vec<NodeId> {
-    let mut rank_in_region: BTreeMap<u16, usize> = BTreeMap::new();
-    let ranks: Vec<(usize, u16)> = topo
+    let mut size: BTreeMap<u16, u64> = BTreeMap::new();
+    for d in &topo.nodes {
+        *size.entry(d.region.0).or_default() += 1;
+    }
+    let mut seen: BTreeMap<u16, u64> = BTreeMap::new();
+    // (numerator, denominator, region) of each node's place, by id.
+    let places: Vec<(u64, u64, u16)> = topo
         .nodes
         .iter()
         .map(|d| {
-            let rank = rank_in_region.entry(d.region.0).or_default();
+            let rank = seen.entry(d.region.0).or_default();
+            let place = (2 * *rank + 1, 2 * size[&d.region.0], d.region.0);
             *rank += 1;
-            (*rank, d.region.0)
+            place
         })
         .collect();
-    let mut keyed: Vec<(usize, u16, NodeId)> = members
+    let mut keyed: Vec<((u64, u64, u16), NodeId)> = members
         .iter()
         .map(|n| {
-            let (rank, region) = ranks
-                .get(n.index())
-                .copied()
-                .unwrap_or((usize::MAX, u16::MAX));
-            (rank, region, *n)
+            let place = places.get(n.index()).copied().unwrap_or((1, 1, u16::MAX));
+            (place, *n)
         })
         .collect();
-    keyed.sort_unstable();
-    keyed.into_iter().map(|(_, _, n)| n).collect()
+    keyed.sort_unstable_by(|((na, da, ra), a), ((nb, db, rb), b)| {
+        (u128::from(*na) * u128::from(*db))
+            .cmp(&(u128::from(*nb) * u128::from(*da)))
+            .then(ra.cmp(rb))
+            .then(a.cmp(b))
+    });
+    keyed.into_iter().map(|(_, n)| n).collect()
 }
