@@ -29,6 +29,32 @@ pub struct BenchArgs {
     fill: Option<u64>,
 }
 
+/// A benchmark's outcome: its line on stdout (status 0) or its error on
+/// stderr (status 1).
+pub fn report(outcome: Result<String, String>) -> i32 {
+    match outcome {
+        Ok(line) => {
+            println!("{line}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// `--data` for a benchmark that starts from nothing: absent or empty.
+pub fn fresh_data_dir(dir: &std::path::Path) -> Result<(), String> {
+    if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(format!(
+            "--data {}: not empty (the bench starts from nothing; give a new directory)",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 pub fn run(args: BenchArgs) -> i32 {
     let url: StoreUrl = match args.store.parse() {
         Ok(u) => u,
@@ -59,16 +85,7 @@ pub fn run(args: BenchArgs) -> i32 {
         }
         commits(store, args.writers, args.commits).await
     });
-    match result {
-        Ok(line) => {
-            println!("{line}");
-            0
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
-    }
+    report(result)
 }
 
 async fn fill(store: &AnyStore, n: u64) -> Result<String, String> {

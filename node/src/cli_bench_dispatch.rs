@@ -56,16 +56,7 @@ const CHANNELS_MAX: u32 = 100_000;
 const STAGES_MAX: u32 = 16;
 
 pub fn run(args: DispatchArgs) -> i32 {
-    match run_inner(&args) {
-        Ok(line) => {
-            println!("{line}");
-            0
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
-    }
+    crate::cli_bench::report(run_inner(&args))
 }
 
 /// The bench fleet: one region, one node without GPUs, `channels` channels
@@ -109,13 +100,7 @@ fn check(args: &DispatchArgs) -> Result<(), String> {
     if args.seconds == 0 || args.seconds > 3_600 {
         return Err(format!("--seconds {}: from 1 to 3600", args.seconds));
     }
-    let used = std::fs::read_dir(&args.data).is_ok_and(|mut d| d.next().is_some());
-    if used {
-        return Err(format!(
-            "--data {}: not empty (the bench starts from nothing; give a new directory)",
-            args.data.display()
-        ));
-    }
+    crate::cli_bench::fresh_data_dir(&args.data)?;
     Ok(())
 }
 

@@ -36,16 +36,7 @@ pub struct QuicArgs {
 const MESSAGES_MAX: u64 = 100_000_000;
 
 pub fn run(args: QuicArgs) -> i32 {
-    match run_inner(&args) {
-        Ok(line) => {
-            println!("{line}");
-            0
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
-    }
+    crate::cli_bench::report(run_inner(&args))
 }
 
 /// The message measured: a dispatcher's summary, as small as the nodes'
@@ -66,13 +57,7 @@ fn run_inner(args: &QuicArgs) -> Result<String, String> {
             "--messages and --round-trips: from 1 to {MESSAGES_MAX}"
         ));
     }
-    let used = std::fs::read_dir(&args.data).is_ok_and(|mut d| d.next().is_some());
-    if used {
-        return Err(format!(
-            "--data {}: not empty (give a new directory)",
-            args.data.display()
-        ));
-    }
+    crate::cli_bench::fresh_data_dir(&args.data)?;
     let certs = args.data.join("certs");
     crate::cli_up::ensure_certs(&certs, &["a".to_string(), "b".to_string()])?;
     let rt = tokio::runtime::Builder::new_multi_thread()
