@@ -82,13 +82,12 @@ pub async fn backup<S: Store>(
     let mut count = 0u64;
     let mut start: Vec<u8> = Vec::new();
     loop {
-        let page = snap
-            .page(&start, PAGE_ENTRIES)
+        let page = super::next_page(snap.as_mut(), &mut start, PAGE_ENTRIES)
             .await
             .map_err(|e| err(format!("cannot read the snapshot: {e}")))?;
-        let Some(last) = page.last() else { break };
-        start = last.key.clone();
-        start.push(0); // the smallest key after the last one
+        if page.is_empty() {
+            break;
+        }
         for e in &page {
             put(&mut w, &[1])?;
             put(&mut w, &(e.key.len() as u32).to_le_bytes())?;

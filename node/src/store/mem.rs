@@ -27,12 +27,8 @@ impl MemBackend {
         let mut store = MemStore::new();
         let mut start: Vec<u8> = Vec::new();
         loop {
-            let page = snap.page(&start, PAGE).await?;
+            let page = super::next_page(snap, &mut start, PAGE).await?;
             let full = page.len() == PAGE;
-            if let Some(last) = page.last() {
-                start = last.key.clone();
-                start.push(0);
-            }
             let writes = page.into_iter().map(|e| Write::Put(e.key, e.value));
             store.commit_checked(&Txn {
                 checks: Vec::new(),

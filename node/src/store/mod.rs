@@ -67,6 +67,21 @@ pub trait Store: Send + Sync {
 /// A boxed future, for the object-safe [`Snapshot`].
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The next page of `snap` from `start` (at most `limit` entries), with
+/// `start` moved past its last key; empty once everything was read.
+pub async fn next_page(
+    snap: &mut dyn Snapshot,
+    start: &mut Vec<u8>,
+    limit: usize,
+) -> Result<Vec<Entry>, StoreError> {
+    let page = snap.page(start, limit).await?;
+    if let Some(last) = page.last() {
+        *start = last.key.clone();
+        start.push(0); // the smallest key after the last one
+    }
+    Ok(page)
+}
+
 /// A read-only view at one version.
 pub trait Snapshot: Send {
     /// The version the snapshot reads at.
