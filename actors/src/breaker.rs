@@ -2,7 +2,7 @@
 //! counted), open (calls held back until `open_until_ms`), half-open (one
 //! probe call; its result closes or re-opens the breaker).
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BreakerParams {
     /// Consecutive failures that open a closed breaker.
     pub failures_to_open: u32,

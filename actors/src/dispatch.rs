@@ -32,7 +32,7 @@ use topology::{GpuId, RegionId, Topology};
 
 use crate::protocol::{JobFailure, JobSpec, LoadReport};
 
-#[derive(Clone, Copy, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug)]
 pub struct DispatchParams {
     pub spill_wait_ms: u64,
     /// Reports older than this are not trusted.
@@ -59,7 +59,7 @@ impl Default for DispatchParams {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum DispatchInput {
     Submit(JobSpec),
     Load(LoadReport),
@@ -72,7 +72,7 @@ pub enum DispatchInput {
     Tick,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum DispatchEffect {
     ToGpu { gpu: GpuId, job: JobSpec },
     ToRegion { region: RegionId, job: JobSpec },

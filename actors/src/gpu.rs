@@ -17,7 +17,7 @@ use topology::{GpuId, Micros, NodeId};
 use crate::protocol::{JobFailure, JobId, JobOutcome, JobSpec, LoadReport};
 use crate::sabotage::Sabotage;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug)]
 pub struct GpuParams {
     /// Least time between two load reports.
     pub report_interval_ms: u64,
@@ -33,6 +33,8 @@ pub struct GpuParams {
     /// nobody while the jobs behind it time out in turn: under a backlog
     /// the queue fills with the abandoned (swarm seed 72283).
     pub queue_wait_max_ms: u64,
+    // Never recorded: a replayed machine runs with every switch off.
+    #[serde(skip)]
     pub sabotage: Sabotage,
 }
 
@@ -48,7 +50,7 @@ impl Default for GpuParams {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum GpuInput {
     Submit(JobSpec),
     Cancel(JobId),
@@ -62,13 +64,13 @@ pub enum GpuInput {
     Tick,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum GpuNotice {
     Started { id: JobId, gpu: GpuId },
     Finished { id: JobId, outcome: JobOutcome },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum GpuEffect {
     /// Start the job on the hardware; it must end by `lease_until_ms`.
     Run {

@@ -30,3 +30,8 @@ pub mod records;
 pub mod rng;
 pub mod sabotage;
 pub mod store;
+
+/// A digest of this crate's source (`build.rs`): a flight recording's
+/// header carries it, so that a recording is never replayed through
+/// machines that may decide differently from the ones that made it.
+pub const MACHINES_VERSION: u64 = include!(concat!(env!("OUT_DIR"), "/machines_version.rs"));

@@ -13,7 +13,7 @@ use std::cell::RefCell;
 macro_rules! probes {
     ($($variant:ident => $name:literal: $what:literal,)*) => {
         /// Every probe, by the branch it marks.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum Probe {
             $(#[doc = $what] $variant,)*
         }

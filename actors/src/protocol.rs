@@ -6,7 +6,9 @@ use topology::{ChannelId, DurationModel, GpuId, NodeId, RegionId};
 
 /// Names one attempt of one stage of one video under one ownership epoch.
 /// Results for any other id are stale and ignored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 pub struct JobId {
     pub channel: ChannelId,
     pub slot: u64,
@@ -15,14 +17,14 @@ pub struct JobId {
     pub epoch: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum JobKind {
     Cpu,
     Gpu,
     External { provider: String },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct JobSpec {
     pub id: JobId,
     /// Where results go: the node whose channel actor asked.
@@ -40,7 +42,9 @@ pub struct JobSpec {
     pub hops: u8,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 pub enum JobFailure {
     /// The GPU faulted mid-job.
     GpuFault,
@@ -72,7 +76,7 @@ impl JobFailure {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobOutcome {
     Succeeded {
         cost_micros: u64,
@@ -96,7 +100,7 @@ impl JobOutcome {
 }
 
 /// What a GPU tells its region dispatcher about itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadReport {
     pub gpu: GpuId,
     pub free_bytes: u64,
@@ -110,7 +114,7 @@ pub struct LoadReport {
 }
 
 /// Outcome of one upload attempt as the publisher saw it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum PublishOutcome {
     Published {
         remote_id: String,
@@ -125,7 +129,7 @@ pub enum PublishOutcome {
     QuotaExceeded,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum LookupOutcome {
     Found { remote_id: String },
     NotFound,

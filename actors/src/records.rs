@@ -75,7 +75,9 @@ pub fn channel_of_video_key(k: &[u8]) -> Option<ChannelId> {
 
 /// A key of the layout above, parsed: the one place keys are read back
 /// (everything else builds them with the functions above).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
 pub enum Key {
     Members,
     Lease(NodeId),
@@ -202,7 +204,7 @@ pub fn idempotency_key(channel_name: &str, slot: u64) -> String {
     format!("{channel_name}/{slot}")
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OwnerRecord {
     /// `None` once released by a graceful handover.
     pub node: Option<NodeId>,
@@ -234,7 +236,7 @@ impl OwnerRecord {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct ChannelRecord {
     /// Bumped by every commit of the owner; read back to settle a commit
     /// whose result was unknown.
@@ -273,7 +275,9 @@ impl ChannelRecord {
 }
 
 /// Why a video ended without being published.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 pub enum FailReason {
     /// A stage failed more than the retry limit allows.
     StageRetriesExhausted,
@@ -322,7 +326,7 @@ impl FailReason {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum VideoStatus {
     Active,
     Published { remote_id: String },
@@ -333,7 +337,7 @@ pub enum VideoStatus {
 const VIDEO_TAG: u8 = b'W';
 const VIDEO_TAG_V1: u8 = b'V';
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct VideoRecord {
     pub slot: u64,
     pub status: VideoStatus,
@@ -472,7 +476,7 @@ impl VideoRecord {
 }
 
 /// Units reserved in each bucket of one project on one quota day.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct QuotaRecord {
     pub used: Vec<u64>,
 }
@@ -504,7 +508,7 @@ impl QuotaRecord {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeaseRecord {
     pub incarnation: u64,
     pub renewals: u64,
@@ -530,7 +534,7 @@ impl LeaseRecord {
 /// The nodes the cluster considers live, sorted by id. A node is added by
 /// itself when it joins and removed by a peer that saw its lease expire (or
 /// by itself when it drains).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct MembersRecord {
     pub generation: u64,
     pub nodes: Vec<NodeId>,
@@ -687,7 +691,7 @@ impl MembersRecord {
 /// for `duration_ms`, counted by each node from when it reads the record
 /// (on its own clock: no two clocks are compared). A node still down when
 /// the window ends is removed as usual. Absent: no window.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct MaintenanceRecord {
     /// Sorted.
     pub nodes: Vec<NodeId>,
@@ -756,7 +760,7 @@ pub fn decode_budget(b: &[u8]) -> Result<Budget, DecodeError> {
 
 /// A project's daily units per bucket, set by an operator (key
 /// [`quota_limits_key`]), in the order of the project's buckets.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct QuotaLimitsRecord {
     pub units_per_day: Vec<u64>,
 }
@@ -788,7 +792,7 @@ impl QuotaLimitsRecord {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ControlRecord {
     pub paused: bool,
     pub killed: bool,

@@ -28,7 +28,7 @@ pub type Value = Vec<u8>;
 /// 0 means "absent"; a present key's version is always > 0.
 pub type Version = u64;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Check {
     Absent(Key),
     Equals(Key, Value),
@@ -53,7 +53,7 @@ impl Check {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Write {
     Put(Key, Value),
     Delete(Key),
@@ -67,7 +67,7 @@ impl Write {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Txn {
     pub checks: Vec<Check>,
     pub writes: Vec<Write>,
@@ -97,7 +97,7 @@ impl Txn {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub key: Key,
     pub value: Value,
@@ -105,7 +105,7 @@ pub struct Entry {
 }
 
 /// What a machine asks of the store.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum StoreOp {
     /// Point reads; the reply has one slot per key, `None` when absent.
     Get(Vec<Key>),
@@ -118,7 +118,7 @@ pub enum StoreOp {
     Commit(Txn),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum StoreError {
     /// A check failed; nothing was written.
     Conflict { check_index: Option<usize> },
@@ -151,7 +151,7 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum StoreReply {
     Got(Vec<Option<Entry>>),
     Range(Vec<Entry>),

@@ -155,6 +155,7 @@ fn run_inner(args: &DispatchArgs) -> Result<String, String> {
             metrics: None,
             metrics_channels_max: reelfleet::live::config::METRICS_CHANNELS_MAX,
             fault_points: Default::default(),
+            recorder: None,
         })
         .await?;
         let line = measure(&node, &store, args).await;

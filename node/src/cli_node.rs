@@ -27,6 +27,11 @@ pub struct NodeArgs {
     /// points: publish-after-guard.
     #[arg(long)]
     allow_faults: bool,
+    /// Record what every machine is fed into DIR/<node>/ (the flight
+    /// recorder; `reelfleet replay DIR` replays it). Overrides the
+    /// config's `[record]` dir; its limits still apply.
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
 }
 
 pub fn load_topology(path: &Path) -> Result<Topology, String> {
@@ -142,6 +147,30 @@ fn fault_points(cfg: &NodeConfig, allow: bool) -> Result<FaultPoints, String> {
     FaultPoints::allowed(&dir)
 }
 
+/// The flight recorder, if `--record` or `[record]` asks for one.
+fn start_recorder(
+    cfg: &NodeConfig,
+    dir: Option<&Path>,
+    topo: &Topology,
+) -> Result<Option<Arc<reelfleet::record::Recorder>>, String> {
+    let rc = match (dir, &cfg.record) {
+        (None, None) => return Ok(None),
+        (Some(d), c) => reelfleet::record::RecordConfig {
+            dir: d.to_path_buf(),
+            ..c.clone().unwrap_or_default()
+        },
+        (None, Some(c)) => c.clone(),
+    };
+    let text = std::fs::read_to_string(&cfg.cluster)
+        .map_err(|e| format!("cannot read {}: {e}", cfg.cluster.display()))?;
+    let id = topo
+        .nodes
+        .iter()
+        .position(|n| n.name == cfg.node)
+        .unwrap_or(0) as u32;
+    reelfleet::record::Recorder::start(&rc, &cfg.node, id, &text).map(Some)
+}
+
 pub fn run(args: NodeArgs) -> i32 {
     match run_inner(args) {
         Ok(()) => 0,
@@ -209,6 +238,7 @@ fn run_inner(args: NodeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot create {}: {e}", cfg.data_dir.display()))?;
     let publisher = build_publisher(cfg.publisher.as_ref(), &cfg.data_dir, &topo)?;
     let fault_points = fault_points(&cfg, args.allow_faults)?;
+    let recorder = start_recorder(&cfg, args.record.as_deref(), &topo)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -234,6 +264,7 @@ fn run_inner(args: NodeArgs) -> Result<(), String> {
             metrics: cfg.metrics,
             metrics_channels_max: cfg.metrics_channels_max,
             fault_points,
+            recorder,
         })
         .await?;
         println!(

@@ -46,6 +46,10 @@ pub struct UpArgs {
     /// Stop by itself after this many seconds, as Ctrl-C would.
     #[arg(long)]
     run_s: Option<u64>,
+    /// Record what every machine of every node is fed into DIR/<node>/
+    /// (the flight recorder; `reelfleet replay DIR` replays it).
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
 }
 
 pub fn run(args: UpArgs) -> i32 {
@@ -132,7 +136,8 @@ fn admin_addr(asked: Option<SocketAddr>) -> Result<SocketAddr, String> {
 }
 
 fn run_inner(args: UpArgs) -> Result<(), String> {
-    let topo = Arc::new(fleet_topology(args.config.as_deref())?);
+    let (topo, cluster_text) = fleet_topology(args.config.as_deref())?;
+    let topo = Arc::new(topo);
     if topo.nodes.len() > MAX_UP_NODES {
         return Err(format!(
             "reelfleet up runs every node in this one process: at most {MAX_UP_NODES} nodes, \
@@ -157,7 +162,8 @@ fn run_inner(args: UpArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     rt.block_on(async move {
-        let nodes = start_nodes(&topo, &names, &data, &publisher, admin).await?;
+        let record = args.record.as_deref().map(|d| (d, cluster_text.as_str()));
+        let nodes = start_nodes(&topo, &names, &data, &publisher, admin, record).await?;
         let metrics_addr = serve_http(metrics, &nodes)?;
         println!(
             "reelfleet up: {} nodes in {} regions, store {}, videos in {}",
@@ -182,10 +188,17 @@ fn run_inner(args: UpArgs) -> Result<(), String> {
 }
 
 /// The cluster config given with `--config`, or the built-in demo fleet.
-fn fleet_topology(config: Option<&std::path::Path>) -> Result<Topology, String> {
+/// The cluster config given with `--config`, or the built-in demo fleet,
+/// with its text (a recording keeps it).
+fn fleet_topology(config: Option<&std::path::Path>) -> Result<(Topology, String), String> {
     match config {
-        Some(p) => load_topology(p),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            Ok((load_topology(p)?, text))
+        }
         None => topology::config::parse_topology(DEMO)
+            .map(|t| (t, DEMO.to_string()))
             .map_err(|e| format!("the built-in demo config: {e}")),
     }
 }
@@ -198,6 +211,7 @@ async fn start_nodes(
     data: &std::path::Path,
     publisher: &Arc<dyn reelfleet::publish::Publisher>,
     admin: SocketAddr,
+    record: Option<(&std::path::Path, &str)>,
 ) -> Result<Vec<Arc<RunningNode>>, String> {
     let url = StoreUrl::Redb(data.join("store.redb"));
     let store = Arc::new(
@@ -222,6 +236,15 @@ async fn start_nodes(
         } else {
             SocketAddr::new(admin.ip(), 0)
         };
+        let recorder = match record {
+            Some((dir, text)) => Some(reelfleet::record::Recorder::start(
+                &reelfleet::record::RecordConfig::in_dir(dir),
+                n,
+                i as u32,
+                text,
+            )?),
+            None => None,
+        };
         let started = RunningNode::start(NodeSpec {
             topo: Arc::clone(topo),
             name: n.clone(),
@@ -236,6 +259,7 @@ async fn start_nodes(
             metrics: None,
             metrics_channels_max: reelfleet::live::config::METRICS_CHANNELS_MAX,
             fault_points: Default::default(),
+            recorder,
         })
         .await;
         let node = match started {

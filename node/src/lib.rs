@@ -13,4 +13,5 @@ pub mod http;
 pub mod live;
 pub mod logs;
 pub mod publish;
+pub mod record;
 pub mod store;

@@ -11,6 +11,7 @@ mod cli_console;
 mod cli_ctl;
 mod cli_emulate;
 mod cli_node;
+mod cli_replay;
 mod cli_sim;
 mod cli_store;
 mod cli_up;
@@ -57,6 +58,8 @@ enum Command {
     Chaos(cli_chaos::ChaosArgs),
     /// A local emulator of an outside service (YouTube), for rehearsals.
     Emulate(cli_emulate::EmulateArgs),
+    /// Replay a flight recording through this build's machines.
+    Replay(cli_replay::ReplayArgs),
     /// Run one live node (see README, "Running nodes").
     Node(cli_node::NodeArgs),
     /// The demo fleet in one process: six nodes over QUIC, redb under ./data.
@@ -82,6 +85,7 @@ fn main() {
         Command::Emulate(args) => cli_emulate::run(args),
         Command::Chaos(args) => cli_chaos::run(args),
         Command::Node(args) => cli_node::run(args),
+        Command::Replay(args) => cli_replay::run(args),
         Command::Up(args) => cli_up::run(args),
     };
     std::process::exit(code);

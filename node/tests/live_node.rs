@@ -127,6 +127,7 @@ async fn start_solo_node(dir: &Path) -> RunningNode {
         metrics: None,
         metrics_channels_max: reelfleet::live::config::METRICS_CHANNELS_MAX,
         fault_points: Default::default(),
+        recorder: None,
     })
     .await
     .expect("node starts")

@@ -14,12 +14,12 @@ pub type Micros = u64;
 pub const MIB: u64 = 1024 * 1024;
 pub const GIB: u64 = 1024 * MIB;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Region {
     pub name: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Node {
     pub name: String,
     pub region: RegionId,
@@ -28,7 +28,7 @@ pub struct Node {
     pub gpus: Vec<GpuId>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Gpu {
     pub node: NodeId,
     pub model: String,
@@ -37,7 +37,7 @@ pub struct Gpu {
 }
 
 /// How long a stage takes: uniform in `mean_ms ± jitter_ms`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DurationModel {
     pub mean_ms: u64,
     pub jitter_ms: u64,
@@ -55,7 +55,7 @@ impl DurationModel {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum StageKind {
     /// Runs on the owning node's CPUs.
     Cpu,
@@ -73,14 +73,14 @@ pub enum StageKind {
 
 /// What a stage costs. GPU stages also pay the GPU's hourly price for the
 /// time they hold it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CostModel {
     pub fixed_micros: Micros,
     /// Price of the cheap tier of an external stage; ignored elsewhere.
     pub cheap_fixed_micros: Micros,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Stage {
     pub name: String,
     pub kind: StageKind,
@@ -90,7 +90,7 @@ pub struct Stage {
     pub cost: CostModel,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Pipeline {
     pub name: String,
     pub stages: Vec<Stage>,
@@ -121,7 +121,7 @@ pub fn stage_cost_bound_micros(stage: &Stage, gpu_cost_per_hour: Micros, cheap: 
 
 /// Daily and per-video spending caps. Soft limits switch external stages to
 /// their cheap tier; hard limits stop new work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Budget {
     pub daily_soft_micros: Micros,
     pub daily_hard_micros: Micros,
@@ -140,7 +140,7 @@ impl Budget {
 
 /// When in the day a channel publishes: minutes after midnight UTC, half-open
 /// `[start_minute, end_minute)`. Videos are planned evenly over the window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PublishWindow {
     pub start_minute: u32,
     pub end_minute: u32,
@@ -153,7 +153,7 @@ impl PublishWindow {
     };
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Channel {
     pub name: String,
     pub home_region: RegionId,
@@ -177,14 +177,14 @@ impl Channel {
 }
 
 /// A daily allowance of quota units that resets at the project's reset time.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct QuotaBucket {
     pub name: String,
     pub units_per_day: u64,
 }
 
 /// Which bucket a kind of API call draws from, and how many units.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QuotaCost {
     pub bucket: usize,
     pub units: u64,
@@ -195,7 +195,7 @@ pub struct QuotaCost {
 /// Today's YouTube default is expressed as buckets `uploads` (100/day) and
 /// `shared` (10,000/day) with upload = 1 from `uploads`, thumbnail = 50 from
 /// `shared`; an older project has only `shared` with upload = 1,600.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct PublishingProject {
     pub name: String,
     /// Offset of the reset time zone from UTC, in minutes (Pacific: -480).
@@ -285,7 +285,7 @@ impl PublishingProject {
 }
 
 /// The whole fleet. Ids index the vectors.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct Topology {
     pub regions: Vec<Region>,
     /// One-way latency in milliseconds, `latency_ms[from][to]`.

@@ -73,7 +73,7 @@ pub const RESERVE_LEASE_MS: u64 = 300;
 /// An unanswered [`ChannelEffect::AskLease`] is repeated after this long.
 pub const LEASE_ASK_INTERVAL_MS: u64 = 1_000;
 
-#[derive(Clone, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
 pub struct ChannelParams {
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
@@ -105,6 +105,8 @@ pub struct ChannelParams {
     pub publish_grace_ms: u64,
     pub store_retry_ms: u64,
     pub breaker: BreakerParams,
+    // Never recorded: a replayed machine runs with every switch off.
+    #[serde(skip)]
     pub sabotage: Sabotage,
 }
 
@@ -129,7 +131,7 @@ impl Default for ChannelParams {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum ChannelInput {
     /// Load state from the store and begin.
     Start,
@@ -179,7 +181,7 @@ pub enum ChannelInput {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum ChannelEffect {
     Store {
         op_id: u64,

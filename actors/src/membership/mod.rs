@@ -45,7 +45,7 @@ mod hint_tests;
 #[cfg(test)]
 mod ring_tests;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug)]
 pub struct MembershipParams {
     pub lease_ms: u64,
     pub renew_ms: u64,
@@ -56,6 +56,7 @@ pub struct MembershipParams {
     /// Taken off the lease's validity for clock rate differences.
     pub drift_margin_ms: u64,
     /// Off except in tests (`crate::sabotage`).
+    #[serde(skip)]
     pub sabotage: crate::sabotage::Sabotage,
 }
 
@@ -72,7 +73,7 @@ impl Default for MembershipParams {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum MembershipInput {
     Start,
     Tick,
@@ -91,7 +92,7 @@ pub enum MembershipInput {
     PeerUnreachable(NodeId),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum MembershipEffect {
     Store {
         op_id: u64,

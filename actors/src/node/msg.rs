@@ -7,7 +7,7 @@ use topology::{GpuId, RegionId};
 
 use crate::protocol::{JobId, JobOutcome, JobSpec, LoadReport};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum NodeMsg {
     /// A GPU's notice to the node whose channel owns the job.
     JobStarted { id: JobId, gpu: GpuId },

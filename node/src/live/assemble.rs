@@ -93,5 +93,6 @@ pub fn build_ports(
         timing: spec.timing,
         work: OnceLock::new(),
         tap: OnceLock::new(),
+        recorder: OnceLock::new(),
     }))
 }

@@ -38,6 +38,13 @@
 //! # kind = "youtube": api_base, upload_base, token_url, client_id,
 //! # client_secret, refresh_token_file, chunk_bytes
 //!
+//! [record]                            # optional: the flight recorder
+//! dir = "record"                       # records into <dir>/<node>/
+//! segment_bytes = 67108864             # a new segment at this size ...
+//! segment_age_ms = 3600000             # ... or age
+//! total_bytes_max = 1073741824         # oldest segments deleted past this
+//! fsync_interval_ms = 200
+//!
 //! [executors.render]                   # per stage name; default synthetic
 //! kind = "command"                     # synthetic | command | http
 //! program = "sh"                       # {config_dir}: this file's folder
@@ -82,6 +89,9 @@ pub struct NodeConfig {
     pub executors: BTreeMap<String, ExecutorConfig>,
     #[serde(default)]
     pub gpu: GpuConfig,
+    /// The flight recorder (`crate::record`): off unless given.
+    #[serde(default)]
+    pub record: Option<crate::record::RecordConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -214,6 +224,9 @@ impl NodeConfig {
         if let Some(a) = self.artifacts.as_mut() {
             fix(a);
         }
+        if let Some(r) = self.record.as_mut() {
+            fix(&mut r.dir);
+        }
         match self.publisher.as_mut() {
             Some(PublisherConfig::Directory { path }) => fix(path),
             Some(PublisherConfig::Youtube {
@@ -265,6 +278,9 @@ impl NodeConfig {
             return Err(
                 "timing.publish_timeout_ms and timing.active_videos_max must be > 0".into(),
             );
+        }
+        if let Some(r) = &self.record {
+            r.check()?;
         }
         if t.clock_offset_max_ms != 0 && t.clock_offset_max_ms < 100 {
             return Err(format!(

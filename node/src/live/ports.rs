@@ -64,6 +64,8 @@ pub struct NodePorts {
     /// The work supervisor, once it runs.
     pub work: OnceLock<Mailbox<WorkMsg>>,
     pub tap: OnceLock<RouteTap>,
+    /// The flight recorder, when this node records (`--record`).
+    pub recorder: OnceLock<Arc<crate::record::Recorder>>,
 }
 
 /// The machine a route came from, and how to reach it.

@@ -62,6 +62,8 @@ pub struct NodeSpec {
     pub metrics_channels_max: usize,
     /// Off except in a node started with `--allow-faults`.
     pub fault_points: super::fault_points::FaultPoints,
+    /// Records every machine's inputs (`--record`, `[record]`).
+    pub recorder: Option<Arc<crate::record::Recorder>>,
 }
 
 pub struct RunningNode {
@@ -195,6 +197,7 @@ impl RunningNode {
         check_clock_at_start(&net, &resolve, &spec.name, &peers, clock, clock_max_ms).await?;
         let (gpu, metrics_at) = (spec.gpu.clone(), spec.metrics);
         let channels_max = spec.metrics_channels_max;
+        let recorder = spec.recorder;
         let outbox = Arc::new(QuicOutbox {
             topo: Arc::clone(&spec.topo),
             net: Arc::clone(&net),
@@ -212,6 +215,9 @@ impl RunningNode {
         };
         let node = build_ports(parts, me, outbox)?;
         let _ = cell.set(Arc::downgrade(&node));
+        if let Some(r) = recorder {
+            let _ = node.recorder.set(r);
+        }
         wire_transport(&net, &node);
         let metrics_addr = serve_pages(&node, &net, metrics_at).await?;
         let loops = [
@@ -274,6 +280,10 @@ impl RunningNode {
         }
         self.ctx.jobs.cancel_all();
         self.net.close();
+        // What the machines were fed up to here is written and synced.
+        if let Some(r) = self.ctx.recorder.get().cloned() {
+            let _ = tokio::task::spawn_blocking(move || r.finish()).await;
+        }
     }
 }
 

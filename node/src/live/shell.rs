@@ -17,6 +17,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 pub use actors::machine::Machine;
 
 use super::clock::Clock;
+use crate::record::Tape;
 
 /// Executes one machine's effects against real ports: each effect goes to
 /// the node layer's routing and its routes are carried out (see `ports`).
@@ -88,6 +89,8 @@ pub struct ShellArgs<M, P> {
     pub machine: M,
     pub ports: Arc<P>,
     pub clock: Clock,
+    /// The machine's part of the flight recording, when the node records.
+    pub tape: Option<Tape>,
 }
 
 pub struct ShellState<M: Machine, P> {
@@ -98,18 +101,25 @@ pub struct ShellState<M: Machine, P> {
     out: Vec<M::Effect>,
     timer_gen: u64,
     timer: Option<(u64, tokio::task::JoinHandle<()>)>,
+    tape: Option<Tape>,
 }
 
 impl<M, P> ShellState<M, P>
 where
     M: Machine + Send + 'static,
-    M::Input: Send + 'static,
-    M::Effect: Send + 'static,
+    M::Input: Send + serde::Serialize + 'static,
+    M::Effect: Send + serde::Serialize + 'static,
     P: Ports<M>,
 {
     fn feed(&mut self, me: &ActorRef<ShellMsg<M::Input>>, input: M::Input) {
         let now = self.clock.now_ms();
+        if let Some(t) = self.tape.as_mut() {
+            t.before(now, &input);
+        }
         self.machine.handle(now, input, &mut self.out);
+        if let Some(t) = self.tape.as_mut() {
+            t.after(&self.out);
+        }
         self.ports.observe(&self.machine);
         let effects = std::mem::take(&mut self.out);
         for e in effects {
@@ -143,8 +153,8 @@ where
 impl<M, P> Actor for Shell<M, P>
 where
     M: Machine + Send + 'static,
-    M::Input: Send + 'static,
-    M::Effect: Send + 'static,
+    M::Input: Send + serde::Serialize + 'static,
+    M::Effect: Send + serde::Serialize + 'static,
     P: Ports<M>,
 {
     type Msg = ShellMsg<M::Input>;
@@ -168,6 +178,7 @@ where
             out: Vec::new(),
             timer_gen: 0,
             timer: None,
+            tape: args.tape,
         })
     }
 
@@ -208,18 +219,20 @@ pub async fn spawn_linked<M, P>(
     machine: M,
     ports: Arc<P>,
     clock: Clock,
+    tape: Option<Tape>,
     supervisor: &ractor::ActorCell,
 ) -> Result<ActorRef<ShellMsg<M::Input>>, ActorProcessingErr>
 where
     M: Machine + Send + 'static,
-    M::Input: Send + 'static,
-    M::Effect: Send + 'static,
+    M::Input: Send + serde::Serialize + 'static,
+    M::Effect: Send + serde::Serialize + 'static,
     P: Ports<M>,
 {
     let args = ShellArgs {
         machine,
         ports,
         clock,
+        tape,
     };
     let (r, _) =
         Actor::spawn_linked(None, Shell::<M, P>::default(), args, supervisor.clone()).await?;

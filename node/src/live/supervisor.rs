@@ -34,6 +34,7 @@ use super::ports::{ChannelPorts, DispatchPorts, GpuPorts, MembershipPorts, NodeP
 use super::router::Hosted;
 use super::shell::{spawn_linked, Mailbox, ShellMsg};
 use super::store_port::Fence;
+use crate::record::format::Built;
 
 pub const RESTARTS_MAX: usize = 5;
 pub const RESTART_WINDOW_MS: u64 = 60_000;
@@ -139,7 +140,17 @@ impl WorkState {
             node: Arc::clone(&node),
             fence,
         });
-        let r = spawn_linked(machine, ports, clock, me).await?;
+        let tape = node.recorder.get().map(|rec| {
+            rec.tape(Built::Channel {
+                channel,
+                node: node.me,
+                epoch,
+                incarnation,
+                params: channel_params(&self.args.timing),
+                seed,
+            })
+        });
+        let r = spawn_linked(machine, ports, clock, tape, me).await?;
         let mut locals = node.router.locals();
         locals.channels.insert(channel, (epoch, hosted(&r)));
         node.metrics.set_channels_owned(locals.channels.len());
@@ -160,8 +171,16 @@ impl WorkState {
             ..GpuParams::default()
         };
         let machine = GpuMachine::new(gpu, g.memory_bytes, g.cost_per_hour_micros, params);
+        let tape = node.recorder.get().map(|rec| {
+            rec.tape(Built::Gpu {
+                gpu,
+                memory_bytes: g.memory_bytes,
+                cost_per_hour_micros: g.cost_per_hour_micros,
+                params,
+            })
+        });
         let ports = Arc::new(GpuPorts::new(Arc::clone(&node), gpu));
-        let r = spawn_linked(machine, ports, self.args.clock, me).await?;
+        let r = spawn_linked(machine, ports, self.args.clock, tape, me).await?;
         node.router.locals().gpus.insert(gpu, hosted(&r));
         Ok(r.get_cell())
     }
@@ -169,12 +188,16 @@ impl WorkState {
     async fn spawn_dispatcher(&mut self, me: &ActorCell) -> Result<ActorCell, ActorProcessingErr> {
         let node = Arc::clone(self.node());
         let region = node.topo.node(node.me).region;
-        let machine =
-            DispatchMachine::new(Arc::clone(&node.topo), region, DispatchParams::default());
+        let params = DispatchParams::default();
+        let machine = DispatchMachine::new(Arc::clone(&node.topo), region, params);
+        let tape = node
+            .recorder
+            .get()
+            .map(|rec| rec.tape(Built::Dispatch { region, params }));
         let ports = Arc::new(DispatchPorts {
             node: Arc::clone(&node),
         });
-        let r = spawn_linked(machine, ports, self.args.clock, me).await?;
+        let r = spawn_linked(machine, ports, self.args.clock, tape, me).await?;
         // A new dispatcher learns the members from the view, and every GPU
         // of this node reports to it at once (the others on their next
         // view or heartbeat).
@@ -381,10 +404,17 @@ impl Actor for NodeRoot {
         let seed = placement::mix64(u64::from(node.me.0) ^ args.clock.now_ms());
         let params = membership_params(&args.timing);
         let machine = MembershipMachine::new(Arc::clone(&node.topo), node.me, params, seed);
+        let tape = node.recorder.get().map(|rec| {
+            rec.tape(Built::Membership {
+                node: node.me,
+                params,
+                seed,
+            })
+        });
         let ports = Arc::new(MembershipPorts {
             node: Arc::clone(&node),
         });
-        let m = spawn_linked(machine, ports, args.clock, &myself.get_cell()).await?;
+        let m = spawn_linked(machine, ports, args.clock, tape, &myself.get_cell()).await?;
         node.router.locals().membership = Some(hosted(&m));
         Ok(args)
     }
