@@ -29,7 +29,7 @@ pub struct ReplayArgs {
     /// the machines would have decided otherwise. Keys: channel.retry_base_ms,
     /// channel.retry_max_ms, channel.stage_attempts_max,
     /// channel.dispatch_timeout_ms, channel.job_grace_ms,
-    /// channel.publish_timeout_ms, membership.lease_ms, membership.renew_ms,
+    /// channel.publish_timeout_ms, channel.plan_lead_ms, membership.lease_ms, membership.renew_ms,
     /// membership.monitors.
     #[arg(long, value_name = "KEY=VALUE")]
     set: Vec<String>,

@@ -43,6 +43,7 @@ pub const PARAMS: &[&str] = &[
     "channel.dispatch_timeout_ms",
     "channel.job_grace_ms",
     "channel.publish_timeout_ms",
+    "channel.plan_lead_ms",
     "membership.lease_ms",
     "membership.renew_ms",
     "membership.monitors",
@@ -218,6 +219,7 @@ fn apply_set(built: &mut Built, set: &[(String, u64)]) -> Result<(), String> {
                 "channel.dispatch_timeout_ms" => params.dispatch_timeout_ms = *v,
                 "channel.job_grace_ms" => params.job_grace_ms = *v,
                 "channel.publish_timeout_ms" => params.publish_timeout_ms = *v,
+                "channel.plan_lead_ms" => params.plan_lead_ms = *v,
                 _ => {}
             },
             Built::Membership { params, .. } => match k.as_str() {

@@ -48,6 +48,13 @@ pub fn segments(node_dir: &Path) -> Result<Vec<(u64, u64, PathBuf)>, String> {
     Ok(out)
 }
 
+/// Whether the writer goes on after a batch.
+enum Taken {
+    More,
+    /// The recorder asked to finish (the empty marker).
+    Finish,
+}
+
 pub struct Writer {
     cfg: RecordConfig,
     node_dir: PathBuf,
@@ -102,8 +109,10 @@ impl Writer {
             if frame.as_ref().is_some_and(Vec::is_empty) {
                 break;
             }
-            if let Err(e) = self.take(frame, &rx, interval) {
-                self.stop(&e);
+            match self.take(frame, &rx, interval) {
+                Ok(Taken::More) => {}
+                Ok(Taken::Finish) => break,
+                Err(e) => self.stop(&e),
             }
         }
         if let Err(e) = self.sync() {
@@ -118,17 +127,21 @@ impl Writer {
         first: Option<Vec<u8>>,
         rx: &Receiver<Vec<u8>>,
         interval: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<Taken, String> {
         if self.stopped.load(Ordering::Relaxed) {
             // Drained so that the shells never wait on a dead recording.
-            while rx.try_recv().is_ok_and(|f| !f.is_empty()) {}
-            return Ok(());
+            while let Ok(f) = rx.try_recv() {
+                if f.is_empty() {
+                    return Ok(Taken::Finish);
+                }
+            }
+            return Ok(Taken::More);
         }
         if let Some(f) = first {
             self.write(&f)?;
             while let Ok(f) = rx.try_recv() {
                 if f.is_empty() {
-                    break;
+                    return Ok(Taken::Finish);
                 }
                 self.write(&f)?;
                 if self.segment_due() {
@@ -142,7 +155,7 @@ impl Writer {
         if self.segment_due() {
             self.rotate()?;
         }
-        Ok(())
+        Ok(Taken::More)
     }
 
     fn write(&mut self, frame: &[u8]) -> Result<(), String> {
