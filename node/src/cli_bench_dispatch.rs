@@ -49,6 +49,10 @@ pub struct DispatchArgs {
     /// How long to measure, after every channel is owned.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// Run the node with the flight recorder on (into <data>/record), and
+    /// report the bytes it wrote.
+    #[arg(long)]
+    record: bool,
 }
 
 /// At most this many channels (one node's supported bound, README).
@@ -131,6 +135,22 @@ fn run_inner(args: &DispatchArgs) -> Result<String, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let cluster_text = cluster_toml(args.channels, args.stages, args.channels_per_project);
+    let recorder = if args.record {
+        let cfg = reelfleet::record::RecordConfig {
+            // Sized for a long run: nothing is deleted while measuring.
+            total_bytes_max: 64 << 30,
+            ..reelfleet::record::RecordConfig::in_dir(&data.join("record"))
+        };
+        Some(reelfleet::record::Recorder::start(
+            &cfg,
+            "n0",
+            0,
+            &cluster_text,
+        )?)
+    } else {
+        None
+    };
     rt.block_on(async move {
         let store = Arc::new(
             AnyStore::open(&url)
@@ -155,13 +175,25 @@ fn run_inner(args: &DispatchArgs) -> Result<String, String> {
             metrics: None,
             metrics_channels_max: reelfleet::live::config::METRICS_CHANNELS_MAX,
             fault_points: Default::default(),
-            recorder: None,
+            recorder,
         })
         .await?;
         let line = measure(&node, &store, args).await;
         node.stop().await;
         line
     })
+}
+
+/// The bytes of a recording folder's files.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|es| {
+            es.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 async fn version(store: &AnyStore) -> Result<u64, String> {
@@ -190,6 +222,9 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let claimed_s = started.elapsed().as_secs_f64();
+    let rec_dir = node.ctx.recorder.get().map(|r| r.node_dir.clone());
+    let bytes = || rec_dir.as_deref().map(dir_bytes).unwrap_or(0);
+    let b0 = bytes();
     let (v0, j0, p0) = (
         version(store).await?,
         m.jobs_ended.load(Ordering::Relaxed),
@@ -205,6 +240,7 @@ async fn measure(
         last = now;
     }
     let secs = t0.elapsed().as_secs_f64();
+    let b1 = bytes();
     let (v1, j1, p1) = (
         version(store).await?,
         m.jobs_ended.load(Ordering::Relaxed),
@@ -214,10 +250,18 @@ async fn measure(
     let commits = v1.saturating_sub(v0) as f64 / secs;
     ended_per_s.sort_unstable();
     let min = ended_per_s.first().copied().unwrap_or(0);
+    let recorded = match rec_dir {
+        Some(_) => format!(
+            "; recording: {:.2} MB/s, {:.0} bytes per stage job",
+            (b1 - b0) as f64 / secs / 1e6,
+            (b1 - b0) as f64 / ((j1 - j0).max(1)) as f64
+        ),
+        None => String::new(),
+    };
     Ok(format!(
         "{} channels ({} to a project) claimed in {claimed_s:.1} s; over {secs:.1} s: {jobs:.0} stage jobs ended/s \
          ({:.0} durable job transitions/s: start and end; slowest second {min} jobs), \
-         {commits:.0} store commits/s ({:.2} jobs per commit), {:.0} videos published/s",
+         {commits:.0} store commits/s ({:.2} jobs per commit), {:.0} videos published/s{recorded}",
         args.channels,
         args.channels_per_project,
         2.0 * jobs,
