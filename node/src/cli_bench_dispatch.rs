@@ -108,6 +108,23 @@ fn check(args: &DispatchArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// With `--record`, the node's recorder, into `<data>/record`.
+fn bench_recorder(
+    args: &DispatchArgs,
+    data: &std::path::Path,
+) -> Result<Option<Arc<reelfleet::record::Recorder>>, String> {
+    if !args.record {
+        return Ok(None);
+    }
+    let cfg = reelfleet::record::RecordConfig {
+        // Sized for a long run: nothing is deleted while measuring.
+        total_bytes_max: 64 << 30,
+        ..reelfleet::record::RecordConfig::in_dir(&data.join("record"))
+    };
+    let text = cluster_toml(args.channels, args.stages, args.channels_per_project);
+    reelfleet::record::Recorder::start(&cfg, "n0", 0, &text).map(Some)
+}
+
 fn run_inner(args: &DispatchArgs) -> Result<String, String> {
     check(args)?;
     let topo = Arc::new(
@@ -135,22 +152,7 @@ fn run_inner(args: &DispatchArgs) -> Result<String, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let cluster_text = cluster_toml(args.channels, args.stages, args.channels_per_project);
-    let recorder = if args.record {
-        let cfg = reelfleet::record::RecordConfig {
-            // Sized for a long run: nothing is deleted while measuring.
-            total_bytes_max: 64 << 30,
-            ..reelfleet::record::RecordConfig::in_dir(&data.join("record"))
-        };
-        Some(reelfleet::record::Recorder::start(
-            &cfg,
-            "n0",
-            0,
-            &cluster_text,
-        )?)
-    } else {
-        None
-    };
+    let recorder = bench_recorder(args, &data)?;
     rt.block_on(async move {
         let store = Arc::new(
             AnyStore::open(&url)
@@ -222,9 +224,14 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let claimed_s = started.elapsed().as_secs_f64();
-    let rec_dir = node.ctx.recorder.get().map(|r| r.node_dir.clone());
+    let rec_dir = node.ctx.recorder.as_ref().map(|r| r.node_dir.clone());
     let bytes = || rec_dir.as_deref().map(dir_bytes).unwrap_or(0);
     let b0 = bytes();
+    let (d0, n0) = (
+        m.publish_delay_ms_sum.load(Ordering::Relaxed),
+        m.publish_delay_count.load(Ordering::Relaxed),
+    );
+    m.publish_delay_ms_max.store(0, Ordering::Relaxed);
     let (v0, j0, p0) = (
         version(store).await?,
         m.jobs_ended.load(Ordering::Relaxed),
@@ -241,6 +248,10 @@ async fn measure(
     }
     let secs = t0.elapsed().as_secs_f64();
     let b1 = bytes();
+    let delays = m.publish_delay_count.load(Ordering::Relaxed) - n0;
+    let delay_mean_ms =
+        (m.publish_delay_ms_sum.load(Ordering::Relaxed) - d0) as f64 / delays.max(1) as f64;
+    let delay_max_ms = m.publish_delay_ms_max.load(Ordering::Relaxed);
     let (v1, j1, p1) = (
         version(store).await?,
         m.jobs_ended.load(Ordering::Relaxed),
@@ -261,7 +272,8 @@ async fn measure(
     Ok(format!(
         "{} channels ({} to a project) claimed in {claimed_s:.1} s; over {secs:.1} s: {jobs:.0} stage jobs ended/s \
          ({:.0} durable job transitions/s: start and end; slowest second {min} jobs), \
-         {commits:.0} store commits/s ({:.2} jobs per commit), {:.0} videos published/s{recorded}",
+         {commits:.0} store commits/s ({:.2} jobs per commit), {:.0} videos published/s \
+         (after their slots' instants: mean {delay_mean_ms:.0} ms, max {delay_max_ms} ms){recorded}",
         args.channels,
         args.channels_per_project,
         2.0 * jobs,

@@ -119,6 +119,13 @@ fn run_inner(args: &ReplayArgs) -> Result<bool, String> {
             ));
         }
     }
+    if let Some(m) = &opts.machine {
+        if identical + diverged + skipped == 0 {
+            return Err(format!(
+                "no machine {m:?} in the recording (names: channel:NAME, gpu:gN, dispatch:REGION, membership:NODE)"
+            ));
+        }
+    }
     if let Some(f) = file.as_mut() {
         std::io::Write::flush(f).map_err(|e| format!("trace file: {e}"))?;
     }

@@ -212,7 +212,7 @@ fn bench_dispatch_refuses_bad_arguments_and_measures_a_real_node() {
         // Two channels, one second: each job leaves artifact files, and
         // deleting tens of thousands takes minutes on some disks.
         .args(["bench-dispatch", "--data", "bd", "--channels", "2"])
-        .args(["--seconds", "1"])
+        .args(["--seconds", "1", "--record"])
         .env("RUST_LOG", "warn")
         .current_dir(dir.path())
         .output()
@@ -225,6 +225,90 @@ fn bench_dispatch_refuses_bad_arguments_and_measures_a_real_node() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no jobs/s in {line}"));
     assert!(jobs > 0.0, "{line}");
+    assert!(line.contains("; recording: "), "{line}");
+    // What it recorded replays identically.
+    let out = reelfleet(&["replay", "bd/record", "--quiet"], dir.path());
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}{}", stderr(&out));
+    assert!(said.contains(" 0 diverged"), "{said}");
+    let out = reelfleet(
+        &["replay", "bd/record", "--machine", "channel:nope"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no machine \"channel:nope\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_bad_record_table_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().expect("dir");
+    for (extra, says) in [
+        (
+            "[record]\ndir = \"rec\"\nsegment_bytes = 10\n",
+            "record.segment_bytes",
+        ),
+        (
+            "[record]\ndir = \"rec\"\nsegment_bytes = 1048576\ntotal_bytes_max = 1048576\n",
+            "total_bytes_max",
+        ),
+        ("[record]\ndri = \"rec\"\n", "dri"),
+    ] {
+        node_setup(dir.path(), "workstation", extra);
+        let out = reelfleet(&["node", "--config", "node.toml"], dir.path());
+        assert_refused_and_nothing_written(dir.path(), &out, &[says]);
+        assert!(!dir.path().join("rec").exists());
+    }
+}
+
+#[test]
+fn replay_refuses_what_is_not_a_recording_and_names_why() {
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path();
+    let out = reelfleet(&["replay", "nowhere"], d);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("nowhere"), "{}", stderr(&out));
+    std::fs::create_dir_all(d.join("empty")).expect("dir");
+    let out = reelfleet(&["replay", "empty"], d);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no recording here"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::create_dir_all(d.join("foreign/n1")).expect("dir");
+    std::fs::write(
+        d.join("foreign/n1/run-000001-seg-000001.rfr"),
+        b"PK\x03\x04 a zip",
+    )
+    .expect("write");
+    let out = reelfleet(&["replay", "foreign"], d);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("run-000001-seg-000001.rfr at byte 0")
+            && err.contains("not a reelfleet recording"),
+        "{err}"
+    );
+    let out = reelfleet(&["replay", "foreign", "--set", "channel.lease=5"], d);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unknown parameter"),
+        "{}",
+        stderr(&out)
+    );
+    let out = reelfleet(
+        &["replay", "foreign", "--set", "channel.retry_base_ms=soon"],
+        d,
+    );
+    assert!(
+        stderr(&out).contains("not a whole number"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// `bench-quic` refuses impossible counts before it writes anything, and a

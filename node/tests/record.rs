@@ -105,3 +105,68 @@ fn three_recorded_nodes_replay_identically_through_a_kill_and_a_freeze() {
     );
     assert!(out.contains("input:    Tick"), "{out}");
 }
+
+/// A node whose recording disk fills (its next segment is /dev/full, so
+/// writes fail with ENOSPC) logs once, sets `reelfleet_record_stopped`,
+/// and goes on publishing.
+#[test]
+fn a_node_whose_recording_disk_fills_keeps_publishing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let rec = tempfile::tempdir().expect("tempdir");
+    let rec_dir = rec.path().to_path_buf();
+    let with_record = |n: &str, cfg: String| {
+        if n != "n1" {
+            return cfg;
+        }
+        format!(
+            "{cfg}[record]\ndir = \"{}\"\nsegment_bytes = 131072\ntotal_bytes_max = 67108864\n",
+            rec_dir.display()
+        )
+    };
+    let Some(mut fleet) = start_fleet_with(&with_record) else {
+        return;
+    };
+    let n1_dir = rec_dir.join("n1");
+    let first = n1_dir.join("run-000001-seg-000001.rfr");
+    let t = Instant::now();
+    while !first.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "n1 never began recording"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::os::unix::fs::symlink("/dev/full", n1_dir.join("run-000001-seg-000002.rfr"))
+        .expect("symlink");
+    let t = Instant::now();
+    while fleet.nodes[0].metric("reelfleet_record_stopped") != Some(1) {
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "the recording never filled its first segment and failed:\n{}",
+            fleet.nodes[0].log_text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let log = fleet.nodes[0].log_text();
+    assert_eq!(log.matches("recording stopped").count(), 1, "{log}");
+    // n1 goes on: it still owns channels and they still publish.
+    let n1 = fleet.node_id("n1");
+    let mine: Vec<_> = fleet
+        .owners()
+        .into_iter()
+        .filter(|(_, o)| o.node == Some(n1))
+        .map(|(c, _)| c)
+        .collect();
+    assert!(!mine.is_empty(), "n1 owns nothing");
+    let before = fleet.published_count();
+    fleet.wait_progress(&mine, &before);
+    assert!(fleet.nodes[0]
+        .child
+        .as_mut()
+        .expect("n1")
+        .try_wait()
+        .expect("wait")
+        .is_none());
+    fleet.kill_all();
+    fleet.audit();
+}

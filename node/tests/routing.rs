@@ -88,6 +88,7 @@ async fn live_node(
         publisher: Arc::new(DirectoryPublisher::new(dir.join("published")).expect("publisher")),
         fault_points: Default::default(),
         clock: reelfleet::live::clock::Clock::new(),
+        recorder: None,
     };
     let node = build_ports(spec, me, Arc::new(Recorder(Arc::clone(&seen)))).expect("ports");
     let tap: RouteTap = {

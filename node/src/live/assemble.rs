@@ -34,6 +34,8 @@ pub struct PortsSpec {
     pub fault_points: super::fault_points::FaultPoints,
     /// The node's clock (the one its transport answers clock probes with).
     pub clock: Clock,
+    /// The flight recorder, when the node records.
+    pub recorder: Option<Arc<crate::record::Recorder>>,
 }
 
 /// The ports of node `me`, sending to other nodes through `outbox`.
@@ -93,6 +95,6 @@ pub fn build_ports(
         timing: spec.timing,
         work: OnceLock::new(),
         tap: OnceLock::new(),
-        recorder: OnceLock::new(),
+        recorder: spec.recorder,
     }))
 }

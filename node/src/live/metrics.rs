@@ -80,7 +80,7 @@ pub fn render(nodes: &[&Metrics]) -> String {
 
 /// Every family this process may export, with its HELP text. A family
 /// shows only once it has a series.
-pub const FAMILIES: [(&str, &str, &str); 49] = [
+pub const FAMILIES: [(&str, &str, &str); 52] = [
     (
         "reelfleet_build_info",
         "gauge",
@@ -322,6 +322,21 @@ pub const FAMILIES: [(&str, &str, &str); 49] = [
         "A peer's clock minus this node's, as last probed (a node further than timing.clock_offset_max_ms from most peers stops).",
     ),
     (
+        "reelfleet_record_bytes_total",
+        "counter",
+        "Bytes the flight recorder wrote (--record): machines' constructions, inputs and effect digests.",
+    ),
+    (
+        "reelfleet_record_segments_dropped_total",
+        "counter",
+        "Recording segments deleted (oldest first) to keep the recording under record.total_bytes_max.",
+    ),
+    (
+        "reelfleet_record_stopped",
+        "gauge",
+        "1 once a write of the flight recording failed (a full disk): the recording stopped, the node goes on.",
+    ),
+    (
         "reelfleet_http_requests_total",
         "counter",
         "Requests to the metrics and health listener, by path and status.",
@@ -354,6 +369,11 @@ pub struct Metrics {
     pub jobs_running: AtomicU64,
     /// Stage jobs that ended on this node, however (`bench-dispatch`).
     pub jobs_ended: AtomicU64,
+    /// Published videos' delay after their slots' instants: sum, count
+    /// and largest since last reset (`bench-dispatch`).
+    pub publish_delay_ms_sum: AtomicU64,
+    pub publish_delay_count: AtomicU64,
+    pub publish_delay_ms_max: AtomicU64,
     pub channels_owned: AtomicU64,
     pub actor_restarts: AtomicU64,
     pub gpus: Mutex<Vec<GpuRow>>,
@@ -381,6 +401,9 @@ impl Metrics {
             videos_failed: AtomicU64::new(0),
             jobs_running: AtomicU64::new(0),
             jobs_ended: AtomicU64::new(0),
+            publish_delay_ms_sum: AtomicU64::new(0),
+            publish_delay_count: AtomicU64::new(0),
+            publish_delay_ms_max: AtomicU64::new(0),
             channels_owned: AtomicU64::new(0),
             actor_restarts: AtomicU64::new(0),
             gpus: Mutex::new(Vec::new()),
@@ -412,6 +435,9 @@ impl Metrics {
         histogram!("reelfleet_video_cost_usd", "node" => self.node.clone(), "outcome" => outcome)
             .record(cost_usd);
         if let Some(ms) = late_ms {
+            self.publish_delay_ms_sum.fetch_add(ms, Ordering::Relaxed);
+            self.publish_delay_count.fetch_add(1, Ordering::Relaxed);
+            self.publish_delay_ms_max.fetch_max(ms, Ordering::Relaxed);
             histogram!("reelfleet_video_publish_delay_seconds", "node" => self.node.clone())
                 .record(ms as f64 / 1000.0);
         }

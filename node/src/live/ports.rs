@@ -65,7 +65,7 @@ pub struct NodePorts {
     pub work: OnceLock<Mailbox<WorkMsg>>,
     pub tap: OnceLock<RouteTap>,
     /// The flight recorder, when this node records (`--record`).
-    pub recorder: OnceLock<Arc<crate::record::Recorder>>,
+    pub recorder: Option<Arc<crate::record::Recorder>>,
 }
 
 /// The machine a route came from, and how to reach it.

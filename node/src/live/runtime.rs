@@ -197,7 +197,6 @@ impl RunningNode {
         check_clock_at_start(&net, &resolve, &spec.name, &peers, clock, clock_max_ms).await?;
         let (gpu, metrics_at) = (spec.gpu.clone(), spec.metrics);
         let channels_max = spec.metrics_channels_max;
-        let recorder = spec.recorder;
         let outbox = Arc::new(QuicOutbox {
             topo: Arc::clone(&spec.topo),
             net: Arc::clone(&net),
@@ -212,12 +211,10 @@ impl RunningNode {
             publisher: spec.publisher,
             fault_points: spec.fault_points,
             clock,
+            recorder: spec.recorder,
         };
         let node = build_ports(parts, me, outbox)?;
         let _ = cell.set(Arc::downgrade(&node));
-        if let Some(r) = recorder {
-            let _ = node.recorder.set(r);
-        }
         wire_transport(&net, &node);
         let metrics_addr = serve_pages(&node, &net, metrics_at).await?;
         let loops = [
@@ -281,7 +278,7 @@ impl RunningNode {
         self.ctx.jobs.cancel_all();
         self.net.close();
         // What the machines were fed up to here is written and synced.
-        if let Some(r) = self.ctx.recorder.get().cloned() {
+        if let Some(r) = self.ctx.recorder.clone() {
             let _ = tokio::task::spawn_blocking(move || r.finish()).await;
         }
     }

@@ -140,7 +140,7 @@ impl WorkState {
             node: Arc::clone(&node),
             fence,
         });
-        let tape = node.recorder.get().map(|rec| {
+        let tape = node.recorder.as_ref().map(|rec| {
             rec.tape(Built::Channel {
                 channel,
                 node: node.me,
@@ -171,7 +171,7 @@ impl WorkState {
             ..GpuParams::default()
         };
         let machine = GpuMachine::new(gpu, g.memory_bytes, g.cost_per_hour_micros, params);
-        let tape = node.recorder.get().map(|rec| {
+        let tape = node.recorder.as_ref().map(|rec| {
             rec.tape(Built::Gpu {
                 gpu,
                 memory_bytes: g.memory_bytes,
@@ -192,7 +192,7 @@ impl WorkState {
         let machine = DispatchMachine::new(Arc::clone(&node.topo), region, params);
         let tape = node
             .recorder
-            .get()
+            .as_ref()
             .map(|rec| rec.tape(Built::Dispatch { region, params }));
         let ports = Arc::new(DispatchPorts {
             node: Arc::clone(&node),
@@ -404,7 +404,7 @@ impl Actor for NodeRoot {
         let seed = placement::mix64(u64::from(node.me.0) ^ args.clock.now_ms());
         let params = membership_params(&args.timing);
         let machine = MembershipMachine::new(Arc::clone(&node.topo), node.me, params, seed);
-        let tape = node.recorder.get().map(|rec| {
+        let tape = node.recorder.as_ref().map(|rec| {
             rec.tape(Built::Membership {
                 node: node.me,
                 params,

@@ -98,15 +98,6 @@ pub fn encode_header(h: &SegmentHeader, machines_version: u64) -> Vec<u8> {
     out
 }
 
-/// Frames `body` as one record.
-pub fn frame(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
 pub fn built_body(e: &BuiltEntry) -> Vec<u8> {
     let mut body = vec![TAG_BUILT];
     // Serialising plain data into a Vec cannot fail.

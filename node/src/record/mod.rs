@@ -20,7 +20,6 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -89,13 +88,9 @@ impl RecordConfig {
     }
 }
 
-/// Records waiting for the writer: beyond this many the shells wait for
-/// it (the recording is complete or stopped, never silently thinned).
-const QUEUE_RECORDS_MAX: usize = 65_536;
-
 /// One node's recorder, shared by its shells.
 pub struct Recorder {
-    tx: SyncSender<Vec<u8>>,
+    queue: Arc<writer::Queue>,
     stopped: Arc<AtomicBool>,
     next_machine: AtomicU64,
     pub run: u64,
@@ -121,7 +116,8 @@ impl Recorder {
         std::fs::write(&cluster, cluster_text)
             .map_err(|e| format!("record: cannot write {}: {e}", cluster.display()))?;
         let stopped = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_RECORDS_MAX);
+        let queue = Arc::new(writer::Queue::default());
+        let rx = Arc::clone(&queue);
         let w = writer::Writer::new(
             cfg.clone(),
             node_dir.clone(),
@@ -136,7 +132,7 @@ impl Recorder {
             .map_err(|e| format!("record: cannot start the writer thread: {e}"))?;
         tracing::info!(dir = %node_dir.display(), run, "recording every machine's inputs");
         Ok(Arc::new(Recorder {
-            tx,
+            queue,
             stopped,
             next_machine: AtomicU64::new(1),
             run,
@@ -152,8 +148,7 @@ impl Recorder {
 
     fn send(&self, body: &[u8]) {
         if !self.stopped() {
-            // The writer only goes away with the recorder.
-            let _ = self.tx.send(format::frame(body));
+            self.queue.push(body, &self.stopped);
         }
     }
 
@@ -171,8 +166,7 @@ impl Recorder {
 
     /// Writes what is queued and waits for the writer (a node stopping).
     pub fn finish(&self) {
-        // A marker the writer takes as "flush, sync and end".
-        let _ = self.tx.send(Vec::new());
+        self.queue.finish();
         if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
             let _ = h.join();
         }

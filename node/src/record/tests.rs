@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use actors::machine::Machine;
 use actors::membership::{MembershipEffect, MembershipInput, MembershipMachine, MembershipParams};
 use actors::store::MemStore;
 use topology::{NodeId, Topology};
