@@ -106,8 +106,8 @@ fn three_recorded_nodes_replay_identically_through_a_kill_and_a_freeze() {
     assert!(out.contains("input:    Tick"), "{out}");
 }
 
-/// A node whose recording disk fills (its next segment is /dev/full, so
-/// writes fail with ENOSPC) logs once, sets `reelfleet_record_stopped`,
+/// A node whose recording disk fills (its later segments are /dev/full,
+/// so writes fail with ENOSPC) logs once, sets `reelfleet_record_stopped`,
 /// and goes on publishing.
 #[test]
 fn a_node_whose_recording_disk_fills_keeps_publishing() {
@@ -119,7 +119,7 @@ fn a_node_whose_recording_disk_fills_keeps_publishing() {
             return cfg;
         }
         format!(
-            "{cfg}[record]\ndir = \"{}\"\nsegment_bytes = 131072\ntotal_bytes_max = 67108864\n",
+            "{cfg}[record]\ndir = \"{}\"\nsegment_bytes = 16384\ntotal_bytes_max = 67108864\n",
             rec_dir.display()
         )
     };
@@ -136,8 +136,14 @@ fn a_node_whose_recording_disk_fills_keeps_publishing() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    std::os::unix::fs::symlink("/dev/full", n1_dir.join("run-000001-seg-000002.rfr"))
-        .expect("symlink");
+    // Every later segment is /dev/full (a segment the writer began before
+    // these links exist stays a file; the next one it opens is a link).
+    for seg in 2..=500 {
+        let _ = std::os::unix::fs::symlink(
+            "/dev/full",
+            n1_dir.join(format!("run-000001-seg-{seg:06}.rfr")),
+        );
+    }
     let t = Instant::now();
     while fleet.nodes[0].metric("reelfleet_record_stopped") != Some(1) {
         assert!(
