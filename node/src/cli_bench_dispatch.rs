@@ -206,24 +206,29 @@ async fn version(store: &AnyStore) -> Result<u64, String> {
     Ok(snap.version())
 }
 
+/// Waits until the node owns all `channels`; how long that took, in s.
+async fn wait_owned(node: &RunningNode, channels: u32) -> Result<f64, String> {
+    let m = &node.ctx.metrics;
+    let started = Instant::now();
+    while m.channels_owned.load(Ordering::Relaxed) < u64::from(channels) {
+        if started.elapsed() > Duration::from_secs(300) {
+            return Err(format!(
+                "only {} of {channels} channels owned after 300 s",
+                m.channels_owned.load(Ordering::Relaxed),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
 async fn measure(
     node: &RunningNode,
     store: &AnyStore,
     args: &DispatchArgs,
 ) -> Result<String, String> {
     let m = &node.ctx.metrics;
-    let started = Instant::now();
-    while m.channels_owned.load(Ordering::Relaxed) < u64::from(args.channels) {
-        if started.elapsed() > Duration::from_secs(300) {
-            return Err(format!(
-                "only {} of {} channels owned after 300 s",
-                m.channels_owned.load(Ordering::Relaxed),
-                args.channels
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let claimed_s = started.elapsed().as_secs_f64();
+    let claimed_s = wait_owned(node, args.channels).await?;
     let rec_dir = node.ctx.recorder.as_ref().map(|r| r.node_dir.clone());
     let bytes = || rec_dir.as_deref().map(dir_bytes).unwrap_or(0);
     let b0 = bytes();
