@@ -34,11 +34,11 @@ pub struct DrainRequest {
 }
 
 /// The drain request for `node`, if there is one.
-pub async fn drain_requested(store: &AnyStore, node: &str) -> Result<Option<DrainRequest>, String> {
-    let got = store
-        .get(&[drain_key(node)])
-        .await
-        .map_err(|e| format!("cannot read this node's requests from the store: {e}"))?;
+pub async fn drain_requested(
+    store: &AnyStore,
+    node: &str,
+) -> Result<Option<DrainRequest>, actors::store::StoreError> {
+    let got = store.get(&[drain_key(node)]).await?;
     Ok(got.into_iter().next().flatten().map(|e| {
         serde_json::from_slice(&e.value).unwrap_or(DrainRequest {
             by: "?".into(),

@@ -17,7 +17,7 @@ use ractor::{Actor, ActorRef};
 use actors::gpu::GpuInput;
 use actors::membership::MembershipInput;
 use actors::node::Local;
-use actors::store::{Txn, Write};
+use actors::store::{StoreError, Txn, Write};
 use topology::{NodeId, Topology};
 
 use super::assemble::{build_ports, PortsSpec};
@@ -108,9 +108,41 @@ fn resolver(store: &Arc<AnyStore>) -> Resolve {
     })
 }
 
+/// How long a starting node's first reads and writes wait out a store
+/// that is briefly unavailable (an etcd member electing a leader just
+/// after a restart) before the start fails.
+const START_STORE_WAIT: Duration = Duration::from_secs(30);
+
+/// Runs `op` until it does not fail as unavailable, or
+/// [`START_STORE_WAIT`] has passed (each wait logged). Only for start-up
+/// steps that may run twice: a read, or a write of the same value.
+async fn waiting_out_unavailable<T, F, Fut>(what: &str, op: F) -> Result<T, String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let started = std::time::Instant::now();
+    let mut wait = Duration::from_millis(250);
+    loop {
+        match op().await {
+            Err(StoreError::Unavailable(why)) if started.elapsed() + wait < START_STORE_WAIT => {
+                tracing::warn!(retry_in_ms = wait.as_millis() as u64, %why, "{what}: the store is unavailable; waiting for it");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(format!("{what}: {e}")),
+            Ok(v) => return Ok(v),
+        }
+    }
+}
+
 /// A node drained through the admin RPC stays out until undrained.
 async fn refuse_if_drained(spec: &NodeSpec) -> Result<(), String> {
-    match super::requests::drain_requested(&spec.store, &spec.name).await? {
+    let found = waiting_out_unavailable("cannot read this node's requests from the store", || {
+        super::requests::drain_requested(&spec.store, &spec.name)
+    })
+    .await?;
+    match found {
         Some(r) => Err(format!(
             "{DRAINED_PREFIX}node {:?} was drained by {} at {} (Unix ms); \
              `reelfleet ctl undrain {}` lets it run again",
@@ -134,10 +166,10 @@ async fn advertise(store: &AnyStore, name: &str, quic: SocketAddr) -> Result<Soc
             advertised.to_string().into_bytes(),
         )],
     };
-    store
-        .commit(&txn)
-        .await
-        .map_err(|e| format!("cannot publish this node's address in the store: {e:?}"))?;
+    waiting_out_unavailable("cannot publish this node's address in the store", || {
+        store.commit(&txn)
+    })
+    .await?;
     Ok(advertised)
 }
 
