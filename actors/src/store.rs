@@ -258,6 +258,18 @@ impl MemStore {
         self.version
     }
 
+    /// A store holding exactly `entries`, each at its own version; the
+    /// store's version is the newest of them (a starting state rebuilt
+    /// from elsewhere: a flight recording).
+    pub fn with_entries(entries: impl IntoIterator<Item = Entry>) -> MemStore {
+        let mut s = MemStore::new();
+        for e in entries {
+            s.version = s.version.max(e.version);
+            s.data.insert(e.key, (e.value, e.version));
+        }
+        s
+    }
+
     pub fn len(&self) -> usize {
         self.data.len()
     }

@@ -34,6 +34,22 @@ pub struct SimArgs {
     /// Threads for --swarm (default: all cores).
     #[arg(long)]
     jobs: Option<usize>,
+    /// Start from a flight recording's state (`reelfleet node --record`):
+    /// the store as the recorded nodes saw it at --at, their cluster
+    /// config as the fleet; the scenario file gives the faults, the
+    /// parameters (the "what if") and the bounds.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "scenario_file",
+        requires = "at",
+        conflicts_with = "swarm"
+    )]
+    from_recording: Option<PathBuf>,
+    /// With --from-recording: the moment to start from, on the recorded
+    /// nodes' clocks (Unix ms).
+    #[arg(long, value_name = "MS", requires = "from_recording")]
+    at: Option<u64>,
 }
 
 /// Prints to stdout; a closed pipe (`| head`) ends the output quietly
@@ -72,6 +88,17 @@ pub fn run(args: SimArgs) -> i32 {
         }
         return 0;
     }
+    // A recording's fleet replaces the file's: its faults are checked
+    // against the recorded nodes, not the file's own fleet.
+    if let (Some(dir), Some(at)) = (&args.from_recording, args.at) {
+        return match from_recording(&args, dir, at) {
+            Ok((scenario, entries)) => run_one(&args, &|_| Ok(scenario.clone()), entries),
+            Err(e) => {
+                eprintln!("error: {e}");
+                2
+            }
+        };
+    }
     let make = match scenario_maker(&args) {
         Ok(m) => m,
         Err(e) => {
@@ -82,7 +109,7 @@ pub fn run(args: SimArgs) -> i32 {
     if args.swarm {
         run_many(&args, make)
     } else {
-        run_one(&args, &make)
+        run_one(&args, &make, Vec::new())
     }
 }
 
@@ -182,8 +209,58 @@ fn failed_seeds(result: &sim::swarm::SwarmResult) -> String {
     format!(" (seeds {})", seeds.join(", "))
 }
 
+/// The scenario file run on a recording's fleet from its state at `at_ms`:
+/// the file's `[fleet]` or `[topology]` is replaced by the recorded cluster
+/// config (so that its faults name the recorded nodes), its start by
+/// `at_ms`; and the store's entries at that moment.
+fn from_recording(
+    args: &SimArgs,
+    dir: &std::path::Path,
+    at_ms: u64,
+) -> Result<(sim::Scenario, Vec<actors::store::Entry>), String> {
+    use reelfleet::record::{read, state};
+    let path = args
+        .scenario_file
+        .as_ref()
+        .ok_or("--from-recording needs --scenario-file")?;
+    let mut recs = Vec::new();
+    for d in read::node_dirs(dir)? {
+        recs.push(read::read_node(&d).map_err(|e| e.to_string())?);
+    }
+    let at = state::store_at(&recs, at_ms)?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read scenario file {}: {e}", path.display()))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("scenario file {}: {e}", path.display()))?;
+    let cluster: toml::Table = toml::from_str(&at.cluster_text)
+        .map_err(|e| format!("the recording's cluster config: {e}"))?;
+    table.remove("fleet");
+    table.insert("topology".into(), toml::Value::Table(cluster));
+    let merged = toml::to_string(&table).map_err(|e| format!("scenario file: {e}"))?;
+    let mut scenario = sim::scenario_file::load(&merged).map_err(|e| {
+        format!(
+            "scenario file {} on the recording's fleet:\n{e}",
+            path.display()
+        )
+    })?;
+    scenario.start_utc_ms = at_ms;
+    out(&format!(
+        "from the recording of {} at {at_ms}: store version {}, {} keys (from {} read entries and {} commits)\n",
+        at.nodes.join(", "),
+        at.cut,
+        at.entries.len(),
+        at.reads,
+        at.commits
+    ));
+    Ok((scenario, at.entries))
+}
+
 /// One run of `--seed`, with its summary as text or JSON.
-fn run_one(args: &SimArgs, make: &MakeScenario) -> i32 {
+fn run_one(
+    args: &SimArgs,
+    make: &dyn Fn(u64) -> Result<sim::Scenario, String>,
+    initial: Vec<actors::store::Entry>,
+) -> i32 {
     let scenario = match make(args.seed) {
         Ok(s) => s,
         Err(e) => {
@@ -202,7 +279,7 @@ fn run_one(args: &SimArgs, make: &MakeScenario) -> i32 {
         None => None,
     };
     let started = std::time::Instant::now();
-    let summary = sim::run(scenario, args.seed, trace);
+    let summary = sim::run_from(scenario, args.seed, trace, initial);
     let secs = started.elapsed().as_secs_f64();
     if args.json {
         match serde_json::to_string_pretty(&summary) {

@@ -345,3 +345,41 @@ fn bench_quic_refuses_bad_counts_and_measures_real_transports() {
     assert!(per_s > 0.0, "{line}");
     assert!(line.contains("0 dropped"), "{line}");
 }
+
+#[test]
+fn sim_from_a_recording_needs_a_recording_and_a_moment() {
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("empty")).expect("dir");
+    std::fs::write(d.join("s.toml"), "name = \"s\"\nduration_s = 60\n").expect("write");
+    let out = reelfleet(
+        &[
+            "sim",
+            "--scenario-file",
+            "s.toml",
+            "--from-recording",
+            "empty",
+            "--at",
+            "5",
+        ],
+        d,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no recording here"),
+        "{}",
+        stderr(&out)
+    );
+    let out = reelfleet(
+        &[
+            "sim",
+            "--scenario-file",
+            "s.toml",
+            "--from-recording",
+            "empty",
+        ],
+        d,
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--at"), "{}", stderr(&out));
+}

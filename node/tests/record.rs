@@ -55,6 +55,12 @@ fn three_recorded_nodes_replay_identically_through_a_kill_and_a_freeze() {
     let cfg = std::fs::read_to_string(fleet.root().join(format!("{name}.toml"))).expect("config");
     let port = fleet.nodes[victim].metrics_port;
     fleet.nodes[victim] = spawn_node(fleet.root(), name, &cfg, port);
+    // A moment to start the simulator from, later (the nodes' clocks are
+    // the wall clock).
+    let mid_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
     // A SIGSTOP longer than the lease of the (then) busiest node: it is
     // fenced when it thaws.
     fleet.wait_steady(12);
@@ -104,6 +110,8 @@ fn three_recorded_nodes_replay_identically_through_a_kill_and_a_freeze() {
         "{out}"
     );
     assert!(out.contains("input:    Tick"), "{out}");
+
+    what_if_from(&rec_dir, mid_ms);
 }
 
 /// A node whose recording disk fills (its later segments are /dev/full,
@@ -175,4 +183,37 @@ fn a_node_whose_recording_disk_fills_keeps_publishing() {
         .is_none());
     fleet.kill_all();
     fleet.audit();
+}
+
+/// The simulator from the recorded state at `mid_ms`: the recorded
+/// fleet, its store as the nodes saw it then, and a what-if (a longer
+/// lease, and n2 crashing 30 s in). It publishes from there without
+/// publishing any recorded video again (invariant 1 against the recorded
+/// uploads) and keeps every invariant.
+fn what_if_from(rec_dir: &Path, mid_ms: u64) {
+    let scenario = rec_dir.join("what-if.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"what-if\"\nduration_s = 120\nliveness_s = 600\nrecovery_bound_ms = 15000\n\
+         [params]\nlease_ms = 4000\nrenew_ms = 1000\n\
+         [[faults]]\nat_s = 30\nkind = \"crash-node\"\nnode = \"n2\"\n",
+    )
+    .expect("scenario");
+    let out = Command::new(env!("CARGO_BIN_EXE_reelfleet"))
+        .args(["sim", "--scenario-file"])
+        .arg(&scenario)
+        .arg("--from-recording")
+        .arg(rec_dir)
+        .args(["--at", &mid_ms.to_string()])
+        .output()
+        .expect("run reelfleet sim");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("from the recording of n1, n2, n3 at"),
+        "{said}"
+    );
+    assert!(said.contains("scenario what-if seed 1: ok"), "{said}");
+    assert!(said.contains("crash n2 at 30000 ms"), "{said}");
 }

@@ -27,11 +27,24 @@ pub use scenario::Scenario;
 /// machine's assertion, the simulator's own) is a failure of this seed,
 /// reported with its message and the last events, never lost.
 pub fn run(scenario: Scenario, seed: u64, trace_file: Option<std::fs::File>) -> Summary {
+    run_from(scenario, seed, trace_file, Vec::new())
+}
+
+/// As [`run`], from a store that already holds `initial` (a flight
+/// recording's state at one moment: `reelfleet sim --from-recording`).
+pub fn run_from(
+    scenario: Scenario,
+    seed: u64,
+    trace_file: Option<std::fs::File>,
+    initial: Vec<actors::store::Entry>,
+) -> Summary {
     use std::panic::{catch_unwind, AssertUnwindSafe};
     let name = scenario.name.clone();
     actors::probe::start_counting();
     let built = catch_unwind(AssertUnwindSafe(|| {
-        world::World::new(scenario, seed, trace::Trace::new(trace_file))
+        let mut w = world::World::new(scenario, seed, trace::Trace::new(trace_file));
+        w.seed_state(initial);
+        w
     }));
     let mut w = match built {
         Ok(w) => w,

@@ -13,6 +13,7 @@
 pub mod format;
 pub mod read;
 pub mod replay;
+pub mod state;
 pub mod writer;
 
 #[cfg(test)]

@@ -228,7 +228,7 @@ impl World {
     }
 
     /// Every video record in the store, active and done.
-    fn video_records(&self) -> Vec<(ChannelId, VideoRecord)> {
+    pub(super) fn video_records(&self) -> Vec<(ChannelId, VideoRecord)> {
         let mut all = Vec::new();
         for prefix in [b"va/".as_slice(), b"vd/".as_slice()] {
             for (k, v, _) in self.store.scan(prefix, &prefix_end(prefix)) {
@@ -255,7 +255,10 @@ impl World {
                 .unwrap_or_default();
             let videos = cost_by_channel.get(&ch).copied().unwrap_or(0);
             let truth = self.truth.cost_by_channel.get(&ch).copied().unwrap_or(0);
-            if rec.spent_total_micros != videos || truth > rec.spent_total_micros {
+            let before = self.baseline.spend_micros.get(&ch).copied().unwrap_or(0);
+            if i128::from(rec.spent_total_micros) != i128::from(videos) + before
+                || truth > rec.spent_total_micros
+            {
                 return Err(Violation::new(
                     Invariant::LedgersMatchReality,
                     format!(
@@ -286,7 +289,8 @@ impl World {
             let ledger = self.watch.ledger_units.get(&p).copied().unwrap_or(0);
             let videos = quota_by_project.get(&p).copied().unwrap_or(0);
             let charged = self.api.charged_total.get(&p).copied().unwrap_or(0);
-            if ledger != videos || charged > ledger {
+            let before = self.baseline.quota_units.get(&p).copied().unwrap_or(0);
+            if i128::from(ledger) != i128::from(videos) + before || charged > ledger {
                 return Err(Violation::new(
                     Invariant::LedgersMatchReality,
                     format!(

@@ -41,12 +41,14 @@ mod lifecycle;
 mod network;
 mod nodes;
 mod publishing;
+mod seed;
 mod store;
 mod trace_codes;
 
 use events::{Ev, Scheduled};
 use hardware::GpuHw;
 use nodes::SimNode;
+use seed::Baseline;
 
 #[derive(Default, Clone, Debug)]
 pub struct Stats {
@@ -121,6 +123,12 @@ pub struct World {
     /// The operator's maintenance window: its nodes, and until when (true
     /// ms) a node may still be holding it.
     pub(crate) maintenance: Option<(BTreeSet<NodeId>, u64)>,
+    /// A run from a recorded state (`seed.rs`): what the ledgers held
+    /// beyond the videos the state shows (the videos published before the
+    /// recording began, or whose records it never saw), per channel and
+    /// per project. The ledger checks hold the run to the rest. Empty
+    /// otherwise.
+    pub(crate) baseline: Baseline,
     ch_buf: Vec<ChannelEffect>,
     mem_buf: Vec<MembershipEffect>,
     gpu_buf: Vec<GpuEffect>,
@@ -190,6 +198,7 @@ impl World {
             drains_pending: BTreeMap::new(),
             excluded: BTreeSet::new(),
             maintenance: None,
+            baseline: Baseline::default(),
             ch_buf: Vec::new(),
             mem_buf: Vec::new(),
             gpu_buf: Vec::new(),
