@@ -143,10 +143,12 @@ fn the_commands_ci_runs_are_accepted() {
     );
     let dir = tempfile::tempdir().expect("dir");
     for mut args in commands {
+        let record = dir.path().join("record").display().to_string();
         for i in 1..args.len() {
             match args[i - 1].as_str() {
                 "--data" => args[i] = dir.path().join("data").display().to_string(),
                 "--run-s" => args[i] = "2".into(),
+                "--record" | "replay" => args[i] = record.clone(),
                 _ => {}
             }
         }
