@@ -79,6 +79,57 @@ pub enum Built {
     },
 }
 
+/// A machine rebuilt from its [`Built`].
+pub enum Rebuilt {
+    Channel(actors::channel::ChannelMachine),
+    Gpu(actors::gpu::GpuMachine),
+    Dispatch(actors::dispatch::DispatchMachine),
+    Membership(actors::membership::MembershipMachine),
+}
+
+impl Built {
+    /// The machine as its constructor made it, against `topo` (the
+    /// cluster config it ran beside).
+    pub fn build(&self, topo: &std::sync::Arc<topology::Topology>) -> Rebuilt {
+        let t = std::sync::Arc::clone(topo);
+        match self.clone() {
+            Built::Channel {
+                channel,
+                node,
+                epoch,
+                incarnation,
+                params,
+                seed,
+            } => Rebuilt::Channel(actors::channel::ChannelMachine::new(
+                t,
+                channel,
+                node,
+                epoch,
+                incarnation,
+                params,
+                seed,
+            )),
+            Built::Gpu {
+                gpu,
+                memory_bytes,
+                cost_per_hour_micros,
+                params,
+            } => Rebuilt::Gpu(actors::gpu::GpuMachine::new(
+                gpu,
+                memory_bytes,
+                cost_per_hour_micros,
+                params,
+            )),
+            Built::Dispatch { region, params } => {
+                Rebuilt::Dispatch(actors::dispatch::DispatchMachine::new(t, region, params))
+            }
+            Built::Membership { node, params, seed } => Rebuilt::Membership(
+                actors::membership::MembershipMachine::new(t, node, params, seed),
+            ),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BuiltEntry {
     pub machine: u64,

@@ -9,14 +9,10 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use actors::channel::ChannelMachine;
-use actors::dispatch::DispatchMachine;
-use actors::gpu::GpuMachine;
 use actors::machine::Machine;
-use actors::membership::MembershipMachine;
 use topology::Topology;
 
-use super::format::{self, Built};
+use super::format::{self, Built, Rebuilt};
 use super::read::{Fed, MachineTape, NodeRecording};
 
 /// What to replay and how.
@@ -261,54 +257,12 @@ pub fn replay_tape(
     };
     let mut built = built.clone();
     apply_set(&mut built, &opts.set)?;
-    let fed = &tape.fed;
-    let until = opts.until_ms;
-    let t = Arc::clone(topo);
-    Ok(match built {
-        Built::Channel {
-            channel,
-            node,
-            epoch,
-            incarnation,
-            params,
-            seed,
-        } => run_machine(
-            ChannelMachine::new(t, channel, node, epoch, incarnation, params, seed),
-            fed,
-            until,
-            name,
-            node_no,
-            trace,
-        ),
-        Built::Gpu {
-            gpu,
-            memory_bytes,
-            cost_per_hour_micros,
-            params,
-        } => run_machine(
-            GpuMachine::new(gpu, memory_bytes, cost_per_hour_micros, params),
-            fed,
-            until,
-            name,
-            node_no,
-            trace,
-        ),
-        Built::Dispatch { region, params } => run_machine(
-            DispatchMachine::new(t, region, params),
-            fed,
-            until,
-            name,
-            node_no,
-            trace,
-        ),
-        Built::Membership { node, params, seed } => run_machine(
-            MembershipMachine::new(t, node, params, seed),
-            fed,
-            until,
-            name,
-            node_no,
-            trace,
-        ),
+    let (fed, until) = (&tape.fed, opts.until_ms);
+    Ok(match built.build(topo) {
+        Rebuilt::Channel(m) => run_machine(m, fed, until, name, node_no, trace),
+        Rebuilt::Gpu(m) => run_machine(m, fed, until, name, node_no, trace),
+        Rebuilt::Dispatch(m) => run_machine(m, fed, until, name, node_no, trace),
+        Rebuilt::Membership(m) => run_machine(m, fed, until, name, node_no, trace),
     })
 }
 

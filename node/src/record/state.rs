@@ -15,15 +15,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use actors::channel::{ChannelEffect, ChannelInput, ChannelMachine};
+use actors::channel::{ChannelEffect, ChannelInput};
 use actors::machine::Machine;
-use actors::membership::{MembershipEffect, MembershipInput, MembershipMachine};
+use actors::membership::{MembershipEffect, MembershipInput};
 use actors::records::Key;
 use actors::store::{Entry, StoreOp, StoreReply, Write};
 use serde::de::DeserializeOwned;
 use topology::Topology;
 
-use super::format::Built;
+use super::format::{Built, Rebuilt};
 use super::read::{Fed, NodeRecording};
 
 /// What the recording said about the store by `at_ms`.
@@ -305,24 +305,9 @@ fn observe_tape(
     at_ms: u64,
     seen: &mut Seen,
 ) {
-    match built {
-        Some(Built::Channel {
-            channel,
-            node,
-            epoch,
-            incarnation,
-            params,
-            seed,
-        }) => observe(
-            ChannelMachine::new(
-                Arc::clone(topo),
-                *channel,
-                *node,
-                *epoch,
-                *incarnation,
-                params.clone(),
-                *seed,
-            ),
+    match built.map(|b| b.build(topo)) {
+        Some(Rebuilt::Channel(m)) => observe(
+            m,
             fed,
             at_ms,
             |e| match e {
@@ -335,8 +320,8 @@ fn observe_tape(
             },
             seen,
         ),
-        Some(Built::Membership { node, params, seed }) => observe(
-            MembershipMachine::new(Arc::clone(topo), *node, *params, *seed),
+        Some(Rebuilt::Membership(m)) => observe(
+            m,
             fed,
             at_ms,
             |e| match e {
