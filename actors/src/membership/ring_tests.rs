@@ -105,3 +105,30 @@ fn a_large_region_is_spread_among_the_small_ones() {
         );
     }
 }
+
+/// `watched` walks the whole topology's ring and leaves out the nodes
+/// that are not members; it must name exactly the peers that sorting the
+/// members afresh would, for every set of members, every node and any
+/// number of monitors.
+#[test]
+fn watching_from_the_whole_ring_equals_sorting_the_members() {
+    let t = std::sync::Arc::new(topo());
+    for monitors in 1..=4 {
+        for me in 0..9u32 {
+            let params = super::MembershipParams {
+                monitors,
+                ..super::MembershipParams::default()
+            };
+            let mut m = super::MembershipMachine::new(t.clone(), NodeId(me), params, 1);
+            for set in 0u32..512 {
+                m.members.nodes = (0..9).filter(|i| set & (1 << i) != 0).map(NodeId).collect();
+                assert_eq!(
+                    m.watched(),
+                    m.watched_by_sorting(),
+                    "node {me}, members {:?}, monitors {monitors}",
+                    m.members.nodes
+                );
+            }
+        }
+    }
+}

@@ -67,6 +67,35 @@ impl MembershipMachine {
     /// wait out, and a 50-node region took 18 minutes to fail over
     /// (capacity-10m-chaos). One region: id order, as before.
     pub(super) fn watched(&self) -> Vec<NodeId> {
+        let n = self.ring.len();
+        let known = |x: &NodeId| x.index() < n;
+        if !known(&self.node) || !self.members.nodes.iter().all(known) {
+            return self.watched_by_sorting();
+        }
+        // The ring of the members (and this node) is the whole ring with
+        // the others left out: walk it from this node.
+        let mut member = vec![false; n];
+        for m in &self.members.nodes {
+            member[m.index()] = true;
+        }
+        let me = self.ring_pos[self.node.index()];
+        let mut out = Vec::with_capacity(self.params.monitors);
+        for i in 1..n {
+            if out.len() == self.params.monitors {
+                break;
+            }
+            let x = self.ring[(me + i) % n];
+            if member[x.index()] {
+                out.push(x);
+            }
+        }
+        out
+    }
+
+    /// `watched` for a members record that names a node the topology does
+    /// not have (a record from a larger fleet's config): the ring sorted
+    /// afresh.
+    pub(super) fn watched_by_sorting(&self) -> Vec<NodeId> {
         // Not a member yet (or any more): placed where it would be.
         let mut all = self.members.nodes.clone();
         if !all.contains(&self.node) {
