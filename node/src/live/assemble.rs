@@ -80,6 +80,9 @@ pub fn build_ports(
         topo: Arc::clone(&spec.topo),
         me,
         name: spec.name.clone(),
+        channel_reads: Arc::new(tokio::sync::Semaphore::new(
+            super::store_port::CHANNEL_READS_IN_FLIGHT_MAX,
+        )),
     });
     Ok(Arc::new(NodePorts {
         topo: spec.topo,

@@ -4,6 +4,20 @@
 //! or a routine conflict) for logs and metrics only: the machine decides
 //! from its own read-back. A fenced channel commit also writes its
 //! writer's tag (`writer_tag`).
+//!
+//! Channel reads (gets and ranges: a machine loading its records, a
+//! read-back) run at most [`CHANNEL_READS_IN_FLIGHT_MAX`] at a time; the
+//! membership machine's operations (lease renewals, refreshes, claims)
+//! and every commit go at once. A node that claims thousands of channels
+//! starts as many machines, each loading its records: with every load in
+//! flight at once, the next claim batch and the lease renewal queued
+//! behind all of them in the store. On etcd, 2,000 channels with a
+//! backlog were claimed in 61 s instead of 97 s, with 5.2 times the job
+//! transitions and 4.5 times the videos published (BENCHMARKS "Dispatch
+//! throughput of one node"). Commits are not held back: a commit that
+//! waited would find the ledgers it read moved on (a project's quota
+//! ledger is shared), conflict, and wait again; holding commits too
+//! starved publishing on etcd (1 video a second instead of 312).
 
 use std::sync::Arc;
 
@@ -23,7 +37,13 @@ pub struct StorePort {
     pub topo: Arc<Topology>,
     pub me: NodeId,
     pub name: String,
+    /// Permits for channel reads in flight (`CHANNEL_READS_IN_FLIGHT_MAX`).
+    pub channel_reads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Channel reads in flight at once, per node: an operation of the
+/// membership machine waits behind at most this many of them.
+pub const CHANNEL_READS_IN_FLIGHT_MAX: usize = 128;
 
 /// Which channel machine issued a commit: its fence.
 #[derive(Clone, Copy, Debug)]
@@ -80,7 +100,16 @@ impl StorePort {
             (_, op) => op,
         };
         tokio::spawn(async move {
+            // A channel's read waits for a permit; everything else goes
+            // at once (see the module's comment).
+            let permit = match (fence, &op) {
+                (Some(_), StoreOp::Get(_) | StoreOp::Range { .. }) => {
+                    Arc::clone(&port.channel_reads).acquire_owned().await.ok()
+                }
+                _ => None,
+            };
             let r = port.apply(&op).await;
+            drop(permit);
             let refused = matches!(r, StoreReply::Failed(StoreError::Conflict { .. }));
             if let (true, Some(f), StoreOp::Commit(_)) = (refused, fence, &op) {
                 port.note_fence(f).await;
@@ -123,5 +152,78 @@ impl StorePort {
                 "the store refused a channel write: the epoch fence"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use actors::store::{Txn, Write};
+
+    use super::*;
+    use crate::live::shell::ShellMsg;
+    use crate::store::url::StoreUrl;
+
+    const DEMO: &str = include_str!("../../../examples/demo.toml");
+
+    fn mailbox(tx: mpsc::Sender<&'static str>, what: &'static str) -> Mailbox<StoreReply> {
+        Mailbox::from_fn(move |m| {
+            if let ShellMsg::Input(_) = m {
+                let _ = tx.send(what);
+            }
+        })
+    }
+
+    /// With every read permit taken, a channel's read waits; the
+    /// membership machine's read and a channel's commit do not.
+    #[tokio::test]
+    async fn channel_reads_wait_for_a_permit_and_nothing_else_does() {
+        let topo = Arc::new(topology::config::parse_topology(DEMO).expect("demo config"));
+        let store = AnyStore::open(&StoreUrl::Mem).await.expect("mem store");
+        let port = Arc::new(StorePort {
+            store: Arc::new(store),
+            metrics: Arc::new(Metrics::new("n0", "r0")),
+            topo,
+            me: NodeId(0),
+            name: "n0".into(),
+            channel_reads: Arc::new(tokio::sync::Semaphore::new(1)),
+        });
+        let held = Arc::clone(&port.channel_reads)
+            .acquire_owned()
+            .await
+            .expect("the only permit");
+        let fence = Fence {
+            channel: ChannelId(0),
+            epoch: 1,
+            incarnation: 1,
+        };
+        let (tx, rx) = mpsc::channel();
+        let get = || StoreOp::Get(vec![b"k".to_vec()]);
+        port.spawn(get(), Some(fence), mailbox(tx.clone(), "channel read"), |r| r);
+        port.spawn(get(), None, mailbox(tx.clone(), "membership read"), |r| r);
+        let commit = StoreOp::Commit(Txn {
+            checks: vec![],
+            writes: vec![Write::Put(b"k".to_vec(), b"v".to_vec())],
+        });
+        port.spawn(commit, Some(fence), mailbox(tx, "channel commit"), |r| r);
+        let mut answered = Vec::new();
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            answered.extend(rx.try_iter());
+        }
+        answered.sort_unstable();
+        assert_eq!(answered, ["channel commit", "membership read"]);
+        drop(held);
+        let mut late = Vec::new();
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            late.extend(rx.try_iter());
+            if !late.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(late, ["channel read"], "the read goes once a permit is free");
     }
 }
