@@ -201,7 +201,12 @@ mod tests {
         };
         let (tx, rx) = mpsc::channel();
         let get = || StoreOp::Get(vec![b"k".to_vec()]);
-        port.spawn(get(), Some(fence), mailbox(tx.clone(), "channel read"), |r| r);
+        port.spawn(
+            get(),
+            Some(fence),
+            mailbox(tx.clone(), "channel read"),
+            |r| r,
+        );
         port.spawn(get(), None, mailbox(tx.clone(), "membership read"), |r| r);
         let commit = StoreOp::Commit(Txn {
             checks: vec![],
@@ -224,6 +229,10 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(late, ["channel read"], "the read goes once a permit is free");
+        assert_eq!(
+            late,
+            ["channel read"],
+            "the read goes once a permit is free"
+        );
     }
 }
