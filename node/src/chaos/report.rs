@@ -124,10 +124,93 @@ fn progress_recovery(samples: &[Sample], f: &FaultRecord) -> Option<u64> {
         .map(|s| s.t_ms - end)
 }
 
-/// Recovery of every fault that has one, with its bound.
+/// How long a freeze lasted, if it ended.
+fn held_ms(f: &FaultRecord) -> Option<u64> {
+    f.ended_ms.map(|e| e.saturating_sub(f.started_ms))
+}
+
+/// A pause the lease rides out: shorter than the lease less one renewal
+/// period (the runner's fleets renew every quarter lease), so the lease
+/// record moved less than a lease before the pause and moves again after
+/// it. Such a pause (a GC pause, a stalled VM) must move nothing; a pause
+/// of a lease or more must move the node's channels. In between, either
+/// is right, depending on when the last renewal was.
+fn rides_out(f: &FaultRecord, lease_ms: u64) -> bool {
+    let renew_ms = (lease_ms / 4).max(100);
+    f.kind == "node-freeze" && held_ms(f).is_some_and(|h| h + renew_ms < lease_ms)
+}
+
+/// A freeze too short for the lease to lapse moved none of the node's
+/// channels (their owner and epoch as before, from the pause until two
+/// leases after it): the no-false-removal check of a short lease.
+pub fn pause_checks(samples: &[Sample], faults: &[FaultRecord], b: &Bounds) -> Vec<Check> {
+    let mut out = Vec::new();
+    for f in faults
+        .iter()
+        .filter(|f| f.error.is_none() && rides_out(f, b.lease_ms))
+    {
+        let Some(node) = b.node_of.iter().position(|n| *n == f.target) else {
+            continue;
+        };
+        let node = node as u32;
+        let Some(before) = owners_before(samples, f.started_ms) else {
+            continue;
+        };
+        let until = f.ended_ms.unwrap_or(f.started_ms) + 2 * b.lease_ms + SLACK_MS;
+        let (a, z) = (
+            first_at_or_after(samples, f.started_ms),
+            first_at_or_after(samples, until),
+        );
+        let mut moved = None;
+        for s in &samples[a..z] {
+            let Some(owners) = s.owners.as_ref() else {
+                continue;
+            };
+            moved = before.iter().enumerate().find_map(|(c, o)| {
+                let (n0, e0) = (*o)?;
+                let now = owners.get(c).copied().flatten();
+                (n0 == node && now != Some((n0, e0))).then(|| (s.t_ms, c, e0, now))
+            });
+            if moved.is_some() {
+                break;
+            }
+        }
+        out.push(Check {
+            invariant: "a pause shorter than the lease moves nothing".into(),
+            ok: moved.is_none(),
+            evidence: match moved {
+                None => format!(
+                    "{} frozen at {} ms for {} ms (lease {} ms): its channels kept their owner and epoch",
+                    f.target,
+                    f.started_ms,
+                    held_ms(f).unwrap_or(0),
+                    b.lease_ms
+                ),
+                Some((t, c, e0, now)) => format!(
+                    "{} frozen at {} ms for {} ms (lease {} ms): channel #{c} (epoch {e0}) had owner {now:?} at {t} ms",
+                    f.target,
+                    f.started_ms,
+                    held_ms(f).unwrap_or(0),
+                    b.lease_ms
+                ),
+            },
+        });
+    }
+    out
+}
+
+/// Recovery of every fault that has one, with its bound. A freeze
+/// shorter than the lease has none: one the lease rides out is judged by
+/// `pause_checks`, and one between that and the lease by neither (whether
+/// the lease lapsed depends on when it was last renewed).
 pub fn recoveries(samples: &[Sample], faults: &[FaultRecord], b: &Bounds) -> Vec<Recovery> {
     let mut out = Vec::new();
     for f in faults.iter().filter(|f| f.error.is_none()) {
+        if rides_out(f, b.lease_ms)
+            || (f.kind == "node-freeze" && held_ms(f).is_some_and(|h| h < b.lease_ms))
+        {
+            continue;
+        }
         let (recovery_ms, bound_ms) = match f.kind {
             "node-kill" | "node-freeze" | "node-restart" | "node-clock-jump"
             | "node-clock-drift" | "publish-stall" | "store-cut" | "exclude-node" => {
@@ -243,4 +326,75 @@ pub fn stop_checks(samples: &[Sample], faults: &[FaultRecord], b: &Bounds) -> Ve
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(t_ms: u64, owners: &[(u32, u64)]) -> Sample {
+        Sample {
+            t_ms,
+            owners: Some(owners.iter().map(|o| Some(*o)).collect()),
+            published_by_region: vec![0],
+            queued_by_node: Vec::new(),
+        }
+    }
+
+    fn freeze(started_ms: u64, held_ms: u64) -> FaultRecord {
+        FaultRecord {
+            kind: "node-freeze",
+            target: "n1".into(),
+            started_ms,
+            ended_ms: Some(started_ms + held_ms),
+            held_after_ms: None,
+            error: None,
+            outcome: None,
+            outcome_ok: None,
+            region: None,
+        }
+    }
+
+    fn bounds() -> Bounds {
+        Bounds {
+            lease_ms: 1_000,
+            publish_timeout_ms: 5_000,
+            node_of: vec!["n0".into(), "n1".into()],
+        }
+    }
+
+    /// A 600 ms pause at a 1 s lease: channels that stay are a pass, a
+    /// channel taken by another node is named; neither is a recovery. A
+    /// 1.2 s pause is a recovery to measure, and no pause check.
+    #[test]
+    fn a_pause_the_lease_rides_out_must_move_nothing() {
+        let kept: Vec<Sample> = (0..40)
+            .map(|i| sample(i * 100, &[(0, 1), (1, 1)]))
+            .collect();
+        let short = [freeze(1_000, 600)];
+        let checks = pause_checks(&kept, &short, &bounds());
+        assert_eq!(checks.len(), 1);
+        assert!(checks[0].ok, "{}", checks[0].evidence);
+        assert!(recoveries(&kept, &short, &bounds()).is_empty());
+
+        let mut moved = kept.clone();
+        for s in &mut moved[20..] {
+            s.owners = Some(vec![Some((0, 1)), Some((0, 2))]);
+        }
+        let checks = pause_checks(&moved, &short, &bounds());
+        assert!(!checks[0].ok);
+        assert!(
+            checks[0]
+                .evidence
+                .contains("channel #1 (epoch 1) had owner Some((0, 2)) at 2000 ms"),
+            "{}",
+            checks[0].evidence
+        );
+
+        let long = [freeze(1_000, 1_200)];
+        assert!(pause_checks(&moved, &long, &bounds()).is_empty());
+        let r = recoveries(&moved, &long, &bounds());
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].recovery_ms, Some(1_000));
+    }
 }

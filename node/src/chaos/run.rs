@@ -677,6 +677,7 @@ fn verdict(
         .collect();
     checks.extend(recoveries.iter().map(recovery_check));
     checks.extend(report::stop_checks(&samples, &faults, &bounds));
+    checks.extend(report::pause_checks(&samples, &faults, &bounds));
     checks.extend(ready);
     for f in faults.iter().filter(|f| f.outcome_ok.is_some()) {
         checks.push(Check {
