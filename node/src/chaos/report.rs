@@ -169,7 +169,7 @@ pub fn pause_checks(samples: &[Sample], faults: &[FaultRecord], b: &Bounds) -> V
             moved = before.iter().enumerate().find_map(|(c, o)| {
                 let (n0, e0) = (*o)?;
                 let now = owners.get(c).copied().flatten();
-                (n0 == node && now != Some((n0, e0))).then(|| (s.t_ms, c, e0, now))
+                (n0 == node && now != Some((n0, e0))).then_some((s.t_ms, c, e0, now))
             });
             if moved.is_some() {
                 break;
