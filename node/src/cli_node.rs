@@ -192,37 +192,16 @@ pub fn run(args: NodeArgs) -> i32 {
     }
 }
 
-/// How long a starting node waits for an unavailable store (an etcd
-/// cluster restarting, a member electing a leader) before it gives up.
-const STORE_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Opens the store, waiting out unavailability for [`STORE_OPEN_WAIT`]
-/// (each failure logged): a node started while the store is briefly down
-/// starts once it is back instead of exiting. Other errors (a bad URL, a
-/// corrupt file) are final at once.
+/// Opens the store and has it answer a read (etcd: one that needs a
+/// quorum), waiting out unavailability: a node started while the store is
+/// briefly down starts once it is back instead of exiting.
 async fn open_store(url: &StoreUrl) -> Result<AnyStore, actors::store::StoreError> {
-    let started = std::time::Instant::now();
-    let mut wait = std::time::Duration::from_millis(250);
-    loop {
-        // Opened, and answering a read (etcd: one that needs a quorum).
-        let opened = match AnyStore::open(url).await {
-            Ok(store) => match store.get(&[b"x/probe".to_vec()]).await {
-                Ok(_) => Ok(store),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        match opened {
-            Err(actors::store::StoreError::Unavailable(why))
-                if started.elapsed() + wait < STORE_OPEN_WAIT =>
-            {
-                tracing::warn!(retry_in_ms = wait.as_millis() as u64, %why, "the store is unavailable; waiting for it");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(std::time::Duration::from_secs(2));
-            }
-            other => return other,
-        }
-    }
+    reelfleet::live::runtime::waiting_out_unavailable("opening the store", || async {
+        let store = AnyStore::open(url).await?;
+        store.get(&[b"x/probe".to_vec()]).await?;
+        Ok(store)
+    })
+    .await
 }
 
 fn run_inner(args: NodeArgs) -> Result<(), String> {

@@ -206,9 +206,7 @@ pub fn pause_checks(samples: &[Sample], faults: &[FaultRecord], b: &Bounds) -> V
 pub fn recoveries(samples: &[Sample], faults: &[FaultRecord], b: &Bounds) -> Vec<Recovery> {
     let mut out = Vec::new();
     for f in faults.iter().filter(|f| f.error.is_none()) {
-        if rides_out(f, b.lease_ms)
-            || (f.kind == "node-freeze" && held_ms(f).is_some_and(|h| h < b.lease_ms))
-        {
+        if f.kind == "node-freeze" && held_ms(f).is_some_and(|h| h < b.lease_ms) {
             continue;
         }
         let (recovery_ms, bound_ms) = match f.kind {

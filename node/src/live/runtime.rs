@@ -108,15 +108,17 @@ fn resolver(store: &Arc<AnyStore>) -> Resolve {
     })
 }
 
-/// How long a starting node's first reads and writes wait out a store
-/// that is briefly unavailable (an etcd member electing a leader just
-/// after a restart) before the start fails.
+/// How long a starting node waits out a store that is unavailable (an
+/// etcd cluster restarting, a member electing a leader just after a
+/// restart) before its start fails.
 const START_STORE_WAIT: Duration = Duration::from_secs(30);
 
 /// Runs `op` until it does not fail as unavailable, or
-/// [`START_STORE_WAIT`] has passed (each wait logged). Only for start-up
-/// steps that may run twice: a read, or a write of the same value.
-async fn waiting_out_unavailable<T, F, Fut>(what: &str, op: F) -> Result<T, String>
+/// [`START_STORE_WAIT`] has passed (each wait logged, naming `what`).
+/// Other errors (a bad URL, a corrupt file) are final at once. Only for
+/// start-up steps that may run twice: opening, a read, a write of the
+/// same value.
+pub async fn waiting_out_unavailable<T, F, Fut>(what: &str, op: F) -> Result<T, StoreError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -130,18 +132,19 @@ where
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
-            Err(e) => return Err(format!("{what}: {e}")),
-            Ok(v) => return Ok(v),
+            other => return other,
         }
     }
 }
 
 /// A node drained through the admin RPC stays out until undrained.
 async fn refuse_if_drained(spec: &NodeSpec) -> Result<(), String> {
-    let found = waiting_out_unavailable("cannot read this node's requests from the store", || {
+    let what = "cannot read this node's requests from the store";
+    let found = waiting_out_unavailable(what, || {
         super::requests::drain_requested(&spec.store, &spec.name)
     })
-    .await?;
+    .await
+    .map_err(|e| format!("{what}: {e}"))?;
     match found {
         Some(r) => Err(format!(
             "{DRAINED_PREFIX}node {:?} was drained by {} at {} (Unix ms); \
@@ -166,10 +169,10 @@ async fn advertise(store: &AnyStore, name: &str, quic: SocketAddr) -> Result<Soc
             advertised.to_string().into_bytes(),
         )],
     };
-    waiting_out_unavailable("cannot publish this node's address in the store", || {
-        store.commit(&txn)
-    })
-    .await?;
+    let what = "cannot publish this node's address in the store";
+    waiting_out_unavailable(what, || store.commit(&txn))
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
     Ok(advertised)
 }
 
