@@ -204,3 +204,165 @@ async fn a_commit_that_cannot_connect_is_unavailable_not_unknown() {
     }
     panic!("a refused connection was not reported as unavailable: {last:?}");
 }
+
+/// Reads answered together in one transaction (`EtcdStore::read_many`)
+/// answer exactly as each read alone: gets with shared and missing keys,
+/// ranges past the batch's first page, empty and refused reads; and a
+/// batch etcd refuses whole (more operations than its `--max-txn-ops`) is
+/// answered read by read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_together_answer_as_each_read_alone() {
+    use actors::store::{StoreOp, StoreReply};
+    if !etcd_available() {
+        return;
+    }
+    let cluster = EtcdCluster::start(3);
+    let s = cluster.store("/batched").await;
+    let mut writes: Vec<Write> = (0..150)
+        .map(|i| Write::Put(format!("v/{i:03}").into_bytes(), vec![i as u8; 40]))
+        .collect();
+    writes.push(Write::Put(b"a".to_vec(), b"1".to_vec()));
+    writes.push(Write::Put(b"b".to_vec(), b"2".to_vec()));
+    s.commit(&Txn {
+        checks: vec![],
+        writes,
+    })
+    .await
+    .expect("seeded");
+    let get = |keys: &[&str]| StoreOp::Get(keys.iter().map(|k| k.as_bytes().to_vec()).collect());
+    let range = |start: &str, end: &str, limit: usize| StoreOp::Range {
+        start: start.as_bytes().to_vec(),
+        end: end.as_bytes().to_vec(),
+        limit,
+    };
+    let reads = vec![
+        get(&["a", "b", "missing"]),
+        range("v/", "v0", 200),
+        get(&["b", "a"]),
+        range("v/", "v0", 100),
+        range("v/050", "", 3),
+        range("v/", "v/", 5),
+        range("v/", "v0", 0),
+        get(&["a"]),
+    ];
+    let together = s.read_many(&reads).await;
+    assert_eq!(together.len(), reads.len());
+    for (op, got) in reads.iter().zip(&together) {
+        let alone = s.apply(op).await;
+        assert!(
+            got == &alone,
+            "{op:?} answered differently together than alone"
+        );
+    }
+    assert!(
+        matches!(&together[1], StoreReply::Range(r) if r.len() == 150),
+        "a range is read on past its first page"
+    );
+    assert!(matches!(
+        &together[6],
+        StoreReply::Failed(StoreError::TooLarge(_))
+    ));
+    // Two reads of 10,001 keys: 20,002 operations, past the cluster's
+    // `--max-txn-ops 20000`, so etcd refuses the batch; each alone is fine.
+    let many = |from: usize| {
+        StoreOp::Get(
+            (from..from + 10_001)
+                .map(|i| format!("k/{i}").into_bytes())
+                .collect(),
+        )
+    };
+    let big = vec![many(0), many(20_000)];
+    for got in s.read_many(&big).await {
+        assert!(
+            matches!(&got, StoreReply::Got(e) if e.len() == 10_001),
+            "{:?}",
+            std::mem::discriminant(&got)
+        );
+    }
+}
+
+/// A node's store port on `store`, for the demo fleet's first node.
+fn port_on(
+    store: reelfleet::store::any::AnyStore,
+) -> std::sync::Arc<reelfleet::live::store_port::StorePort> {
+    use std::sync::Arc;
+    let topo = topology::config::parse_topology(include_str!("../../examples/demo.toml"))
+        .expect("demo config");
+    Arc::new(reelfleet::live::store_port::StorePort {
+        store: Arc::new(store),
+        metrics: Arc::new(reelfleet::live::metrics::Metrics::new("n0", "r0")),
+        topo: Arc::new(topo),
+        me: topology::NodeId(0),
+        name: "n0".into(),
+        channel_reads: Arc::new(tokio::sync::Semaphore::new(1)),
+        batched_reads: Default::default(),
+    })
+}
+
+/// A node's channel reads on etcd go through the batcher: hundreds of
+/// machines reading at once each get their own reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_batched_channel_read_gets_its_own_reply() {
+    use actors::store::{StoreOp, StoreReply};
+    use reelfleet::live::shell::{Mailbox, ShellMsg};
+    use reelfleet::live::store_port::Fence;
+    use reelfleet::store::any::AnyStore;
+    use topology::ChannelId;
+    if !etcd_available() {
+        return;
+    }
+    let cluster = EtcdCluster::start(3);
+    let s = cluster.store("/port").await;
+    let writes = (0..500)
+        .map(|i| {
+            Write::Put(
+                format!("c/{i:03}").into_bytes(),
+                format!("{i}").into_bytes(),
+            )
+        })
+        .collect();
+    s.commit(&Txn {
+        checks: vec![],
+        writes,
+    })
+    .await
+    .expect("seeded");
+    let port = port_on(AnyStore::Etcd(Box::new(s)));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let fence = Fence {
+        channel: ChannelId(0),
+        epoch: 1,
+        incarnation: 1,
+    };
+    for i in 0..500usize {
+        let tx = tx.clone();
+        let to = Mailbox::from_fn(move |m: ShellMsg<(usize, StoreReply)>| {
+            if let ShellMsg::Input(r) = m {
+                let _ = tx.send(r);
+            }
+        });
+        let op = match i % 2 {
+            0 => StoreOp::Get(vec![format!("c/{i:03}").into_bytes(), b"shared".to_vec()]),
+            _ => StoreOp::Range {
+                start: format!("c/{i:03}").into_bytes(),
+                end: b"c0".to_vec(),
+                limit: 2,
+            },
+        };
+        port.spawn(op, Some(fence), to, move |r| (i, r));
+    }
+    drop(tx);
+    let mut seen = vec![false; 500];
+    while let Ok(Some((i, r))) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+        let own = format!("{i}").into_bytes();
+        let ok = match r {
+            StoreReply::Got(e) => e.len() == 2 && e[0].as_ref().is_some_and(|e| e.value == own),
+            StoreReply::Range(e) => !e.is_empty() && e[0].value == own,
+            _ => false,
+        };
+        assert!(ok, "read {i} got someone else's reply or none");
+        assert!(!seen[i], "read {i} answered twice");
+        seen[i] = true;
+    }
+    assert!(seen.iter().all(|s| *s), "every read answered");
+}

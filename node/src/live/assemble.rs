@@ -83,6 +83,7 @@ pub fn build_ports(
         channel_reads: Arc::new(tokio::sync::Semaphore::new(
             super::store_port::CHANNEL_READS_IN_FLIGHT_MAX,
         )),
+        batched_reads: super::read_batch::Queue::new(),
     });
     Ok(Arc::new(NodePorts {
         topo: spec.topo,

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod pages;
 pub mod ports;
 pub mod publish_port;
+pub mod read_batch;
 pub mod report;
 pub mod requests;
 pub mod router;

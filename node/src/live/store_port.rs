@@ -26,6 +26,7 @@ use actors::store::{StoreError, StoreOp, StoreReply};
 use topology::{ChannelId, NodeId, Topology};
 
 use super::metrics::Metrics;
+use super::read_batch;
 use super::shell::Mailbox;
 use super::writer_tag::{tagged, WriterTag};
 use crate::store::any::AnyStore;
@@ -37,8 +38,12 @@ pub struct StorePort {
     pub topo: Arc<Topology>,
     pub me: NodeId,
     pub name: String,
-    /// Permits for channel reads in flight (`CHANNEL_READS_IN_FLIGHT_MAX`).
+    /// Permits for channel reads in flight (`CHANNEL_READS_IN_FLIGHT_MAX`)
+    /// where they go one by one.
     pub channel_reads: Arc<tokio::sync::Semaphore>,
+    /// Channel reads waiting for a batch, where they go together
+    /// (`read_batch`; etcd).
+    pub batched_reads: read_batch::Queue,
 }
 
 /// Channel reads in flight at once, per node: an operation of the
@@ -58,6 +63,12 @@ impl StorePort {
     pub async fn apply(&self, op: &StoreOp) -> StoreReply {
         let started = std::time::Instant::now();
         let r = self.store.apply(op).await;
+        self.count(op, &r, started.elapsed());
+        r
+    }
+
+    /// Counts `op`'s call and its outcome in the metrics.
+    pub fn count(&self, op: &StoreOp, r: &StoreReply, took: std::time::Duration) {
         let name = match op {
             StoreOp::Get(_) => "get",
             StoreOp::Range { .. } => "range",
@@ -67,14 +78,13 @@ impl StorePort {
             StoreOp::Commit(t) if t.writes.iter().any(|w| w.key() == lease_key(self.me)) => "lease",
             StoreOp::Commit(_) => "commit",
         };
-        let outcome = match &r {
+        let outcome = match r {
             StoreReply::Failed(StoreError::Conflict { .. }) => "conflict",
             StoreReply::Failed(_) => "error",
             _ => "ok",
         };
         self.metrics
-            .store_call(self.store.backend(), name, outcome, started.elapsed());
-        r
+            .store_call(self.store.backend(), name, outcome, took);
     }
 
     /// Runs `op` in a task; its reply goes to `to` as `reply(…)`. A refused
@@ -99,14 +109,18 @@ impl StorePort {
             }
             (_, op) => op,
         };
+        let channel_read = fence.is_some() && matches!(op, StoreOp::Get(_) | StoreOp::Range { .. });
+        if channel_read && self.store.batches_reads() {
+            let answer = Box::new(move |r| to.post(reply(r)));
+            read_batch::submit(self, read_batch::Waiting { op, answer });
+            return;
+        }
         tokio::spawn(async move {
             // A channel's read waits for a permit; everything else goes
             // at once (see the module's comment).
-            let permit = match (fence, &op) {
-                (Some(_), StoreOp::Get(_) | StoreOp::Range { .. }) => {
-                    Arc::clone(&port.channel_reads).acquire_owned().await.ok()
-                }
-                _ => None,
+            let permit = match channel_read {
+                true => Arc::clone(&port.channel_reads).acquire_owned().await.ok(),
+                false => None,
             };
             let r = port.apply(&op).await;
             drop(permit);
@@ -189,6 +203,7 @@ mod tests {
             me: NodeId(0),
             name: "n0".into(),
             channel_reads: Arc::new(tokio::sync::Semaphore::new(1)),
+            batched_reads: read_batch::Queue::new(),
         });
         let held = Arc::clone(&port.channel_reads)
             .acquire_owned()

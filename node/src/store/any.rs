@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use actors::store::{Entry, Key, StoreError, Txn, Version};
+use actors::store::{Entry, Key, StoreError, StoreOp, StoreReply, Txn, Version};
 
 use super::etcd_store::EtcdStore;
 use super::mem::MemBackend;
@@ -46,6 +46,25 @@ impl AnyStore {
             #[cfg(feature = "fdb")]
             AnyStore::Fdb(_) => "fdb",
         }
+    }
+
+    /// Whether reads go faster together (`read_many`): etcd, where each
+    /// request has a cost of its own; the embedded stores read in place.
+    pub fn batches_reads(&self) -> bool {
+        matches!(self, AnyStore::Etcd(_))
+    }
+
+    /// Answers `reads` (gets and ranges) as `apply` answers each: on etcd
+    /// in one transaction, elsewhere one after another.
+    pub async fn read_many(&self, reads: &[StoreOp]) -> Vec<StoreReply> {
+        if let AnyStore::Etcd(s) = self {
+            return s.read_many(reads).await;
+        }
+        let mut out = Vec::with_capacity(reads.len());
+        for op in reads {
+            out.push(self.apply(op).await);
+        }
+        out
     }
 
     pub async fn open(url: &StoreUrl) -> Result<AnyStore, StoreError> {

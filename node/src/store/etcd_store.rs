@@ -20,6 +20,9 @@ use actors::store::{
 };
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn as EtcdTxn, TxnOp};
 
+mod batch;
+pub use batch::{BatchOps, READ_BATCH_OPS_MAX};
+
 use super::url::{EtcdOptions, Password};
 use super::{BoxFuture, Snapshot, Store};
 
