@@ -221,6 +221,15 @@ async fn reads_together_answer_as_each_read_alone() {
     let mut writes: Vec<Write> = (0..150)
         .map(|i| Write::Put(format!("v/{i:03}").into_bytes(), vec![i as u8; 40]))
         .collect();
+    // The 64th of these (a batch's first page of a range) is as long as a
+    // key may be: the page after it starts one byte past that.
+    for i in 0..65 {
+        let mut k = format!("x/{i:02}").into_bytes();
+        if i == 63 {
+            k.resize(actors::store::KEY_BYTES_MAX, b'z');
+        }
+        writes.push(Write::Put(k, b"x".to_vec()));
+    }
     writes.push(Write::Put(b"a".to_vec(), b"1".to_vec()));
     writes.push(Write::Put(b"b".to_vec(), b"2".to_vec()));
     s.commit(&Txn {
@@ -244,6 +253,7 @@ async fn reads_together_answer_as_each_read_alone() {
         range("v/", "v/", 5),
         range("v/", "v0", 0),
         get(&["a"]),
+        range("x/", "x0", 100),
     ];
     let together = s.read_many(&reads).await;
     assert_eq!(together.len(), reads.len());
@@ -262,6 +272,10 @@ async fn reads_together_answer_as_each_read_alone() {
         &together[6],
         StoreReply::Failed(StoreError::TooLarge(_))
     ));
+    assert!(
+        matches!(&together[8], StoreReply::Range(r) if r.len() == 65),
+        "a page after a key of the longest size"
+    );
     // Two reads of 10,001 keys: 20,002 operations, past the cluster's
     // `--max-txn-ops 20000`, so etcd refuses the batch; each alone is fine.
     let many = |from: usize| {

@@ -213,7 +213,9 @@ impl EtcdStore {
         if let (true, Some(last)) = (full, out.last()) {
             let mut from = last.key.clone();
             from.push(0); // the smallest key after the last one
-            match self.range(&from, end, limit - out.len()).await {
+            // (`range_at`, not `range`: `from` may be one byte past the
+            // longest key a read may name, as a page's next start is.)
+            match self.range_at(&from, end, limit - out.len(), None).await {
                 Ok(rest) => out.extend(rest),
                 Err(e) => return StoreReply::Failed(e),
             }
