@@ -205,24 +205,13 @@ async fn a_commit_that_cannot_connect_is_unavailable_not_unknown() {
     panic!("a refused connection was not reported as unavailable: {last:?}");
 }
 
-/// Reads answered together in one transaction (`EtcdStore::read_many`)
-/// answer exactly as each read alone: gets with shared and missing keys,
-/// ranges past the batch's first page, empty and refused reads; and a
-/// batch etcd refuses whole (more operations than its `--max-txn-ops`) is
-/// answered read by read.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_together_answer_as_each_read_alone() {
-    use actors::store::{StoreOp, StoreReply};
-    if !etcd_available() {
-        return;
-    }
-    let cluster = EtcdCluster::start(3);
-    let s = cluster.store("/batched").await;
+/// 150 keys `v/NNN`, 65 keys `x/NN` (the 64th as long as a key may be:
+/// the page after a batch's first page of 64 starts one byte past it),
+/// `a` and `b`.
+async fn seed_for_batched_reads(s: &reelfleet::store::etcd_store::EtcdStore) {
     let mut writes: Vec<Write> = (0..150)
         .map(|i| Write::Put(format!("v/{i:03}").into_bytes(), vec![i as u8; 40]))
         .collect();
-    // The 64th of these (a batch's first page of a range) is as long as a
-    // key may be: the page after it starts one byte past that.
     for i in 0..65 {
         let mut k = format!("x/{i:02}").into_bytes();
         if i == 63 {
@@ -238,6 +227,22 @@ async fn reads_together_answer_as_each_read_alone() {
     })
     .await
     .expect("seeded");
+}
+
+/// Reads answered together in one transaction (`EtcdStore::read_many`)
+/// answer exactly as each read alone: gets with shared and missing keys,
+/// ranges past the batch's first page, empty and refused reads; and a
+/// batch etcd refuses whole (more operations than its `--max-txn-ops`) is
+/// answered read by read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_together_answer_as_each_read_alone() {
+    use actors::store::{StoreOp, StoreReply};
+    if !etcd_available() {
+        return;
+    }
+    let cluster = EtcdCluster::start(3);
+    let s = cluster.store("/batched").await;
+    seed_for_batched_reads(&s).await;
     let get = |keys: &[&str]| StoreOp::Get(keys.iter().map(|k| k.as_bytes().to_vec()).collect());
     let range = |start: &str, end: &str, limit: usize| StoreOp::Range {
         start: start.as_bytes().to_vec(),

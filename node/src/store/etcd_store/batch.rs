@@ -212,9 +212,10 @@ impl EtcdStore {
         let full = out.len() == page && g.more() && page < limit;
         if let (true, Some(last)) = (full, out.last()) {
             let mut from = last.key.clone();
-            from.push(0); // the smallest key after the last one
-            // (`range_at`, not `range`: `from` may be one byte past the
-            // longest key a read may name, as a page's next start is.)
+            // The smallest key after the last one. It may be one byte past
+            // the longest key a read may name, so the page is read with
+            // `range_at`, which takes a page's next start as it is.
+            from.push(0);
             match self.range_at(&from, end, limit - out.len(), None).await {
                 Ok(rest) => out.extend(rest),
                 Err(e) => return StoreReply::Failed(e),
