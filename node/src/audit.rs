@@ -21,6 +21,7 @@ use actors::store::prefix_end;
 use serde::Serialize;
 use topology::{ChannelId, Topology};
 
+use crate::live::runtime::waiting_out_unavailable;
 use crate::store::mem::MemBackend;
 use crate::store::Store;
 
@@ -122,14 +123,19 @@ pub async fn active_keys<S: Store>(store: &S, topo: &Topology) -> Result<BTreeSe
 /// record is read at one version (a snapshot) — read one after the other,
 /// a job settled in between (its hold given back to ledger and video in
 /// one commit) showed as a ledger short of its videos (CI, stop 17).
+///
+/// A store that times out under load (a 30,000-channel fleet on an etcd
+/// sharing two cores: a page of the snapshot timed out once in eleven
+/// runs and failed the whole chaos run) is waited for: the snapshot is
+/// read-only, so it is taken again from the start.
 pub async fn audit<S: Store>(store: &S, input: &AuditInput<'_>) -> Result<AuditReport, String> {
-    let mut snap = store
-        .snapshot()
-        .await
-        .map_err(|e| format!("cannot take a snapshot of the store: {e}"))?;
-    let at_once = MemBackend::copy_of(snap.as_mut())
-        .await
-        .map_err(|e| format!("cannot read the store's snapshot: {e}"))?;
+    let what = "cannot read a snapshot of the store";
+    let at_once = waiting_out_unavailable(what, || async {
+        let mut snap = store.snapshot().await?;
+        MemBackend::copy_of(snap.as_mut()).await
+    })
+    .await
+    .map_err(|e| format!("{what}: {e}"))?;
     audit_consistent(&at_once, input).await
 }
 

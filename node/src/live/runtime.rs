@@ -116,8 +116,8 @@ const START_STORE_WAIT: Duration = Duration::from_secs(30);
 /// Runs `op` until it does not fail as unavailable, or
 /// [`START_STORE_WAIT`] has passed (each wait logged, naming `what`).
 /// Other errors (a bad URL, a corrupt file) are final at once. Only for
-/// start-up steps that may run twice: opening, a read, a write of the
-/// same value.
+/// steps that may run twice: opening, a read, a write of the same value
+/// (a starting node's; the audit's snapshot).
 pub async fn waiting_out_unavailable<T, F, Fut>(what: &str, op: F) -> Result<T, StoreError>
 where
     F: Fn() -> Fut,
