@@ -385,3 +385,48 @@ async fn every_batched_channel_read_gets_its_own_reply() {
     }
     assert!(seen.iter().all(|s| *s), "every read answered");
 }
+
+/// The audit (the chaos runner's last step) waits out a store that is
+/// unavailable for a while, taking its snapshot again, instead of failing
+/// the run: here a cluster without quorum, whole again a few seconds later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_waits_out_a_store_without_quorum() {
+    if !etcd_available() {
+        return;
+    }
+    let mut cluster = EtcdCluster::start(3);
+    let s = cluster.store("/audited").await;
+    cluster.kill_member(0);
+    cluster.kill_member(1);
+    // How long a read takes to fail without quorum: the members come back
+    // only after the audit's first snapshot has failed as this one did.
+    let started = Instant::now();
+    let r = s.get(&[b"k".to_vec()]).await;
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    let back_after = started.elapsed() + Duration::from_secs(1);
+    let restarter = std::thread::spawn(move || {
+        std::thread::sleep(back_after);
+        cluster.start_member(0);
+        cluster.start_member(1);
+        cluster
+    });
+    let topo = topology::config::parse_topology(include_str!("../../examples/demo.toml"))
+        .expect("the demo topology");
+    let made = std::collections::BTreeMap::new();
+    let input = reelfleet::audit::AuditInput {
+        topo: &topo,
+        made: &made,
+        in_flight_ok: false,
+        must_have_ended: None,
+    };
+    let started = Instant::now();
+    let report = reelfleet::audit::audit(&s, &input).await;
+    let waited = started.elapsed();
+    let _cluster = restarter.join().expect("members restarted");
+    let report = report.expect("the audit waited for the store");
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert!(
+        waited >= back_after,
+        "it read a store without quorum in {waited:?}"
+    );
+}
