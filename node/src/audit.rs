@@ -125,7 +125,7 @@ pub async fn active_keys<S: Store>(store: &S, topo: &Topology) -> Result<BTreeSe
 /// one commit) showed as a ledger short of its videos (CI, stop 17).
 ///
 /// A store that times out under load (a 30,000-channel fleet on an etcd
-/// sharing two cores: a page of the snapshot timed out once in eleven
+/// sharing two cores: a page of the snapshot timed out once in twelve
 /// runs and failed the whole chaos run) is waited for: the snapshot is
 /// read-only, so it is taken again from the start.
 pub async fn audit<S: Store>(store: &S, input: &AuditInput<'_>) -> Result<AuditReport, String> {

@@ -57,6 +57,11 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("etcd: {e}"))
 }
 
+/// A transaction's reply with fewer responses than it asked for.
+fn answered_short() -> StoreError {
+    StoreError::Corrupt("etcd answered fewer reads than asked".into())
+}
+
 /// Whether a failed call certainly never reached a member: the connection
 /// itself could not be made (refused, unreachable, no address). Such a
 /// commit applied nothing; any other failure of a commit may have applied.
@@ -286,6 +291,22 @@ impl EtcdStore {
         k
     }
 
+    /// The entry a transaction's get of one key found, if any.
+    fn got_one(&self, r: &etcd_client::TxnOpResponse) -> Result<Option<Entry>, StoreError> {
+        match r {
+            etcd_client::TxnOpResponse::Get(g) => {
+                g.kvs().first().map(|kv| self.entry(kv)).transpose()
+            }
+            _ => Err(StoreError::Corrupt(
+                "etcd answered a read with something else".into(),
+            )),
+        }
+    }
+
+    fn read_timed_out(&self) -> StoreError {
+        unavailable(format!("read timed out after {:?}", self.call_timeout))
+    }
+
     fn entry(&self, kv: &etcd_client::KeyValue) -> Result<Entry, StoreError> {
         let key = kv
             .key()
@@ -362,26 +383,15 @@ impl Store for EtcdStore {
         let mut kv = self.client.kv_client();
         let resp = tokio::time::timeout(self.call_timeout, kv.txn(EtcdTxn::new().and_then(ops)))
             .await
-            .map_err(|_| unavailable(format!("read timed out after {:?}", self.call_timeout)))?
+            .map_err(|_| self.read_timed_out())?
             .map_err(|e| self.failed(&e))?;
-        let mut out = Vec::with_capacity(keys.len());
-        for r in resp.op_responses() {
-            match r {
-                etcd_client::TxnOpResponse::Get(g) => match g.kvs().first() {
-                    Some(kv) => out.push(Some(self.entry(kv)?)),
-                    None => out.push(None),
-                },
-                _ => {
-                    return Err(StoreError::Corrupt(
-                        "etcd answered a read with something else".into(),
-                    ))
-                }
-            }
-        }
+        let out = resp
+            .op_responses()
+            .iter()
+            .map(|r| self.got_one(r))
+            .collect::<Result<Vec<_>, _>>()?;
         if out.len() != keys.len() {
-            return Err(StoreError::Corrupt(
-                "etcd answered fewer reads than asked".into(),
-            ));
+            return Err(answered_short());
         }
         Ok(out)
     }

@@ -19,7 +19,7 @@ use etcd_client::{GetOptions, Txn as EtcdTxn, TxnOp, TxnOpResponse};
 
 use actors::store::{check_limits, StoreError, StoreOp, StoreReply};
 
-use super::{unavailable, EtcdStore};
+use super::{answered_short, EtcdStore};
 use crate::store::Store;
 
 /// Most operations in one batched read (a get counts its keys, a range
@@ -99,7 +99,7 @@ impl EtcdStore {
         let call = kv.txn(EtcdTxn::new().and_then(ops));
         let resp = match tokio::time::timeout(self.call_timeout, call).await {
             Err(_) => {
-                let e = unavailable(format!("read timed out after {:?}", self.call_timeout));
+                let e = self.read_timed_out();
                 return reads
                     .iter()
                     .map(|_| StoreReply::Failed(e.clone()))
@@ -121,7 +121,7 @@ impl EtcdStore {
                     limit,
                 } => match got.get(at) {
                     Some(r) => self.ranged(r, page, &end, limit).await,
-                    None => short(),
+                    None => StoreReply::Failed(answered_short()),
                 },
             };
             out.push(reply);
@@ -180,27 +180,22 @@ impl EtcdStore {
 
     /// A get's reply from its keys' responses.
     fn got(&self, got: &[TxnOpResponse], at: &[usize]) -> StoreReply {
-        let mut out = Vec::with_capacity(at.len());
-        for i in at {
-            let Some(r) = got.get(*i) else {
-                return short();
-            };
-            let TxnOpResponse::Get(g) = r else {
-                return other();
-            };
-            match g.kvs().first().map(|kv| self.entry(kv)) {
-                None => out.push(None),
-                Some(Ok(e)) => out.push(Some(e)),
-                Some(Err(e)) => return StoreReply::Failed(e),
-            }
+        let one = |i: &usize| match got.get(*i) {
+            Some(r) => self.got_one(r),
+            None => Err(answered_short()),
+        };
+        match at.iter().map(one).collect() {
+            Ok(entries) => StoreReply::Got(entries),
+            Err(e) => StoreReply::Failed(e),
         }
-        StoreReply::Got(out)
     }
 
     /// A range's reply from its first page, read on from there if full.
     async fn ranged(&self, r: &TxnOpResponse, page: usize, end: &[u8], limit: usize) -> StoreReply {
         let TxnOpResponse::Get(g) = r else {
-            return other();
+            return StoreReply::Failed(StoreError::Corrupt(
+                "etcd answered a range with something else".into(),
+            ));
         };
         let mut out = Vec::with_capacity(g.kvs().len());
         for kv in g.kvs() {
@@ -231,7 +226,10 @@ impl EtcdStore {
             let (store, op) = (self.clone(), op.clone());
             tasks.spawn(async move { (i, store.apply(&op).await) });
         }
-        let mut out: Vec<StoreReply> = reads.iter().map(|_| short()).collect();
+        let mut out: Vec<StoreReply> = reads
+            .iter()
+            .map(|_| StoreReply::Failed(answered_short()))
+            .collect();
         while let Some(done) = tasks.join_next().await {
             if let Ok((i, reply)) = done {
                 out[i] = reply;
@@ -244,20 +242,8 @@ impl EtcdStore {
 fn answered(a: Asked) -> StoreReply {
     match a {
         Asked::Answered(r) => r,
-        Asked::Get(_) | Asked::Range { .. } => short(),
+        Asked::Get(_) | Asked::Range { .. } => StoreReply::Failed(answered_short()),
     }
-}
-
-fn short() -> StoreReply {
-    StoreReply::Failed(StoreError::Corrupt(
-        "etcd answered fewer reads than asked".into(),
-    ))
-}
-
-fn other() -> StoreReply {
-    StoreReply::Failed(StoreError::Corrupt(
-        "etcd answered a read with something else".into(),
-    ))
 }
 
 #[cfg(test)]
