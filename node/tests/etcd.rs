@@ -300,13 +300,17 @@ async fn reads_together_answer_as_each_read_alone() {
     }
 }
 
+fn demo_topology() -> topology::Topology {
+    topology::config::parse_topology(include_str!("../../examples/demo.toml"))
+        .expect("the demo topology")
+}
+
 /// A node's store port on `store`, for the demo fleet's first node.
 fn port_on(
     store: reelfleet::store::any::AnyStore,
 ) -> std::sync::Arc<reelfleet::live::store_port::StorePort> {
     use std::sync::Arc;
-    let topo = topology::config::parse_topology(include_str!("../../examples/demo.toml"))
-        .expect("demo config");
+    let topo = demo_topology();
     Arc::new(reelfleet::live::store_port::StorePort {
         store: Arc::new(store),
         metrics: Arc::new(reelfleet::live::metrics::Metrics::new("n0", "r0")),
@@ -410,8 +414,7 @@ async fn the_audit_waits_out_a_store_without_quorum() {
         cluster.start_member(1);
         cluster
     });
-    let topo = topology::config::parse_topology(include_str!("../../examples/demo.toml"))
-        .expect("the demo topology");
+    let topo = demo_topology();
     let made = std::collections::BTreeMap::new();
     let input = reelfleet::audit::AuditInput {
         topo: &topo,
