@@ -111,6 +111,8 @@ probes! {
         "after a gap in refreshes every watched lease started over",
     PeerRemoved => "membership.peer-removed":
         "a peer's lease expired and this node removed it",
+    MembersHinted => "membership.members-hinted":
+        "a peer said the members record changed and this node refreshed at once",
     RemoveRefused => "membership.remove-refused":
         "removing an expired peer was refused (it renewed, or another node moved first)",
     DeclaredDead => "membership.declared-dead":

@@ -131,6 +131,13 @@ impl MembershipMachine {
                     node: n,
                     silent_ms: now_ms.saturating_sub(since),
                 });
+                let to: Vec<NodeId> = next
+                    .nodes
+                    .iter()
+                    .copied()
+                    .filter(|m| *m != self.node)
+                    .collect();
+                out.push(MembershipEffect::TellMembersChanged { version, to });
                 self.adopt_members(next, version, out);
             }
             (WorkOp::Remove(n, _), _) => {
@@ -244,7 +251,12 @@ impl MembershipMachine {
             let version = e.map(|e| e.version).unwrap_or(0);
             match self.watch.get(n) {
                 Some((seen, since)) if *seen == version => {
-                    if now_ms.saturating_sub(*since) >= self.params.lease_ms {
+                    // A node that is no longer a member (another watcher
+                    // removed it since this refresh was asked) is not
+                    // removed again.
+                    if now_ms.saturating_sub(*since) >= self.params.lease_ms
+                        && self.members.contains(*n)
+                    {
                         self.expired.insert(*n);
                     }
                 }

@@ -30,6 +30,9 @@ pub enum NodeMsg {
         region: RegionId,
         best_wait_ms: u64,
     },
+    /// The sender changed the members record to `version` (it removed a
+    /// node whose lease expired): a hint to refresh.
+    MembersChanged { version: u64 },
 }
 
 impl NodeMsg {
@@ -43,6 +46,7 @@ impl NodeMsg {
             NodeMsg::DispatchSubmit { .. } => "dispatch-submit",
             NodeMsg::DispatchLoad { .. } => "dispatch-load",
             NodeMsg::DispatchSummary { .. } => "dispatch-summary",
+            NodeMsg::MembersChanged { .. } => "members-changed",
         }
     }
 }

@@ -153,6 +153,9 @@ pub fn arrive(view: &NodeView, msg: NodeMsg) -> Option<Local> {
             region,
             best_wait_ms,
         }),
+        NodeMsg::MembersChanged { version } => {
+            Local::Membership(MembershipInput::MembersChanged { version })
+        }
         _ => return None,
     })
 }
@@ -363,6 +366,11 @@ pub fn membership_effect(view: &mut NodeView, e: MembershipEffect, out: &mut Vec
         ))),
         MembershipEffect::NodeRemoved { node, silent_ms } => {
             out.push(Route::Observe(Observation::NodeRemoved { node, silent_ms }))
+        }
+        MembershipEffect::TellMembersChanged { version, to } => {
+            for n in to {
+                send(view, n, NodeMsg::MembersChanged { version }, out);
+            }
         }
         MembershipEffect::Drained => out.push(Route::Drained),
     }

@@ -146,6 +146,9 @@ pub fn encode(msg: &NodeMsg) -> Vec<u8> {
                 .u32(u32::from(region.0))
                 .u64(*best_wait_ms);
         }
+        NodeMsg::MembersChanged { version } => {
+            w.u8(8).u64(*version);
+        }
     }
     w.finish()
 }
@@ -215,6 +218,9 @@ pub fn decode(buf: &[u8]) -> Result<NodeMsg, DecodeError> {
             to: region(&mut r, "summary.to")?,
             region: region(&mut r, "summary.region")?,
             best_wait_ms: r.u64("summary.best_wait_ms")?,
+        },
+        8 => NodeMsg::MembersChanged {
+            version: r.u64("members.version")?,
         },
         _ => return Err(bad("frame kind")),
     };
@@ -340,6 +346,7 @@ mod tests {
                 region: RegionId(0),
                 best_wait_ms: 77,
             },
+            NodeMsg::MembersChanged { version: 12 },
         ];
         for f in frames {
             let bytes = encode(&f);
