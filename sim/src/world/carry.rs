@@ -14,7 +14,7 @@ use actors::node::{route, NodeView, Observation, Route};
 use topology::{ChannelId, GpuId, NodeId};
 
 use super::events::Msg;
-use super::nodes::HostedChannel;
+use super::nodes::{HostedChannel, TickSlot};
 use super::store::ReplyTo;
 use super::World;
 
@@ -255,7 +255,11 @@ impl World {
             self.sc.machines.channel.clone(),
             seed,
         );
-        let hosted = HostedChannel { m, gen, tick: None };
+        let hosted = HostedChannel {
+            m,
+            gen,
+            tick: TickSlot::default(),
+        };
         self.nodes[node.index()].channels.insert(channel, hosted);
         let inc = self.nodes[node.index()].inc;
         let start = Msg::ChannelGen(channel, gen, ChannelInput::Start);
@@ -271,7 +275,7 @@ impl World {
                     n.region,
                     self.sc.machines.dispatch,
                 );
-                n.dispatcher = Some((m, None));
+                n.dispatcher = Some((m, TickSlot::default()));
                 let inc = n.inc;
                 let tick = actors::node::Local::Dispatcher(DispatchInput::Tick);
                 self.deliver_now(node, Some(inc), Msg::Local(tick));

@@ -21,7 +21,20 @@ pub(super) struct HostedChannel {
     pub m: ChannelMachine,
     /// Which instance: replies for an earlier one are dropped.
     pub gen: u64,
-    pub tick: Option<u64>,
+    pub tick: TickSlot,
+}
+
+/// One machine's tick: the one queued (true ms) and the deadline the
+/// machine asked for last. A deadline that moves later leaves the queued
+/// tick where it is; when it comes due it is queued again at the later
+/// time instead of delivered. So a machine is ticked only at the deadline
+/// it last asked for, as the live shell's timer does (it re-arms for
+/// every new deadline), and a deadline that moves later and back costs no
+/// event each time (`EVENTS_PER_MS_MAX`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct TickSlot {
+    queued: Option<u64>,
+    wanted: Option<u64>,
 }
 
 pub(super) struct SimNode {
@@ -30,10 +43,10 @@ pub(super) struct SimNode {
     pub alive: bool,
     pub inc: u32,
     pub clock: Clock,
-    pub membership: Option<(MembershipMachine, Option<u64>)>,
+    pub membership: Option<(MembershipMachine, TickSlot)>,
     pub channels: BTreeMap<ChannelId, HostedChannel>,
-    pub gpus: Vec<(GpuMachine, Option<u64>)>,
-    pub dispatcher: Option<(DispatchMachine, Option<u64>)>,
+    pub gpus: Vec<(GpuMachine, TickSlot)>,
+    pub dispatcher: Option<(DispatchMachine, TickSlot)>,
     pub view: NodeView,
 }
 
@@ -55,7 +68,7 @@ pub(super) fn build(sc: &Scenario) -> (Vec<SimNode>, Vec<GpuHw>, Vec<(NodeId, us
                     assert_eq!(gpu_hw.len(), g.index(), "GPUs are numbered node by node");
                     gpu_hw.push(GpuHw::new(n, topo.gpu(*g).memory_bytes));
                     gpu_local.push((n, i));
-                    (new_gpu(sc, *g), None)
+                    (new_gpu(sc, *g), TickSlot::default())
                 })
                 .collect();
             SimNode {
@@ -106,12 +119,12 @@ impl World {
         n.inc += 1;
         n.membership = Some((
             MembershipMachine::new(Arc::clone(&topo), node, params, seed),
-            None,
+            TickSlot::default(),
         ));
         n.channels.clear();
         n.dispatcher = None;
         n.view = NodeView::new(Arc::clone(&topo), node);
-        n.gpus = gpus.into_iter().map(|g| (g, None)).collect();
+        n.gpus = gpus.into_iter().map(|g| (g, TickSlot::default())).collect();
         let inc = n.inc;
         let start = Local::Membership(MembershipInput::Start);
         self.deliver_now(node, Some(inc), Msg::Local(start));
@@ -147,26 +160,47 @@ impl World {
         }
     }
 
-    /// A tick came due: deliver it unless a later schedule superseded it.
-    /// Feeds `actor` its tick due at `due`; false if that tick was
-    /// superseded (nothing happened).
-    pub(super) fn on_tick(&mut self, node: NodeId, actor: Actor, due: u64) -> bool {
+    /// `actor`'s tick slot, if the actor is there (a channel only in the
+    /// instance its `Actor` names, with `same_gen`).
+    fn tick_slot(&mut self, node: NodeId, actor: Actor, same_gen: bool) -> Option<&mut TickSlot> {
         let n = &mut self.nodes[node.index()];
-        let slot = match actor {
+        match actor {
             Actor::Membership => n.membership.as_mut().map(|(_, t)| t),
-            Actor::Channel(ch, gen) => n
+            Actor::Channel(ch, g) => n
                 .channels
                 .get_mut(&ch)
-                .filter(|h| h.gen == gen)
+                .filter(|h| !same_gen || h.gen == g)
                 .map(|h| &mut h.tick),
             Actor::Gpu(i) => n.gpus.get_mut(i).map(|(_, t)| t),
             Actor::Dispatcher => n.dispatcher.as_mut().map(|(_, t)| t),
+        }
+    }
+
+    /// A tick came due: deliver it unless a later schedule superseded it.
+    /// Feeds `actor` its tick due at `due`; false if that tick was
+    /// superseded, or moved on to the later deadline asked since (nothing
+    /// happened).
+    pub(super) fn on_tick(&mut self, node: NodeId, actor: Actor, due: u64) -> bool {
+        let now = self.now_ms;
+        let inc = self.nodes[node.index()].inc;
+        let Some(slot) = self.tick_slot(node, actor, true) else {
+            return false;
         };
-        let Some(slot) = slot else { return false };
-        if *slot != Some(due) {
+        if slot.queued != Some(due) {
             return false; // superseded by an earlier tick
         }
-        *slot = None;
+        slot.queued = None;
+        if let Some(later) = slot.wanted.filter(|w| *w > due && *w > now) {
+            slot.queued = Some(later);
+            let ev = Ev::Tick {
+                node,
+                inc,
+                actor,
+                due_ms: later,
+            };
+            self.push(later, ev);
+            return false;
+        }
         let msg = match actor {
             Actor::Membership => Msg::Local(Local::Membership(MembershipInput::Tick)),
             Actor::Channel(ch, gen) => Msg::ChannelGen(ch, gen, ChannelInput::Tick),
@@ -180,33 +214,31 @@ impl World {
         true
     }
 
-    /// Schedules a tick for `actor` at its local `deadline` unless an
-    /// earlier one is pending.
+    /// Schedules a tick for `actor` at its local `deadline`; one already
+    /// queued for no later than that, and not in the past, stays and is
+    /// moved on when it comes due (`TickSlot`). No deadline: what was
+    /// asked last stands, as the live shell's timer does.
     fn schedule_tick(&mut self, node: NodeId, actor: Actor, deadline: Option<u64>) {
         let Some(d) = deadline else { return };
         let now = self.now_ms;
         let n = &mut self.nodes[node.index()];
         let at = n.clock.true_at(d, now);
         let inc = n.inc;
-        let slot = match actor {
-            Actor::Membership => n.membership.as_mut().map(|(_, t)| t),
-            Actor::Channel(ch, _) => n.channels.get_mut(&ch).map(|h| &mut h.tick),
-            Actor::Gpu(i) => n.gpus.get_mut(i).map(|(_, t)| t),
-            Actor::Dispatcher => n.dispatcher.as_mut().map(|(_, t)| t),
+        let Some(slot) = self.tick_slot(node, actor, false) else {
+            return;
         };
-        let Some(slot) = slot else { return };
-        if slot.is_some_and(|t| t <= at && t >= now) {
+        slot.wanted = Some(at);
+        if slot.queued.is_some_and(|t| t <= at && t >= now) {
             return;
         }
-        *slot = Some(at);
-        let due = at;
+        slot.queued = Some(at);
         self.push(
             at,
             Ev::Tick {
                 node,
                 inc,
                 actor,
-                due_ms: due,
+                due_ms: at,
             },
         );
     }
