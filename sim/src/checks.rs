@@ -2,7 +2,6 @@
 //! check names the invariant it enforces; the first violation stops the run.
 
 use std::collections::{BTreeMap, BTreeSet};
-use rustc_hash::FxHashMap;
 
 use actors::records::{
     budget_key, channel_key, decode_budget, owner_key, quota_limits_key, ChannelRecord, FailReason,
@@ -10,6 +9,7 @@ use actors::records::{
     MEMBERS_KEY,
 };
 use actors::store::{MemStore, Txn, Write};
+use rustc_hash::FxHashMap;
 use topology::{ChannelId, NodeId, ProjectId, StageKind, Topology};
 
 pub use crate::invariant::{Invariant, Violation};
