@@ -2,7 +2,8 @@
 //! for client certificates, then user/password auth on top. The store URL
 //! carries the CA, the client certificate and the credentials; a wrong CA,
 //! a missing client certificate and a wrong password each fail at connect
-//! with a clear error, and the backend conforms over TLS.
+//! with a clear error, and the backend conforms over TLS. A member left at
+//! etcd's default transaction limit is named at connect.
 
 mod common;
 
@@ -70,12 +71,23 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// One etcd member serving clients over TLS with client-certificate auth.
-fn start_tls_member(dir: &Path, server: &(PathBuf, PathBuf), ca: &Path) -> (Member, u16) {
+/// One etcd member serving clients over TLS with client-certificate auth,
+/// with the limits the README asks for, or with etcd's defaults.
+fn start_tls_member(
+    dir: &Path,
+    server: &(PathBuf, PathBuf),
+    ca: &Path,
+    defaults: bool,
+) -> (Member, u16) {
     let (client, peer) = (free_port(), free_port());
+    let limits: &[&str] = match defaults {
+        true => &[],
+        false => &["--max-txn-ops", "20000", "--max-request-bytes", "11000000"],
+    };
     let child = Command::new("etcd")
         .args(["--name", "tls0", "--data-dir"])
         .arg(dir.join("member"))
+        .args(limits)
         .args([
             "--listen-client-urls",
             &format!("https://127.0.0.1:{client}"),
@@ -139,7 +151,7 @@ async fn etcd_over_tls_with_client_certificates_and_passwords() {
         &["root"],
         ExtendedKeyUsagePurpose::ClientAuth,
     );
-    let (_member, port) = start_tls_member(dir, &server, &ca_pem);
+    let (_member, port) = start_tls_member(dir, &server, &ca_pem, false);
     let base = format!("etcd://127.0.0.1:{port}/tls");
     let tls = format!(
         "ca={}&cert={}&key={}",
@@ -186,6 +198,53 @@ async fn etcd_over_tls_with_client_certificates_and_passwords() {
     eprintln!("wrong password: {e}");
     assert!(e.to_lowercase().contains("auth"), "{e}");
     assert!(!e.contains("s3cret"), "{e}");
+}
+
+/// A member left at etcd's default `--max-txn-ops` (128) is refused at
+/// connect, with the flag named: a node's claims take 512 operations, and
+/// a node whose claims were refused would leave its channels unowned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_at_the_default_transaction_limit_is_named_at_connect() {
+    if !etcd_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("dir");
+    let dir = tmp.path();
+    let (ca_pem, issuer) = ca(dir, "etcd-ca");
+    let server = leaf(
+        dir,
+        &issuer,
+        "server",
+        &["127.0.0.1", "localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let client = leaf(
+        dir,
+        &issuer,
+        "root",
+        &["root"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let (_member, port) = start_tls_member(dir, &server, &ca_pem, true);
+    let url = format!(
+        "etcd://127.0.0.1:{port}/tls?ca={}&cert={}&key={}",
+        ca_pem.display(),
+        client.0.display(),
+        client.1.display()
+    );
+    let t0 = Instant::now();
+    let e = loop {
+        match open(&url).await {
+            Ok(_) => panic!("a member at the default --max-txn-ops was accepted"),
+            Err(e) if e.contains("max-txn-ops") => break e,
+            Err(e) => {
+                assert!(t0.elapsed() < Duration::from_secs(20), "connect: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    eprintln!("default limits: {e}");
+    assert!(e.contains("1024 operations"), "{e}");
 }
 
 /// Users and passwords on top: a root user, then auth on.

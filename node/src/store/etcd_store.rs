@@ -123,6 +123,10 @@ fn cause(e: &etcd_client::Error) -> String {
     }
 }
 
+/// Operations in the transaction `connect_with` reads with: more than a
+/// claim of `MembershipParams::claim_batch` (256) channels takes (512).
+pub const TXN_OPS_PROBE: usize = 1_024;
+
 impl EtcdStore {
     /// Connects to `endpoints` (host:port) in plain text, without auth;
     /// keys live under `prefix`.
@@ -172,9 +176,15 @@ impl EtcdStore {
                 })?
                 .map_err(|e| unavailable(format!("cannot connect to {shown}: {}", cause(&e))))?;
         // tonic connects lazily: one read proves the TLS handshake and the
-        // credentials now, not at the first commit.
+        // credentials now, not at the first commit. It is a transaction of
+        // `TXN_OPS_PROBE` reads, so that members left at etcd's default
+        // `--max-txn-ops` (128) are named here: a node's claims take 512
+        // operations, and a refused claim would leave its channels unowned.
         let mut kv = client.kv_client();
-        let probe = tokio::time::timeout(call_timeout, kv.get(prefix.as_bytes().to_vec(), None))
+        let reads: Vec<TxnOp> = (0..TXN_OPS_PROBE)
+            .map(|_| TxnOp::get(prefix.as_bytes().to_vec(), None))
+            .collect();
+        let probe = tokio::time::timeout(call_timeout, kv.txn(EtcdTxn::new().and_then(reads)))
             .await
             .map_err(|_| {
                 unavailable(format!(
@@ -182,6 +192,13 @@ impl EtcdStore {
                 ))
             })?;
         if let Err(e) = probe {
+            if cause(&e).contains("too many operations") {
+                return Err(StoreError::TooLarge(format!(
+                    "{shown} refuses a transaction of {TXN_OPS_PROBE} operations ({}): start every \
+                     member with --max-txn-ops 20000 --max-request-bytes 11000000 (README, \"Stores\")",
+                    cause(&e)
+                )));
+            }
             return Err(unavailable(format!(
                 "{shown}: {}{}",
                 cause(&e),
