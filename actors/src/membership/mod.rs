@@ -56,8 +56,8 @@ pub struct MembershipParams {
     /// Channels claimed per transaction: a check and a put each, so 256
     /// make 512 operations, well within the 20,000 every store takes
     /// (etcd with `--max-txn-ops 20000`). Taking over 10,000 channels on
-    /// a 3-member etcd: 64 a batch took 1.4 s of claiming, 256 took 0.8 s
-    /// (BENCHMARKS "One live node at scale").
+    /// a 3-member etcd: 64 a batch took 1.4–1.9 s of claiming, 256 took
+    /// 0.8–1.3 s (BENCHMARKS "One live node at scale").
     pub claim_batch: usize,
     /// Taken off the lease's validity for clock rate differences.
     pub drift_margin_ms: u64,
