@@ -4,16 +4,14 @@
 use super::*;
 use crate::store::MemStore;
 
-const TOPO: &str = r#"
-[[regions]]
-name = "r"
-[[nodes]]
-name = "a"
-region = "r"
-[[nodes]]
-name = "b"
-region = "r"
-[[pipelines]]
+/// One region of `nodes`, one channel: the membership tests' cluster.
+pub(super) fn one_region(nodes: &[&str]) -> Arc<Topology> {
+    let mut toml = String::from("[[regions]]\nname = \"r\"\n");
+    for n in nodes {
+        toml.push_str(&format!("[[nodes]]\nname = \"{n}\"\nregion = \"r\"\n"));
+    }
+    toml.push_str(
+        r#"[[pipelines]]
 name = "p"
 [[pipelines.stages]]
 name = "upload"
@@ -27,7 +25,10 @@ home_region = "r"
 videos_per_day = 1
 pipeline = "p"
 project = "q"
-"#;
+"#,
+    );
+    Arc::new(topology::config::parse_topology(&toml).expect("topology"))
+}
 
 /// Runs A and B on one store in 10 ms steps; B stops at `stop_ms`. With
 /// `hint`, A is told every 100 ms after that that B is unreachable.
@@ -46,7 +47,7 @@ const PARAMS: MembershipParams = MembershipParams {
 };
 
 fn removal(stop_ms: u64, hint: bool) -> (u64, u64) {
-    let topo = Arc::new(topology::config::parse_topology(TOPO).expect("topology"));
+    let topo = one_region(&["a", "b"]);
     let params = PARAMS;
     let mut store = MemStore::new();
     let mut m = [

@@ -6,34 +6,6 @@
 use super::*;
 use crate::store::MemStore;
 
-const TOPO: &str = r#"
-[[regions]]
-name = "r"
-[[nodes]]
-name = "a"
-region = "r"
-[[nodes]]
-name = "b"
-region = "r"
-[[nodes]]
-name = "c"
-region = "r"
-[[pipelines]]
-name = "p"
-[[pipelines.stages]]
-name = "upload"
-kind = "publish"
-duration_ms = 10
-[[projects]]
-name = "q"
-[[channels]]
-name = "c"
-home_region = "r"
-videos_per_day = 1
-pipeline = "p"
-project = "q"
-"#;
-
 /// Store ops take `LATENCY_MS` each way of nothing: each is applied when
 /// its reply is due, so a read asked before a peer's write can see it.
 const LATENCY_MS: u64 = 30;
@@ -113,7 +85,7 @@ impl World {
 /// stops at `stop_ms`. With `hint`, `TellMembersChanged` reaches its
 /// addressees one step later (as a message would).
 fn run(monitors: usize, offset_ms: u64, stop_ms: u64, hint: bool) -> Run {
-    let topo = Arc::new(topology::config::parse_topology(TOPO).expect("topology"));
+    let topo = super::hint_tests::one_region(&["a", "b", "c"]);
     let params = MembershipParams {
         monitors,
         ..MembershipParams::default()
