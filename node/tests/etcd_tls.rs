@@ -55,6 +55,27 @@ fn leaf(
     (pem, k)
 }
 
+/// The cluster's CA, the member's server certificate (for 127.0.0.1) and
+/// a client certificate for `root`.
+fn cluster_certs(dir: &Path) -> (PathBuf, (PathBuf, PathBuf), (PathBuf, PathBuf)) {
+    let (ca_pem, issuer) = ca(dir, "etcd-ca");
+    let server = leaf(
+        dir,
+        &issuer,
+        "server",
+        &["127.0.0.1", "localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let client = leaf(
+        dir,
+        &issuer,
+        "root",
+        &["root"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    (ca_pem, server, client)
+}
+
 struct Member(Child);
 
 impl Drop for Member {
@@ -135,22 +156,8 @@ async fn etcd_over_tls_with_client_certificates_and_passwords() {
     }
     let tmp = tempfile::tempdir().expect("dir");
     let dir = tmp.path();
-    let (ca_pem, issuer) = ca(dir, "etcd-ca");
+    let (ca_pem, server, client) = cluster_certs(dir);
     let (wrong_ca, _) = ca(dir, "someone-elses-ca");
-    let server = leaf(
-        dir,
-        &issuer,
-        "server",
-        &["127.0.0.1", "localhost"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let client = leaf(
-        dir,
-        &issuer,
-        "root",
-        &["root"],
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
     let (_member, port) = start_tls_member(dir, &server, &ca_pem, false);
     let base = format!("etcd://127.0.0.1:{port}/tls");
     let tls = format!(
@@ -210,21 +217,7 @@ async fn a_member_at_the_default_transaction_limit_is_named_at_connect() {
     }
     let tmp = tempfile::tempdir().expect("dir");
     let dir = tmp.path();
-    let (ca_pem, issuer) = ca(dir, "etcd-ca");
-    let server = leaf(
-        dir,
-        &issuer,
-        "server",
-        &["127.0.0.1", "localhost"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let client = leaf(
-        dir,
-        &issuer,
-        "root",
-        &["root"],
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
+    let (ca_pem, server, client) = cluster_certs(dir);
     let (_member, port) = start_tls_member(dir, &server, &ca_pem, true);
     let url = format!(
         "etcd://127.0.0.1:{port}/tls?ca={}&cert={}&key={}",
