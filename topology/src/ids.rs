@@ -9,6 +9,8 @@ macro_rules! id {
         pub struct $name(pub $int);
 
         impl $name {
+            // Called on every event; without LTO a call across crates.
+            #[inline]
             pub fn index(self) -> usize {
                 self.0 as usize
             }

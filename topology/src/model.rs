@@ -298,24 +298,31 @@ pub struct Topology {
 }
 
 impl Topology {
+    #[inline]
     pub fn region(&self, id: RegionId) -> &Region {
         &self.regions[id.index()]
     }
+    #[inline]
     pub fn node(&self, id: NodeId) -> &Node {
         &self.nodes[id.index()]
     }
+    #[inline]
     pub fn gpu(&self, id: GpuId) -> &Gpu {
         &self.gpus[id.index()]
     }
+    #[inline]
     pub fn channel(&self, id: ChannelId) -> &Channel {
         &self.channels[id.index()]
     }
+    #[inline]
     pub fn pipeline(&self, id: PipelineId) -> &Pipeline {
         &self.pipelines[id.index()]
     }
+    #[inline]
     pub fn project(&self, id: ProjectId) -> &PublishingProject {
         &self.projects[id.index()]
     }
+    #[inline]
     pub fn latency(&self, from: RegionId, to: RegionId) -> u32 {
         self.latency_ms[from.index()][to.index()]
     }

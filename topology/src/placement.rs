@@ -13,6 +13,7 @@ use crate::ids::{ChannelId, NodeId, RegionId};
 use crate::model::Topology;
 
 /// A 64-bit mix (splitmix64's finaliser): cheap and well distributed.
+#[inline]
 pub fn mix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -119,25 +119,25 @@ impl World {
     /// `None` if they found a violation.
     fn apply_commit(&mut self, call: &StoreCall, txn: &Txn) -> Option<StoreReply> {
         let rel = self.rel_ms();
-        if self.store.evaluate(&txn.checks).is_ok() {
-            let seen = Seen {
-                topo: &self.topo,
-                truth: &self.truth,
-                store: &self.store,
-                fence: call.fence.map(|(ch, epoch)| (ch, call.node, epoch)),
-                writer: call.node,
-                now_ms: self.now_ms,
-                rel_ms: rel,
-            };
-            if let Err(v) = self.watch.before_apply(&seen, txn) {
-                self.fail(v);
-                return None;
-            }
+        if let Err(i) = self.store.evaluate(&txn.checks) {
+            return Some(StoreReply::Failed(StoreError::Conflict {
+                check_index: Some(i),
+            }));
         }
-        Some(match self.store.commit_checked(txn) {
-            Ok(v) => StoreReply::Committed(v),
-            Err(e) => StoreReply::Failed(e),
-        })
+        let seen = Seen {
+            topo: &self.topo,
+            truth: &self.truth,
+            store: &self.store,
+            fence: call.fence.map(|(ch, epoch)| (ch, call.node, epoch)),
+            writer: call.node,
+            now_ms: self.now_ms,
+            rel_ms: rel,
+        };
+        if let Err(v) = self.watch.before_apply(&seen, txn) {
+            self.fail(v);
+            return None;
+        }
+        Some(StoreReply::Committed(self.store.write_evaluated(txn)))
     }
 
     fn push_reply(&mut self, call: &StoreCall, reply: StoreReply, at: u64) {
