@@ -108,6 +108,19 @@ pub struct DispatchMachine {
     clock: crate::machine::Monotonic,
 }
 
+/// The positions of `take` candidates among `n` GPUs sorted by id: from
+/// `start`, every `stride`-th, wrapping around (what walking the sorted
+/// GPUs in a cycle from `start` and taking every `stride`-th gives).
+fn sample_positions(
+    n: usize,
+    take: usize,
+    start: usize,
+    stride: usize,
+) -> impl Iterator<Item = usize> {
+    assert!(take <= n && (n == 0 || start < n));
+    (0..take).map(move |k| (start + k * stride) % n)
+}
+
 /// How many recent job ids a dispatcher remembers to drop duplicates.
 pub const RECENT_JOBS_MAX: usize = 8192;
 
@@ -325,8 +338,8 @@ impl DispatchMachine {
             0
         };
         let stride = if n > take { (n / take).max(1) } else { 1 };
-        let best = (0..take)
-            .map(|k| &self.gpus[(start + k * stride) % n])
+        let best = sample_positions(n, take, start, stride)
+            .map(|i| &self.gpus[i])
             .filter(|(_, v)| self.fresh(v, now_ms) && v.report.total_bytes >= job.gpu_memory_bytes)
             .map(|(g, v)| {
                 (
@@ -373,6 +386,29 @@ impl DispatchMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The candidates picked by position are the ones a walk of the
+    /// sorted GPUs in a cycle picked before (the B-tree the dispatcher
+    /// kept them in), for every shape of fleet and sample.
+    #[test]
+    fn sampled_positions_match_a_cyclic_walk() {
+        for n in 1..60 {
+            for take in 1..=n {
+                let stride = if n > take { (n / take).max(1) } else { 1 };
+                for start in 0..n {
+                    let start = if n > take { start } else { 0 };
+                    let walk: Vec<usize> = (0..n)
+                        .cycle()
+                        .skip(start)
+                        .step_by(stride)
+                        .take(take)
+                        .collect();
+                    let picked: Vec<usize> = sample_positions(n, take, start, stride).collect();
+                    assert_eq!(picked, walk, "n {n} take {take} start {start}");
+                }
+            }
+        }
+    }
     use crate::protocol::{JobId, JobKind};
     use topology::{ChannelId, DurationModel, NodeId, Region, GIB};
 
