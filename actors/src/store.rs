@@ -380,15 +380,20 @@ impl MemStore {
 
     /// `commit` for a transaction whose limits were already checked.
     pub fn commit_checked(&mut self, txn: &Txn) -> Result<Version, StoreError> {
-        self.evaluate(&txn.checks)
-            .map_err(|i| StoreError::Conflict {
-                check_index: Some(i),
-            })?;
+        self.check(&txn.checks)?;
         Ok(self.write_evaluated(txn))
     }
 
+    /// `evaluate` as a commit answers it: the first failed check is a
+    /// conflict naming its index.
+    pub fn check(&self, checks: &[Check]) -> Result<(), StoreError> {
+        self.evaluate(checks).map_err(|i| StoreError::Conflict {
+            check_index: Some(i),
+        })
+    }
+
     /// Writes a transaction whose checks were just evaluated and hold
-    /// (`evaluate`), without evaluating them again: the simulator shows
+    /// (`check`), without evaluating them again: the simulator shows
     /// such a commit to its invariant checks between the two.
     pub fn write_evaluated(&mut self, txn: &Txn) -> Version {
         debug_assert!(self.evaluate(&txn.checks).is_ok());

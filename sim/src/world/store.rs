@@ -119,10 +119,8 @@ impl World {
     /// `None` if they found a violation.
     fn apply_commit(&mut self, call: &StoreCall, txn: &Txn) -> Option<StoreReply> {
         let rel = self.rel_ms();
-        if let Err(i) = self.store.evaluate(&txn.checks) {
-            return Some(StoreReply::Failed(StoreError::Conflict {
-                check_index: Some(i),
-            }));
+        if let Err(e) = self.store.check(&txn.checks) {
+            return Some(StoreReply::Failed(e));
         }
         let seen = Seen {
             topo: &self.topo,
