@@ -24,7 +24,8 @@ pub struct StoreWatch {
     pub epoch_owner: FxHashMap<(ChannelId, u64), NodeId>,
     /// Quota units reserved per project, all days.
     pub ledger_units: BTreeMap<ProjectId, u64>,
-    /// When each video record first appeared (true ms).
+    /// When each video record first appeared (true ms), until the API
+    /// publishes it.
     pub planned_at: FxHashMap<(ChannelId, u64), u64>,
     pub retry_limits: RetryLimits,
     /// The operator's maintenance window in force, if any.

@@ -15,11 +15,21 @@ use super::World;
 use crate::checks::{Invariant, Violation};
 use crate::scenario::Fault;
 
-/// Every video record in the store, active and done, with its channel.
-type Videos = [(ChannelId, VideoRecord)];
+/// What the checks at the end of a run need of every video record, active
+/// and done, gathered in one pass that decodes each record and drops it:
+/// holding all of them decoded at once (355,000 in a capacity-10m day) was
+/// the run's peak memory, 45 MiB above the rest (BENCHMARKS.md).
+#[derive(Default)]
+struct Videos {
+    cost_by_channel: BTreeMap<ChannelId, u64>,
+    quota_by_project: BTreeMap<ProjectId, u64>,
+    /// The first video, in key order, recorded as published that the API
+    /// never saw.
+    published_off_api: Option<String>,
+}
 
-/// One of the checks at the end of a run, given every video record (read
-/// and decoded once for all of them: 355,000 in a capacity-10m day).
+/// One of the checks at the end of a run, given the sums of every video
+/// record (read and decoded once for all of them).
 type FinalCheck = fn(&World, &Videos) -> Result<(), Violation>;
 
 impl World {
@@ -129,7 +139,7 @@ impl World {
             World::check_cost_ledgers,
             World::check_quota_ledgers,
         ];
-        let videos = self.video_records();
+        let videos = self.video_sums();
         for check in checks {
             if let Err(v) = check(self, &videos) {
                 self.fail(v);
@@ -220,38 +230,56 @@ impl World {
                 return Err(Violation::new(Invariant::NoLostVideo, detail, rel));
             }
         }
-        for (ch, rec) in videos {
-            if let VideoStatus::Published { .. } = rec.status {
-                let key = idempotency_key(&self.topo.channel(*ch).name, rec.slot);
+        if let Some(key) = &videos.published_off_api {
+            let detail = format!("video {key} recorded as published but not on the API");
+            return Err(Violation::new(Invariant::NoLostVideo, detail, rel));
+        }
+        Ok(())
+    }
+
+    /// Every video record in the store, read once, summed for the checks.
+    fn video_sums(&self) -> Videos {
+        let mut sums = Videos::default();
+        self.each_video_record(|ch, rec| {
+            *sums.cost_by_channel.entry(ch).or_default() += rec.cost_micros;
+            *sums
+                .quota_by_project
+                .entry(self.topo.channel(ch).project)
+                .or_default() += rec.quota_units;
+            if sums.published_off_api.is_none()
+                && matches!(rec.status, VideoStatus::Published { .. })
+            {
+                let key = idempotency_key(&self.topo.channel(ch).name, rec.slot);
                 if !self.api.uploads.contains_key(&key) {
-                    let detail = format!("video {key} recorded as published but not on the API");
-                    return Err(Violation::new(Invariant::NoLostVideo, detail, rel));
+                    sums.published_off_api = Some(key);
+                }
+            }
+        });
+        sums
+    }
+
+    /// Each video record in the store, active then done, in key order.
+    fn each_video_record(&self, mut f: impl FnMut(ChannelId, VideoRecord)) {
+        for prefix in [b"va/".as_slice(), b"vd/".as_slice()] {
+            for (k, v, _) in self.store.scan(prefix, &prefix_end(prefix)) {
+                if let (Some(ch), Ok(rec)) = (channel_of_video_key(k), VideoRecord::decode(v)) {
+                    f(ch, rec);
                 }
             }
         }
-        Ok(())
     }
 
     /// Every video record in the store, active and done.
     pub(super) fn video_records(&self) -> Vec<(ChannelId, VideoRecord)> {
         let mut all = Vec::new();
-        for prefix in [b"va/".as_slice(), b"vd/".as_slice()] {
-            for (k, v, _) in self.store.scan(prefix, &prefix_end(prefix)) {
-                if let (Some(ch), Ok(rec)) = (channel_of_video_key(k), VideoRecord::decode(v)) {
-                    all.push((ch, rec));
-                }
-            }
-        }
+        self.each_video_record(|ch, rec| all.push((ch, rec)));
         all
     }
 
     /// Each channel's ledger equals the sum of its videos, and covers what
     /// really ran.
     fn check_cost_ledgers(&self, videos: &Videos) -> Result<(), Violation> {
-        let mut cost_by_channel = BTreeMap::<ChannelId, u64>::new();
-        for (ch, rec) in videos {
-            *cost_by_channel.entry(*ch).or_default() += rec.cost_micros;
-        }
+        let cost_by_channel = &videos.cost_by_channel;
         for ch in self.topo.channel_ids() {
             let rec = self
                 .store
@@ -283,12 +311,7 @@ impl World {
     /// Each project's quota ledger equals the units its videos hold, and
     /// covers what the API charged.
     fn check_quota_ledgers(&self, videos: &Videos) -> Result<(), Violation> {
-        let mut quota_by_project = BTreeMap::<ProjectId, u64>::new();
-        for (ch, rec) in videos {
-            *quota_by_project
-                .entry(self.topo.channel(*ch).project)
-                .or_default() += rec.quota_units;
-        }
+        let quota_by_project = &videos.quota_by_project;
         for (p, spec) in self.topo.projects.iter().enumerate() {
             let p = ProjectId(p as u16);
             let ledger = self.watch.ledger_units.get(&p).copied().unwrap_or(0);
@@ -307,5 +330,83 @@ impl World {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actors::store::{Txn, Write};
+
+    use super::*;
+    use crate::checks::Invariant;
+    use crate::scenarios::builtin;
+    use crate::trace::Trace;
+
+    /// A steady run just before its end, every check still passing, and
+    /// one published video record's key and record.
+    fn near_end() -> (World, Vec<u8>, VideoRecord) {
+        let mut w = World::new(builtin("steady", 1).expect("steady"), 1, Trace::new(None));
+        let end_rel_ms = w.end_at_ms - w.sc.start_utc_ms;
+        assert!(w.run_until(end_rel_ms - 1), "{:?}", w.violation);
+        w.final_checks();
+        assert!(w.violation.is_none(), "{:?}", w.violation);
+        let (key, rec) = w
+            .store
+            .scan(b"vd/", &prefix_end(b"vd/"))
+            .find_map(|(k, v, _)| {
+                let rec = VideoRecord::decode(v).ok()?;
+                matches!(rec.status, VideoStatus::Published { .. }).then(|| (k.to_vec(), rec))
+            })
+            .expect("steady publishes");
+        (w, key, rec)
+    }
+
+    fn rewrite(w: &mut World, key: Vec<u8>, rec: &VideoRecord) {
+        let txn = Txn {
+            checks: vec![],
+            writes: vec![Write::Put(key, rec.encode())],
+        };
+        w.store.commit(&txn).expect("written");
+    }
+
+    fn violation_after_final_checks(mut w: World) -> (Invariant, String) {
+        w.final_checks();
+        let v = w.violation.expect("the end-of-run checks fail");
+        (v.invariant, v.detail)
+    }
+
+    #[test]
+    fn a_video_recorded_as_published_that_the_api_never_saw_is_caught() {
+        let (mut w, key, rec) = near_end();
+        let ch = channel_of_video_key(&key).expect("a video key");
+        let api_key = idempotency_key(&w.topo.channel(ch).name, rec.slot);
+        assert!(w.api.uploads.remove(&api_key).is_some());
+        let (inv, detail) = violation_after_final_checks(w);
+        assert_eq!(inv, Invariant::NoLostVideo);
+        assert!(
+            detail.contains("recorded as published but not on the API"),
+            "{detail}"
+        );
+        assert!(detail.contains(&api_key), "{detail}");
+    }
+
+    #[test]
+    fn a_video_cost_its_channel_ledger_does_not_hold_is_caught() {
+        let (mut w, key, mut rec) = near_end();
+        rec.cost_micros += 1;
+        rewrite(&mut w, key, &rec);
+        let (inv, detail) = violation_after_final_checks(w);
+        assert_eq!(inv, Invariant::LedgersMatchReality);
+        assert!(detail.starts_with("channel "), "{detail}");
+    }
+
+    #[test]
+    fn quota_units_its_project_ledger_does_not_hold_are_caught() {
+        let (mut w, key, mut rec) = near_end();
+        rec.quota_units += 1;
+        rewrite(&mut w, key, &rec);
+        let (inv, detail) = violation_after_final_checks(w);
+        assert_eq!(inv, Invariant::LedgersMatchReality);
+        assert!(detail.starts_with("project "), "{detail}");
     }
 }
