@@ -98,7 +98,8 @@ impl PartialOrd for Scheduled {
 }
 impl Ord for Scheduled {
     fn cmp(&self, o: &Self) -> Ordering {
-        // BinaryHeap is a max-heap: earliest first.
+        // BinaryHeap is a max-heap: earliest first (the far heap of
+        // `queue::EventQueue`).
         (o.at_ms, o.seq).cmp(&(self.at_ms, self.seq))
     }
 }

@@ -15,7 +15,7 @@
 //! RNG, and every collection iterated is ordered (`BTreeMap`, `Vec`), so a
 //! seed fixes the whole run.
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use actors::channel::{ChannelEffect, ChannelMachine};
@@ -41,13 +41,15 @@ mod lifecycle;
 mod network;
 mod nodes;
 mod publishing;
+mod queue;
 mod seed;
 mod store;
 mod trace_codes;
 
-use events::{Ev, Scheduled};
+use events::Ev;
 use hardware::GpuHw;
 use nodes::SimNode;
+use queue::EventQueue;
 use seed::Baseline;
 
 #[derive(Default, Clone, Debug)]
@@ -91,7 +93,7 @@ pub struct World {
     pub topo: Arc<Topology>,
     pub now_ms: u64,
     seq: u64,
-    queue: BinaryHeap<Scheduled>,
+    queue: EventQueue,
     slab: Vec<Option<Ev>>,
     free_slots: Vec<u32>,
     rng: SeededRng,
@@ -165,7 +167,7 @@ impl World {
             topo: Arc::clone(&topo),
             now_ms: sc.start_utc_ms,
             seq: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::new(),
             slab: Vec::new(),
             free_slots: Vec::new(),
             rng: rng.fork(1),
@@ -294,7 +296,7 @@ impl World {
 
     /// When the next event is due (true ms), if any.
     pub(crate) fn next_event_at(&self) -> Option<u64> {
-        self.queue.peek().map(|s| s.at_ms)
+        self.queue.peek_at()
     }
 
     /// The nodes hosting a machine for `ch`.
