@@ -29,11 +29,24 @@ pub fn weight(key: u64, node: NodeId) -> u64 {
 /// The heaviest node among `candidates` for `key`; ties (practically never)
 /// go to the lower id so the answer is total.
 pub fn rendezvous(key: u64, candidates: impl Iterator<Item = NodeId>) -> Option<NodeId> {
-    candidates.max_by(|a, b| {
-        weight(key, *a)
-            .cmp(&weight(key, *b))
-            .then_with(|| b.0.cmp(&a.0))
-    })
+    // Each candidate weighed once (a comparator would weigh both sides of
+    // every comparison): placing a fleet's channels is this, thousands of
+    // times, at every change of the view.
+    let mut best: Option<(u64, NodeId)> = None;
+    for n in candidates {
+        let w = weight(key, n);
+        if best.is_none_or(|b| heavier((w, n), b)) {
+            best = Some((w, n));
+        }
+    }
+    best.map(|(_, n)| n)
+}
+
+/// Whether weighted node `a` wins over `b`: heavier, or as heavy and a
+/// lower id.
+#[inline]
+fn heavier(a: (u64, NodeId), b: (u64, NodeId)) -> bool {
+    a.0 > b.0 || (a.0 == b.0 && a.1 .0 < b.1 .0)
 }
 
 /// The node that should own `channel` given which nodes are live
@@ -73,6 +86,36 @@ pub fn owner_among(
         }
     }
     None
+}
+
+/// Whether `owner_among` gives `channel` to `node`, answered without
+/// weighing every candidate: it stops at the first that outweighs `node`,
+/// after a few for the channels a node does not win (all but ~1/N of them).
+pub fn owns(
+    topology: &Topology,
+    channel: ChannelId,
+    by_region: &[Vec<NodeId>],
+    node: NodeId,
+) -> bool {
+    let spec = topology.channel(channel);
+    let Some(candidates) = spec
+        .allowed_regions()
+        .filter_map(|r| by_region.get(r.index()))
+        .find(|v| !v.is_empty())
+    else {
+        return false;
+    };
+    let key = u64::from(channel.0);
+    let mine = (weight(key, node), node);
+    let mut found = false;
+    for &n in candidates {
+        if n == node {
+            found = true;
+        } else if heavier((weight(key, n), n), mine) {
+            return false;
+        }
+    }
+    found
 }
 
 /// The node that hosts a region's dispatcher: rendezvous among the live
@@ -187,6 +230,37 @@ mod tests {
                     prop_assert_ne!(a.map(|x| x.index()), Some(victim));
                 }
             }
+        }
+
+        #[test]
+        fn owns_answers_as_owner_among_does(
+            per_region in proptest::collection::vec(1usize..6, 1..4),
+            channels in 1usize..300,
+            live_bits in any::<u32>(),
+        ) {
+            let t = fleet(&per_region, channels, true);
+            let live: Vec<bool> = (0..t.nodes.len()).map(|i| live_bits >> (i % 32) & 1 == 1).collect();
+            let by_region = live_by_region(&t, &live);
+            for c in t.channel_ids() {
+                let owner = owner_among(&t, c, &by_region);
+                for n in t.node_ids() {
+                    prop_assert_eq!(owns(&t, c, &by_region, n), owner == Some(n));
+                }
+            }
+        }
+
+        #[test]
+        fn rendezvous_is_the_heaviest_then_the_lowest_id(
+            key in any::<u64>(),
+            ids in proptest::collection::vec(0u32..64, 0..20),
+        ) {
+            let mut ids = ids;
+            ids.sort_unstable();
+            ids.dedup();
+            let expected = ids.iter().copied().map(NodeId).max_by(|a, b| {
+                weight(key, *a).cmp(&weight(key, *b)).then_with(|| b.0.cmp(&a.0))
+            });
+            prop_assert_eq!(rendezvous(key, ids.iter().copied().map(NodeId)), expected);
         }
 
         #[test]

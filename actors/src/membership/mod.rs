@@ -384,7 +384,7 @@ impl MembershipMachine {
     fn on_channel_stopped(&mut self, ch: ChannelId) {
         self.hosted.remove(&ch);
         if self.phase == MemberPhase::Member
-            && placement::owner_among(&self.topo, ch, &self.live_by_region) == Some(self.node)
+            && placement::owns(&self.topo, ch, &self.live_by_region, self.node)
         {
             self.want.insert(ch);
         }

@@ -80,7 +80,7 @@ impl MembershipMachine {
             if first_live != Some(my_region) {
                 continue;
             }
-            if placement::owner_among(&self.topo, ch, &self.live_by_region) == Some(self.node)
+            if placement::owns(&self.topo, ch, &self.live_by_region, self.node)
                 && !self.hosted.contains_key(&ch)
             {
                 self.want.insert(ch);
@@ -98,9 +98,7 @@ impl MembershipMachine {
             if h.releasing {
                 continue;
             }
-            if draining
-                || placement::owner_among(&self.topo, *ch, &self.live_by_region) != Some(self.node)
-            {
+            if draining || !placement::owns(&self.topo, *ch, &self.live_by_region, self.node) {
                 h.releasing = true;
                 out.push(MembershipEffect::ReleaseChannel(*ch));
             }
