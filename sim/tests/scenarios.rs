@@ -156,6 +156,10 @@ const VARIED_FOUND: &[(u64, &str)] = &[
         72283,
         "after a long outage of one of two GPUs, jobs queued past their owners' dispatch timeout stayed queued and ran for nobody while the retries behind them timed out in turn: a video still at its render 1,500 s after the heal (GPUs now drop what waited longer than the dispatch timeout)",
     ),
+    (
+        229851,
+        "the simulator set a frozen node's clock back 297 s, so at the thaw it read the moment it froze: its upload's timeout had not passed on it, and the upload completed after the new owner had published the video (a running node's clock is no longer set back: the live node's clock cannot be, and a clock held still is the slow clock no lease survives)",
+    ),
 ];
 
 /// Found by the 2,000-seed campaigns of the other scenarios.

@@ -75,14 +75,10 @@ impl World {
                 drift_ppm,
             } => {
                 let now = self.now_ms;
-                let c = &mut self.nodes[node.index()].clock;
-                if offset_ms > c.offset_ms {
+                let n = &mut self.nodes[node.index()];
+                if n.clock.step(now, offset_ms, drift_ppm, n.alive) {
                     self.watch.jumped_ahead_ms.insert(node, now);
                 }
-                let c = &mut self.nodes[node.index()].clock;
-                c.offset_ms = offset_ms;
-                c.drift_ppm = drift_ppm;
-                c.anchor_ms = now;
             }
             other => unreachable!("not a node fault: {other:?}"),
         }

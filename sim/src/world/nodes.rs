@@ -117,6 +117,7 @@ impl World {
         }
         n.alive = true;
         n.inc += 1;
+        n.clock.restart();
         n.membership = Some((
             MembershipMachine::new(Arc::clone(&topo), node, params, seed),
             TickSlot::default(),
