@@ -195,7 +195,7 @@
 //! | `kill-switch`      | none (the fleet-wide kill switch)                 |
 //! | `pause`            | `channel`                                         |
 //! | `resume`           | `channel`                                         |
-//! | `clock-skew`       | `node`, `offset_ms` (integer, may be negative, within ±604800000), `drift_ppm` (optional, default 0, within ±10000) |
+//! | `clock-skew`       | `node`, `offset_ms` (integer, may be negative, within ±604800000), `drift_ppm` (optional, default 0, within ±10000). At time 0 it is the node's clock from boot; later it may set a running node's clock ahead, never back (as no step of the wall clock moves a live node's clock): a step back reaches the node at its next start |
 //! | `network`          | `loss`, `duplicate`, `reorder`: ppm, each optional, default 0 |
 //! | `quota-used-elsewhere` | `units` (1..=1000000000): another client of every project uses them today |
 //!
