@@ -411,25 +411,6 @@ impl MemStore {
         version
     }
 
-    /// [`MemStore::write_evaluated`] for a transaction the caller is done
-    /// with: its values move into the store instead of being copied (the
-    /// simulator's commits, millions in a fleet-size day).
-    pub fn write_evaluated_owned(&mut self, txn: Txn) -> Version {
-        debug_assert!(self.evaluate(&txn.checks).is_ok());
-        if txn.writes.is_empty() {
-            return self.version;
-        }
-        self.version += 1;
-        let version = self.version;
-        for w in txn.writes {
-            match w {
-                Write::Put(k, v) => self.put(&k, v, version),
-                Write::Delete(k) => self.delete(&k),
-            }
-        }
-        version
-    }
-
     /// Answers one op exactly, with no faults.
     pub fn apply(&mut self, op: &StoreOp) -> StoreReply {
         if let Err(e) = check_limits(op) {

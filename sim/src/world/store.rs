@@ -70,7 +70,7 @@ impl World {
         self.push(self.now_ms + lat, Ev::StoreArrive(Box::new(call)));
     }
 
-    pub(super) fn store_arrive(&mut self, mut call: StoreCall) {
+    pub(super) fn store_arrive(&mut self, call: StoreCall) {
         let rel = self.rel_ms();
         self.trace.event(
             rel,
@@ -85,21 +85,19 @@ impl World {
             self.push_reply(&call, reply, self.now_ms + 1_000);
             return;
         }
-        // The op is taken out of the call (a commit's values then move into
-        // the store); the reply needs only where it goes.
-        let reply = match std::mem::replace(&mut call.op, StoreOp::Get(Vec::new())) {
+        let reply = match &call.op {
             StoreOp::Commit(txn) => match self.commit(&call, txn) {
                 Some(r) => r,
                 None => return, // an invariant broke: the run stops
             },
-            other => self.store.apply(&other),
+            other => self.store.apply(other),
         };
         let at = self.now_ms + self.store_latency(call.node);
         self.push_reply(&call, reply, at);
     }
 
-    fn commit(&mut self, call: &StoreCall, txn: Txn) -> Option<StoreReply> {
-        if let Err(e) = actors::store::check_txn(&txn) {
+    fn commit(&mut self, call: &StoreCall, txn: &Txn) -> Option<StoreReply> {
+        if let Err(e) = actors::store::check_limits(&call.op) {
             return Some(StoreReply::Failed(e));
         }
         if self.rng.chance(self.sc.world.store_conflict_ppm) {
@@ -119,7 +117,7 @@ impl World {
 
     /// Applies `txn` if its checks hold, after the invariant checks saw it;
     /// `None` if they found a violation.
-    fn apply_commit(&mut self, call: &StoreCall, txn: Txn) -> Option<StoreReply> {
+    fn apply_commit(&mut self, call: &StoreCall, txn: &Txn) -> Option<StoreReply> {
         let rel = self.rel_ms();
         if let Err(e) = self.store.check(&txn.checks) {
             return Some(StoreReply::Failed(e));
@@ -133,11 +131,11 @@ impl World {
             now_ms: self.now_ms,
             rel_ms: rel,
         };
-        if let Err(v) = self.watch.before_apply(&seen, &txn) {
+        if let Err(v) = self.watch.before_apply(&seen, txn) {
             self.fail(v);
             return None;
         }
-        Some(StoreReply::Committed(self.store.write_evaluated_owned(txn)))
+        Some(StoreReply::Committed(self.store.write_evaluated(txn)))
     }
 
     fn push_reply(&mut self, call: &StoreCall, reply: StoreReply, at: u64) {
