@@ -74,48 +74,44 @@ pub fn owner_among(
     channel: ChannelId,
     by_region: &[Vec<NodeId>],
 ) -> Option<NodeId> {
-    let spec = topology.channel(channel);
-    for region in spec.allowed_regions() {
-        let candidates = by_region
-            .get(region.index())
-            .map(|v| v.as_slice())
-            .unwrap_or(&[]);
-        let found = rendezvous(u64::from(channel.0), candidates.iter().copied());
-        if found.is_some() {
-            return found;
-        }
-    }
-    None
+    let candidates = candidates(topology, channel, by_region);
+    rendezvous(u64::from(channel.0), candidates.iter().copied())
 }
 
 /// Whether `owner_among` gives `channel` to `node`, answered without
-/// weighing every candidate: it stops at the first that outweighs `node`,
-/// after a few for the channels a node does not win (all but ~1/N of them).
+/// weighing every candidate: none at all unless `node` is one, then it
+/// stops at the first that outweighs `node` (a few, for the channels a
+/// node does not win: all but ~1/N of them).
 pub fn owns(
     topology: &Topology,
     channel: ChannelId,
     by_region: &[Vec<NodeId>],
     node: NodeId,
 ) -> bool {
-    let spec = topology.channel(channel);
-    let Some(candidates) = spec
+    let candidates = candidates(topology, channel, by_region);
+    if !candidates.contains(&node) {
+        return false;
+    }
+    let key = u64::from(channel.0);
+    let mine = (weight(key, node), node);
+    candidates
+        .iter()
+        .all(|&n| n == node || !heavier((weight(key, n), n), mine))
+}
+
+/// Where `channel` is placed: the live nodes of its first allowed region
+/// (home first) that has any; none when no allowed region has one.
+fn candidates<'a>(
+    topology: &Topology,
+    channel: ChannelId,
+    by_region: &'a [Vec<NodeId>],
+) -> &'a [NodeId] {
+    topology
+        .channel(channel)
         .allowed_regions()
         .filter_map(|r| by_region.get(r.index()))
         .find(|v| !v.is_empty())
-    else {
-        return false;
-    };
-    let key = u64::from(channel.0);
-    let mine = (weight(key, node), node);
-    let mut found = false;
-    for &n in candidates {
-        if n == node {
-            found = true;
-        } else if heavier((weight(key, n), n), mine) {
-            return false;
-        }
-    }
-    found
+        .map_or(&[], |v| v.as_slice())
 }
 
 /// The node that hosts a region's dispatcher: rendezvous among the live

@@ -68,18 +68,7 @@ impl MembershipMachine {
         if self.phase != MemberPhase::Member {
             return;
         }
-        let my_region = self.topo.node(self.node).region;
         for ch in self.topo.channel_ids() {
-            // Cheap first: the channel lands in its first allowed region
-            // with live nodes; only if that is ours does hashing decide.
-            let first_live = self.topo.channel(ch).allowed_regions().find(|r| {
-                self.live_by_region
-                    .get(r.index())
-                    .is_some_and(|v| !v.is_empty())
-            });
-            if first_live != Some(my_region) {
-                continue;
-            }
             if placement::owns(&self.topo, ch, &self.live_by_region, self.node)
                 && !self.hosted.contains_key(&ch)
             {
