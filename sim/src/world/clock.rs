@@ -15,9 +15,9 @@
 
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Clock {
-    pub offset_ms: i64,
-    pub drift_ppm: i32,
-    pub anchor_ms: u64,
+    offset_ms: i64,
+    drift_ppm: i32,
+    anchor_ms: u64,
     last_ms: u64,
 }
 
@@ -36,6 +36,12 @@ impl Clock {
         let t = (true_ms as i128 + i128::from(self.offset_ms) + drift).max(0) as u64;
         self.last_ms = self.last_ms.max(t);
         self.last_ms
+    }
+
+    /// A clock that is off from the start: set before its node boots.
+    pub fn off_from_boot(&mut self, offset_ms: i64, drift_ppm: i32) {
+        self.offset_ms = offset_ms;
+        self.drift_ppm = drift_ppm;
     }
 
     /// A clock fault at true time `now_ms`: from now on the clock is off

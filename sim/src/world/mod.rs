@@ -227,9 +227,9 @@ impl World {
                     offset_ms,
                     drift_ppm,
                 } if f.at_ms == 0 => {
-                    let c = &mut self.nodes[node.index()].clock;
-                    c.offset_ms = offset_ms;
-                    c.drift_ppm = drift_ppm;
+                    self.nodes[node.index()]
+                        .clock
+                        .off_from_boot(offset_ms, drift_ppm);
                 }
                 fault => self.push(start + f.at_ms, Ev::Fault(fault)),
             }
@@ -270,11 +270,11 @@ impl World {
     /// Processes the next event. False once the run is over: its end was
     /// reached, an invariant broke, or nothing is left to happen.
     pub fn step(&mut self) -> bool {
-        let Some(s) = self.queue.pop() else {
+        let Some((at_ms, slot)) = self.queue.pop() else {
             return false;
         };
-        assert!(s.at_ms >= self.now_ms, "time only moves forward");
-        if s.at_ms == self.now_ms {
+        assert!(at_ms >= self.now_ms, "time only moves forward");
+        if at_ms == self.now_ms {
             self.events_this_ms += 1;
             assert!(
                 self.events_this_ms < EVENTS_PER_MS_MAX,
@@ -284,11 +284,11 @@ impl World {
         } else {
             self.events_this_ms = 0;
         }
-        self.now_ms = s.at_ms;
-        let Some(ev) = self.slab[s.slot as usize].take() else {
+        self.now_ms = at_ms;
+        let Some(ev) = self.slab[slot as usize].take() else {
             return true;
         };
-        self.free_slots.push(s.slot);
+        self.free_slots.push(slot);
         let end = matches!(ev, Ev::End);
         self.dispatch(ev);
         !(self.violation.is_some() || end)

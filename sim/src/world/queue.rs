@@ -72,9 +72,9 @@ impl EventQueue {
             .or_else(|| self.far.peek().map(|s| s.at_ms))
     }
 
-    /// The next event: the earliest, and of those the first queued. Its
-    /// `seq` is not kept (the order is); it reads 0.
-    pub(super) fn pop(&mut self) -> Option<Scheduled> {
+    /// The next event: the earliest, and of those the first queued; when
+    /// it is due and its slab slot.
+    pub(super) fn pop(&mut self) -> Option<(u64, u32)> {
         let at_ms = match self.first_in_wheel() {
             Some(t) => t,
             None => self.far.peek()?.at_ms,
@@ -90,11 +90,7 @@ impl EventQueue {
             self.occupied[b / 64] &= !(1u64 << (b % 64));
         }
         self.in_wheel -= 1;
-        Some(Scheduled {
-            at_ms,
-            seq: 0,
-            slot,
-        })
+        Some((at_ms, slot))
     }
 
     fn link(&mut self, at_ms: u64, slot: u32) {
@@ -193,15 +189,15 @@ mod tests {
             }
             assert_eq!(wheel.peek_at(), heap.peek().map(|s| s.at_ms));
             if let (Some(a), Some(b)) = (wheel.pop(), heap.pop()) {
-                assert_eq!((a.at_ms, a.slot), (b.at_ms, b.slot), "pop {popped}");
-                now = a.at_ms;
+                assert_eq!(a, (b.at_ms, b.slot), "pop {popped}");
+                now = a.0;
                 popped += 1;
             }
             assert_eq!(wheel.len(), heap.len());
         }
         while let Some(b) = heap.pop() {
             let a = wheel.pop().expect("as many events as the heap");
-            assert_eq!((a.at_ms, a.slot), (b.at_ms, b.slot));
+            assert_eq!(a, (b.at_ms, b.slot));
         }
         assert!(wheel.pop().is_none());
         assert!(popped > 100_000);
