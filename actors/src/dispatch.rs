@@ -386,6 +386,8 @@ impl DispatchMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{JobId, JobKind};
+    use topology::{ChannelId, DurationModel, NodeId, Region, GIB};
 
     /// The candidates picked by position are the ones a walk of the
     /// sorted GPUs in a cycle picked before (the B-tree the dispatcher
@@ -409,8 +411,6 @@ mod tests {
             }
         }
     }
-    use crate::protocol::{JobId, JobKind};
-    use topology::{ChannelId, DurationModel, NodeId, Region, GIB};
 
     fn topo() -> Arc<Topology> {
         let mut t = Topology::default();

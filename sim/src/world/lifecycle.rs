@@ -18,9 +18,9 @@ use crate::scenario::Fault;
 /// What the checks at the end of a run need of every video record, active
 /// and done, gathered in one pass that decodes each record and drops it:
 /// holding all of them decoded at once (355,000 in a capacity-10m day) was
-/// the run's peak memory, 45 MiB above the rest (BENCHMARKS.md).
+/// the run's peak memory, 44 MiB above the rest (BENCHMARKS.md).
 #[derive(Default)]
-struct Videos {
+struct VideoSums {
     cost_by_channel: BTreeMap<ChannelId, u64>,
     quota_by_project: BTreeMap<ProjectId, u64>,
     /// The first video, in key order, recorded as published that the API
@@ -30,7 +30,7 @@ struct Videos {
 
 /// One of the checks at the end of a run, given the sums of every video
 /// record (read and decoded once for all of them).
-type FinalCheck = fn(&World, &Videos) -> Result<(), Violation>;
+type FinalCheck = fn(&World, &VideoSums) -> Result<(), Violation>;
 
 impl World {
     fn healthy(&self, n: NodeId) -> bool {
@@ -150,7 +150,7 @@ impl World {
 
     /// A drain ends in Drained, unless the node died first (a crash starts
     /// a new incarnation, which owes nothing).
-    fn check_drains_finished(&self, _: &Videos) -> Result<(), Violation> {
+    fn check_drains_finished(&self, _: &VideoSums) -> Result<(), Violation> {
         let stuck = self.drains_pending.iter().find(|(n, (inc, _))| {
             let node = &self.nodes[n.index()];
             node.alive && node.inc == *inc
@@ -170,7 +170,7 @@ impl World {
     }
 
     /// A live excluded node hosts no channel.
-    fn check_exclusions_hold(&self, _: &Videos) -> Result<(), Violation> {
+    fn check_exclusions_hold(&self, _: &VideoSums) -> Result<(), Violation> {
         for n in &self.excluded {
             let node = &self.nodes[n.index()];
             if node.alive && !node.channels.is_empty() {
@@ -193,7 +193,7 @@ impl World {
     }
 
     /// Every video planned before the heal ended within the liveness bound.
-    fn check_planned_videos_finished(&self, _: &Videos) -> Result<(), Violation> {
+    fn check_planned_videos_finished(&self, _: &VideoSums) -> Result<(), Violation> {
         for (ch, slot) in &self.must_finish {
             let Some(v) = self.store.value(&active_key(*ch, *slot)) else {
                 continue;
@@ -217,7 +217,7 @@ impl World {
 
     /// Everything on the API is recorded as published, and everything
     /// recorded as published is on the API.
-    fn check_api_matches_store(&self, videos: &Videos) -> Result<(), Violation> {
+    fn check_api_matches_store(&self, videos: &VideoSums) -> Result<(), Violation> {
         let rel = self.rel_ms();
         for (key, up) in &self.api.uploads {
             let rec = self
@@ -238,8 +238,8 @@ impl World {
     }
 
     /// Every video record in the store, read once, summed for the checks.
-    fn video_sums(&self) -> Videos {
-        let mut sums = Videos::default();
+    fn video_sums(&self) -> VideoSums {
+        let mut sums = VideoSums::default();
         self.each_video_record(|ch, rec| {
             *sums.cost_by_channel.entry(ch).or_default() += rec.cost_micros;
             *sums
@@ -278,7 +278,7 @@ impl World {
 
     /// Each channel's ledger equals the sum of its videos, and covers what
     /// really ran.
-    fn check_cost_ledgers(&self, videos: &Videos) -> Result<(), Violation> {
+    fn check_cost_ledgers(&self, videos: &VideoSums) -> Result<(), Violation> {
         let cost_by_channel = &videos.cost_by_channel;
         for ch in self.topo.channel_ids() {
             let rec = self
@@ -310,7 +310,7 @@ impl World {
 
     /// Each project's quota ledger equals the units its videos hold, and
     /// covers what the API charged.
-    fn check_quota_ledgers(&self, videos: &Videos) -> Result<(), Violation> {
+    fn check_quota_ledgers(&self, videos: &VideoSums) -> Result<(), Violation> {
         let quota_by_project = &videos.quota_by_project;
         for (p, spec) in self.topo.projects.iter().enumerate() {
             let p = ProjectId(p as u16);
