@@ -45,6 +45,8 @@ mod hint_tests;
 #[cfg(test)]
 mod members_hint_tests;
 #[cfg(test)]
+mod release_tests;
+#[cfg(test)]
 mod ring_tests;
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug)]
@@ -149,6 +151,11 @@ pub enum MembershipEffect {
     Drained,
 }
 
+/// Hosted channels asked to release at once, at most: each release is a
+/// commit in flight and the work its channel machine does to settle
+/// (`view::releases`). As many as a claim takes (`claim_batch`'s default).
+pub const RELEASES_IN_FLIGHT_MAX: usize = 256;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemberPhase {
     Joining,
@@ -229,8 +236,14 @@ pub struct MembershipMachine {
     want: BTreeSet<ChannelId>,
     /// Placeable members by region, from the current view.
     live_by_region: Vec<Vec<NodeId>>,
-    /// The view changed since hosted channels were last checked.
+    /// Hosted channels from `release_from` on may need a release request
+    /// (the view changed, channels were claimed, a drain began, or the
+    /// last scan stopped at `RELEASES_IN_FLIGHT_MAX`).
     releases_due: bool,
+    /// Where the next scan for releases starts.
+    release_from: ChannelId,
+    /// Hosted channels asked to release and not stopped yet.
+    releasing: usize,
     /// A members write of this node's own (drain mark, leave) was refused:
     /// the record changed under it, so it is read again before the next
     /// try. Without this, nodes draining together retry with the version
@@ -305,6 +318,8 @@ impl MembershipMachine {
             want: BTreeSet::new(),
             live_by_region: Vec::new(),
             releases_due: false,
+            release_from: ChannelId(0),
+            releasing: 0,
             claim_cursor: None,
             claims_round_done: false,
             members_stale: false,
@@ -382,7 +397,10 @@ impl MembershipMachine {
     /// A channel machine of this node stopped (released or fenced): it may
     /// be wanted again, under a new claim.
     fn on_channel_stopped(&mut self, ch: ChannelId) {
-        self.hosted.remove(&ch);
+        if self.hosted.remove(&ch).is_some_and(|h| h.releasing) {
+            assert!(self.releasing > 0, "a release stopped that was counted");
+            self.releasing -= 1;
+        }
         if self.phase == MemberPhase::Member
             && placement::owns(&self.topo, ch, &self.live_by_region, self.node)
         {
@@ -413,12 +431,16 @@ impl MembershipMachine {
 
     fn on_drain(&mut self, out: &mut Vec<MembershipEffect>) {
         match self.phase {
-            MemberPhase::Member => self.phase = MemberPhase::Draining,
+            MemberPhase::Member => {
+                self.phase = MemberPhase::Draining;
+                self.rescan_releases();
+            }
             // Not (or no longer) a member and hosting nothing: already
             // where a drain ends. Joining first would forget the drain.
             MemberPhase::Joining => {
                 probe!(DrainWhileJoining);
                 self.hosted.clear();
+                self.releasing = 0;
                 self.phase = MemberPhase::Drained;
                 out.push(MembershipEffect::Drained);
             }

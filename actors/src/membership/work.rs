@@ -452,6 +452,7 @@ impl MembershipMachine {
                 incarnation: self.incarnation,
             });
         }
+        self.rescan_releases();
         self.releases(out);
     }
 
