@@ -106,4 +106,9 @@ impl Monotonic {
         self.last_ms = now_ms;
         now_ms
     }
+
+    /// The last time taken.
+    pub fn now_ms(&self) -> u64 {
+        self.last_ms
+    }
 }

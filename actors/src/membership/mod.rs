@@ -26,7 +26,7 @@
 //! members record: placement, wanted and released channels), `work.rs`
 //! (refreshing, removing expired peers, control records, claims, drain).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use topology::{placement, ChannelId, NodeId, Topology};
@@ -156,6 +156,15 @@ pub enum MembershipEffect {
 /// (`view::releases`). As many as a claim takes (`claim_batch`'s default).
 pub const RELEASES_IN_FLIGHT_MAX: usize = 256;
 
+/// How long a release counts against `RELEASES_IN_FLIGHT_MAX`, at most. A
+/// channel with an upload in flight releases only once the upload has
+/// settled (minutes, for a long video): without this, a node hosting
+/// more than the limit's worth of such channels would hand over none of
+/// its others until they had. A release this old is waiting on
+/// something other than its commit, so it gives its slot up: at most
+/// the limit's worth of new releases go out per this period.
+pub const RELEASE_SLOT_HELD_MS_MAX: u64 = 5_000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemberPhase {
     Joining,
@@ -190,6 +199,9 @@ pub(super) enum WorkOp {
 pub(super) struct Hosted {
     epoch: u64,
     releasing: bool,
+    /// Asked to release and counted against `RELEASES_IN_FLIGHT_MAX`
+    /// (until it stops, or for `RELEASE_SLOT_HELD_MS_MAX`).
+    holds_slot: bool,
 }
 
 pub struct MembershipMachine {
@@ -242,8 +254,13 @@ pub struct MembershipMachine {
     releases_due: bool,
     /// Where the next scan for releases starts.
     release_from: ChannelId,
-    /// Hosted channels asked to release and not stopped yet.
+    /// Hosted channels holding a release slot (`Hosted::holds_slot`).
     releasing: usize,
+    /// Releases in the order they were asked (when, which channel, its
+    /// epoch), for giving slots up after `RELEASE_SLOT_HELD_MS_MAX`;
+    /// entries of channels that stopped are dropped as they reach the
+    /// front.
+    release_slots: VecDeque<(u64, ChannelId, u64)>,
     /// A members write of this node's own (drain mark, leave) was refused:
     /// the record changed under it, so it is read again before the next
     /// try. Without this, nodes draining together retry with the version
@@ -320,6 +337,7 @@ impl MembershipMachine {
             releases_due: false,
             release_from: ChannelId(0),
             releasing: 0,
+            release_slots: VecDeque::new(),
             claim_cursor: None,
             claims_round_done: false,
             members_stale: false,
@@ -397,7 +415,7 @@ impl MembershipMachine {
     /// A channel machine of this node stopped (released or fenced): it may
     /// be wanted again, under a new claim.
     fn on_channel_stopped(&mut self, ch: ChannelId) {
-        if self.hosted.remove(&ch).is_some_and(|h| h.releasing) {
+        if self.hosted.remove(&ch).is_some_and(|h| h.holds_slot) {
             assert!(self.releasing > 0, "a release stopped that was counted");
             self.releasing -= 1;
         }
@@ -441,6 +459,7 @@ impl MembershipMachine {
                 probe!(DrainWhileJoining);
                 self.hosted.clear();
                 self.releasing = 0;
+                self.release_slots.clear();
                 self.phase = MemberPhase::Drained;
                 out.push(MembershipEffect::Drained);
             }

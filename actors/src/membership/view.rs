@@ -6,7 +6,10 @@ use topology::{placement, ChannelId};
 
 use crate::records::MembersRecord;
 
-use super::{MemberPhase, MembershipEffect, MembershipMachine, RELEASES_IN_FLIGHT_MAX};
+use super::{
+    MemberPhase, MembershipEffect, MembershipMachine, RELEASES_IN_FLIGHT_MAX,
+    RELEASE_SLOT_HELD_MS_MAX,
+};
 
 impl MembershipMachine {
     pub(super) fn adopt_members(
@@ -51,6 +54,7 @@ impl MembershipMachine {
         out.push(MembershipEffect::DropAllChannels);
         self.hosted.clear();
         self.releasing = 0;
+        self.release_slots.clear();
         self.lease_op = None;
         if self.phase == MemberPhase::Draining {
             probe!(DeclaredDeadWhileDraining);
@@ -92,13 +96,16 @@ impl MembershipMachine {
     /// 100,000 channels asked for all of them at once (BENCHMARKS "One
     /// live node at scale": 1.33 GiB at the drain's peak against 0.93 GiB
     /// steady). A scan that stops there goes on from the channel it
-    /// stopped at once releases finish (`on_channel_stopped`), so a drain
-    /// scans the hosted channels once, not once per input.
+    /// stopped at once releases finish (`on_channel_stopped`) or give
+    /// their slots up (`age_release_slots`), so a drain scans the hosted
+    /// channels once, not once per input.
     pub(super) fn releases(&mut self, out: &mut Vec<MembershipEffect>) {
+        self.age_release_slots();
         if !self.releases_due || self.releasing >= RELEASES_IN_FLIGHT_MAX {
             return;
         }
         self.releases_due = false;
+        let now_ms = self.clock.now_ms();
         let draining = self.phase == MemberPhase::Draining;
         for (ch, h) in self.hosted.range_mut(self.release_from..) {
             if h.releasing {
@@ -111,14 +118,37 @@ impl MembershipMachine {
                     return;
                 }
                 h.releasing = true;
+                h.holds_slot = true;
                 self.releasing += 1;
+                self.release_slots.push_back((now_ms, *ch, h.epoch));
                 out.push(MembershipEffect::ReleaseChannel(*ch));
             }
         }
         debug_assert_eq!(
             self.releasing,
-            self.hosted.values().filter(|h| h.releasing).count(),
-            "the count of releases in flight is the hosted channels releasing"
+            self.hosted.values().filter(|h| h.holds_slot).count(),
+            "the count of releases in flight is the hosted channels holding a slot"
         );
+    }
+
+    /// Releases asked `RELEASE_SLOT_HELD_MS_MAX` ago or longer give their
+    /// slots up (they still release, when their channels have settled).
+    fn age_release_slots(&mut self) {
+        let now_ms = self.clock.now_ms();
+        while let Some(&(asked_ms, ch, epoch)) = self.release_slots.front() {
+            match self.hosted.get_mut(&ch) {
+                Some(h) if h.epoch == epoch && h.holds_slot => {
+                    if asked_ms + RELEASE_SLOT_HELD_MS_MAX > now_ms {
+                        break;
+                    }
+                    h.holds_slot = false;
+                    assert!(self.releasing > 0, "a slot given up was counted");
+                    self.releasing -= 1;
+                }
+                // Stopped (perhaps claimed again since, at a new epoch).
+                _ => {}
+            }
+            self.release_slots.pop_front();
+        }
     }
 }

@@ -441,6 +441,7 @@ impl MembershipMachine {
             let hosted = Hosted {
                 epoch,
                 releasing: false,
+                holds_slot: false,
             };
             assert!(
                 self.hosted.insert(channel, hosted).is_none(),
