@@ -143,6 +143,10 @@ probes! {
         "a claim whose commit result was unknown had not applied",
     ClaimOwnerBusy => "membership.claim-owner-busy":
         "a wanted channel was still owned by a live member and left for later",
+    ReleasesHeldAtLimit => "membership.releases-held-at-limit":
+        "releases to ask stopped at the limit in flight: the rest go as those finish",
+    ReleaseSlotAged => "membership.release-slot-aged":
+        "a release waiting longer than its slot is held gave the slot up",
     // --- GPU ------------------------------------------------------------
     GpuDuplicateSubmit => "gpu.duplicate-submit":
         "a duplicated submit was dropped, not run twice",

@@ -565,3 +565,59 @@ fn a_start_answered_after_the_lease_ran_out_waits_for_a_good_lease() {
         "the held start gave its attempt back"
     );
 }
+
+/// A release asked while an upload is in flight waits for the upload, and
+/// waits asleep: the machine's next tick is the upload's deadline, not the
+/// next millisecond (a node draining while uploads ran ticked each of
+/// their channels every millisecond until they settled).
+#[test]
+fn a_release_waiting_for_an_upload_sleeps_until_the_upload_settles() {
+    let mut h = Harness::new();
+    h.start();
+    h.advance_to(T0 + 1);
+    let job = started_jobs(&h.take_log()).remove(0);
+    h.input(ChannelInput::JobFinished {
+        id: job.id,
+        outcome: JobOutcome::Succeeded { cost_micros: 9_000 },
+    });
+    let log = h.take_log();
+    assert!(log
+        .iter()
+        .any(|e| matches!(e, ChannelEffect::Publish { attempt: 1, .. })));
+    let sent = h.now;
+    h.input(ChannelInput::Release);
+    let deadline = h.m.next_deadline().expect("the upload's deadline");
+    let timeout = ChannelParams::default().publish_timeout_ms;
+    assert!(
+        deadline >= sent + timeout,
+        "woken {} ms after the release, before the upload's timeout of {timeout} ms",
+        deadline - sent
+    );
+    let mut ticks = 0;
+    while h.m.next_deadline().is_some_and(|d| d < sent + timeout / 2) {
+        h.advance_to(h.m.next_deadline().unwrap_or(sent));
+        ticks += 1;
+        assert!(ticks < 100, "ticked {ticks} times while the upload ran");
+    }
+    assert!(
+        !h.take_log()
+            .iter()
+            .any(|e| matches!(e, ChannelEffect::Released)),
+        "released with the upload in flight"
+    );
+    h.now = sent + timeout / 2;
+    h.input(ChannelInput::PublishResult {
+        slot: job.id.slot,
+        attempt: 1,
+        outcome: PublishOutcome::Published {
+            remote_id: "yt-1".into(),
+        },
+    });
+    let log = h.take_log();
+    assert!(
+        log.iter().any(|e| matches!(e, ChannelEffect::Released)),
+        "released once the upload settled: {log:?}"
+    );
+    let rec = h.video(job.id.slot).expect("recorded");
+    assert!(matches!(rec.status, VideoStatus::Published { .. }));
+}

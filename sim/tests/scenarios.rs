@@ -257,6 +257,29 @@ fn scenarios_do_what_their_names_say() {
     assert!(storm.commit_unknowns > 100);
     let lost = run("swarm");
     assert!(lost.events_processed > 0);
+    // Drains of nodes hosting more channels than they release at once,
+    // with uploads in flight: the limit binds, releases waiting on uploads
+    // give their slots up, and the waiting machines sleep (1.1 M events;
+    // 262 M when each ticked every millisecond until its upload settled).
+    use actors::probe::Probe;
+    let dense = run("dense-drain");
+    assert!(dense.ok, "{:?}", dense.violation);
+    for p in [
+        Probe::ReleasesHeldAtLimit,
+        Probe::ReleaseSlotAged,
+        Probe::ReleaseWaitsForUpload,
+    ] {
+        assert!(
+            dense.probes[p as usize] > 0,
+            "dense-drain never hit {}",
+            p.name()
+        );
+    }
+    assert!(
+        dense.events_processed < 5_000_000,
+        "{} events",
+        dense.events_processed
+    );
 }
 
 #[test]

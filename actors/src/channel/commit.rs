@@ -86,7 +86,7 @@ impl ChannelMachine {
         );
     }
 
-    fn uploads_in_flight(&self) -> bool {
+    pub(super) fn uploads_in_flight(&self) -> bool {
         self.videos
             .values()
             .any(|v| matches!(v.run, Run::Publishing { .. } | Run::LookingUp { .. }))

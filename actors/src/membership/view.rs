@@ -113,6 +113,7 @@ impl MembershipMachine {
             }
             if draining || !placement::owns(&self.topo, *ch, &self.live_by_region, self.node) {
                 if self.releasing == RELEASES_IN_FLIGHT_MAX {
+                    probe!(ReleasesHeldAtLimit);
                     self.releases_due = true;
                     self.release_from = *ch;
                     return;
@@ -141,6 +142,7 @@ impl MembershipMachine {
                     if asked_ms + RELEASE_SLOT_HELD_MS_MAX > now_ms {
                         break;
                     }
+                    probe!(ReleaseSlotAged);
                     h.holds_slot = false;
                     assert!(self.releasing > 0, "a slot given up was counted");
                     self.releasing -= 1;

@@ -146,6 +146,11 @@ pub const BUILTINS: &[Builtin] = &[
         build: flicker,
     },
     Builtin {
+        name: "dense-drain",
+        description: "400 channels a node and 10-minute uploads: two nodes drained in turn with hundreds of uploads in flight",
+        build: dense_drain,
+    },
+    Builtin {
         name: "swarm",
         description: "a random mix of every fault on a fleet and parameters drawn from the seed",
         build: swarm,
@@ -586,6 +591,35 @@ fn scale_out(_seed: u64) -> Scenario {
         at(15.0, Fault::StartNode(NodeId(2))),
         at(15.0, Fault::StartNode(NodeId(5))),
         at(15.0, Fault::StartNode(NodeId(8))),
+    ];
+    s
+}
+
+/// More channels a node than it releases at once (400 against
+/// `RELEASES_IN_FLIGHT_MAX`, 256), and uploads long enough that a drain
+/// meets hundreds in flight: each waits for its upload before it
+/// releases, and must neither hold the node's other channels back nor
+/// keep its machine awake meanwhile. Two nodes are drained in turn, each
+/// restarted 20 minutes later (the drain ends when the last upload does).
+fn dense_drain(_seed: u64) -> Scenario {
+    let shape = FleetShape {
+        regions: 2,
+        nodes_per_region: 2,
+        gpus_per_node: 24,
+        channels: 1_600,
+        videos_per_day: 96,
+        ..FleetShape::default()
+    };
+    let mut s = base("dense-drain", build_fleet(&shape));
+    s.duration_ms = 90 * MIN;
+    s.bounds.liveness_ms = 40 * MIN;
+    s.world.upload_ms = 10 * MIN;
+    s.machines.channel.publish_timeout_ms = 15 * MIN;
+    s.faults = vec![
+        at(15.0, Fault::DrainNode(NodeId(0))),
+        at(35.0, Fault::StartNode(NodeId(0))),
+        at(45.0, Fault::DrainNode(NodeId(3))),
+        at(65.0, Fault::StartNode(NodeId(3))),
     ];
     s
 }
