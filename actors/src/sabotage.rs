@@ -23,6 +23,10 @@ pub struct Sabotage {
     /// allows another ask at once, good enough or not: with the lease
     /// lapsed, asking and waking spin without time moving.
     pub no_lease_ask_throttle: bool,
+    /// A release waiting for an upload counts as a write due now, so the
+    /// channel machine asks for a tick every millisecond until the upload
+    /// settles (the bug `dense-drain` found).
+    pub no_release_sleep: bool,
     /// Membership places channels on excluded nodes as on any member.
     pub no_exclusion: bool,
     /// Membership removes an expired peer inside a maintenance window.
@@ -42,6 +46,7 @@ impl Sabotage {
             "vram-admission" => s.no_vram_admission = true,
             "true-retry-accounting" => s.no_true_retry_accounting = true,
             "lease-ask-throttle" => s.no_lease_ask_throttle = true,
+            "release-sleep" => s.no_release_sleep = true,
             "exclusion" => s.no_exclusion = true,
             "maintenance" => s.no_maintenance = true,
             _ => return None,
@@ -57,17 +62,19 @@ impl Sabotage {
         no_vram_admission: false,
         no_true_retry_accounting: false,
         no_lease_ask_throttle: false,
+        no_release_sleep: false,
         no_exclusion: false,
         no_maintenance: false,
     };
 
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
         "epoch-fencing",
         "quota-reservation",
         "reconciliation",
         "vram-admission",
         "true-retry-accounting",
         "lease-ask-throttle",
+        "release-sleep",
         "exclusion",
         "maintenance",
     ];
@@ -79,6 +86,7 @@ impl Sabotage {
             || self.no_vram_admission
             || self.no_true_retry_accounting
             || self.no_lease_ask_throttle
+            || self.no_release_sleep
             || self.no_exclusion
             || self.no_maintenance
     }

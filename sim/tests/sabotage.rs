@@ -155,3 +155,19 @@ fn without_maintenance_a_restarting_node_loses_its_channels() {
     );
     assert!(intact.ok, "{:?}", intact.violation);
 }
+
+/// The busy-wait guard: with a release behind an upload counted as due
+/// now, a draining node's channels tick every millisecond until their
+/// uploads settle; the run fails as an assertion naming the busy wait
+/// (before the guard it passed, 262 M events later). Intact, it passes.
+#[test]
+fn a_busy_wait_is_caught_not_waited_out() {
+    let mut s = builtin("dense-drain", 1).expect("dense-drain");
+    s.machines.channel.sabotage = sabotaged("release-sleep");
+    let broken = sim::run(s, 1, None);
+    let v = broken.violation.expect("the busy wait is caught");
+    assert_eq!(v.invariant, 0, "{}", v.detail);
+    assert!(v.detail.contains("busy wait"), "{}", v.detail);
+    let intact = sim::run(builtin("dense-drain", 1).expect("dense-drain"), 1, None);
+    assert!(intact.ok, "{:?}", intact.violation);
+}

@@ -640,7 +640,8 @@ impl ChannelMachine {
             || !self.actions.is_empty()
             || !self.quota_changes.is_empty()
             || self.pending_resolve.is_some()
-            || (self.phase == Phase::Releasing && !self.uploads_in_flight())
+            || (self.phase == Phase::Releasing
+                && (!self.uploads_in_flight() || self.params.sabotage.no_release_sleep))
     }
 }
 

@@ -35,7 +35,24 @@ pub(super) struct HostedChannel {
 pub(super) struct TickSlot {
     queued: Option<u64>,
     wanted: Option<u64>,
+    /// The last tick delivered (true ms), and how many before it came
+    /// each within `BUSY_TICK_GAP_MS` of the one before (`BUSY_TICKS_MAX`).
+    last_delivered: u64,
+    busy_run: u32,
 }
+
+/// Ticks at most this far apart (true ms; a skewed clock may round a
+/// deadline of "the next millisecond" to two) count as a busy run.
+const BUSY_TICK_GAP_MS: u64 = 2;
+
+/// A machine ticked this many times in a row, each within
+/// `BUSY_TICK_GAP_MS` of the last (5 s and more of true time), is polling
+/// instead of sleeping until something it waits for happens: failed as an
+/// assertion. No machine has a reason to: every wait of theirs ends with
+/// an input or at a deadline they know (a channel releasing behind an
+/// upload once ticked every millisecond until the upload settled:
+/// `dense-drain`, 262 M events).
+const BUSY_TICKS_MAX: u32 = 5_000;
 
 pub(super) struct SimNode {
     pub id: NodeId,
@@ -183,6 +200,7 @@ impl World {
     /// happened).
     pub(super) fn on_tick(&mut self, node: NodeId, actor: Actor, due: u64) -> bool {
         let now = self.now_ms;
+        let rel_ms = self.rel_ms();
         let inc = self.nodes[node.index()].inc;
         let Some(slot) = self.tick_slot(node, actor, true) else {
             return false;
@@ -202,6 +220,16 @@ impl World {
             self.push(later, ev);
             return false;
         }
+        if due <= slot.last_delivered + BUSY_TICK_GAP_MS {
+            slot.busy_run += 1;
+            assert!(
+                slot.busy_run < BUSY_TICKS_MAX,
+                "busy wait: {actor:?} of {node} ticked {BUSY_TICKS_MAX} times in a row, each within {BUSY_TICK_GAP_MS} ms of the last ({rel_ms} ms into the run)"
+            );
+        } else {
+            slot.busy_run = 0;
+        }
+        slot.last_delivered = due;
         let msg = match actor {
             Actor::Membership => Msg::Local(Local::Membership(MembershipInput::Tick)),
             Actor::Channel(ch, gen) => Msg::ChannelGen(ch, gen, ChannelInput::Tick),
