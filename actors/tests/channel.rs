@@ -195,6 +195,19 @@ impl Harness {
     fn take_log(&mut self) -> Vec<ChannelEffect> {
         std::mem::take(&mut self.log)
     }
+
+    /// Starts the channel and runs its first video's render, which
+    /// succeeds: its upload goes out. The render's job.
+    fn render_first_video(&mut self) -> actors::protocol::JobSpec {
+        self.start();
+        self.advance_to(T0 + 1);
+        let job = started_jobs(&self.take_log()).remove(0);
+        self.input(ChannelInput::JobFinished {
+            id: job.id,
+            outcome: JobOutcome::Succeeded { cost_micros: 9_000 },
+        });
+        job
+    }
 }
 
 fn started_jobs(log: &[ChannelEffect]) -> Vec<actors::protocol::JobSpec> {
@@ -247,13 +260,7 @@ fn an_upload_starts_only_with_quota_reserved_and_intent_recorded() {
 #[test]
 fn a_lost_upload_response_is_looked_up_before_any_retry() {
     let mut h = Harness::new();
-    h.start();
-    h.advance_to(T0 + 1);
-    let job = started_jobs(&h.take_log()).remove(0);
-    h.input(ChannelInput::JobFinished {
-        id: job.id,
-        outcome: JobOutcome::Succeeded { cost_micros: 9_000 },
-    });
+    let job = h.render_first_video();
     h.take_log();
     // No answer to the upload: after its timeout the outcome is unknown.
     h.advance_to(h.now + 31_000);
@@ -573,13 +580,7 @@ fn a_start_answered_after_the_lease_ran_out_waits_for_a_good_lease() {
 #[test]
 fn a_release_waiting_for_an_upload_sleeps_until_the_upload_settles() {
     let mut h = Harness::new();
-    h.start();
-    h.advance_to(T0 + 1);
-    let job = started_jobs(&h.take_log()).remove(0);
-    h.input(ChannelInput::JobFinished {
-        id: job.id,
-        outcome: JobOutcome::Succeeded { cost_micros: 9_000 },
-    });
+    let job = h.render_first_video();
     let log = h.take_log();
     assert!(log
         .iter()

@@ -6,6 +6,11 @@ use crate::store::MemStore;
 
 /// One region of `nodes`, one channel: the membership tests' cluster.
 pub(super) fn one_region(nodes: &[&str]) -> Arc<Topology> {
+    one_region_with(nodes, 1)
+}
+
+/// One region of `nodes` and `channels` channels.
+pub(super) fn one_region_with(nodes: &[&str], channels: usize) -> Arc<Topology> {
     let mut toml = String::from("[[regions]]\nname = \"r\"\n");
     for n in nodes {
         toml.push_str(&format!("[[nodes]]\nname = \"{n}\"\nregion = \"r\"\n"));
@@ -27,6 +32,7 @@ pipeline = "p"
 project = "q"
 "#,
     );
+    toml.push_str(&format!("count = {channels}\n"));
     Arc::new(topology::config::parse_topology(&toml).expect("topology"))
 }
 

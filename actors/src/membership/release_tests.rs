@@ -6,38 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::hint_tests::one_region_with;
 use super::*;
 use crate::store::MemStore;
 
 const CHANNELS: usize = 1_000;
-
-/// One node, one region, `channels` channels.
-fn one_node(channels: usize) -> Arc<Topology> {
-    let toml = format!(
-        r#"[[regions]]
-name = "r"
-[[nodes]]
-name = "a"
-region = "r"
-[[pipelines]]
-name = "p"
-[[pipelines.stages]]
-name = "upload"
-kind = "publish"
-duration_ms = 10
-[[projects]]
-name = "q"
-[[channels]]
-name = "c"
-count = {channels}
-home_region = "r"
-videos_per_day = 1
-pipeline = "p"
-project = "q"
-"#
-    );
-    Arc::new(topology::config::parse_topology(&toml).expect("topology"))
-}
 
 /// What the drain looked like from outside the machine.
 #[derive(Debug, Default)]
@@ -56,7 +29,7 @@ const STEP_MS: u64 = 10;
 /// `stop_after(channel)` steps later (its machine settling and
 /// committing), and store ops are answered at the next step.
 fn claim_then_drain(stop_after: impl Fn(ChannelId) -> u64) -> Drain {
-    let topo = one_node(CHANNELS);
+    let topo = one_region_with(&["a"], CHANNELS);
     let mut m = MembershipMachine::new(topo, NodeId(0), MembershipParams::default(), 7);
     let mut store = MemStore::new();
     let mut ops: Vec<(u64, StoreOp)> = Vec::new();
