@@ -312,13 +312,7 @@ fn a_lost_upload_response_is_looked_up_before_any_retry() {
 #[test]
 fn a_definite_upload_failure_refunds_and_retries_with_backoff() {
     let mut h = Harness::new();
-    h.start();
-    h.advance_to(T0 + 1);
-    let job = started_jobs(&h.take_log()).remove(0);
-    h.input(ChannelInput::JobFinished {
-        id: job.id,
-        outcome: JobOutcome::Succeeded { cost_micros: 9_000 },
-    });
+    let job = h.render_first_video();
     h.take_log();
     h.input(ChannelInput::PublishResult {
         slot: job.id.slot,

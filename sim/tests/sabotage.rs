@@ -130,30 +130,35 @@ fn a_livelock_is_caught_not_waited_out() {
     assert!(intact.ok, "{:?}", intact.violation);
 }
 
+/// Runs built-in `name`, seed 1, with `sabotage` applied: it must fail,
+/// and the same run intact must pass. The sabotaged run's violation.
+fn caught_and_intact_passes(
+    name: &str,
+    sabotage: impl Fn(&mut sim::Scenario),
+) -> sim::report::ViolationReport {
+    let mut s = builtin(name, 1).expect("a built-in scenario");
+    sabotage(&mut s);
+    let broken = sim::run(s, 1, None);
+    let v = broken.violation.expect("the sabotaged run fails");
+    let intact = sim::run(builtin(name, 1).expect("a built-in scenario"), 1, None);
+    assert!(intact.ok, "{:?}", intact.violation);
+    v
+}
+
 #[test]
 fn without_exclusion_an_excluded_node_keeps_its_channels() {
-    let mut s = builtin("exclude", 1).expect("exclude exists");
-    s.machines.membership.sabotage = sabotaged("exclusion");
-    let summary = sim::run(s, 1, None);
-    let v = summary.violation.expect("the sabotaged run fails");
+    let v = caught_and_intact_passes("exclude", |s| {
+        s.machines.membership.sabotage = sabotaged("exclusion")
+    });
     assert_eq!(v.invariant, 13, "exclusions-hold: {}", v.detail);
-    let intact = sim::run(builtin("exclude", 1).expect("exclude exists"), 1, None);
-    assert!(intact.ok, "{:?}", intact.violation);
 }
 
 #[test]
 fn without_maintenance_a_restarting_node_loses_its_channels() {
-    let mut s = builtin("maintenance", 1).expect("maintenance exists");
-    s.machines.membership.sabotage = sabotaged("maintenance");
-    let summary = sim::run(s, 1, None);
-    let v = summary.violation.expect("the sabotaged run fails");
+    let v = caught_and_intact_passes("maintenance", |s| {
+        s.machines.membership.sabotage = sabotaged("maintenance")
+    });
     assert_eq!(v.invariant, 14, "maintenance-holds: {}", v.detail);
-    let intact = sim::run(
-        builtin("maintenance", 1).expect("maintenance exists"),
-        1,
-        None,
-    );
-    assert!(intact.ok, "{:?}", intact.violation);
 }
 
 /// The busy-wait guard: with a release behind an upload counted as due
@@ -162,12 +167,9 @@ fn without_maintenance_a_restarting_node_loses_its_channels() {
 /// (before the guard it passed, 262 M events later). Intact, it passes.
 #[test]
 fn a_busy_wait_is_caught_not_waited_out() {
-    let mut s = builtin("dense-drain", 1).expect("dense-drain");
-    s.machines.channel.sabotage = sabotaged("release-sleep");
-    let broken = sim::run(s, 1, None);
-    let v = broken.violation.expect("the busy wait is caught");
+    let v = caught_and_intact_passes("dense-drain", |s| {
+        s.machines.channel.sabotage = sabotaged("release-sleep")
+    });
     assert_eq!(v.invariant, 0, "{}", v.detail);
     assert!(v.detail.contains("busy wait"), "{}", v.detail);
-    let intact = sim::run(builtin("dense-drain", 1).expect("dense-drain"), 1, None);
-    assert!(intact.ok, "{:?}", intact.violation);
 }

@@ -255,7 +255,7 @@ pub struct MembershipMachine {
     /// Where the next scan for releases starts.
     release_from: ChannelId,
     /// Hosted channels holding a release slot (`Hosted::holds_slot`).
-    releasing: usize,
+    release_slots_held: usize,
     /// Releases in the order they were asked (when, which channel, its
     /// epoch), for giving slots up after `RELEASE_SLOT_HELD_MS_MAX`;
     /// entries of channels that stopped are dropped as they reach the
@@ -336,7 +336,7 @@ impl MembershipMachine {
             live_by_region: Vec::new(),
             releases_due: false,
             release_from: ChannelId(0),
-            releasing: 0,
+            release_slots_held: 0,
             release_slots: VecDeque::new(),
             claim_cursor: None,
             claims_round_done: false,
@@ -416,8 +416,11 @@ impl MembershipMachine {
     /// be wanted again, under a new claim.
     fn on_channel_stopped(&mut self, ch: ChannelId) {
         if self.hosted.remove(&ch).is_some_and(|h| h.holds_slot) {
-            assert!(self.releasing > 0, "a release stopped that was counted");
-            self.releasing -= 1;
+            assert!(
+                self.release_slots_held > 0,
+                "a release stopped that was counted"
+            );
+            self.release_slots_held -= 1;
         }
         if self.phase == MemberPhase::Member
             && placement::owns(&self.topo, ch, &self.live_by_region, self.node)
@@ -458,7 +461,7 @@ impl MembershipMachine {
             MemberPhase::Joining => {
                 probe!(DrainWhileJoining);
                 self.hosted.clear();
-                self.releasing = 0;
+                self.release_slots_held = 0;
                 self.release_slots.clear();
                 self.phase = MemberPhase::Drained;
                 out.push(MembershipEffect::Drained);

@@ -53,7 +53,7 @@ impl MembershipMachine {
     fn removed_while_alive(&mut self, out: &mut Vec<MembershipEffect>) {
         out.push(MembershipEffect::DropAllChannels);
         self.hosted.clear();
-        self.releasing = 0;
+        self.release_slots_held = 0;
         self.release_slots.clear();
         self.lease_op = None;
         if self.phase == MemberPhase::Draining {
@@ -101,7 +101,7 @@ impl MembershipMachine {
     /// channels once, not once per input.
     pub(super) fn releases(&mut self, out: &mut Vec<MembershipEffect>) {
         self.age_release_slots();
-        if !self.releases_due || self.releasing >= RELEASES_IN_FLIGHT_MAX {
+        if !self.releases_due || self.release_slots_held >= RELEASES_IN_FLIGHT_MAX {
             return;
         }
         self.releases_due = false;
@@ -112,7 +112,7 @@ impl MembershipMachine {
                 continue;
             }
             if draining || !placement::owns(&self.topo, *ch, &self.live_by_region, self.node) {
-                if self.releasing == RELEASES_IN_FLIGHT_MAX {
+                if self.release_slots_held == RELEASES_IN_FLIGHT_MAX {
                     probe!(ReleasesHeldAtLimit);
                     self.releases_due = true;
                     self.release_from = *ch;
@@ -120,13 +120,13 @@ impl MembershipMachine {
                 }
                 h.releasing = true;
                 h.holds_slot = true;
-                self.releasing += 1;
+                self.release_slots_held += 1;
                 self.release_slots.push_back((now_ms, *ch, h.epoch));
                 out.push(MembershipEffect::ReleaseChannel(*ch));
             }
         }
         debug_assert_eq!(
-            self.releasing,
+            self.release_slots_held,
             self.hosted.values().filter(|h| h.holds_slot).count(),
             "the count of releases in flight is the hosted channels holding a slot"
         );
@@ -144,8 +144,8 @@ impl MembershipMachine {
                     }
                     probe!(ReleaseSlotAged);
                     h.holds_slot = false;
-                    assert!(self.releasing > 0, "a slot given up was counted");
-                    self.releasing -= 1;
+                    assert!(self.release_slots_held > 0, "a slot given up was counted");
+                    self.release_slots_held -= 1;
                 }
                 // Stopped (perhaps claimed again since, at a new epoch).
                 _ => {}
