@@ -18,6 +18,23 @@ mod cli_up;
 
 use reelfleet::logs;
 
+/// The process's allocator: mimalloc 2 (ARCHITECTURE "Allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in mimalloc 2's `mimalloc.h` (the enum's 16th
+/// member; libmimalloc-sys names only some options).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Freed memory goes back to the system at once rather than 10 ms later:
+/// one node hosting 100,000 channels held 1,053,428 KiB with the delay
+/// and 1,030,816 KiB without (BENCHMARKS "The allocator").
+fn tune_allocator() {
+    // SAFETY: sets one of mimalloc's options to a documented value (0:
+    // purge at once); no memory is touched.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+}
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -67,6 +84,7 @@ enum Command {
 }
 
 fn main() {
+    tune_allocator();
     let cli = Cli::parse();
     if let Err(e) = logs::init(cli.log_format) {
         eprintln!("error: {e}");
