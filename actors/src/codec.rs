@@ -24,8 +24,12 @@ pub struct Writer {
 
 impl Writer {
     pub fn with_tag(tag: u8) -> Writer {
+        Writer::with_tag_and_capacity(tag, 48)
+    }
+    /// For a record whose size is known ahead: one allocation, none grown.
+    pub fn with_tag_and_capacity(tag: u8, bytes: usize) -> Writer {
         let mut w = Writer {
-            buf: Vec::with_capacity(48),
+            buf: Vec::with_capacity(bytes.max(1)),
         };
         w.u8(tag);
         w

@@ -27,9 +27,20 @@ pub const CONTROL_ALL_KEY: &[u8] = b"k/all";
 pub const MAINTENANCE_KEY: &[u8] = b"k/maint";
 
 fn key_u32(prefix: &[u8], id: u32) -> Vec<u8> {
-    let mut k = Vec::with_capacity(prefix.len() + 4);
+    key_of(prefix, &[&id.to_be_bytes()])
+}
+
+/// `prefix` then `parts`, in one allocation of exactly their length (keys
+/// are built on every commit of the simulator's hot path; growing them
+/// part by part reallocated most of them).
+fn key_of(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let len = prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut k = Vec::with_capacity(len);
     k.extend_from_slice(prefix);
-    k.extend_from_slice(&id.to_be_bytes());
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    debug_assert_eq!(k.len(), k.capacity());
     k
 }
 
@@ -46,24 +57,16 @@ pub fn control_key(ch: ChannelId) -> Vec<u8> {
     key_u32(b"k/c/", ch.0)
 }
 pub fn active_prefix(ch: ChannelId) -> Vec<u8> {
-    let mut k = key_u32(b"va/", ch.0);
-    k.push(b'/');
-    k
+    key_of(b"va/", &[&ch.0.to_be_bytes(), b"/"])
 }
 pub fn done_prefix(ch: ChannelId) -> Vec<u8> {
-    let mut k = key_u32(b"vd/", ch.0);
-    k.push(b'/');
-    k
+    key_of(b"vd/", &[&ch.0.to_be_bytes(), b"/"])
 }
 pub fn active_key(ch: ChannelId, slot: u64) -> Vec<u8> {
-    let mut k = active_prefix(ch);
-    k.extend_from_slice(&slot.to_be_bytes());
-    k
+    key_of(b"va/", &[&ch.0.to_be_bytes(), b"/", &slot.to_be_bytes()])
 }
 pub fn done_key(ch: ChannelId, slot: u64) -> Vec<u8> {
-    let mut k = done_prefix(ch);
-    k.extend_from_slice(&slot.to_be_bytes());
-    k
+    key_of(b"vd/", &[&ch.0.to_be_bytes(), b"/", &slot.to_be_bytes()])
 }
 /// The channel of an active or done video key (`va/…`, `vd/…`).
 pub fn channel_of_video_key(k: &[u8]) -> Option<ChannelId> {
@@ -173,23 +176,15 @@ fn split_prefix(k: &[u8]) -> Option<(&'static str, &[u8])> {
 /// A channel's budget as an operator set it (`budget CHANNEL ...`), in
 /// place of the cluster config's.
 pub fn budget_key(ch: ChannelId) -> Vec<u8> {
-    let mut k = b"k/b/".to_vec();
-    k.extend_from_slice(&ch.0.to_be_bytes());
-    k
+    key_u32(b"k/b/", ch.0)
 }
 /// A project's daily quota per bucket as an operator set it (`quota
 /// PROJECT BUCKET ...`), in place of the cluster config's.
 pub fn quota_limits_key(project: ProjectId) -> Vec<u8> {
-    let mut k = b"k/q/".to_vec();
-    k.extend_from_slice(&project.0.to_be_bytes());
-    k
+    key_of(b"k/q/", &[&project.0.to_be_bytes()])
 }
 pub fn quota_key(project: ProjectId, day: u64) -> Vec<u8> {
-    let mut k = b"q/".to_vec();
-    k.extend_from_slice(&project.0.to_be_bytes());
-    k.push(b'/');
-    k.extend_from_slice(&day.to_be_bytes());
-    k
+    key_of(b"q/", &[&project.0.to_be_bytes(), b"/", &day.to_be_bytes()])
 }
 pub fn quota_prefix(project: ProjectId) -> Vec<u8> {
     let mut k = b"q/".to_vec();
@@ -395,7 +390,13 @@ impl VideoRecord {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_tag(VIDEO_TAG);
+        let remote_id_bytes = match &self.status {
+            VideoStatus::Published { remote_id } => 4 + remote_id.len(),
+            _ => 1,
+        };
+        // Tag, slot, status, 4 u32s, 5 u64s and a flag.
+        let mut w =
+            Writer::with_tag_and_capacity(VIDEO_TAG, 1 + 8 + 1 + 16 + 40 + 1 + remote_id_bytes);
         w.u64(self.slot);
         match &self.status {
             VideoStatus::Active => {

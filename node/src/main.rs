@@ -26,10 +26,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// member; libmimalloc-sys names only some options).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Freed memory goes back to the system at once rather than 10 ms later:
-/// one node hosting 100,000 channels held 1,053,428 KiB with the delay
-/// and 1,030,816 KiB without (BENCHMARKS "The allocator").
-fn tune_allocator() {
+/// In the live processes, freed memory goes back to the system at once
+/// rather than 10 ms later: one node hosting 100,000 channels held
+/// 1,053,428 KiB with the delay and 1,030,816 KiB without. The simulator
+/// keeps the delay: its working set churns, and purging at once made the
+/// kernel zero the same huge pages again and again (`clear_page_erms`,
+/// 4.5 % of a capacity-10m profile). BENCHMARKS "The allocator".
+fn purge_freed_memory_at_once() {
     // SAFETY: sets one of mimalloc's options to a documented value (0:
     // purge at once); no memory is touched.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
@@ -84,8 +87,10 @@ enum Command {
 }
 
 fn main() {
-    tune_allocator();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Sim(_)) {
+        purge_freed_memory_at_once();
+    }
     if let Err(e) = logs::init(cli.log_format) {
         eprintln!("error: {e}");
         std::process::exit(2);
