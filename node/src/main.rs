@@ -2,6 +2,7 @@
 //! deterministic simulator, backup and restore, store benchmarks and the
 //! cluster's certificates.
 
+mod allocator;
 mod cli_bench;
 mod cli_bench_dispatch;
 mod cli_bench_quic;
@@ -17,26 +18,6 @@ mod cli_store;
 mod cli_up;
 
 use reelfleet::logs;
-
-/// The process's allocator: mimalloc 2 (ARCHITECTURE "Allocator").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `mi_option_purge_delay` in mimalloc 2's `mimalloc.h` (the enum's 16th
-/// member; libmimalloc-sys names only some options).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// In the live processes, freed memory goes back to the system at once
-/// rather than 10 ms later: one node hosting 100,000 channels held
-/// 1,053,428 KiB with the delay and 1,030,816 KiB without. The simulator
-/// keeps the delay: its working set churns, and purging at once made the
-/// kernel zero the same huge pages again and again (`clear_page_erms`,
-/// 4.5 % of a capacity-10m profile). BENCHMARKS "The allocator".
-fn purge_freed_memory_at_once() {
-    // SAFETY: sets one of mimalloc's options to a documented value (0:
-    // purge at once); no memory is touched.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
-}
 
 use clap::{Parser, Subcommand};
 
@@ -89,7 +70,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Sim(_)) {
-        purge_freed_memory_at_once();
+        allocator::tune_for_a_long_running_process();
     }
     if let Err(e) = logs::init(cli.log_format) {
         eprintln!("error: {e}");

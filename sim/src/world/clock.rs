@@ -142,7 +142,8 @@ mod tests {
             let mut c = Clock::anchored(anchor_ms);
             c.off_from_boot(offset_ms, drift_ppm);
             let elapsed = i128::from(true_ms - anchor_ms);
-            let want = (i128::from(true_ms) + i128::from(offset_ms)
+            let want = (i128::from(true_ms)
+                + i128::from(offset_ms)
                 + elapsed * i128::from(drift_ppm) / 1_000_000)
                 .max(0) as u64;
             assert_eq!(c.local(true_ms), want, "{anchor_ms} {drift_ppm} {true_ms}");
