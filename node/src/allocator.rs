@@ -37,9 +37,9 @@ pub fn tune_for_a_long_running_process() {
 mod tests {
     use super::*;
 
-    fn get(option: libmimalloc_sys::mi_option_t) -> i64 {
+    fn get(option: libmimalloc_sys::mi_option_t) -> std::os::raw::c_long {
         // SAFETY: reads an option; touches no memory.
-        i64::from(unsafe { libmimalloc_sys::mi_option_get(option) })
+        unsafe { libmimalloc_sys::mi_option_get(option) }
     }
 
     /// The numbers above are this mimalloc's: each option, and two of its
