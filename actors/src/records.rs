@@ -619,6 +619,18 @@ impl MembersRecord {
             }
         }
         r.end("members record end")?;
+        // Every writer keeps the three lists sorted, and every reader
+        // searches them by bisection: a list out of order would be
+        // misread (a member not found), so it is refused as corrupt.
+        for (list, what) in [
+            (&nodes, "member ids out of order"),
+            (&draining, "draining ids out of order"),
+            (&excluded, "excluded ids out of order"),
+        ] {
+            if !list.windows(2).all(|w| w[0] < w[1]) {
+                return Err(DecodeError { what, offset: 0 });
+            }
+        }
         Ok(MembersRecord {
             generation,
             nodes,
@@ -862,6 +874,35 @@ mod tests {
         let read = MembersRecord::decode(&old).expect("an older record");
         assert!(read.excluded.is_empty() && read.draining == m.draining);
         assert!(MembersRecord::decode(&m.encode()[..m.encode().len() - 2]).is_err());
+        // Lists out of order (or repeated) would be misread by bisection.
+        for (bad, what) in [
+            (
+                MembersRecord {
+                    nodes: vec![NodeId(4), NodeId(1)],
+                    ..m.clone()
+                },
+                "member ids out of order",
+            ),
+            (
+                MembersRecord {
+                    draining: vec![NodeId(4), NodeId(1)],
+                    ..m.clone()
+                },
+                "draining ids out of order",
+            ),
+            (
+                MembersRecord {
+                    excluded: vec![NodeId(2), NodeId(2)],
+                    ..m.clone()
+                },
+                "excluded ids out of order",
+            ),
+        ] {
+            assert_eq!(
+                MembersRecord::decode(&bad.encode()).map_err(|e| e.what),
+                Err(what)
+            );
+        }
         let mut x = m.clone();
         assert!(x.placeable(NodeId(1)) && !x.placeable(NodeId(4)));
         assert!(x.set_excluded(NodeId(1), true) && !x.placeable(NodeId(1)));
