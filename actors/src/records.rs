@@ -853,13 +853,7 @@ mod tests {
         bytes.push(0);
         assert!(VideoRecord::decode(&bytes).is_err());
         assert!(VideoRecord::decode(&bytes[..5]).is_err());
-        let m = MembersRecord {
-            generation: 3,
-            nodes: vec![NodeId(1), NodeId(4)],
-            incarnations: vec![1, 3],
-            draining: vec![NodeId(4)],
-            excluded: vec![NodeId(2)],
-        };
+        let m = two_members();
         assert_eq!(MembersRecord::decode(&m.encode()), Ok(m.clone()));
         // Without exclusions the record is the previous version's, byte
         // for byte (it ends with the draining list), and reads back as
@@ -901,17 +895,22 @@ mod tests {
         assert_eq!(OwnerRecord::decode(&o.encode()), Ok(o));
     }
 
-    /// Lists out of order (or repeated) would be misread by bisection:
-    /// refused, naming the list.
-    #[test]
-    fn members_lists_out_of_order_are_refused() {
-        let m = MembersRecord {
+    /// Two members, one draining, one other node excluded.
+    fn two_members() -> MembersRecord {
+        MembersRecord {
             generation: 3,
             nodes: vec![NodeId(1), NodeId(4)],
             incarnations: vec![1, 3],
             draining: vec![NodeId(4)],
             excluded: vec![NodeId(2)],
-        };
+        }
+    }
+
+    /// Lists out of order (or repeated) would be misread by bisection:
+    /// refused, naming the list.
+    #[test]
+    fn members_lists_out_of_order_are_refused() {
+        let m = two_members();
         assert_eq!(MembersRecord::decode(&m.encode()), Ok(m.clone()));
         for (bad, what) in [
             (
