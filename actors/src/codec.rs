@@ -29,7 +29,7 @@ impl Writer {
     /// For a record whose size is known ahead: one allocation, none grown.
     pub fn with_tag_and_capacity(tag: u8, bytes: usize) -> Writer {
         let mut w = Writer {
-            buf: Vec::with_capacity(bytes.max(1)),
+            buf: Vec::with_capacity(bytes),
         };
         w.u8(tag);
         w

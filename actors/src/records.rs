@@ -187,10 +187,7 @@ pub fn quota_key(project: ProjectId, day: u64) -> Vec<u8> {
     key_of(b"q/", &[&project.0.to_be_bytes(), b"/", &day.to_be_bytes()])
 }
 pub fn quota_prefix(project: ProjectId) -> Vec<u8> {
-    let mut k = b"q/".to_vec();
-    k.extend_from_slice(&project.0.to_be_bytes());
-    k.push(b'/');
-    k
+    key_of(b"q/", &[&project.0.to_be_bytes(), b"/"])
 }
 
 /// The idempotency key of a video: stable across owners and retries, and

@@ -2,7 +2,7 @@
 //! processes. Why (ARCHITECTURE "The allocator"): glibc's malloc and free
 //! were 12-15 % of a simulator profile; mimalloc 2 runs capacity-10m about
 //! 1.27 times as fast at a lower peak, where mimalloc 3 (the crate's
-//! default) held 17 % more memory. The crate builds its C sources with the
+//! default) held 18 % more memory. The crate builds its C sources with the
 //! `cc` crate, so the C compiler a fresh machine has is enough.
 
 #[global_allocator]

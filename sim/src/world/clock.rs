@@ -31,17 +31,8 @@ impl Clock {
 
     /// What this clock reads at true time `true_ms`.
     pub fn local(&mut self, true_ms: u64) -> u64 {
-        let elapsed = true_ms.saturating_sub(self.anchor_ms);
-        // In 64 bits when the product fits (elapsed under 292 years at
-        // 1% drift): the same truncating division as in 128 bits, without
-        // the call to `__divti3` that every delivery and tick paid.
-        let drift = match i64::try_from(elapsed)
-            .ok()
-            .and_then(|e| e.checked_mul(i64::from(self.drift_ppm)))
-        {
-            Some(p) => i128::from(p / 1_000_000),
-            None => elapsed as i128 * i128::from(self.drift_ppm) / 1_000_000,
-        };
+        let elapsed = true_ms.saturating_sub(self.anchor_ms) as i128;
+        let drift = mul_div(elapsed, i128::from(self.drift_ppm), 1_000_000);
         let t = (true_ms as i128 + i128::from(self.offset_ms) + drift).max(0) as u64;
         self.last_ms = self.last_ms.max(t);
         self.last_ms
@@ -84,18 +75,24 @@ impl Clock {
     pub fn true_at(&self, local_ms: u64, now_ms: u64) -> u64 {
         let base = local_ms as i128 - i128::from(self.offset_ms);
         let rate = 1_000_000 + i128::from(self.drift_ppm);
-        let since_anchor = base - self.anchor_ms as i128;
-        // In 64 bits when it fits, as in `local`: the same quotient.
-        let elapsed = match i64::try_from(since_anchor)
-            .ok()
-            .and_then(|d| d.checked_mul(1_000_000))
-        {
-            Some(p) => i128::from(p / rate as i64),
-            None => since_anchor * 1_000_000 / rate,
-        };
+        let elapsed = mul_div(base - self.anchor_ms as i128, 1_000_000, rate);
         let t = (self.anchor_ms as i128 + elapsed).max(0) as u64;
         t.max(now_ms + 1)
     }
+}
+
+/// `a * b / d`, truncated toward zero as 128-bit arithmetic does, in 64
+/// bits whenever the operands and the product fit (elapsed times under
+/// 292 years at 1 % drift): without the call to `__divti3` that every
+/// delivery and tick paid.
+fn mul_div(a: i128, b: i128, d: i128) -> i128 {
+    let narrow = (i64::try_from(a), i64::try_from(b), i64::try_from(d));
+    if let (Ok(a), Ok(b), Ok(d)) = narrow {
+        if let Some(p) = a.checked_mul(b) {
+            return i128::from(p / d);
+        }
+    }
+    a * b / d
 }
 
 #[cfg(test)]
