@@ -12,11 +12,14 @@
 //! ```
 //!
 //! It lives beside the binary, not in `sim/`, because it reads the wall
-//! clock. It allocates with the system's allocator, not the `reelfleet`
-//! binary's (ARCHITECTURE "The allocator"): compare its times with each
-//! other, not with `reelfleet sim`'s.
+//! clock. It allocates with the binary's allocator at the simulator's
+//! settings (mimalloc 2 at its defaults: ARCHITECTURE "The allocator"), so
+//! that its profiles weigh allocation as `reelfleet sim` does.
 
 use std::process::ExitCode;
+
+#[global_allocator]
+static ALLOCATOR: reelfleet::allocator::MiMalloc = reelfleet::allocator::MiMalloc;
 
 const HOUR_MS: u64 = 3_600_000;
 

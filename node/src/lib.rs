@@ -3,6 +3,7 @@
 //! cluster's certificates, and the live node (`live`).
 
 pub mod admin;
+pub mod allocator;
 pub mod audit;
 pub mod certs;
 pub mod chaos;

@@ -2,7 +2,6 @@
 //! deterministic simulator, backup and restore, store benchmarks and the
 //! cluster's certificates.
 
-mod allocator;
 mod cli_bench;
 mod cli_bench_dispatch;
 mod cli_bench_quic;
@@ -17,7 +16,10 @@ mod cli_sim;
 mod cli_store;
 mod cli_up;
 
-use reelfleet::logs;
+use reelfleet::{allocator, logs};
+
+#[global_allocator]
+static ALLOCATOR: allocator::MiMalloc = allocator::MiMalloc;
 
 use clap::{Parser, Subcommand};
 
