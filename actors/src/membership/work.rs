@@ -28,7 +28,9 @@ struct RefreshReply {
 
 impl RefreshReply {
     fn keys(watched: &[NodeId]) -> Vec<Vec<u8>> {
-        let mut keys = vec![MEMBERS_KEY.to_vec(), CONTROL_GEN_KEY.to_vec()];
+        let mut keys = Vec::with_capacity(2 + watched.len());
+        keys.push(MEMBERS_KEY.to_vec());
+        keys.push(CONTROL_GEN_KEY.to_vec());
         keys.extend(watched.iter().map(|n| lease_key(*n)));
         keys
     }
