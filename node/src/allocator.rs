@@ -27,6 +27,7 @@ pub struct MiMalloc;
 /// `mi_malloc` aligns a block to at least `min(size, MI_MAX_ALIGN_SIZE)`.
 const MI_MAX_ALIGN_SIZE: usize = 16;
 
+#[inline]
 fn plain(align: usize, size: usize) -> bool {
     align <= MI_MAX_ALIGN_SIZE && align <= size
 }
