@@ -32,6 +32,25 @@ fn plain(align: usize, size: usize) -> bool {
     align <= MI_MAX_ALIGN_SIZE && align <= size
 }
 
+/// A new block for `layout` from the plain entry point (`mi_malloc` or
+/// `mi_zalloc`) where it aligns as asked, else from its aligned twin.
+/// Inlined with constant functions, so each call is a direct one.
+///
+/// # Safety
+/// As `GlobalAlloc::alloc`: `layout` has a non-zero size.
+#[inline]
+unsafe fn block(
+    layout: Layout,
+    plain_fn: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned_fn: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    if plain(layout.align(), layout.size()) {
+        plain_fn(layout.size()).cast()
+    } else {
+        aligned_fn(layout.size(), layout.align()).cast()
+    }
+}
+
 // SAFETY: every method hands the layout's size (and, where mimalloc's
 // plain entry point would not honour it, its alignment) to the matching
 // mimalloc function, which returns null on failure as `GlobalAlloc`
@@ -39,20 +58,20 @@ fn plain(align: usize, size: usize) -> bool {
 unsafe impl GlobalAlloc for MiMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if plain(layout.align(), layout.size()) {
-            libmimalloc_sys::mi_malloc(layout.size()).cast()
-        } else {
-            libmimalloc_sys::mi_malloc_aligned(layout.size(), layout.align()).cast()
-        }
+        block(
+            layout,
+            libmimalloc_sys::mi_malloc,
+            libmimalloc_sys::mi_malloc_aligned,
+        )
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if plain(layout.align(), layout.size()) {
-            libmimalloc_sys::mi_zalloc(layout.size()).cast()
-        } else {
-            libmimalloc_sys::mi_zalloc_aligned(layout.size(), layout.align()).cast()
-        }
+        block(
+            layout,
+            libmimalloc_sys::mi_zalloc,
+            libmimalloc_sys::mi_zalloc_aligned,
+        )
     }
 
     #[inline]
@@ -114,6 +133,21 @@ mod tests {
         let layout =
             |size: usize, align: usize| Layout::from_size_align(size, align).expect("layout");
         let aligned = |p: *mut u8, align: usize| !p.is_null() && (p as usize).is_multiple_of(align);
+        // A block of `from` bytes filled with 0xA5, moved to `to` bytes.
+        let resized = |p: *mut u8, from: usize, to: usize, align: usize| {
+            // SAFETY: `p` is a live block of `from` bytes at `align`, made
+            // by `a`; the new block is read within the bytes it kept.
+            unsafe {
+                let q = a.realloc(p, layout(from, align), to);
+                assert!(aligned(q, align), "realloc {from} -> {to}, align {align}");
+                let kept = from.min(to);
+                assert!(
+                    (0..kept).all(|i| *q.add(i) == 0xA5),
+                    "realloc {from} -> {to} keeps the bytes"
+                );
+                q
+            }
+        };
         for align in [1, 2, 4, 8, 16, 32, 64, 4096] {
             for size in (1..=300).chain([1023, 1024, 1025, 4096, 70_000]) {
                 let (small, large) = (size / 2 + 1, size * 3);
@@ -130,24 +164,8 @@ mod tests {
                     let p = a.alloc(layout(size, align));
                     assert!(aligned(p, align), "alloc {size} bytes, align {align}");
                     p.write_bytes(0xA5, size);
-                    let grown = a.realloc(p, layout(size, align), large);
-                    assert!(
-                        aligned(grown, align),
-                        "realloc {size} -> {large}, align {align}"
-                    );
-                    assert!(
-                        (0..size).all(|i| *grown.add(i) == 0xA5),
-                        "grown keeps the bytes"
-                    );
-                    let shrunk = a.realloc(grown, layout(large, align), small);
-                    assert!(
-                        aligned(shrunk, align),
-                        "realloc {large} -> {small}, align {align}"
-                    );
-                    assert!(
-                        (0..small).all(|i| *shrunk.add(i) == 0xA5),
-                        "shrunk keeps the bytes"
-                    );
+                    let grown = resized(p, size, large, align);
+                    let shrunk = resized(grown, large, small, align);
                     a.dealloc(shrunk, layout(small, align));
                 }
             }
