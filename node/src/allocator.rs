@@ -17,8 +17,8 @@ use std::ffi::c_void;
 /// alignment asked for. The `mimalloc` crate's own `MiMalloc` calls
 /// `mi_malloc_aligned` for every allocation, whose extra checks (and, past
 /// 1 KiB, a slower generic path) were 2.4 % of capacity-10m's
-/// instructions in a steady simulated hour (callgrind, BENCHMARKS "The
-/// allocator"). `mi_malloc` aligns every block to its size up to 16 bytes
+/// instructions in a steady simulated hour (callgrind, BENCHMARKS "Fewer
+/// instructions, same decisions"). `mi_malloc` aligns every block to its size up to 16 bytes
 /// (`mi_malloc_is_naturally_aligned` in mimalloc's `alloc-aligned.c`, the
 /// test mimalloc's aligned path itself takes first); anything else goes
 /// the aligned way as before.
