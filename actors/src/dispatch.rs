@@ -118,7 +118,21 @@ fn sample_positions(
     stride: usize,
 ) -> impl Iterator<Item = usize> {
     assert!(take <= n && (n == 0 || start < n));
-    (0..take).map(move |k| (start + k * stride) % n)
+    // `take` steps of `stride` stay within one lap (`stride` is at most
+    // `n / take`), so a position wraps by one subtraction, not a division.
+    assert!(
+        take == 0 || (take - 1) * stride < n,
+        "the sample laps the GPUs"
+    );
+    let mut next = start;
+    (0..take).map(move |_| {
+        let at = next;
+        next += stride;
+        if next >= n {
+            next -= n;
+        }
+        at
+    })
 }
 
 /// How many recent job ids a dispatcher remembers to drop duplicates.
@@ -256,8 +270,9 @@ impl DispatchMachine {
             .unwrap_or(u64::MAX / 4)
     }
 
-    fn score(&self, v: &GpuView, job: &JobSpec) -> u64 {
-        let wait = Self::wait_of(v, job.gpu_memory_bytes);
+    /// A GPU's score for `job`, given its wait for the job (`wait_of`).
+    fn score_of_wait(&self, v: &GpuView, job: &JobSpec, wait: u64) -> u64 {
+        debug_assert_eq!(wait, Self::wait_of(v, job.gpu_memory_bytes));
         let dollars_per_hour = v.report.cost_per_hour_micros / 1_000_000;
         let cost =
             job.duration.mean_ms / 1000 * dollars_per_hour * self.params.cost_weight_ms / 1000;
@@ -338,15 +353,13 @@ impl DispatchMachine {
             0
         };
         let stride = if n > take { (n / take).max(1) } else { 1 };
+        let need_bytes = job.gpu_memory_bytes;
         let best = sample_positions(n, take, start, stride)
             .map(|i| &self.gpus[i])
-            .filter(|(_, v)| self.fresh(v, now_ms) && v.report.total_bytes >= job.gpu_memory_bytes)
+            .filter(|(_, v)| self.fresh(v, now_ms) && v.report.total_bytes >= need_bytes)
             .map(|(g, v)| {
-                (
-                    self.score(v, job),
-                    Self::wait_of(v, job.gpu_memory_bytes),
-                    *g,
-                )
+                let wait = Self::wait_of(v, need_bytes);
+                (self.score_of_wait(v, job, wait), wait, *g)
             })
             .min();
         assert!(best.is_none_or(|(_, _, g)| self.gpu_pos(g).is_ok()));

@@ -381,7 +381,7 @@ impl MemStore {
     /// `commit` for a transaction whose limits were already checked.
     pub fn commit_checked(&mut self, txn: &Txn) -> Result<Version, StoreError> {
         self.check(&txn.checks)?;
-        Ok(self.write_evaluated(txn))
+        Ok(self.write_all(txn.writes.clone()))
     }
 
     /// `evaluate` as a commit answers it: the first failed check is a
@@ -394,18 +394,24 @@ impl MemStore {
 
     /// Writes a transaction whose checks were just evaluated and hold
     /// (`check`), without evaluating them again: the simulator shows
-    /// such a commit to its invariant checks between the two.
-    pub fn write_evaluated(&mut self, txn: &Txn) -> Version {
+    /// such a commit to its invariant checks between the two. It takes
+    /// the transaction, so that its values move into the store rather
+    /// than being copied (a fleet-size run writes ~400,000 an hour).
+    pub fn write_evaluated(&mut self, txn: Txn) -> Version {
         debug_assert!(self.evaluate(&txn.checks).is_ok());
-        if txn.writes.is_empty() {
+        self.write_all(txn.writes)
+    }
+
+    fn write_all(&mut self, writes: Vec<Write>) -> Version {
+        if writes.is_empty() {
             return self.version;
         }
         self.version += 1;
         let version = self.version;
-        for w in &txn.writes {
+        for w in writes {
             match w {
-                Write::Put(k, v) => self.put(k, v.clone(), version),
-                Write::Delete(k) => self.delete(k),
+                Write::Put(k, v) => self.put(&k, v, version),
+                Write::Delete(k) => self.delete(&k),
             }
         }
         version

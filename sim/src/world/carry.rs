@@ -169,7 +169,7 @@ impl World {
     fn carry(&mut self, node: NodeId, from: Origin, r: Route) {
         let inc = self.nodes[node.index()].inc;
         match r {
-            Route::Local(local) => self.deliver_now(node, Some(inc), Msg::Local(local)),
+            Route::Local(local) => self.deliver_now(node, inc, Msg::Local(local)),
             Route::Remote { to, msg } => self.send(node, to, msg),
             Route::Store { op_id, op } => {
                 let (reply_to, fence) = match from {
@@ -263,7 +263,7 @@ impl World {
         self.nodes[node.index()].channels.insert(channel, hosted);
         let inc = self.nodes[node.index()].inc;
         let start = Msg::ChannelGen(channel, gen, ChannelInput::Start);
-        self.deliver_now(node, Some(inc), start);
+        self.deliver_now(node, inc, start);
     }
 
     fn host_dispatcher(&mut self, node: NodeId, host: bool) {
@@ -278,7 +278,7 @@ impl World {
                 n.dispatcher = Some((m, TickSlot::default()));
                 let inc = n.inc;
                 let tick = actors::node::Local::Dispatcher(DispatchInput::Tick);
-                self.deliver_now(node, Some(inc), Msg::Local(tick));
+                self.deliver_now(node, inc, Msg::Local(tick));
             }
             (false, true) => n.dispatcher = None,
             _ => {}

@@ -67,7 +67,7 @@ impl World {
                     self.drains_pending.entry(n).or_insert((inc, now));
                 }
                 let drain = Local::Membership(MembershipInput::Drain);
-                self.deliver_now(n, Some(inc), Msg::Local(drain));
+                self.deliver_now(n, inc, Msg::Local(drain));
             }
             Fault::ClockSkew {
                 node,

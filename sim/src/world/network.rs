@@ -5,7 +5,7 @@
 use actors::node::NodeMsg;
 use topology::{NodeId, RegionId};
 
-use super::events::{Ev, Msg};
+use super::events::{Ev, ForInc, Msg};
 use super::World;
 
 impl World {
@@ -35,14 +35,14 @@ impl World {
             let extra = delay + self.rng.below(20);
             let copy = Ev::Deliver {
                 node: to,
-                inc: None,
+                inc: ForInc::ANY,
                 msg: Msg::Net(msg.clone()),
             };
             self.push(self.now_ms + extra, copy);
         }
         let deliver = Ev::Deliver {
             node: to,
-            inc: None,
+            inc: ForInc::ANY,
             msg: Msg::Net(msg),
         };
         self.push(self.now_ms + delay, deliver);

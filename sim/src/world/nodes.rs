@@ -145,10 +145,10 @@ impl World {
         n.gpus = gpus.into_iter().map(|g| (g, TickSlot::default())).collect();
         let inc = n.inc;
         let start = Local::Membership(MembershipInput::Start);
-        self.deliver_now(node, Some(inc), Msg::Local(start));
+        self.deliver_now(node, inc, Msg::Local(start));
         for g in topo.node(node).gpus.clone() {
             let tick = Local::Gpu(g, GpuInput::Tick);
-            self.deliver_now(node, Some(inc), Msg::Local(tick));
+            self.deliver_now(node, inc, Msg::Local(tick));
         }
     }
 

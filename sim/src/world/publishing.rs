@@ -9,7 +9,7 @@ use actors::node::Local;
 use actors::protocol::{LookupOutcome, PublishOutcome};
 use topology::{ChannelId, NodeId};
 
-use super::events::{Ev, Msg};
+use super::events::{Ev, ForInc, Msg};
 use super::World;
 use crate::checks::{Invariant, Violation};
 
@@ -82,7 +82,7 @@ impl World {
             at,
             Ev::Deliver {
                 node,
-                inc: None,
+                inc: ForInc::ANY,
                 msg,
             },
         );

@@ -9,7 +9,7 @@ use actors::node::Local;
 use actors::store::{StoreError, StoreOp, StoreReply, Txn};
 use topology::{ChannelId, NodeId};
 
-use super::events::{Ev, Msg};
+use super::events::{Ev, ForInc, Msg};
 use super::trace_codes::store_op_code;
 use super::World;
 use crate::checks::Seen;
@@ -70,7 +70,7 @@ impl World {
         self.push(self.now_ms + lat, Ev::StoreArrive(Box::new(call)));
     }
 
-    pub(super) fn store_arrive(&mut self, call: StoreCall) {
+    pub(super) fn store_arrive(&mut self, mut call: StoreCall) {
         let rel = self.rel_ms();
         self.trace.event(
             rel,
@@ -85,19 +85,20 @@ impl World {
             self.push_reply(&call, reply, self.now_ms + 1_000);
             return;
         }
-        let reply = match &call.op {
+        // The op is taken, so that a commit's values move into the store.
+        let reply = match std::mem::replace(&mut call.op, StoreOp::Get(Vec::new())) {
             StoreOp::Commit(txn) => match self.commit(&call, txn) {
                 Some(r) => r,
                 None => return, // an invariant broke: the run stops
             },
-            other => self.store.apply(other),
+            other => self.store.apply(&other),
         };
         let at = self.now_ms + self.store_latency(call.node);
         self.push_reply(&call, reply, at);
     }
 
-    fn commit(&mut self, call: &StoreCall, txn: &Txn) -> Option<StoreReply> {
-        if let Err(e) = actors::store::check_limits(&call.op) {
+    fn commit(&mut self, call: &StoreCall, txn: Txn) -> Option<StoreReply> {
+        if let Err(e) = actors::store::check_txn(&txn) {
             return Some(StoreReply::Failed(e));
         }
         if self.rng.chance(self.sc.world.store_conflict_ppm) {
@@ -117,7 +118,7 @@ impl World {
 
     /// Applies `txn` if its checks hold, after the invariant checks saw it;
     /// `None` if they found a violation.
-    fn apply_commit(&mut self, call: &StoreCall, txn: &Txn) -> Option<StoreReply> {
+    fn apply_commit(&mut self, call: &StoreCall, txn: Txn) -> Option<StoreReply> {
         let rel = self.rel_ms();
         if let Err(e) = self.store.check(&txn.checks) {
             return Some(StoreReply::Failed(e));
@@ -131,7 +132,7 @@ impl World {
             now_ms: self.now_ms,
             rel_ms: rel,
         };
-        if let Err(v) = self.watch.before_apply(&seen, txn) {
+        if let Err(v) = self.watch.before_apply(&seen, &txn) {
             self.fail(v);
             return None;
         }
@@ -151,7 +152,7 @@ impl World {
         };
         let deliver = Ev::Deliver {
             node: call.node,
-            inc: Some(call.inc),
+            inc: ForInc::only(call.inc),
             msg,
         };
         self.push(at, deliver);
