@@ -52,9 +52,11 @@ impl ChannelMachine {
         let mut actions = std::mem::take(&mut self.actions);
         let plan = self.plan_quota(now_ms, &mut actions);
         let release = release && actions.is_empty();
+        // Sized up front: a commit's vectors grown a push at a time cost
+        // ~1 % of a fleet-size run in reallocations.
         let mut txn = Txn {
-            checks: self.fence_checks(),
-            writes: Vec::new(),
+            checks: self.fence_checks(plan.ledgers.len()),
+            writes: Vec::with_capacity(2 + 2 * self.dirty.len() + plan.ledgers.len()),
         };
         for day in plan.ledgers.keys() {
             let version = self.quota_cache.get(day).map(|(_, v)| *v).unwrap_or(0);

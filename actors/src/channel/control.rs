@@ -25,8 +25,10 @@ impl ChannelMachine {
     /// record and channel record version), and the versions of the control
     /// records it has seen, so that no work starts once a pause or the kill
     /// switch is durable, whatever this node has heard of it.
-    pub(super) fn fence_checks(&self) -> Vec<Check> {
-        let mut checks = vec![
+    /// The vector has room for `more` checks besides.
+    pub(super) fn fence_checks(&self, more: usize) -> Vec<Check> {
+        let mut checks = Vec::with_capacity(6 + more);
+        checks.extend([
             Check::VersionIs(CONTROL_ALL_KEY.to_vec(), self.control_all_version),
             Check::VersionIs(control_key(self.id), self.control_version),
             // A budget or quota set by an operator holds from its commit:
@@ -34,7 +36,7 @@ impl ChannelMachine {
             // after it.
             Check::VersionIs(budget_key(self.id), self.budget_version),
             Check::VersionIs(quota_limits_key(self.project()), self.quota_set_version),
-        ];
+        ]);
         if !self.params.sabotage.no_epoch_fencing {
             let owner = self.owner_record().encode();
             checks.push(Check::Equals(owner_key(self.id), owner));
