@@ -18,8 +18,8 @@ pub struct TraceItem {
 pub struct Trace {
     hash: u64,
     /// The last events, a ring: once full, `recent[next]` is the oldest and
-    /// is overwritten next (a VecDeque's pop and push cost 1 % of a
-    /// fleet-size run).
+    /// is overwritten next (a VecDeque's pop and push per event were 0.7 %
+    /// of a steady capacity-10m hour's instructions).
     recent: Vec<TraceItem>,
     next: usize,
     file: Option<std::io::BufWriter<std::fs::File>>,

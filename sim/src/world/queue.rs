@@ -101,10 +101,10 @@ impl EventQueue {
     }
 
     fn link(&mut self, at_ms: u64, slot: u32) {
-        match self.first_ms.get() {
-            _ if self.in_wheel == 0 => self.first_ms.set(Some(at_ms)),
-            Some(first) if at_ms < first => self.first_ms.set(Some(at_ms)),
-            _ => {}
+        // Into an empty wheel, or before the first bucket known: the new
+        // first. Otherwise the first is as it was, known or not.
+        if self.in_wheel == 0 || self.first_ms.get().is_some_and(|first| at_ms < first) {
+            self.first_ms.set(Some(at_ms));
         }
         let b = bucket(at_ms);
         let i = slot as usize;

@@ -25,11 +25,17 @@ pub(super) enum ReplyTo {
 /// A store operation on its way.
 #[derive(Clone, Debug)]
 pub(super) struct StoreCall {
+    from: Caller,
+    op: StoreOp,
+}
+
+/// Who sent a store operation, and where its reply goes.
+#[derive(Clone, Copy, Debug)]
+struct Caller {
     node: NodeId,
     inc: u32,
     reply_to: ReplyTo,
     op_id: u64,
-    op: StoreOp,
     /// For a channel's commit: (channel, epoch), checked by invariant 5.
     fence: Option<(ChannelId, u64)>,
 }
@@ -59,45 +65,41 @@ impl World {
         self.stats.store_ops += 1;
         let inc = self.nodes[node.index()].inc;
         let lat = self.store_latency(node);
-        let call = StoreCall {
+        let from = Caller {
             node,
             inc,
             reply_to,
             op_id,
-            op,
             fence,
         };
+        let call = StoreCall { from, op };
         self.push(self.now_ms + lat, Ev::StoreArrive(Box::new(call)));
     }
 
-    pub(super) fn store_arrive(&mut self, mut call: StoreCall) {
+    pub(super) fn store_arrive(&mut self, call: StoreCall) {
+        let StoreCall { from, op } = call;
         let rel = self.rel_ms();
-        self.trace.event(
-            rel,
-            call.node.0,
-            "store-op",
-            call.op_id,
-            store_op_code(&call.op),
-        );
-        if !self.store_reachable(call.node) {
+        self.trace
+            .event(rel, from.node.0, "store-op", from.op_id, store_op_code(&op));
+        if !self.store_reachable(from.node) {
             // The client hears nothing and gives up after its timeout.
             let reply = StoreReply::Failed(StoreError::Unavailable("store unreachable".into()));
-            self.push_reply(&call, reply, self.now_ms + 1_000);
+            self.push_reply(from, reply, self.now_ms + 1_000);
             return;
         }
-        // The op is taken, so that a commit's values move into the store.
-        let reply = match std::mem::replace(&mut call.op, StoreOp::Get(Vec::new())) {
-            StoreOp::Commit(txn) => match self.commit(&call, txn) {
+        // A commit is taken whole, so that its values move into the store.
+        let reply = match op {
+            StoreOp::Commit(txn) => match self.commit(from, txn) {
                 Some(r) => r,
                 None => return, // an invariant broke: the run stops
             },
             other => self.store.apply(&other),
         };
-        let at = self.now_ms + self.store_latency(call.node);
-        self.push_reply(&call, reply, at);
+        let at = self.now_ms + self.store_latency(from.node);
+        self.push_reply(from, reply, at);
     }
 
-    fn commit(&mut self, call: &StoreCall, txn: Txn) -> Option<StoreReply> {
+    fn commit(&mut self, from: Caller, txn: Txn) -> Option<StoreReply> {
         if let Err(e) = actors::store::check_txn(&txn) {
             return Some(StoreReply::Failed(e));
         }
@@ -109,16 +111,16 @@ impl World {
         if self.rng.chance(self.faults.unknown_ppm) {
             self.stats.commit_unknowns += 1;
             if self.rng.chance(500_000) {
-                self.apply_commit(call, txn)?;
+                self.apply_commit(from, txn)?;
             }
             return Some(StoreReply::Failed(StoreError::CommitUnknown));
         }
-        self.apply_commit(call, txn)
+        self.apply_commit(from, txn)
     }
 
     /// Applies `txn` if its checks hold, after the invariant checks saw it;
     /// `None` if they found a violation.
-    fn apply_commit(&mut self, call: &StoreCall, txn: Txn) -> Option<StoreReply> {
+    fn apply_commit(&mut self, from: Caller, txn: Txn) -> Option<StoreReply> {
         let rel = self.rel_ms();
         if let Err(e) = self.store.check(&txn.checks) {
             return Some(StoreReply::Failed(e));
@@ -127,8 +129,8 @@ impl World {
             topo: &self.topo,
             truth: &self.truth,
             store: &self.store,
-            fence: call.fence.map(|(ch, epoch)| (ch, call.node, epoch)),
-            writer: call.node,
+            fence: from.fence.map(|(ch, epoch)| (ch, from.node, epoch)),
+            writer: from.node,
             now_ms: self.now_ms,
             rel_ms: rel,
         };
@@ -139,9 +141,9 @@ impl World {
         Some(StoreReply::Committed(self.store.write_evaluated(txn)))
     }
 
-    fn push_reply(&mut self, call: &StoreCall, reply: StoreReply, at: u64) {
-        let op_id = call.op_id;
-        let msg = match call.reply_to {
+    fn push_reply(&mut self, from: Caller, reply: StoreReply, at: u64) {
+        let op_id = from.op_id;
+        let msg = match from.reply_to {
             ReplyTo::Membership => Msg::Local(Local::Membership(MembershipInput::StoreReply {
                 op_id,
                 reply,
@@ -151,8 +153,8 @@ impl World {
             }
         };
         let deliver = Ev::Deliver {
-            node: call.node,
-            inc: ForInc::only(call.inc),
+            node: from.node,
+            inc: ForInc::only(from.inc),
             msg,
         };
         self.push(at, deliver);
