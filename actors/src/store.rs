@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::Arc;
 
 pub const KEY_BYTES_MAX: usize = 10_000;
 pub const VALUE_BYTES_MAX: usize = 100_000;
@@ -240,6 +239,15 @@ pub fn printable_key(key: &[u8]) -> String {
     s
 }
 
+/// A key as the in-memory store holds it: up to 16 bytes (every key the
+/// machines write: `records.rs`) inside the hashed index's slot and the
+/// ordered index's node, so that a lookup or a comparison reads the key
+/// where it already is; a longer key is kept on the heap. Keys shared through an
+/// `Arc` cost a pointer chase to another allocation per hash hit and per
+/// B-tree comparison: with 1.3 M keys those were cache misses
+/// (BENCHMARKS.md, capacity-10m, ninth session).
+type InlineKey = smallvec::SmallVec<[u8; 16]>;
+
 /// The in-memory reference model. Single-threaded and exact: the simulator
 /// wraps it with latency and faults, and the conformance suite compares every
 /// real backend with it.
@@ -253,11 +261,11 @@ pub fn printable_key(key: &[u8]) -> String {
 /// out of it.
 #[derive(Clone, Debug, Default)]
 pub struct MemStore {
-    /// Every entry by key; the key's bytes are shared with `order`.
-    entries: HashMap<Arc<[u8]>, (Value, Version), rustc_hash::FxBuildHasher>,
+    /// Every entry by key.
+    entries: HashMap<InlineKey, (Value, Version), rustc_hash::FxBuildHasher>,
     /// The same keys in order, for ranges. Invariant: exactly the keys of
     /// `entries`.
-    order: BTreeSet<Arc<[u8]>>,
+    order: BTreeSet<InlineKey>,
     version: Version,
 }
 
@@ -320,9 +328,9 @@ impl MemStore {
             .map(|k| {
                 let (v, ver) = self
                     .entries
-                    .get(k.as_ref())
+                    .get(k.as_slice())
                     .expect("the ordered index holds exactly the hashed index's keys");
-                (k.as_ref(), v, *ver)
+                (k.as_slice(), v, *ver)
             })
     }
 
@@ -331,9 +339,9 @@ impl MemStore {
             *slot = (value, version);
             return;
         }
-        let shared: Arc<[u8]> = Arc::from(key);
-        self.order.insert(Arc::clone(&shared));
-        self.entries.insert(shared, (value, version));
+        let key = InlineKey::from_slice(key);
+        self.order.insert(key.clone());
+        self.entries.insert(key, (value, version));
     }
 
     fn delete(&mut self, key: &[u8]) {
@@ -505,6 +513,42 @@ mod tests {
                 writes: vec![put("a", "3")],
             })
             .is_err());
+    }
+
+    /// Keys held inline (up to 16 bytes) and on the heap (longer) sort,
+    /// read, overwrite and delete alike, side by side.
+    #[test]
+    fn short_and_long_keys_alike() {
+        let mut s = MemStore::new();
+        let keys = [
+            "k/",
+            "k/0123456789abcd",   // 16 bytes: the longest inline
+            "k/0123456789abcd/a", // shares the inline one's bytes
+            "k/0123456789abcde",  // 17: the shortest on the heap
+            "k/zz-a-key-much-longer-than-any-the-machines-write",
+        ];
+        for (i, k) in keys.iter().rev().enumerate() {
+            s.commit(&Txn {
+                checks: vec![],
+                writes: vec![put(k, &i.to_string())],
+            })
+            .expect("commit");
+        }
+        let got: Vec<Vec<u8>> = s.range(b"k/", b"", 10).into_iter().map(|e| e.key).collect();
+        let want: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+        assert_eq!(got, want, "every key, in byte order");
+        s.commit(&Txn {
+            checks: vec![Check::Equals(keys[2].as_bytes().to_vec(), b"2".to_vec())],
+            writes: vec![
+                put(keys[2], "new"),
+                Write::Delete(keys[1].as_bytes().to_vec()),
+            ],
+        })
+        .expect("commit");
+        assert_eq!(s.value(keys[2].as_bytes()), Some(&b"new"[..]));
+        assert_eq!(s.get(keys[1].as_bytes()), None);
+        assert_eq!(s.len(), keys.len() - 1);
+        assert_eq!(s.range(b"k/0", b"k/1", 10).len(), 2);
     }
 
     #[test]

@@ -231,10 +231,16 @@ impl ChannelMachine {
     }
 
     pub(super) fn breaker(&mut self, provider: &str) -> &mut Breaker {
-        let params = self.params.breaker;
+        // The name is copied only for a provider not seen before (an
+        // `entry` would copy it on every call: a job's every start and end).
+        if !self.breakers.contains_key(provider) {
+            let params = self.params.breaker;
+            self.breakers
+                .insert(provider.to_string(), Breaker::new(params));
+        }
         self.breakers
-            .entry(provider.to_string())
-            .or_insert_with(|| Breaker::new(params))
+            .get_mut(provider)
+            .expect("inserted above if it was missing")
     }
 
     /// Jobs, uploads and lookups that went silent past their deadlines.
