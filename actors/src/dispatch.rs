@@ -115,8 +115,8 @@ pub struct DispatchMachine {
     /// capacity-10m day, 400 GPUs a region).
     gpus: Vec<(GpuId, GpuView)>,
     /// What the summary needs of each GPU, at the same positions as
-    /// `gpus`: the summary's scan every `summary_interval_ms` reads 16
-    /// bytes a GPU here instead of a whole 80-byte view (that scan, 400
+    /// `gpus`: the summary's scan every `summary_interval_ms` reads 24
+    /// bytes a GPU here instead of a whole 80-byte entry (that scan, 400
     /// GPUs a region, was an eighth of a steady capacity-10m hour's
     /// first-level data-cache misses).
     waits: Vec<SummaryWait>,
@@ -278,8 +278,13 @@ impl DispatchMachine {
         }
     }
 
+    /// Whether something heard at `at_ms` is still trusted at `now_ms`.
+    fn recent(&self, at_ms: u64, now_ms: u64) -> bool {
+        now_ms.saturating_sub(at_ms) <= self.params.report_stale_ms
+    }
+
     fn fresh(&self, v: &GpuView, now_ms: u64) -> bool {
-        now_ms.saturating_sub(v.at_ms) <= self.params.report_stale_ms && !v.report.draining
+        self.recent(v.at_ms, now_ms) && !v.report.draining
     }
 
     fn wait_of(v: &GpuView, need_bytes: u64) -> u64 {
@@ -296,10 +301,9 @@ impl DispatchMachine {
     /// The least `wait_of(view, 0)` over the fresh GPUs, read from
     /// `waits`.
     fn best_wait_ms(&self, now_ms: u64) -> u64 {
-        let stale_ms = self.params.report_stale_ms;
         self.waits
             .iter()
-            .filter(|w| now_ms.saturating_sub(w.at_ms) <= stale_ms)
+            .filter(|w| self.recent(w.at_ms, now_ms))
             .filter_map(|w| w.wait_ms)
             .min()
             .unwrap_or(u64::MAX / 4)
@@ -431,7 +435,7 @@ impl DispatchMachine {
     fn spill_target(&self, now_ms: u64, local_wait: u64) -> Option<RegionId> {
         self.summaries
             .iter()
-            .filter(|(_, (_, at))| now_ms.saturating_sub(*at) <= self.params.report_stale_ms)
+            .filter(|(_, (_, at))| self.recent(*at, now_ms))
             .filter_map(|(r, (wait, _))| {
                 let latency = u64::from(self.topo.latency(self.region, *r)) * 2;
                 (wait + latency < local_wait && *wait <= self.params.spill_wait_ms)

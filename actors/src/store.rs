@@ -242,10 +242,10 @@ pub fn printable_key(key: &[u8]) -> String {
 /// A key as the in-memory store holds it: up to 16 bytes (every key the
 /// machines write: `records.rs`) inside the hashed index's slot and the
 /// ordered index's node, so that a lookup or a comparison reads the key
-/// where it already is; a longer key is kept on the heap. Keys shared through an
-/// `Arc` cost a pointer chase to another allocation per hash hit and per
-/// B-tree comparison: with 1.3 M keys those were cache misses
-/// (BENCHMARKS.md, capacity-10m, ninth session).
+/// where it already is; a longer key is kept on the heap. Keys shared
+/// through an `Arc` cost a pointer chase to another allocation per hash
+/// hit and per B-tree comparison: half of `memcmp`'s data-cache misses in
+/// a steady capacity-10m hour (BENCHMARKS.md, ninth session).
 type InlineKey = smallvec::SmallVec<[u8; 16]>;
 
 /// The in-memory reference model. Single-threaded and exact: the simulator
