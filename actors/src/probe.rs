@@ -79,7 +79,7 @@ probes! {
     JobHeldForLease => "channel.job-held-for-lease":
         "a job start committed while the lease held was answered after it ran out: taken back, not run",
     PublishHeldForLease => "channel.publish-held-for-lease":
-        "a publish reservation committed after the lease ran out: refunded, not uploaded",
+        "a publish reservation was answered when the lease known here was about to run out: held, not uploaded, until the lease is known good",
     UploadTimedOut => "channel.upload-timed-out":
         "an upload was not answered within its timeout: its outcome is unknown",
     UploadRateLimited => "channel.upload-rate-limited":

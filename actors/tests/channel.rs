@@ -616,3 +616,111 @@ fn a_release_waiting_for_an_upload_sleeps_until_the_upload_settles() {
     let rec = h.video(job.id.slot).expect("recorded");
     assert!(matches!(rec.status, VideoStatus::Published { .. }));
 }
+
+impl Harness {
+    /// Runs the first video's render; its upload's reservation is built
+    /// while the lease known here is good for 450 ms, and committed, but
+    /// its answer comes 400 ms later, when that lease has 50 ms left (a
+    /// store slower than the reserve window; swarm seed 351293). Returns
+    /// the video's slot.
+    fn reserve_upload_answered_as_the_lease_ends(&mut self) -> u64 {
+        self.start();
+        self.advance_to(T0 + 1);
+        let job = started_jobs(&self.take_log()).remove(0);
+        self.now = T0 + 9_000;
+        self.lease_valid_until_ms = self.now + 450;
+        self.hold_commit_replies = true;
+        self.input(ChannelInput::JobFinished {
+            id: job.id,
+            outcome: JobOutcome::Succeeded { cost_micros: 9_000 },
+        });
+        // The settle's commit, then the reservation's (its reply held).
+        for _ in 0..3 {
+            if self.quota_used() > 0 {
+                break;
+            }
+            for (op_id, reply) in std::mem::take(&mut self.held_replies) {
+                self.input(ChannelInput::StoreReply { op_id, reply });
+            }
+        }
+        assert_eq!(self.held_replies.len(), 1, "the reservation's commit");
+        assert_eq!(self.quota_used(), 51, "the reservation is durable");
+        self.now += 400;
+        self.hold_commit_replies = false;
+        for (op_id, reply) in std::mem::take(&mut self.held_replies) {
+            self.input(ChannelInput::StoreReply { op_id, reply });
+        }
+        job.id.slot
+    }
+}
+
+fn uploads(log: &[ChannelEffect]) -> Vec<u32> {
+    log.iter()
+        .filter_map(|e| match e {
+            ChannelEffect::Publish { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A reservation answered when the lease known here is about to run out is
+/// held, durable, for a lease known good now, and uploads then without
+/// being reserved again. (Giving it back and reserving again livelocked
+/// where every commit took longer than the reserve window.)
+#[test]
+fn a_reservation_answered_as_the_lease_ends_is_held_for_a_good_lease() {
+    let mut h = Harness::new();
+    let slot = h.reserve_upload_answered_as_the_lease_ends();
+    h.advance_to(h.now + 2_000);
+    assert!(uploads(&h.take_log()).is_empty(), "uploaded on a lapsed lease");
+    assert_eq!(h.quota_used(), 51, "the reservation is kept, not refunded");
+    assert!(h.video(slot).expect("recorded").publish_intent);
+    // The node's renewed lease arrives: the upload goes, as its first
+    // attempt, on the reservation already durable.
+    h.lease_valid_until_ms = u64::MAX / 2;
+    h.input(ChannelInput::Lease {
+        valid_until_ms: h.lease_valid_until_ms,
+    });
+    assert_eq!(uploads(&h.take_log()), vec![1]);
+    assert_eq!(h.quota_used(), 51);
+}
+
+/// A held upload sent nothing: the kill switch gives its reservation back
+/// and fails the video, and a release gives it back for the next owner.
+#[test]
+fn a_held_upload_is_given_back_at_a_kill_or_a_release() {
+    let mut h = Harness::new();
+    let slot = h.reserve_upload_answered_as_the_lease_ends();
+    let killed = ControlRecord {
+        paused: false,
+        killed: true,
+    };
+    let version = h
+        .store
+        .commit(&Txn {
+            checks: vec![],
+            writes: vec![Write::Put(CONTROL_ALL_KEY.to_vec(), killed.encode())],
+        })
+        .expect("switch");
+    h.input(ChannelInput::ControlAll {
+        record: killed,
+        version,
+    });
+    h.lease_valid_until_ms = u64::MAX / 2;
+    h.advance_to(h.now + 2_000);
+    assert!(uploads(&h.take_log()).is_empty(), "uploaded after the kill");
+    assert_eq!(h.quota_used(), 0, "the reservation came back");
+    let rec = h.video(slot).expect("recorded");
+    assert_eq!(rec.status, VideoStatus::Failed(FailReason::Killed));
+    assert!(!rec.publish_intent);
+
+    let mut h = Harness::new();
+    let slot = h.reserve_upload_answered_as_the_lease_ends();
+    h.input(ChannelInput::Release);
+    h.advance_to(h.now + 2_000);
+    let log = h.take_log();
+    assert!(uploads(&log).is_empty(), "uploaded while releasing");
+    assert!(log.iter().any(|e| matches!(e, ChannelEffect::Released)));
+    assert_eq!(h.quota_used(), 0, "the reservation came back");
+    assert!(!h.video(slot).expect("recorded").publish_intent);
+}

@@ -429,6 +429,41 @@ impl ChannelMachine {
         }
     }
 
+    /// Held uploads go once the lease is known good now. Nothing of one
+    /// was sent, so the kill switch or a release gives its reservation
+    /// back instead (a kill fails the video, as for any video not yet
+    /// uploading); a pause does not hold back an upload whose reservation
+    /// is durable, held or not.
+    pub(super) fn release_held_uploads(&mut self, now_ms: u64, out: &mut Vec<ChannelEffect>) {
+        if self.held_uploads.is_empty() {
+            return;
+        }
+        let lease_good = self.lease_valid_until_ms > now_ms + LEASE_MARGIN_MS;
+        let killed = self.control().killed;
+        let releasing = self.phase == Phase::Releasing;
+        for slot in std::mem::take(&mut self.held_uploads) {
+            let Some(v) = self.videos.get_mut(&slot) else {
+                continue;
+            };
+            if v.run != Run::UploadHeld {
+                continue; // failed meanwhile
+            }
+            if killed || releasing {
+                self.quota_changes.push(QuotaChange::Refund { slot });
+                v.run = Run::Idle;
+                v.wake_ms = now_ms;
+                if killed || releasing {
+                    self.fail_video(slot, FailReason::Killed);
+                }
+            } else if lease_good {
+                self.start_upload(now_ms, slot, out);
+            } else {
+                self.held_uploads.insert(slot);
+                self.lease_wanted = true;
+            }
+        }
+    }
+
     /// Starts a committed job, unless a stop says otherwise.
     fn start_now(
         &mut self,
@@ -473,17 +508,21 @@ impl ChannelMachine {
     }
 
     /// The reservation was built while the lease was valid, but its answer
-    /// may come much later (a stalled or frozen process): by then another
-    /// node may own the channel and have published. Upload only while the
-    /// lease still holds; else give the reservation back (nothing was sent)
-    /// and start over.
+    /// may come much later (a stalled or frozen process), or just after
+    /// the lease known here was renewed (a store slower than the reserve
+    /// window): by then another node may own the channel and have
+    /// published. Upload only while the lease still holds; else hold the
+    /// reservation, committed, until the lease is known good now.
+    /// (Giving it back at once and reserving again livelocked where every
+    /// commit takes longer than `RESERVE_LEASE_MS`: swarm seed 351293, a
+    /// 318 ms commit against a lease the channel knew only ~400 ms ahead.)
     fn start_upload(&mut self, now_ms: u64, slot: u64, out: &mut Vec<ChannelEffect>) {
         if self.lease_valid_until_ms <= now_ms + LEASE_MARGIN_MS {
             probe!(PublishHeldForLease);
-            self.quota_changes.push(QuotaChange::Refund { slot });
             if let Some(v) = self.videos.get_mut(&slot) {
-                v.run = Run::Idle;
-                v.wake_ms = now_ms;
+                assert!(v.rec.publish_intent, "a held upload keeps its intent");
+                v.run = Run::UploadHeld;
+                self.held_uploads.insert(slot);
             }
             self.lease_wanted = true;
             return;

@@ -276,6 +276,9 @@ pub struct ChannelMachine {
     /// Committed starts answered late, waiting for a lease known good now
     /// (by slot).
     held_starts: BTreeMap<u64, crate::protocol::JobSpec>,
+    /// Committed publish reservations answered when the lease known here
+    /// was about to run out, waiting for a lease known good now (by slot).
+    held_uploads: BTreeSet<u64>,
     release_requested: bool,
     gpu_cost_max: u64,
     deadline: Option<u64>,
@@ -342,6 +345,7 @@ impl ChannelMachine {
             lease_asked_ms: None,
             lease_waiters: BTreeSet::new(),
             held_starts: BTreeMap::new(),
+            held_uploads: BTreeSet::new(),
             release_requested: false,
             gpu_cost_max,
             deadline: None,
@@ -493,6 +497,7 @@ impl ChannelMachine {
             self.settle_after_kill(now_ms, out);
         }
         self.release_held_starts(now_ms, out);
+        self.release_held_uploads(now_ms, out);
         self.ask_lease(now_ms, out);
         if self.inflight.is_none() && now_ms >= self.store_wait_until_ms {
             match self.pending_resolve.take() {
@@ -616,8 +621,8 @@ impl ChannelMachine {
         if self.inflight.is_none() && self.has_pending_writes() {
             consider(self.store_wait_until_ms);
         }
-        // Held starts ask for the lease again until it is good.
-        if !self.held_starts.is_empty() {
+        // Held starts and uploads ask for the lease again until it is good.
+        if !self.held_starts.is_empty() || !self.held_uploads.is_empty() {
             consider(
                 self.lease_asked_ms
                     .map_or(now_ms + 1, |t| t + LEASE_ASK_INTERVAL_MS),

@@ -27,6 +27,10 @@ pub(super) enum Run {
     LookingUp {
         deadline_ms: u64,
     },
+    /// Its publish reservation committed, but the answer came when the
+    /// lease known here was about to run out: nothing is sent until the
+    /// lease is known good now (see `held_uploads`).
+    UploadHeld,
 }
 
 #[derive(Clone, Debug)]
