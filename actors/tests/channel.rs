@@ -672,7 +672,10 @@ fn a_reservation_answered_as_the_lease_ends_is_held_for_a_good_lease() {
     let mut h = Harness::new();
     let slot = h.reserve_upload_answered_as_the_lease_ends();
     h.advance_to(h.now + 2_000);
-    assert!(uploads(&h.take_log()).is_empty(), "uploaded on a lapsed lease");
+    assert!(
+        uploads(&h.take_log()).is_empty(),
+        "uploaded on a lapsed lease"
+    );
     assert_eq!(h.quota_used(), 51, "the reservation is kept, not refunded");
     assert!(h.video(slot).expect("recorded").publish_intent);
     // The node's renewed lease arrives: the upload goes, as its first

@@ -31,8 +31,8 @@ pub struct SimArgs {
     /// Seeds for --swarm, as A..B (B excluded).
     #[arg(long, default_value = "1..101")]
     seeds: String,
-    /// Threads for --swarm (default: all cores).
-    #[arg(long)]
+    /// Threads for --swarm (default: all cores; at least 1).
+    #[arg(long, value_parser = threads_at_least_one)]
     jobs: Option<usize>,
     /// Start from a flight recording's state (`reelfleet node --record`):
     /// the store as the recorded nodes saw it at --at, their cluster
@@ -301,5 +301,16 @@ fn run_one(
         0
     } else {
         1
+    }
+}
+
+/// `--jobs` as a number of threads. 0 is refused rather than quietly run
+/// as 1 (as the swarm runner would): an operator who typed it meant
+/// something else.
+fn threads_at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("a swarm needs at least 1 thread".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}")),
     }
 }

@@ -3,7 +3,8 @@
 //! or a busy port; `backup` of a mistyped store; `restore` of a corrupt
 //! backup; `up` with more nodes than one process runs; and the directory
 //! publisher cleaning up after a process killed mid-publish; `bench-dispatch`
-//! and `bench-quic` with impossible arguments.
+//! and `bench-quic` with impossible arguments; a swarm of no seeds or of
+//! zero threads.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -382,4 +383,23 @@ fn sim_from_a_recording_needs_a_recording_and_a_moment() {
     );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--at"), "{}", stderr(&out));
+}
+
+/// A swarm's seeds and threads are checked before anything runs: an empty
+/// range or one written backwards (a swarm of no seeds would "pass") and
+/// zero threads (once quietly run as one) each say what was wrong.
+#[test]
+fn a_swarm_refuses_seeds_and_threads_that_run_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    for (args, says) in [
+        (&["--seeds", "5..1"][..], "the end must be after the start"),
+        (&["--seeds", "3..3"][..], "the end must be after the start"),
+        (&["--seeds", "1..3", "--jobs", "0"][..], "at least 1"),
+    ] {
+        let mut all = vec!["sim", "--scenario", "steady", "--swarm"];
+        all.extend_from_slice(args);
+        let out = reelfleet(&all, dir.path());
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{all:?}: {}", stderr(&out));
+    }
 }
