@@ -196,6 +196,26 @@ impl Harness {
         std::mem::take(&mut self.log)
     }
 
+    /// The operator's fleet-wide kill switch: durable first, then the
+    /// input arrives.
+    fn kill_switch(&mut self) {
+        let killed = ControlRecord {
+            paused: false,
+            killed: true,
+        };
+        let version = self
+            .store
+            .commit(&Txn {
+                checks: vec![],
+                writes: vec![Write::Put(CONTROL_ALL_KEY.to_vec(), killed.encode())],
+            })
+            .expect("switch");
+        self.input(ChannelInput::ControlAll {
+            record: killed,
+            version,
+        });
+    }
+
     /// Starts the channel and runs its first video's render, which
     /// succeeds: its upload goes out. The render's job.
     fn render_first_video(&mut self) -> actors::protocol::JobSpec {
@@ -379,22 +399,7 @@ fn the_kill_switch_cancels_running_work_and_fails_the_video() {
     h.start();
     h.advance_to(T0 + 1);
     let job = started_jobs(&h.take_log()).remove(0);
-    // The operator's switch is durable first, then the input arrives.
-    let killed = ControlRecord {
-        paused: false,
-        killed: true,
-    };
-    let version = h
-        .store
-        .commit(&Txn {
-            checks: vec![],
-            writes: vec![Write::Put(CONTROL_ALL_KEY.to_vec(), killed.encode())],
-        })
-        .expect("switch");
-    h.input(ChannelInput::ControlAll {
-        record: killed,
-        version,
-    });
+    h.kill_switch();
     let log = h.take_log();
     assert!(
         log.iter()
@@ -502,21 +507,7 @@ fn a_start_committed_as_the_kill_arrives_gives_its_charge_back() {
         ChannelRecord::decode(v).expect("decodes").spent_day_micros
     };
     assert!(spent(&h) > 0, "the start's charge is durable");
-    let killed = ControlRecord {
-        paused: false,
-        killed: true,
-    };
-    let version = h
-        .store
-        .commit(&Txn {
-            checks: vec![],
-            writes: vec![Write::Put(CONTROL_ALL_KEY.to_vec(), killed.encode())],
-        })
-        .expect("switch");
-    h.input(ChannelInput::ControlAll {
-        record: killed,
-        version,
-    });
+    h.kill_switch();
     // The reply arrives after the kill: the job never starts, its charge
     // goes back, and the video fails as killed.
     h.hold_commit_replies = false;
@@ -694,21 +685,7 @@ fn a_reservation_answered_as_the_lease_ends_is_held_for_a_good_lease() {
 fn a_held_upload_is_given_back_at_a_kill_or_a_release() {
     let mut h = Harness::new();
     let slot = h.reserve_upload_answered_as_the_lease_ends();
-    let killed = ControlRecord {
-        paused: false,
-        killed: true,
-    };
-    let version = h
-        .store
-        .commit(&Txn {
-            checks: vec![],
-            writes: vec![Write::Put(CONTROL_ALL_KEY.to_vec(), killed.encode())],
-        })
-        .expect("switch");
-    h.input(ChannelInput::ControlAll {
-        record: killed,
-        version,
-    });
+    h.kill_switch();
     h.lease_valid_until_ms = u64::MAX / 2;
     h.advance_to(h.now + 2_000);
     assert!(uploads(&h.take_log()).is_empty(), "uploaded after the kill");
