@@ -702,5 +702,7 @@ fn a_held_upload_is_given_back_at_a_kill_or_a_release() {
     assert!(uploads(&log).is_empty(), "uploaded while releasing");
     assert!(log.iter().any(|e| matches!(e, ChannelEffect::Released)));
     assert_eq!(h.quota_used(), 0, "the reservation came back");
-    assert!(!h.video(slot).expect("recorded").publish_intent);
+    let rec = h.video(slot).expect("recorded");
+    assert!(!rec.publish_intent);
+    assert_eq!(rec.status, VideoStatus::Active, "left for the next owner");
 }

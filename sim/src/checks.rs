@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use actors::records::{
-    budget_key, channel_key, decode_budget, owner_key, quota_limits_key, ChannelRecord, FailReason,
-    Key, MembersRecord, OwnerRecord, QuotaLimitsRecord, QuotaRecord, VideoRecord, VideoStatus,
-    MEMBERS_KEY,
+    budget_key, channel_key, control_key, decode_budget, owner_key, quota_limits_key,
+    ChannelRecord, ControlRecord, FailReason, Key, MembersRecord, OwnerRecord, QuotaLimitsRecord,
+    QuotaRecord, VideoRecord, VideoStatus, CONTROL_ALL_KEY, MEMBERS_KEY,
 };
 use actors::store::{MemStore, Txn, Write};
 use rustc_hash::FxHashMap;
@@ -98,6 +98,41 @@ fn check_failure_reason(
     Ok(())
 }
 
+/// Invariant 11, the kill switch: a video fails as killed only while a
+/// kill switch (the fleet's or its channel's) is durable in `store`, the
+/// store before the commit. (Every write checks the versions of the
+/// control records its machine acted on, and the simulator never lifts a
+/// kill switch, so "durable now" is "durable when decided".)
+fn check_killed(
+    topo: &Topology,
+    store: &MemStore,
+    ch: ChannelId,
+    rec: &VideoRecord,
+    rel_ms: u64,
+) -> Result<(), Violation> {
+    if rec.status != VideoStatus::Failed(FailReason::Killed) {
+        return Ok(());
+    }
+    let killed = |key: &[u8]| {
+        store
+            .value(key)
+            .and_then(|v| ControlRecord::decode(v).ok())
+            .is_some_and(|c| c.killed)
+    };
+    if killed(CONTROL_ALL_KEY) || killed(&control_key(ch)) {
+        return Ok(());
+    }
+    Err(Violation::new(
+        Invariant::FailureReasonsTrue,
+        format!(
+            "video {}/{} failed as killed, but no kill switch (the fleet's or the channel's) is on",
+            topo.channel(ch).name,
+            rec.slot
+        ),
+        rel_ms,
+    ))
+}
+
 /// A commit about to apply, as the checks see it.
 pub struct Seen<'a> {
     pub topo: &'a Topology,
@@ -127,6 +162,7 @@ impl StoreWatch {
                     if let Ok(rec) = VideoRecord::decode(value) {
                         let limits = &self.retry_limits;
                         check_failure_reason(seen.topo, seen.truth, limits, ch, &rec, seen.rel_ms)?;
+                        check_killed(seen.topo, seen.store, ch, &rec, seen.rel_ms)?;
                     }
                 }
                 Some(Key::ActiveVideo(ch, slot)) => {
@@ -406,4 +442,74 @@ pub struct Failover {
     pub recovered_ms: Option<u64>,
     /// Another fault got in the way (the bound is not enforced then).
     pub disturbed: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actors::store::Txn;
+
+    fn one_channel() -> Topology {
+        let mut t = Topology::default();
+        t.channels.push(topology::Channel {
+            name: "ch".into(),
+            home_region: topology::RegionId(0),
+            failover_regions: vec![],
+            videos_per_day: 24,
+            window: topology::PublishWindow::ALL_DAY,
+            pipeline: topology::PipelineId(0),
+            priority: 0,
+            budget: topology::Budget::UNLIMITED,
+            project: ProjectId(0),
+        });
+        t
+    }
+
+    fn put(store: &mut MemStore, key: Vec<u8>, record: ControlRecord) {
+        store
+            .commit(&Txn {
+                checks: vec![],
+                writes: vec![Write::Put(key, record.encode())],
+            })
+            .expect("write");
+    }
+
+    /// A video recorded as killed with no kill switch on is caught (as a
+    /// release once failed its held upload as killed); with the fleet's
+    /// or the channel's switch on it is not, nor is any other status.
+    #[test]
+    fn killed_only_under_a_kill_switch() {
+        let topo = one_channel();
+        let ch = ChannelId(0);
+        let mut rec = VideoRecord::new(7);
+        rec.status = VideoStatus::Failed(FailReason::Killed);
+        let mut store = MemStore::new();
+        let caught = check_killed(&topo, &store, ch, &rec, 5).expect_err("no switch is on");
+        assert_eq!(
+            caught.invariant,
+            Invariant::FailureReasonsTrue,
+            "{}",
+            caught.detail
+        );
+        let paused = ControlRecord {
+            paused: true,
+            killed: false,
+        };
+        put(&mut store, control_key(ch), paused);
+        assert!(
+            check_killed(&topo, &store, ch, &rec, 5).is_err(),
+            "a pause is not a kill"
+        );
+        let killed = ControlRecord {
+            paused: false,
+            killed: true,
+        };
+        put(&mut store, control_key(ch), killed);
+        assert!(check_killed(&topo, &store, ch, &rec, 5).is_ok());
+        let mut fleet = MemStore::new();
+        put(&mut fleet, CONTROL_ALL_KEY.to_vec(), killed);
+        assert!(check_killed(&topo, &fleet, ch, &rec, 5).is_ok());
+        rec.status = VideoStatus::Failed(FailReason::StageFailed);
+        assert!(check_killed(&topo, &MemStore::new(), ch, &rec, 5).is_ok());
+    }
 }

@@ -452,7 +452,7 @@ impl ChannelMachine {
                 self.quota_changes.push(QuotaChange::Refund { slot });
                 v.run = Run::Idle;
                 v.wake_ms = now_ms;
-                if killed || releasing {
+                if killed {
                     self.fail_video(slot, FailReason::Killed);
                 }
             } else if lease_good {
