@@ -46,7 +46,8 @@ pub enum Invariant {
     /// 11. A failure reason is true: a video that failed because a stage's
     ///     retries ran out had that many real failures of that stage, as the
     ///     executors, GPUs and API saw them; one that failed for good had at
-    ///     least one. Takeovers, jobs lost with dead nodes and restarts do
+    ///     least one; one that failed as killed did so under a kill switch
+    ///     that is on. Takeovers, jobs lost with dead nodes and restarts do
     ///     not spend a video's retry budget.
     FailureReasonsTrue,
     /// 12. A drain asked of a live node ends: it hands every channel over
