@@ -449,22 +449,6 @@ mod tests {
     use super::*;
     use actors::store::Txn;
 
-    fn one_channel() -> Topology {
-        let mut t = Topology::default();
-        t.channels.push(topology::Channel {
-            name: "ch".into(),
-            home_region: topology::RegionId(0),
-            failover_regions: vec![],
-            videos_per_day: 24,
-            window: topology::PublishWindow::ALL_DAY,
-            pipeline: topology::PipelineId(0),
-            priority: 0,
-            budget: topology::Budget::UNLIMITED,
-            project: ProjectId(0),
-        });
-        t
-    }
-
     fn put(store: &mut MemStore, key: Vec<u8>, record: ControlRecord) {
         store
             .commit(&Txn {
@@ -479,12 +463,13 @@ mod tests {
     /// or the channel's switch on it is not, nor is any other status.
     #[test]
     fn killed_only_under_a_kill_switch() {
-        let topo = one_channel();
+        let scenario = crate::scenarios::builtin("steady", 1).expect("a built-in");
+        let topo = &*scenario.topology;
         let ch = ChannelId(0);
         let mut rec = VideoRecord::new(7);
         rec.status = VideoStatus::Failed(FailReason::Killed);
         let mut store = MemStore::new();
-        let caught = check_killed(&topo, &store, ch, &rec, 5).expect_err("no switch is on");
+        let caught = check_killed(topo, &store, ch, &rec, 5).expect_err("no switch is on");
         assert_eq!(
             caught.invariant,
             Invariant::FailureReasonsTrue,
@@ -497,7 +482,7 @@ mod tests {
         };
         put(&mut store, control_key(ch), paused);
         assert!(
-            check_killed(&topo, &store, ch, &rec, 5).is_err(),
+            check_killed(topo, &store, ch, &rec, 5).is_err(),
             "a pause is not a kill"
         );
         let killed = ControlRecord {
@@ -505,11 +490,11 @@ mod tests {
             killed: true,
         };
         put(&mut store, control_key(ch), killed);
-        assert!(check_killed(&topo, &store, ch, &rec, 5).is_ok());
+        assert!(check_killed(topo, &store, ch, &rec, 5).is_ok());
         let mut fleet = MemStore::new();
         put(&mut fleet, CONTROL_ALL_KEY.to_vec(), killed);
-        assert!(check_killed(&topo, &fleet, ch, &rec, 5).is_ok());
+        assert!(check_killed(topo, &fleet, ch, &rec, 5).is_ok());
         rec.status = VideoStatus::Failed(FailReason::StageFailed);
-        assert!(check_killed(&topo, &MemStore::new(), ch, &rec, 5).is_ok());
+        assert!(check_killed(topo, &MemStore::new(), ch, &rec, 5).is_ok());
     }
 }

@@ -278,6 +278,9 @@ pub struct ChannelMachine {
     held_starts: BTreeMap<u64, crate::protocol::JobSpec>,
     /// Committed publish reservations answered when the lease known here
     /// was about to run out, waiting for a lease known good now (by slot).
+    /// The videos in `Run::UploadHeld` (a slot whose video failed since is
+    /// skipped): kept beside them so that `step`, on every input, tests an
+    /// empty set instead of scanning the videos.
     held_uploads: BTreeSet<u64>,
     release_requested: bool,
     gpu_cost_max: u64,
