@@ -23,7 +23,30 @@ pub const TXN_BYTES_MAX: usize = 10_000_000;
 /// Most entries one range read returns; callers page with the last key.
 pub const RANGE_LIMIT_MAX: usize = 10_000;
 
-pub type Key = Vec<u8>;
+/// A key: up to 16 bytes (every key the machines write: `records.rs`)
+/// held inline, a longer one on the heap. Inline, a key costs no
+/// allocation to build, to move into a transaction or into the in-memory
+/// store's indexes, and a lookup or a B-tree comparison reads it where it
+/// already is (BENCHMARKS.md, capacity-10m, ninth and eleventh sessions).
+/// Serialised as a sequence of bytes, as `Vec<u8>` is.
+pub type Key = smallvec::SmallVec<[u8; KEY_INLINE_BYTES]>;
+
+/// The longest key held inline.
+pub const KEY_INLINE_BYTES: usize = 16;
+
+/// A key holding a copy of `bytes`. Inlined, so that a constant's copy
+/// into the fixed buffer is a few stores, not a call to `memcpy`.
+#[inline(always)]
+pub fn key(bytes: &[u8]) -> Key {
+    let mut buf = [0u8; KEY_INLINE_BYTES];
+    match buf.get_mut(..bytes.len()) {
+        Some(head) => {
+            head.copy_from_slice(bytes);
+            Key::from_buf_and_len(buf, bytes.len())
+        }
+        None => Key::from_slice(bytes),
+    }
+}
 pub type Value = Vec<u8>;
 /// 0 means "absent"; a present key's version is always > 0.
 pub type Version = u64;
@@ -239,15 +262,6 @@ pub fn printable_key(key: &[u8]) -> String {
     s
 }
 
-/// A key as the in-memory store holds it: up to 16 bytes (every key the
-/// machines write: `records.rs`) inside the hashed index's slot and the
-/// ordered index's node, so that a lookup or a comparison reads the key
-/// where it already is; a longer key is kept on the heap. Keys shared
-/// through an `Arc` cost a pointer chase to another allocation per hash
-/// hit and per B-tree comparison: half of `memcmp`'s data-cache misses in
-/// a steady capacity-10m hour (BENCHMARKS.md, ninth session).
-type InlineKey = smallvec::SmallVec<[u8; 16]>;
-
 /// The in-memory reference model. Single-threaded and exact: the simulator
 /// wraps it with latency and faults, and the conformance suite compares every
 /// real backend with it.
@@ -262,10 +276,10 @@ type InlineKey = smallvec::SmallVec<[u8; 16]>;
 #[derive(Clone, Debug, Default)]
 pub struct MemStore {
     /// Every entry by key.
-    entries: HashMap<InlineKey, (Value, Version), rustc_hash::FxBuildHasher>,
+    entries: HashMap<Key, (Value, Version), rustc_hash::FxBuildHasher>,
     /// The same keys in order, for ranges. Invariant: exactly the keys of
     /// `entries`.
-    order: BTreeSet<InlineKey>,
+    order: BTreeSet<Key>,
     version: Version,
 }
 
@@ -286,7 +300,7 @@ impl MemStore {
         let mut s = MemStore::new();
         for e in entries {
             s.version = s.version.max(e.version);
-            s.put(&e.key, e.value, e.version);
+            s.put(e.key, e.value, e.version);
         }
         s
     }
@@ -302,7 +316,7 @@ impl MemStore {
 
     pub fn get(&self, key: &[u8]) -> Option<Entry> {
         self.entries.get(key).map(|(v, ver)| Entry {
-            key: key.to_vec(),
+            key: crate::store::key(key),
             value: v.clone(),
             version: *ver,
         })
@@ -334,12 +348,11 @@ impl MemStore {
             })
     }
 
-    fn put(&mut self, key: &[u8], value: Value, version: Version) {
-        if let Some(slot) = self.entries.get_mut(key) {
+    fn put(&mut self, key: Key, value: Value, version: Version) {
+        if let Some(slot) = self.entries.get_mut(key.as_slice()) {
             *slot = (value, version);
             return;
         }
-        let key = InlineKey::from_slice(key);
         self.order.insert(key.clone());
         self.entries.insert(key, (value, version));
     }
@@ -357,7 +370,7 @@ impl MemStore {
         self.scan(start, end)
             .take(limit)
             .map(|(k, v, ver)| Entry {
-                key: k.to_vec(),
+                key: crate::store::key(k),
                 value: v.clone(),
                 version: ver,
             })
@@ -419,7 +432,7 @@ impl MemStore {
         let version = self.version;
         for w in writes {
             match w {
-                Write::Put(k, v) => self.put(&k, v, version),
+                Write::Put(k, v) => self.put(k, v, version),
                 Write::Delete(k) => self.delete(&k),
             }
         }
@@ -447,14 +460,14 @@ impl MemStore {
 /// The smallest key greater than every key starting with `prefix`; empty
 /// when there is none (all `0xff`).
 pub fn prefix_end(prefix: &[u8]) -> Key {
-    let mut end = prefix.to_vec();
+    let mut end = key(prefix);
     while let Some(last) = end.pop() {
         if last < 0xff {
             end.push(last + 1);
             return end;
         }
     }
-    Vec::new()
+    Key::new()
 }
 
 #[cfg(test)]
@@ -462,7 +475,7 @@ mod tests {
     use super::*;
 
     fn put(k: &str, v: &str) -> Write {
-        Write::Put(k.as_bytes().to_vec(), v.as_bytes().to_vec())
+        Write::Put(crate::store::key(k.as_bytes()), v.as_bytes().to_vec())
     }
 
     #[test]
@@ -475,7 +488,7 @@ mod tests {
         .expect("first commit");
         let before = s.version();
         let r = s.commit(&Txn {
-            checks: vec![Check::Absent(b"a".to_vec())],
+            checks: vec![Check::Absent(crate::store::key(b"a"))],
             writes: vec![put("b", "2")],
         });
         assert_eq!(
@@ -499,7 +512,7 @@ mod tests {
             .expect("commit");
         let v2 = s
             .commit(&Txn {
-                checks: vec![Check::VersionIs(b"a".to_vec(), v1)],
+                checks: vec![Check::VersionIs(crate::store::key(b"a"), v1)],
                 writes: vec![put("a", "2")],
             })
             .expect("commit");
@@ -509,7 +522,7 @@ mod tests {
         // A stale version check fails.
         assert!(s
             .commit(&Txn {
-                checks: vec![Check::VersionIs(b"a".to_vec(), v1)],
+                checks: vec![Check::VersionIs(crate::store::key(b"a"), v1)],
                 writes: vec![put("a", "3")],
             })
             .is_err());
@@ -534,14 +547,20 @@ mod tests {
             })
             .expect("commit");
         }
-        let got: Vec<Vec<u8>> = s.range(b"k/", b"", 10).into_iter().map(|e| e.key).collect();
-        let want: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+        let got: Vec<Key> = s.range(b"k/", b"", 10).into_iter().map(|e| e.key).collect();
+        let want: Vec<Key> = keys
+            .iter()
+            .map(|k| crate::store::key(k.as_bytes()))
+            .collect();
         assert_eq!(got, want, "every key, in byte order");
         s.commit(&Txn {
-            checks: vec![Check::Equals(keys[2].as_bytes().to_vec(), b"2".to_vec())],
+            checks: vec![Check::Equals(
+                crate::store::key(keys[2].as_bytes()),
+                b"2".to_vec(),
+            )],
             writes: vec![
                 put(keys[2], "new"),
-                Write::Delete(keys[1].as_bytes().to_vec()),
+                Write::Delete(crate::store::key(keys[1].as_bytes())),
             ],
         })
         .expect("commit");
@@ -564,7 +583,7 @@ mod tests {
         })
         .expect("commit");
         let keys: Vec<_> = s.range(b"b", b"e", 2).into_iter().map(|e| e.key).collect();
-        assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(keys, vec![key(b"b"), key(b"c")]);
         assert!(s.range(b"e", b"b", 10).is_empty());
     }
 
@@ -575,18 +594,23 @@ mod tests {
             checks: vec![],
             writes: vec![
                 put("ok", "1"),
-                Write::Put(b"v".to_vec(), vec![0; VALUE_BYTES_MAX + 1]),
+                Write::Put(crate::store::key(b"v"), vec![0; VALUE_BYTES_MAX + 1]),
             ],
         };
         assert!(matches!(s.commit(&big), Err(StoreError::TooLarge(_))));
         assert!(s.is_empty());
         let long_key = Txn {
             checks: vec![],
-            writes: vec![Write::Put(vec![b'k'; KEY_BYTES_MAX + 1], vec![])],
+            writes: vec![Write::Put(Key::from_elem(b'k', KEY_BYTES_MAX + 1), vec![])],
         };
         assert!(matches!(s.commit(&long_key), Err(StoreError::TooLarge(_))));
         let many: Vec<Write> = (0..120)
-            .map(|i| Write::Put(format!("k{i}").into_bytes(), vec![0; 99_000]))
+            .map(|i| {
+                Write::Put(
+                    crate::store::key(format!("k{i}").as_bytes()),
+                    vec![0; 99_000],
+                )
+            })
             .collect();
         assert!(matches!(
             s.commit(&Txn {
@@ -606,7 +630,7 @@ mod tests {
         let mut rng = crate::rng::SeededRng::new(7);
         let mut s = MemStore::new();
         let mut model: std::collections::BTreeMap<Key, Value> = Default::default();
-        let key = |n: u64| format!("k/{:02}", n).into_bytes();
+        let key = |n: u64| key(format!("k/{:02}", n).as_bytes());
         for round in 0..2_000u64 {
             let writes: Vec<Write> = (0..1 + rng.below(4))
                 .map(|_| {
@@ -652,8 +676,8 @@ mod tests {
 
     #[test]
     fn prefix_end_bounds_the_prefix() {
-        assert_eq!(prefix_end(b"ab"), b"ac".to_vec());
-        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
-        assert_eq!(prefix_end(b"\xff\xff"), Vec::<u8>::new());
+        assert_eq!(prefix_end(b"ab"), key(b"ac"));
+        assert_eq!(prefix_end(b"a\xff"), key(b"b"));
+        assert_eq!(prefix_end(b"\xff\xff"), Key::new());
     }
 }

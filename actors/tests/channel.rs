@@ -207,7 +207,10 @@ impl Harness {
             .store
             .commit(&Txn {
                 checks: vec![],
-                writes: vec![Write::Put(CONTROL_ALL_KEY.to_vec(), killed.encode())],
+                writes: vec![Write::Put(
+                    actors::store::key(CONTROL_ALL_KEY),
+                    killed.encode(),
+                )],
             })
             .expect("switch");
         self.input(ChannelInput::ControlAll {

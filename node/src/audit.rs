@@ -34,7 +34,7 @@ pub async fn range_all<S: Store>(
     prefix: &[u8],
 ) -> Result<Vec<actors::store::Entry>, actors::store::StoreError> {
     let end = prefix_end(prefix);
-    let mut start = prefix.to_vec();
+    let mut start = actors::store::key(prefix);
     let mut out = Vec::new();
     loop {
         let page = store.range(&start, &end, PAGE).await?;
@@ -395,7 +395,7 @@ mod tests {
     }
 
     impl Store for Settling {
-        async fn get(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Entry>>, StoreError> {
+        async fn get(&self, keys: &[actors::store::Key]) -> Result<Vec<Option<Entry>>, StoreError> {
             self.inner.get(keys).await
         }
         async fn range(

@@ -93,7 +93,7 @@ async fn fill(store: &AnyStore, n: u64) -> Result<String, String> {
     let mut batch = Vec::new();
     for i in 0..n {
         batch.push(Write::Put(
-            format!("bench/{i:012}").into_bytes(),
+            actors::store::key(format!("bench/{i:012}").as_bytes()),
             vec![(i % 251) as u8; 100],
         ));
         if batch.len() == 5_000 || i + 1 == n {
@@ -123,7 +123,7 @@ async fn commits(store: Arc<AnyStore>, writers: usize, each: usize) -> Result<St
             for i in 0..each {
                 let t = Instant::now();
                 // Each writer its own key: no conflicts, only commit cost.
-                let key = format!("bench/w{w:04}/{i:08}").into_bytes();
+                let key = actors::store::key(format!("bench/w{w:04}/{i:08}").as_bytes());
                 store
                     .commit(&Txn {
                         checks: vec![],

@@ -198,7 +198,7 @@ pub fn run(args: NodeArgs) -> i32 {
 async fn open_store(url: &StoreUrl) -> Result<AnyStore, actors::store::StoreError> {
     reelfleet::live::runtime::waiting_out_unavailable("opening the store", || async {
         let store = AnyStore::open(url).await?;
-        store.get(&[b"x/probe".to_vec()]).await?;
+        store.get(&[actors::store::key(b"x/probe")]).await?;
         Ok(store)
     })
     .await

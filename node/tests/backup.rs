@@ -16,7 +16,7 @@ async fn fill<S: Store>(s: &S, n: u64, seed: u64) {
         let len = rng.below(300) as usize;
         let value: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
         batch.push(Write::Put(
-            format!("key/{:016x}/{i}", rng.next_u64()).into_bytes(),
+            actors::store::key(format!("key/{:016x}/{i}", rng.next_u64()).as_bytes()),
             value,
         ));
         if batch.len() == 500 {
@@ -42,10 +42,10 @@ async fn all<S: Store>(s: &S) -> Vec<(Vec<u8>, Vec<u8>)> {
     loop {
         let page = s.range(&start, b"", 1000).await.expect("range");
         let Some(last) = page.last() else { break };
-        start = last.key.clone();
+        start = last.key.to_vec();
         start.push(0);
         let n = page.len();
-        out.extend(page.into_iter().map(|e| (e.key, e.value)));
+        out.extend(page.into_iter().map(|e| (e.key.to_vec(), e.value)));
         if n < 1000 {
             break;
         }

@@ -28,7 +28,7 @@ async fn etcd_backend_conforms() {
 
 async fn commit_retrying_unknown<S: Store>(s: &S, i: u64) -> Result<(), StoreError> {
     // An unknown outcome is settled by reading, as the machines do.
-    let key = format!("k{i:05}").into_bytes();
+    let key = actors::store::key(format!("k{i:05}").as_bytes());
     for _ in 0..20 {
         match s
             .commit(&Txn {
@@ -74,7 +74,7 @@ async fn etcd_rides_out_one_member_and_fails_clearly_without_quorum() {
     // A second one dies: no quorum. Calls fail with a clear error, in time.
     cluster.kill_member(1);
     let started = Instant::now();
-    let r = s.get(&[b"k00000".to_vec()]).await;
+    let r = s.get(&[actors::store::key(b"k00000")]).await;
     let elapsed = started.elapsed();
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
     assert!(
@@ -85,7 +85,7 @@ async fn etcd_rides_out_one_member_and_fails_clearly_without_quorum() {
     let c = s
         .commit(&Txn {
             checks: vec![],
-            writes: vec![Write::Put(b"during-outage".to_vec(), vec![1])],
+            writes: vec![Write::Put(actors::store::key(b"during-outage"), vec![1])],
         })
         .await;
     assert!(
@@ -132,7 +132,7 @@ async fn backup_round_trip_redb_to_etcd_and_back() {
     let mut writes = Vec::new();
     for i in 0..3_000u64 {
         writes.push(Write::Put(
-            format!("r/{i:06}").into_bytes(),
+            actors::store::key(format!("r/{i:06}").as_bytes()),
             vec![(i % 251) as u8; (i % 97) as usize],
         ));
         if writes.len() == 500 {
@@ -188,7 +188,7 @@ async fn a_commit_that_cannot_connect_is_unavailable_not_unknown() {
         let r = s
             .commit(&Txn {
                 checks: vec![],
-                writes: vec![Write::Put(b"k".to_vec(), b"v".to_vec())],
+                writes: vec![Write::Put(actors::store::key(b"k"), b"v".to_vec())],
             })
             .await;
         match r {
@@ -210,17 +210,22 @@ async fn a_commit_that_cannot_connect_is_unavailable_not_unknown() {
 /// `a` and `b`.
 async fn seed_for_batched_reads(s: &reelfleet::store::etcd_store::EtcdStore) {
     let mut writes: Vec<Write> = (0..150)
-        .map(|i| Write::Put(format!("v/{i:03}").into_bytes(), vec![i as u8; 40]))
+        .map(|i| {
+            Write::Put(
+                actors::store::key(format!("v/{i:03}").as_bytes()),
+                vec![i as u8; 40],
+            )
+        })
         .collect();
     for i in 0..65 {
-        let mut k = format!("x/{i:02}").into_bytes();
+        let mut k = actors::store::key(format!("x/{i:02}").as_bytes());
         if i == 63 {
             k.resize(actors::store::KEY_BYTES_MAX, b'z');
         }
         writes.push(Write::Put(k, b"x".to_vec()));
     }
-    writes.push(Write::Put(b"a".to_vec(), b"1".to_vec()));
-    writes.push(Write::Put(b"b".to_vec(), b"2".to_vec()));
+    writes.push(Write::Put(actors::store::key(b"a"), b"1".to_vec()));
+    writes.push(Write::Put(actors::store::key(b"b"), b"2".to_vec()));
     s.commit(&Txn {
         checks: vec![],
         writes,
@@ -243,10 +248,16 @@ async fn reads_together_answer_as_each_read_alone() {
     let cluster = EtcdCluster::start(3);
     let s = cluster.store("/batched").await;
     seed_for_batched_reads(&s).await;
-    let get = |keys: &[&str]| StoreOp::Get(keys.iter().map(|k| k.as_bytes().to_vec()).collect());
+    let get = |keys: &[&str]| {
+        StoreOp::Get(
+            keys.iter()
+                .map(|k| actors::store::key(k.as_bytes()))
+                .collect(),
+        )
+    };
     let range = |start: &str, end: &str, limit: usize| StoreOp::Range {
-        start: start.as_bytes().to_vec(),
-        end: end.as_bytes().to_vec(),
+        start: actors::store::key(start.as_bytes()),
+        end: actors::store::key(end.as_bytes()),
         limit,
     };
     let reads = vec![
@@ -286,7 +297,7 @@ async fn reads_together_answer_as_each_read_alone() {
     let many = |from: usize| {
         StoreOp::Get(
             (from..from + 10_001)
-                .map(|i| format!("k/{i}").into_bytes())
+                .map(|i| actors::store::key(format!("k/{i}").as_bytes()))
                 .collect(),
         )
     };
@@ -339,7 +350,7 @@ async fn every_batched_channel_read_gets_its_own_reply() {
     let writes = (0..500)
         .map(|i| {
             Write::Put(
-                format!("c/{i:03}").into_bytes(),
+                actors::store::key(format!("c/{i:03}").as_bytes()),
                 format!("{i}").into_bytes(),
             )
         })
@@ -365,10 +376,13 @@ async fn every_batched_channel_read_gets_its_own_reply() {
             }
         });
         let op = match i % 2 {
-            0 => StoreOp::Get(vec![format!("c/{i:03}").into_bytes(), b"shared".to_vec()]),
+            0 => StoreOp::Get(vec![
+                actors::store::key(format!("c/{i:03}").as_bytes()),
+                actors::store::key(b"shared"),
+            ]),
             _ => StoreOp::Range {
-                start: format!("c/{i:03}").into_bytes(),
-                end: b"c0".to_vec(),
+                start: actors::store::key(format!("c/{i:03}").as_bytes()),
+                end: actors::store::key(b"c0"),
                 limit: 2,
             },
         };
@@ -405,7 +419,7 @@ async fn the_audit_waits_out_a_store_without_quorum() {
     // How long a read takes to fail without quorum: the members come back
     // only after the audit's first snapshot has failed as this one did.
     let started = Instant::now();
-    let r = s.get(&[b"k".to_vec()]).await;
+    let r = s.get(&[actors::store::key(b"k")]).await;
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
     let back_after = started.elapsed() + Duration::from_secs(1);
     let restarter = std::thread::spawn(move || {

@@ -194,7 +194,7 @@ async fn etcd_over_tls_with_client_certificates_and_passwords() {
     .expect("user and password over TLS");
     s.commit(&Txn {
         checks: vec![],
-        writes: vec![Write::Put(b"k".to_vec(), b"v".to_vec())],
+        writes: vec![Write::Put(actors::store::key(b"k"), b"v".to_vec())],
     })
     .await
     .expect("commit with auth");

@@ -283,7 +283,7 @@ fn a_node_started_while_the_store_is_down_waits_for_it() {
     // The test's own client reconnects to the restarted members too.
     while fleet
         .rt
-        .block_on(fleet.store.get(&[b"o/".to_vec()]))
+        .block_on(fleet.store.get(&[actors::store::key(b"o/")]))
         .is_err()
     {
         assert!(t.elapsed() < Duration::from_secs(30), "the store");

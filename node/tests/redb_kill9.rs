@@ -11,8 +11,8 @@ use reelfleet::store::Store;
 
 const CHILD_ENV: &str = "REELFLEET_KILL9_CHILD_DB";
 
-fn key(i: u64) -> Vec<u8> {
-    format!("ack/{i:08}").into_bytes()
+fn key(i: u64) -> actors::store::Key {
+    actors::store::key(format!("ack/{i:08}").as_bytes())
 }
 
 /// The child's life: write until killed, acknowledging each commit.
@@ -97,7 +97,7 @@ fn acknowledged_commits_survive_kill_9() {
         .expect("runtime");
     rt.block_on(async {
         let s = RedbStore::open(&path).expect("reopen after kill -9");
-        let keys: Vec<Vec<u8>> = acked.iter().map(|i| key(*i)).collect();
+        let keys: Vec<actors::store::Key> = acked.iter().map(|i| key(*i)).collect();
         for chunk in keys.chunks(100) {
             let got = s.get(chunk).await.expect("read back");
             for (k, e) in chunk.iter().zip(got) {

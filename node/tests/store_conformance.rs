@@ -9,7 +9,7 @@ use reelfleet::store::redb_store::RedbStore;
 use reelfleet::store::Store;
 
 fn put(k: &str, v: &str) -> Write {
-    Write::Put(k.as_bytes().to_vec(), v.as_bytes().to_vec())
+    Write::Put(actors::store::key(k.as_bytes()), v.as_bytes().to_vec())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

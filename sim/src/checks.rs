@@ -449,7 +449,7 @@ mod tests {
     use super::*;
     use actors::store::Txn;
 
-    fn put(store: &mut MemStore, key: Vec<u8>, record: ControlRecord) {
+    fn put(store: &mut MemStore, key: actors::store::Key, record: ControlRecord) {
         store
             .commit(&Txn {
                 checks: vec![],
@@ -492,7 +492,7 @@ mod tests {
         put(&mut store, control_key(ch), killed);
         assert!(check_killed(topo, &store, ch, &rec, 5).is_ok());
         let mut fleet = MemStore::new();
-        put(&mut fleet, CONTROL_ALL_KEY.to_vec(), killed);
+        put(&mut fleet, actors::store::key(CONTROL_ALL_KEY), killed);
         assert!(check_killed(topo, &fleet, ch, &rec, 5).is_ok());
         rec.status = VideoStatus::Failed(FailReason::StageFailed);
         assert!(check_killed(topo, &MemStore::new(), ch, &rec, 5).is_ok());

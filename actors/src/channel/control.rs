@@ -29,7 +29,7 @@ impl ChannelMachine {
     pub(super) fn fence_checks(&self, more: usize) -> Vec<Check> {
         let mut checks = Vec::with_capacity(6 + more);
         checks.extend([
-            Check::VersionIs(CONTROL_ALL_KEY.to_vec(), self.control_all_version),
+            Check::VersionIs(crate::store::key(CONTROL_ALL_KEY), self.control_all_version),
             Check::VersionIs(control_key(self.id), self.control_version),
             // A budget or quota set by an operator holds from its commit:
             // no charge or reservation decided under the old one commits

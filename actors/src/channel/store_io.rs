@@ -8,7 +8,7 @@ use crate::records::{
     active_prefix, budget_key, channel_key, control_key, owner_key, quota_key, quota_limits_key,
     ChannelRecord, ControlRecord, OwnerRecord, QuotaRecord, VideoRecord, CONTROL_ALL_KEY,
 };
-use crate::store::{prefix_end, Entry, StoreError, StoreOp, StoreReply, RANGE_LIMIT_MAX};
+use crate::store::{prefix_end, Entry, Key, StoreError, StoreOp, StoreReply, RANGE_LIMIT_MAX};
 
 use super::video::{Action, QuotaChange, Video};
 use super::{ChannelEffect, ChannelMachine, Phase};
@@ -55,12 +55,12 @@ struct LoadReply {
 }
 
 impl LoadReply {
-    fn keys(m: &ChannelMachine) -> Vec<Vec<u8>> {
+    fn keys(m: &ChannelMachine) -> Vec<Key> {
         vec![
             owner_key(m.id),
             channel_key(m.id),
             control_key(m.id),
-            CONTROL_ALL_KEY.to_vec(),
+            crate::store::key(CONTROL_ALL_KEY),
             budget_key(m.id),
             quota_limits_key(m.project()),
         ]
@@ -92,11 +92,11 @@ struct ResolveReply {
 }
 
 impl ResolveReply {
-    fn keys(m: &ChannelMachine, commit: &PendingCommit) -> Vec<Vec<u8>> {
+    fn keys(m: &ChannelMachine, commit: &PendingCommit) -> Vec<Key> {
         let mut keys = vec![
             owner_key(m.id),
             channel_key(m.id),
-            CONTROL_ALL_KEY.to_vec(),
+            crate::store::key(CONTROL_ALL_KEY),
             control_key(m.id),
             budget_key(m.id),
             quota_limits_key(m.project()),

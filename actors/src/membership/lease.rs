@@ -4,7 +4,7 @@
 //! for `lease_ms` less the drift margin, measured on this node's clock.
 
 use crate::records::{lease_key, LeaseRecord, MembersRecord, MEMBERS_KEY};
-use crate::store::{Check, Entry, StoreOp, StoreReply, Txn, Write};
+use crate::store::{Check, Entry, Key, StoreOp, StoreReply, Txn, Write};
 
 use super::{LeaseOp, MemberPhase, MembershipEffect, MembershipMachine};
 
@@ -15,8 +15,8 @@ struct ReadSelfReply {
 }
 
 impl ReadSelfReply {
-    fn keys(m: &MembershipMachine) -> Vec<Vec<u8>> {
-        vec![lease_key(m.node), MEMBERS_KEY.to_vec()]
+    fn keys(m: &MembershipMachine) -> Vec<Key> {
+        vec![lease_key(m.node), crate::store::key(MEMBERS_KEY)]
     }
 
     fn read(entries: Vec<Option<Entry>>) -> ReadSelfReply {
@@ -142,10 +142,10 @@ impl MembershipMachine {
         joined.join(self.node, self.incarnation);
         joined.generation += 1;
         let txn = Txn {
-            checks: vec![Check::VersionIs(MEMBERS_KEY.to_vec(), v)],
+            checks: vec![Check::VersionIs(crate::store::key(MEMBERS_KEY), v)],
             writes: vec![
                 Write::Put(lease_key(self.node), self.lease_record().encode()),
-                Write::Put(MEMBERS_KEY.to_vec(), joined.encode()),
+                Write::Put(crate::store::key(MEMBERS_KEY), joined.encode()),
             ],
         };
         let join = LeaseOp::Join { sent_ms: now_ms };

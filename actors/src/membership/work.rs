@@ -27,10 +27,10 @@ struct RefreshReply {
 }
 
 impl RefreshReply {
-    fn keys(watched: &[NodeId]) -> Vec<Vec<u8>> {
+    fn keys(watched: &[NodeId]) -> Vec<crate::store::Key> {
         let mut keys = Vec::with_capacity(2 + watched.len());
-        keys.push(MEMBERS_KEY.to_vec());
-        keys.push(CONTROL_GEN_KEY.to_vec());
+        keys.push(crate::store::key(MEMBERS_KEY));
+        keys.push(crate::store::key(CONTROL_GEN_KEY));
         keys.extend(watched.iter().map(|n| lease_key(*n)));
         keys
     }
@@ -523,7 +523,7 @@ impl MembershipMachine {
             return;
         }
         if self.control_dirty {
-            let start = b"k/".to_vec();
+            let start = crate::store::key(b"k/");
             let end = prefix_end(&start);
             let range = StoreOp::Range {
                 start,
@@ -571,10 +571,10 @@ impl MembershipMachine {
         next.generation += 1;
         let txn = Txn {
             checks: vec![
-                Check::VersionIs(MEMBERS_KEY.to_vec(), self.members_version),
+                Check::VersionIs(crate::store::key(MEMBERS_KEY), self.members_version),
                 Check::VersionIs(lease_key(n), lease_version),
             ],
-            writes: vec![Write::Put(MEMBERS_KEY.to_vec(), next.encode())],
+            writes: vec![Write::Put(crate::store::key(MEMBERS_KEY), next.encode())],
         };
         self.issue_work(WorkOp::Remove(n, next), StoreOp::Commit(txn), out);
         true
@@ -589,8 +589,11 @@ impl MembershipMachine {
             next.draining.insert(at, self.node);
             next.generation += 1;
             let txn = Txn {
-                checks: vec![Check::VersionIs(MEMBERS_KEY.to_vec(), self.members_version)],
-                writes: vec![Write::Put(MEMBERS_KEY.to_vec(), next.encode())],
+                checks: vec![Check::VersionIs(
+                    crate::store::key(MEMBERS_KEY),
+                    self.members_version,
+                )],
+                writes: vec![Write::Put(crate::store::key(MEMBERS_KEY), next.encode())],
             };
             self.issue_work(WorkOp::MarkDraining(next), StoreOp::Commit(txn), out);
             return true;
@@ -607,9 +610,12 @@ impl MembershipMachine {
         next.remove(self.node);
         next.generation += 1;
         let txn = Txn {
-            checks: vec![Check::VersionIs(MEMBERS_KEY.to_vec(), self.members_version)],
+            checks: vec![Check::VersionIs(
+                crate::store::key(MEMBERS_KEY),
+                self.members_version,
+            )],
             writes: vec![
-                Write::Put(MEMBERS_KEY.to_vec(), next.encode()),
+                Write::Put(crate::store::key(MEMBERS_KEY), next.encode()),
                 Write::Delete(lease_key(self.node)),
             ],
         };

@@ -31,8 +31,8 @@ const CONTROL_RETRIES: usize = 5;
 
 static AUDIT_SEQ: AtomicU32 = AtomicU32::new(0);
 
-fn audit_key(now_ms: u64, node: u32) -> Vec<u8> {
-    let mut k = AUDIT_PREFIX.to_vec();
+fn audit_key(now_ms: u64, node: u32) -> actors::store::Key {
+    let mut k = actors::store::key(AUDIT_PREFIX);
     k.extend_from_slice(&now_ms.to_be_bytes());
     k.extend_from_slice(&node.to_be_bytes());
     k.extend_from_slice(&AUDIT_SEQ.fetch_add(1, Ordering::Relaxed).to_be_bytes());
@@ -100,7 +100,10 @@ async fn change(node: &NodePorts, caller: &Caller, cmd: &Command) -> Result<Valu
                 paused: false,
                 killed: *on,
             };
-            let writes = vec![Write::Put(CONTROL_ALL_KEY.to_vec(), record.encode())];
+            let writes = vec![Write::Put(
+                actors::store::key(CONTROL_ALL_KEY),
+                record.encode(),
+            )];
             let version = control_change(node, caller, cmd, writes).await?;
             let held = super::reports::wait_applied(node, version).await?;
             Ok(json!({
@@ -164,7 +167,10 @@ async fn maintenance_change(
                 nodes: nodes.clone(),
                 duration_ms: seconds * 1000,
             };
-            let writes = vec![Write::Put(MAINTENANCE_KEY.to_vec(), record.encode())];
+            let writes = vec![Write::Put(
+                actors::store::key(MAINTENANCE_KEY),
+                record.encode(),
+            )];
             control_change(node, caller, cmd, writes).await?;
             let names: Vec<&str> = nodes
                 .iter()
@@ -177,7 +183,7 @@ async fn maintenance_change(
             }))
         }
         Command::MaintenanceOff => {
-            let writes = vec![Write::Delete(MAINTENANCE_KEY.to_vec())];
+            let writes = vec![Write::Delete(actors::store::key(MAINTENANCE_KEY))];
             control_change(node, caller, cmd, writes).await?;
             Ok(json!({
                 "maintenance": "off",
@@ -371,7 +377,7 @@ fn maintenance_nodes(node: &NodePorts, target: &str) -> Result<Vec<NodeId>, Stri
 /// The record under `key`, if there is one that decodes.
 async fn read_record<T, E>(
     node: &NodePorts,
-    key: Vec<u8>,
+    key: actors::store::Key,
     decode: fn(&[u8]) -> Result<T, E>,
 ) -> Result<Option<T>, String> {
     let got = node.store.store.get(&[key]).await.map_err(failed)?;
@@ -384,7 +390,12 @@ async fn read_record<T, E>(
 
 /// The maintenance window in the store, if any.
 async fn maintenance(node: &NodePorts) -> Result<Option<MaintenanceRecord>, String> {
-    read_record(node, MAINTENANCE_KEY.to_vec(), MaintenanceRecord::decode).await
+    read_record(
+        node,
+        actors::store::key(MAINTENANCE_KEY),
+        MaintenanceRecord::decode,
+    )
+    .await
 }
 
 /// The channels a target names.
@@ -422,7 +433,7 @@ async fn control_change(
     let store = &node.store.store;
     for _ in 0..CONTROL_RETRIES {
         let got = store
-            .get(&[CONTROL_GEN_KEY.to_vec()])
+            .get(&[actors::store::key(CONTROL_GEN_KEY)])
             .await
             .map_err(failed)?;
         let current = got.into_iter().next().flatten();
@@ -434,12 +445,15 @@ async fn control_change(
             .unwrap_or((0, 0));
         let mut all = writes.clone();
         all.push(Write::Put(
-            CONTROL_GEN_KEY.to_vec(),
+            actors::store::key(CONTROL_GEN_KEY),
             (gen + 1).to_le_bytes().to_vec(),
         ));
         all.push(audit_write(node, caller, cmd));
         let txn = Txn {
-            checks: vec![Check::VersionIs(CONTROL_GEN_KEY.to_vec(), version)],
+            checks: vec![Check::VersionIs(
+                actors::store::key(CONTROL_GEN_KEY),
+                version,
+            )],
             writes: all,
         };
         match store.commit(&txn).await {
@@ -488,7 +502,10 @@ async fn exclude(
         .ok_or_else(|| format!("no node {name:?}"))?;
     let store = &node.store.store;
     for _ in 0..CONTROL_RETRIES {
-        let got = store.get(&[MEMBERS_KEY.to_vec()]).await.map_err(failed)?;
+        let got = store
+            .get(&[actors::store::key(MEMBERS_KEY)])
+            .await
+            .map_err(failed)?;
         let current = got.into_iter().next().flatten();
         let version = current.as_ref().map(|e| e.version).unwrap_or(0);
         let mut m = match &current {
@@ -505,9 +522,9 @@ async fn exclude(
         }
         m.generation += 1;
         let txn = Txn {
-            checks: vec![Check::VersionIs(MEMBERS_KEY.to_vec(), version)],
+            checks: vec![Check::VersionIs(actors::store::key(MEMBERS_KEY), version)],
             writes: vec![
-                Write::Put(MEMBERS_KEY.to_vec(), m.encode()),
+                Write::Put(actors::store::key(MEMBERS_KEY), m.encode()),
                 audit_write(node, caller, cmd),
             ],
         };
@@ -533,7 +550,7 @@ async fn exclude(
 }
 
 async fn members(node: &NodePorts) -> Result<Option<MembersRecord>, String> {
-    read_record(node, MEMBERS_KEY.to_vec(), MembersRecord::decode).await
+    read_record(node, actors::store::key(MEMBERS_KEY), MembersRecord::decode).await
 }
 
 /// Every owner record, by channel.
@@ -561,7 +578,7 @@ async fn controls(
 ) -> Result<(ControlRecord, BTreeMap<ChannelId, ControlRecord>), String> {
     let store = &node.store.store;
     let all = store
-        .get(&[CONTROL_ALL_KEY.to_vec()])
+        .get(&[actors::store::key(CONTROL_ALL_KEY)])
         .await
         .map_err(failed)?
         .into_iter()

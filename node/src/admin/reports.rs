@@ -40,7 +40,7 @@ async fn members(node: &NodePorts) -> Result<MembersRecord, String> {
     let got = node
         .store
         .store
-        .get(&[MEMBERS_KEY.to_vec()])
+        .get(&[actors::store::key(MEMBERS_KEY)])
         .await
         .map_err(|e| format!("the store: {e}"))?;
     Ok(got

@@ -215,7 +215,7 @@ impl EtcdCluster {
         loop {
             let s = EtcdStore::connect(&self.endpoints(), prefix, Duration::from_secs(2)).await;
             if let Ok(s) = s {
-                if s.get(&[b"ping".to_vec()]).await.is_ok() {
+                if s.get(&[actors::store::key(b"ping")]).await.is_ok() {
                     return Ok(s);
                 }
             }

@@ -29,8 +29,8 @@ pub const REPORT_INTERVAL_MS: u64 = 5_000;
 /// Most jobs one report lists (a report is one store value).
 const JOBS_MAX: usize = 500;
 
-pub fn report_key(node: &str) -> Vec<u8> {
-    let mut k = REPORT_PREFIX.to_vec();
+pub fn report_key(node: &str) -> actors::store::Key {
+    let mut k = actors::store::key(REPORT_PREFIX);
     k.extend_from_slice(node.as_bytes());
     k
 }

@@ -20,8 +20,8 @@ pub const DRAIN_PREFIX: &[u8] = b"x/req/drain/";
 /// How often a node looks for a request addressed to it.
 pub const REQUEST_POLL_MS: u64 = 1_000;
 
-pub fn drain_key(node: &str) -> Vec<u8> {
-    let mut k = DRAIN_PREFIX.to_vec();
+pub fn drain_key(node: &str) -> actors::store::Key {
+    let mut k = actors::store::key(DRAIN_PREFIX);
     k.extend_from_slice(node.as_bytes());
     k
 }

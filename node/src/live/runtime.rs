@@ -39,8 +39,8 @@ pub const ADDR_PREFIX: &[u8] = b"x/addr/";
 /// manager does not restart it over and over).
 pub const DRAINED_PREFIX: &str = "drained: ";
 
-pub fn addr_key(node: &str) -> Vec<u8> {
-    let mut k = ADDR_PREFIX.to_vec();
+pub fn addr_key(node: &str) -> actors::store::Key {
+    let mut k = actors::store::key(ADDR_PREFIX);
     k.extend_from_slice(node.as_bytes());
     k
 }

@@ -75,7 +75,13 @@ impl StorePort {
             StoreOp::Commit(t) if t.writes.is_empty() => "check",
             // The membership machine's renewal: its latency is the lease's
             // margin against the store.
-            StoreOp::Commit(t) if t.writes.iter().any(|w| w.key() == lease_key(self.me)) => "lease",
+            StoreOp::Commit(t)
+                if t.writes
+                    .iter()
+                    .any(|w| w.key() == lease_key(self.me).as_slice()) =>
+            {
+                "lease"
+            }
             StoreOp::Commit(_) => "commit",
         };
         let outcome = match r {
@@ -215,7 +221,7 @@ mod tests {
             incarnation: 1,
         };
         let (tx, rx) = mpsc::channel();
-        let get = || StoreOp::Get(vec![b"k".to_vec()]);
+        let get = || StoreOp::Get(vec![actors::store::key(b"k")]);
         port.spawn(
             get(),
             Some(fence),
@@ -225,7 +231,7 @@ mod tests {
         port.spawn(get(), None, mailbox(tx.clone(), "membership read"), |r| r);
         let commit = StoreOp::Commit(Txn {
             checks: vec![],
-            writes: vec![Write::Put(b"k".to_vec(), b"v".to_vec())],
+            writes: vec![Write::Put(actors::store::key(b"k"), b"v".to_vec())],
         });
         port.spawn(commit, Some(fence), mailbox(tx, "channel commit"), |r| r);
         let mut answered = Vec::new();

@@ -16,8 +16,8 @@ pub const WRITER_PREFIX: &[u8] = b"x/w/";
 
 /// Channel `ch`'s writer tag key: the prefix and the channel's id, big
 /// endian (as the machines' own keys).
-pub fn writer_key(ch: ChannelId) -> Vec<u8> {
-    let mut k = WRITER_PREFIX.to_vec();
+pub fn writer_key(ch: ChannelId) -> actors::store::Key {
+    let mut k = actors::store::key(WRITER_PREFIX);
     k.extend_from_slice(&ch.0.to_be_bytes());
     k
 }
@@ -90,7 +90,7 @@ mod tests {
         assert!(tagged(check_only, ChannelId(1), &t).writes.is_empty());
         let one = Txn {
             checks: vec![],
-            writes: vec![Write::Delete(b"a".to_vec())],
+            writes: vec![Write::Delete(actors::store::key(b"a"))],
         };
         let w = tagged(one, ChannelId(1), &t).writes;
         assert_eq!(w.len(), 2);

@@ -19,7 +19,7 @@ use actors::channel::{ChannelEffect, ChannelInput};
 use actors::machine::Machine;
 use actors::membership::{MembershipEffect, MembershipInput};
 use actors::records::Key;
-use actors::store::{Entry, StoreOp, StoreReply, Write};
+use actors::store::{Entry, Key as StoreKey, StoreOp, StoreReply, Write};
 use serde::de::DeserializeOwned;
 use topology::Topology;
 
@@ -55,11 +55,11 @@ struct Seen {
 }
 
 struct Absent {
-    start: Vec<u8>,
+    start: StoreKey,
     /// `None`: only the keys named (a point read's empty slots).
-    end: Option<Vec<u8>>,
-    named: Vec<Vec<u8>>,
-    present: std::collections::BTreeSet<Vec<u8>>,
+    end: Option<StoreKey>,
+    named: Vec<StoreKey>,
+    present: std::collections::BTreeSet<StoreKey>,
     at: u64,
 }
 
@@ -73,7 +73,7 @@ impl Seen {
                     newest = newest.max(e.version);
                     self.read.push(e.clone());
                 }
-                let named: Vec<Vec<u8>> = keys
+                let named: Vec<StoreKey> = keys
                     .iter()
                     .zip(slots)
                     .filter(|(_, e)| e.is_none())
@@ -81,7 +81,7 @@ impl Seen {
                     .collect();
                 if newest > 0 && !named.is_empty() {
                     self.absent.push(Absent {
-                        start: Vec::new(),
+                        start: StoreKey::new(),
                         end: None,
                         named,
                         present: Default::default(),
@@ -128,8 +128,8 @@ impl Seen {
     /// left out), and how many reads and commits that took.
     fn state(self) -> (Vec<Entry>, usize, usize) {
         let cut = self.cut;
-        let mut keys: BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)> = BTreeMap::new();
-        let mut note = |key: Vec<u8>, version: u64, value: Option<Vec<u8>>| {
+        let mut keys: BTreeMap<StoreKey, (u64, Option<Vec<u8>>)> = BTreeMap::new();
+        let mut note = |key: StoreKey, version: u64, value: Option<Vec<u8>>| {
             if version <= cut && keys.get(&key).is_none_or(|(v, _)| version > *v) {
                 keys.insert(key, (version, value));
             }
@@ -155,7 +155,7 @@ impl Seen {
             if a.at > cut {
                 continue;
             }
-            let gone: Vec<Vec<u8>> = match &a.end {
+            let gone: Vec<StoreKey> = match &a.end {
                 None => a.named.clone(),
                 Some(end) => keys
                     .range(a.start.clone()..end.clone())

@@ -282,7 +282,7 @@ pub async fn restore<S: Store, R: Read>(
         let end = next.is_none();
         if let Some((k, v)) = next {
             batch_bytes += k.len() + v.len();
-            batch.push(Write::Put(k, v));
+            batch.push(Write::Put(actors::store::Key::from_vec(k), v));
         }
         let full = batch.len() >= RESTORE_BATCH_ENTRIES || batch_bytes >= RESTORE_BATCH_BYTES;
         if (full || end) && !batch.is_empty() {

@@ -330,10 +330,9 @@ impl EtcdStore {
             .strip_prefix(self.data_start().as_slice())
             .ok_or_else(|| {
                 StoreError::Corrupt("etcd returned a key outside the store's prefix".into())
-            })?
-            .to_vec();
+            })?;
         Ok(Entry {
-            key,
+            key: actors::store::key(key),
             value: kv.value().to_vec(),
             version: u64::try_from(kv.mod_revision())
                 .map_err(|_| StoreError::Corrupt("negative revision".into()))?,

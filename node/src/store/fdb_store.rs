@@ -84,7 +84,7 @@ impl FdbStore {
         };
         let stamp = trx.get(&self.version_key(key), false).await?;
         Ok(Some(Entry {
-            key: key.to_vec(),
+            key: actors::store::key(key),
             value: value.to_vec(),
             version: stamp.map(|s| version_of_stamp(&s)).unwrap_or(0),
         }))
@@ -108,11 +108,16 @@ impl FdbStore {
             ..RangeOption::from((begin, stop))
         };
         // Copied out first: the range's buffers are not `Send`.
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> = {
+        let pairs: Vec<(actors::store::Key, Vec<u8>)> = {
             let values = trx.get_range(&opt, 1, false).await?;
             values
                 .iter()
-                .map(|kv| (kv.key()[self.data.len()..].to_vec(), kv.value().to_vec()))
+                .map(|kv| {
+                    (
+                        actors::store::key(&kv.key()[self.data.len()..]),
+                        kv.value().to_vec(),
+                    )
+                })
                 .collect()
         };
         let mut out = Vec::with_capacity(pairs.len());

@@ -76,7 +76,7 @@ pub async fn next_page(
 ) -> Result<Vec<Entry>, StoreError> {
     let page = snap.page(start, limit).await?;
     if let Some(last) = page.last() {
-        *start = last.key.clone();
+        *start = last.key.to_vec();
         start.push(0); // the smallest key after the last one
     }
     Ok(page)

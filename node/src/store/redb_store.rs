@@ -106,7 +106,7 @@ impl RedbStore {
             Some(raw) => {
                 let (version, value) = split_value(raw.value(), key)?;
                 Ok(Some(Entry {
-                    key: key.to_vec(),
+                    key: actors::store::key(key),
                     value,
                     version,
                 }))
@@ -133,7 +133,7 @@ fn range_of(
     };
     for item in iter.take(limit) {
         let (k, v) = item.map_err(io)?;
-        let key = k.value().to_vec();
+        let key = actors::store::key(k.value());
         let (version, value) = split_value(v.value(), &key)?;
         out.push(Entry {
             key,

@@ -14,7 +14,7 @@ use actors::store::*;
 use reelfleet::store::Store;
 
 fn put(k: &str, v: &str) -> Write {
-    Write::Put(k.as_bytes().to_vec(), v.as_bytes().to_vec())
+    Write::Put(actors::store::key(k.as_bytes()), v.as_bytes().to_vec())
 }
 
 pub async fn checks_that_fail_write_nothing<S: Store>(s: &S) {
@@ -27,7 +27,7 @@ pub async fn checks_that_fail_write_nothing<S: Store>(s: &S) {
         .expect("first write");
     let r = s
         .commit(&Txn {
-            checks: vec![Check::VersionIs(b"a".to_vec(), v1 + 100)],
+            checks: vec![Check::VersionIs(actors::store::key(b"a"), v1 + 100)],
             writes: vec![put("b", "2"), put("a", "x")],
         })
         .await;
@@ -41,7 +41,10 @@ pub async fn checks_that_fail_write_nothing<S: Store>(s: &S) {
         ),
         "{r:?}"
     );
-    let got = s.get(&[b"a".to_vec(), b"b".to_vec()]).await.expect("get");
+    let got = s
+        .get(&[actors::store::key(b"a"), actors::store::key(b"b")])
+        .await
+        .expect("get");
     assert_eq!(
         got[0].as_ref().map(|e| e.value.clone()),
         Some(b"1".to_vec())
@@ -49,12 +52,15 @@ pub async fn checks_that_fail_write_nothing<S: Store>(s: &S) {
     assert_eq!(got[1], None);
     // Each kind of check, passing and failing.
     for (check, ok) in [
-        (Check::Absent(b"zz".to_vec()), true),
-        (Check::Absent(b"a".to_vec()), false),
-        (Check::Equals(b"a".to_vec(), b"1".to_vec()), true),
-        (Check::Equals(b"a".to_vec(), b"2".to_vec()), false),
-        (Check::VersionIs(b"a".to_vec(), v1), true),
-        (Check::VersionIs(b"zz".to_vec(), 0), true),
+        (Check::Absent(actors::store::key(b"zz")), true),
+        (Check::Absent(actors::store::key(b"a")), false),
+        (Check::Equals(actors::store::key(b"a"), b"1".to_vec()), true),
+        (
+            Check::Equals(actors::store::key(b"a"), b"2".to_vec()),
+            false,
+        ),
+        (Check::VersionIs(actors::store::key(b"a"), v1), true),
+        (Check::VersionIs(actors::store::key(b"zz"), 0), true),
     ] {
         let r = s
             .commit(&Txn {
@@ -79,7 +85,7 @@ pub async fn ranges_are_ordered_and_limited<S: Store>(s: &S) {
     .expect("write");
     let keys = |v: Vec<Entry>| {
         v.into_iter()
-            .map(|e| String::from_utf8(e.key).unwrap_or_default())
+            .map(|e| String::from_utf8(e.key.to_vec()).unwrap_or_default())
             .collect::<Vec<_>>()
     };
     assert_eq!(
@@ -117,16 +123,22 @@ pub async fn versions_follow_the_last_write<S: Store>(s: &S) {
         .await
         .expect("write");
     assert!(v2 > v1);
-    let got = s.get(&[b"v1".to_vec(), b"v2".to_vec()]).await.expect("get");
+    let got = s
+        .get(&[actors::store::key(b"v1"), actors::store::key(b"v2")])
+        .await
+        .expect("get");
     assert_eq!(got[0].as_ref().map(|e| e.version), Some(v2));
     assert_eq!(got[1].as_ref().map(|e| e.version), Some(v1));
     s.commit(&Txn {
         checks: vec![],
-        writes: vec![Write::Delete(b"v1".to_vec())],
+        writes: vec![Write::Delete(actors::store::key(b"v1"))],
     })
     .await
     .expect("delete");
-    assert_eq!(s.get(&[b"v1".to_vec()]).await.expect("get")[0], None);
+    assert_eq!(
+        s.get(&[actors::store::key(b"v1")]).await.expect("get")[0],
+        None
+    );
 }
 
 pub async fn oversize_is_refused_whole<S: Store>(s: &S) {
@@ -140,17 +152,22 @@ pub async fn oversize_is_refused_whole<S: Store>(s: &S) {
             checks: vec![],
             writes: vec![
                 put("ok", "1"),
-                Write::Put(b"big".to_vec(), vec![0; VALUE_BYTES_MAX + 1]),
+                Write::Put(actors::store::key(b"big"), vec![0; VALUE_BYTES_MAX + 1]),
             ],
         },
         Txn {
             checks: vec![],
-            writes: vec![Write::Put(vec![b'k'; KEY_BYTES_MAX + 1], vec![])],
+            writes: vec![Write::Put(Key::from_elem(b'k', KEY_BYTES_MAX + 1), vec![])],
         },
         Txn {
             checks: vec![],
             writes: (0..120)
-                .map(|i| Write::Put(format!("t{i}").into_bytes(), vec![0; 99_000]))
+                .map(|i| {
+                    Write::Put(
+                        actors::store::key(format!("t{i}").as_bytes()),
+                        vec![0; 99_000],
+                    )
+                })
                 .collect(),
         },
     ] {
@@ -166,7 +183,7 @@ pub async fn oversize_is_refused_whole<S: Store>(s: &S) {
     s.commit(&Txn {
         checks: vec![],
         writes: vec![Write::Put(
-            vec![b'k'; KEY_BYTES_MAX],
+            Key::from_elem(b'k', KEY_BYTES_MAX),
             vec![1; VALUE_BYTES_MAX],
         )],
     })
@@ -186,7 +203,11 @@ pub async fn concurrent_writers_are_atomic<S: Store + 'static>(s: Arc<S>) {
             let mut done = 0;
             let mut conflicts = 0u64;
             while done < EACH {
-                let cur = s.get(&[b"counter".to_vec()]).await.expect("get").remove(0);
+                let cur = s
+                    .get(&[actors::store::key(b"counter")])
+                    .await
+                    .expect("get")
+                    .remove(0);
                 let (n, version) = cur
                     .map(|e| {
                         (
@@ -196,9 +217,9 @@ pub async fn concurrent_writers_are_atomic<S: Store + 'static>(s: Arc<S>) {
                     })
                     .unwrap_or((0, 0));
                 let txn = Txn {
-                    checks: vec![Check::VersionIs(b"counter".to_vec(), version)],
+                    checks: vec![Check::VersionIs(actors::store::key(b"counter"), version)],
                     writes: vec![Write::Put(
-                        b"counter".to_vec(),
+                        actors::store::key(b"counter"),
                         (n + 1).to_le_bytes().to_vec(),
                     )],
                 };
@@ -216,7 +237,7 @@ pub async fn concurrent_writers_are_atomic<S: Store + 'static>(s: Arc<S>) {
         conflicts += t.await.expect("task");
     }
     let v = s
-        .get(&[b"counter".to_vec()])
+        .get(&[actors::store::key(b"counter")])
         .await
         .expect("get")
         .remove(0)
@@ -234,7 +255,7 @@ pub async fn differential_against_the_model<S: Store>(s: &S, seed: u64, ops: usi
     let mut model = MemStore::new();
     let mut rng = SeededRng::new(seed);
     let mut versions = Versions::default();
-    let key = |rng: &mut SeededRng| format!("k{:02}", rng.below(40)).into_bytes();
+    let key = |rng: &mut SeededRng| actors::store::key(format!("k{:02}", rng.below(40)).as_bytes());
     for i in 0..ops {
         let op = match rng.below(10) {
             0..=2 => StoreOp::Get((0..1 + rng.below(4)).map(|_| key(&mut rng)).collect()),
@@ -242,7 +263,7 @@ pub async fn differential_against_the_model<S: Store>(s: &S, seed: u64, ops: usi
                 let (a, b) = (key(&mut rng), key(&mut rng));
                 StoreOp::Range {
                     start: a.min(b.clone()),
-                    end: if rng.below(4) == 0 { Vec::new() } else { b },
+                    end: if rng.below(4) == 0 { Key::new() } else { b },
                     limit: 1 + rng.below(20) as usize,
                 }
             }

@@ -266,7 +266,7 @@ impl Fleet {
     }
 
     pub fn owners(&self) -> BTreeMap<ChannelId, OwnerRecord> {
-        let keys: Vec<Vec<u8>> = (0..CHANNELS)
+        let keys: Vec<actors::store::Key> = (0..CHANNELS)
             .map(|c| owner_key(ChannelId(c as u32)))
             .collect();
         let got = match self.rt.block_on(self.store.get(&keys)) {

@@ -190,7 +190,10 @@ impl World {
             return;
         }
         let gen = self.store.version() + 1;
-        let gen_write = Write::Put(CONTROL_GEN_KEY.to_vec(), gen.to_le_bytes().to_vec());
+        let gen_write = Write::Put(
+            actors::store::key(CONTROL_GEN_KEY),
+            gen.to_le_bytes().to_vec(),
+        );
         let (write, watch, span) = match f {
             Fault::Maintenance { nodes, duration_ms } => {
                 let mut nodes = nodes;
@@ -213,10 +216,14 @@ impl World {
                 };
                 // Nodes may hold it that long after the command.
                 let span = (watch.nodes.clone(), self.now_ms + duration_ms + read_ms);
-                let put = Write::Put(MAINTENANCE_KEY.to_vec(), record.encode());
+                let put = Write::Put(actors::store::key(MAINTENANCE_KEY), record.encode());
                 (put, Some(watch), Some(span))
             }
-            _ => (Write::Delete(MAINTENANCE_KEY.to_vec()), None, None),
+            _ => (
+                Write::Delete(actors::store::key(MAINTENANCE_KEY)),
+                None,
+                None,
+            ),
         };
         let txn = Txn {
             checks: vec![],
@@ -293,7 +300,10 @@ impl World {
             checks: vec![],
             writes: vec![
                 write,
-                Write::Put(CONTROL_GEN_KEY.to_vec(), gen.to_le_bytes().to_vec()),
+                Write::Put(
+                    actors::store::key(CONTROL_GEN_KEY),
+                    gen.to_le_bytes().to_vec(),
+                ),
             ],
         };
         if let Err(e) = self.store.commit(&txn) {
@@ -338,8 +348,11 @@ impl World {
         }
         members.generation += 1;
         let txn = Txn {
-            checks: vec![Check::VersionIs(MEMBERS_KEY.to_vec(), version)],
-            writes: vec![Write::Put(MEMBERS_KEY.to_vec(), members.encode())],
+            checks: vec![Check::VersionIs(actors::store::key(MEMBERS_KEY), version)],
+            writes: vec![Write::Put(
+                actors::store::key(MEMBERS_KEY),
+                members.encode(),
+            )],
         };
         if let Err(e) = self.store.commit(&txn) {
             self.fail(Violation::new(
@@ -360,14 +373,17 @@ impl World {
     fn operator_control(&mut self, ch: Option<ChannelId>, record: ControlRecord) {
         let key = match ch {
             Some(c) => control_key(c),
-            None => CONTROL_ALL_KEY.to_vec(),
+            None => actors::store::key(CONTROL_ALL_KEY),
         };
         let gen = self.store.version() + 1;
         let txn = Txn {
             checks: vec![],
             writes: vec![
                 Write::Put(key, record.encode()),
-                Write::Put(CONTROL_GEN_KEY.to_vec(), gen.to_le_bytes().to_vec()),
+                Write::Put(
+                    actors::store::key(CONTROL_GEN_KEY),
+                    gen.to_le_bytes().to_vec(),
+                ),
             ],
         };
         if let Err(e) = self.store.commit(&txn) {

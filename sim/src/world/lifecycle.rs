@@ -344,7 +344,7 @@ mod tests {
 
     /// A steady run just before its end, every check still passing, and
     /// one published video record's key and record.
-    fn near_end() -> (World, Vec<u8>, VideoRecord) {
+    fn near_end() -> (World, actors::store::Key, VideoRecord) {
         let mut w = World::new(builtin("steady", 1).expect("steady"), 1, Trace::new(None));
         let end_rel_ms = w.end_at_ms - w.sc.start_utc_ms;
         assert!(w.run_until(end_rel_ms - 1), "{:?}", w.violation);
@@ -355,13 +355,14 @@ mod tests {
             .scan(b"vd/", &prefix_end(b"vd/"))
             .find_map(|(k, v, _)| {
                 let rec = VideoRecord::decode(v).ok()?;
-                matches!(rec.status, VideoStatus::Published { .. }).then(|| (k.to_vec(), rec))
+                matches!(rec.status, VideoStatus::Published { .. })
+                    .then(|| (actors::store::key(k), rec))
             })
             .expect("steady publishes");
         (w, key, rec)
     }
 
-    fn rewrite(w: &mut World, key: Vec<u8>, rec: &VideoRecord) {
+    fn rewrite(w: &mut World, key: actors::store::Key, rec: &VideoRecord) {
         let txn = Txn {
             checks: vec![],
             writes: vec![Write::Put(key, rec.encode())],

@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 
 use etcd_client::{GetOptions, Txn as EtcdTxn, TxnOp, TxnOpResponse};
 
-use actors::store::{check_limits, StoreError, StoreOp, StoreReply};
+use actors::store::{check_limits, Key, StoreError, StoreOp, StoreReply};
 
 use super::{answered_short, EtcdStore};
 use crate::store::Store;
@@ -35,7 +35,7 @@ const RANGE_FIRST_PAGE: usize = 64;
 /// twice is asked once).
 #[derive(Default)]
 pub struct BatchOps {
-    keys: HashSet<Vec<u8>>,
+    keys: HashSet<Key>,
     ranges: usize,
 }
 
@@ -52,7 +52,7 @@ impl BatchOps {
     /// operations with it, or if the batch is empty (an op too large
     /// alone goes alone, and is refused or answered as it would be).
     pub fn take(&mut self, op: &StoreOp) -> bool {
-        let new_keys: Vec<&Vec<u8>> = match op {
+        let new_keys: Vec<&Key> = match op {
             StoreOp::Get(keys) => keys.iter().filter(|k| !self.keys.contains(*k)).collect(),
             StoreOp::Range { .. } | StoreOp::Commit(_) => Vec::new(),
         };
@@ -76,7 +76,7 @@ enum Asked {
     Range {
         at: usize,
         page: usize,
-        end: Vec<u8>,
+        end: Key,
         limit: usize,
     },
     /// Answered without etcd (a refused or empty read, or not a read).
@@ -251,13 +251,17 @@ mod tests {
     use super::*;
 
     fn get(keys: &[&str]) -> StoreOp {
-        StoreOp::Get(keys.iter().map(|k| k.as_bytes().to_vec()).collect())
+        StoreOp::Get(
+            keys.iter()
+                .map(|k| actors::store::key(k.as_bytes()))
+                .collect(),
+        )
     }
 
     fn range() -> StoreOp {
         StoreOp::Range {
-            start: b"v/".to_vec(),
-            end: b"v0".to_vec(),
+            start: actors::store::key(b"v/"),
+            end: actors::store::key(b"v0"),
             limit: 10,
         }
     }
@@ -287,7 +291,11 @@ mod tests {
     #[test]
     fn an_op_larger_than_a_batch_goes_alone() {
         let keys: Vec<String> = (0..=READ_BATCH_OPS_MAX).map(|i| format!("k{i}")).collect();
-        let big = StoreOp::Get(keys.iter().map(|k| k.as_bytes().to_vec()).collect());
+        let big = StoreOp::Get(
+            keys.iter()
+                .map(|k| actors::store::key(k.as_bytes()))
+                .collect(),
+        );
         let mut alone = BatchOps::default();
         assert!(alone.take(&big), "taken into an empty batch");
         assert!(!alone.take(&range()), "and nothing after it");
