@@ -126,7 +126,7 @@ impl ChannelMachine {
     fn write_records(&mut self, txn: &mut Txn, plan: &QuotaPlan, release: bool) -> Vec<u64> {
         txn.writes
             .push(Write::Put(channel_key(self.id), self.chan.encode()));
-        let slots: Vec<u64> = std::mem::take(&mut self.dirty).into_iter().collect();
+        let slots = self.dirty.take();
         for slot in &slots {
             let Some(v) = self.videos.get(slot) else {
                 continue;

@@ -54,7 +54,7 @@ mod store_io;
 mod video;
 
 use store_io::{InFlight, PendingCommit};
-use video::{Action, QuotaChange, Run, Video};
+use video::{Action, QuotaChange, Run, SlotSet, Video};
 
 pub const LEASE_MARGIN_MS: u64 = 100;
 /// A commit answered later than this after it was sent is late: the lease
@@ -256,7 +256,7 @@ pub struct ChannelMachine {
     /// go back and are decided again under them.
     limits_changed: bool,
     videos: BTreeMap<u64, Video>,
-    dirty: BTreeSet<u64>,
+    dirty: SlotSet,
     chan_dirty: bool,
     actions: Vec<Action>,
     quota_changes: Vec<QuotaChange>,
@@ -334,7 +334,7 @@ impl ChannelMachine {
             quota_set_version: 0,
             limits_changed: false,
             videos: BTreeMap::new(),
-            dirty: BTreeSet::new(),
+            dirty: SlotSet::default(),
             chan_dirty: false,
             actions: Vec::new(),
             quota_changes: Vec::new(),
