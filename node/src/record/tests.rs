@@ -254,3 +254,38 @@ fn a_failing_disk_stops_the_recording_not_the_machines() {
         "{v:?}"
     );
 }
+
+/// Store keys became inline (`SmallVec`) after recordings were written
+/// with `Vec<u8>` keys: both must encode to the same postcard bytes and
+/// JSON, so that older recordings (and any serialised transaction) read
+/// back as the same keys.
+#[test]
+fn a_store_key_encodes_as_a_byte_vector_did() {
+    use actors::store::{Check, Key};
+    for bytes in [
+        &b""[..],
+        b"k/all",
+        b"va/\x00\x00\x00\x07/\x00\x00\x00\x00\x00\x00\x00\x2a",
+        &[b'x'; 40],
+    ] {
+        let key = actors::store::key(bytes);
+        let old = bytes.to_vec();
+        let pc = postcard::to_allocvec(&key).expect("postcard");
+        assert_eq!(pc, postcard::to_allocvec(&old).expect("postcard"));
+        assert_eq!(postcard::from_bytes::<Key>(&pc).expect("decodes"), key);
+        let js = serde_json::to_string(&key).expect("json");
+        assert_eq!(js, serde_json::to_string(&old).expect("json"));
+        let was = postcard::to_allocvec(&OldCheck::VersionIs(old.clone(), 9)).expect("postcard");
+        let check: Check = postcard::from_bytes(&was).expect("a check with a Vec key decodes");
+        assert_eq!(check, Check::VersionIs(key, 9));
+    }
+}
+
+/// `Check` as it was declared while keys were `Vec<u8>`.
+#[derive(serde::Serialize)]
+#[allow(dead_code)]
+enum OldCheck {
+    Absent(Vec<u8>),
+    Equals(Vec<u8>, Vec<u8>),
+    VersionIs(Vec<u8>, u64),
+}
