@@ -49,7 +49,7 @@ pub(super) enum Ev {
         inc: ForInc,
         msg: Msg,
     },
-    StoreArrive(Box<super::store::StoreCall>),
+    StoreArrive(super::store::StoreCall),
     LocalJobEnd {
         node: NodeId,
         inc: u32,
@@ -180,7 +180,7 @@ impl World {
                 due_ms,
             } => self.tick_due(node, inc, actor, due_ms),
             Ev::Deliver { node, inc, msg } => self.delivery_due(node, inc, msg),
-            Ev::StoreArrive(call) => self.store_arrive(*call),
+            Ev::StoreArrive(call) => self.store_arrive(call),
             Ev::LocalJobEnd {
                 node,
                 inc,

@@ -73,7 +73,7 @@ impl World {
             fence,
         };
         let call = StoreCall { from, op };
-        self.push(self.now_ms + lat, Ev::StoreArrive(Box::new(call)));
+        self.push(self.now_ms + lat, Ev::StoreArrive(call));
     }
 
     pub(super) fn store_arrive(&mut self, call: StoreCall) {
