@@ -37,8 +37,8 @@ fn key_u32(prefix: &[u8], id: u32) -> StoreKey {
 /// simulator's hot path. Always inlined (a hint was not taken), so that
 /// the lengths are constants: the copies into the fixed buffer become
 /// stores of known length, where `SmallVec::extend_from_slice` was a call
-/// and a call to `memcpy` per part (7 % of a steady capacity-10m hour's
-/// instructions, measured and replaced).
+/// and a call to `memcpy` per part (about 6 % of a steady capacity-10m
+/// hour's instructions, measured and replaced).
 #[inline(always)]
 fn key_of(prefix: &[u8], parts: &[&[u8]]) -> StoreKey {
     let len = prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>();
@@ -166,17 +166,17 @@ impl Key {
     /// The key's bytes (the inverse of [`Key::parse`]).
     pub fn encode(self) -> StoreKey {
         match self {
-            Key::Members => StoreKey::from_slice(MEMBERS_KEY),
+            Key::Members => crate::store::key(MEMBERS_KEY),
             Key::Lease(n) => lease_key(n),
             Key::Owner(ch) => owner_key(ch),
             Key::Channel(ch) => channel_key(ch),
             Key::ActiveVideo(ch, slot) => active_key(ch, slot),
             Key::DoneVideo(ch, slot) => done_key(ch, slot),
             Key::Quota(p, day) => quota_key(p, day),
-            Key::ControlGen => StoreKey::from_slice(CONTROL_GEN_KEY),
-            Key::ControlAll => StoreKey::from_slice(CONTROL_ALL_KEY),
+            Key::ControlGen => crate::store::key(CONTROL_GEN_KEY),
+            Key::ControlAll => crate::store::key(CONTROL_ALL_KEY),
             Key::Control(ch) => control_key(ch),
-            Key::Maintenance => StoreKey::from_slice(MAINTENANCE_KEY),
+            Key::Maintenance => crate::store::key(MAINTENANCE_KEY),
             Key::Budget(ch) => budget_key(ch),
             Key::QuotaLimits(p) => quota_limits_key(p),
         }
@@ -852,6 +852,42 @@ impl ControlRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every key the machines write is held inline, at the largest ids:
+    /// a longer layout would still work, but would allocate on every
+    /// commit again (BENCHMARKS.md, capacity-10m, eleventh session).
+    #[test]
+    fn every_key_of_the_layout_fits_inline() {
+        let (n, ch, p, big) = (
+            NodeId(u32::MAX),
+            ChannelId(u32::MAX),
+            ProjectId(u16::MAX),
+            u64::MAX,
+        );
+        let keys = [
+            Key::Members,
+            Key::Lease(n),
+            Key::Owner(ch),
+            Key::Channel(ch),
+            Key::ActiveVideo(ch, big),
+            Key::DoneVideo(ch, big),
+            Key::Quota(p, big),
+            Key::ControlGen,
+            Key::ControlAll,
+            Key::Control(ch),
+            Key::Maintenance,
+            Key::Budget(ch),
+            Key::QuotaLimits(p),
+        ];
+        for k in keys {
+            let bytes = k.encode();
+            assert!(!bytes.spilled(), "{k:?} takes {} bytes", bytes.len());
+            assert_eq!(Key::parse(&bytes), Some(k));
+        }
+        for prefix in [active_prefix(ch), done_prefix(ch), quota_prefix(p)] {
+            assert!(!prefix.spilled());
+        }
+    }
 
     #[test]
     fn records_round_trip_and_reject_garbage() {
