@@ -94,7 +94,7 @@ impl QuotaChange {
 /// slot order (the order their writes take). A sorted `Vec`, not a
 /// `BTreeSet`: it holds a slot or two between commits, and the B-tree
 /// allocated a node for each commit and was walked and freed to hand its
-/// slots over (1 % of a steady capacity-10m hour's instructions).
+/// slots over (0.8 % of a steady capacity-10m hour's instructions).
 #[derive(Clone, Debug, Default)]
 pub(super) struct SlotSet(Vec<u64>);
 
