@@ -475,7 +475,7 @@ mod tests {
     use super::*;
 
     fn put(k: &str, v: &str) -> Write {
-        Write::Put(crate::store::key(k.as_bytes()), v.as_bytes().to_vec())
+        Write::Put(key(k.as_bytes()), v.as_bytes().to_vec())
     }
 
     #[test]
@@ -488,7 +488,7 @@ mod tests {
         .expect("first commit");
         let before = s.version();
         let r = s.commit(&Txn {
-            checks: vec![Check::Absent(crate::store::key(b"a"))],
+            checks: vec![Check::Absent(key(b"a"))],
             writes: vec![put("b", "2")],
         });
         assert_eq!(
@@ -512,7 +512,7 @@ mod tests {
             .expect("commit");
         let v2 = s
             .commit(&Txn {
-                checks: vec![Check::VersionIs(crate::store::key(b"a"), v1)],
+                checks: vec![Check::VersionIs(key(b"a"), v1)],
                 writes: vec![put("a", "2")],
             })
             .expect("commit");
@@ -522,7 +522,7 @@ mod tests {
         // A stale version check fails.
         assert!(s
             .commit(&Txn {
-                checks: vec![Check::VersionIs(crate::store::key(b"a"), v1)],
+                checks: vec![Check::VersionIs(key(b"a"), v1)],
                 writes: vec![put("a", "3")],
             })
             .is_err());
@@ -548,20 +548,11 @@ mod tests {
             .expect("commit");
         }
         let got: Vec<Key> = s.range(b"k/", b"", 10).into_iter().map(|e| e.key).collect();
-        let want: Vec<Key> = keys
-            .iter()
-            .map(|k| crate::store::key(k.as_bytes()))
-            .collect();
+        let want: Vec<Key> = keys.iter().map(|k| key(k.as_bytes())).collect();
         assert_eq!(got, want, "every key, in byte order");
         s.commit(&Txn {
-            checks: vec![Check::Equals(
-                crate::store::key(keys[2].as_bytes()),
-                b"2".to_vec(),
-            )],
-            writes: vec![
-                put(keys[2], "new"),
-                Write::Delete(crate::store::key(keys[1].as_bytes())),
-            ],
+            checks: vec![Check::Equals(key(keys[2].as_bytes()), b"2".to_vec())],
+            writes: vec![put(keys[2], "new"), Write::Delete(key(keys[1].as_bytes()))],
         })
         .expect("commit");
         assert_eq!(s.value(keys[2].as_bytes()), Some(&b"new"[..]));
@@ -594,7 +585,7 @@ mod tests {
             checks: vec![],
             writes: vec![
                 put("ok", "1"),
-                Write::Put(crate::store::key(b"v"), vec![0; VALUE_BYTES_MAX + 1]),
+                Write::Put(key(b"v"), vec![0; VALUE_BYTES_MAX + 1]),
             ],
         };
         assert!(matches!(s.commit(&big), Err(StoreError::TooLarge(_))));
@@ -605,12 +596,7 @@ mod tests {
         };
         assert!(matches!(s.commit(&long_key), Err(StoreError::TooLarge(_))));
         let many: Vec<Write> = (0..120)
-            .map(|i| {
-                Write::Put(
-                    crate::store::key(format!("k{i}").as_bytes()),
-                    vec![0; 99_000],
-                )
-            })
+            .map(|i| Write::Put(key(format!("k{i}").as_bytes()), vec![0; 99_000]))
             .collect();
         assert!(matches!(
             s.commit(&Txn {
