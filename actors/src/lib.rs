@@ -25,6 +25,7 @@ pub mod gpu;
 pub mod machine;
 pub mod membership;
 pub mod node;
+pub mod packed_key;
 pub mod protocol;
 pub mod records;
 pub mod rng;

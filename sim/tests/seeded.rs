@@ -23,7 +23,7 @@ fn a_run_from_another_run_s_store_goes_on_from_it() {
         .store
         .scan(b"", &[])
         .map(|(k, v, version)| Entry {
-            key: actors::store::key(k),
+            key: k,
             value: v.clone(),
             version,
         })

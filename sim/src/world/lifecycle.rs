@@ -123,7 +123,7 @@ impl World {
             .store
             .scan(&start, &end)
             .filter_map(|(k, v, _)| {
-                Some((channel_of_video_key(k)?, VideoRecord::decode(v).ok()?.slot))
+                Some((channel_of_video_key(&k)?, VideoRecord::decode(v).ok()?.slot))
             })
             .collect();
     }
@@ -262,7 +262,7 @@ impl World {
     fn each_video_record(&self, mut f: impl FnMut(ChannelId, VideoRecord)) {
         for prefix in [b"va/".as_slice(), b"vd/".as_slice()] {
             for (k, v, _) in self.store.scan(prefix, &prefix_end(prefix)) {
-                if let (Some(ch), Ok(rec)) = (channel_of_video_key(k), VideoRecord::decode(v)) {
+                if let (Some(ch), Ok(rec)) = (channel_of_video_key(&k), VideoRecord::decode(v)) {
                     f(ch, rec);
                 }
             }
@@ -355,8 +355,7 @@ mod tests {
             .scan(b"vd/", &prefix_end(b"vd/"))
             .find_map(|(k, v, _)| {
                 let rec = VideoRecord::decode(v).ok()?;
-                matches!(rec.status, VideoStatus::Published { .. })
-                    .then(|| (actors::store::key(k), rec))
+                matches!(rec.status, VideoStatus::Published { .. }).then(|| (k, rec))
             })
             .expect("steady publishes");
         (w, key, rec)

@@ -31,7 +31,7 @@ impl World {
         }
         self.store = MemStore::with_entries(entries);
         for (k, v, _) in self.store.scan(b"", &[]) {
-            match Key::parse(k) {
+            match Key::parse(&k) {
                 Some(Key::Owner(ch)) => {
                     if let Ok(OwnerRecord {
                         node: Some(node),
