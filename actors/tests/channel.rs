@@ -86,6 +86,8 @@ struct Harness {
     held_replies: Vec<(u64, actors::store::StoreReply)>,
     /// What the node layer answers a lease ask with.
     lease_valid_until_ms: u64,
+    /// Lease asks go unanswered (an answer lost with a restart).
+    ignore_lease_asks: bool,
 }
 
 const CH: ChannelId = ChannelId(0);
@@ -114,6 +116,7 @@ impl Harness {
             hold_commit_replies: false,
             held_replies: Vec::new(),
             lease_valid_until_ms: u64::MAX / 2,
+            ignore_lease_asks: false,
         }
     }
 
@@ -148,6 +151,7 @@ impl Harness {
                         );
                     }
                     ChannelEffect::Store { .. } => {}
+                    ChannelEffect::AskLease if self.ignore_lease_asks => {}
                     // As the node layer answers (by default: the lease is good).
                     ChannelEffect::AskLease => self.m.handle(
                         self.now,
@@ -278,6 +282,67 @@ fn an_upload_starts_only_with_quota_reserved_and_intent_recorded() {
     assert!(rec.publish_intent, "intent recorded before the upload");
     assert_eq!(rec.cost_micros, 9_000, "the charge settled to what it cost");
     assert_eq!(h.quota_used(), 51, "upload 1 + thumbnail 50 reserved");
+}
+
+/// The lease known from the last answer ran out while the render ran, and
+/// the node renewed it meanwhile. The finished render asks again; its
+/// record waits for the answer, and goes in the commit that reserves the
+/// upload: one commit, not one for the render and one for the reservation.
+#[test]
+fn the_last_stage_and_the_upload_reservation_commit_together() {
+    let mut h = Harness::new();
+    h.lease_valid_until_ms = T0 + 5_000;
+    h.start();
+    h.advance_to(T0 + 1);
+    let job = started_jobs(&h.take_log()).remove(0);
+    h.now += 9_000;
+    h.lease_valid_until_ms = u64::MAX / 2; // renewed
+    let before = h.store.version();
+    h.input(ChannelInput::JobFinished {
+        id: job.id,
+        outcome: JobOutcome::Succeeded { cost_micros: 9_000 },
+    });
+    assert!(h
+        .take_log()
+        .iter()
+        .any(|e| matches!(e, ChannelEffect::Publish { attempt: 1, .. })));
+    assert_eq!(h.store.version(), before + 1, "one commit");
+    let rec = h.video(job.id.slot).expect("recorded");
+    assert_eq!(rec.stage, 1, "the render's result is durable");
+    assert!(rec.publish_intent, "and the intent with it");
+    assert_eq!(h.quota_used(), 51);
+}
+
+/// With no answer to the ask, the finished render is committed alone at
+/// the ask's interval, and the machine sleeps until then.
+#[test]
+fn an_unanswered_lease_ask_holds_a_commit_for_its_interval_only() {
+    let mut h = Harness::new();
+    h.lease_valid_until_ms = T0 + 5_000;
+    h.start();
+    h.advance_to(T0 + 1);
+    let job = started_jobs(&h.take_log()).remove(0);
+    h.now += 9_000;
+    h.ignore_lease_asks = true;
+    let before = h.store.version();
+    h.input(ChannelInput::JobFinished {
+        id: job.id,
+        outcome: JobOutcome::Succeeded { cost_micros: 9_000 },
+    });
+    assert_eq!(h.store.version(), before, "held for the answer");
+    let asked = h.now;
+    assert!(
+        h.m.next_deadline().is_some_and(|d| d >= asked + 250),
+        "asleep, not polling: {:?}",
+        h.m.next_deadline()
+    );
+    h.advance_to(asked + actors::channel::LEASE_ASK_INTERVAL_MS - 1);
+    assert_eq!(h.store.version(), before, "held until the ask's interval");
+    h.advance_to(asked + actors::channel::LEASE_ASK_INTERVAL_MS);
+    assert_eq!(h.store.version(), before + 1, "committed alone");
+    let rec = h.video(job.id.slot).expect("recorded");
+    assert_eq!(rec.stage, 1, "the render's result is durable");
+    assert!(!rec.publish_intent, "no reservation on an unknown lease");
 }
 
 #[test]

@@ -273,6 +273,11 @@ pub struct ChannelMachine {
     lease_asked_ms: Option<u64>,
     /// Videos that wait for the answer.
     lease_waiters: BTreeSet<u64>,
+    /// An ask went out and no answer (good or not) came back yet.
+    lease_answer_pending: bool,
+    /// The pending commit waits for the lease's answer until then
+    /// (`commit_waits_for_lease`); cleared when a commit goes out.
+    commit_held_until_ms: Option<u64>,
     /// Committed starts answered late, waiting for a lease known good now
     /// (by slot).
     held_starts: BTreeMap<u64, crate::protocol::JobSpec>,
@@ -347,6 +352,8 @@ impl ChannelMachine {
             lease_wanted: false,
             lease_asked_ms: None,
             lease_waiters: BTreeSet::new(),
+            lease_answer_pending: false,
+            commit_held_until_ms: None,
             held_starts: BTreeMap::new(),
             held_uploads: BTreeSet::new(),
             release_requested: false,
@@ -502,11 +509,13 @@ impl ChannelMachine {
         self.release_held_starts(now_ms, out);
         self.release_held_uploads(now_ms, out);
         self.ask_lease(now_ms, out);
-        if self.inflight.is_none() && now_ms >= self.store_wait_until_ms {
+        let hold = may_start && self.commit_waits_for_lease(now_ms);
+        if self.inflight.is_none() && now_ms >= self.store_wait_until_ms && !hold {
             match self.pending_resolve.take() {
                 Some(commit) => self.issue_resolve(commit, out),
                 None => self.build_commit(now_ms, out),
             }
+            self.commit_held_until_ms = None;
         }
         let settling = control.killed && self.phase == Phase::Running;
         self.deadline = self.compute_deadline(now_ms, may_start, settling);
@@ -622,7 +631,10 @@ impl ChannelMachine {
             consider(at.saturating_sub(self.params.plan_lead_ms));
         }
         if self.inflight.is_none() && self.has_pending_writes() {
-            consider(self.store_wait_until_ms);
+            match self.commit_held_until_ms {
+                Some(until) if may_start && until > now_ms => consider(until),
+                _ => consider(self.store_wait_until_ms),
+            }
         }
         // Held starts and uploads ask for the lease again until it is good.
         if !self.held_starts.is_empty() || !self.held_uploads.is_empty() {

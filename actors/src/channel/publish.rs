@@ -10,7 +10,7 @@ use crate::records::{FailReason, VideoStatus};
 
 use super::video::{QuotaChange, Run};
 use super::{
-    ChannelEffect, ChannelMachine, LEASE_ASK_INTERVAL_MS, LEASE_MARGIN_MS, RESERVE_LEASE_MS,
+    ChannelEffect, ChannelMachine, Phase, LEASE_ASK_INTERVAL_MS, LEASE_MARGIN_MS, RESERVE_LEASE_MS,
 };
 
 impl ChannelMachine {
@@ -137,6 +137,7 @@ impl ChannelMachine {
     /// The node's answer to [`ChannelEffect::AskLease`].
     pub(super) fn on_lease(&mut self, now_ms: u64, valid_until_ms: u64) {
         let before = self.lease_valid_until_ms;
+        self.lease_answer_pending = false;
         self.lease_valid_until_ms = self.lease_valid_until_ms.max(valid_until_ms);
         assert!(
             self.lease_valid_until_ms >= before,
@@ -172,7 +173,30 @@ impl ChannelMachine {
             .is_some_and(|t| now_ms < t + LEASE_ASK_INTERVAL_MS);
         if wanted && !asked_lately {
             self.lease_asked_ms = Some(now_ms);
+            self.lease_answer_pending = true;
             out.push(ChannelEffect::AskLease);
         }
+    }
+
+    /// Whether the next commit waits for the lease's answer: a video waits
+    /// for it to reserve its upload (or lookup), so that the reservation
+    /// goes in the same commit as what is pending now (the finished last
+    /// stage: one commit a video fewer; ARCHITECTURE, `channel/`).
+    /// The answer is the node's own view, back at once. A commit waits
+    /// once, for one ask's interval at most: without an answer by then it
+    /// goes (asks repeat every interval, and would hold it for ever).
+    pub(super) fn commit_waits_for_lease(&mut self, now_ms: u64) -> bool {
+        let waits = self.lease_answer_pending
+            && !self.lease_waiters.is_empty()
+            && self.phase == Phase::Running
+            && self.pending_resolve.is_none();
+        if !waits {
+            return false;
+        }
+        let asked_ms = self.lease_asked_ms.unwrap_or(now_ms);
+        let until = *self
+            .commit_held_until_ms
+            .get_or_insert(asked_ms + LEASE_ASK_INTERVAL_MS);
+        now_ms < until
     }
 }
