@@ -225,6 +225,18 @@ impl Harness {
 
     /// Starts the channel and runs its first video's render, which
     /// succeeds: its upload goes out. The render's job.
+    /// Starts the channel with a lease that runs out 5 s in, and runs its
+    /// first video's render to 9 s: past the lease it knows. The render's
+    /// job, not finished yet.
+    fn render_past_the_known_lease(&mut self) -> actors::protocol::JobSpec {
+        self.lease_valid_until_ms = T0 + 5_000;
+        self.start();
+        self.advance_to(T0 + 1);
+        let job = started_jobs(&self.take_log()).remove(0);
+        self.now += 9_000;
+        job
+    }
+
     fn render_first_video(&mut self) -> actors::protocol::JobSpec {
         self.start();
         self.advance_to(T0 + 1);
@@ -291,11 +303,7 @@ fn an_upload_starts_only_with_quota_reserved_and_intent_recorded() {
 #[test]
 fn the_last_stage_and_the_upload_reservation_commit_together() {
     let mut h = Harness::new();
-    h.lease_valid_until_ms = T0 + 5_000;
-    h.start();
-    h.advance_to(T0 + 1);
-    let job = started_jobs(&h.take_log()).remove(0);
-    h.now += 9_000;
+    let job = h.render_past_the_known_lease();
     h.lease_valid_until_ms = u64::MAX / 2; // renewed
     let before = h.store.version();
     h.input(ChannelInput::JobFinished {
@@ -318,11 +326,7 @@ fn the_last_stage_and_the_upload_reservation_commit_together() {
 #[test]
 fn an_unanswered_lease_ask_holds_a_commit_for_its_interval_only() {
     let mut h = Harness::new();
-    h.lease_valid_until_ms = T0 + 5_000;
-    h.start();
-    h.advance_to(T0 + 1);
-    let job = started_jobs(&h.take_log()).remove(0);
-    h.now += 9_000;
+    let job = h.render_past_the_known_lease();
     h.ignore_lease_asks = true;
     let before = h.store.version();
     h.input(ChannelInput::JobFinished {
