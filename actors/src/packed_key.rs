@@ -1,10 +1,11 @@
 //! A key of up to 16 bytes packed into two words, as the in-memory store
 //! indexes it.
 //!
-//! Why: the store's hashed index and its B-tree hold over a million keys
-//! in a fleet-size simulation, and every point read, check and write
-//! hashes a key and compares it with the one it finds; every new key is
-//! compared with ~20 others on its way into the B-tree. As byte slices,
+//! Why: the store's hashed index and its B-tree hold hundreds of
+//! thousands of keys in a fleet-size simulation (375,201 at the end of a
+//! capacity-10m day), and every point read, check and write hashes a key
+//! and compares it with the one it finds; every new key is compared with
+//! about 19 others (log2 of that) on its way into the B-tree. As byte slices,
 //! each comparison was a call to `memcmp` and each hash a loop over the
 //! bytes (BENCHMARKS.md, capacity-10m, twelfth session). Packed, a hash is
 //! three words and a comparison is integer comparison.
@@ -92,13 +93,12 @@ fn word_of(bytes: &[u8]) -> u64 {
     let n = bytes.len();
     debug_assert!(n <= 8);
     match (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
-        (Some(first), Some(last)) if n <= 8 => {
+        (Some(first), Some(last)) => {
             u64::from(u32::from_be_bytes(*first)) << 32
                 | u64::from(u32::from_be_bytes(*last)) << (8 * (8 - n))
         }
         _ => bytes
             .iter()
-            .take(8)
             .enumerate()
             .fold(0, |w, (i, b)| w | u64::from(*b) << (56 - 8 * i)),
     }

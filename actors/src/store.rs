@@ -269,7 +269,8 @@ pub fn printable_key(key: &[u8]) -> String {
 /// real backend with it.
 ///
 /// Two indexes of the same entries, because a fleet-size simulation holds
-/// over a million keys and most of its operations name keys one by one:
+/// hundreds of thousands of keys (375,201 at the end of a capacity-10m
+/// day) and most of its operations name keys one by one:
 /// point reads, checks and writes of a key already present go to the
 /// hashed index alone; only ranges, new keys and deletes touch the ordered
 /// one (BENCHMARKS.md: capacity-10m). Both hold keys of up to 16 bytes
