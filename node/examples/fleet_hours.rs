@@ -13,8 +13,9 @@
 //!
 //! It lives beside the binary, not in `sim/`, because it reads the wall
 //! clock. It allocates with the binary's allocator at the simulator's
-//! settings (mimalloc 2 at its defaults: ARCHITECTURE "The allocator"), so
-//! that its profiles weigh allocation as `reelfleet sim` does.
+//! settings (mimalloc 2, purging after a second: ARCHITECTURE "The
+//! allocator"), so that its profiles weigh allocation as `reelfleet sim`
+//! does.
 
 use std::process::ExitCode;
 
@@ -24,6 +25,7 @@ static ALLOCATOR: reelfleet::allocator::MiMalloc = reelfleet::allocator::MiMallo
 const HOUR_MS: u64 = 3_600_000;
 
 fn main() -> ExitCode {
+    reelfleet::allocator::tune_for_the_simulator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: fleet_hours SCENARIO FROM_HOUR TO_HOUR [SEED]";
     let (Some(name), Some(from), Some(to)) = (

@@ -71,7 +71,9 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Sim(_)) {
+    if matches!(cli.command, Command::Sim(_)) {
+        allocator::tune_for_the_simulator();
+    } else {
         allocator::tune_for_a_long_running_process();
     }
     if let Err(e) = logs::init(cli.log_format) {
