@@ -332,6 +332,11 @@ fn channel_written(seen: &Seen<'_>, ch: ChannelId, value: &[u8]) -> Result<(), V
         .and_then(|v| decode_budget(v).ok())
         .unwrap_or(spec.budget)
         .daily_hard_micros;
+    if rec.spent_day_micros <= limit {
+        return Ok(());
+    }
+    // Over the limit: a violation only if this write raised it. Read only
+    // now (every channel commit writes the record: six a video).
     let before = seen
         .store
         .value(&channel_key(ch))
@@ -339,7 +344,7 @@ fn channel_written(seen: &Seen<'_>, ch: ChannelId, value: &[u8]) -> Result<(), V
         .filter(|c| c.spend_day == rec.spend_day)
         .map(|c| c.spent_day_micros)
         .unwrap_or(0);
-    if rec.spent_day_micros > limit && rec.spent_day_micros > before {
+    if rec.spent_day_micros > before {
         return Err(Violation::new(
             Invariant::HardBudgetNeverExceeded,
             format!(
@@ -496,5 +501,67 @@ mod tests {
         assert!(check_killed(topo, &fleet, ch, &rec, 5).is_ok());
         rec.status = VideoStatus::Failed(FailReason::StageFailed);
         assert!(check_killed(topo, &MemStore::new(), ch, &rec, 5).is_ok());
+    }
+
+    /// Invariant 4 in the ledger: a channel record whose day's spend is
+    /// over the hard limit in force is caught when the write raised it,
+    /// whether the limit is the config's or the operator's; a spend at the
+    /// limit, or one already above a limit lowered since and not raised,
+    /// or a new day's, is not.
+    #[test]
+    fn a_ledger_raised_past_the_hard_limit_is_caught() {
+        let scenario = crate::scenarios::builtin("steady", 1).expect("a built-in");
+        let topo = &*scenario.topology;
+        let ch = ChannelId(0);
+        let limit = topo.channel(ch).budget.daily_hard_micros;
+        let record = |day: u64, spent: u64| ChannelRecord {
+            write_seq: 1,
+            next_slot: 0,
+            spend_day: day,
+            spent_day_micros: spent,
+            spent_total_micros: spent,
+        };
+        let check = |store: &MemStore, rec: ChannelRecord| {
+            let seen = Seen {
+                topo,
+                truth: &Truth::default(),
+                store,
+                fence: None,
+                writer: NodeId(0),
+                now_ms: 0,
+                rel_ms: 5,
+            };
+            channel_written(&seen, ch, &rec.encode())
+        };
+        let write = |store: &mut MemStore, key: actors::store::Key, value: Vec<u8>| {
+            store
+                .commit(&Txn {
+                    checks: vec![],
+                    writes: vec![Write::Put(key, value)],
+                })
+                .expect("write");
+        };
+        let mut store = MemStore::new();
+        assert!(check(&store, record(3, limit)).is_ok(), "at the limit");
+        let caught = check(&store, record(3, limit + 1)).expect_err("past the limit");
+        assert_eq!(caught.invariant, Invariant::HardBudgetNeverExceeded);
+        // The operator lowers the limit below what was already spent: the
+        // spend stands, and only raising it further is caught.
+        write(&mut store, channel_key(ch), record(3, limit / 2).encode());
+        let mut lowered = topo.channel(ch).budget;
+        lowered.daily_hard_micros = limit / 4;
+        write(
+            &mut store,
+            budget_key(ch),
+            actors::records::encode_budget(&lowered),
+        );
+        assert!(check(&store, record(3, limit / 2)).is_ok(), "not raised");
+        assert!(check(&store, record(3, limit / 2 + 1)).is_err(), "raised");
+        // A new day starts from nothing.
+        assert!(
+            check(&store, record(4, limit / 4 + 1)).is_err(),
+            "a new day"
+        );
+        assert!(check(&store, record(4, limit / 4)).is_ok());
     }
 }

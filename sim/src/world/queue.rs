@@ -59,7 +59,7 @@ impl EventQueue {
     }
 
     #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.in_wheel + self.far.len()
     }
 
