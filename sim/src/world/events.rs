@@ -98,14 +98,6 @@ impl ForInc {
     }
 }
 
-/// The slab slot the next push takes: the last freed, else a new one.
-pub(super) fn next_free_slot(free_slots: &[u32], slab_len: usize) -> u32 {
-    match free_slots.last() {
-        Some(s) => *s,
-        None => slab_len as u32,
-    }
-}
-
 /// A queue entry: the event itself waits in a slab, so that the heap
 /// moves 24 bytes per swap rather than a whole event.
 pub(super) struct Scheduled {
@@ -134,9 +126,7 @@ impl Ord for Scheduled {
 }
 
 impl World {
-    /// Queues `ev` at `at` (true ms; no earlier than now) and says which
-    /// slab slot holds it: [`next_free_slot`]'s.
-    pub(super) fn push(&mut self, at: u64, ev: Ev) -> u32 {
+    pub(super) fn push(&mut self, at: u64, ev: Ev) {
         self.seq += 1;
         let slot = match self.free_slots.pop() {
             Some(s) => {
@@ -153,25 +143,6 @@ impl World {
             seq: self.seq,
             slot,
         });
-        slot
-    }
-
-    /// Takes back the tick queued in `slot` for `actor` of `node` at
-    /// `due_ms`, which a sooner one superseded: it stays in the queue, and
-    /// when it comes up its slot is freed and nothing else happens (no
-    /// trace, no lookup of the machine). Unless the slot still holds that
-    /// very tick (it may have been dispatched already and wait with a
-    /// frozen node, its slot taken by another event), nothing is touched,
-    /// and the tick is dropped when it comes due (`on_tick`), as before.
-    pub(super) fn cancel_tick(&mut self, slot: u32, node: NodeId, actor: Actor, due_ms: u64) {
-        let Some(held) = self.slab.get_mut(slot as usize) else {
-            return;
-        };
-        let same = matches!(held, Some(Ev::Tick { node: n, actor: a, due_ms: d, .. })
-            if *n == node && *a == actor && *d == due_ms);
-        if same {
-            *held = None;
-        }
     }
 
     /// Queues a delivery to `node` at the present moment (after whatever is

@@ -231,9 +231,7 @@ impl World {
                         .clock
                         .off_from_boot(offset_ms, drift_ppm);
                 }
-                fault => {
-                    self.push(start + f.at_ms, Ev::Fault(fault));
-                }
+                fault => self.push(start + f.at_ms, Ev::Fault(fault)),
             }
         }
         for n in self.topo.node_ids() {
@@ -276,16 +274,6 @@ impl World {
             return false;
         };
         assert!(at_ms >= self.now_ms, "time only moves forward");
-        let Some(ev) = self.slab[slot as usize].take() else {
-            // A tick taken back (`cancel_tick`): its slot is free again,
-            // and nothing happens (nor counts as happening).
-            self.free_slots.push(slot);
-            if at_ms != self.now_ms {
-                self.events_this_ms = 0;
-                self.now_ms = at_ms;
-            }
-            return true;
-        };
         if at_ms == self.now_ms {
             self.events_this_ms += 1;
             assert!(
@@ -297,6 +285,9 @@ impl World {
             self.events_this_ms = 0;
         }
         self.now_ms = at_ms;
+        let Some(ev) = self.slab[slot as usize].take() else {
+            return true;
+        };
         self.free_slots.push(slot);
         let end = matches!(ev, Ev::End);
         self.dispatch(ev);

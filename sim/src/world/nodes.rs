@@ -34,9 +34,6 @@ pub(super) struct HostedChannel {
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct TickSlot {
     queued: Option<u64>,
-    /// The slab slot of the tick queued at `queued`: a sooner one takes it
-    /// back (`World::cancel_tick`) rather than leave it to come due.
-    queued_slot: u32,
     wanted: Option<u64>,
     /// The last tick delivered (true ms), and how many before it came
     /// each within `BUSY_TICK_GAP_MS` of the one before (`BUSY_TICKS_MAX`).
@@ -181,6 +178,22 @@ impl World {
         }
     }
 
+    /// `actor`'s tick slot, if the actor is there (a channel only in the
+    /// instance its `Actor` names, with `same_gen`).
+    fn tick_slot(&mut self, node: NodeId, actor: Actor, same_gen: bool) -> Option<&mut TickSlot> {
+        let n = &mut self.nodes[node.index()];
+        match actor {
+            Actor::Membership => n.membership.as_mut().map(|(_, t)| t),
+            Actor::Channel(ch, g) => n
+                .channels
+                .get_mut(&ch)
+                .filter(|h| !same_gen || h.gen == g)
+                .map(|h| &mut h.tick),
+            Actor::Gpu(i) => n.gpus.get_mut(i).map(|(_, t)| t),
+            Actor::Dispatcher => n.dispatcher.as_mut().map(|(_, t)| t),
+        }
+    }
+
     /// A tick came due: deliver it unless a later schedule superseded it.
     /// Feeds `actor` its tick due at `due`; false if that tick was
     /// superseded, or moved on to the later deadline asked since (nothing
@@ -188,9 +201,8 @@ impl World {
     pub(super) fn on_tick(&mut self, node: NodeId, actor: Actor, due: u64) -> bool {
         let now = self.now_ms;
         let rel_ms = self.rel_ms();
-        let n = &mut self.nodes[node.index()];
-        let inc = n.inc;
-        let Some(slot) = tick_slot_of(n, actor, true) else {
+        let inc = self.nodes[node.index()].inc;
+        let Some(slot) = self.tick_slot(node, actor, true) else {
             return false;
         };
         if slot.queued != Some(due) {
@@ -198,17 +210,14 @@ impl World {
         }
         slot.queued = None;
         if let Some(later) = slot.wanted.filter(|w| *w > due && *w > now) {
-            let next_slot = super::events::next_free_slot(&self.free_slots, self.slab.len());
             slot.queued = Some(later);
-            slot.queued_slot = next_slot;
             let ev = Ev::Tick {
                 node,
                 inc,
                 actor,
                 due_ms: later,
             };
-            let pushed = self.push(later, ev);
-            debug_assert_eq!(pushed, next_slot);
+            self.push(later, ev);
             return false;
         }
         if due <= slot.last_delivered + BUSY_TICK_GAP_MS {
@@ -244,27 +253,15 @@ impl World {
         let n = &mut self.nodes[node.index()];
         let at = n.clock.true_at(d, now);
         let inc = n.inc;
-        let Some(slot) = tick_slot_of(n, actor, false) else {
+        let Some(slot) = self.tick_slot(node, actor, false) else {
             return;
         };
         slot.wanted = Some(at);
         if slot.queued.is_some_and(|t| t <= at && t >= now) {
             return;
         }
-        // A later tick still queued is superseded: taken back now, not
-        // popped, traced and dropped when it comes due (in a steady
-        // capacity-10m hour, 53,000 of them).
-        let superseded = slot
-            .queued
-            .filter(|t| *t >= now)
-            .map(|t| (t, slot.queued_slot));
-        let next_slot = super::events::next_free_slot(&self.free_slots, self.slab.len());
         slot.queued = Some(at);
-        slot.queued_slot = next_slot;
-        if let Some((t, s)) = superseded {
-            self.cancel_tick(s, node, actor, t);
-        }
-        let pushed = self.push(
+        self.push(
             at,
             Ev::Tick {
                 node,
@@ -273,7 +270,6 @@ impl World {
                 due_ms: at,
             },
         );
-        debug_assert_eq!(pushed, next_slot);
     }
 
     /// Feeds a delivery to the machine it is for, now.
@@ -399,103 +395,5 @@ impl World {
             s += &format!("  {}\n", g.describe());
         }
         s
-    }
-}
-
-/// `actor`'s tick slot on `n`, if the actor is there (a channel only in
-/// the instance its `Actor` names, with `same_gen`). A function of the
-/// node alone, so that a caller may hold it beside the event slab.
-fn tick_slot_of(n: &mut SimNode, actor: Actor, same_gen: bool) -> Option<&mut TickSlot> {
-    match actor {
-        Actor::Membership => n.membership.as_mut().map(|(_, t)| t),
-        Actor::Channel(ch, g) => n
-            .channels
-            .get_mut(&ch)
-            .filter(|h| !same_gen || h.gen == g)
-            .map(|h| &mut h.tick),
-        Actor::Gpu(i) => n.gpus.get_mut(i).map(|(_, t)| t),
-        Actor::Dispatcher => n.dispatcher.as_mut().map(|(_, t)| t),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::scenarios::builtin;
-    use crate::trace::Trace;
-
-    /// The ticks for `actor` of `node` the slab holds, by due time.
-    fn held_ticks(w: &World, node: NodeId, actor: Actor) -> Vec<u64> {
-        w.slab
-            .iter()
-            .filter_map(|e| match e {
-                Some(Ev::Tick {
-                    node: n,
-                    actor: a,
-                    due_ms,
-                    ..
-                }) if *n == node && *a == actor => Some(*due_ms),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// A sooner deadline takes back the tick it supersedes: the machine
-    /// has one tick waiting, not two. The one taken back comes up as
-    /// nothing: not traced, its slot free again.
-    #[test]
-    fn a_superseded_tick_is_taken_back() {
-        let mut w = World::new(builtin("steady", 1).expect("steady"), 1, Trace::new(None));
-        w.seed_state(Vec::new());
-        assert!(w.run_until(60_000), "{:?}", w.violation);
-        let (node, actor) = (NodeId(0), Actor::Membership);
-        let now = w.now_ms;
-        let queued = tick_slot_of(&mut w.nodes[node.index()], actor, false)
-            .and_then(|s| s.queued)
-            .expect("node 0's membership has a tick queued");
-        assert!(queued > now + 1, "a tick at least 2 ms ahead");
-        assert_eq!(held_ticks(&w, node, actor), vec![queued]);
-        let sooner = now + (queued - now) / 2;
-        let deadline = w.nodes[node.index()].clock.local(sooner);
-        w.schedule_tick(node, actor, Some(deadline));
-        let at = tick_slot_of(&mut w.nodes[node.index()], actor, false)
-            .and_then(|s| s.queued)
-            .expect("the sooner tick");
-        assert!(at < queued);
-        assert_eq!(
-            held_ticks(&w, node, actor),
-            vec![at],
-            "the later one taken back"
-        );
-        // Run past the taken-back tick's time: every slot is free or
-        // queued (an event, or a tick taken back), so none leaked.
-        assert!(w.run_until(queued - w.sc.start_utc_ms + 1));
-        assert_eq!(w.slab.len(), w.free_slots.len() + w.queue.len());
-        assert!(held_ticks(&w, node, actor).iter().all(|t| *t > queued));
-    }
-
-    /// Only the very tick named is taken back: another machine's, another
-    /// time's, or a slot that now holds another event are left alone.
-    #[test]
-    fn only_the_tick_named_is_taken_back() {
-        let mut w = World::new(builtin("steady", 1).expect("steady"), 1, Trace::new(None));
-        let (node, actor) = (NodeId(0), Actor::Gpu(0));
-        let tick = |due_ms| Ev::Tick {
-            node,
-            inc: 0,
-            actor,
-            due_ms,
-        };
-        let slot = w.push(w.now_ms + 100, tick(w.now_ms + 100));
-        let due = w.now_ms + 100;
-        w.cancel_tick(slot, node, Actor::Gpu(1), due);
-        w.cancel_tick(slot, NodeId(1), actor, due);
-        w.cancel_tick(slot, node, actor, due + 1);
-        assert!(w.slab[slot as usize].is_some(), "not the tick named");
-        w.cancel_tick(slot, node, actor, due);
-        assert!(w.slab[slot as usize].is_none(), "taken back");
-        let probe = w.push(w.now_ms + 5, Ev::Probe);
-        w.cancel_tick(probe, node, actor, w.now_ms + 5);
-        assert!(w.slab[probe as usize].is_some(), "not a tick");
     }
 }

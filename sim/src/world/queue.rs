@@ -59,7 +59,7 @@ impl EventQueue {
     }
 
     #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.in_wheel + self.far.len()
     }
 
