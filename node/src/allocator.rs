@@ -119,9 +119,10 @@ pub fn tune_for_a_long_running_process() {
 /// and allocated again every few milliseconds -- and at the default the
 /// kernel zeroed the same transparent huge pages again and again: 86,506
 /// page faults in a capacity-10m day against 853, `clear_page_erms` 9.8 %
-/// of a profile of hours 0..4, and the day 6 % slower (BENCHMARKS, "The
-/// simulator's purge delay"). Huge pages stay allowed: without them the
-/// day ran 5-20 % slower (TLB misses), though its peak was 3 % lower.
+/// of a profile of hours 0..4, and the day about 5 % slower (BENCHMARKS,
+/// "The simulator's purge delay"). Huge pages stay allowed: without them
+/// the day ran 2-11 % slower side by side (TLB misses), though its peak
+/// was 3 % lower.
 pub fn tune_for_the_simulator() {
     // SAFETY: sets one option to a value its documentation allows (a
     // delay in milliseconds); no memory is touched, and nothing else sets
