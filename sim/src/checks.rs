@@ -454,11 +454,11 @@ mod tests {
     use super::*;
     use actors::store::Txn;
 
-    fn put(store: &mut MemStore, key: actors::store::Key, record: ControlRecord) {
+    fn put(store: &mut MemStore, key: actors::store::Key, value: Vec<u8>) {
         store
             .commit(&Txn {
                 checks: vec![],
-                writes: vec![Write::Put(key, record.encode())],
+                writes: vec![Write::Put(key, value)],
             })
             .expect("write");
     }
@@ -485,7 +485,7 @@ mod tests {
             paused: true,
             killed: false,
         };
-        put(&mut store, control_key(ch), paused);
+        put(&mut store, control_key(ch), paused.encode());
         assert!(
             check_killed(topo, &store, ch, &rec, 5).is_err(),
             "a pause is not a kill"
@@ -494,10 +494,14 @@ mod tests {
             paused: false,
             killed: true,
         };
-        put(&mut store, control_key(ch), killed);
+        put(&mut store, control_key(ch), killed.encode());
         assert!(check_killed(topo, &store, ch, &rec, 5).is_ok());
         let mut fleet = MemStore::new();
-        put(&mut fleet, actors::store::key(CONTROL_ALL_KEY), killed);
+        put(
+            &mut fleet,
+            actors::store::key(CONTROL_ALL_KEY),
+            killed.encode(),
+        );
         assert!(check_killed(topo, &fleet, ch, &rec, 5).is_ok());
         rec.status = VideoStatus::Failed(FailReason::StageFailed);
         assert!(check_killed(topo, &MemStore::new(), ch, &rec, 5).is_ok());
@@ -533,24 +537,16 @@ mod tests {
             };
             channel_written(&seen, ch, &rec.encode())
         };
-        let write = |store: &mut MemStore, key: actors::store::Key, value: Vec<u8>| {
-            store
-                .commit(&Txn {
-                    checks: vec![],
-                    writes: vec![Write::Put(key, value)],
-                })
-                .expect("write");
-        };
         let mut store = MemStore::new();
         assert!(check(&store, record(3, limit)).is_ok(), "at the limit");
         let caught = check(&store, record(3, limit + 1)).expect_err("past the limit");
         assert_eq!(caught.invariant, Invariant::HardBudgetNeverExceeded);
         // The operator lowers the limit below what was already spent: the
         // spend stands, and only raising it further is caught.
-        write(&mut store, channel_key(ch), record(3, limit / 2).encode());
+        put(&mut store, channel_key(ch), record(3, limit / 2).encode());
         let mut lowered = topo.channel(ch).budget;
         lowered.daily_hard_micros = limit / 4;
-        write(
+        put(
             &mut store,
             budget_key(ch),
             actors::records::encode_budget(&lowered),
