@@ -121,7 +121,7 @@ fn the_commands_ci_runs_are_accepted() {
     let ci = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/run"))
         .expect(".ci/run");
     let joined = ci.replace("\\\n", " ");
-    let marker = "cargo run --release -p reelfleet -- ";
+    let marker = "cargo run -p reelfleet -- ";
     let commands: Vec<Vec<String>> = joined
         .lines()
         .filter_map(|l| l.split_once(marker).map(|(_, rest)| rest))
