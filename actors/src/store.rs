@@ -141,6 +141,18 @@ pub enum StoreOp {
         limit: usize,
     },
     Commit(Txn),
+    /// A commit, then point reads of `keys` once it has applied (one slot
+    /// per key): one round trip where two went. The membership machine's
+    /// lease renewal carries its refresh this way when both are due
+    /// (`membership::lease`). A reply of `Failed` means the reads did not
+    /// come back; as for any commit, `CommitUnknown` may have applied.
+    ///
+    /// The keys are a boxed slice, not a `Vec`, to keep `StoreOp` at 64
+    /// bytes, and the simulator's events within 128 (`sim` world events).
+    CommitGet {
+        txn: Txn,
+        keys: Box<[Key]>,
+    },
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -182,6 +194,11 @@ pub enum StoreReply {
     Range(Vec<Entry>),
     /// The commit's version: every key it wrote now has this version.
     Committed(Version),
+    /// A `CommitGet` applied at `version`, and its reads after it.
+    CommittedGot {
+        version: Version,
+        entries: Vec<Option<Entry>>,
+    },
     Failed(StoreError),
 }
 
@@ -191,6 +208,10 @@ pub fn check_limits(op: &StoreOp) -> Result<(), StoreError> {
         StoreOp::Get(keys) => check_get(keys),
         StoreOp::Range { start, end, limit } => check_range(start, end, *limit),
         StoreOp::Commit(txn) => check_txn(txn),
+        StoreOp::CommitGet { txn, keys } => {
+            check_txn(txn)?;
+            check_get(keys)
+        }
     }
 }
 
@@ -485,6 +506,13 @@ impl MemStore {
             }
             StoreOp::Commit(txn) => match self.commit_checked(txn) {
                 Ok(v) => StoreReply::Committed(v),
+                Err(e) => StoreReply::Failed(e),
+            },
+            StoreOp::CommitGet { txn, keys } => match self.commit_checked(txn) {
+                Ok(version) => StoreReply::CommittedGot {
+                    version,
+                    entries: keys.iter().map(|k| self.get(k)).collect(),
+                },
                 Err(e) => StoreReply::Failed(e),
             },
         }

@@ -82,7 +82,9 @@
 //! videos_per_day = 4               # 1..=10000
 //! window = "08:00-20:00"           # optional, UTC, default "00:00-24:00"
 //! pipeline = "shorts"              # a pipeline name or an inline pipeline
-//! priority = 5                     # optional, 0..=255, default 0
+//! priority = 5                     # optional, 0..=255, default 0 (a GPU
+//!                                  # queues higher first; a job asked again
+//!                                  # ranks one higher per earlier attempt)
 //! project = "yt-main"
 //! [channels.budget]                # optional; dollars, each >= 0
 //! daily_soft = 5.0                 # each soft limit defaults to its hard

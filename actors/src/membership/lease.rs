@@ -6,7 +6,7 @@
 use crate::records::{lease_key, LeaseRecord, MembersRecord, MEMBERS_KEY};
 use crate::store::{Check, Entry, Key, StoreOp, StoreReply, Txn, Write};
 
-use super::{LeaseOp, MemberPhase, MembershipEffect, MembershipMachine};
+use super::{LeaseOp, MemberPhase, MembershipEffect, MembershipMachine, WorkOp};
 
 /// What a joining node reads first, by name.
 struct ReadSelfReply {
@@ -75,21 +75,53 @@ impl MembershipMachine {
     }
 
     pub(super) fn issue_renew(&mut self, now_ms: u64, out: &mut Vec<MembershipEffect>) {
+        let txn = self.renewal(now_ms);
+        let renew = LeaseOp::Renew { sent_ms: now_ms };
+        self.issue_lease(renew, StoreOp::Commit(txn), out);
+    }
+
+    /// The renewal and the work slot's read of `keys` (a refresh) as one
+    /// store op: both slots hold it, under one op id, and its reply is
+    /// handed to each (`MembershipMachine::on_reply`).
+    pub(super) fn renew_with(
+        &mut self,
+        now_ms: u64,
+        work: WorkOp,
+        keys: Vec<Key>,
+        out: &mut Vec<MembershipEffect>,
+    ) {
+        assert!(
+            self.lease_op.is_none() && self.work_op.is_none(),
+            "both slots free"
+        );
+        let txn = self.renewal(now_ms);
+        let op_id = self.next_op_id();
+        self.lease_op = Some((op_id, LeaseOp::Renew { sent_ms: now_ms }));
+        self.work_op = Some((op_id, work));
+        out.push(MembershipEffect::Store {
+            op_id,
+            op: StoreOp::CommitGet {
+                txn,
+                keys: keys.into_boxed_slice(),
+            },
+        });
+    }
+
+    /// The next renewal's transaction: the lease record, its count moved on.
+    fn renewal(&mut self, now_ms: u64) -> Txn {
         assert!(matches!(
             self.phase,
             MemberPhase::Member | MemberPhase::Draining
         ));
         self.renewals += 1;
         self.next_renew_ms = now_ms + self.params.renew_ms;
-        let txn = Txn {
+        Txn {
             checks: vec![],
             writes: vec![Write::Put(
                 lease_key(self.node),
                 self.lease_record().encode(),
             )],
-        };
-        let renew = LeaseOp::Renew { sent_ms: now_ms };
-        self.issue_lease(renew, StoreOp::Commit(txn), out);
+        }
     }
 
     pub(super) fn on_lease_reply(

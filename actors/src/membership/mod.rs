@@ -47,6 +47,8 @@ mod members_hint_tests;
 #[cfg(test)]
 mod release_tests;
 #[cfg(test)]
+mod renew_tests;
+#[cfg(test)]
 mod ring_tests;
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug)]
@@ -202,6 +204,17 @@ pub(super) struct Hosted {
     /// Asked to release and counted against `RELEASES_IN_FLIGHT_MAX`
     /// (until it stops, or for `RELEASE_SLOT_HELD_MS_MAX`).
     holds_slot: bool,
+}
+
+/// A `CommitGet`'s reply as the commit's and the reads' (any other reply
+/// as itself, twice).
+fn split_commit_get(reply: StoreReply) -> (StoreReply, StoreReply) {
+    match reply {
+        StoreReply::CommittedGot { version, entries } => {
+            (StoreReply::Committed(version), StoreReply::Got(entries))
+        }
+        other => (other.clone(), other),
+    }
 }
 
 pub struct MembershipMachine {
@@ -482,14 +495,27 @@ impl MembershipMachine {
         reply: StoreReply,
         out: &mut Vec<MembershipEffect>,
     ) {
-        if self.lease_op.as_ref().is_some_and(|(id, _)| *id == op_id) {
-            if let Some((_, what)) = self.lease_op.take() {
-                self.on_lease_reply(now_ms, what, reply, out);
+        let lease = self.lease_op.as_ref().is_some_and(|(id, _)| *id == op_id);
+        let work = self.work_op.as_ref().is_some_and(|(id, _)| *id == op_id);
+        match (
+            self.lease_op.take_if(|_| lease),
+            self.work_op.take_if(|_| work),
+        ) {
+            // A renewal that carried the refresh (`lease::renew_with`): the
+            // lease hears of the commit first, then the work slot of the
+            // reads, as if each had gone alone.
+            (Some((_, renew)), Some((_, refresh))) => {
+                let (committed, got) = split_commit_get(reply);
+                self.on_lease_reply(now_ms, renew, committed, out);
+                self.on_work_reply(now_ms, refresh, got, out);
             }
-        } else if self.work_op.as_ref().is_some_and(|(id, _)| *id == op_id) {
-            if let Some((_, what)) = self.work_op.take() {
-                self.on_work_reply(now_ms, what, reply, out);
+            (Some((_, what)), None) => {
+                self.on_lease_reply(now_ms, what, split_commit_get(reply).0, out)
             }
+            (None, Some((_, what))) => {
+                self.on_work_reply(now_ms, what, split_commit_get(reply).1, out)
+            }
+            (None, None) => {}
         }
     }
 
@@ -509,12 +535,14 @@ impl MembershipMachine {
             self.step_joining(now_ms, out);
             return;
         }
+        // The work slot first: a refresh due with the renewal goes with it,
+        // as one store round trip (`refresh`).
+        if self.work_op.is_none() {
+            self.next_work(now_ms, out);
+        }
         // Renew the lease on its own slot so claims never delay it.
         if self.lease_op.is_none() && now_ms >= self.next_renew_ms {
             self.issue_renew(now_ms, out);
-        }
-        if self.work_op.is_none() {
-            self.next_work(now_ms, out);
         }
         // An op in flight wakes the machine with its reply.
         let renew = self

@@ -75,14 +75,14 @@ impl StorePort {
             StoreOp::Commit(t) if t.writes.is_empty() => "check",
             // The membership machine's renewal: its latency is the lease's
             // margin against the store.
-            StoreOp::Commit(t)
+            StoreOp::Commit(t) | StoreOp::CommitGet { txn: t, .. }
                 if t.writes
                     .iter()
                     .any(|w| w.key() == lease_key(self.me).as_slice()) =>
             {
                 "lease"
             }
-            StoreOp::Commit(_) => "commit",
+            StoreOp::Commit(_) | StoreOp::CommitGet { .. } => "commit",
         };
         let outcome = match r {
             StoreReply::Failed(StoreError::Conflict { .. }) => "conflict",

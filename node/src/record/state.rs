@@ -117,6 +117,19 @@ impl Seen {
                 newest = *version;
                 self.committed.push((*version, txn.writes.clone()));
             }
+            // A renewal that carried a refresh: the commit, then its reads.
+            (StoreOp::CommitGet { txn, keys }, StoreReply::CommittedGot { version, entries }) => {
+                self.answered(
+                    &StoreOp::Commit(txn.clone()),
+                    &StoreReply::Committed(*version),
+                    by_at,
+                );
+                let (reads, got) = (
+                    StoreOp::Get(keys.to_vec()),
+                    StoreReply::Got(entries.clone()),
+                );
+                self.answered(&reads, &got, by_at);
+            }
             _ => {}
         }
         if by_at {

@@ -128,6 +128,13 @@ impl Store for AnyStore {
     async fn commit(&self, txn: &Txn) -> Result<Version, StoreError> {
         forward!(self, s => s.commit(txn).await)
     }
+    async fn commit_get(
+        &self,
+        txn: &Txn,
+        keys: &[Key],
+    ) -> Result<(Version, Vec<Option<Entry>>), StoreError> {
+        forward!(self, s => s.commit_get(txn, keys).await)
+    }
     async fn snapshot(&self) -> Result<Box<dyn Snapshot>, StoreError> {
         forward!(self, s => s.snapshot().await)
     }

@@ -386,6 +386,115 @@ impl EtcdStore {
         }
         Ok(out)
     }
+
+    /// A transaction's checks as etcd compares.
+    fn compares(&self, txn: &Txn) -> Vec<Compare> {
+        txn.checks
+            .iter()
+            .map(|c| match c {
+                Check::Absent(k) => Compare::version(self.data_key(k), CompareOp::Equal, 0),
+                Check::Equals(k, v) => {
+                    Compare::value(self.data_key(k), CompareOp::Equal, v.clone())
+                }
+                Check::VersionIs(k, 0) => Compare::version(self.data_key(k), CompareOp::Equal, 0),
+                Check::VersionIs(k, v) => Compare::mod_revision(
+                    self.data_key(k),
+                    CompareOp::Equal,
+                    i64::try_from(*v).unwrap_or(i64::MAX),
+                ),
+            })
+            .collect()
+    }
+
+    /// A transaction's writes as etcd ops, and whether it writes at all.
+    fn write_ops(&self, txn: &Txn) -> (Vec<TxnOp>, bool) {
+        // etcd refuses a txn that writes one key twice; applied in order,
+        // only the last write of each key counts, so send just that one.
+        let mut last: std::collections::BTreeMap<&[u8], &Write> = std::collections::BTreeMap::new();
+        for w in &txn.writes {
+            last.insert(w.key(), w);
+        }
+        let mut ops: Vec<TxnOp> = last
+            .values()
+            .map(|w| match w {
+                Write::Put(k, v) => TxnOp::put(self.data_key(k), v.clone(), None),
+                Write::Delete(k) => TxnOp::delete(self.data_key(k), None),
+            })
+            .collect();
+        let writes = !ops.is_empty();
+        if writes {
+            ops.push(TxnOp::put(self.meta_key(), Vec::new(), None));
+        } else {
+            // etcd counts a txn whose branches hold no op that is not a
+            // serializable range as serializable, and an empty branch holds
+            // none: a check-only txn would then be answered from the local
+            // member's state, which may be behind (seen: 6 of 12 conformance
+            // runs under load judged a check against a version one write
+            // old). One linearizable read makes the whole txn linearizable.
+            ops.push(TxnOp::get(self.meta_key(), None));
+        }
+        (ops, writes)
+    }
+
+    /// Checks then writes, all or nothing, and then point reads of `reads`
+    /// in the same transaction (none for a plain commit); the commit's
+    /// version and what was read.
+    async fn commit_reading(
+        &self,
+        txn: &Txn,
+        reads: &[Key],
+    ) -> Result<(Version, Vec<Option<Entry>>), StoreError> {
+        check_txn(txn)?;
+        let compares = self.compares(txn);
+        let (mut ops, writes) = self.write_ops(txn);
+        ops.extend(reads.iter().map(|k| TxnOp::get(self.data_key(k), None)));
+        let mut kv = self.client.kv_client();
+        let call = kv.txn(EtcdTxn::new().when(compares).and_then(ops));
+        let resp = match tokio::time::timeout(self.call_timeout, call).await {
+            Err(_) if writes => return Err(StoreError::CommitUnknown),
+            Err(_) => {
+                return Err(unavailable(format!(
+                    "commit timed out after {:?}",
+                    self.call_timeout
+                )))
+            }
+            // A failed call that writes may still have been applied (a
+            // leader change mid-call, a proposal that commits once a quorum
+            // returns): only a read can tell.
+            Ok(Err(e)) if writes && !never_sent(&e) => {
+                tracing::warn!(
+                    endpoints = %self.endpoints,
+                    cause = %cause(&e),
+                    "etcd commit failed after it may have been sent: outcome unknown"
+                );
+                return Err(StoreError::CommitUnknown);
+            }
+            Ok(Err(e)) => {
+                return Err(unavailable(format!(
+                    "{} (members {}): nothing was applied",
+                    cause(&e),
+                    self.endpoints
+                )))
+            }
+            Ok(Ok(r)) => r,
+        };
+        if !resp.succeeded() {
+            return Err(StoreError::Conflict { check_index: None });
+        }
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let version =
+            u64::try_from(revision).map_err(|_| StoreError::Corrupt("negative revision".into()))?;
+        // The reads are the branch's last answers, one per key.
+        let answers = resp.op_responses();
+        let Some(first_read) = answers.len().checked_sub(reads.len()) else {
+            return Err(StoreError::CommitUnknown);
+        };
+        let entries = answers[first_read..]
+            .iter()
+            .map(|r| self.got_one(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((version, entries))
+    }
 }
 
 impl Store for EtcdStore {
@@ -423,83 +532,20 @@ impl Store for EtcdStore {
     }
 
     async fn commit(&self, txn: &Txn) -> Result<Version, StoreError> {
-        check_txn(txn)?;
-        let compares: Vec<Compare> = txn
-            .checks
-            .iter()
-            .map(|c| match c {
-                Check::Absent(k) => Compare::version(self.data_key(k), CompareOp::Equal, 0),
-                Check::Equals(k, v) => {
-                    Compare::value(self.data_key(k), CompareOp::Equal, v.clone())
-                }
-                Check::VersionIs(k, 0) => Compare::version(self.data_key(k), CompareOp::Equal, 0),
-                Check::VersionIs(k, v) => Compare::mod_revision(
-                    self.data_key(k),
-                    CompareOp::Equal,
-                    i64::try_from(*v).unwrap_or(i64::MAX),
-                ),
-            })
-            .collect();
-        // etcd refuses a txn that writes one key twice; applied in order,
-        // only the last write of each key counts, so send just that one.
-        let mut last: std::collections::BTreeMap<&[u8], &Write> = std::collections::BTreeMap::new();
-        for w in &txn.writes {
-            last.insert(w.key(), w);
-        }
-        let mut ops: Vec<TxnOp> = last
-            .values()
-            .map(|w| match w {
-                Write::Put(k, v) => TxnOp::put(self.data_key(k), v.clone(), None),
-                Write::Delete(k) => TxnOp::delete(self.data_key(k), None),
-            })
-            .collect();
-        let writes = !ops.is_empty();
-        if writes {
-            ops.push(TxnOp::put(self.meta_key(), Vec::new(), None));
-        } else {
-            // etcd counts a txn whose branches hold no op that is not a
-            // serializable range as serializable, and an empty branch holds
-            // none: a check-only txn would then be answered from the local
-            // member's state, which may be behind (seen: 6 of 12 conformance
-            // runs under load judged a check against a version one write
-            // old). One linearizable read makes the whole txn linearizable.
-            ops.push(TxnOp::get(self.meta_key(), None));
-        }
-        let mut kv = self.client.kv_client();
-        let call = kv.txn(EtcdTxn::new().when(compares).and_then(ops));
-        let resp = match tokio::time::timeout(self.call_timeout, call).await {
-            Err(_) if writes => return Err(StoreError::CommitUnknown),
-            Err(_) => {
-                return Err(unavailable(format!(
-                    "commit timed out after {:?}",
-                    self.call_timeout
-                )))
-            }
-            // A failed call that writes may still have been applied (a
-            // leader change mid-call, a proposal that commits once a quorum
-            // returns): only a read can tell.
-            Ok(Err(e)) if writes && !never_sent(&e) => {
-                tracing::warn!(
-                    endpoints = %self.endpoints,
-                    cause = %cause(&e),
-                    "etcd commit failed after it may have been sent: outcome unknown"
-                );
-                return Err(StoreError::CommitUnknown);
-            }
-            Ok(Err(e)) => {
-                return Err(unavailable(format!(
-                    "{} (members {}): nothing was applied",
-                    cause(&e),
-                    self.endpoints
-                )))
-            }
-            Ok(Ok(r)) => r,
-        };
-        if !resp.succeeded() {
-            return Err(StoreError::Conflict { check_index: None });
-        }
-        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-        u64::try_from(revision).map_err(|_| StoreError::Corrupt("negative revision".into()))
+        self.commit_reading(txn, &[])
+            .await
+            .map(|(version, _)| version)
+    }
+
+    /// The commit and the reads after it in one etcd transaction: the
+    /// reads go last in its success branch, so they see the writes.
+    async fn commit_get(
+        &self,
+        txn: &Txn,
+        keys: &[Key],
+    ) -> Result<(Version, Vec<Option<Entry>>), StoreError> {
+        check_get(keys)?;
+        self.commit_reading(txn, keys).await
     }
 
     async fn snapshot(&self) -> Result<Box<dyn Snapshot>, StoreError> {

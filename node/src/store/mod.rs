@@ -42,6 +42,24 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send;
     /// Checks then writes, all or nothing; the commit's version.
     fn commit(&self, txn: &Txn) -> impl Future<Output = Result<Version, StoreError>> + Send;
+    /// `commit`, then point reads of `keys` after it. By default two
+    /// calls, one after the other: reads that fail after the commit
+    /// applied answer `CommitUnknown` (the caller cannot tell from a
+    /// failure whether the commit went through). A backend with
+    /// transactions that read as well as write does both in one.
+    fn commit_get(
+        &self,
+        txn: &Txn,
+        keys: &[Key],
+    ) -> impl Future<Output = Result<(Version, Vec<Option<Entry>>), StoreError>> + Send {
+        async move {
+            let version = self.commit(txn).await?;
+            match self.get(keys).await {
+                Ok(entries) => Ok((version, entries)),
+                Err(_) => Err(StoreError::CommitUnknown),
+            }
+        }
+    }
     /// A consistent view for backups: every page is read at the same
     /// version.
     fn snapshot(&self) -> impl Future<Output = Result<Box<dyn Snapshot>, StoreError>> + Send;
@@ -58,6 +76,10 @@ pub trait Store: Send + Sync {
                     self.range(start, end, *limit).await.map(StoreReply::Range)
                 }
                 StoreOp::Commit(txn) => self.commit(txn).await.map(StoreReply::Committed),
+                StoreOp::CommitGet { txn, keys } => self
+                    .commit_get(txn, keys)
+                    .await
+                    .map(|(version, entries)| StoreReply::CommittedGot { version, entries }),
             };
             r.unwrap_or_else(StoreReply::Failed)
         }

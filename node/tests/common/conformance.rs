@@ -72,6 +72,76 @@ pub async fn checks_that_fail_write_nothing<S: Store>(s: &S) {
     }
 }
 
+/// A commit with reads after it (`StoreOp::CommitGet`, a lease renewal
+/// carrying its refresh): the reads see the commit's writes at its
+/// version; a failed check or a read over the limits writes nothing.
+pub async fn commit_then_reads<S: Store>(s: &S) {
+    let k = |x: &str| actors::store::key(x.as_bytes());
+    let v1 = s
+        .commit(&Txn {
+            checks: vec![],
+            writes: vec![put("other", "o")],
+        })
+        .await
+        .expect("first write");
+    let renew = |value: &str, checks: Vec<Check>, keys: Vec<Key>| StoreOp::CommitGet {
+        txn: Txn {
+            checks,
+            writes: vec![put("lease", value)],
+        },
+        keys: keys.into_boxed_slice(),
+    };
+    match s
+        .apply(&renew(
+            "1",
+            vec![],
+            vec![k("lease"), k("other"), k("absent")],
+        ))
+        .await
+    {
+        StoreReply::CommittedGot { version, entries } => {
+            assert!(version > v1, "{version} after {v1}");
+            assert_eq!(entries.len(), 3, "one slot per key");
+            let lease = entries[0].as_ref().expect("the commit's own write is read");
+            assert_eq!(
+                (lease.value.as_slice(), lease.version),
+                (&b"1"[..], version)
+            );
+            let other = entries[1].as_ref().expect("an older key is read");
+            assert_eq!((other.value.as_slice(), other.version), (&b"o"[..], v1));
+            assert_eq!(entries[2], None);
+        }
+        r => panic!("a commit with reads answered {r:?}"),
+    }
+    let lease_is_1 = |got: Vec<Option<Entry>>| {
+        assert_eq!(
+            got[0].as_ref().map(|e| e.value.clone()),
+            Some(b"1".to_vec())
+        )
+    };
+    // A failed check: nothing written, nothing read.
+    let r = s
+        .apply(&renew(
+            "2",
+            vec![Check::Absent(k("other"))],
+            vec![k("lease")],
+        ))
+        .await;
+    assert!(
+        matches!(r, StoreReply::Failed(StoreError::Conflict { .. })),
+        "{r:?}"
+    );
+    lease_is_1(s.get(&[k("lease")]).await.expect("get"));
+    // A read over the limits: refused whole, the commit with it.
+    let big = actors::store::key(&vec![b'x'; KEY_BYTES_MAX + 1]);
+    let r = s.apply(&renew("3", vec![], vec![big])).await;
+    assert!(
+        matches!(r, StoreReply::Failed(StoreError::TooLarge(_))),
+        "{r:?}"
+    );
+    lease_is_1(s.get(&[k("lease")]).await.expect("get"));
+}
+
 pub async fn ranges_are_ordered_and_limited<S: Store>(s: &S) {
     let writes = ["r/d", "r/a", "r/c", "r/b", "r/e", "q", "s"]
         .iter()
@@ -412,6 +482,7 @@ where
     Fut: Future<Output = S>,
 {
     checks_that_fail_write_nothing(&fresh().await).await;
+    commit_then_reads(&fresh().await).await;
     ranges_are_ordered_and_limited(&fresh().await).await;
     versions_follow_the_last_write(&fresh().await).await;
     oversize_is_refused_whole(&fresh().await).await;

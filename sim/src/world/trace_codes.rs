@@ -46,6 +46,9 @@ pub(super) fn store_op_code(op: &StoreOp) -> u64 {
         StoreOp::Get(k) => k.len() as u64,
         StoreOp::Range { limit, .. } => *limit as u64,
         StoreOp::Commit(t) => 1_000 + t.writes.len() as u64,
+        StoreOp::CommitGet { txn, keys } => {
+            2_000 + 100 * txn.writes.len() as u64 + keys.len() as u64
+        }
     }
 }
 

@@ -54,7 +54,7 @@ impl BatchOps {
     pub fn take(&mut self, op: &StoreOp) -> bool {
         let new_keys: Vec<&Key> = match op {
             StoreOp::Get(keys) => keys.iter().filter(|k| !self.keys.contains(*k)).collect(),
-            StoreOp::Range { .. } | StoreOp::Commit(_) => Vec::new(),
+            StoreOp::Range { .. } | StoreOp::Commit(_) | StoreOp::CommitGet { .. } => Vec::new(),
         };
         let ranges = usize::from(!matches!(op, StoreOp::Get(_)));
         let fits = self.len() + new_keys.len() + ranges <= READ_BATCH_OPS_MAX;
@@ -172,9 +172,9 @@ impl EtcdStore {
                     limit: *limit,
                 }
             }
-            StoreOp::Commit(_) => Asked::Answered(StoreReply::Failed(StoreError::Corrupt(
-                "a commit was put into a batch of reads".into(),
-            ))),
+            StoreOp::Commit(_) | StoreOp::CommitGet { .. } => Asked::Answered(StoreReply::Failed(
+                StoreError::Corrupt("a commit was put into a batch of reads".into()),
+            )),
         }
     }
 
