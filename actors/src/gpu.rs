@@ -506,9 +506,9 @@ impl GpuMachine {
 /// low-priority job under a backlog is overtaken until its queue wait
 /// runs out (`queue_wait_max_ms`), is asked again at the back, and can be
 /// overtaken again for as long as higher-priority work keeps coming
-/// (swarm seed 72283: a priority-0 video lost its render eight times in
-/// 25 minutes while the priority-1 and -2 channels' jobs went ahead).
-/// With it, a job that waited in vain moves up a level each time, so
+/// (swarm seed 72283: a priority-0 video lost its render eight times,
+/// at least five of them after the heal, while the priority-1 and -2
+/// channels' jobs went ahead). With it, a job that waited in vain moves up a level each time, so
 /// none waits for ever behind work that came later.
 fn queue_rank(job: &JobSpec) -> u8 {
     let earlier = job.id.attempt.saturating_sub(1);
