@@ -52,16 +52,24 @@ const PARAMS: MembershipParams = MembershipParams {
     sabotage: crate::sabotage::Sabotage::OFF,
 };
 
-fn removal(stop_ms: u64, hint: bool) -> (u64, u64) {
+/// Nodes A and B of one region with `params`, and their `Start`s.
+pub(super) fn a_and_b(
+    params: MembershipParams,
+) -> ([MembershipMachine; 2], Vec<(usize, MembershipInput)>) {
     let topo = one_region(&["a", "b"]);
-    let params = PARAMS;
-    let mut store = MemStore::new();
-    let mut m = [
+    let m = [
         MembershipMachine::new(Arc::clone(&topo), NodeId(0), params, 1),
         MembershipMachine::new(Arc::clone(&topo), NodeId(1), params, 2),
     ];
-    let mut inbox: Vec<(usize, MembershipInput)> =
-        vec![(0, MembershipInput::Start), (1, MembershipInput::Start)];
+    (
+        m,
+        vec![(0, MembershipInput::Start), (1, MembershipInput::Start)],
+    )
+}
+
+fn removal(stop_ms: u64, hint: bool) -> (u64, u64) {
+    let mut store = MemStore::new();
+    let (mut m, mut inbox) = a_and_b(PARAMS);
     let mut since_b = None;
     for step in 0..2_000u64 {
         let now = step * 10;

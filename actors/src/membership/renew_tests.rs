@@ -2,7 +2,7 @@
 //! op, and a hint that pulls the refresh away from the renewal is
 //! followed by the two going together again.
 
-use super::hint_tests::one_region;
+use super::hint_tests::a_and_b;
 use super::*;
 use crate::records::lease_key;
 use crate::store::MemStore;
@@ -36,15 +36,8 @@ fn kind(node: NodeId, op: &StoreOp) -> Kind {
 /// Runs A and B on one store in 10 ms steps until `until_ms`; A is told
 /// at `hint_ms` that the members record changed. A's store ops, by when.
 fn ops_of_a(until_ms: u64, hint_ms: Option<u64>) -> Vec<(u64, Kind)> {
-    let topo = one_region(&["a", "b"]);
-    let params = MembershipParams::default();
     let mut store = MemStore::new();
-    let mut m = [
-        MembershipMachine::new(Arc::clone(&topo), NodeId(0), params, 1),
-        MembershipMachine::new(Arc::clone(&topo), NodeId(1), params, 2),
-    ];
-    let mut inbox: Vec<(usize, MembershipInput)> =
-        vec![(0, MembershipInput::Start), (1, MembershipInput::Start)];
+    let (mut m, mut inbox) = a_and_b(MembershipParams::default());
     let mut ops = Vec::new();
     for step in 0..until_ms / 10 {
         let now = step * 10;
