@@ -94,20 +94,17 @@ impl World {
                 None => return, // an invariant broke: the run stops
             },
             // The commit as any other, then the reads after it.
-            StoreOp::CommitGet { txn, keys } => {
-                if let Err(e) = actors::store::check_get(&keys) {
-                    StoreReply::Failed(e)
-                } else {
-                    match self.commit(from, txn) {
-                        Some(StoreReply::Committed(version)) => StoreReply::CommittedGot {
-                            version,
-                            entries: keys.iter().map(|k| self.store.get(k)).collect(),
-                        },
-                        Some(failed) => failed,
-                        None => return, // an invariant broke: the run stops
-                    }
-                }
-            }
+            StoreOp::CommitGet { txn, keys } => match actors::store::check_get(&keys) {
+                Err(e) => StoreReply::Failed(e),
+                Ok(()) => match self.commit(from, txn) {
+                    Some(StoreReply::Committed(version)) => StoreReply::CommittedGot {
+                        version,
+                        entries: keys.iter().map(|k| self.store.get(k)).collect(),
+                    },
+                    Some(failed) => failed,
+                    None => return, // an invariant broke: the run stops
+                },
+            },
             other => self.store.apply(&other),
         };
         let at = self.now_ms + self.store_latency(from.node);
